@@ -1,0 +1,344 @@
+"""``build_index``: compile Lhotse cut manifests into an index directory, streaming, in bounded
+memory, into a temporary sibling that is renamed into place only when complete."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from discoseq.errors import ManifestError
+from discoseq.index.fields import RecordError, fields_from_record
+from discoseq.index.format import (
+    COLUMNS,
+    FORMAT_VERSION,
+    HEADER_FILE,
+    MAGIC,
+    RECORDS_FILE,
+    ColumnWriter,
+    write_column,
+    write_header,
+)
+from discoseq.index.sources import Chunk, Source, cutset_chunks, file_chunks, file_source
+
+SCANNED = (
+    "duration",
+    "num_frames",
+    "num_samples",
+    "num_features",
+    "num_tokens",
+    "num_supervisions",
+    "cut_type",
+)
+MAX_REPORTED_ERRORS = 20
+
+
+def _scanner() -> Callable[[bytes], dict[str, np.ndarray]]:
+    from discoseq._core.cutscan import scan_cut_lines
+
+    return scan_cut_lines
+
+
+def gather_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``data[starts[i]:ends[i]]``; returns (bytes, lengths)."""
+    lengths = (ends - starts).astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, np.uint8), lengths
+    begins = np.cumsum(lengths) - lengths
+    idx = np.repeat(starts - begins, lengths) + np.arange(total, dtype=np.int64)
+    return data[idx], lengths
+
+
+def scan_chunk(
+    scan: Callable[[bytes], dict[str, np.ndarray]],
+    buf: bytes,
+    on_bad: Callable[[str, int], None],
+) -> tuple[dict[str, np.ndarray], np.ndarray, bytes]:
+    """Columns of every record in ``buf``: the compiled scanner, then the exact Python path for
+    the lines it flags. ``on_bad(message, line_no)`` raises or lets the line be skipped.
+
+    Returns (columns, keep mask, the bytes that ``id_start``/``id_end`` refer to).
+    """
+    cols = scan(buf)
+    keep = np.ones(len(cols["start"]), dtype=bool)
+    slow = np.flatnonzero(cols["status"])
+    extra: list[bytes] = []
+    base = len(buf)
+    for i in slow.tolist():
+        line_no = int(cols["line_no"][i])
+        try:
+            f = fields_from_record(orjson.loads(buf[cols["start"][i] : cols["end"][i]]))
+        except orjson.JSONDecodeError as e:
+            on_bad(f"malformed JSON ({e})", line_no)
+            keep[i] = False
+            continue
+        except RecordError as e:
+            on_bad(str(e), line_no)
+            keep[i] = False
+            continue
+        for name in SCANNED:
+            cols[name][i] = getattr(f, name)
+        cut_id = f.cut_id.encode()
+        cols["id_start"][i] = base
+        cols["id_end"][i] = base + len(cut_id)
+        base += len(cut_id)
+        extra.append(cut_id)
+    return cols, keep, (buf + b"".join(extra) if extra else buf)
+
+
+class _IndexWriter:
+    """Appends scanned chunks to the column files of an index being built in ``tmp``."""
+
+    def __init__(self, tmp: Path, on_error: str) -> None:
+        from discoseq._core.idhash import hash_spans
+
+        self._hash_spans = hash_spans
+        self._scan = _scanner()
+        self.tmp = tmp
+        self.on_error = on_error
+        names = [*SCANNED, "source_id", "source_line", "record_offset", "record_length"]
+        self.columns = {name: ColumnWriter(tmp / f"{name}.npy", COLUMNS[name]) for name in names}
+        self.id_offsets = ColumnWriter(tmp / "id_offsets.npy", COLUMNS["id_offsets"])
+        self.id_offsets.append(np.zeros(1, np.int64))
+        self.id_blob = ColumnWriter(tmp / "id_blob.npy", COLUMNS["id_blob"])
+        self.id_hash = ColumnWriter(tmp / "id_hash_unsorted.npy", COLUMNS["id_hash_sorted"])
+        self.records = open(tmp / RECORDS_FILE, "wb")  # noqa: SIM115 - closed in finish()
+        self.records_size = 0
+        self.rows = 0
+        self.skipped = 0
+        self.errors: list[str] = []
+
+    def add(self, chunk: Chunk, source: Source, source_id: int) -> None:
+        buf = chunk.data
+
+        def on_bad(message: str, line_no: int) -> None:
+            self._error(message, source, chunk.first_line + line_no)
+
+        scan, keep, id_source = scan_chunk(self._scan, buf, on_bad)
+        rows = np.flatnonzero(keep)
+        m = int(rows.size)
+        if m == 0:
+            return
+        for name in SCANNED:
+            self.columns[name].append(scan[name][rows])
+        starts, ends = scan["start"][rows], scan["end"][rows]
+        self.columns["source_id"].append(np.full(m, source_id, np.int32))
+        self.columns["source_line"].append(chunk.first_line + scan["line_no"][rows])
+        if source.records == "inplace":
+            self.columns["record_offset"].append(chunk.offset + starts)
+        else:
+            self.columns["record_offset"].append(self.records_size + starts)
+            self.records.write(buf)
+            self.records_size += len(buf)
+        self.columns["record_length"].append(ends - starts)
+        blob, lengths = gather_spans(
+            np.frombuffer(id_source, np.uint8), scan["id_start"][rows], scan["id_end"][rows]
+        )
+        local = np.zeros(m + 1, np.int64)
+        np.cumsum(lengths, out=local[1:])
+        self.id_blob.append(blob)
+        self.id_offsets.append(self.id_blob.length - int(local[-1]) + local[1:])
+        self.id_hash.append(self._hash_spans(blob, local))
+        self.rows += m
+        source.rows += m
+
+    def _error(self, message: str, source: Source, line: int) -> None:
+        error = ManifestError(message, source.path, line)
+        if self.on_error == "raise":
+            raise error
+        self.skipped += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(str(error))
+
+    def finish(self, sources: Sequence[Source]) -> dict[str, Any]:
+        """Close the columns, build the id lookup, check ids are unique; returns column meta."""
+        for writer in self.columns.values():
+            writer.close()
+        for writer in (self.id_offsets, self.id_blob, self.id_hash):
+            writer.close()
+        self.records.close()
+        hashes = np.load(self.tmp / "id_hash_unsorted.npy", mmap_mode="r")
+        order = np.argsort(hashes, kind="stable")
+        sorted_hashes = np.asarray(hashes[order])
+        del hashes
+        os.unlink(self.tmp / "id_hash_unsorted.npy")
+        _check_unique(self.tmp, sorted_hashes, order, sources)
+        write_column(self.tmp / "id_hash_sorted.npy", sorted_hashes, COLUMNS["id_hash_sorted"])
+        write_column(self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"])
+        lengths = {name: w.length for name, w in self.columns.items()}
+        lengths.update(
+            id_offsets=self.id_offsets.length,
+            id_blob=self.id_blob.length,
+            id_hash_sorted=self.rows,
+            id_hash_rows=self.rows,
+        )
+        return {
+            name: {"file": f"{name}.npy", "dtype": dtype, "length": lengths[name]}
+            for name, dtype in COLUMNS.items()
+        }
+
+    def abort(self) -> None:
+        self.records.close()
+
+
+def _check_unique(tmp: Path, sorted_hashes: np.ndarray, order: np.ndarray, sources: Sequence[Source]) -> None:
+    """Raise naming the first duplicated cut id and where both copies are."""
+    if sorted_hashes.size < 2:
+        return
+    same = np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1])
+    if same.size == 0:
+        return
+    offsets = np.load(tmp / "id_offsets.npy", mmap_mode="r")
+    blob = np.load(tmp / "id_blob.npy", mmap_mode="r")
+    src = np.load(tmp / "source_id.npy", mmap_mode="r")
+    line = np.load(tmp / "source_line.npy", mmap_mode="r")
+
+    def cut_id(row: int) -> bytes:
+        return bytes(blob[offsets[row] : offsets[row + 1]])
+
+    duplicates = []
+    for k in same.tolist():
+        a, b = sorted(
+            (int(order[k]), int(order[k + 1]))
+        )  # equal hashes: compare the ids themselves
+        if cut_id(a) == cut_id(b):
+            duplicates.append((a, b))
+    if not duplicates:
+        return
+    a, b = min(duplicates)
+    where_a = f"{sources[int(src[a])].path}:{int(line[a])}"
+    where_b = f"{sources[int(src[b])].path}:{int(line[b])}"
+    raise ManifestError(
+        f"duplicate cut id {cut_id(a).decode(errors='replace')!r} at {where_a} and {where_b} "
+        f"({len(duplicates)} duplicated ids in all); cut ids must be unique across all inputs"
+    )
+
+
+def _as_sources(inputs: Any) -> list[Any]:
+    if isinstance(inputs, str | os.PathLike):
+        return [inputs]
+    if hasattr(inputs, "to_eager") or hasattr(inputs, "subset"):  # a Lhotse CutSet
+        return [inputs]
+    return list(inputs)
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not force:
+        raise FileExistsError(f"{out} already exists; pass force=True (--force) to replace it")
+    if out.is_dir() and ((out / HEADER_FILE).is_file() or not any(out.iterdir())):
+        return
+    raise FileExistsError(
+        f"{out} exists and is not a discoseq index; refusing to replace it even with force"
+    )
+
+
+def build_index(
+    inputs: str | os.PathLike[str] | Any | Iterable[Any],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    on_error: str = "raise",
+    store_records: bool = False,
+    progress: bool = False,
+) -> Any:
+    """Compile Lhotse cut manifests into an index directory and open it.
+
+    :param inputs: a manifest path (``.jsonl``, ``.jsonl.gz``, ``.json``), a Lhotse ``CutSet``
+        (eager or lazy), or a sequence of these; rows keep the order given.
+    :param out: the index directory to create.
+    :param force: replace an existing index at ``out``.
+    :param on_error: ``"raise"`` stops at the first bad record naming file and line; ``"skip"``
+        skips bad records, counting them in ``header.build.skipped``. Duplicate ids, empty
+        manifests and unreadable files are errors either way.
+    :param store_records: copy ``.jsonl`` records into the index instead of reading them in
+        place, so the index keeps working if the manifest is moved or deleted.
+    :param progress: show a progress bar over the input bytes.
+    :returns: the opened :class:`~discoseq.index.CutIndex`.
+    """
+    from discoseq import __version__
+    from discoseq.index.reader import CutIndex
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    out = Path(out)
+    items = _as_sources(inputs)
+    if not items:
+        raise ManifestError("no inputs given; pass at least one cut manifest or CutSet")
+    sources: list[Source] = []
+    for item in items:
+        if isinstance(item, str | os.PathLike):
+            sources.append(file_source(Path(item), store_records))
+        else:
+            sources.append(Source(path="<CutSet>", format="cutset", records="stored"))
+    _check_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    bar = None
+    writer = None
+    try:
+        if progress:
+            from tqdm import tqdm
+
+            total = sum(s.size or 0 for s in sources)
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"indexing -> {out.name}")
+        update = bar.update if bar is not None else None
+        writer = _IndexWriter(tmp, on_error)
+        for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
+            chunks = cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update)
+            for chunk in chunks:
+                writer.add(chunk, source, source_id)
+            if source.rows == 0:
+                raise ManifestError(
+                    "contains no cuts" + (f" ({writer.skipped} skipped)" if writer.skipped else "")
+                    + "; an index of nothing is almost certainly a mistake",
+                    source.path,
+                )
+        columns = writer.finish(sources)
+        header = {
+            "magic": MAGIC,
+            "format_version": FORMAT_VERSION,
+            "num_rows": writer.rows,
+            "columns": columns,
+            "sources": [s.describe() for s in sources],
+            "records": {"file": RECORDS_FILE, "codec": "none", "size": writer.records_size},
+            "build": {
+                "on_error": on_error,
+                "store_records": store_records,
+                "skipped": writer.skipped,
+                "skipped_examples": writer.errors,
+            },
+            "discoseq_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_header(tmp, header)
+        _replace_dir(tmp, out)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return CutIndex.open(out)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished index into place; an older index at ``out`` is removed after."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / "index")
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,306 @@
+"""The on-disk format of a discoseq cut index (format version 1).
+
+An index is a directory::
+
+    OUT/
+      header.json          the header, written last (its presence marks a complete index)
+      <column>.npy         one NumPy ``.npy`` file (format 1.0, little-endian) per column
+      records.bin          JSON records of sources that cannot be read in place (may be empty)
+
+``header.json`` is a small JSON object:
+
+``magic``            ``"DISCOSEQ-CUT-INDEX"``
+``format_version``   integer, this module's :data:`FORMAT_VERSION` (not the package version)
+``num_rows``         number of cuts N
+``columns``          ``{name: {"file", "dtype", "length"}}`` for every column below
+``sources``          list of ``{"path", "format", "records", "size", "mtime_ns", "fingerprint",
+                     "rows"}``; ``records`` is ``"inplace"`` (read from ``path`` by byte offset) or
+                     ``"stored"`` (read from ``records.bin``); ``fingerprint`` is
+                     ``blake2b-128:<hex>`` of the file's bytes (``null`` for in-memory CutSets)
+``records``          ``{"file": "records.bin", "codec": "none", "size": bytes}``
+``build``            the build options; ``discoseq_version``; ``created`` (UTC ISO time)
+
+Columns, all of length N unless noted; ``-1`` is the one sentinel for "this cut has no such
+value" (Lhotse returns ``None``):
+
+=================  =====  ==========================================================
+``duration``       <f8    ``cut.duration`` in seconds (always > 0)
+``num_frames``     <i8    ``cut.num_frames`` (-1: no features)
+``num_samples``    <i8    ``cut.num_samples`` (-1: no recording)
+``num_features``   <i8    ``cut.num_features``, the feature dimension (-1: no features)
+``num_tokens``     <i8    characters (code points) of supervision text, summed over the
+                          cut's supervisions (-1: no supervision has a text)
+``num_supervisions`` <i4  ``len(cut.supervisions)``
+``cut_type``       u1     0 MonoCut, 1 MixedCut, 2 PaddingCut, 3 MultiCut
+``source_id``      <i4    position in ``sources``
+``source_line``    <i8    1-based line of the record in its source (element for ``.json``)
+``record_offset``  <i8    byte offset of the record in its source file or in ``records.bin``
+``record_length``  <u4    byte length of the record
+``id_offsets``     <i8    N+1 offsets into ``id_blob``; cut id of row r is
+                          ``id_blob[id_offsets[r]:id_offsets[r+1]]`` (UTF-8)
+``id_blob``        u1     all cut ids, concatenated
+``id_hash_sorted`` <u8    64-bit hashes of the ids (:func:`discoseq._core.idhash`), sorted
+``id_hash_rows``   <i8    the row of each entry of ``id_hash_sorted``
+=================  =====  ==========================================================
+
+``id_hash_sorted`` + ``id_hash_rows`` give id -> row lookup by binary search plus one id
+comparison, with no Python dict of all ids. Every file is written into a temporary sibling
+directory that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from discoseq.errors import IndexFormatError
+
+MAGIC = "DISCOSEQ-CUT-INDEX"
+FORMAT_VERSION = 1
+HEADER_FILE = "header.json"
+RECORDS_FILE = "records.bin"
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+CUT_TYPES = ("MonoCut", "MixedCut", "PaddingCut", "MultiCut")
+CUT_TYPE_CODE = {name: i for i, name in enumerate(CUT_TYPES)}
+CUT_TYPE_CODE["Cut"] = 0  # Lhotse < 0.8 called MonoCut "Cut"; Lhotse reads it as a MonoCut.
+
+MISSING = -1
+
+#: Column name -> dtype, in the order they are written. Length N except ``id_offsets`` (N+1)
+#: and ``id_blob`` (total id bytes).
+COLUMNS: dict[str, str] = {
+    "duration": "<f8",
+    "num_frames": "<i8",
+    "num_samples": "<i8",
+    "num_features": "<i8",
+    "num_tokens": "<i8",
+    "num_supervisions": "<i4",
+    "cut_type": "|u1",
+    "source_id": "<i4",
+    "source_line": "<i8",
+    "record_offset": "<i8",
+    "record_length": "<u4",
+    "id_offsets": "<i8",
+    "id_blob": "|u1",
+    "id_hash_sorted": "<u8",
+    "id_hash_rows": "<i8",
+}
+
+#: Columns exposed as per-cut data through ``CutIndex.columns``.
+CUT_COLUMNS = (
+    "duration",
+    "num_frames",
+    "num_samples",
+    "num_features",
+    "num_tokens",
+    "num_supervisions",
+    "cut_type",
+    "source_id",
+)
+
+_NPY_HEADER_BYTES = 128  # reserved so the shape can be filled in after streaming the data
+
+
+class ColumnWriter:
+    """Streams a 1-D column to a ``.npy`` file, filling in its length when closed."""
+
+    def __init__(self, path: Path, dtype: str) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.length = 0
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file.write(b"\0" * _NPY_HEADER_BYTES)
+
+    def append(self, values: np.ndarray) -> None:
+        arr = np.ascontiguousarray(values, dtype=self.dtype)
+        self._file.write(arr.data)
+        self.length += int(arr.shape[0])
+
+    def close(self) -> None:
+        header = _npy_header(self.dtype, self.length)
+        self._file.seek(0)
+        self._file.write(header)
+        self._file.close()
+
+
+def _npy_header(dtype: np.dtype, length: int) -> bytes:
+    text = repr({"descr": dtype.str, "fortran_order": False, "shape": (length,)})
+    prefix = b"\x93NUMPY\x01\x00"
+    body_len = _NPY_HEADER_BYTES - len(prefix) - 2
+    body = text.encode("latin1")
+    body = body + b" " * (body_len - len(body) - 1) + b"\n"
+    return prefix + body_len.to_bytes(2, "little") + body
+
+
+def write_column(path: Path, values: np.ndarray, dtype: str) -> None:
+    """Write a whole column at once (same layout as :class:`ColumnWriter`)."""
+    writer = ColumnWriter(path, dtype)
+    writer.append(values)
+    writer.close()
+
+
+@dataclass(frozen=True)
+class Header:
+    """The validated content of ``header.json``."""
+
+    num_rows: int
+    columns: Mapping[str, Mapping[str, Any]]
+    sources: list[dict[str, Any]]
+    records: Mapping[str, Any]
+    build: Mapping[str, Any]
+    discoseq_version: str
+    created: str
+    raw: Mapping[str, Any]
+
+
+def write_header(directory: Path, header: Mapping[str, Any]) -> None:
+    data = json.dumps(header, indent=2, sort_keys=False).encode()
+    path = directory / HEADER_FILE
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_header(directory: Path) -> Header:
+    """Read and validate ``header.json`` in order: magic, version, keys, columns."""
+    path = directory / HEADER_FILE
+    if not directory.is_dir():
+        raise IndexFormatError(f"{directory}: not an index directory (it does not exist)")
+    if not path.is_file():
+        raise IndexFormatError(
+            f"{path}: missing; {directory} is not a complete discoseq index "
+            "(build one with `discoseq-index build MANIFEST -o OUT`)"
+        )
+    size = path.stat().st_size
+    if size > MAX_HEADER_BYTES:
+        raise IndexFormatError(f"{path}: header is {size} bytes, expected a small JSON file")
+    try:
+        raw = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFormatError(f"{path}: header is not valid JSON ({e}); rebuild the index") from e
+    if not isinstance(raw, dict) or raw.get("magic") != MAGIC:
+        found = raw.get("magic") if isinstance(raw, dict) else type(raw).__name__
+        raise IndexFormatError(f"{path}: field 'magic' expected {MAGIC!r}, found {found!r}")
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise IndexFormatError(f"{path}: field 'format_version' is {version!r}, expected an int")
+    if version > FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: format_version {version} is newer than this discoseq supports "
+            f"({FORMAT_VERSION}); upgrade discoseq or rebuild with `discoseq-index build`"
+        )
+    if version < FORMAT_VERSION:
+        raise IndexFormatError(
+            f"{path}: format_version {version} is no longer supported (current "
+            f"{FORMAT_VERSION}); rebuild with `discoseq-index build`"
+        )
+    expected_types = {
+        "num_rows": int,
+        "columns": dict,
+        "sources": list,
+        "records": dict,
+        "build": dict,
+        "discoseq_version": str,
+        "created": str,
+    }
+    for key, typ in expected_types.items():
+        if key not in raw:
+            raise IndexFormatError(f"{path}: field {key!r} is missing")
+        if not isinstance(raw[key], typ) or (typ is int and isinstance(raw[key], bool)):
+            raise IndexFormatError(
+                f"{path}: field {key!r} expected {typ.__name__}, found {type(raw[key]).__name__}"
+            )
+    n = raw["num_rows"]
+    if n < 0:
+        raise IndexFormatError(f"{path}: field 'num_rows' is negative ({n})")
+    columns = raw["columns"]
+    for name, dtype in COLUMNS.items():
+        meta = columns.get(name)
+        if not isinstance(meta, dict):
+            raise IndexFormatError(f"{path}: column {name!r} is missing from 'columns'")
+        if meta.get("dtype") != dtype:
+            raise IndexFormatError(
+                f"{path}: column {name!r} dtype expected {dtype!r}, found {meta.get('dtype')!r}"
+            )
+        if meta.get("file") != f"{name}.npy":
+            raise IndexFormatError(
+                f"{path}: column {name!r} file expected '{name}.npy', found {meta.get('file')!r}"
+            )
+        expected_len = _expected_length(name, n, columns)
+        if meta.get("length") != expected_len:
+            raise IndexFormatError(
+                f"{path}: column {name!r} length expected {expected_len}, "
+                f"found {meta.get('length')!r}"
+            )
+    for i, src in enumerate(raw["sources"]):
+        for key in ("path", "format", "records", "size", "mtime_ns", "fingerprint", "rows"):
+            if not isinstance(src, dict) or key not in src:
+                raise IndexFormatError(f"{path}: sources[{i}] lacks field {key!r}")
+        if src["records"] not in ("inplace", "stored"):
+            raise IndexFormatError(
+                f"{path}: sources[{i}].records expected 'inplace' or 'stored', "
+                f"found {src['records']!r}"
+            )
+    if raw["records"].get("codec") != "none":
+        raise IndexFormatError(
+            f"{path}: records.codec expected 'none', found {raw['records'].get('codec')!r}"
+        )
+    return Header(
+        num_rows=n,
+        columns=columns,
+        sources=raw["sources"],
+        records=raw["records"],
+        build=raw["build"],
+        discoseq_version=raw["discoseq_version"],
+        created=raw["created"],
+        raw=raw,
+    )
+
+
+def _expected_length(name: str, n: int, columns: Mapping[str, Any]) -> int:
+    if name == "id_offsets":
+        return n + 1
+    if name == "id_blob":
+        length = columns.get("id_blob", {}).get("length")
+        return length if isinstance(length, int) and length >= 0 else -1
+    return n
+
+
+def open_column(directory: Path, name: str, length: int) -> np.ndarray:
+    """Map one column read-only, checking its ``.npy`` header against the expected layout."""
+    path = directory / f"{name}.npy"
+    dtype = np.dtype(COLUMNS[name])
+    if not path.is_file():
+        raise IndexFormatError(f"{path}: column file is missing; rebuild the index")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version != (1, 0):
+                raise ValueError(f"npy version {version}")
+            shape, fortran, found_dtype = np.lib.format.read_array_header_1_0(f)
+            data_start = f.tell()
+    except (ValueError, OSError, SyntaxError, EOFError) as e:
+        raise IndexFormatError(f"{path}: not a valid .npy column ({e}); rebuild the index") from e
+    if found_dtype != dtype or fortran or shape != (length,):
+        raise IndexFormatError(
+            f"{path}: column {name!r} expected dtype {dtype.str} shape ({length},), "
+            f"found dtype {found_dtype.str} shape {shape}; rebuild the index"
+        )
+    expected_size = data_start + length * dtype.itemsize
+    actual = path.stat().st_size
+    if actual != expected_size:
+        raise IndexFormatError(
+            f"{path}: column {name!r} file is {actual} bytes, expected {expected_size} "
+            "(truncated or corrupted); rebuild the index"
+        )
+    if length == 0:
+        return np.empty(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=(length,))

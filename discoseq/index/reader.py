@@ -1,0 +1,272 @@
+"""``CutIndex``: a read-only, memory-mapped view of an index directory, and lazy resolution of
+rows to Lhotse cuts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from discoseq.errors import IndexFormatError, StaleIndexError
+from discoseq.index.format import (
+    COLUMNS,
+    CUT_COLUMNS,
+    RECORDS_FILE,
+    Header,
+    open_column,
+    read_header,
+)
+from discoseq.index.sources import stat_matches
+
+
+class CutIndex:
+    """A cut index opened with ``mmap_mode="r"``: columns are shared by every process that maps
+    them, and a pickled ``CutIndex`` travels as its path (each DataLoader worker maps it again).
+    """
+
+    def __init__(self, path: Path, header: Header, arrays: Mapping[str, np.ndarray]) -> None:
+        self.path = path
+        self.header = header
+        self._arrays = dict(arrays)
+        self._fds: dict[int, int] = {}
+        self._fd_pid = os.getpid()
+        self._lock = threading.Lock()
+        self._inplace = np.array(
+            [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
+        )
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], check_sources: bool = True) -> CutIndex:
+        """Map an index directory, validating its header and every column file.
+
+        :param check_sources: check cheaply (size, mtime) that the source manifests are unchanged
+            and raise :class:`StaleIndexError` if not; pass False to opt out.
+        """
+        directory = Path(path)
+        header = read_header(directory)
+        n = header.num_rows
+        arrays = {}
+        for name in COLUMNS:
+            length = header.columns[name]["length"]
+            arrays[name] = open_column(directory, name, length)
+        records = directory / RECORDS_FILE
+        expected = header.records.get("size")
+        if not records.is_file() or records.stat().st_size != expected:
+            found = records.stat().st_size if records.is_file() else "missing"
+            raise IndexFormatError(
+                f"{records}: expected {expected} bytes, found {found}; rebuild the index"
+            )
+        offsets = arrays["id_offsets"]
+        if n and (offsets[0] != 0 or offsets[n] != arrays["id_blob"].shape[0]):
+            raise IndexFormatError(
+                f"{directory / 'id_offsets.npy'}: offsets do not span id_blob; rebuild the index"
+            )
+        index = cls(directory, header, arrays)
+        if check_sources:
+            index.check_sources()
+        return index
+
+    def check_sources(self) -> None:
+        """Raise :class:`StaleIndexError` if a source file changed size or mtime."""
+        for source in self.header.sources:
+            if source["format"] == "cutset":
+                continue
+            problem = stat_matches(source)
+            if problem is not None:
+                raise StaleIndexError(
+                    f"index {self.path} is stale: {problem}. Rebuild it with "
+                    f"`discoseq-index build ... -o {self.path} --force`, or open it with "
+                    "check_sources=False to use it as it is"
+                )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (str(self.path),))
+
+    # -- columns -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.header.num_rows
+
+    def __repr__(self) -> str:
+        return f"CutIndex({str(self.path)!r}, rows={len(self)})"
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-cut columns (read-only arrays of length ``len(self)``)."""
+        return {name: self._arrays[name] for name in CUT_COLUMNS}
+
+    def column(self, name: str) -> np.ndarray:
+        """One column by name (any of :data:`discoseq.index.format.COLUMNS`)."""
+        if name not in self._arrays:
+            raise KeyError(f"no column {name!r}; columns are {sorted(self._arrays)}")
+        return self._arrays[name]
+
+    @property
+    def duration(self) -> np.ndarray:
+        return self._arrays["duration"]
+
+    @property
+    def num_frames(self) -> np.ndarray:
+        return self._arrays["num_frames"]
+
+    @property
+    def num_samples(self) -> np.ndarray:
+        return self._arrays["num_samples"]
+
+    @property
+    def num_features(self) -> np.ndarray:
+        return self._arrays["num_features"]
+
+    @property
+    def num_tokens(self) -> np.ndarray:
+        return self._arrays["num_tokens"]
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the header: equal on every rank that opened the same index."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(orjson.dumps(self.header.raw, option=orjson.OPT_SORT_KEYS))
+        return h.hexdigest()
+
+    # -- ids -----------------------------------------------------------------------------------
+    def _check_row(self, row: int) -> int:
+        n = len(self)
+        r = int(row)
+        if r < 0:
+            r += n
+        if not 0 <= r < n:
+            raise IndexError(f"row {row} out of range for an index of {n} rows")
+        return r
+
+    def cut_id(self, row: int) -> str:
+        """The id of the cut at ``row``."""
+        r = self._check_row(row)
+        offsets = self._arrays["id_offsets"]
+        return bytes(self._arrays["id_blob"][offsets[r] : offsets[r + 1]]).decode()
+
+    def cut_ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        return [self.cut_id(r) for r in np.asarray(rows, dtype=np.int64).tolist()]
+
+    def row_of(self, cut_id: str) -> int:
+        """The row of a cut id (binary search over sorted id hashes; no dict of all ids)."""
+        from discoseq._core.idhash import hash_id
+
+        key = cut_id.encode()
+        h = np.uint64(hash_id(key))
+        hashes = self._arrays["id_hash_sorted"]
+        rows = self._arrays["id_hash_rows"]
+        i = int(np.searchsorted(hashes, h, side="left"))
+        offsets = self._arrays["id_offsets"]
+        blob = self._arrays["id_blob"]
+        while i < hashes.shape[0] and hashes[i] == h:
+            r = int(rows[i])
+            if bytes(blob[offsets[r] : offsets[r + 1]]) == key:
+                return r
+            i += 1
+        raise KeyError(f"cut id {cut_id!r} is not in index {self.path}")
+
+    def __contains__(self, cut_id: object) -> bool:
+        if not isinstance(cut_id, str):
+            return False
+        try:
+            self.row_of(cut_id)
+        except KeyError:
+            return False
+        return True
+
+    # -- records -------------------------------------------------------------------------------
+    def _fd(self, source_id: int) -> int:
+        """A file descriptor for a source's records, opened once per process."""
+        pid = os.getpid()
+        if pid != self._fd_pid:  # forked (e.g. a DataLoader worker): never share descriptors
+            self._fds = {}
+            self._fd_pid = pid
+            self._lock = threading.Lock()
+        fd = self._fds.get(source_id)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(source_id)
+                if fd is None:
+                    if self._inplace[source_id]:
+                        path = self.header.sources[source_id]["path"]
+                    else:
+                        path = str(self.path / RECORDS_FILE)
+                    fd = os.open(path, os.O_RDONLY)
+                    self._fds[source_id] = fd
+        return fd
+
+    def records(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
+        """The raw JSON records of ``rows``, in the order asked (one ``pread`` each)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(self)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"rows out of range for an index of {n} rows")
+        src = self._arrays["source_id"][rows].tolist()
+        off = self._arrays["record_offset"][rows].tolist()
+        length = self._arrays["record_length"][rows].tolist()
+        out = []
+        for s, o, ln in zip(src, off, length, strict=True):
+            data = os.pread(self._fd(s), ln, o)
+            if len(data) != ln:
+                raise StaleIndexError(
+                    f"index {self.path}: record of source {self.header.sources[s]['path']} is "
+                    "truncated (the source changed after the build); rebuild the index"
+                )
+            out.append(data)
+        return out
+
+    def record_dicts(self, rows: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """The records of ``rows`` as dicts, each checked to carry the expected cut id."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = []
+        for row, data in zip(rows.tolist(), self.records(rows), strict=True):
+            try:
+                record = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or record.get("id") != self.cut_id(row):
+                raise StaleIndexError(
+                    f"index {self.path}: the record of row {row} (cut {self.cut_id(row)!r}) "
+                    "does not match its source any more; rebuild the index"
+                )
+            out.append(record)
+        return out
+
+    def resolve(self, rows: Sequence[int] | np.ndarray) -> Any:
+        """A Lhotse ``CutSet`` of the cuts at ``rows``, in the order asked; reads only those.
+
+        Uses Lhotse's ``deserialize_cut``, so every cut type (also a standalone ``PaddingCut``
+        line, which Lhotse's lazy manifest reader misreads) comes back as Lhotse builds it.
+        """
+        from lhotse import CutSet
+        from lhotse.cut.set import deserialize_cut
+
+        return CutSet.from_cuts([deserialize_cut(r) for r in self.record_dicts(rows)])
+
+    def iter_cuts(self, chunk: int = 1024) -> Iterator[Any]:
+        """Every cut in row order (resolution in chunks)."""
+        for start in range(0, len(self), chunk):
+            yield from self.resolve(np.arange(start, min(start + chunk, len(self))))
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __del__(self) -> None:
+        try:
+            if self._fd_pid == os.getpid():
+                self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+
+def _reopen(path: str) -> CutIndex:
+    # Workers trust the parent's check of the sources: a worker must not fail on a stat race.
+    return CutIndex.open(path, check_sources=False)

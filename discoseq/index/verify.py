@@ -1,0 +1,122 @@
+"""``verify_index``: recheck an index against its sources, column by column."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from discoseq.index.builder import SCANNED, _scanner, scan_chunk
+from discoseq.index.format import RECORDS_FILE
+from discoseq.index.reader import CutIndex
+from discoseq.index.sources import fingerprint_file, stat_matches
+
+MAX_PROBLEMS = 50
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify_index`` found; ``ok`` when ``problems`` is empty."""
+
+    path: str
+    rows: int
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+
+def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> VerifyReport:
+    """Recompute source fingerprints, check every column's invariants, and recompute every
+    cut's columns from its record, comparing with what the index holds."""
+    index = CutIndex.open(path, check_sources=False)
+    report = VerifyReport(str(path), len(index))
+    n = len(index)
+    for i, src in enumerate(index.header.sources):
+        if src["format"] == "cutset":
+            continue
+        if not Path(src["path"]).is_file():
+            report.add(f"source {i} {src['path']} no longer exists")
+            continue
+        found = fingerprint_file(src["path"])
+        if found != src["fingerprint"]:
+            report.add(f"source {i} {src['path']} content changed (fingerprint {found})")
+        elif stat_matches(src) is not None:
+            report.notes.append(f"source {i} {src['path']}: mtime changed, content identical")
+
+    cols = {name: index.column(name) for name in SCANNED}
+    d = cols["duration"]
+    if n and not (np.isfinite(d).all() and (d > 0).all()):
+        report.add("column duration holds non-finite or non-positive values")
+    if n and int(cols["cut_type"].max()) > 3:
+        report.add("column cut_type holds unknown codes")
+    src_ids = index.column("source_id")
+    if n and (src_ids.min() < 0 or src_ids.max() >= len(index.header.sources)):
+        report.add("column source_id points outside the sources")
+    offsets = index.column("id_offsets")
+    if np.any(np.diff(offsets) <= 0):
+        report.add("column id_offsets is not strictly increasing (empty or misordered ids)")
+    from discoseq._core.idhash import hash_spans
+
+    hashes = hash_spans(np.asarray(index.column("id_blob")), np.asarray(offsets))
+    order = np.asarray(index.column("id_hash_rows"))
+    if n and (
+        not np.array_equal(np.sort(order), np.arange(n))
+        or not np.array_equal(hashes[order], index.column("id_hash_sorted"))
+    ):
+        report.add("id lookup table (id_hash_sorted/id_hash_rows) does not match the ids")
+    end = index.column("record_offset").astype(np.int64) + index.column("record_length")
+    for i, src in enumerate(index.header.sources):
+        mask = src_ids == i
+        if not mask.any():
+            continue
+        limit = (
+            index.header.records["size"]
+            if src["records"] == "stored"
+            else (os.path.getsize(src["path"]) if Path(src["path"]).is_file() else -1)
+        )
+        if limit >= 0 and int(end[mask].max()) > limit:
+            report.add(f"records of source {i} point past the end of {src['path'] if src['records'] == 'inplace' else RECORDS_FILE}")
+    if not report.ok:
+        return report
+
+    scan = _scanner()
+    for start in range(0, n, chunk_rows):
+        rows = np.arange(start, min(start + chunk_rows, n))
+        try:
+            records = index.records(rows)
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            report.add(f"rows {start}..{rows[-1]}: cannot read records ({e})")
+            continue
+        buf = b"\n".join(records) + b"\n"
+
+        def on_bad(message: str, line_no: int, start: int = start) -> None:
+            report.add(f"row {start + line_no}: record no longer a valid cut ({message})")
+
+        fresh, keep, id_source = scan_chunk(scan, buf, on_bad)
+        if not keep.all() or len(keep) != len(rows):
+            continue
+        for name in SCANNED:
+            stored = np.asarray(cols[name][rows])
+            bad = np.flatnonzero(fresh[name] != stored)
+            if bad.size:
+                r = int(rows[bad[0]])
+                report.add(
+                    f"column {name} row {r}: index holds {stored[bad[0]]}, record gives "
+                    f"{fresh[name][bad[0]]} ({bad.size} rows differ in this chunk)"
+                )
+        data = np.frombuffer(id_source, np.uint8)
+        for j in range(len(rows)):
+            got = bytes(data[fresh["id_start"][j] : fresh["id_end"][j]])
+            if got != index.cut_id(int(rows[j])).encode():
+                report.add(f"row {int(rows[j])}: record id {got!r} differs from the index")
+                break
+    return report
