@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from discoseq.index.builder import SCANNED, _scanner, scan_chunk
+from discoseq.index import builder
+from discoseq.index.builder import SCANNED, scan_chunk
 from discoseq.index.format import RECORDS_FILE
 from discoseq.index.reader import CutIndex
 from discoseq.index.sources import fingerprint_file, stat_matches
@@ -88,7 +89,7 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
     if not report.ok:
         return report
 
-    scan = _scanner()
+    scan = builder._scanner()
     for start in range(0, n, chunk_rows):
         rows = np.arange(start, min(start + chunk_rows, n))
         try:

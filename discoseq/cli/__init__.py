@@ -1,0 +1,1 @@
+"""Command-line entry points: ``discoseq-index`` (build/info/verify) and ``discoseq``."""

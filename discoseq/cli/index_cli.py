@@ -1,0 +1,147 @@
+"""``discoseq-index``: build, inspect and verify cut indexes.
+
+Exit codes: 0 success; 1 verification found problems; 2 usage error; 3 bad input (manifest
+error, existing output, stale or corrupted index).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
+
+EXIT_PROBLEMS = 1
+EXIT_BAD_INPUT = 3
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Build, inspect and verify discoseq cut indexes (memory-mapped columns of Lhotse cuts)."""
+
+
+@main.command()
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+    help="Index directory to create (written to a temporary sibling, renamed when complete).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
+@click.option(
+    "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+    help="'raise' stops at the first bad record (naming file and line); 'skip' skips bad "
+    "records and reports how many. Duplicate ids and empty manifests are errors either way.",
+)
+@click.option(
+    "--store-records", is_flag=True,
+    help="Copy .jsonl records into the index instead of reading them in place, so the index "
+    "survives moving or deleting the manifests (compressed and .json inputs are always copied).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build(
+    manifests: tuple[Path, ...], out: Path, force: bool, on_error: str, store_records: bool,
+    quiet: bool,
+) -> None:
+    """Compile Lhotse cut MANIFESTS (.jsonl, .jsonl.gz, .json; rows in the order given) into an
+    index directory."""
+    from discoseq.index import build_index
+
+    try:
+        index = build_index(
+            list(manifests), out, force=force, on_error=on_error,
+            store_records=store_records, progress=not quiet,
+        )
+    except (ManifestError, FileExistsError, FileNotFoundError) as e:
+        _fail(str(e))
+        return
+    build_info = index.header.build
+    click.echo(f"indexed {len(index)} cuts from {len(manifests)} manifest(s) into {out}")
+    if build_info.get("skipped"):
+        click.echo(f"skipped {build_info['skipped']} bad record(s); first ones:")
+        for message in build_info.get("skipped_examples", [])[:5]:
+            click.echo(f"  {message}")
+
+
+def _open(path: Path, check_sources: bool = True):  # type: ignore[no-untyped-def]
+    from discoseq.index import CutIndex
+
+    try:
+        return CutIndex.open(path, check_sources=check_sources)
+    except (IndexFormatError, StaleIndexError) as e:
+        _fail(str(e))
+
+
+def _summary(name: str, values: np.ndarray) -> str:
+    v = np.asarray(values)
+    present = v[v >= 0] if v.dtype.kind in "iu" else v
+    missing = int(v.size - present.size)
+    if present.size == 0:
+        return f"  {name:<17} all missing ({missing})"
+    text = (
+        f"  {name:<17} min {present.min():>10.4g}  mean {present.mean():>10.4g}  "
+        f"max {present.max():>10.4g}  sum {present.sum():>12.6g}"
+    )
+    return text + (f"  missing {missing}" if missing else "")
+
+
+@main.command()
+@click.argument("index_path", type=click.Path(path_type=Path))
+@click.option("--no-check-sources", is_flag=True, help="Do not check that sources are unchanged.")
+def info(index_path: Path, no_check_sources: bool) -> None:
+    """Print the header and a summary of every column of an index."""
+    from discoseq.index.format import CUT_TYPES
+
+    index = _open(index_path, check_sources=not no_check_sources)
+    h = index.header
+    click.echo(f"index        {index.path}")
+    click.echo(f"format       {h.raw['magic']} v{h.raw['format_version']} "
+               f"(built by discoseq {h.discoseq_version} at {h.created})")
+    click.echo(f"rows         {len(index)}")
+    click.echo(f"fingerprint  {index.fingerprint}")
+    click.echo(f"build        {dict(h.build)}")
+    click.echo(f"records      {h.records['file']}: {h.records['size']} bytes "
+               f"(codec {h.records['codec']})")
+    click.echo("sources")
+    for i, s in enumerate(h.sources):
+        click.echo(f"  [{i}] {s['path']} ({s['format']}, records {s['records']}, "
+                   f"{s['rows']} cuts, {s['size']} bytes, {s['fingerprint']})")
+    click.echo("columns")
+    for name in ("duration", "num_frames", "num_samples", "num_features", "num_tokens",
+                 "num_supervisions"):
+        click.echo(_summary(name, index.column(name)))
+    counts = np.bincount(np.asarray(index.column("cut_type")), minlength=len(CUT_TYPES))
+    types = ", ".join(f"{t} {int(c)}" for t, c in zip(CUT_TYPES, counts, strict=False) if c)
+    click.echo(f"  cut_type          {types}")
+    click.echo(f"  total duration    {float(np.sum(index.duration)) / 3600:.3f} h")
+
+
+@main.command()
+@click.argument("index_path", type=click.Path(path_type=Path))
+def verify(index_path: Path) -> None:
+    """Recheck an index: source fingerprints, every column's invariants, and every cut's
+    columns recomputed from its record. Exit code 1 when a problem is found."""
+    from discoseq.index import verify_index
+
+    _open(index_path, check_sources=False)
+    report = verify_index(index_path)
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.ok:
+        click.echo(f"ok: {report.rows} rows verified in {index_path}")
+        return
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    click.echo(f"FAILED: {len(report.problems)} problem(s) in {index_path}", err=True)
+    sys.exit(EXIT_PROBLEMS)
+
+
+if __name__ == "__main__":
+    main()

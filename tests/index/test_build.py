@@ -1,0 +1,442 @@
+"""Building, opening and resolving indexes: round trips on Lhotse's fixtures, and every bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing as mp
+import os
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from lhotse import CutSet, RecordingSet, SupervisionSet
+
+import discoseq.index.builder as builder
+from discoseq import CutIndex, IndexFormatError, ManifestError, StaleIndexError, build_index
+from discoseq.index import verify_index
+from tests.index.pyscan import scan_all_slow
+
+CUT_FIXTURES = [
+    "ami_cuts.json",
+    "libri_cuts.json",
+    "libri_cuts_multi.json",
+    "libri_cuts_no_feats.json",
+    "libri_cuts_no_recording.json",
+    "ljspeech_cuts.json",
+    "lsmix_cuts.000000.jsonl.gz",
+]
+
+
+@pytest.fixture(params=["compiled", "python"])
+def scanner(request, monkeypatch):
+    """Run a test with the compiled scanner and with every line on the exact Python path."""
+    if request.param == "python":
+        monkeypatch.setattr(builder, "_scanner", lambda: scan_all_slow)
+    return request.param
+
+
+def mini_librispeech(fixtures_dir: Path) -> CutSet:
+    return CutSet.from_manifests(
+        recordings=RecordingSet.from_file(
+            fixtures_dir / "mini_librispeech_lhotse_recordings.jsonl.gz"
+        ),
+        supervisions=SupervisionSet.from_file(
+            fixtures_dir / "mini_librispeech_lhotse_supervisions.jsonl.gz"
+        ),
+    )
+
+
+def opt(value):
+    return -1 if value is None else value
+
+
+def assert_columns_match(index: CutIndex, cuts) -> None:
+    cuts = list(cuts)
+    assert len(index) == len(cuts)
+    for row, cut in enumerate(cuts):
+        assert index.cut_id(row) == cut.id
+        assert index.duration[row] == cut.duration
+        assert index.num_frames[row] == opt(cut.num_frames)
+        assert index.num_samples[row] == opt(cut.num_samples)
+        assert index.num_features[row] == opt(cut.num_features)
+        texts = [s.text for s in cut.supervisions if s.text is not None]
+        assert index.num_tokens[row] == (sum(map(len, texts)) if texts else -1)
+        assert index.column("num_supervisions")[row] == len(cut.supervisions)
+
+
+def write_lines(path: Path, records) -> Path:
+    data = "".join(
+        (r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records
+    ).encode()
+    if path.suffix == ".gz":
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def mono(fixtures_dir):
+    return CutSet.from_file(fixtures_dir / "libri_cuts.json")[0].to_dict()
+
+
+def mono_records(base: dict, n: int, prefix: str = "c") -> list[dict]:
+    out = []
+    for i in range(n):
+        rec = json.loads(json.dumps(base))
+        rec["id"] = f"{prefix}-{i}"
+        rec["duration"] = round(1.0 + i * 0.37, 4)
+        out.append(rec)
+    return out
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CUT_FIXTURES)
+def test_fixture_round_trip(tmp_path, fixtures_dir, scanner, name):
+    path = fixtures_dir / name
+    index = build_index(path, tmp_path / "idx")
+    cuts = CutSet.from_file(path)
+    assert_columns_match(index, cuts)
+    resolved = index.resolve(np.arange(len(index)))
+    assert [c.to_dict() for c in resolved] == [c.to_dict() for c in cuts]
+    assert verify_index(index.path).ok
+
+
+def test_mini_librispeech_cutset_and_files(tmp_path, fixtures_dir, scanner):
+    cuts = mini_librispeech(fixtures_dir)
+    eager = build_index(cuts, tmp_path / "eager")
+    assert_columns_match(eager, cuts)
+    cuts.to_file(tmp_path / "mini.jsonl")
+    cuts.to_file(tmp_path / "mini.jsonl.gz")
+    lazy = build_index(CutSet.from_file(tmp_path / "mini.jsonl.gz"), tmp_path / "lazy")
+    assert_columns_match(lazy, cuts)
+    inplace = build_index(tmp_path / "mini.jsonl", tmp_path / "inplace")
+    assert inplace.header.sources[0]["records"] == "inplace"
+    assert inplace.header.records["size"] == 0
+    stored = build_index(tmp_path / "mini.jsonl", tmp_path / "stored", store_records=True)
+    assert stored.header.sources[0]["records"] == "stored"
+    rows = [5, 0, 37, 5]
+    expected = [cuts[i].to_dict() for i in rows]
+    for index in (eager, lazy, inplace, stored):
+        assert [c.to_dict() for c in index.resolve(rows)] == expected
+
+
+def test_several_inputs_keep_order(tmp_path, fixtures_dir, scanner):
+    files = [fixtures_dir / "ljspeech_cuts.json", fixtures_dir / "libri_cuts.json",
+             fixtures_dir / "lsmix_cuts.000000.jsonl.gz"]
+    index = build_index(files, tmp_path / "idx")
+    expected = [c for f in files for c in CutSet.from_file(f)]
+    assert_columns_match(index, expected)
+    assert list(index.column("source_id")) == [0, 0, 1, 2, 2]
+    assert list(index.column("source_line")) == [1, 2, 1, 1, 2]
+
+
+def test_mixed_and_padding_cuts(tmp_path, fixtures_dir, scanner):
+    cuts = mini_librispeech(fixtures_dir).subset(first=4)
+    a, b, c, d = list(cuts)
+    mixed = [
+        a.mix(b, offset_other_by=1.5, snr=10).with_id("mix-1"),
+        a.pad(duration=a.duration + 3.25).with_id("pad-1"),
+        c.mix(d, offset_other_by=0.1).mix(a, offset_other_by=2.0).with_id("mix-3"),
+        c.pad(duration=c.duration + 1.0, direction="left").with_id("pad-2"),
+    ]
+    padding = a.pad(duration=a.duration + 3.0).tracks[1].cut.with_id("padding-alone")
+    records = [m.to_dict() for m in mixed] + [padding.to_dict()]
+    path = write_lines(tmp_path / "mixed.jsonl", records)
+    index = build_index(path, tmp_path / "idx")
+    expected = [*mixed, padding]
+    assert_columns_match(index, expected)
+    assert list(index.column("cut_type")) == [1, 1, 1, 1, 2]
+    resolved = index.resolve(np.arange(5))
+    assert [x.to_dict() for x in resolved] == records
+
+
+def test_ids_and_lookup(tmp_path, mono):
+    records = mono_records(mono, 300)
+    records[7]["id"] = "ünïcödé-√-7"
+    index = build_index(write_lines(tmp_path / "m.jsonl", records), tmp_path / "idx")
+    for row in (0, 7, 299):
+        assert index.row_of(records[row]["id"]) == row
+        assert index.cut_id(row) == records[row]["id"]
+    assert "c-5" in index and "nope" not in index
+    with pytest.raises(KeyError, match="nope"):
+        index.row_of("nope")
+    with pytest.raises(IndexError):
+        index.cut_id(300)
+    assert index.cut_id(-1) == "c-299"
+    for name, col in index.columns.items():
+        assert not col.flags.writeable, name
+
+
+def test_pickles_as_path_and_resolves_in_threads_and_forks(tmp_path, mono):
+    records = mono_records(mono, 500)
+    index = build_index(write_lines(tmp_path / "m.jsonl", records), tmp_path / "idx")
+    assert len(pickle.dumps(index)) < 500
+    index.resolve([0])  # open a descriptor before forking
+    rows = np.random.default_rng(0).permutation(500)[:200]
+    expected = [records[r]["id"] for r in rows]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda r: index.resolve([r])[0].id, rows.tolist()))
+    assert got == expected
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        ids = pool.map(_resolve_ids, [(index, rows[:100]), (index, rows[100:])])
+    assert ids[0] + ids[1] == expected
+
+
+def _resolve_ids(args):
+    index, rows = args
+    return [c.id for c in index.resolve(rows)]
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ManifestError, match=r"nothere\.jsonl: no such file"):
+        build_index(tmp_path / "nothere.jsonl", tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("mini_librispeech_lhotse_recordings.jsonl.gz", "recording manifest"),
+        ("mini_librispeech_lhotse_supervisions.jsonl.gz", "supervision manifest"),
+    ],
+)
+def test_not_a_cut_manifest(tmp_path, fixtures_dir, scanner, name, kind):
+    with pytest.raises(ManifestError, match=rf"{name}:1: .*{kind}"):
+        build_index(fixtures_dir / name, tmp_path / "idx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_malformed_line_names_file_and_line(tmp_path, mono, scanner):
+    lines = [json.dumps(r) for r in mono_records(mono, 5)]
+    lines.insert(3, '{"id": "broken", "duration": 1.0, ')
+    path = write_lines(tmp_path / "bad.jsonl.gz", lines)
+    with pytest.raises(ManifestError, match=r"bad\.jsonl\.gz:4: malformed JSON"):
+        build_index(path, tmp_path / "idx")
+
+
+@pytest.mark.parametrize(
+    ("duration", "message"),
+    [
+        (None, "field 'duration' is missing"),
+        (-1.0, "positive finite"),
+        (0.0, "positive finite"),
+        (0, "positive finite"),
+        ("NaN", "malformed JSON"),
+        ("Infinity", "malformed JSON"),
+        ('"10.0"', "expected a number"),
+    ],
+)
+def test_bad_durations(tmp_path, mono, scanner, duration, message):
+    records = mono_records(mono, 3)
+    bad = json.dumps(records[1])
+    if duration is None:
+        bad = json.dumps({k: v for k, v in records[1].items() if k != "duration"})
+    else:
+        bad = bad.replace('"duration": 1.37', f'"duration": {duration}', 1)
+    lines = [json.dumps(records[0]), bad, json.dumps(records[2])]
+    path = write_lines(tmp_path / "d.jsonl", lines)
+    with pytest.raises(ManifestError, match=rf"d\.jsonl:2: .*{message}"):
+        build_index(path, tmp_path / "idx")
+
+
+def test_duplicate_ids_within_and_across(tmp_path, mono, scanner):
+    records = mono_records(mono, 10)
+    records[8]["id"] = "c-2"
+    path = write_lines(tmp_path / "a.jsonl", records)
+    with pytest.raises(ManifestError, match=r"duplicate cut id 'c-2' at .*a\.jsonl:3 and .*a\.jsonl:9"):
+        build_index(path, tmp_path / "idx")
+    a = write_lines(tmp_path / "x.jsonl", mono_records(mono, 4))
+    b = write_lines(tmp_path / "y.jsonl.gz", mono_records(mono, 4)[3:])
+    with pytest.raises(ManifestError, match=r"duplicate cut id 'c-3' at .*x\.jsonl:4 and .*y\.jsonl\.gz:1"):
+        build_index([a, b], tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_empty_manifest(tmp_path, mono):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"\n  \n")
+    with pytest.raises(ManifestError, match=r"empty\.jsonl: contains no cuts"):
+        build_index(empty, tmp_path / "idx")
+    ok = write_lines(tmp_path / "ok.jsonl", mono_records(mono, 2))
+    with pytest.raises(ManifestError, match=r"empty\.jsonl: contains no cuts"):
+        build_index([ok, empty], tmp_path / "idx")
+    (tmp_path / "e.json").write_text("[]")
+    with pytest.raises(ManifestError, match="contains no cuts"):
+        build_index(tmp_path / "e.json", tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_existing_output_needs_force(tmp_path, mono):
+    path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 3))
+    build_index(path, tmp_path / "idx")
+    with pytest.raises(FileExistsError, match="force"):
+        build_index(path, tmp_path / "idx")
+    path2 = write_lines(tmp_path / "b.jsonl", mono_records(mono, 5))
+    assert len(build_index(path2, tmp_path / "idx", force=True)) == 5
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="not a discoseq index"):
+        build_index(path, precious, force=True)
+    assert (precious / "thesis.tex").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "idx", "precious"]
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, mono, monkeypatch):
+    path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 50))
+    old = build_index(path, tmp_path / "idx")
+    old_header = (old.path / "header.json").read_bytes()
+    calls = 0
+    original = builder._IndexWriter.add
+
+    def interrupted(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        original(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder._IndexWriter, "add", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(path, tmp_path / "new")
+    with pytest.raises(KeyboardInterrupt):
+        build_index(path, tmp_path / "idx", force=True)
+    assert calls == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "idx"]
+    assert (tmp_path / "idx" / "header.json").read_bytes() == old_header
+    assert len(CutIndex.open(tmp_path / "idx")) == 50
+
+
+def test_stale_source(tmp_path, mono):
+    path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 4))
+    build_index(path, tmp_path / "idx")
+    records = mono_records(mono, 4)
+    records[2]["id"] = "c-X"  # same size, different content
+    st = path.stat()
+    write_lines(path, records)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(StaleIndexError, match=r"a\.jsonl was modified.*discoseq-index build"):
+        CutIndex.open(tmp_path / "idx")
+    index = CutIndex.open(tmp_path / "idx", check_sources=False)
+    assert index.resolve([1])[0].id == "c-1"
+    with pytest.raises(StaleIndexError, match="does not match its source"):
+        index.resolve([2])
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # content changed, stat identical
+    CutIndex.open(tmp_path / "idx")
+    report = verify_index(tmp_path / "idx")
+    assert not report.ok
+    assert any("content changed" in p for p in report.problems)
+    path.unlink()
+    with pytest.raises(StaleIndexError, match="no longer exists"):
+        CutIndex.open(tmp_path / "idx")
+
+
+def test_on_error_skip_counts(tmp_path, mono, scanner):
+    lines = [json.dumps(r) for r in mono_records(mono, 6)]
+    lines[1] = "{not json"
+    lines[4] = json.dumps({"id": "r", "sources": [], "sampling_rate": 16000})
+    path = write_lines(tmp_path / "a.jsonl", lines)
+    index = build_index(path, tmp_path / "idx", on_error="skip")
+    assert len(index) == 4
+    assert index.header.build["skipped"] == 2
+    assert "a.jsonl:2" in index.header.build["skipped_examples"][0]
+    assert [index.cut_id(i) for i in range(4)] == ["c-0", "c-2", "c-3", "c-5"]
+    assert list(index.column("source_line")) == [1, 3, 4, 6]
+    assert index.resolve([1])[0].id == "c-2"
+
+
+# -- corrupted indexes ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def built(tmp_path, mono) -> Path:
+    path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 20))
+    build_index(path, tmp_path / "idx")
+    return tmp_path / "idx"
+
+
+def edit_header(idx: Path, change) -> None:
+    header = json.loads((idx / "header.json").read_text())
+    change(header)
+    (idx / "header.json").write_text(json.dumps(header))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda h: h.update(magic="NOPE"), "field 'magic'"),
+        (lambda h: h.update(format_version=99), "newer than this discoseq supports"),
+        (lambda h: h.pop("num_rows"), "field 'num_rows' is missing"),
+        (lambda h: h.update(num_rows=21), "length expected 21"),
+        (lambda h: h["columns"].pop("duration"), "column 'duration' is missing"),
+        (lambda h: h["columns"]["duration"].update(dtype="<f4"), "dtype expected '<f8'"),
+        (lambda h: h["sources"][0].pop("fingerprint"), "lacks field 'fingerprint'"),
+    ],
+)
+def test_corrupted_header(built, change, message):
+    edit_header(built, change)
+    with pytest.raises(IndexFormatError, match=message):
+        CutIndex.open(built)
+
+
+def test_header_not_json_or_missing(built):
+    (built / "header.json").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(IndexFormatError, match="not valid JSON"):
+        CutIndex.open(built)
+    (built / "header.json").unlink()
+    with pytest.raises(IndexFormatError, match="not a complete discoseq index"):
+        CutIndex.open(built)
+
+
+@pytest.mark.parametrize("column", ["duration", "id_blob", "record_offset", "id_hash_rows"])
+def test_truncated_column(built, column):
+    path = built / f"{column}.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[:-3])
+    with pytest.raises(IndexFormatError, match=rf"{column}.*truncated or corrupted"):
+        CutIndex.open(built)
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(IndexFormatError, match=rf"{column}\.npy: not a valid \.npy"):
+        CutIndex.open(built)
+    path.unlink()
+    with pytest.raises(IndexFormatError, match=rf"{column}\.npy: column file is missing"):
+        CutIndex.open(built)
+
+
+def test_wrong_dtype_in_column_file(built):
+    np.save(built / "duration.npy", np.zeros(20, np.float32))
+    with pytest.raises(IndexFormatError, match="expected dtype <f8"):
+        CutIndex.open(built)
+
+
+def test_verify_catches_corrupted_values(built):
+    index = CutIndex.open(built)
+    assert verify_index(built).ok
+    path = built / "num_frames.npy"
+    arr = np.load(path)
+    arr[3] += 1
+    header_len = path.stat().st_size - arr.nbytes
+    with open(path, "r+b") as f:
+        f.seek(header_len)
+        f.write(arr.tobytes())
+    report = verify_index(built)
+    assert not report.ok
+    assert any("column num_frames row 3" in p for p in report.problems)
+    assert len(index) == 20
+
+
+def test_json_lines_records_are_compact(tmp_path, mono):
+    records = mono_records(mono, 3)
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(records, indent=2))
+    index = build_index(path, tmp_path / "idx")
+    assert [orjson.loads(r) for r in index.records([2, 0])] == [records[2], records[0]]
