@@ -1,0 +1,17 @@
+"""The compiled sampling engine (Cython). This package only re-exports its kernels.
+
+Modules: ``rng`` (keyed counter-based randomness, Fisher–Yates), ``bucketing`` (edge estimation,
+bucket grouping), ``packing`` (greedy hard-capped packing), ``sharding`` (batch order, tail groups,
+CSR gather). Each kernel's plain-Python twin lives in ``tests/reference_plan.py``.
+"""
+
+try:
+    from discoseq._core import bucketing, packing, rng, sharding
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "discoseq's compiled engine (discoseq._core) is not built or is out of date "
+        f"({exc}). Build it with `pip install -e .` (or `python setup.py build_ext --inplace`) "
+        "from the source tree; there is no pure-Python fallback."
+    ) from exc
+
+__all__ = ["bucketing", "packing", "rng", "sharding"]

@@ -1,0 +1,341 @@
+"""Bucket edges and bucket grouping.
+
+Edges (reference twin: ``tests/reference_plan.py::estimate_edges``)
+    Let the keys of the surviving rows be sorted, ``x(1) <= ... <= x(n)``, with integer weights
+    ``w`` (milliseconds for durations, the count itself for frames / numel / tokens) and prefix
+    sums ``S(i)``, total ``T``. Edge ``k`` (``k = 1 .. B-1``) is ``x(i)`` for the smallest ``i``
+    with ``B * S(i) >= k * T``: each bucket holds about ``T / B`` of the total cost, computed on
+    the full column (not a sample). Integer weights make the result independent of summation
+    order, so the fast kernel and the sorted reference agree bit for bit. Unlike Lhotse's
+    ``estimate_duration_buckets`` (which resets a running total) the targets are global, so
+    rounding does not drift into the last bucket. Edges may repeat (e.g. all keys equal): the
+    buckets between equal edges are then empty, and bucket ids stay ``0 .. B-1``.
+
+    The kernel finds the edges without sorting the column: one pass for min/max, one pass for a
+    histogram of counts and weights over 65536 bins of the keys' IEEE bit patterns (monotone for
+    non-negative doubles, log-spaced, so outliers do not squash the bins), then only the few bins
+    that hold an edge are collected and sorted.
+
+Assignment
+    ``bucket(x) = number of edges < x`` (``searchsorted(edges, x, side="left")``): bucket ``b``
+    holds keys in ``(edge[b-1], edge[b]]``. 2D (NeMo's duration x tokens): the duration bucket
+    ``b`` is found first, then the token sub-bucket ``j`` against the token edges of row ``b``;
+    the flat bucket id is ``b * T + j``. Grouping is a stable counting sort, so within a bucket
+    rows keep index order.
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, UINT64_MAX
+from libc.stdlib cimport calloc, free, malloc, qsort
+from libc.string cimport memcpy
+
+from discoseq._core.types cimport (
+    Columns, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES, KEY_NUMEL,
+    KEY_TOKENS, f64_ptr, i64_ptr, key_of, weight_of,
+)
+
+cnp.import_array()
+
+KEY_KINDS = {"duration": KEY_DURATION, "num_frames": KEY_FRAMES, "num_features": KEY_NUMEL,
+             "num_tokens": KEY_TOKENS}
+
+cdef enum:
+    NBINS = 65536
+
+
+cdef inline uint64_t _bits(double x) noexcept nogil:
+    cdef uint64_t b
+    memcpy(&b, &x, 8)
+    return b
+
+
+cdef int _cmp_f64(const void* a, const void* b) noexcept nogil:
+    cdef double x = (<const double*>a)[0]
+    cdef double y = (<const double*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t nb,
+                   double* out) noexcept nogil:
+    """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code. Requires n >= 1, nb >= 2."""
+    cdef int64_t i, k, j, w, total = 0
+    cdef uint64_t b, minb = UINT64_MAX, maxb = 0, base
+    cdef double x
+    cdef int shift = 0
+    for i in range(n):
+        x = key_of(c, kind, rows[i])
+        b = _bits(x)
+        if b < minb:
+            minb = b
+        if b > maxb:
+            maxb = b
+        w = weight_of(kind, x)
+        if total > INT64_MAX - w:
+            return DS_ERR_OVERFLOW
+        total += w
+    if total > INT64_MAX // nb:
+        return DS_ERR_OVERFLOW
+    while (maxb >> shift) - (minb >> shift) >= NBINS:
+        shift += 1
+    base = minb >> shift
+    cdef int64_t nbins = <int64_t>((maxb >> shift) - base + 1)
+    cdef int64_t* counts = <int64_t*>calloc(nbins, sizeof(int64_t))
+    cdef int64_t* wsum = <int64_t*>calloc(nbins, sizeof(int64_t))
+    cdef int64_t* slot_of = <int64_t*>malloc(nbins * sizeof(int64_t))
+    cdef int64_t* tbin = <int64_t*>malloc(nb * sizeof(int64_t))
+    cdef int64_t* tprev = <int64_t*>malloc(nb * sizeof(int64_t))
+    cdef int64_t* soff = <int64_t*>malloc((nb + 1) * sizeof(int64_t))
+    cdef int64_t* sfill = <int64_t*>malloc(nb * sizeof(int64_t))
+    cdef double* buf = NULL
+    cdef int rc = DS_OK
+    cdef int64_t cum, nslots, sl, target, acc, e
+    if (counts == NULL or wsum == NULL or slot_of == NULL or tbin == NULL or tprev == NULL
+            or soff == NULL or sfill == NULL):
+        rc = DS_ERR_NOMEM
+    else:
+        for i in range(n):
+            x = key_of(c, kind, rows[i])
+            j = <int64_t>((_bits(x) >> shift) - base)
+            counts[j] += 1
+            wsum[j] += weight_of(kind, x)
+        # The bin holding each target: smallest j with nb * C(j) >= k * total.
+        j = 0
+        cum = wsum[0]
+        for k in range(1, nb):
+            target = k * total
+            while nb * cum < target:
+                j += 1
+                cum += wsum[j]
+            tbin[k] = j
+            tprev[k] = cum - wsum[j]
+        for j in range(nbins):
+            slot_of[j] = -1
+        nslots = 0
+        soff[0] = 0
+        for k in range(1, nb):
+            if slot_of[tbin[k]] < 0:
+                slot_of[tbin[k]] = nslots
+                soff[nslots + 1] = soff[nslots] + counts[tbin[k]]
+                sfill[nslots] = 0
+                nslots += 1
+        buf = <double*>malloc((soff[nslots] if soff[nslots] > 0 else 1) * sizeof(double))
+        if buf == NULL:
+            rc = DS_ERR_NOMEM
+        else:
+            for i in range(n):
+                x = key_of(c, kind, rows[i])
+                sl = slot_of[<int64_t>((_bits(x) >> shift) - base)]
+                if sl >= 0:
+                    buf[soff[sl] + sfill[sl]] = x
+                    sfill[sl] += 1
+            for sl in range(nslots):
+                qsort(&buf[soff[sl]], soff[sl + 1] - soff[sl], sizeof(double), _cmp_f64)
+            for k in range(1, nb):
+                sl = slot_of[tbin[k]]
+                target = k * total
+                acc = tprev[k]
+                for e in range(soff[sl], soff[sl + 1]):
+                    acc += weight_of(kind, buf[e])
+                    if nb * acc >= target:
+                        out[k - 1] = buf[e]
+                        break
+    free(counts)
+    free(wsum)
+    free(slot_of)
+    free(tbin)
+    free(tprev)
+    free(soff)
+    free(sfill)
+    free(buf)
+    return rc
+
+
+cdef inline int64_t _lower_bound(const double* edges, int64_t ne, double x) noexcept nogil:
+    """Number of edges strictly less than x (edges non-decreasing). Branch-free search (the loop
+    count depends on ``ne`` only; the comparison becomes a conditional move)."""
+    if ne == 0:
+        return 0
+    cdef const double* base = edges
+    cdef int64_t n = ne, half
+    while n > 1:
+        half = n >> 1
+        base = base + half if base[half] < x else base
+        n -= half
+    return (base - edges) + (1 if base[0] < x else 0)
+
+
+cdef struct BucketTable:
+    # Direct lookup of the bucket of a key by its IEEE bit pattern (monotone for keys >= 0):
+    # bins ``(bits >> shift) - lo``; an entry >= 0 is the bucket of every key in the bin, -1 marks
+    # a bin that holds an edge (then binary search). Keys below/above the table's range are in
+    # the first/last bucket.
+    int32_t* table
+    int64_t nbins
+    int shift
+    uint64_t lo
+
+
+cdef int _build_table(BucketTable* t, const double* edges, int64_t ne) noexcept nogil:
+    """Fill ``t`` (``t.table`` stays NULL when a table cannot be used: no edges, an edge <= 0)."""
+    t.table = NULL
+    if ne == 0 or not (edges[0] > 0.0):
+        return DS_OK
+    cdef uint64_t lob = _bits(edges[0]), hib = _bits(edges[ne - 1])
+    cdef int shift = 0
+    while (hib >> shift) - (lob >> shift) >= NBINS:
+        shift += 1
+    t.shift = shift
+    t.lo = lob >> shift
+    t.nbins = <int64_t>((hib >> shift) - t.lo + 1)
+    t.table = <int32_t*>malloc(t.nbins * sizeof(int32_t))
+    if t.table == NULL:
+        return DS_ERR_NOMEM
+    cdef int64_t j, e = 0
+    for j in range(t.nbins):
+        # edges before bin j: count them; an edge inside bin j marks it.
+        while e < ne and <int64_t>((_bits(edges[e]) >> shift) - t.lo) < j:
+            e += 1
+        if e < ne and <int64_t>((_bits(edges[e]) >> shift) - t.lo) == j:
+            t.table[j] = -1
+        else:
+            t.table[j] = <int32_t>e
+    return DS_OK
+
+
+cdef inline int64_t _bucket1(const BucketTable* t, const double* edges, int64_t ne,
+                             double x) noexcept nogil:
+    cdef uint64_t kb
+    cdef int64_t j
+    if t.table != NULL:
+        kb = _bits(x) >> t.shift
+        if kb < t.lo:
+            return 0
+        j = <int64_t>(kb - t.lo)
+        if j >= t.nbins:
+            return ne
+        if t.table[j] >= 0:
+            return t.table[j]
+    return _lower_bound(edges, ne, x)
+
+
+cdef inline int64_t _bucket(const Columns* c, int kind, int64_t row, const BucketTable* t,
+                            const double* edges, int64_t ne, const double* tedges,
+                            int64_t nt) noexcept nogil:
+    cdef int64_t b = _bucket1(t, edges, ne, key_of(c, kind, row))
+    if nt <= 1:
+        return b
+    return b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1, <double>c.num_tokens[row])
+
+
+cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                const double* edges, int64_t ne, const double* tedges, int64_t nt,
+                int64_t* out, int64_t* offsets, int64_t nseg) noexcept nogil:
+    cdef int64_t i, s
+    cdef BucketTable t
+    if _build_table(&t, edges, ne) < 0:
+        return DS_ERR_NOMEM
+    for s in range(nseg + 1):
+        offsets[s] = 0
+    for i in range(n):
+        offsets[_bucket(c, kind, rows[i], &t, edges, ne, tedges, nt) + 1] += 1
+    for s in range(nseg):
+        offsets[s + 1] += offsets[s]
+    # offsets[s] now doubles as the write cursor of bucket s; restored below.
+    for i in range(n):
+        s = _bucket(c, kind, rows[i], &t, edges, ne, tedges, nt)
+        out[offsets[s]] = rows[i]
+        offsets[s] += 1
+    s = nseg
+    while s > 0:
+        offsets[s] = offsets[s - 1]
+        s -= 1
+    offsets[0] = 0
+    free(t.table)
+    return DS_OK
+
+
+cdef Columns _columns(const double[::1] duration, const int64_t[::1] num_frames,
+                      const int64_t[::1] num_features, const int64_t[::1] num_tokens):
+    cdef Columns c
+    c.duration = f64_ptr(duration)
+    c.num_frames = i64_ptr(num_frames)
+    c.num_features = i64_ptr(num_features)
+    c.num_tokens = i64_ptr(num_tokens)
+    return c
+
+
+def _check_kind(int kind, const double[::1] duration, const int64_t[::1] num_frames,
+                const int64_t[::1] num_features, const int64_t[::1] num_tokens):
+    need = {KEY_DURATION: (duration,), KEY_FRAMES: (num_frames,),
+            KEY_NUMEL: (num_frames, num_features), KEY_TOKENS: (num_tokens,)}.get(kind)
+    if need is None:
+        raise ValueError(f"unknown key kind {kind}")
+    for col in need:
+        if col is None or col.shape[0] == 0:
+            raise ValueError(f"key kind {kind} needs a column that was not given")
+
+
+def estimate_edges(const int64_t[::1] rows not None, int kind, const double[::1] duration,
+                   const int64_t[::1] num_frames, const int64_t[::1] num_features,
+                   const int64_t[::1] num_tokens, Py_ssize_t num_buckets):
+    """Equal-total-cost interior edges (``num_buckets - 1`` of them) of the keys of ``rows``.
+
+    Rows must be valid positions into the columns. Reference: ``reference_plan.estimate_edges``.
+    """
+    if num_buckets < 1:
+        raise ValueError(f"num_buckets={num_buckets} must be >= 1")
+    _check_kind(kind, duration, num_frames, num_features, num_tokens)
+    out = np.zeros(max(num_buckets - 1, 0), dtype=np.float64)
+    if num_buckets == 1 or rows.shape[0] == 0:
+        return out
+    cdef double[::1] o = out
+    cdef Columns c = _columns(duration, num_frames, num_features, num_tokens)
+    cdef int rc
+    with nogil:
+        rc = _estimate(&rows[0], rows.shape[0], &c, kind, num_buckets, &o[0])
+    if rc == DS_ERR_NOMEM:
+        raise MemoryError("estimate_edges: out of memory")
+    if rc == DS_ERR_OVERFLOW:
+        raise ValueError("estimate_edges: the total key weight overflows int64 "
+                         "(too many buckets or keys too large)")
+    return out
+
+
+def group_by_bucket(const int64_t[::1] rows not None, int kind, const double[::1] duration,
+                    const int64_t[::1] num_frames, const int64_t[::1] num_features,
+                    const int64_t[::1] num_tokens, const double[::1] edges not None,
+                    const double[::1] token_edges not None, Py_ssize_t num_token_buckets):
+    """Stable counting sort of ``rows`` by (flat) bucket id.
+
+    :return: ``(grouped_rows, offsets)`` with ``offsets`` of length ``num_buckets + 1``.
+    ``token_edges`` is the row-major ``(len(edges) + 1, num_token_buckets - 1)`` grid (empty in 1D).
+    """
+    _check_kind(kind, duration, num_frames, num_features, num_tokens)
+    cdef int64_t ne = edges.shape[0], nt = max(num_token_buckets, 1)
+    if nt > 1:
+        _check_kind(KEY_TOKENS, duration, num_frames, num_features, num_tokens)
+        if token_edges.shape[0] != (ne + 1) * (nt - 1):
+            raise ValueError(f"token_edges has {token_edges.shape[0]} values, expected "
+                             f"{(ne + 1) * (nt - 1)}")
+    cdef int64_t nseg = (ne + 1) * nt
+    cdef Py_ssize_t i
+    for i in range(1, ne):
+        if not edges[i - 1] <= edges[i]:
+            raise ValueError("edges must be non-decreasing")
+    grouped = np.empty(rows.shape[0], dtype=np.int64)
+    offsets = np.empty(nseg + 1, dtype=np.int64)
+    cdef int64_t[::1] g = grouped
+    cdef int64_t[::1] off = offsets
+    cdef Columns c = _columns(duration, num_frames, num_features, num_tokens)
+    cdef const double* ep = f64_ptr(edges)
+    cdef const double* tp = f64_ptr(token_edges)
+    cdef const int64_t* rp = i64_ptr(rows)
+    cdef int64_t* gp = &g[0] if rows.shape[0] > 0 else NULL
+    cdef int rc
+    with nogil:
+        rc = _group(rp, rows.shape[0], &c, kind, ep, ne, tp, nt, gp, &off[0], nseg)
+    if rc < 0:
+        raise MemoryError("group_by_bucket: out of memory")
+    return grouped, offsets

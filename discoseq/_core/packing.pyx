@@ -1,0 +1,224 @@
+"""Greedy packing of rows into batches under hard limits.
+
+Specification (reference twin: ``tests/reference_plan.py::pack``). Within each segment (a bucket,
+or the whole input), rows are taken in plan order. A cut's duration cost is ``c = d`` or, with
+``quadratic_duration = q``, ``c = d + d * d / q``. A batch of ``n`` cuts with largest cost ``m``
+and cost sum ``s`` has cost ``n * m`` (``padded``, Lhotse's meaning of max_duration) or ``s``
+(``sum``); frames likewise with ``num_frames``. Before a cut joins the current batch, the batch
+*with* the cut is checked against every active limit (segment's duration cap, segment's cut cap,
+frame cap); if any would be exceeded the current batch is closed first. So no batch ever exceeds
+a cap, except a cut that alone exceeds one ("oversize"): it is put in a batch of its own
+(``exclude=False``; the current batch is closed first) or left out (``exclude=True``); both are
+counted. Rows are compacted in place (excluded rows removed).
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+
+cdef extern from *:
+    """
+    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+    """
+    void DS_PREFETCH(const void* p) noexcept nogil
+from libc.stdint cimport int32_t, int64_t, INT64_MAX
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK
+
+cnp.import_array()
+
+
+cdef struct BatchBuf:
+    int64_t* ends
+    int32_t* seg
+    double* cost
+    double* dur
+    int64_t n
+    int64_t cap
+
+
+cdef int _push(BatchBuf* b, int64_t end, int32_t seg, double cost, double dur) noexcept nogil:
+    cdef int64_t newcap
+    cdef void* p
+    if b.n == b.cap:
+        newcap = b.cap * 2 + 16
+        p = realloc(b.ends, newcap * sizeof(int64_t))
+        if p == NULL:
+            return DS_ERR_NOMEM
+        b.ends = <int64_t*>p
+        p = realloc(b.seg, newcap * sizeof(int32_t))
+        if p == NULL:
+            return DS_ERR_NOMEM
+        b.seg = <int32_t*>p
+        p = realloc(b.cost, newcap * sizeof(double))
+        if p == NULL:
+            return DS_ERR_NOMEM
+        b.cost = <double*>p
+        p = realloc(b.dur, newcap * sizeof(double))
+        if p == NULL:
+            return DS_ERR_NOMEM
+        b.dur = <double*>p
+        b.cap = newcap
+    b.ends[b.n] = end
+    b.seg[b.n] = seg
+    b.cost[b.n] = cost
+    b.dur[b.n] = dur
+    b.n += 1
+    return DS_OK
+
+
+cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
+                   const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
+                   int64_t max_frames, double q, bint sum_mode, bint exclude, BatchBuf* out,
+                   int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
+    """Returns the number of rows kept, or a negative error code."""
+    cdef int64_t s, i, row, w = 0, n, f, mf, sf, nf, capc
+    cdef double d, c, m, sm, dsum, nd, capd
+    cdef bint use_frames = frames != NULL
+    seg_batch_off[0] = 0
+    for s in range(nseg):
+        capd = cap_dur[s]
+        capc = cap_cuts[s]
+        n = 0
+        m = 0.0
+        sm = 0.0
+        dsum = 0.0
+        mf = 0
+        sf = 0
+        for i in range(seg_off[s], seg_off[s + 1]):
+            if i + 16 < seg_off[s + 1]:
+                DS_PREFETCH(&dur[rows[i + 16]])
+                if use_frames:
+                    DS_PREFETCH(&frames[rows[i + 16]])
+            row = rows[i]
+            d = dur[row]
+            c = d if q <= 0.0 else d + d * d / q
+            f = frames[row] if use_frames else 0
+            if c > capd or f > max_frames:
+                n_oversize[0] += 1
+                if exclude:
+                    continue
+                if n > 0:
+                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+                        return DS_ERR_NOMEM
+                    n = 0
+                    m = 0.0
+                    sm = 0.0
+                    dsum = 0.0
+                    mf = 0
+                    sf = 0
+                rows[w] = row
+                w += 1
+                if _push(out, w, <int32_t>s, c, d) < 0:
+                    return DS_ERR_NOMEM
+                continue
+            if n > 0:
+                if sum_mode:
+                    nd = sm + c
+                    nf = sf + f
+                else:
+                    nd = (n + 1) * (m if m > c else c)
+                    nf = (n + 1) * (mf if mf > f else f)
+                if n + 1 > capc or nd > capd or nf > max_frames:
+                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+                        return DS_ERR_NOMEM
+                    n = 0
+                    m = 0.0
+                    sm = 0.0
+                    dsum = 0.0
+                    mf = 0
+                    sf = 0
+            rows[w] = row
+            w += 1
+            n += 1
+            if c > m:
+                m = c
+            sm = sm + c
+            dsum = dsum + d
+            if f > mf:
+                mf = f
+            sf += f
+        if n > 0:
+            if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+                return DS_ERR_NOMEM
+        seg_batch_off[s + 1] = out.n
+    return w
+
+
+def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
+         const double[::1] duration not None, const int64_t[::1] num_frames,
+         const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
+         max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize):
+    """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
+    in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
+    none); ``max_frames`` and ``quadratic_duration`` may be None. ``num_frames`` may be empty when
+    ``max_frames`` is None.
+
+    :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
+        segment_batch_offsets (S+1), n_oversize)``.
+    """
+    cdef int64_t nseg = seg_offsets.shape[0] - 1
+    cdef int64_t s
+    if nseg < 0 or cap_duration.shape[0] != nseg or cap_cuts.shape[0] != nseg:
+        raise ValueError("need len(cap_duration) == len(cap_cuts) == len(seg_offsets) - 1")
+    if seg_offsets[0] != 0 or seg_offsets[nseg] != rows.shape[0]:
+        raise ValueError("seg_offsets must start at 0 and end at len(rows)")
+    for s in range(nseg):
+        if seg_offsets[s] > seg_offsets[s + 1]:
+            raise ValueError("seg_offsets must be non-decreasing")
+        if cap_cuts[s] < 1:
+            raise ValueError(f"cap_cuts[{s}]={cap_cuts[s]} must be >= 1")
+    cdef int64_t mf = INT64_MAX if max_frames is None else int(max_frames)
+    cdef double q = 0.0 if quadratic_duration is None else float(quadratic_duration)
+    cdef const int64_t* fp = NULL
+    if max_frames is not None:
+        if num_frames is None or num_frames.shape[0] != duration.shape[0]:
+            raise ValueError("max_frames needs the num_frames column")
+        if num_frames.shape[0] > 0:
+            fp = &num_frames[0]
+    seg_batch = np.empty(nseg + 1, dtype=np.int64)
+    cdef int64_t[::1] sb = seg_batch
+    cdef BatchBuf buf
+    buf.n = 0
+    buf.cap = rows.shape[0] // 8 + 16
+    buf.ends = <int64_t*>malloc(buf.cap * sizeof(int64_t))
+    buf.seg = <int32_t*>malloc(buf.cap * sizeof(int32_t))
+    buf.cost = <double*>malloc(buf.cap * sizeof(double))
+    buf.dur = <double*>malloc(buf.cap * sizeof(double))
+    cdef int64_t kept = DS_ERR_NOMEM
+    cdef int64_t n_over = 0
+    cdef int64_t* rp = &rows[0] if rows.shape[0] > 0 else NULL
+    cdef int64_t[::1] ov
+    cdef int32_t[::1] sv
+    cdef double[::1] cv, dv
+    cdef const double* dp = &duration[0] if duration.shape[0] > 0 else NULL
+    try:
+        if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
+            with nogil:
+                kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
+                             &cap_cuts[0], mf, q, sum_mode, exclude_oversize, &buf, &sb[0],
+                             &n_over)
+        if kept < 0:
+            raise MemoryError("pack: out of memory")
+        offsets = np.empty(buf.n + 1, dtype=np.int64)
+        bseg = np.empty(buf.n, dtype=np.int32)
+        bcost = np.empty(buf.n, dtype=np.float64)
+        bdur = np.empty(buf.n, dtype=np.float64)
+        offsets[0] = 0
+        if buf.n > 0:
+            ov = offsets
+            sv = bseg
+            cv = bcost
+            dv = bdur
+            memcpy(&ov[1], buf.ends, buf.n * sizeof(int64_t))
+            memcpy(&sv[0], buf.seg, buf.n * sizeof(int32_t))
+            memcpy(&cv[0], buf.cost, buf.n * sizeof(double))
+            memcpy(&dv[0], buf.dur, buf.n * sizeof(double))
+    finally:
+        free(buf.ends)
+        free(buf.seg)
+        free(buf.cost)
+        free(buf.dur)
+    return kept, offsets, bseg, bcost, bdur, seg_batch, n_over
