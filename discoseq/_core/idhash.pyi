@@ -3,3 +3,13 @@ import numpy.typing as npt
 
 def hash_spans(blob: npt.ArrayLike, offsets: npt.ArrayLike) -> npt.NDArray[np.uint64]: ...
 def hash_id(cut_id: bytes) -> int: ...
+
+class IdLookup:
+    def __init__(
+        self,
+        hashes: npt.NDArray[np.uint64],
+        rows: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        blob: npt.NDArray[np.uint8],
+    ) -> None: ...
+    def find(self, key: bytes) -> int: ...

@@ -52,3 +52,45 @@ def hash_id(bytes cut_id):
     """Hash one id (UTF-8 bytes) exactly as :func:`hash_spans` does."""
     cdef const uint8_t[::1] view = cut_id
     return _hash_bytes(view, 0, view.shape[0])
+
+
+cdef class IdLookup:
+    """id -> row over the index's sorted id hashes (binary search, then compare the id bytes)."""
+
+    cdef const uint64_t[::1] hashes
+    cdef const int64_t[::1] rows
+    cdef const int64_t[::1] offsets
+    cdef const uint8_t[::1] blob
+
+    def __init__(self, hashes, rows, offsets, blob):
+        if hashes.shape[0] != rows.shape[0] or offsets.shape[0] != rows.shape[0] + 1:
+            raise ValueError("id lookup arrays have inconsistent lengths")
+        self.hashes = hashes
+        self.rows = rows
+        self.offsets = offsets
+        self.blob = blob
+
+    def find(self, bytes key):
+        """The row whose id is ``key`` (UTF-8), or -1."""
+        cdef const uint8_t[::1] k = key
+        cdef Py_ssize_t klen = k.shape[0]
+        cdef uint64_t h = _hash_bytes(k, 0, klen)
+        cdef Py_ssize_t lo = 0, hi = self.hashes.shape[0], mid
+        cdef int64_t r, start, j
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.hashes[mid] < h:
+                lo = mid + 1
+            else:
+                hi = mid
+        while lo < self.hashes.shape[0] and self.hashes[lo] == h:
+            r = self.rows[lo]
+            start = self.offsets[r]
+            if self.offsets[r + 1] - start == klen:
+                j = 0
+                while j < klen and self.blob[start + j] == k[j]:
+                    j += 1
+                if j == klen:
+                    return r
+            lo += 1
+        return -1

@@ -7,7 +7,7 @@ import datetime as _dt
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,14 @@ from discoseq.index.format import (
     write_column,
     write_header,
 )
-from discoseq.index.sources import Chunk, Source, cutset_chunks, file_chunks, file_source
+from discoseq.index.sources import (
+    Chunk,
+    Source,
+    cutset_chunks,
+    file_chunks,
+    file_source,
+    prefetch,
+)
 
 SCANNED = (
     "duration",
@@ -58,19 +65,18 @@ def gather_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
 
 
 def scan_chunk(
-    scan: Callable[[bytes], dict[str, np.ndarray]],
-    buf: bytes,
+    cols: dict[str, np.ndarray],
+    buf: bytes | memoryview,
     on_bad: Callable[[str, int], None],
-) -> tuple[dict[str, np.ndarray], np.ndarray, bytes]:
-    """Columns of every record in ``buf``: the compiled scanner, then the exact Python path for
-    the lines it flags. ``on_bad(message, line_no)`` raises or lets the line be skipped.
+) -> tuple[dict[str, np.ndarray], np.ndarray, bytes | memoryview]:
+    """Complete the compiled scanner's columns ``cols`` of ``buf`` with the exact Python path
+    for the lines it flagged. ``on_bad(message, line_no)`` raises or lets the line be skipped.
 
     Returns (columns, keep mask, the bytes that ``id_start``/``id_end`` refer to).
     """
-    cols = scan(buf)
     keep = np.ones(len(cols["start"]), dtype=bool)
     slow = np.flatnonzero(cols["status"])
-    extra: list[bytes] = []
+    extra: list[bytes | memoryview] = [buf]
     base = len(buf)
     for i in slow.tolist():
         line_no = int(cols["line_no"][i])
@@ -91,7 +97,7 @@ def scan_chunk(
         cols["id_end"][i] = base + len(cut_id)
         base += len(cut_id)
         extra.append(cut_id)
-    return cols, keep, (buf + b"".join(extra) if extra else buf)
+    return cols, keep, (b"".join(extra) if len(extra) > 1 else buf)
 
 
 class _IndexWriter:
@@ -116,22 +122,42 @@ class _IndexWriter:
         self.skipped = 0
         self.errors: list[str] = []
 
-    def add(self, chunk: Chunk, source: Source, source_id: int) -> None:
+    def scanned(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
+        """Chunks with their compiled scan, produced in a background thread (reading,
+        decompressing and scanning all release the GIL) while this thread writes columns."""
+        scan = self._scan
+        return prefetch(iter((chunk, scan(chunk.data)) for chunk in chunks))
+
+    def add(
+        self,
+        chunk: Chunk,
+        scanned: dict[str, np.ndarray],
+        source: Source,
+        source_id: int,
+        first_line: int,
+    ) -> int:
+        """Append a scanned chunk whose first line is ``first_line`` (1-based); returns its
+        line count."""
         buf = chunk.data
 
         def on_bad(message: str, line_no: int) -> None:
-            self._error(message, source, chunk.first_line + line_no)
+            self._error(message, source, first_line + line_no)
 
-        scan, keep, id_source = scan_chunk(self._scan, buf, on_bad)
+        scan, keep, id_source = scan_chunk(scanned, buf, on_bad)
+        if len(keep):  # lines = those up to the last record + the blank ones after it
+            last_end = int(scan["end"][-1])
+            lines = int(scan["line_no"][-1]) + bytes(buf[last_end:]).count(b"\n")
+        else:
+            lines = bytes(buf).count(b"\n")
         rows = np.flatnonzero(keep)
         m = int(rows.size)
         if m == 0:
-            return
+            return lines
         for name in SCANNED:
             self.columns[name].append(scan[name][rows])
         starts, ends = scan["start"][rows], scan["end"][rows]
         self.columns["source_id"].append(np.full(m, source_id, np.int32))
-        self.columns["source_line"].append(chunk.first_line + scan["line_no"][rows])
+        self.columns["source_line"].append(first_line + scan["line_no"][rows])
         if source.records == "inplace":
             self.columns["record_offset"].append(chunk.offset + starts)
         else:
@@ -149,6 +175,7 @@ class _IndexWriter:
         self.id_hash.append(self._hash_spans(blob, local))
         self.rows += m
         source.rows += m
+        return lines
 
     def _error(self, message: str, source: Source, line: int) -> None:
         error = ManifestError(message, source.path, line)
@@ -295,8 +322,9 @@ def build_index(
         writer = _IndexWriter(tmp, on_error)
         for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
             chunks = cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update)
-            for chunk in chunks:
-                writer.add(chunk, source, source_id)
+            line = 1
+            for chunk, scanned in writer.scanned(chunks):
+                line += writer.add(chunk, scanned, source, source_id, line)
             if source.rows == 0:
                 raise ManifestError(
                     "contains no cuts" + (f" ({writer.skipped} skipped)" if writer.skipped else "")

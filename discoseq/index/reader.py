@@ -37,6 +37,7 @@ class CutIndex:
         self._fds: dict[int, int] = {}
         self._fd_pid = os.getpid()
         self._lock = threading.Lock()
+        self._lookup: Any = None
         self._inplace = np.array(
             [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
         )
@@ -155,21 +156,17 @@ class CutIndex:
 
     def row_of(self, cut_id: str) -> int:
         """The row of a cut id (binary search over sorted id hashes; no dict of all ids)."""
-        from discoseq._core.idhash import hash_id
+        if self._lookup is None:
+            from discoseq._core.idhash import IdLookup
 
-        key = cut_id.encode()
-        h = np.uint64(hash_id(key))
-        hashes = self._arrays["id_hash_sorted"]
-        rows = self._arrays["id_hash_rows"]
-        i = int(np.searchsorted(hashes, h, side="left"))
-        offsets = self._arrays["id_offsets"]
-        blob = self._arrays["id_blob"]
-        while i < hashes.shape[0] and hashes[i] == h:
-            r = int(rows[i])
-            if bytes(blob[offsets[r] : offsets[r + 1]]) == key:
-                return r
-            i += 1
-        raise KeyError(f"cut id {cut_id!r} is not in index {self.path}")
+            a = self._arrays
+            self._lookup = IdLookup(
+                a["id_hash_sorted"], a["id_hash_rows"], a["id_offsets"], a["id_blob"]
+            )
+        row = self._lookup.find(cut_id.encode())
+        if row < 0:
+            raise KeyError(f"cut id {cut_id!r} is not in index {self.path}")
+        return int(row)
 
     def __contains__(self, cut_id: object) -> bool:
         if not isinstance(cut_id, str):

@@ -10,28 +10,34 @@ are stored inside the index.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import zlib
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from isal import igzip, isal_zlib
 
 from discoseq.errors import ManifestError
 
+T = TypeVar("T")
+
 CHUNK_BYTES = 4 << 20
+PIECE_BYTES = 1 << 20
+RAW_BLOCK_BYTES = 1 << 20
 
 
 @dataclass
 class Chunk:
-    """Whole lines of one source: ``data`` starts at byte ``offset`` of the (decompressed) stream
-    and its first line is line ``first_line`` (1-based)."""
+    """Whole lines of one source; ``data`` starts at byte ``offset`` of the (decompressed)
+    stream."""
 
-    data: bytes
+    data: bytes | memoryview
     offset: int
-    first_line: int
 
 
 @dataclass
@@ -109,7 +115,7 @@ def _raw_blocks(source: Source, progress: Callable[[int], None] | None) -> Itera
     """The file's bytes in blocks, hashed on the way; sets the fingerprint at the end."""
     h = hashlib.blake2b(digest_size=16)
     with open(source.path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
+        while block := f.read(RAW_BLOCK_BYTES):
             h.update(block)
             if progress is not None:
                 progress(len(block))
@@ -117,51 +123,80 @@ def _raw_blocks(source: Source, progress: Callable[[int], None] | None) -> Itera
     source.fingerprint = "blake2b-128:" + h.hexdigest()
 
 
-def _gunzip(blocks: Iterable[bytes], path: str) -> Iterator[bytes]:
-    """Decompress a (possibly multi-member) gzip stream."""
-    d = zlib.decompressobj(wbits=31)
-    for block in blocks:
-        while block:
-            try:
-                out = d.decompress(block)
-            except zlib.error as e:
-                raise ManifestError(f"corrupted gzip data ({e})", path) from e
-            if out:
-                yield out
-            if d.eof:
-                block = d.unused_data
-                d = zlib.decompressobj(wbits=31)
-            else:
-                block = b""
-    tail = d.flush()
-    if tail:
-        yield tail
+class _HashingReader(io.RawIOBase):
+    """A raw file reader that fingerprints (and reports) the bytes as they are read."""
+
+    def __init__(self, source: Source, progress: Callable[[int], None] | None) -> None:
+        self._file = open(source.path, "rb")  # noqa: SIM115 - closed in close()
+        self._hasher = hashlib.blake2b(digest_size=16)
+        self._progress = progress
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._file.readinto(buffer)
+        if n:
+            self._hasher.update(memoryview(buffer)[:n])
+            if self._progress is not None:
+                self._progress(n)
+        else:
+            self._source.fingerprint = "blake2b-128:" + self._hasher.hexdigest()
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _gunzip(source: Source, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """Decompress a (possibly multi-member) gzip file in pieces, with ISA-L's igzip (about 4x
+    zlib's speed: decompression is most of the cost of indexing a ``.jsonl.gz``)."""
+    raw = _HashingReader(source, progress)
+    try:
+        with igzip.IGzipFile(fileobj=raw, mode="rb") as f:
+            while piece := f.read(PIECE_BYTES):
+                yield piece
+    except (OSError, EOFError, isal_zlib.error) as e:
+        kind = "truncated" if isinstance(e, EOFError) else "corrupted"
+        raise ManifestError(f"{kind} gzip file ({e})", source.path) from e
+    finally:
+        raw.close()
 
 
 def _line_chunks(stream: Iterable[bytes]) -> Iterator[Chunk]:
-    """Regroup a byte stream into chunks that end on a line boundary."""
-    pending = b""
+    """Regroup a byte stream into chunks of about ``CHUNK_BYTES`` that end on a line boundary
+    (memoryviews, so the bytes are joined once and not copied again)."""
+    parts: list[bytes] = []
+    size = 0
     offset = 0
-    line = 1
     for block in stream:
-        data = pending + block if pending else block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data
+        parts.append(block)
+        size += len(block)
+        if size < CHUNK_BYTES:
             continue
-        head, pending = data[: cut + 1], data[cut + 1 :]
-        yield Chunk(head, offset, line)
-        offset += len(head)
-        line += head.count(b"\n")
-    if pending:
-        yield Chunk(pending, offset, line)
+        data = b"".join(parts) if len(parts) > 1 else parts[0]
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            parts = [data]
+            continue
+        yield Chunk(memoryview(data)[:cut], offset)
+        offset += cut
+        rest = data[cut:]
+        parts, size = ([rest], len(rest)) if rest else ([], 0)
+    if parts:
+        data = b"".join(parts)
+        if data:
+            yield Chunk(memoryview(data), offset)
 
 
 def file_chunks(source: Source, progress: Callable[[int], None] | None = None) -> Iterator[Chunk]:
     """Chunks of whole JSON lines of a manifest file (a ``.json`` array is turned into lines)."""
-    blocks = _raw_blocks(source, progress)
     if source.format in ("jsonl.gz", "json.gz"):
-        blocks = _gunzip(blocks, source.path)
+        blocks = _gunzip(source, progress)
+    else:
+        blocks = _raw_blocks(source, progress)
     if source.format in ("jsonl", "jsonl.gz"):
         yield from _line_chunks(blocks)
         return
@@ -185,19 +220,54 @@ def _records_as_chunks(items: Iterable[Any]) -> Iterator[Chunk]:
     lines: list[bytes] = []
     size = 0
     offset = 0
-    first = 1
     for item in items:
         line = orjson.dumps(item, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         lines.append(line)
         size += len(line)
         if size >= CHUNK_BYTES:
             data = b"".join(lines)
-            yield Chunk(data, offset, first)
+            yield Chunk(data, offset)
             offset += len(data)
-            first += len(lines)
             lines, size = [], 0
     if lines:
-        yield Chunk(b"".join(lines), offset, first)
+        yield Chunk(b"".join(lines), offset)
+
+
+def prefetch(chunks: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Produce items in a background thread, at most ``depth`` ahead, so that work which
+    releases the GIL (reading, hashing, decompressing, scanning) overlaps with the consumer's."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="discoseq-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def cutset_chunks(cuts: Iterable[Any]) -> Iterator[Chunk]:

@@ -102,7 +102,7 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
         def on_bad(message: str, line_no: int, start: int = start) -> None:
             report.add(f"row {start + line_no}: record no longer a valid cut ({message})")
 
-        fresh, keep, id_source = scan_chunk(scan, buf, on_bad)
+        fresh, keep, id_source = scan_chunk(scan(buf), buf, on_bad)
         if not keep.all() or len(keep) != len(rows):
             continue
         for name in SCANNED:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def scan_all_slow(buf: bytes) -> dict[str, np.ndarray]:
+def scan_all_slow(buf: bytes | memoryview) -> dict[str, np.ndarray]:
+    buf = bytes(buf)
     starts, ends, line_nos = [], [], []
     pos = 0
     for line_no, line in enumerate(buf.split(b"\n")):

@@ -440,3 +440,45 @@ def test_json_lines_records_are_compact(tmp_path, mono):
     path.write_text(json.dumps(records, indent=2))
     index = build_index(path, tmp_path / "idx")
     assert [orjson.loads(r) for r in index.records([2, 0])] == [records[2], records[0]]
+
+
+def test_truncated_and_corrupted_gzip(tmp_path, mono):
+    path = write_lines(tmp_path / "a.jsonl.gz", mono_records(mono, 200))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ManifestError, match=r"a\.jsonl\.gz: truncated gzip file"):
+        build_index(path, tmp_path / "idx")
+    path.write_bytes(data[:20] + b"\xff" * 64 + data[84:])
+    with pytest.raises(ManifestError, match=r"a\.jsonl\.gz: corrupted gzip file"):
+        build_index(path, tmp_path / "idx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl.gz"]
+
+
+def test_multi_member_gzip_and_crlf(tmp_path, mono):
+    records = mono_records(mono, 6)
+    first = "".join(json.dumps(r) + "\r\n" for r in records[:3]).encode()
+    second = "".join(json.dumps(r) + "\n" for r in records[3:]).encode()
+    path = tmp_path / "m.jsonl.gz"
+    path.write_bytes(gzip.compress(first) + gzip.compress(second))
+    index = build_index(path, tmp_path / "idx")
+    assert [index.cut_id(i) for i in range(6)] == [r["id"] for r in records]
+    assert [c.to_dict() for c in index.resolve([2, 3])] == [records[2], records[3]]
+
+
+def test_chunk_boundaries_keep_line_numbers(tmp_path, mono, monkeypatch):
+    import discoseq.index.sources as sources
+
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 3000)
+    monkeypatch.setattr(sources, "PIECE_BYTES", 1000)
+    lines = [json.dumps(r) for r in mono_records(mono, 40)]
+    lines[10:10] = ["", "   "]
+    lines.insert(33, '{"id": "bad"')
+    for suffix in (".jsonl", ".jsonl.gz"):
+        path = write_lines(tmp_path / f"c{suffix}", lines)
+        with pytest.raises(ManifestError, match=rf"c{suffix}:34: malformed JSON"):
+            build_index(path, tmp_path / "idx", force=True)
+        index = build_index(path, tmp_path / "idx", on_error="skip", force=True)
+        assert len(index) == 40
+        expected = [i + 1 for i, line in enumerate(lines) if line.strip() and line != lines[33]]
+        assert list(index.column("source_line")) == expected
+        assert index.resolve([39])[0].id == "c-39"

@@ -1,0 +1,200 @@
+"""Index benchmarks, each a ratio against a baseline measured in the same run.
+
+1. Build rate on a generated 1M-cut ``.jsonl.gz`` vs Lhotse iterating the same file lazily
+   (``for c in CutSet.from_file(p)``); peak RSS of the build at 100k and 1M cuts (fresh process
+   each, so the numbers are the build's own).
+2. Opening a 10M-row index (fresh process): wall time and RSS added; id -> row lookup time.
+3. Resolving random batches of 50 rows to ``CutSet``s vs Lhotse deserialising the same records
+   from memory (``deserialize_cut(orjson.loads(line))``).
+
+Usage: ``python benchmarks/bench_index.py [--quick] [--workdir DIR]`` (generated corpora are cached
+in DIR, default ``benchmarks/out``, which git ignores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_child(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
+    prologue = "import json, resource, time, sys\n"
+    epilogue = (
+        "\nRESULT['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps(RESULT))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", prologue + textwrap.dedent(code) + epilogue],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def manifest(workdir: Path, n: int) -> Path:
+    from discoseq.synth import write_manifest
+
+    path = workdir / f"librispeech_like_{n}.jsonl.gz"
+    if not path.exists():
+        t = time.perf_counter()
+        write_manifest(path, n, profile="librispeech", seed=0, mixed_fraction=0.01)
+        print(f"  generated {path} in {time.perf_counter() - t:.1f} s")
+    return path
+
+
+def bench_build(workdir: Path, sizes: list[int]) -> None:
+    print("== build rate and peak RSS")
+    base = run_child("import discoseq.index\nRESULT = {}")
+    print(f"  baseline interpreter + imports: peak RSS {base['peak_rss_mb']:.0f} MB")
+    for n in sizes:
+        path = manifest(workdir, n)
+        out = workdir / f"idx_{n}"
+        ours = run_child(
+            f"""
+            from discoseq.index import build_index
+            t = time.perf_counter()
+            index = build_index({str(path)!r}, {str(out)!r}, force=True)
+            dt = time.perf_counter() - t
+            RESULT = {{"rows": len(index), "seconds": dt,
+                       "records_mb": index.header.records["size"] / 1e6}}
+            """
+        )
+        theirs = run_child(
+            f"""
+            from lhotse import CutSet
+            t = time.perf_counter()
+            n = sum(1 for _ in CutSet.from_file({str(path)!r}))
+            RESULT = {{"rows": n, "seconds": time.perf_counter() - t}}
+            """
+        )
+        assert ours["rows"] == theirs["rows"] == n, (ours, theirs)
+        r_ours = n / ours["seconds"]
+        r_theirs = n / theirs["seconds"]
+        print(
+            f"  {n:>9,} cuts ({path.stat().st_size / 1e6:.0f} MB gz): discoseq build "
+            f"{r_ours:,.0f} cuts/s, Lhotse lazy iteration {r_theirs:,.0f} cuts/s -> "
+            f"ratio {r_ours / r_theirs:.1f}x (target >= 8x)"
+        )
+        print(
+            f"      peak RSS: build {ours['peak_rss_mb']:.0f} MB "
+            f"(+{ours['peak_rss_mb'] - base['peak_rss_mb']:.0f} MB over imports), Lhotse "
+            f"iteration {theirs['peak_rss_mb']:.0f} MB; records stored "
+            f"{ours['records_mb']:.0f} MB ({ours['records_mb'] * 1e6 / path.stat().st_size:.1f}x "
+            "the .gz)"
+        )
+
+
+def tiny_manifest(workdir: Path, n: int) -> Path:
+    """A minimal-record ``.jsonl`` (read in place) for a large index whose columns matter."""
+    path = workdir / f"tiny_{n}.jsonl"
+    if path.exists():
+        return path
+    durations = np.round(np.random.default_rng(0).uniform(0.5, 35.0, n), 3)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        step = 1_000_000
+        for s in range(0, n, step):
+            f.write(
+                "".join(
+                    f'{{"id":"utt-{i:09d}","start":0.0,"duration":{durations[i]},'
+                    f'"channel":0,"supervisions":[],"type":"MonoCut"}}\n'
+                    for i in range(s, min(n, s + step))
+                )
+            )
+    tmp.rename(path)
+    return path
+
+
+def bench_open(workdir: Path, n: int) -> None:
+    print(f"== open a {n:,}-row index, id lookup")
+    path = tiny_manifest(workdir, n)
+    out = workdir / f"idx_tiny_{n}"
+    if not (out / "header.json").exists():
+        t = time.perf_counter()
+        from discoseq.index import build_index
+
+        build_index(path, out, force=True)
+        print(f"  built {out} in {time.perf_counter() - t:.1f} s")
+    res = run_child(
+        f"""
+        from discoseq.index import CutIndex
+        import numpy as np
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096 / 2**20
+        before = rss()
+        t = time.perf_counter()
+        index = CutIndex.open({str(out)!r})
+        open_ms = (time.perf_counter() - t) * 1e3
+        added = rss() - before
+        rng = np.random.default_rng(1)
+        ids = [index.cut_id(int(r)) for r in rng.integers(0, len(index), 10000)]
+        index.row_of(ids[0])
+        t = time.perf_counter()
+        for cut_id in ids:
+            index.row_of(cut_id)
+        lookup_us = (time.perf_counter() - t) / len(ids) * 1e6
+        RESULT = {{"open_ms": open_ms, "rss_added_mb": added, "lookup_us": lookup_us,
+                   "rows": len(index)}}
+        """
+    )
+    print(
+        f"  open {res['open_ms']:.1f} ms (target < 50 ms), RSS added "
+        f"{res['rss_added_mb']:.1f} MB (target < 50 MB); row_of "
+        f"{res['lookup_us']:.2f} µs/id (target < 10 µs)"
+    )
+
+
+def bench_resolve(workdir: Path, n: int) -> None:
+    print("== resolve random batches of 50 rows")
+    import orjson
+    from lhotse.cut.set import deserialize_cut
+
+    from discoseq.index import CutIndex
+
+    index = CutIndex.open(workdir / f"idx_{n}")
+    rng = np.random.default_rng(2)
+    batches = [rng.choice(len(index), 50, replace=False) for _ in range(200)]
+    lines = [index.records(b) for b in batches]  # the same records, held in memory
+    t = time.perf_counter()
+    for b in batches:
+        index.resolve(b)
+    ours = 50 * len(batches) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for batch_lines in lines:
+        [deserialize_cut(orjson.loads(x)) for x in batch_lines]
+    theirs = 50 * len(batches) / (time.perf_counter() - t)
+    print(
+        f"  discoseq resolve {ours:,.0f} cuts/s; Lhotse deserialising the same records from "
+        f"memory {theirs:,.0f} cuts/s -> ratio {ours / theirs:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYTHONPATH", str(ROOT))
+    sizes = [10_000, 50_000] if args.quick else [100_000, 1_000_000]
+    bench_build(args.workdir, sizes)
+    bench_open(args.workdir, 200_000 if args.quick else 10_000_000)
+    bench_resolve(args.workdir, sizes[-1])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``discoseq-index build|info|verify`` as a script sees them: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from discoseq.cli.index_cli import main
+
+
+def test_build_info_verify(tmp_path, fixtures_dir):
+    runner = CliRunner()
+    out = tmp_path / "idx"
+    inputs = [str(fixtures_dir / "ljspeech_cuts.json"), str(fixtures_dir / "libri_cuts.json")]
+    result = runner.invoke(main, ["build", *inputs, "-o", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 3 cuts from 2 manifest(s)" in result.output
+    result = runner.invoke(main, ["build", *inputs, "-o", str(out), "--quiet"])
+    assert result.exit_code == 3 and "already exists" in result.output
+    result = runner.invoke(main, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "rows         3" in result.output and "duration" in result.output
+    assert "MonoCut 3" in result.output
+    result = runner.invoke(main, ["verify", str(out)])
+    assert result.exit_code == 0 and "ok: 3 rows verified" in result.output
+
+
+def test_bad_input_exit_codes(tmp_path, fixtures_dir):
+    runner = CliRunner()
+    result = runner.invoke(main, ["build", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "i")])
+    assert result.exit_code == 3 and "no such file" in result.output
+    rec = fixtures_dir / "mini_librispeech_lhotse_recordings.jsonl.gz"
+    result = runner.invoke(main, ["build", str(rec), "-o", str(tmp_path / "i"), "--quiet"])
+    assert result.exit_code == 3 and "recording manifest" in result.output
+    result = runner.invoke(main, ["info", str(tmp_path / "nothere")])
+    assert result.exit_code == 3 and "not an index directory" in result.output
+    result = runner.invoke(main, ["build", "-o", str(tmp_path / "i")])
+    assert result.exit_code == 2
+
+
+def test_verify_reports_problems_with_exit_1(tmp_path, fixtures_dir):
+    runner = CliRunner()
+    src = tmp_path / "a.jsonl"
+    cuts = json.loads((fixtures_dir / "ljspeech_cuts.json").read_text())
+    src.write_text("".join(json.dumps(c) + "\n" for c in cuts))
+    out = tmp_path / "idx"
+    assert runner.invoke(main, ["build", str(src), "-o", str(out), "--quiet"]).exit_code == 0
+    st = src.stat()
+    src.write_text(src.read_text().replace("LJ002", "LJ00X"))
+    import os
+
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    result = runner.invoke(main, ["verify", str(out)])
+    assert result.exit_code == 1
+    assert "content changed" in result.output
