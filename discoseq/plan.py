@@ -535,9 +535,12 @@ def plan_epoch(
     n_in = int(cols["duration"].shape[0])
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
-    rows = np.flatnonzero(keep) if keep is not None else np.arange(n_in, dtype=np.int64)
-    rows = rows.astype(np.int64, copy=False)
+    # rows=None stands for "every row" so an unfiltered plan allocates no index array for it.
+    rows: np.ndarray | None = None
+    if keep is not None:
+        rows = np.flatnonzero(keep).astype(np.int64, copy=False)
     del keep
+    n_rows = n_in if rows is None else int(rows.shape[0])
 
     empty = np.empty(0, dtype=np.int64)
     dur = cols["duration"]
@@ -546,10 +549,10 @@ def plan_epoch(
     tokens = cols.get("num_tokens", empty)
     B, T = config.duration_buckets, config.token_buckets
     edges = np.empty(0, dtype=np.float64)
-    token_edges = np.empty((B, max(T - 1, 0)), dtype=np.float64)
+    token_edges = np.zeros((B, max(T - 1, 0)), dtype=np.float64)
     bucketed = config.strategy is SamplingStrategy.BUCKETED
 
-    if rows.shape[0] == 0:
+    if n_rows == 0:
         warnings.warn(
             f"plan_epoch: no cuts to plan ({n_in} in, {sum(filtered.values())} filtered out); "
             "the epoch plan is empty",
@@ -581,16 +584,19 @@ def plan_epoch(
         rows, seg_offsets = bucketing.group_by_bucket(
             rows, kind, dur, frames, feats, tokens, edges, token_edges.reshape(-1), T
         )
-        if config.shuffle:
+        if config.shuffle:  # each bucket with its own stream
             keys = np.array(
                 [rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS | s) for s in range(B * T)],
                 dtype=np.uint64,
             )
             rng.shuffle_segments(rows, seg_offsets, keys)
     else:
+        if rows is None:
+            rows = np.arange(n_in, dtype=np.int64)
         if config.strategy is SamplingStrategy.RANDOM:
             rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
         seg_offsets = np.array([0, rows.shape[0]], dtype=np.int64)
+    assert rows is not None  # for mypy: every branch above produced the row array
 
     nseg = seg_offsets.shape[0] - 1
     cap_d = np.full(nseg, np.inf if config.max_duration is None else float(config.max_duration))

@@ -45,6 +45,11 @@ cdef enum:
     NBINS = 65536
 
 
+cdef inline int64_t _row(const int64_t* rows, int64_t i) noexcept nogil:
+    """Row ``i`` of the selection; ``rows == NULL`` selects every row (no index array needed)."""
+    return i if rows == NULL else rows[i]
+
+
 cdef inline uint64_t _bits(double x) noexcept nogil:
     cdef uint64_t b
     memcpy(&b, &x, 8)
@@ -65,7 +70,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
     cdef double x
     cdef int shift = 0
     for i in range(n):
-        x = key_of(c, kind, rows[i])
+        x = key_of(c, kind, _row(rows, i))
         b = _bits(x)
         if b < minb:
             minb = b
@@ -96,7 +101,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
         rc = DS_ERR_NOMEM
     else:
         for i in range(n):
-            x = key_of(c, kind, rows[i])
+            x = key_of(c, kind, _row(rows, i))
             j = <int64_t>((_bits(x) >> shift) - base)
             counts[j] += 1
             wsum[j] += weight_of(kind, x)
@@ -125,7 +130,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
             rc = DS_ERR_NOMEM
         else:
             for i in range(n):
-                x = key_of(c, kind, rows[i])
+                x = key_of(c, kind, _row(rows, i))
                 sl = slot_of[<int64_t>((_bits(x) >> shift) - base)]
                 if sl >= 0:
                     buf[soff[sl] + sfill[sl]] = x
@@ -232,20 +237,22 @@ cdef inline int64_t _bucket(const Columns* c, int kind, int64_t row, const Bucke
 cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
                 const double* edges, int64_t ne, const double* tedges, int64_t nt,
                 int64_t* out, int64_t* offsets, int64_t nseg) noexcept nogil:
-    cdef int64_t i, s
+    """Stable counting sort by bucket (two passes: count, scatter)."""
+    cdef int64_t i, s, row
     cdef BucketTable t
     if _build_table(&t, edges, ne) < 0:
         return DS_ERR_NOMEM
     for s in range(nseg + 1):
         offsets[s] = 0
     for i in range(n):
-        offsets[_bucket(c, kind, rows[i], &t, edges, ne, tedges, nt) + 1] += 1
+        offsets[_bucket(c, kind, _row(rows, i), &t, edges, ne, tedges, nt) + 1] += 1
     for s in range(nseg):
         offsets[s + 1] += offsets[s]
     # offsets[s] now doubles as the write cursor of bucket s; restored below.
     for i in range(n):
-        s = _bucket(c, kind, rows[i], &t, edges, ne, tedges, nt)
-        out[offsets[s]] = rows[i]
+        row = _row(rows, i)
+        s = _bucket(c, kind, row, &t, edges, ne, tedges, nt)
+        out[offsets[s]] = row
         offsets[s] += 1
     s = nseg
     while s > 0:
@@ -277,24 +284,36 @@ def _check_kind(int kind, const double[::1] duration, const int64_t[::1] num_fra
             raise ValueError(f"key kind {kind} needs a column that was not given")
 
 
-def estimate_edges(const int64_t[::1] rows not None, int kind, const double[::1] duration,
+def _num_rows(const int64_t[::1] rows, int kind, const double[::1] duration,
+              const int64_t[::1] num_frames, const int64_t[::1] num_tokens):
+    if rows is not None:
+        return rows.shape[0]
+    if kind == KEY_DURATION:
+        return duration.shape[0]
+    return (num_tokens if kind == KEY_TOKENS else num_frames).shape[0]
+
+
+def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration,
                    const int64_t[::1] num_frames, const int64_t[::1] num_features,
                    const int64_t[::1] num_tokens, Py_ssize_t num_buckets):
-    """Equal-total-cost interior edges (``num_buckets - 1`` of them) of the keys of ``rows``.
+    """Equal-total-cost interior edges (``num_buckets - 1`` of them) of the keys of ``rows``
+    (``None``: every row of the columns).
 
     Rows must be valid positions into the columns. Reference: ``reference_plan.estimate_edges``.
     """
     if num_buckets < 1:
         raise ValueError(f"num_buckets={num_buckets} must be >= 1")
     _check_kind(kind, duration, num_frames, num_features, num_tokens)
+    cdef int64_t n = _num_rows(rows, kind, duration, num_frames, num_tokens)
     out = np.zeros(max(num_buckets - 1, 0), dtype=np.float64)
-    if num_buckets == 1 or rows.shape[0] == 0:
+    if num_buckets == 1 or n == 0:
         return out
     cdef double[::1] o = out
     cdef Columns c = _columns(duration, num_frames, num_features, num_tokens)
+    cdef const int64_t* rp = i64_ptr(rows)
     cdef int rc
     with nogil:
-        rc = _estimate(&rows[0], rows.shape[0], &c, kind, num_buckets, &o[0])
+        rc = _estimate(rp, n, &c, kind, num_buckets, &o[0])
     if rc == DS_ERR_NOMEM:
         raise MemoryError("estimate_edges: out of memory")
     if rc == DS_ERR_OVERFLOW:
@@ -303,11 +322,11 @@ def estimate_edges(const int64_t[::1] rows not None, int kind, const double[::1]
     return out
 
 
-def group_by_bucket(const int64_t[::1] rows not None, int kind, const double[::1] duration,
+def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duration,
                     const int64_t[::1] num_frames, const int64_t[::1] num_features,
                     const int64_t[::1] num_tokens, const double[::1] edges not None,
                     const double[::1] token_edges not None, Py_ssize_t num_token_buckets):
-    """Stable counting sort of ``rows`` by (flat) bucket id.
+    """Stable counting sort of ``rows`` (``None``: every row) by (flat) bucket id.
 
     :return: ``(grouped_rows, offsets)`` with ``offsets`` of length ``num_buckets + 1``.
     ``token_edges`` is the row-major ``(len(edges) + 1, num_token_buckets - 1)`` grid (empty in 1D).
@@ -324,7 +343,8 @@ def group_by_bucket(const int64_t[::1] rows not None, int kind, const double[::1
     for i in range(1, ne):
         if not edges[i - 1] <= edges[i]:
             raise ValueError("edges must be non-decreasing")
-    grouped = np.empty(rows.shape[0], dtype=np.int64)
+    cdef int64_t n = _num_rows(rows, kind, duration, num_frames, num_tokens)
+    grouped = np.empty(n, dtype=np.int64)
     offsets = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] g = grouped
     cdef int64_t[::1] off = offsets
@@ -332,10 +352,10 @@ def group_by_bucket(const int64_t[::1] rows not None, int kind, const double[::1
     cdef const double* ep = f64_ptr(edges)
     cdef const double* tp = f64_ptr(token_edges)
     cdef const int64_t* rp = i64_ptr(rows)
-    cdef int64_t* gp = &g[0] if rows.shape[0] > 0 else NULL
+    cdef int64_t* gp = &g[0] if n > 0 else NULL
     cdef int rc
     with nogil:
-        rc = _group(rp, rows.shape[0], &c, kind, ep, ne, tp, nt, gp, &off[0], nseg)
+        rc = _group(rp, n, &c, kind, ep, ne, tp, nt, gp, &off[0], nseg)
     if rc < 0:
         raise MemoryError("group_by_bucket: out of memory")
     return grouped, offsets

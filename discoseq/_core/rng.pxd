@@ -49,13 +49,14 @@ cdef extern from *:
 
 
 cdef inline void shuffle_i64(int64_t* a, int64_t n, uint64_t key) noexcept nogil:
-    """Fisher–Yates from the top: for i = n-1 .. 1, swap a[i] with a[bounded(i + 1)]."""
+    """Forward Fisher–Yates: for i = 1 .. n-1, swap a[i] with a[bounded(i + 1)].
+
+    Each step touches only the prefix a[0..i], so the working set grows with i (cache friendly
+    on the first pass through a segment)."""
     cdef uint64_t state = key
     cdef int64_t i, j, tmp
-    i = n - 1
-    while i > 0:
+    for i in range(1, n):
         j = <int64_t>ds_bounded(&state, <uint64_t>(i + 1))
         tmp = a[i]
         a[i] = a[j]
         a[j] = tmp
-        i -= 1

@@ -11,7 +11,7 @@ Specification (bit-exact; ``tests/reference_plan.py`` re-implements it in Python
   out = mix64(state)``. It is counter-based, so it is identical on every machine and does not
   depend on NumPy's generators or shuffle algorithms (which NumPy does not freeze).
 * Bounded integers use Lemire's multiply-and-reject method (unbiased), and shuffles are our own
-  Fisher–Yates from the top (``i = n-1 .. 1``, swap ``a[i]`` with ``a[bounded(i + 1)]``).
+  forward Fisher–Yates (``i = 1 .. n-1``: swap ``a[i]`` with ``a[bounded(i + 1)]``).
 * Purposes: ``PURPOSE_CUTS | segment`` shuffles the cuts of one bucket (segment 0 for RANDOM),
   ``PURPOSE_TAIL`` rotates the leftover batches, ``PURPOSE_ORDER`` shuffles the groups of batches.
   The rank never enters a key: every rank computes the same global plan.

@@ -1,0 +1,336 @@
+"""Plain Python/NumPy reference of the epoch plan: the readable specification of ``discoseq._core``.
+
+Same RNG, same rules, no shortcuts: sort instead of histograms, Python loops instead of kernels.
+``tests/test_plan_reference.py`` asserts that :func:`discoseq.plan.plan_epoch` equals
+:func:`reference_plan` bit for bit. Only the validation of inputs is left to the real code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+M64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+PURPOSE_CUTS = 1 << 32
+PURPOSE_TAIL = 2 << 32
+PURPOSE_ORDER = 3 << 32
+FILTER_REASONS = ("mask", "min_duration", "max_duration_per_cut", "max_tokens_per_second")
+
+
+# ---------------------------------------------------------------------------------------- RNG
+
+
+def mix64(z: int) -> int:
+    """SplitMix64's finaliser."""
+    z &= M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def derive_key(seed: int, epoch: int, purpose: int) -> int:
+    k = mix64(seed ^ 0x6A09E667F3BCC908)
+    k = mix64(k ^ mix64(epoch ^ 0xBB67AE8584CAA73B))
+    return mix64(k ^ mix64(purpose ^ 0x3C6EF372FE94F82B))
+
+
+class Stream:
+    """SplitMix64 from a key."""
+
+    def __init__(self, key: int) -> None:
+        self.state = key & M64
+
+    def next(self) -> int:
+        self.state = (self.state + GOLDEN) & M64
+        return mix64(self.state)
+
+    def bounded(self, n: int) -> int:
+        """Lemire: unbiased integer in [0, n)."""
+        m = self.next() * n
+        low = m & M64
+        if low < n:
+            t = ((1 << 64) - n) % n
+            while low < t:
+                m = self.next() * n
+                low = m & M64
+        return m >> 64
+
+
+def shuffle(seq: list[int], key: int) -> list[int]:
+    """Forward Fisher–Yates: for i = 1..n-1 swap a[i], a[bounded(i + 1)]."""
+    a = list(seq)
+    s = Stream(key)
+    for i in range(1, len(a)):
+        j = s.bounded(i + 1)
+        a[i], a[j] = a[j], a[i]
+    return a
+
+
+# ------------------------------------------------------------------------------------ buckets
+
+
+def keys_of(cols: dict[str, np.ndarray], method: str, rows: np.ndarray) -> np.ndarray:
+    if method == "duration":
+        return cols["duration"][rows].astype(np.float64)
+    if method == "num_frames":
+        return cols["num_frames"][rows].astype(np.float64)
+    if method == "num_features":
+        return (cols["num_frames"][rows] * cols["num_features"][rows]).astype(np.float64)
+    return cols["num_tokens"][rows].astype(np.float64)
+
+
+def weights_of(keys: np.ndarray, method: str) -> np.ndarray:
+    if method == "duration":
+        return (keys * 1000.0 + 0.5).astype(np.int64)
+    return keys.astype(np.int64)
+
+
+def estimate_edges(keys: np.ndarray, method: str, num_buckets: int) -> np.ndarray:
+    """Edge k = the smallest sorted key x(i) with B * S(i) >= k * T (S: prefix sums of integer
+    weights, T: their total)."""
+    if num_buckets == 1 or keys.size == 0:
+        return np.zeros(max(num_buckets - 1, 0))
+    xs = np.sort(keys)
+    prefix = np.cumsum(weights_of(xs, method))
+    total = int(prefix[-1])
+    scaled = num_buckets * prefix
+    return np.array(
+        [xs[int(np.searchsorted(scaled, k * total, side="left"))] for k in range(1, num_buckets)]
+    )
+
+
+def bucket_ids(keys: np.ndarray, tokens: np.ndarray | None, edges: np.ndarray,
+               token_edges: np.ndarray, T: int) -> np.ndarray:  # fmt: skip
+    """Bucket b holds keys in (edges[b-1], edges[b]]; 2D: b * T + token sub-bucket."""
+    b = np.searchsorted(edges, keys, side="left").astype(np.int64)
+    if T <= 1:
+        return b
+    assert tokens is not None
+    j = np.array(
+        [np.searchsorted(token_edges[bi], float(t), side="left") for bi, t in zip(b, tokens)],
+        dtype=np.int64,
+    )
+    return b * T + j
+
+
+# ------------------------------------------------------------------------------------ packing
+
+
+def pack(segments: list[list[int]], dur: np.ndarray, frames: np.ndarray | None,
+         cap_d: list[float], cap_c: list[int], max_frames: int | None, q: float | None,
+         sum_mode: bool, exclude: bool) -> tuple[list[list[int]], list[int], list[float], list[float], int]:  # fmt: skip
+    """Greedy, in order, within each segment; caps checked before a cut joins."""
+    batches: list[list[int]] = []
+    bseg: list[int] = []
+    bcost: list[float] = []
+    bdur: list[float] = []
+    n_over = 0
+    maxf = max_frames if max_frames is not None else (1 << 63) - 1
+    for s, seg in enumerate(segments):
+        cur: list[int] = []
+        m = sm = dsum = 0.0
+        mf = sf = 0
+
+        def close() -> None:
+            batches.append(cur)
+            bseg.append(s)
+            bcost.append(sm if sum_mode else float(len(cur)) * m)
+            bdur.append(dsum)
+
+        for row in seg:
+            d = float(dur[row])
+            c = d if q is None else d + d * d / q
+            f = int(frames[row]) if (max_frames is not None and frames is not None) else 0
+            if c > cap_d[s] or f > maxf:
+                n_over += 1
+                if exclude:
+                    continue
+                if cur:
+                    close()
+                    cur, m, sm, dsum, mf, sf = [], 0.0, 0.0, 0.0, 0, 0
+                batches.append([row])
+                bseg.append(s)
+                bcost.append(c)
+                bdur.append(d)
+                continue
+            if cur:
+                n = len(cur)
+                if sum_mode:
+                    nd, nf = sm + c, sf + f
+                else:
+                    nd, nf = float(n + 1) * max(m, c), (n + 1) * max(mf, f)
+                if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf:
+                    close()
+                    cur, m, sm, dsum, mf, sf = [], 0.0, 0.0, 0.0, 0, 0
+            cur.append(row)
+            m = max(m, c)
+            sm = sm + c
+            dsum = dsum + d
+            mf = max(mf, f)
+            sf += f
+        if cur:
+            close()
+    return batches, bseg, bcost, bdur, n_over
+
+
+# ------------------------------------------------------------------------------- batch order
+
+
+def order_batches(seg_counts: list[int], W: int, seed: int, epoch: int, shuffle_order: bool,
+                  drop_last: bool) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+    """Full groups of W per segment; leftovers of all segments in segment order, rotated, cut
+    into mixed groups; last partial group dropped or padded cyclically; groups shuffled."""
+    groups: list[list[int]] = []
+    left: list[int] = []
+    start = 0
+    for nb in seg_counts:
+        full = nb // W
+        for g in range(full):
+            groups.append(list(range(start + g * W, start + (g + 1) * W)))
+        left.extend(range(start + full * W, start + nb))
+        start += nb
+    L = len(left)
+    if shuffle_order and L > 0:
+        rot = Stream(derive_key(seed, epoch, PURPOSE_TAIL)).bounded(L)
+        left = left[rot:] + left[:rot]
+    nmixed, p = divmod(L, W)
+    for g in range(nmixed):
+        groups.append(left[g * W : (g + 1) * W])
+    partial = left[nmixed * W :]
+    dropped: list[int] = []
+    padded_group = None
+    if p:
+        if drop_last:
+            dropped = partial
+        else:
+            padded_group = partial + [partial[j % p] for j in range(W - p)]
+            groups.append(padded_group)
+    ids = list(range(len(groups)))
+    if shuffle_order and len(groups) > 1:
+        ids = shuffle(ids, derive_key(seed, epoch, PURPOSE_ORDER))
+    order = [b for g in ids for b in groups[g]]
+    padding: list[int] = []
+    if padded_group is not None:
+        at = ids.index(len(groups) - 1)
+        padding = list(range(at * W + p, (at + 1) * W))
+    return order, padding, dropped
+
+
+# ---------------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class RefPlan:
+    batch_offsets: np.ndarray
+    rows: np.ndarray
+    bucket: np.ndarray
+    cost: np.ndarray
+    duration: np.ndarray
+    padding_batches: np.ndarray
+    bucket_edges: np.ndarray
+    token_edges: np.ndarray
+    stats: dict[str, Any]
+
+
+def reference_plan(cols: dict[str, np.ndarray], config: Any, epoch: int, world_size: int,
+                   mask: np.ndarray | None = None) -> RefPlan:  # fmt: skip
+    """The plan of ``discoseq.plan.plan_epoch``, computed the slow, obvious way."""
+    dur = np.asarray(cols["duration"], dtype=np.float64)
+    n = dur.shape[0]
+    strategy = str(config.strategy)
+    # filters, first reason wins
+    keep = np.ones(n, dtype=bool)
+    filtered = dict.fromkeys(FILTER_REASONS, 0)
+    tests: list[tuple[str, np.ndarray]] = []
+    if mask is not None:
+        tests.append(("mask", np.asarray(mask, dtype=bool)))
+    if config.min_duration is not None:
+        tests.append(("min_duration", dur >= config.min_duration))
+    if config.max_duration_per_cut is not None:
+        tests.append(("max_duration_per_cut", dur <= config.max_duration_per_cut))
+    if config.max_tokens_per_second is not None:
+        t = cols["num_tokens"]
+        tests.append(("max_tokens_per_second", (t < 0) | (t <= config.max_tokens_per_second * dur)))
+    for reason, passes in tests:
+        filtered[reason] = int(np.count_nonzero(keep & ~passes))
+        keep &= passes
+    rows = np.flatnonzero(keep)
+
+    B, T = config.duration_buckets, config.token_buckets
+    edges = np.empty(0)
+    token_edges = np.zeros((B, max(T - 1, 0)))
+    if strategy == "bucketed" and rows.size:
+        keys = keys_of(cols, config.bucket_method, rows)
+        edges = (np.asarray(config.bucket_edges, dtype=np.float64)
+                 if config.bucket_edges is not None
+                 else estimate_edges(keys, config.bucket_method, B))  # fmt: skip
+        tokens = cols["num_tokens"][rows] if T > 1 else None
+        if T > 1:
+            if config.token_bucket_edges is not None:
+                token_edges = np.asarray(config.token_bucket_edges, dtype=np.float64)
+            else:
+                b1 = np.searchsorted(edges, keys, side="left")
+                for b in range(B):
+                    tk = cols["num_tokens"][rows[b1 == b]].astype(np.float64)
+                    token_edges[b] = estimate_edges(tk, "num_tokens", T)
+        ids = bucket_ids(keys, tokens, edges, token_edges, T)
+        segments = [rows[ids == s].tolist() for s in range(B * T)]  # stable: index order
+        if config.shuffle:
+            segments = [shuffle(seg, derive_key(config.seed, epoch, PURPOSE_CUTS | s))
+                        for s, seg in enumerate(segments)]  # fmt: skip
+    elif strategy == "random":
+        segments = [shuffle(rows.tolist(), derive_key(config.seed, epoch, PURPOSE_CUTS))]
+    else:
+        segments = [rows.tolist()]
+    nseg = len(segments)
+
+    if not rows.size:
+        return RefPlan(np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.int32),
+                       np.empty(0), np.empty(0), np.empty(0, np.int64), edges, token_edges,
+                       dict(cuts_in=n, filtered=filtered, oversize=0, dropped_batches=0,
+                            dropped_cuts=0, cuts_planned=0, total_duration=0.0))  # fmt: skip
+
+    cap_d = [float(config.max_duration) if config.max_duration is not None else np.inf] * nseg
+    if config.bucket_max_duration is not None:
+        cap_d = [float(x) for x in config.bucket_max_duration]
+    cap_c = [config.max_cuts if config.max_cuts is not None else (1 << 63) - 1] * nseg
+    if config.bucket_max_cuts is not None:
+        cap_c = list(config.bucket_max_cuts)
+    batches, bseg, bcost, bdur, n_over = pack(
+        segments, dur, cols.get("num_frames"), cap_d, cap_c, config.max_frames,
+        config.quadratic_duration, config.limit_mode == "sum", config.oversize == "exclude",
+    )  # fmt: skip
+    seg_counts = [bseg.count(s) for s in range(nseg)]
+    order, padding, dropped = order_batches(
+        seg_counts, world_size, config.seed, epoch,
+        strategy == "bucketed" and config.shuffle, config.drop_last,
+    )  # fmt: skip
+    out_rows = [r for b in order for r in batches[b]]
+    offsets = np.cumsum([0] + [len(batches[b]) for b in order]).astype(np.int64)
+    planned = np.ones(len(batches), dtype=bool)
+    planned[dropped] = False
+    dropped_cuts = sum(len(batches[b]) for b in dropped)
+    bdur_arr = np.array(bdur, dtype=np.float64)
+    stats = dict(
+        cuts_in=n,
+        filtered=filtered,
+        oversize=n_over,
+        dropped_batches=len(dropped),
+        dropped_cuts=dropped_cuts,
+        cuts_planned=sum(len(b) for b in batches) - dropped_cuts,
+        total_duration=float(bdur_arr[planned].sum()),
+    )
+    return RefPlan(
+        batch_offsets=offsets,
+        rows=np.array(out_rows, dtype=np.int64),
+        bucket=np.array([bseg[b] for b in order], dtype=np.int32),
+        cost=np.array([bcost[b] for b in order], dtype=np.float64),
+        duration=np.array([bdur[b] for b in order], dtype=np.float64),
+        padding_batches=np.array(padding, dtype=np.int64),
+        bucket_edges=edges,
+        token_edges=token_edges,
+        stats=stats,
+    )

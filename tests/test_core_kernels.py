@@ -1,0 +1,222 @@
+"""Each compiled kernel against its slow twin in reference_plan.py, incl. read-only inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests import reference_plan as ref
+from discoseq._core import bucketing, packing, rng, sharding
+
+U64 = st.integers(0, (1 << 64) - 1)
+EMPTY_I = np.empty(0, np.int64)
+EMPTY_F = np.empty(0, np.float64)
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+# ---------------------------------------------------------------------------------------- rng
+
+
+def test_splitmix64_known_answer() -> None:
+    # SplitMix64 seeded with 1 (state = 1 before the first increment): published first output.
+    assert rng.raw_stream(1, 1)[0] == 10451216379200822465
+
+
+@given(U64, U64, U64)
+def test_derive_key_matches_reference(seed: int, epoch: int, purpose: int) -> None:
+    assert rng.derive_key(seed, epoch, purpose) == ref.derive_key(seed, epoch, purpose)
+
+
+def test_derive_key_is_not_seed_plus_epoch() -> None:
+    assert rng.derive_key(1, 0, 0) != rng.derive_key(0, 1, 0)
+    assert len({rng.derive_key(s, e, p) for s in range(4) for e in range(4) for p in range(4)}) == 64
+
+
+@given(U64, st.integers(0, 50))
+def test_raw_stream_matches_reference(key: int, n: int) -> None:
+    s = ref.Stream(key)
+    assert rng.raw_stream(key, n).tolist() == [s.next() for _ in range(n)]
+
+
+@given(U64, st.lists(st.integers(1, (1 << 63) - 1) | st.integers(1, 10), max_size=40))
+def test_bounded_matches_reference(key: int, bounds: list[int]) -> None:
+    s = ref.Stream(key)
+    expect = [s.bounded(b) for b in bounds]
+    got = rng.bounded_stream(key, readonly(np.array(bounds, dtype=np.int64)))
+    assert got.tolist() == expect
+    assert all(0 <= g < b for g, b in zip(expect, bounds, strict=True))
+
+
+def test_bounded_is_unbiased_enough() -> None:
+    draws = rng.bounded_stream(7, np.full(60000, 3, dtype=np.int64))
+    counts = np.bincount(draws, minlength=3)
+    assert counts.min() > 19000 and counts.max() < 21000
+
+
+@given(U64, st.lists(st.integers(-5, 1000), max_size=60))
+def test_shuffle_matches_reference(key: int, values: list[int]) -> None:
+    a = np.array(values, dtype=np.int64)
+    rng.shuffle(a, key)
+    assert a.tolist() == ref.shuffle(values, key)
+
+
+def test_shuffle_segments_matches_reference() -> None:
+    a = np.arange(30, dtype=np.int64)
+    offsets = np.array([0, 0, 7, 8, 30], dtype=np.int64)
+    keys = np.array([11, 12, 13, 14], dtype=np.uint64)
+    rng.shuffle_segments(a, readonly(offsets), readonly(keys))
+    expect = []
+    for s in range(4):
+        expect += ref.shuffle(list(range(offsets[s], offsets[s + 1])), 11 + s)
+    assert a.tolist() == expect
+
+
+def test_rng_validation() -> None:
+    with pytest.raises(ValueError, match="seed"):
+        rng.derive_key(-1, 0, 0)
+    with pytest.raises(ValueError, match="bounds"):
+        rng.bounded_stream(0, np.array([0], dtype=np.int64))
+    with pytest.raises(ValueError, match="keys"):
+        rng.shuffle_segments(np.arange(3), np.array([0, 3]), np.array([], dtype=np.uint64))
+
+
+# ---------------------------------------------------------------------------------- bucketing
+
+durations = st.lists(
+    st.floats(0.01, 40.0) | st.sampled_from([0.5, 12.0, 1e5]), min_size=1, max_size=200
+)
+
+
+@given(durations, st.integers(1, 12), st.booleans())
+def test_estimate_edges_matches_reference(values: list[float], nb: int, subset: bool) -> None:
+    d = readonly(np.array(values))
+    rows = np.arange(0, d.size, 2 if subset else 1, dtype=np.int64)
+    got = bucketing.estimate_edges(readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I, nb)
+    expect = ref.estimate_edges(d[rows], "duration", nb)
+    assert got.tolist() == expect.tolist()
+    if not subset:
+        assert bucketing.estimate_edges(None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, nb).tolist() == (
+            expect.tolist()
+        )
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=200), st.integers(2, 9),
+       st.sampled_from(["num_frames", "num_features", "num_tokens"]))  # fmt: skip
+def test_estimate_edges_integer_keys(values: list[int], nb: int, method: str) -> None:
+    col = readonly(np.array(values, dtype=np.int64))
+    feats = readonly(np.full(col.size, 80, dtype=np.int64))
+    cols = {"num_frames": col, "num_features": feats, "num_tokens": col}
+    kind = bucketing.KEY_KINDS[method]
+    rows = np.arange(col.size, dtype=np.int64)
+    got = bucketing.estimate_edges(rows, kind, EMPTY_F, col, feats, col, nb)
+    expect = ref.estimate_edges(ref.keys_of(cols, method, rows), method, nb)
+    assert got.tolist() == expect.tolist()
+
+
+def test_estimate_edges_balances_cost() -> None:
+    d = np.random.default_rng(0).gamma(4.0, 3.0, 100_000) + 0.5
+    edges = bucketing.estimate_edges(None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 10)
+    per = np.bincount(np.searchsorted(edges, d, side="left"), weights=d, minlength=10)
+    assert per.max() / per.min() < 1.01
+
+
+@given(durations, st.lists(st.floats(0.1, 50.0), max_size=8), st.booleans())
+def test_group_by_bucket_matches_reference(values: list[float], edges: list[float], sub: bool) -> None:
+    d = readonly(np.array(values))
+    e = readonly(np.array(sorted(edges)))
+    rows = np.arange(0, d.size, 3 if sub else 1, dtype=np.int64)
+    grouped, off = bucketing.group_by_bucket(readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I,
+                                             e, EMPTY_F, 1)  # fmt: skip
+    ids = np.searchsorted(e, d[rows], side="left")
+    expect = np.concatenate([rows[ids == b] for b in range(e.size + 1)])
+    assert grouped.tolist() == expect.tolist()
+    assert np.diff(off).tolist() == np.bincount(ids, minlength=e.size + 1).tolist()
+
+
+def test_group_by_bucket_2d() -> None:
+    gen = np.random.default_rng(1)
+    d = readonly(gen.uniform(0.5, 20, 500))
+    tok = readonly(gen.integers(0, 300, 500))
+    edges = np.array([5.0, 10.0])
+    tedges = np.array([[50.0, 100.0], [80.0, 160.0], [100.0, 200.0]])
+    grouped, off = bucketing.group_by_bucket(None, 0, d, EMPTY_I, EMPTY_I, tok, edges,
+                                             tedges.reshape(-1), 3)  # fmt: skip
+    ids = ref.bucket_ids(d, tok, edges, tedges, 3)
+    expect = np.concatenate([np.flatnonzero(ids == s) for s in range(9)])
+    assert grouped.tolist() == expect.tolist()
+    assert off.size == 10
+
+
+# ------------------------------------------------------------------------------------ packing
+
+
+@given(durations, st.floats(1.0, 100.0), st.integers(1, 6), st.booleans(), st.booleans(),
+       st.none() | st.floats(1.0, 30.0))  # fmt: skip
+def test_pack_matches_reference(values: list[float], cap: float, max_cuts: int, sum_mode: bool,
+                                exclude: bool, q: float | None) -> None:  # fmt: skip
+    d = readonly(np.array(values))
+    frames = readonly((d * 100).astype(np.int64))
+    rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
+    seg = np.array([0, d.size // 2, d.size], dtype=np.int64)
+    kept, off, bseg, bcost, bdur, sb, nover = packing.pack(
+        rows, seg, d, frames, np.array([cap, cap / 2]), np.array([max_cuts, 3]), 2500, q,
+        sum_mode, exclude,
+    )  # fmt: skip
+    segs = [list(range(d.size - 1, d.size - 1 - d.size // 2, -1)),
+            list(range(d.size - 1 - d.size // 2, -1, -1))]  # fmt: skip
+    batches, eseg, ecost, edur, enover = ref.pack(segs, d, frames, [cap, cap / 2], [max_cuts, 3],
+                                                  2500, q, sum_mode, exclude)  # fmt: skip
+    assert kept == sum(len(b) for b in batches)
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+    assert bseg.tolist() == eseg and bcost.tolist() == ecost and bdur.tolist() == edur
+    assert nover == enover
+    assert np.diff(sb).tolist() == [eseg.count(0), eseg.count(1)]
+
+
+# ----------------------------------------------------------------------------------- sharding
+
+
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=6), st.integers(1, 8), U64,
+       st.booleans(), st.booleans())  # fmt: skip
+def test_order_batches_matches_reference(counts: list[int], W: int, seed: int, shuffle: bool,
+                                         drop_last: bool) -> None:  # fmt: skip
+    sb = readonly(np.cumsum([0, *counts]).astype(np.int64))
+    order, pad, dropped = sharding.order_batches(
+        sb, W, rng.derive_key(seed, 3, rng.PURPOSE_TAIL), rng.derive_key(seed, 3, rng.PURPOSE_ORDER),
+        shuffle, drop_last,
+    )  # fmt: skip
+    e_order, e_pad, e_dropped = ref.order_batches(counts, W, seed, 3, shuffle, drop_last)
+    assert order.tolist() == e_order
+    assert pad.tolist() == e_pad
+    assert dropped.tolist() == e_dropped
+    assert order.size % W == 0 and pad.size < W
+
+
+def test_gather_batches() -> None:
+    rows = readonly(np.arange(10, dtype=np.int64))
+    off = readonly(np.array([0, 3, 3, 10], dtype=np.int64))
+    out, o = sharding.gather_batches(rows, off, readonly(np.array([2, 0, 1, 0], dtype=np.int64)))
+    assert out.tolist() == [3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 0, 1, 2]
+    assert o.tolist() == [0, 7, 10, 10, 13]
+    with pytest.raises(ValueError, match="order"):
+        sharding.gather_batches(rows, off, np.array([3], dtype=np.int64))
+
+
+def test_kernels_on_readonly_memmap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "duration.npy"
+    np.save(path, np.random.default_rng(2).uniform(0.5, 30, 1000))
+    d = np.load(path, mmap_mode="r")
+    assert not d.flags.writeable
+    edges = bucketing.estimate_edges(None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 5)
+    grouped, off = bucketing.group_by_bucket(None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, edges,
+                                             EMPTY_F, 1)  # fmt: skip
+    kept, *_ = packing.pack(grouped, off, d, EMPTY_I, np.full(5, 100.0),
+                            np.full(5, 10**9, np.int64), None, None, False, False)  # fmt: skip
+    assert kept == 1000
