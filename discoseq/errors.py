@@ -1,4 +1,4 @@
-"""The few exception classes discoseq raises; each subclasses a builtin so callers can catch either."""
+"""The few exception classes discoseq raises; each subclasses a builtin, so either catches it."""
 
 from __future__ import annotations
 

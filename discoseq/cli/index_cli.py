@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import numpy as np
 
 from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
+from discoseq.index import CutIndex
 
 EXIT_PROBLEMS = 1
 EXIT_BAD_INPUT = 3
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -31,23 +33,35 @@ def main() -> None:
 @main.command()
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
     help="Index directory to create (written to a temporary sibling, renamed when complete).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing index at OUTPUT.")
 @click.option(
-    "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+    "--on-error",
+    type=click.Choice(["raise", "skip"]),
+    default="raise",
+    show_default=True,
     help="'raise' stops at the first bad record (naming file and line); 'skip' skips bad "
     "records and reports how many. Duplicate ids and empty manifests are errors either way.",
 )
 @click.option(
-    "--store-records", is_flag=True,
+    "--store-records",
+    is_flag=True,
     help="Copy .jsonl records into the index instead of reading them in place, so the index "
     "survives moving or deleting the manifests (compressed and .json inputs are always copied).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(
-    manifests: tuple[Path, ...], out: Path, force: bool, on_error: str, store_records: bool,
+    manifests: tuple[Path, ...],
+    out: Path,
+    force: bool,
+    on_error: str,
+    store_records: bool,
     quiet: bool,
 ) -> None:
     """Compile Lhotse cut MANIFESTS (.jsonl, .jsonl.gz, .json; rows in the order given) into an
@@ -56,12 +70,15 @@ def build(
 
     try:
         index = build_index(
-            list(manifests), out, force=force, on_error=on_error,
-            store_records=store_records, progress=not quiet,
+            list(manifests),
+            out,
+            force=force,
+            on_error=on_error,
+            store_records=store_records,
+            progress=not quiet,
         )
     except (ManifestError, FileExistsError, FileNotFoundError) as e:
         _fail(str(e))
-        return
     build_info = index.header.build
     click.echo(f"indexed {len(index)} cuts from {len(manifests)} manifest(s) into {out}")
     if build_info.get("skipped"):
@@ -70,8 +87,7 @@ def build(
             click.echo(f"  {message}")
 
 
-def _open(path: Path, check_sources: bool = True):  # type: ignore[no-untyped-def]
-    from discoseq.index import CutIndex
+def _open(path: Path, check_sources: bool = True) -> CutIndex:
 
     try:
         return CutIndex.open(path, check_sources=check_sources)
@@ -102,20 +118,31 @@ def info(index_path: Path, no_check_sources: bool) -> None:
     index = _open(index_path, check_sources=not no_check_sources)
     h = index.header
     click.echo(f"index        {index.path}")
-    click.echo(f"format       {h.raw['magic']} v{h.raw['format_version']} "
-               f"(built by discoseq {h.discoseq_version} at {h.created})")
+    click.echo(
+        f"format       {h.raw['magic']} v{h.raw['format_version']} "
+        f"(built by discoseq {h.discoseq_version} at {h.created})"
+    )
     click.echo(f"rows         {len(index)}")
     click.echo(f"fingerprint  {index.fingerprint}")
     click.echo(f"build        {dict(h.build)}")
-    click.echo(f"records      {h.records['file']}: {h.records['size']} bytes "
-               f"(codec {h.records['codec']})")
+    click.echo(
+        f"records      {h.records['file']}: {h.records['size']} bytes (codec {h.records['codec']})"
+    )
     click.echo("sources")
     for i, s in enumerate(h.sources):
-        click.echo(f"  [{i}] {s['path']} ({s['format']}, records {s['records']}, "
-                   f"{s['rows']} cuts, {s['size']} bytes, {s['fingerprint']})")
+        click.echo(
+            f"  [{i}] {s['path']} ({s['format']}, records {s['records']}, "
+            f"{s['rows']} cuts, {s['size']} bytes, {s['fingerprint']})"
+        )
     click.echo("columns")
-    for name in ("duration", "num_frames", "num_samples", "num_features", "num_tokens",
-                 "num_supervisions"):
+    for name in (
+        "duration",
+        "num_frames",
+        "num_samples",
+        "num_features",
+        "num_tokens",
+        "num_supervisions",
+    ):
         click.echo(_summary(name, index.column(name)))
     counts = np.bincount(np.asarray(index.column("cut_type")), minlength=len(CUT_TYPES))
     types = ", ".join(f"{t} {int(c)}" for t, c in zip(CUT_TYPES, counts, strict=False) if c)

@@ -33,12 +33,22 @@ def _lhotse_lazy_rate(path: Path, limit: int) -> float:
 
 @main.command()
 @click.option(
-    "--workdir", type=click.Path(path_type=Path), default=Path("discoseq-demo"),
-    show_default=True, help="Where the generated corpus and the indexes are written.",
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path("discoseq-demo"),
+    show_default=True,
+    help="Where the generated corpus and the indexes are written.",
 )
-@click.option("--cuts", type=click.IntRange(min=1), default=200_000, show_default=True,
-              help="Number of cuts in the generated LibriSpeech-like corpus.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated corpus.")
+@click.option(
+    "--cuts",
+    type=click.IntRange(min=1),
+    default=200_000,
+    show_default=True,
+    help="Number of cuts in the generated LibriSpeech-like corpus.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the generated corpus."
+)
 def demo(workdir: Path, cuts: int, seed: int) -> None:
     """Index the shipped example data and a generated LibriSpeech-like corpus, then inspect,
     look up, resolve and verify them — with Lhotse's own reader timed beside ours."""
@@ -50,30 +60,39 @@ def demo(workdir: Path, cuts: int, seed: int) -> None:
     example = resources.files("discoseq") / "data" / "mini_librispeech_cuts.jsonl.gz"
     with resources.as_file(example) as example_path:
         index = build_index(example_path, workdir / "mini.idx", force=True)
-    click.echo(f"   {len(index)} cuts, {float(np.sum(index.duration)):.1f} s of speech, "
-               f"{int(np.sum(index.num_tokens))} transcript characters")
+    click.echo(
+        f"   {len(index)} cuts, {float(np.sum(index.duration)):.1f} s of speech, "
+        f"{int(np.sum(index.num_tokens))} transcript characters"
+    )
     batch = index.resolve([3, 0, 17])
     for cut in batch:
-        click.echo(f"   resolved {cut.id}: {cut.duration:.2f} s, "
-                   f"'{cut.supervisions[0].text[:40]}...'")
+        click.echo(
+            f"   resolved {cut.id}: {cut.duration:.2f} s, '{cut.supervisions[0].text[:40]}...'"
+        )
 
     click.echo(f"== 2. a generated LibriSpeech-like corpus of {cuts:,} cuts (1 % MixedCut)")
     manifest = workdir / f"librispeech_like_{cuts}.jsonl.gz"
     start = time.perf_counter()
     write_manifest(manifest, cuts, profile="librispeech", seed=seed, mixed_fraction=0.01)
-    click.echo(f"   wrote {manifest} ({manifest.stat().st_size / 1e6:.1f} MB) "
-               f"in {time.perf_counter() - start:.1f} s")
+    click.echo(
+        f"   wrote {manifest} ({manifest.stat().st_size / 1e6:.1f} MB) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     start = time.perf_counter()
     index = build_index(manifest, workdir / "corpus.idx", force=True, progress=True)
     build_s = time.perf_counter() - start
     ours = len(index) / build_s
     theirs = _lhotse_lazy_rate(manifest, min(cuts, 20_000))
-    click.echo(f"   discoseq-index build: {build_s:.2f} s, {ours:,.0f} cuts/s; Lhotse lazy "
-               f"iteration of the same file: {theirs:,.0f} cuts/s -> {ours / theirs:.1f}x")
+    click.echo(
+        f"   discoseq-index build: {build_s:.2f} s, {ours:,.0f} cuts/s; Lhotse lazy "
+        f"iteration of the same file: {theirs:,.0f} cuts/s -> {ours / theirs:.1f}x"
+    )
     d = np.asarray(index.duration)
-    click.echo(f"   {len(index):,} cuts, {d.sum() / 3600:.1f} h; duration min {d.min():.2f} s, "
-               f"mean {d.mean():.2f} s, max {d.max():.2f} s; records stored "
-               f"{index.header.records['size'] / 1e6:.1f} MB")
+    click.echo(
+        f"   {len(index):,} cuts, {d.sum() / 3600:.1f} h; duration min {d.min():.2f} s, "
+        f"mean {d.mean():.2f} s, max {d.max():.2f} s; records stored "
+        f"{index.header.records['size'] / 1e6:.1f} MB"
+    )
     start = time.perf_counter()
     reopened = type(index).open(index.path)
     open_ms = (time.perf_counter() - start) * 1e3
@@ -85,13 +104,14 @@ def demo(workdir: Path, cuts: int, seed: int) -> None:
     rows = np.random.default_rng(seed).choice(len(reopened), size=50, replace=False)
     start = time.perf_counter()
     batch = reopened.resolve(rows)
-    click.echo(f"   resolved a random batch of {len(batch)} cuts to a lhotse CutSet in "
-               f"{(time.perf_counter() - start) * 1e3:.1f} ms "
-               f"(total {sum(c.duration for c in batch):.1f} s of audio)")
+    click.echo(
+        f"   resolved a random batch of {len(batch)} cuts to a lhotse CutSet in "
+        f"{(time.perf_counter() - start) * 1e3:.1f} ms "
+        f"(total {sum(c.duration for c in batch):.1f} s of audio)"
+    )
     report = verify_index(reopened.path)
     click.echo(f"   verify: {'ok' if report.ok else report.problems}")
-    click.echo("== done. Inspect it yourself: "
-               f"discoseq-index info {reopened.path}")
+    click.echo(f"== done. Inspect it yourself: discoseq-index info {reopened.path}")
 
 
 if __name__ == "__main__":

@@ -47,13 +47,15 @@ SCANNED = (
 MAX_REPORTED_ERRORS = 20
 
 
-def _scanner() -> Callable[[bytes], dict[str, np.ndarray]]:
+def _scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
     from discoseq._core.cutscan import scan_cut_lines
 
     return scan_cut_lines
 
 
-def gather_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gather_spans(
+    data: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate ``data[starts[i]:ends[i]]``; returns (bytes, lengths)."""
     lengths = (ends - starts).astype(np.int64)
     total = int(lengths.sum())
@@ -116,7 +118,7 @@ class _IndexWriter:
         self.id_offsets.append(np.zeros(1, np.int64))
         self.id_blob = ColumnWriter(tmp / "id_blob.npy", COLUMNS["id_blob"])
         self.id_hash = ColumnWriter(tmp / "id_hash_unsorted.npy", COLUMNS["id_hash_sorted"])
-        self.records = open(tmp / RECORDS_FILE, "wb")  # noqa: SIM115 - closed in finish()
+        self.records = open(tmp / RECORDS_FILE, "wb")
         self.records_size = 0
         self.rows = 0
         self.skipped = 0
@@ -216,7 +218,9 @@ class _IndexWriter:
         self.records.close()
 
 
-def _check_unique(tmp: Path, sorted_hashes: np.ndarray, order: np.ndarray, sources: Sequence[Source]) -> None:
+def _check_unique(
+    tmp: Path, sorted_hashes: np.ndarray, order: np.ndarray, sources: Sequence[Source]
+) -> None:
     """Raise naming the first duplicated cut id and where both copies are."""
     if sorted_hashes.size < 2:
         return
@@ -321,13 +325,16 @@ def build_index(
         update = bar.update if bar is not None else None
         writer = _IndexWriter(tmp, on_error)
         for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
-            chunks = cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update)
+            chunks = (
+                cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update)
+            )
             line = 1
             for chunk, scanned in writer.scanned(chunks):
                 line += writer.add(chunk, scanned, source, source_id, line)
             if source.rows == 0:
                 raise ManifestError(
-                    "contains no cuts" + (f" ({writer.skipped} skipped)" if writer.skipped else "")
+                    "contains no cuts"
+                    + (f" ({writer.skipped} skipped)" if writer.skipped else "")
                     + "; an index of nothing is almost certainly a mistake",
                     source.path,
                 )

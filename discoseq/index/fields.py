@@ -108,7 +108,9 @@ def _supervisions(rec: Mapping[str, Any], where: str) -> Sequence[Any]:
     if sups is None:
         return ()
     if not isinstance(sups, list):
-        raise RecordError(f"field '{where}supervisions' expected a list, found {type(sups).__name__}")
+        raise RecordError(
+            f"field '{where}supervisions' expected a list, found {type(sups).__name__}"
+        )
     return sups
 
 

@@ -115,7 +115,7 @@ class ColumnWriter:
         self.path = path
         self.dtype = np.dtype(dtype)
         self.length = 0
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "wb")
         self._file.write(b"\0" * _NPY_HEADER_BYTES)
 
     def append(self, values: np.ndarray) -> None:

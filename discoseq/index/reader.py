@@ -260,7 +260,7 @@ class CutIndex:
         try:
             if self._fd_pid == os.getpid():
                 self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finaliser
+        except Exception:
             pass
 
 

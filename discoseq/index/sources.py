@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from isal import igzip, isal_zlib
@@ -25,6 +25,8 @@ from isal import igzip, isal_zlib
 from discoseq.errors import ManifestError
 
 T = TypeVar("T")
+# isal_zlib.error is a class; its stub says otherwise.
+_GZIP_ERRORS = (OSError, EOFError, cast(type[BaseException], isal_zlib.error))
 
 CHUNK_BYTES = 4 << 20
 PIECE_BYTES = 1 << 20
@@ -127,7 +129,7 @@ class _HashingReader(io.RawIOBase):
     """A raw file reader that fingerprints (and reports) the bytes as they are read."""
 
     def __init__(self, source: Source, progress: Callable[[int], None] | None) -> None:
-        self._file = open(source.path, "rb")  # noqa: SIM115 - closed in close()
+        self._file = open(source.path, "rb")
         self._hasher = hashlib.blake2b(digest_size=16)
         self._progress = progress
         self._source = source
@@ -158,7 +160,7 @@ def _gunzip(source: Source, progress: Callable[[int], None] | None) -> Iterator[
         with igzip.IGzipFile(fileobj=raw, mode="rb") as f:
             while piece := f.read(PIECE_BYTES):
                 yield piece
-    except (OSError, EOFError, isal_zlib.error) as e:
+    except _GZIP_ERRORS as e:
         kind = "truncated" if isinstance(e, EOFError) else "corrupted"
         raise ManifestError(f"{kind} gzip file ({e})", source.path) from e
     finally:
@@ -252,7 +254,7 @@ def prefetch(chunks: Iterator[T], depth: int = 2) -> Iterator[T]:
                 if stop.is_set():
                     return
             q.put(done)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+        except BaseException as e:
             q.put(e)
 
     thread = threading.Thread(target=produce, name="discoseq-read", daemon=True)

@@ -1,4 +1,4 @@
-"""Building, opening and resolving indexes: round trips on Lhotse's fixtures, and every bad input."""
+"""Building, opening and resolving indexes: round trips on Lhotse's fixtures; every bad input."""
 
 from __future__ import annotations
 
@@ -69,9 +69,7 @@ def assert_columns_match(index: CutIndex, cuts) -> None:
 
 
 def write_lines(path: Path, records) -> Path:
-    data = "".join(
-        (r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records
-    ).encode()
+    data = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
     if path.suffix == ".gz":
         data = gzip.compress(data)
     path.write_bytes(data)
@@ -127,8 +125,11 @@ def test_mini_librispeech_cutset_and_files(tmp_path, fixtures_dir, scanner):
 
 
 def test_several_inputs_keep_order(tmp_path, fixtures_dir, scanner):
-    files = [fixtures_dir / "ljspeech_cuts.json", fixtures_dir / "libri_cuts.json",
-             fixtures_dir / "lsmix_cuts.000000.jsonl.gz"]
+    files = [
+        fixtures_dir / "ljspeech_cuts.json",
+        fixtures_dir / "libri_cuts.json",
+        fixtures_dir / "lsmix_cuts.000000.jsonl.gz",
+    ]
     index = build_index(files, tmp_path / "idx")
     expected = [c for f in files for c in CutSet.from_file(f)]
     assert_columns_match(index, expected)
@@ -253,11 +254,15 @@ def test_duplicate_ids_within_and_across(tmp_path, mono, scanner):
     records = mono_records(mono, 10)
     records[8]["id"] = "c-2"
     path = write_lines(tmp_path / "a.jsonl", records)
-    with pytest.raises(ManifestError, match=r"duplicate cut id 'c-2' at .*a\.jsonl:3 and .*a\.jsonl:9"):
+    with pytest.raises(
+        ManifestError, match=r"duplicate cut id 'c-2' at .*a\.jsonl:3 and .*a\.jsonl:9"
+    ):
         build_index(path, tmp_path / "idx")
     a = write_lines(tmp_path / "x.jsonl", mono_records(mono, 4))
     b = write_lines(tmp_path / "y.jsonl.gz", mono_records(mono, 4)[3:])
-    with pytest.raises(ManifestError, match=r"duplicate cut id 'c-3' at .*x\.jsonl:4 and .*y\.jsonl\.gz:1"):
+    with pytest.raises(
+        ManifestError, match=r"duplicate cut id 'c-3' at .*x\.jsonl:4 and .*y\.jsonl\.gz:1"
+    ):
         build_index([a, b], tmp_path / "idx")
     assert not (tmp_path / "idx").exists()
 

@@ -28,7 +28,9 @@ def test_build_info_verify(tmp_path, fixtures_dir):
 
 def test_bad_input_exit_codes(tmp_path, fixtures_dir):
     runner = CliRunner()
-    result = runner.invoke(main, ["build", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "i")])
+    result = runner.invoke(
+        main, ["build", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "i")]
+    )
     assert result.exit_code == 3 and "no such file" in result.output
     rec = fixtures_dir / "mini_librispeech_lhotse_recordings.jsonl.gz"
     result = runner.invoke(main, ["build", str(rec), "-o", str(tmp_path / "i"), "--quiet"])
