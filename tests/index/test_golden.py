@@ -1,0 +1,43 @@
+"""A tiny index checked into git: today's code must read it, and must write the same bytes.
+
+If this fails after a change to the format, that change is a decision: bump FORMAT_VERSION,
+regenerate ``tests/data/golden_index_v*`` and say so in the commit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from lhotse import CutSet
+
+from discoseq import CutIndex, build_index
+from discoseq.index.format import COLUMNS, FORMAT_VERSION, RECORDS_FILE
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / f"golden_index_v{FORMAT_VERSION}"
+INPUTS = ("ljspeech_cuts.json", "lsmix_cuts.000000.jsonl.gz")
+
+
+def test_golden_index_opens_and_resolves(fixtures_dir):
+    index = CutIndex.open(GOLDEN, check_sources=False)
+    expected = [c for name in INPUTS for c in CutSet.from_file(fixtures_dir / name)]
+    assert len(index) == len(expected) == 4
+    assert [c.to_dict() for c in index.resolve(np.arange(4))] == [c.to_dict() for c in expected]
+    assert index.row_of(expected[2].id) == 2
+
+
+def test_builder_writes_the_golden_bytes(tmp_path, fixtures_dir):
+    index = build_index([fixtures_dir / name for name in INPUTS], tmp_path / "idx")
+    for name in COLUMNS:
+        fresh = (index.path / f"{name}.npy").read_bytes()
+        assert fresh == (GOLDEN / f"{name}.npy").read_bytes(), name
+    assert (index.path / RECORDS_FILE).read_bytes() == (GOLDEN / RECORDS_FILE).read_bytes()
+    fresh_header = json.loads((index.path / "header.json").read_text())
+    golden_header = json.loads((GOLDEN / "header.json").read_text())
+    for header in (fresh_header, golden_header):
+        header.pop("created")
+        header.pop("discoseq_version")
+        for source in header["sources"]:
+            source["path"] = Path(source["path"]).name
+            source.pop("mtime_ns")
+    assert fresh_header == golden_header
