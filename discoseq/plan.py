@@ -14,7 +14,8 @@ Pipeline (each step's exact rule is in the named kernel's docstring and in its t
 2. **Order** (``rng``): SEQUENTIAL keeps index order; RANDOM shuffles all rows with the stream of
    ``(seed, epoch, PURPOSE_CUTS | 0)``; BUCKETED groups rows by bucket (``bucketing``: edges of
    equal total cost estimated on the full column, or given; 2D duration x tokens as NeMo) and,
-   with ``shuffle``, shuffles each bucket ``b`` with the stream of ``(seed, epoch, PURPOSE_CUTS | b)``.
+   with ``shuffle``, shuffles each bucket ``b`` with the stream of
+   ``(seed, epoch, PURPOSE_CUTS | b)``.
 3. **Packing** (``packing``): greedy in that order, within a bucket, under every active cap, checked
    before a cut joins; oversize cuts go alone or are excluded, and are counted.
 4. **Batch order and sharding** (``sharding``): groups of ``world_size`` batches from one bucket,
@@ -30,6 +31,7 @@ per-batch arrays.
 
 from __future__ import annotations
 
+import itertools
 import math
 import numbers
 import warnings
@@ -147,8 +149,13 @@ class PlanConfig:
         if self.token_bucket_edges is not None:
             set_(self, "token_bucket_edges", tuple(tuple(r) for r in self.token_bucket_edges))
 
-        for name in ("max_duration", "quadratic_duration", "min_duration",
-                     "max_duration_per_cut", "max_tokens_per_second"):  # fmt: skip
+        for name in (
+            "max_duration",
+            "quadratic_duration",
+            "min_duration",
+            "max_duration_per_cut",
+            "max_tokens_per_second",
+        ):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         for name in ("max_cuts", "max_frames"):
@@ -196,8 +203,14 @@ class PlanConfig:
             )
 
     def _validate_buckets(self) -> None:
-        bucket_fields = ("num_buckets", "bucket_edges", "num_token_buckets",
-                         "token_bucket_edges", "bucket_max_duration", "bucket_max_cuts")  # fmt: skip
+        bucket_fields = (
+            "num_buckets",
+            "bucket_edges",
+            "num_token_buckets",
+            "token_bucket_edges",
+            "bucket_max_duration",
+            "bucket_max_cuts",
+        )
         if self.strategy is not SamplingStrategy.BUCKETED:
             for name in bucket_fields:
                 if getattr(self, name) is not None:
@@ -216,7 +229,7 @@ class PlanConfig:
             e = self.bucket_edges
             if not all(_is_real(x) and math.isfinite(x) for x in e):
                 raise ValueError(f"bucket_edges={e!r} must hold finite numbers")
-            if any(b <= a for a, b in zip(e, e[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(e)):
                 raise ValueError(f"bucket_edges={e!r} must be strictly increasing")
             if self.num_buckets is not None and self.num_buckets != len(e) + 1:
                 raise ValueError(
@@ -239,7 +252,7 @@ class PlanConfig:
                 )
             for r in rows:
                 if not all(_is_real(x) and math.isfinite(x) for x in r) or any(
-                    b <= a for a, b in zip(r, r[1:], strict=False)
+                    b <= a for a, b in itertools.pairwise(r)
                 ):
                     raise ValueError(
                         f"token_bucket_edges row {r!r} must be strictly increasing finite numbers"
@@ -392,7 +405,9 @@ class EpochPlan:
         """Number of cuts of every batch."""
         return np.diff(self.batch_offsets)
 
-    def iter_batches(self, rank: int = 0, worker: int = 0, num_workers: int = 1) -> Iterator[np.ndarray]:
+    def iter_batches(
+        self, rank: int = 0, worker: int = 0, num_workers: int = 1
+    ) -> Iterator[np.ndarray]:
         """The row arrays of one worker of one rank, in order."""
         for i in self.worker_view(rank, worker, num_workers):
             yield self.batch(int(i))
@@ -427,9 +442,7 @@ def _prepare_columns(
         if n is None:
             n = col.shape[0]
         elif col.shape[0] != n:
-            raise ValueError(
-                f"column {name!r} has {col.shape[0]} rows but others have {n}"
-            )
+            raise ValueError(f"column {name!r} has {col.shape[0]} rows but others have {n}")
         dtype = np.float64 if name == "duration" else np.int64
         if name != "duration" and col.dtype.kind not in "iu":
             raise ValueError(f"column {name!r} must hold integers, got dtype {col.dtype}")
@@ -480,7 +493,9 @@ def _apply_filters(
     return keep, filtered
 
 
-def _check_present(cols: dict[str, np.ndarray], keep: np.ndarray | None, config: PlanConfig) -> None:
+def _check_present(
+    cols: dict[str, np.ndarray], keep: np.ndarray | None, config: PlanConfig
+) -> None:
     names = []
     bucketed = config.strategy is SamplingStrategy.BUCKETED
     if config.max_frames is not None or (bucketed and config.bucket_method != "duration"):
@@ -560,8 +575,20 @@ def plan_epoch(
             stacklevel=2,
         )
         stats = PlanStats(n_in, filtered, 0, config.oversize, 0, 0, 0, 0.0)
-        return _finish(empty, np.zeros(1, np.int64), np.empty(0, np.int32), np.empty(0),
-                       np.empty(0), empty, world_size, epoch, config, edges, token_edges, stats)  # fmt: skip
+        return _finish(
+            empty,
+            np.zeros(1, np.int64),
+            np.empty(0, np.int32),
+            np.empty(0),
+            np.empty(0),
+            empty,
+            world_size,
+            epoch,
+            config,
+            edges,
+            token_edges,
+            stats,
+        )
 
     if bucketed:
         kind = bucketing.KEY_KINDS[config.bucket_method]
@@ -578,9 +605,14 @@ def plan_epoch(
                 )
                 for b in range(B):
                     token_edges[b] = bucketing.estimate_edges(
-                        rows[off1[b] : off1[b + 1]], bucketing.KEY_KINDS["num_tokens"],
-                        dur, frames, feats, tokens, T,
-                    )  # fmt: skip
+                        rows[off1[b] : off1[b + 1]],
+                        bucketing.KEY_KINDS["num_tokens"],
+                        dur,
+                        frames,
+                        feats,
+                        tokens,
+                        T,
+                    )
         rows, seg_offsets = bucketing.group_by_bucket(
             rows, kind, dur, frames, feats, tokens, edges, token_edges.reshape(-1), T
         )
@@ -606,18 +638,28 @@ def plan_epoch(
     if config.bucket_max_cuts is not None:
         cap_c[:] = config.bucket_max_cuts
     kept, boff, bseg, bcost, bdur, seg_batch, n_over = packing.pack(
-        rows, seg_offsets, dur, frames, cap_d, cap_c, config.max_frames,
-        config.quadratic_duration, config.limit_mode == "sum", config.oversize == "exclude",
-    )  # fmt: skip
+        rows,
+        seg_offsets,
+        dur,
+        frames,
+        cap_d,
+        cap_c,
+        config.max_frames,
+        config.quadratic_duration,
+        config.limit_mode == "sum",
+        config.oversize == "exclude",
+    )
     rows = rows[:kept]
     n_batches = int(boff.shape[0] - 1)
     shuffle_order = bucketed and config.shuffle
     order, pad_pos, dropped = sharding.order_batches(
-        seg_batch, world_size,
+        seg_batch,
+        world_size,
         rng.derive_key(config.seed, epoch, rng.PURPOSE_TAIL),
         rng.derive_key(config.seed, epoch, rng.PURPOSE_ORDER),
-        shuffle_order, config.drop_last,
-    )  # fmt: skip
+        shuffle_order,
+        config.drop_last,
+    )
     out_rows, out_off = sharding.gather_batches(rows, boff, order)
     del rows
     planned = np.ones(n_batches, dtype=bool)
@@ -647,8 +689,20 @@ def plan_epoch(
             RuntimeWarning,
             stacklevel=2,
         )
-    return _finish(out_rows, out_off, bseg[order], bcost[order], bdur[order], pad_pos,
-                   world_size, epoch, config, edges, token_edges, stats)  # fmt: skip
+    return _finish(
+        out_rows,
+        out_off,
+        bseg[order],
+        bcost[order],
+        bdur[order],
+        pad_pos,
+        world_size,
+        epoch,
+        config,
+        edges,
+        token_edges,
+        stats,
+    )
 
 
 def _finish(

@@ -102,15 +102,19 @@ def estimate_edges(keys: np.ndarray, method: str, num_buckets: int) -> np.ndarra
     )
 
 
-def bucket_ids(keys: np.ndarray, tokens: np.ndarray | None, edges: np.ndarray,
-               token_edges: np.ndarray, T: int) -> np.ndarray:  # fmt: skip
+def bucket_ids(
+    keys: np.ndarray, tokens: np.ndarray | None, edges: np.ndarray, token_edges: np.ndarray, T: int
+) -> np.ndarray:
     """Bucket b holds keys in (edges[b-1], edges[b]]; 2D: b * T + token sub-bucket."""
     b = np.searchsorted(edges, keys, side="left").astype(np.int64)
     if T <= 1:
         return b
     assert tokens is not None
     j = np.array(
-        [np.searchsorted(token_edges[bi], float(t), side="left") for bi, t in zip(b, tokens)],
+        [
+            np.searchsorted(token_edges[bi], float(t), side="left")
+            for bi, t in zip(b, tokens, strict=True)
+        ],
         dtype=np.int64,
     )
     return b * T + j
@@ -119,9 +123,17 @@ def bucket_ids(keys: np.ndarray, tokens: np.ndarray | None, edges: np.ndarray,
 # ------------------------------------------------------------------------------------ packing
 
 
-def pack(segments: list[list[int]], dur: np.ndarray, frames: np.ndarray | None,
-         cap_d: list[float], cap_c: list[int], max_frames: int | None, q: float | None,
-         sum_mode: bool, exclude: bool) -> tuple[list[list[int]], list[int], list[float], list[float], int]:  # fmt: skip
+def pack(
+    segments: list[list[int]],
+    dur: np.ndarray,
+    frames: np.ndarray | None,
+    cap_d: list[float],
+    cap_c: list[int],
+    max_frames: int | None,
+    q: float | None,
+    sum_mode: bool,
+    exclude: bool,
+) -> tuple[list[list[int]], list[int], list[float], list[float], int]:
     """Greedy, in order, within each segment; caps checked before a cut joins."""
     batches: list[list[int]] = []
     bseg: list[int] = []
@@ -134,12 +146,6 @@ def pack(segments: list[list[int]], dur: np.ndarray, frames: np.ndarray | None,
         m = sm = dsum = 0.0
         mf = sf = 0
 
-        def close() -> None:
-            batches.append(cur)
-            bseg.append(s)
-            bcost.append(sm if sum_mode else float(len(cur)) * m)
-            bdur.append(dsum)
-
         for row in seg:
             d = float(dur[row])
             c = d if q is None else d + d * d / q
@@ -149,7 +155,10 @@ def pack(segments: list[list[int]], dur: np.ndarray, frames: np.ndarray | None,
                 if exclude:
                     continue
                 if cur:
-                    close()
+                    batches.append(cur)
+                    bseg.append(s)
+                    bcost.append(sm if sum_mode else float(len(cur)) * m)
+                    bdur.append(dsum)
                     cur, m, sm, dsum, mf, sf = [], 0.0, 0.0, 0.0, 0, 0
                 batches.append([row])
                 bseg.append(s)
@@ -163,7 +172,10 @@ def pack(segments: list[list[int]], dur: np.ndarray, frames: np.ndarray | None,
                 else:
                     nd, nf = float(n + 1) * max(m, c), (n + 1) * max(mf, f)
                 if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf:
-                    close()
+                    batches.append(cur)
+                    bseg.append(s)
+                    bcost.append(sm if sum_mode else float(len(cur)) * m)
+                    bdur.append(dsum)
                     cur, m, sm, dsum, mf, sf = [], 0.0, 0.0, 0.0, 0, 0
             cur.append(row)
             m = max(m, c)
@@ -172,15 +184,19 @@ def pack(segments: list[list[int]], dur: np.ndarray, frames: np.ndarray | None,
             mf = max(mf, f)
             sf += f
         if cur:
-            close()
+            batches.append(cur)
+            bseg.append(s)
+            bcost.append(sm if sum_mode else float(len(cur)) * m)
+            bdur.append(dsum)
     return batches, bseg, bcost, bdur, n_over
 
 
 # ------------------------------------------------------------------------------- batch order
 
 
-def order_batches(seg_counts: list[int], W: int, seed: int, epoch: int, shuffle_order: bool,
-                  drop_last: bool) -> tuple[list[int], list[int], list[int]]:  # fmt: skip
+def order_batches(
+    seg_counts: list[int], W: int, seed: int, epoch: int, shuffle_order: bool, drop_last: bool
+) -> tuple[list[int], list[int], list[int]]:
     """Full groups of W per segment; leftovers of all segments in segment order, rotated, cut
     into mixed groups; last partial group dropped or padded cyclically; groups shuffled."""
     groups: list[list[int]] = []
@@ -235,8 +251,13 @@ class RefPlan:
     stats: dict[str, Any]
 
 
-def reference_plan(cols: dict[str, np.ndarray], config: Any, epoch: int, world_size: int,
-                   mask: np.ndarray | None = None) -> RefPlan:  # fmt: skip
+def reference_plan(
+    cols: dict[str, np.ndarray],
+    config: Any,
+    epoch: int,
+    world_size: int,
+    mask: np.ndarray | None = None,
+) -> RefPlan:
     """The plan of ``discoseq.plan.plan_epoch``, computed the slow, obvious way."""
     dur = np.asarray(cols["duration"], dtype=np.float64)
     n = dur.shape[0]
@@ -264,9 +285,11 @@ def reference_plan(cols: dict[str, np.ndarray], config: Any, epoch: int, world_s
     token_edges = np.zeros((B, max(T - 1, 0)))
     if strategy == "bucketed" and rows.size:
         keys = keys_of(cols, config.bucket_method, rows)
-        edges = (np.asarray(config.bucket_edges, dtype=np.float64)
-                 if config.bucket_edges is not None
-                 else estimate_edges(keys, config.bucket_method, B))  # fmt: skip
+        edges = (
+            np.asarray(config.bucket_edges, dtype=np.float64)
+            if config.bucket_edges is not None
+            else estimate_edges(keys, config.bucket_method, B)
+        )
         tokens = cols["num_tokens"][rows] if T > 1 else None
         if T > 1:
             if config.token_bucket_edges is not None:
@@ -279,8 +302,10 @@ def reference_plan(cols: dict[str, np.ndarray], config: Any, epoch: int, world_s
         ids = bucket_ids(keys, tokens, edges, token_edges, T)
         segments = [rows[ids == s].tolist() for s in range(B * T)]  # stable: index order
         if config.shuffle:
-            segments = [shuffle(seg, derive_key(config.seed, epoch, PURPOSE_CUTS | s))
-                        for s, seg in enumerate(segments)]  # fmt: skip
+            segments = [
+                shuffle(seg, derive_key(config.seed, epoch, PURPOSE_CUTS | s))
+                for s, seg in enumerate(segments)
+            ]
     elif strategy == "random":
         segments = [shuffle(rows.tolist(), derive_key(config.seed, epoch, PURPOSE_CUTS))]
     else:
@@ -288,10 +313,25 @@ def reference_plan(cols: dict[str, np.ndarray], config: Any, epoch: int, world_s
     nseg = len(segments)
 
     if not rows.size:
-        return RefPlan(np.zeros(1, np.int64), np.empty(0, np.int64), np.empty(0, np.int32),
-                       np.empty(0), np.empty(0), np.empty(0, np.int64), edges, token_edges,
-                       dict(cuts_in=n, filtered=filtered, oversize=0, dropped_batches=0,
-                            dropped_cuts=0, cuts_planned=0, total_duration=0.0))  # fmt: skip
+        return RefPlan(
+            np.zeros(1, np.int64),
+            np.empty(0, np.int64),
+            np.empty(0, np.int32),
+            np.empty(0),
+            np.empty(0),
+            np.empty(0, np.int64),
+            edges,
+            token_edges,
+            dict(
+                cuts_in=n,
+                filtered=filtered,
+                oversize=0,
+                dropped_batches=0,
+                dropped_cuts=0,
+                cuts_planned=0,
+                total_duration=0.0,
+            ),
+        )
 
     cap_d = [float(config.max_duration) if config.max_duration is not None else np.inf] * nseg
     if config.bucket_max_duration is not None:
@@ -300,14 +340,25 @@ def reference_plan(cols: dict[str, np.ndarray], config: Any, epoch: int, world_s
     if config.bucket_max_cuts is not None:
         cap_c = list(config.bucket_max_cuts)
     batches, bseg, bcost, bdur, n_over = pack(
-        segments, dur, cols.get("num_frames"), cap_d, cap_c, config.max_frames,
-        config.quadratic_duration, config.limit_mode == "sum", config.oversize == "exclude",
-    )  # fmt: skip
+        segments,
+        dur,
+        cols.get("num_frames"),
+        cap_d,
+        cap_c,
+        config.max_frames,
+        config.quadratic_duration,
+        config.limit_mode == "sum",
+        config.oversize == "exclude",
+    )
     seg_counts = [bseg.count(s) for s in range(nseg)]
     order, padding, dropped = order_batches(
-        seg_counts, world_size, config.seed, epoch,
-        strategy == "bucketed" and config.shuffle, config.drop_last,
-    )  # fmt: skip
+        seg_counts,
+        world_size,
+        config.seed,
+        epoch,
+        strategy == "bucketed" and config.shuffle,
+        config.drop_last,
+    )
     out_rows = [r for b in order for r in batches[b]]
     offsets = np.cumsum([0] + [len(batches[b]) for b in order]).astype(np.int64)
     planned = np.ones(len(batches), dtype=bool)

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import reference_plan as ref
 from discoseq._core import bucketing, packing, rng, sharding
+from tests import reference_plan as ref
 
 U64 = st.integers(0, (1 << 64) - 1)
 EMPTY_I = np.empty(0, np.int64)
@@ -36,7 +36,9 @@ def test_derive_key_matches_reference(seed: int, epoch: int, purpose: int) -> No
 
 def test_derive_key_is_not_seed_plus_epoch() -> None:
     assert rng.derive_key(1, 0, 0) != rng.derive_key(0, 1, 0)
-    assert len({rng.derive_key(s, e, p) for s in range(4) for e in range(4) for p in range(4)}) == 64
+    assert (
+        len({rng.derive_key(s, e, p) for s in range(4) for e in range(4) for p in range(4)}) == 64
+    )
 
 
 @given(U64, st.integers(0, 50))
@@ -107,8 +109,11 @@ def test_estimate_edges_matches_reference(values: list[float], nb: int, subset: 
         )
 
 
-@given(st.lists(st.integers(0, 5000), min_size=1, max_size=200), st.integers(2, 9),
-       st.sampled_from(["num_frames", "num_features", "num_tokens"]))  # fmt: skip
+@given(
+    st.lists(st.integers(0, 5000), min_size=1, max_size=200),
+    st.integers(2, 9),
+    st.sampled_from(["num_frames", "num_features", "num_tokens"]),
+)
 def test_estimate_edges_integer_keys(values: list[int], nb: int, method: str) -> None:
     col = readonly(np.array(values, dtype=np.int64))
     feats = readonly(np.full(col.size, 80, dtype=np.int64))
@@ -128,12 +133,15 @@ def test_estimate_edges_balances_cost() -> None:
 
 
 @given(durations, st.lists(st.floats(0.1, 50.0), max_size=8), st.booleans())
-def test_group_by_bucket_matches_reference(values: list[float], edges: list[float], sub: bool) -> None:
+def test_group_by_bucket_matches_reference(
+    values: list[float], edges: list[float], sub: bool
+) -> None:
     d = readonly(np.array(values))
     e = readonly(np.array(sorted(edges)))
     rows = np.arange(0, d.size, 3 if sub else 1, dtype=np.int64)
-    grouped, off = bucketing.group_by_bucket(readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I,
-                                             e, EMPTY_F, 1)  # fmt: skip
+    grouped, off = bucketing.group_by_bucket(
+        readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I, e, EMPTY_F, 1
+    )
     ids = np.searchsorted(e, d[rows], side="left")
     expect = np.concatenate([rows[ids == b] for b in range(e.size + 1)])
     assert grouped.tolist() == expect.tolist()
@@ -146,8 +154,9 @@ def test_group_by_bucket_2d() -> None:
     tok = readonly(gen.integers(0, 300, 500))
     edges = np.array([5.0, 10.0])
     tedges = np.array([[50.0, 100.0], [80.0, 160.0], [100.0, 200.0]])
-    grouped, off = bucketing.group_by_bucket(None, 0, d, EMPTY_I, EMPTY_I, tok, edges,
-                                             tedges.reshape(-1), 3)  # fmt: skip
+    grouped, off = bucketing.group_by_bucket(
+        None, 0, d, EMPTY_I, EMPTY_I, tok, edges, tedges.reshape(-1), 3
+    )
     ids = ref.bucket_ids(d, tok, edges, tedges, 3)
     expect = np.concatenate([np.flatnonzero(ids == s) for s in range(9)])
     assert grouped.tolist() == expect.tolist()
@@ -157,22 +166,40 @@ def test_group_by_bucket_2d() -> None:
 # ------------------------------------------------------------------------------------ packing
 
 
-@given(durations, st.floats(1.0, 100.0), st.integers(1, 6), st.booleans(), st.booleans(),
-       st.none() | st.floats(1.0, 30.0))  # fmt: skip
-def test_pack_matches_reference(values: list[float], cap: float, max_cuts: int, sum_mode: bool,
-                                exclude: bool, q: float | None) -> None:  # fmt: skip
+@given(
+    durations,
+    st.floats(1.0, 100.0),
+    st.integers(1, 6),
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.floats(1.0, 30.0),
+)
+def test_pack_matches_reference(
+    values: list[float], cap: float, max_cuts: int, sum_mode: bool, exclude: bool, q: float | None
+) -> None:
     d = readonly(np.array(values))
     frames = readonly((d * 100).astype(np.int64))
     rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
     seg = np.array([0, d.size // 2, d.size], dtype=np.int64)
     kept, off, bseg, bcost, bdur, sb, nover = packing.pack(
-        rows, seg, d, frames, np.array([cap, cap / 2]), np.array([max_cuts, 3]), 2500, q,
-        sum_mode, exclude,
-    )  # fmt: skip
-    segs = [list(range(d.size - 1, d.size - 1 - d.size // 2, -1)),
-            list(range(d.size - 1 - d.size // 2, -1, -1))]  # fmt: skip
-    batches, eseg, ecost, edur, enover = ref.pack(segs, d, frames, [cap, cap / 2], [max_cuts, 3],
-                                                  2500, q, sum_mode, exclude)  # fmt: skip
+        rows,
+        seg,
+        d,
+        frames,
+        np.array([cap, cap / 2]),
+        np.array([max_cuts, 3]),
+        2500,
+        q,
+        sum_mode,
+        exclude,
+    )
+    segs = [
+        list(range(d.size - 1, d.size - 1 - d.size // 2, -1)),
+        list(range(d.size - 1 - d.size // 2, -1, -1)),
+    ]
+    batches, eseg, ecost, edur, enover = ref.pack(
+        segs, d, frames, [cap, cap / 2], [max_cuts, 3], 2500, q, sum_mode, exclude
+    )
     assert kept == sum(len(b) for b in batches)
     assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
     assert bseg.tolist() == eseg and bcost.tolist() == ecost and bdur.tolist() == edur
@@ -183,15 +210,25 @@ def test_pack_matches_reference(values: list[float], cap: float, max_cuts: int, 
 # ----------------------------------------------------------------------------------- sharding
 
 
-@given(st.lists(st.integers(0, 9), min_size=1, max_size=6), st.integers(1, 8), U64,
-       st.booleans(), st.booleans())  # fmt: skip
-def test_order_batches_matches_reference(counts: list[int], W: int, seed: int, shuffle: bool,
-                                         drop_last: bool) -> None:  # fmt: skip
+@given(
+    st.lists(st.integers(0, 9), min_size=1, max_size=6),
+    st.integers(1, 8),
+    U64,
+    st.booleans(),
+    st.booleans(),
+)
+def test_order_batches_matches_reference(
+    counts: list[int], W: int, seed: int, shuffle: bool, drop_last: bool
+) -> None:
     sb = readonly(np.cumsum([0, *counts]).astype(np.int64))
     order, pad, dropped = sharding.order_batches(
-        sb, W, rng.derive_key(seed, 3, rng.PURPOSE_TAIL), rng.derive_key(seed, 3, rng.PURPOSE_ORDER),
-        shuffle, drop_last,
-    )  # fmt: skip
+        sb,
+        W,
+        rng.derive_key(seed, 3, rng.PURPOSE_TAIL),
+        rng.derive_key(seed, 3, rng.PURPOSE_ORDER),
+        shuffle,
+        drop_last,
+    )
     e_order, e_pad, e_dropped = ref.order_batches(counts, W, seed, 3, shuffle, drop_last)
     assert order.tolist() == e_order
     assert pad.tolist() == e_pad
@@ -209,14 +246,25 @@ def test_gather_batches() -> None:
         sharding.gather_batches(rows, off, np.array([3], dtype=np.int64))
 
 
-def test_kernels_on_readonly_memmap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_kernels_on_readonly_memmap(tmp_path) -> None:
     path = tmp_path / "duration.npy"
     np.save(path, np.random.default_rng(2).uniform(0.5, 30, 1000))
     d = np.load(path, mmap_mode="r")
     assert not d.flags.writeable
     edges = bucketing.estimate_edges(None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 5)
-    grouped, off = bucketing.group_by_bucket(None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, edges,
-                                             EMPTY_F, 1)  # fmt: skip
-    kept, *_ = packing.pack(grouped, off, d, EMPTY_I, np.full(5, 100.0),
-                            np.full(5, 10**9, np.int64), None, None, False, False)  # fmt: skip
+    grouped, off = bucketing.group_by_bucket(
+        None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, edges, EMPTY_F, 1
+    )
+    kept, *_ = packing.pack(
+        grouped,
+        off,
+        d,
+        EMPTY_I,
+        np.full(5, 100.0),
+        np.full(5, 10**9, np.int64),
+        None,
+        None,
+        False,
+        False,
+    )
     assert kept == 1000

@@ -1,4 +1,4 @@
-"""plan_epoch == the NumPy reference, bit for bit, and the plan's invariants, on generated inputs."""
+"""plan_epoch == the NumPy reference, bit for bit, and the invariants of a plan."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import reference_plan as ref
 from discoseq.plan import EpochPlan, PlanConfig, plan_epoch
+from tests import reference_plan as ref
 
 # ------------------------------------------------------------------------------ generators
 
@@ -67,8 +67,9 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
         kw["shuffle"] = draw(st.booleans())
         kw["bucket_method"] = draw(st.sampled_from(["duration", "num_frames", "num_features"]))
         if kw["bucket_method"] == "duration" and draw(st.booleans()):
-            kw["bucket_edges"] = tuple(sorted(draw(st.sets(st.sampled_from(
-                [1.0, 2.5, 5.0, 10.0, 20.0]), max_size=4))))  # fmt: skip
+            kw["bucket_edges"] = tuple(
+                sorted(draw(st.sets(st.sampled_from([1.0, 2.5, 5.0, 10.0, 20.0]), max_size=4)))
+            )
         else:
             kw["num_buckets"] = draw(st.integers(1, 7))
         nb = len(kw["bucket_edges"]) + 1 if "bucket_edges" in kw else kw["num_buckets"]
@@ -76,8 +77,10 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             if draw(st.booleans()):
                 kw["num_token_buckets"] = draw(st.integers(2, 4))
             else:
-                kw["token_bucket_edges"] = tuple((20.0 * (b + 1), 60.0 * (b + 1)) for b in range(nb))
-        ntb = (kw.get("num_token_buckets") or (3 if "token_bucket_edges" in kw else 1))
+                kw["token_bucket_edges"] = tuple(
+                    (20.0 * (b + 1), 60.0 * (b + 1)) for b in range(nb)
+                )
+        ntb = kw.get("num_token_buckets") or (3 if "token_bucket_edges" in kw else 1)
         if draw(st.integers(0, 3)) == 0:
             kw["bucket_max_duration"] = tuple(
                 draw(st.sampled_from([10.0, 40.0, 100.0])) for _ in range(nb * ntb)
@@ -87,8 +90,13 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     return kw
 
 
-def plan_both(cols: dict[str, np.ndarray], kw: dict[str, Any], epoch: int, W: int,
-              mask: np.ndarray | None = None) -> tuple[EpochPlan, ref.RefPlan]:  # fmt: skip
+def plan_both(
+    cols: dict[str, np.ndarray],
+    kw: dict[str, Any],
+    epoch: int,
+    W: int,
+    mask: np.ndarray | None = None,
+) -> tuple[EpochPlan, ref.RefPlan]:
     config = PlanConfig(**kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -97,8 +105,16 @@ def plan_both(cols: dict[str, np.ndarray], kw: dict[str, Any], epoch: int, W: in
 
 
 def assert_equal(plan: EpochPlan, expect: ref.RefPlan) -> None:
-    for name in ("batch_offsets", "rows", "bucket", "cost", "duration", "padding_batches",
-                 "bucket_edges", "token_edges"):  # fmt: skip
+    for name in (
+        "batch_offsets",
+        "rows",
+        "bucket",
+        "cost",
+        "duration",
+        "padding_batches",
+        "bucket_edges",
+        "token_edges",
+    ):
         got, exp = getattr(plan, name), getattr(expect, name)
         assert got.dtype == exp.dtype or got.size == exp.size == 0, name
         assert got.tolist() == exp.tolist(), name
@@ -111,8 +127,9 @@ def assert_equal(plan: EpochPlan, expect: ref.RefPlan) -> None:
 
 
 @given(columns(), configs(), st.integers(0, 2**64 - 1), st.integers(1, 12), st.booleans())
-def test_plan_equals_reference(cols: dict[str, np.ndarray], kw: dict[str, Any], epoch: int,
-                               W: int, use_mask: bool) -> None:  # fmt: skip
+def test_plan_equals_reference(
+    cols: dict[str, np.ndarray], kw: dict[str, Any], epoch: int, W: int, use_mask: bool
+) -> None:
     n = cols["duration"].size
     mask = (np.arange(n) % 5 != 2) if use_mask else None
     plan, expect = plan_both(cols, kw, epoch, W, mask)
@@ -132,12 +149,12 @@ def test_tiny_inputs(n: int, strategy: str) -> None:
 
 def test_w_larger_than_batches() -> None:
     cols = {"duration": np.full(10, 5.0)}
-    kw = {"max_duration": 20.0, "num_buckets": 2}
+    kw: dict[str, Any] = {"max_duration": 20.0, "num_buckets": 2}
     plan, expect = plan_both(cols, kw, 0, 16)
     assert_equal(plan, expect)
     assert plan.num_batches == 16 and plan.num_padding == 13
     with pytest.warns(RuntimeWarning, match="fewer|only 3 batches"):
-        dropped = plan_epoch(cols, PlanConfig(drop_last=True, **kw), 0, 16)  # type: ignore[arg-type]
+        dropped = plan_epoch(cols, PlanConfig(drop_last=True, **kw), 0, 16)
     assert dropped.num_batches == 0 and dropped.stats.dropped_cuts == 10
 
 
@@ -186,8 +203,9 @@ def check_invariants(plan: EpochPlan, cols: dict[str, np.ndarray], mask: np.ndar
             f = cols["num_frames"][rows]
             assert (f.sum() if cfg.limit_mode == "sum" else rows.size * f.max()) <= cfg.max_frames
     if str(cfg.strategy) == "bucketed" and plan.token_edges.shape[1] == 0 and B:
-        key = {"duration": d, "num_frames": cols.get("num_frames"),
-               "num_features": None}[cfg.bucket_method]  # fmt: skip
+        key = {"duration": d, "num_frames": cols.get("num_frames"), "num_features": None}[
+            cfg.bucket_method
+        ]
         if key is not None:  # purity: every cut of a batch falls in the batch's bucket
             for i in range(B):
                 ids = np.searchsorted(plan.bucket_edges, key[plan.batch(i)].astype(float), "left")
@@ -197,8 +215,11 @@ def check_invariants(plan: EpochPlan, cols: dict[str, np.ndarray], mask: np.ndar
 def big_columns(n: int = 3000, seed: int = 0) -> dict[str, np.ndarray]:
     gen = np.random.default_rng(seed)
     d = gen.gamma(9.0, 1.4, n) + 0.5
-    return {"duration": d, "num_frames": np.ceil(d * 100).astype(np.int64),
-            "num_tokens": (d * 14).astype(np.int64)}  # fmt: skip
+    return {
+        "duration": d,
+        "num_frames": np.ceil(d * 100).astype(np.int64),
+        "num_tokens": (d * 14).astype(np.int64),
+    }
 
 
 def test_determinism_and_epochs() -> None:
@@ -221,7 +242,7 @@ def test_world_size_does_not_change_cut_order_within_buckets() -> None:
     assert set(p1.rows.tolist()) == set(p8.rows[: p8.batch_offsets[-1]].tolist())
 
 
-def test_readonly_memmap_columns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_readonly_memmap_columns(tmp_path) -> None:
     cols = big_columns(500)
     mm = {}
     for k, v in cols.items():
@@ -238,8 +259,13 @@ def test_stats_and_filters() -> None:
     cols["duration"][:5] = 500.0
     mask = np.ones(2000, dtype=bool)
     mask[10:20] = False
-    cfg = PlanConfig(max_duration=100.0, min_duration=2.0, max_tokens_per_second=13.5,
-                     oversize="exclude", num_buckets=4)  # fmt: skip
+    cfg = PlanConfig(
+        max_duration=100.0,
+        min_duration=2.0,
+        max_tokens_per_second=13.5,
+        oversize="exclude",
+        num_buckets=4,
+    )
     plan, expect = plan_both(cols, cfg.__dict__ | {}, 0, 2, mask)
     assert_equal(plan, expect)
     s = plan.stats

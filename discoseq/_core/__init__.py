@@ -6,7 +6,7 @@ CSR gather). Each kernel's plain-Python twin lives in ``tests/reference_plan.py`
 """
 
 try:
-    from discoseq._core import bucketing, packing, rng, sharding
+    from . import bucketing, packing, rng, sharding
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "discoseq's compiled engine (discoseq._core) is not built or is out of date "

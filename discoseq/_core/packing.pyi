@@ -1,0 +1,23 @@
+import numpy as np
+import numpy.typing as npt
+
+def pack(
+    rows: npt.NDArray[np.int64],
+    seg_offsets: npt.NDArray[np.int64],
+    duration: npt.NDArray[np.float64],
+    num_frames: npt.NDArray[np.int64],
+    cap_duration: npt.NDArray[np.float64],
+    cap_cuts: npt.NDArray[np.int64],
+    max_frames: int | None,
+    quadratic_duration: float | None,
+    sum_mode: bool,
+    exclude_oversize: bool,
+) -> tuple[
+    int,
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    int,
+]: ...
