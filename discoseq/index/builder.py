@@ -77,7 +77,8 @@ def scan_chunk(
     Returns (columns, keep mask, the bytes that ``id_start``/``id_end`` refer to).
     """
     keep = np.ones(len(cols["start"]), dtype=bool)
-    slow = np.flatnonzero(cols["status"])
+    # An empty id is valid JSON and the scanner passes it; the exact path rejects it by name.
+    slow = np.flatnonzero((cols["status"] != 0) | (cols["id_end"] == cols["id_start"]))
     extra: list[bytes | memoryview] = [buf]
     base = len(buf)
     for i in slow.tolist():
@@ -160,6 +161,8 @@ class _IndexWriter:
         starts, ends = scan["start"][rows], scan["end"][rows]
         self.columns["source_id"].append(np.full(m, source_id, np.int32))
         self.columns["source_line"].append(first_line + scan["line_no"][rows])
+        if source.format == "cutset":  # no file to fingerprint: fingerprint its records
+            source.update_fingerprint(buf)
         if source.records == "inplace":
             self.columns["record_offset"].append(chunk.offset + starts)
         else:

@@ -16,7 +16,8 @@ An index is a directory::
 ``sources``          list of ``{"path", "format", "records", "size", "mtime_ns", "fingerprint",
                      "rows"}``; ``records`` is ``"inplace"`` (read from ``path`` by byte offset) or
                      ``"stored"`` (read from ``records.bin``); ``fingerprint`` is
-                     ``blake2b-128:<hex>`` of the file's bytes (``null`` for in-memory CutSets)
+                     ``blake2b-128:<hex>`` of the file's bytes (for an in-memory CutSet, of the
+                     records it contributed)
 ``records``          ``{"file": "records.bin", "codec": "none", "size": bytes}``
 ``build``            the build options; ``discoseq_version``; ``created`` (UTC ISO time)
 

@@ -130,10 +130,18 @@ class CutIndex:
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of the header: equal on every rank that opened the same index."""
-        h = hashlib.blake2b(digest_size=8)
-        h.update(orjson.dumps(self.header.raw, option=orjson.OPT_SORT_KEYS))
-        return h.hexdigest()
+        """A short hash of the index's content: the sources' content fingerprints, row counts
+        and format. Equal for indexes built separately (e.g. on each node) from the same
+        manifests; paths, mtimes and build times do not enter it."""
+        h = self.header
+        content = {
+            "format_version": h.raw["format_version"],
+            "num_rows": h.num_rows,
+            "sources": [(s["format"], s["fingerprint"], s["rows"]) for s in h.sources],
+            "skipped": h.build.get("skipped", 0),
+        }
+        digest = hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=8)
+        return digest.hexdigest()
 
     # -- ids -----------------------------------------------------------------------------------
     def _check_row(self, row: int) -> int:

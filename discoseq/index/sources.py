@@ -55,6 +55,13 @@ class Source:
     rows: int = 0
     _hasher: Any = field(default=None, repr=False)
 
+    def update_fingerprint(self, data: bytes | memoryview) -> None:
+        """Fingerprint an in-memory source by the records it contributes."""
+        if self._hasher is None:
+            self._hasher = hashlib.blake2b(digest_size=16)
+        self._hasher.update(data)
+        self.fingerprint = "blake2b-128:" + self._hasher.hexdigest()
+
     def describe(self) -> dict[str, Any]:
         return {
             "path": self.path,

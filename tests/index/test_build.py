@@ -250,6 +250,15 @@ def test_bad_durations(tmp_path, mono, scanner, duration, message):
         build_index(path, tmp_path / "idx")
 
 
+@pytest.mark.parametrize("cut_id", ["", 5, None])
+def test_bad_ids(tmp_path, mono, scanner, cut_id):
+    records = mono_records(mono, 3)
+    records[2]["id"] = cut_id
+    path = write_lines(tmp_path / "a.jsonl", records)
+    with pytest.raises(ManifestError, match=r"a\.jsonl:3: field 'id' expected a non-empty string"):
+        build_index(path, tmp_path / "idx")
+
+
 def test_duplicate_ids_within_and_across(tmp_path, mono, scanner):
     records = mono_records(mono, 10)
     records[8]["id"] = "c-2"
@@ -487,3 +496,17 @@ def test_chunk_boundaries_keep_line_numbers(tmp_path, mono, monkeypatch):
         expected = [i + 1 for i, line in enumerate(lines) if line.strip() and line != lines[33]]
         assert list(index.column("source_line")) == expected
         assert index.resolve([39])[0].id == "c-39"
+
+
+def test_fingerprint_is_content_based(tmp_path, fixtures_dir, mono):
+    cuts = mini_librispeech(fixtures_dir)
+    a = build_index(cuts, tmp_path / "a")
+    b = build_index(cuts, tmp_path / "b")
+    assert a.fingerprint == b.fingerprint
+    assert a.header.sources[0]["fingerprint"].startswith("blake2b-128:")
+    c = build_index(cuts.subset(first=37), tmp_path / "c")
+    assert c.fingerprint != a.fingerprint
+    path = write_lines(tmp_path / "m.jsonl", mono_records(mono, 5))
+    d = build_index(path, tmp_path / "d")
+    e = build_index(path, tmp_path / "e", store_records=True)
+    assert d.fingerprint == e.fingerprint != a.fingerprint
