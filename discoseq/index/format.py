@@ -304,4 +304,7 @@ def open_column(directory: Path, name: str, length: int) -> np.ndarray:
         )
     if length == 0:
         return np.empty(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=(length,))
+    # A plain ndarray view of the map: np.memmap's per-index overhead is not worth keeping.
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=(length,)).view(
+        np.ndarray
+    )

@@ -38,6 +38,8 @@ class CutIndex:
         self._fd_pid = os.getpid()
         self._lock = threading.Lock()
         self._lookup: Any = None
+        blob = self._arrays["id_blob"]
+        self._id_bytes = memoryview(blob) if blob.size else memoryview(b"")
         self._inplace = np.array(
             [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
         )
@@ -157,10 +159,24 @@ class CutIndex:
         """The id of the cut at ``row``."""
         r = self._check_row(row)
         offsets = self._arrays["id_offsets"]
-        return bytes(self._arrays["id_blob"][offsets[r] : offsets[r + 1]]).decode()
+        return str(self._id_bytes[int(offsets[r]) : int(offsets[r + 1])], "utf-8")
 
     def cut_ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
-        return [self.cut_id(r) for r in np.asarray(rows, dtype=np.int64).tolist()]
+        """The ids of ``rows``, in order."""
+        rows = self._check_rows(rows)
+        offsets = self._arrays["id_offsets"]
+        blob = self._id_bytes
+        return [
+            str(blob[s:e], "utf-8")
+            for s, e in zip(offsets[rows].tolist(), offsets[rows + 1].tolist(), strict=True)
+        ]
+
+    def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(self)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"rows out of range for an index of {n} rows")
+        return rows
 
     def row_of(self, cut_id: str) -> int:
         """The row of a cut id (binary search over sorted id hashes; no dict of all ids)."""
@@ -208,10 +224,7 @@ class CutIndex:
 
     def records(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
         """The raw JSON records of ``rows``, in the order asked (one ``pread`` each)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        n = len(self)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f"rows out of range for an index of {n} rows")
+        rows = self._check_rows(rows)
         src = self._arrays["source_id"][rows].tolist()
         off = self._arrays["record_offset"][rows].tolist()
         length = self._arrays["record_length"][rows].tolist()
@@ -228,14 +241,15 @@ class CutIndex:
 
     def record_dicts(self, rows: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
         """The records of ``rows`` as dicts, each checked to carry the expected cut id."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._check_rows(rows)
         out = []
-        for row, data in zip(rows.tolist(), self.records(rows), strict=True):
+        ids = self.cut_ids(rows)
+        for row, cut_id, data in zip(rows.tolist(), ids, self.records(rows), strict=True):
             try:
                 record = orjson.loads(data)
             except orjson.JSONDecodeError:
                 record = None
-            if not isinstance(record, dict) or record.get("id") != self.cut_id(row):
+            if not isinstance(record, dict) or record.get("id") != cut_id:
                 raise StaleIndexError(
                     f"index {self.path}: the record of row {row} (cut {self.cut_id(row)!r}) "
                     "does not match its source any more; rebuild the index"
