@@ -39,7 +39,7 @@ class CutIndex:
         self._lock = threading.Lock()
         self._lookup: Any = None
         blob = self._arrays["id_blob"]
-        self._id_bytes = memoryview(blob) if blob.size else memoryview(b"")
+        self._id_bytes = memoryview(blob.data) if blob.size else memoryview(b"")
         self._inplace = np.array(
             [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
         )
