@@ -1,0 +1,336 @@
+"""``SamplerConfig``: every option of a :class:`~discoseq.DiscoSeqSampler`, validated on
+construction, with a JSON round trip.
+
+The fields are Lhotse's names where Lhotse has the option (``max_duration``, ``max_cuts``,
+``num_buckets``, ``shuffle``, ``drop_last``, ``quadratic_duration``, ``buffer_size``, ``seed``,
+``world_size``, ``rank``), the DataLoader's where the option belongs to the DataLoader
+(``num_workers``, ``pin_memory``, ``prefetch_factor``), and the engine's
+(:class:`~discoseq.plan.PlanConfig`) for everything else. :meth:`SamplerConfig.to_plan_config`
+maps a config onto the engine; the engine re-validates, so a rule lives in one place.
+
+A field that has no effect under the chosen options is an error when it is set to anything but
+its default (e.g. ``num_buckets=20`` with ``strategy="random"``, ``prefetch_factor=4`` with
+``num_workers=0``): an option is never accepted and silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+from discoseq.plan import BucketMethod, LimitMode, OversizePolicy, PlanConfig
+from discoseq.strategy import SamplingStrategy
+
+__all__ = [
+    "DEFAULT_QUADRATIC_DURATION",
+    "RESUME_MUTABLE_FIELDS",
+    "SamplerConfig",
+    "SamplingStrategy",
+]
+
+DEFAULT_QUADRATIC_DURATION = 30.0
+"""The constant ``q`` that ``quadratic_duration=True`` stands for (seconds): a cut of duration
+``d`` costs ``d + d**2 / q``, so a 30 s cut costs twice its length and a 5 s cut 1.17 times.
+Lhotse suggests 15-40 for transformer models; 30 is the middle of that range."""
+
+RESUME_MUTABLE_FIELDS = frozenset(
+    {"world_size", "rank", "num_workers", "pin_memory", "prefetch_factor"}
+)
+"""Fields that may differ between the run that saved a state and the run that loads it: they
+change who gets the batches or how they are loaded, not which batches the epoch holds."""
+
+_U64_MAX = (1 << 64) - 1
+_DEFAULTS: dict[str, Any] = {}  # filled after the class definition
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Options of a :class:`~discoseq.DiscoSeqSampler` (validated on construction; immutable).
+
+    Batch limits (at least one of ``max_duration``, ``max_cuts``, ``max_frames``,
+    ``bucket_max_duration``, ``bucket_max_cuts``):
+
+    :param strategy: how the cuts of an epoch are ordered: ``SamplingStrategy.BUCKETED``
+        (default), ``RANDOM`` or ``SEQUENTIAL``, or their strings.
+    :param max_duration: the cap of a batch in seconds, as Lhotse means it: number of cuts x the
+        longest cut (``limit_mode="padded"``) or the sum of durations (``"sum"``). Checked before a
+        cut joins a batch, so no batch exceeds it (a single cut longer than the cap is an
+        ``oversize`` cut, see below).
+    :param max_cuts: the maximum number of cuts in a batch.
+    :param world_size: number of data-parallel ranks; ``None`` detects it (``torch.distributed``
+        when initialised, else torchrun's ``WORLD_SIZE``, else 1).
+    :param rank: this process's rank; ``None`` detects it like ``world_size`` (else 0).
+    :param seed: random seed (an integer in ``[0, 2**64)``); with the epoch it keys every random
+        choice, so every rank computes the same plan.
+    :param shuffle: ``None`` means True for RANDOM and BUCKETED and False for SEQUENTIAL.
+        SEQUENTIAL with ``shuffle=True`` and RANDOM with ``shuffle=False`` are errors (each is the
+        other strategy). BUCKETED with ``shuffle=False`` keeps source order within buckets and
+        the batch order fixed.
+    :param drop_last: drop the last, partial step (fewer batches than ranks) so no cut is seen
+        twice; when False it is padded with repeated batches so every rank gets as many batches
+        (the repeats are counted in the diagnostics).
+    :param bucket_method: the bucketing key of BUCKETED: ``"duration"``, ``"num_frames"`` or
+        ``"num_features"`` (frames x feature dimension).
+    :param num_buckets: number of buckets of BUCKETED (edges of equal total cost are estimated on
+        the full column). With ``bucket_edges`` it is ``len(bucket_edges) + 1``: leave the
+        default or give that number.
+    :param buffer_size: the read-ahead window of resolution, in cuts. The process that turns batches
+        into CutSets (the DataLoader worker, or the main process without workers) reads the
+        records of its next batches together, at least ``buffer_size`` cuts' worth rounded up to
+        whole batches, in file order (sorted by source and byte offset), and decodes each batch
+        when it is yielded. One forward pass over the manifest instead of a random read per cut
+        is what makes huge sources on slow or network storage fast; the window costs about
+        ``buffer_size`` raw JSON records of memory per worker. ``0`` reads batch by batch.
+        It never changes which batches are produced or their order.
+    :param quadratic_duration: ``None``/``False``: off. A float ``q``: a cut of duration ``d``
+        costs ``d + d**2 / q`` against ``max_duration`` (Lhotse's option, for models whose cost
+        grows quadratically with length). ``True``: ``q =``
+        :data:`DEFAULT_QUADRATIC_DURATION` (30 s).
+    :param num_workers: DataLoader workers of :func:`~discoseq.create_dataloader`.
+    :param pin_memory: passed to the DataLoader by :func:`~discoseq.create_dataloader`.
+    :param prefetch_factor: batches prefetched per worker, passed to the DataLoader only when
+        ``num_workers > 0`` (PyTorch refuses it otherwise); a non-default value with
+        ``num_workers=0`` is an error.
+
+    Engine options (see :class:`~discoseq.plan.PlanConfig` for the exact rules):
+
+    :param max_frames: cap on a batch's frames (cuts x longest frame count, or the sum).
+    :param limit_mode: ``"padded"`` (default, Lhotse's meaning) or ``"sum"`` (total duration,
+        for pipelines that concatenate cuts).
+    :param bucket_edges: explicit interior bucket edges (strictly increasing).
+    :param num_token_buckets: > 1 turns on 2D bucketing on key x ``num_tokens`` (NeMo's).
+    :param token_bucket_edges: explicit token edges, one row per bucket.
+    :param bucket_max_duration: per-bucket duration caps (one per flat bucket).
+    :param bucket_max_cuts: per-bucket cut caps (one per flat bucket).
+    :param oversize: a cut that alone exceeds a cap: ``"single"`` (a batch of its own, default)
+        or ``"exclude"`` (left out); counted either way.
+    :param min_duration: leave out cuts shorter than this (seconds).
+    :param max_duration_per_cut: leave out cuts longer than this (seconds).
+    :param max_tokens_per_second: leave out cuts with more supervision characters per second.
+    """
+
+    strategy: SamplingStrategy | str = SamplingStrategy.BUCKETED
+    max_duration: float | None = None
+    max_cuts: int | None = None
+    world_size: int | None = None
+    rank: int | None = None
+    seed: int = 42
+    shuffle: bool | None = None
+    drop_last: bool = False
+    bucket_method: BucketMethod = "duration"
+    num_buckets: int = 10
+    buffer_size: int = 10000
+    quadratic_duration: float | bool | None = False
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int = 2
+    # -- engine options --------------------------------------------------------------------
+    max_frames: int | None = None
+    limit_mode: LimitMode = "padded"
+    bucket_edges: tuple[float, ...] | None = None
+    num_token_buckets: int | None = None
+    token_bucket_edges: tuple[tuple[float, ...], ...] | None = None
+    bucket_max_duration: tuple[float, ...] | None = None
+    bucket_max_cuts: tuple[int, ...] | None = None
+    oversize: OversizePolicy = "single"
+    min_duration: float | None = None
+    max_duration_per_cut: float | None = None
+    max_tokens_per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        try:
+            set_(self, "strategy", SamplingStrategy(self.strategy))
+        except ValueError:
+            choices = [s.value for s in SamplingStrategy]
+            raise ValueError(f"strategy={self.strategy!r} must be one of {choices}") from None
+        for name in ("bucket_edges", "bucket_max_duration", "bucket_max_cuts"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str | bytes):
+                set_(self, name, tuple(value))
+        if self.token_bucket_edges is not None:
+            set_(self, "token_bucket_edges", tuple(tuple(r) for r in self.token_bucket_edges))
+
+        w = self.world_size
+        if w is not None and (not _is_int(w) or w < 1):
+            raise ValueError(f"world_size={w!r} must be a positive integer or None (detect)")
+        if self.rank is not None and (not _is_int(self.rank) or self.rank < 0):
+            raise ValueError(f"rank={self.rank!r} must be a non-negative integer or None (detect)")
+        if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:
+            raise ValueError(f"rank={self.rank} must be smaller than world_size={self.world_size}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= _U64_MAX:
+            raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**64)")
+        if self.shuffle is not None and not isinstance(self.shuffle, bool):
+            raise ValueError(f"shuffle={self.shuffle!r} must be True, False or None (auto)")
+        for name in ("drop_last", "pin_memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be a bool")
+        if self.strategy is SamplingStrategy.SEQUENTIAL and self.shuffle:
+            raise ValueError(
+                "shuffle=True with strategy='sequential': SEQUENTIAL means source order; use "
+                "strategy='random' for a global shuffle or 'bucketed' for shuffled buckets"
+            )
+        if self.strategy is SamplingStrategy.RANDOM and self.shuffle is False:
+            raise ValueError(
+                "shuffle=False with strategy='random': RANDOM is a shuffle; use "
+                "strategy='sequential' for source order"
+            )
+        if not _is_int(self.num_buckets) or self.num_buckets < 1:
+            raise ValueError(f"num_buckets={self.num_buckets!r} must be a positive integer")
+        if not _is_int(self.buffer_size) or self.buffer_size < 0:
+            raise ValueError(
+                f"buffer_size={self.buffer_size!r} must be a non-negative integer (cuts; 0 "
+                "resolves batch by batch)"
+            )
+        q = self.quadratic_duration
+        if (
+            q is not None
+            and not isinstance(q, bool)
+            and (not _is_real(q) or not (math.isfinite(q) and q > 0))
+        ):
+            raise ValueError(
+                f"quadratic_duration={q!r} must be None/False (off), True (the default "
+                f"constant {DEFAULT_QUADRATIC_DURATION}) or a positive number of seconds"
+            )
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
+        if not _is_int(self.prefetch_factor) or self.prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor={self.prefetch_factor!r} must be a positive integer")
+        if self.num_workers == 0 and self.prefetch_factor != _DEFAULTS["prefetch_factor"]:
+            raise ValueError(
+                f"prefetch_factor={self.prefetch_factor} has no effect with num_workers=0 "
+                "(PyTorch prefetches only in workers): set num_workers > 0 or leave it at "
+                f"{_DEFAULTS['prefetch_factor']}"
+            )
+        bucketed = self.strategy is SamplingStrategy.BUCKETED
+        if not bucketed:
+            for name in ("num_buckets", "bucket_method"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} is only used by strategy='bucketed' "
+                        f"(strategy={self.strategy.value!r})"
+                    )
+        elif self.bucket_edges is not None:
+            implied = len(self.bucket_edges) + 1
+            if self.num_buckets == _DEFAULTS["num_buckets"] and implied != self.num_buckets:
+                set_(self, "num_buckets", implied)  # the default yields to explicit edges
+            elif self.num_buckets != implied:
+                raise ValueError(
+                    f"num_buckets={self.num_buckets} disagrees with bucket_edges "
+                    f"({len(self.bucket_edges)} edges make {implied} buckets)"
+                )
+        self.to_plan_config()  # the engine validates its own fields (errors name the field)
+
+    # -- derived values ----------------------------------------------------------------------
+    @property
+    def effective_shuffle(self) -> bool:
+        """``shuffle`` with ``None`` resolved (True unless SEQUENTIAL)."""
+        if self.shuffle is None:
+            return self.strategy is not SamplingStrategy.SEQUENTIAL
+        return self.shuffle
+
+    @property
+    def quadratic_constant(self) -> float | None:
+        """The ``q`` of ``d + d**2 / q``, or None when quadratic_duration is off."""
+        q = self.quadratic_duration
+        if q is None or q is False:
+            return None
+        if q is True:
+            return DEFAULT_QUADRATIC_DURATION
+        return float(q)
+
+    def to_plan_config(self) -> PlanConfig:
+        """The engine configuration of this config (what decides the batches of an epoch)."""
+        bucketed = self.strategy is SamplingStrategy.BUCKETED
+        return PlanConfig(
+            strategy=SamplingStrategy(self.strategy),
+            max_duration=self.max_duration,
+            max_cuts=self.max_cuts,
+            max_frames=self.max_frames,
+            quadratic_duration=self.quadratic_constant,
+            limit_mode=self.limit_mode,
+            bucket_method=self.bucket_method,
+            num_buckets=self.num_buckets if bucketed else None,
+            bucket_edges=self.bucket_edges,
+            num_token_buckets=self.num_token_buckets,
+            token_bucket_edges=self.token_bucket_edges,
+            bucket_max_duration=self.bucket_max_duration,
+            bucket_max_cuts=self.bucket_max_cuts,
+            oversize=self.oversize,
+            min_duration=self.min_duration,
+            max_duration_per_cut=self.max_duration_per_cut,
+            max_tokens_per_second=self.max_tokens_per_second,
+            shuffle=self.effective_shuffle,
+            drop_last=self.drop_last,
+            seed=self.seed,
+        )
+
+    def replace(self, **changes: Any) -> SamplerConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field (tuples become lists, the strategy its string)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, SamplingStrategy):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = [list(v) if isinstance(v, tuple) else v for v in value]
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplerConfig:
+        """Build from :meth:`to_dict` output (missing fields take their defaults).
+
+        :raises ValueError: on an unknown key (named) or an invalid value.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a SamplerConfig dict must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown SamplerConfig field(s) {unknown}; known fields are {sorted(known)}"
+            )
+        return cls(**dict(data))
+
+    def to_json(self) -> str:
+        """The config as a JSON string (see :meth:`to_dict`)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SamplerConfig:
+        """Parse :meth:`to_json` output."""
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not a SamplerConfig JSON document: {exc}") from None
+        return cls.from_dict(data)
+
+    def differences(
+        self, other: SamplerConfig, ignore: frozenset[str] = frozenset()
+    ) -> list[tuple[str, Any, Any]]:
+        """``(field, self's value, other's value)`` for every field that differs."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [(k, mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]]
+
+
+_DEFAULTS.update({f.name: f.default for f in fields(SamplerConfig)})

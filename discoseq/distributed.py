@@ -1,0 +1,117 @@
+"""Rank and world-size detection, and the one-time check that every rank plans the same epoch.
+
+Every rank computes the global plan on its own from (index, config, seed, epoch), so no
+communication is needed to agree on who gets what. The price of that design is that a rank
+holding a different index or config silently trains on duplicated or missing data, and one with
+a different resume position desynchronises DDP. :func:`check_consistent` pays one cheap
+collective (``all_gather_object``) to rule that out; because every rank receives every rank's
+values, every rank sees a mismatch and raises the same error: none waits for a peer that
+already failed the check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["DistributedMismatchError", "check_consistent", "detect_rank_world", "dist_active"]
+
+
+class DistributedMismatchError(ValueError):
+    """Ranks disagree on something that must be equal on every rank (index, config, position)."""
+
+
+def dist_active() -> bool:
+    """True when ``torch.distributed`` is available and its default group is initialised."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(dist.is_available() and dist.is_initialized())
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def detect_rank_world(
+    world_size: int | None = None,
+    rank: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, int]:
+    """``(rank, world_size)``, each from the first source that has it.
+
+    Order: the explicit argument; ``torch.distributed`` when initialised; torchrun's
+    environment (``RANK``, ``WORLD_SIZE``); otherwise rank 0 of 1. ``LOCAL_RANK`` alone is not a
+    global rank and is not used.
+
+    :raises ValueError: when the result is not a valid pair (``0 <= rank < world_size``).
+    """
+    env = os.environ if env is None else env
+    found_w: int | None = None
+    found_r: int | None = None
+    origin = "default"
+    if dist_active():
+        import torch.distributed as dist
+
+        found_w, found_r = dist.get_world_size(), dist.get_rank()
+        origin = "torch.distributed"
+    else:
+        found_w, found_r = _env_int(env, "WORLD_SIZE"), _env_int(env, "RANK")
+        if found_w is not None or found_r is not None:
+            origin = "environment (RANK/WORLD_SIZE)"
+    w = world_size if world_size is not None else (found_w if found_w is not None else 1)
+    r = rank if rank is not None else (found_r if found_r is not None else 0)
+    if w < 1 or not 0 <= r < w:
+        raise ValueError(
+            f"rank={r} and world_size={w} (explicit: rank={rank}, world_size={world_size}; "
+            f"detected from {origin}: rank={found_r}, world_size={found_w}) are not a valid "
+            "pair: need 0 <= rank < world_size"
+        )
+    return int(r), int(w)
+
+
+def check_consistent(what: str, values: Mapping[str, Any], world_size: int, rank: int) -> bool:
+    """Check that ``values`` are equal on every rank, and that ranks are distinct.
+
+    Runs only when ``torch.distributed`` is initialised and its world size equals
+    ``world_size`` (a sampler over a sub-group of ranks is the user's to check). Every rank must
+    call it at the same point; every rank raises on a mismatch.
+
+    :param what: what is being checked, for the error message (e.g. ``"sampler"``).
+    :param values: picklable, comparable values (e.g. fingerprints).
+    :returns: True when the check ran, False when it was skipped.
+    :raises DistributedMismatchError: naming the first differing key and the ranks' values.
+    """
+    if not dist_active():
+        return False
+    import torch.distributed as dist
+
+    if dist.get_world_size() != world_size:
+        return False
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, (rank, dict(values)))
+    ranks = sorted(g[0] for g in gathered)
+    if ranks != list(range(world_size)):
+        raise DistributedMismatchError(
+            f"{what}: ranks {ranks} are not 0..{world_size - 1}: two processes use the same "
+            "rank (check the rank/world_size given in the config)"
+        )
+    reference = gathered[0][1]
+    for other_rank, other in gathered[1:]:
+        for key in sorted(set(reference) | set(other)):
+            a, b = reference.get(key), other.get(key)
+            if a != b:
+                raise DistributedMismatchError(
+                    f"{what}: ranks disagree on {key}: rank {gathered[0][0]} has {a!r}, rank "
+                    f"{other_rank} has {b!r}. Every rank must use the same index, config and "
+                    "resume state, or they would train on duplicated or missing data"
+                )
+    return True

@@ -1,0 +1,166 @@
+"""``create_dataloader``: a DataLoader over a :class:`DiscoSeqSampler` that counts the batches
+the training loop received, so its ``state_dict`` resumes exactly.
+
+How it is wired: the sampler runs in the main process and hands the DataLoader each batch as an
+array of index rows (cheap to send to a worker); a map-style dataset in the worker resolves the
+rows to a ``CutSet`` from the shared memory-mapped index and, when given, applies a Lhotse-style
+dataset (``dataset[cuts] -> batch``). The DataLoader keeps the sampler's order whatever the
+number of workers, so ``set_epoch`` and the position live in one place (the main process), and
+persistent workers are safe: they hold no epoch state.
+
+Delivered-batch counting: the DataLoader prefetches ``prefetch_factor x num_workers`` batches,
+so the sampler's own position runs ahead. The loader counts a batch when it hands it to the
+training loop (``for batch in loader``), and that count is the position of ``state_dict()``
+(also ``loader.dataset.sampler.state_dict()``): a batch received before the state is taken is
+never repeated after a restore, and a prefetched one is never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from discoseq.config import SamplerConfig
+from discoseq.index import CutIndex
+from discoseq.sampler import DiscoSeqSampler, decode_batch, read_in_file_order
+
+__all__ = ["DiscoSeqDataLoader", "ResolvingDataset", "create_dataloader"]
+
+
+class ResolvingDataset(Dataset):  # type: ignore[type-arg]
+    """The DataLoader's ``.dataset``: rows -> ``CutSet`` (-> ``dataset[cuts]``) in the worker,
+    and ``set_epoch``/``state_dict`` forwarded to the sampler in the main process.
+
+    :param sampler: the sampler whose batches are resolved (kept in the main process only).
+    :param dataset: optional Lhotse-style dataset, called as ``dataset[cuts]`` in the worker.
+    """
+
+    def __init__(self, sampler: DiscoSeqSampler, dataset: Any = None) -> None:
+        self.sampler: DiscoSeqSampler | None = sampler
+        self.index: CutIndex = sampler.index
+        self.dataset = dataset
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["sampler"] = None  # workers need only the index (pickled as its path) and dataset
+        return state
+
+    def __getitem__(self, rows: np.ndarray) -> Any:
+        cuts = decode_batch(self.index, rows, read_in_file_order(self.index, rows))
+        return cuts if self.dataset is None else self.dataset[cuts]
+
+    def _main(self) -> DiscoSeqSampler:
+        if self.sampler is None:
+            raise RuntimeError("the sampler lives in the main process, not in a DataLoader worker")
+        return self.sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to :meth:`DiscoSeqSampler.set_epoch`."""
+        self._main().set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self._main())
+
+
+class _RowSampler(Sampler):  # type: ignore[type-arg]
+    """Yields the sampler's row arrays without moving its position (the loader counts)."""
+
+    def __init__(self, sampler: DiscoSeqSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.sampler._iter_rows(count=False)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class DiscoSeqDataLoader(DataLoader):  # type: ignore[type-arg]
+    """A ``DataLoader`` that counts delivered batches; made by :func:`create_dataloader`.
+
+    ``state_dict()``/``load_state_dict()`` save and restore the position (see
+    :meth:`DiscoSeqSampler.state_dict`); ``.dataset.set_epoch(e)`` selects the epoch.
+    """
+
+    discoseq_sampler: DiscoSeqSampler
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.discoseq_sampler
+        # The start step: the restored position if a resume is pending, else the epoch start.
+        # Set before the first batch arrives, so a state taken then is that position.
+        count = sampler._steps if sampler._resume_pending else 0
+        iterator = super().__iter__()
+        sampler._steps = count
+        for batch in iterator:
+            count += 1
+            sampler._steps = count  # counted when handed to the training loop
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the batches delivered so far (see
+        :meth:`DiscoSeqSampler.state_dict`)."""
+        return self.discoseq_sampler.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a position (see :meth:`DiscoSeqSampler.load_state_dict`)."""
+        self.discoseq_sampler.load_state_dict(state)
+
+
+def create_dataloader(
+    source: Any,
+    config: SamplerConfig | Mapping[str, Any] | None = None,
+    dataset: Any = None,
+    **kwargs: Any,
+) -> DiscoSeqDataLoader:
+    """A DataLoader of the batches of ``source`` planned by ``config``.
+
+    :param source: anything :class:`DiscoSeqSampler` accepts, or a ``DiscoSeqSampler``
+        (then ``config`` must be None or equal to its config).
+    :param config: the :class:`SamplerConfig`; ``num_workers``, ``pin_memory`` and
+        ``prefetch_factor`` (only when ``num_workers > 0``) are passed to the DataLoader, with
+        ``persistent_workers=True`` when there are workers (they hold no epoch state).
+    :param dataset: optional Lhotse-style dataset run in the workers on each batch's ``CutSet``
+        (``dataset[cuts]``, e.g. ``K2SpeechRecognitionDataset``); without it batches are
+        ``CutSet`` objects.
+    :param kwargs: further DataLoader arguments (e.g. ``collate_fn``, ``timeout``,
+        ``multiprocessing_context``, ``persistent_workers``). ``batch_size``, ``shuffle``,
+        ``sampler`` and ``batch_sampler`` are the sampler's job and are refused.
+    :returns: a :class:`DiscoSeqDataLoader`; ``loader.dataset.set_epoch(e)`` selects the epoch,
+        ``loader.state_dict()`` counts delivered batches.
+    """
+    for name in ("batch_size", "shuffle", "sampler", "batch_sampler", "dataset"):
+        if name in kwargs:
+            raise ValueError(
+                f"{name}= is decided by the DiscoSeqSampler; remove it from the DataLoader "
+                "arguments (set batch limits and shuffling in SamplerConfig)"
+            )
+    for name in ("num_workers", "pin_memory", "prefetch_factor"):
+        if name in kwargs:
+            raise ValueError(f"{name}= belongs in SamplerConfig({name}=...), not in kwargs")
+    if isinstance(source, DiscoSeqSampler):
+        if config is not None:
+            given = config if isinstance(config, SamplerConfig) else SamplerConfig.from_dict(config)
+            if given != source.config:
+                raise ValueError("config differs from the given sampler's config; pass one")
+        sampler = source
+    else:
+        if config is None:
+            raise ValueError("config is required unless source is a DiscoSeqSampler")
+        sampler = DiscoSeqSampler(source, config)
+    cfg = sampler.config
+    options: dict[str, Any] = {"num_workers": cfg.num_workers, "pin_memory": cfg.pin_memory}
+    if cfg.num_workers > 0:
+        options["prefetch_factor"] = cfg.prefetch_factor
+        options["persistent_workers"] = kwargs.pop("persistent_workers", True)
+    options.update(kwargs)
+    loader = DiscoSeqDataLoader(
+        ResolvingDataset(sampler, dataset),
+        sampler=_RowSampler(sampler),
+        batch_size=None,
+        **options,
+    )
+    loader.discoseq_sampler = sampler
+    return loader
