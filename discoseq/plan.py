@@ -419,7 +419,8 @@ class EpochPlan:
 
 def _prepare_columns(
     columns: Mapping[str, np.ndarray], config: PlanConfig
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], tuple[float, float]]:
+    """Contiguous typed columns, and the bounds of the duration column."""
     if "duration" not in columns:
         raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
     needed = {"duration"}
@@ -448,13 +449,14 @@ def _prepare_columns(
             raise ValueError(f"column {name!r} must hold integers, got dtype {col.dtype}")
         out[name] = np.ascontiguousarray(col, dtype=dtype)
     d = out["duration"]
-    if d.shape[0] and not (d.min() > 0 and d.max() < np.inf):
+    lo, hi = (float(d.min()), float(d.max())) if d.shape[0] else (1.0, 0.0)
+    if d.shape[0] and not (lo > 0 and hi < np.inf):
         bad = int(np.count_nonzero(~((d > 0) & (d < np.inf))))
         raise ValueError(
             f"column 'duration' has {bad} rows that are not positive finite seconds; "
             "fix or filter them (mask=...) before planning"
         )
-    return out
+    return out, (lo, hi)
 
 
 def _apply_filters(
@@ -546,7 +548,7 @@ def plan_epoch(
     if not _is_int(world_size) or world_size < 1:
         raise ValueError(f"world_size={world_size!r} must be a positive integer")
     epoch, world_size = int(epoch), int(world_size)
-    cols = _prepare_columns(columns, config)
+    cols, dur_bounds = _prepare_columns(columns, config)
     n_in = int(cols["duration"].shape[0])
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
@@ -595,7 +597,9 @@ def plan_epoch(
         if config.bucket_edges is not None:
             edges = np.asarray(config.bucket_edges, dtype=np.float64)
         else:
-            edges = bucketing.estimate_edges(rows, kind, dur, frames, feats, tokens, B)
+            # the duration column's bounds (known from validation) bracket every key: one pass less
+            lo, hi = dur_bounds if config.bucket_method == "duration" else (1.0, 0.0)
+            edges = bucketing.estimate_edges(rows, kind, dur, frames, feats, tokens, B, lo, hi)
         if T > 1:
             if config.token_bucket_edges is not None:
                 token_edges = np.asarray(config.token_bucket_edges, dtype=np.float64)

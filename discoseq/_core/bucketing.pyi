@@ -11,6 +11,8 @@ def estimate_edges(
     num_features: npt.NDArray[np.int64],
     num_tokens: npt.NDArray[np.int64],
     num_buckets: int,
+    lo: float = ...,
+    hi: float = ...,
 ) -> npt.NDArray[np.float64]: ...
 def group_by_bucket(
     rows: npt.NDArray[np.int64] | None,

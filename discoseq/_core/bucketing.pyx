@@ -27,12 +27,12 @@ Assignment
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint64_t, INT64_MAX, UINT64_MAX
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX, UINT64_MAX
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy
 
 from discoseq._core.types cimport (
-    Columns, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES, KEY_NUMEL,
+    Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES, KEY_NUMEL,
     KEY_TOKENS, f64_ptr, i64_ptr, key_of, weight_of,
 )
 
@@ -63,31 +63,29 @@ cdef int _cmp_f64(const void* a, const void* b) noexcept nogil:
 
 
 cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t nb,
-                   double* out) noexcept nogil:
-    """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code. Requires n >= 1, nb >= 2."""
+                   double* out, double lo, double hi) noexcept nogil:
+    """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code. Requires n >= 1, nb >= 2.
+    ``lo <= hi`` are known bounds of the keys (saves a pass), or ``lo > hi`` when unknown."""
     cdef int64_t i, k, j, w, total = 0
     cdef uint64_t b, minb = UINT64_MAX, maxb = 0, base
     cdef double x
     cdef int shift = 0
-    for i in range(n):
-        x = key_of(c, kind, _row(rows, i))
-        b = _bits(x)
-        if b < minb:
-            minb = b
-        if b > maxb:
-            maxb = b
-        w = weight_of(kind, x)
-        if total > INT64_MAX - w:
-            return DS_ERR_OVERFLOW
-        total += w
-    if total > INT64_MAX // nb:
-        return DS_ERR_OVERFLOW
+    if lo <= hi:
+        minb = _bits(lo)
+        maxb = _bits(hi)
+    else:
+        for i in range(n):
+            b = _bits(key_of(c, kind, _row(rows, i)))
+            if b < minb:
+                minb = b
+            if b > maxb:
+                maxb = b
     while (maxb >> shift) - (minb >> shift) >= NBINS:
         shift += 1
     base = minb >> shift
     cdef int64_t nbins = <int64_t>((maxb >> shift) - base + 1)
-    cdef int64_t* counts = <int64_t*>calloc(nbins, sizeof(int64_t))
-    cdef int64_t* wsum = <int64_t*>calloc(nbins, sizeof(int64_t))
+    # counts[j] and weight sums wsum[j] of bin j side by side: one cache line per increment
+    cdef int64_t* hist = <int64_t*>calloc(2 * nbins, sizeof(int64_t))
     cdef int64_t* slot_of = <int64_t*>malloc(nbins * sizeof(int64_t))
     cdef int64_t* tbin = <int64_t*>malloc(nb * sizeof(int64_t))
     cdef int64_t* tprev = <int64_t*>malloc(nb * sizeof(int64_t))
@@ -96,25 +94,37 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
     cdef double* buf = NULL
     cdef int rc = DS_OK
     cdef int64_t cum, nslots, sl, target, acc, e
-    if (counts == NULL or wsum == NULL or slot_of == NULL or tbin == NULL or tprev == NULL
+    if (hist == NULL or slot_of == NULL or tbin == NULL or tprev == NULL
             or soff == NULL or sfill == NULL):
         rc = DS_ERR_NOMEM
     else:
         for i in range(n):
             x = key_of(c, kind, _row(rows, i))
-            j = <int64_t>((_bits(x) >> shift) - base)
-            counts[j] += 1
-            wsum[j] += weight_of(kind, x)
+            b = (_bits(x) >> shift) - base
+            if b >= <uint64_t>nbins:  # a key outside the given bounds
+                rc = DS_ERR_BOUNDS
+                break
+            j = <int64_t>b
+            w = weight_of(kind, x)
+            if total > INT64_MAX - w:
+                rc = DS_ERR_OVERFLOW
+                break
+            total += w
+            hist[2 * j] += 1
+            hist[2 * j + 1] += w
+        if rc == DS_OK and total > INT64_MAX // nb:
+            rc = DS_ERR_OVERFLOW
+    if rc == DS_OK:
         # The bin holding each target: smallest j with nb * C(j) >= k * total.
         j = 0
-        cum = wsum[0]
+        cum = hist[1]
         for k in range(1, nb):
             target = k * total
             while nb * cum < target:
                 j += 1
-                cum += wsum[j]
+                cum += hist[2 * j + 1]
             tbin[k] = j
-            tprev[k] = cum - wsum[j]
+            tprev[k] = cum - hist[2 * j + 1]
         for j in range(nbins):
             slot_of[j] = -1
         nslots = 0
@@ -122,7 +132,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
         for k in range(1, nb):
             if slot_of[tbin[k]] < 0:
                 slot_of[tbin[k]] = nslots
-                soff[nslots + 1] = soff[nslots] + counts[tbin[k]]
+                soff[nslots + 1] = soff[nslots] + hist[2 * tbin[k]]
                 sfill[nslots] = 0
                 nslots += 1
         buf = <double*>malloc((soff[nslots] if soff[nslots] > 0 else 1) * sizeof(double))
@@ -146,8 +156,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
                     if nb * acc >= target:
                         out[k - 1] = buf[e]
                         break
-    free(counts)
-    free(wsum)
+    free(hist)
     free(slot_of)
     free(tbin)
     free(tprev)
@@ -242,18 +251,34 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
     cdef BucketTable t
     if _build_table(&t, edges, ne) < 0:
         return DS_ERR_NOMEM
+    # With <= 256 buckets, pass 1 keeps each row's bucket id in a byte, so the scatter pass reads
+    # 1 byte per row instead of the key column and the lookup again.
+    cdef uint8_t* ids = <uint8_t*>malloc(n if n > 0 else 1) if nseg <= 256 else NULL
     for s in range(nseg + 1):
         offsets[s] = 0
-    for i in range(n):
-        offsets[_bucket(c, kind, _row(rows, i), &t, edges, ne, tedges, nt) + 1] += 1
+    if ids != NULL:
+        for i in range(n):
+            s = _bucket(c, kind, _row(rows, i), &t, edges, ne, tedges, nt)
+            ids[i] = <uint8_t>s
+            offsets[s + 1] += 1
+    else:
+        for i in range(n):
+            offsets[_bucket(c, kind, _row(rows, i), &t, edges, ne, tedges, nt) + 1] += 1
     for s in range(nseg):
         offsets[s + 1] += offsets[s]
     # offsets[s] now doubles as the write cursor of bucket s; restored below.
-    for i in range(n):
-        row = _row(rows, i)
-        s = _bucket(c, kind, row, &t, edges, ne, tedges, nt)
-        out[offsets[s]] = row
-        offsets[s] += 1
+    if ids != NULL:
+        for i in range(n):
+            s = ids[i]
+            out[offsets[s]] = _row(rows, i)
+            offsets[s] += 1
+        free(ids)
+    else:
+        for i in range(n):
+            row = _row(rows, i)
+            s = _bucket(c, kind, row, &t, edges, ne, tedges, nt)
+            out[offsets[s]] = row
+            offsets[s] += 1
     s = nseg
     while s > 0:
         offsets[s] = offsets[s - 1]
@@ -295,9 +320,11 @@ def _num_rows(const int64_t[::1] rows, int kind, const double[::1] duration,
 
 def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration,
                    const int64_t[::1] num_frames, const int64_t[::1] num_features,
-                   const int64_t[::1] num_tokens, Py_ssize_t num_buckets):
+                   const int64_t[::1] num_tokens, Py_ssize_t num_buckets, double lo=1.0,
+                   double hi=0.0):
     """Equal-total-cost interior edges (``num_buckets - 1`` of them) of the keys of ``rows``
-    (``None``: every row of the columns).
+    (``None``: every row of the columns). ``lo <= hi``, when given, must bracket every key (they
+    save one pass; a key outside them raises ValueError).
 
     Rows must be valid positions into the columns. Reference: ``reference_plan.estimate_edges``.
     """
@@ -313,9 +340,11 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
     cdef const int64_t* rp = i64_ptr(rows)
     cdef int rc
     with nogil:
-        rc = _estimate(rp, n, &c, kind, num_buckets, &o[0])
+        rc = _estimate(rp, n, &c, kind, num_buckets, &o[0], lo, hi)
     if rc == DS_ERR_NOMEM:
         raise MemoryError("estimate_edges: out of memory")
+    if rc == DS_ERR_BOUNDS:
+        raise ValueError(f"estimate_edges: a key lies outside the given bounds [{lo}, {hi}]")
     if rc == DS_ERR_OVERFLOW:
         raise ValueError("estimate_edges: the total key weight overflows int64 "
                          "(too many buckets or keys too large)")

@@ -88,10 +88,10 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
         mf = 0
         sf = 0
         for i in range(seg_off[s], seg_off[s + 1]):
-            if i + 16 < seg_off[s + 1]:
-                DS_PREFETCH(&dur[rows[i + 16]])
+            if i + 64 < seg_off[s + 1]:
+                DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
-                    DS_PREFETCH(&frames[rows[i + 16]])
+                    DS_PREFETCH(&frames[rows[i + 64]])
             row = rows[i]
             d = dur[row]
             c = d if q <= 0.0 else d + d * d / q

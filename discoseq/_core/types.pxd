@@ -20,6 +20,7 @@ cdef enum ErrCode:
     DS_OK = 0
     DS_ERR_NOMEM = -1
     DS_ERR_OVERFLOW = -2
+    DS_ERR_BOUNDS = -3
 
 cdef struct Columns:
     const double* duration
