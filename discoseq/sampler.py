@@ -248,8 +248,10 @@ class DiscoSeqSampler(Sampler, IterableDataset):  # type: ignore[type-arg]
 
     @property
     def plan(self) -> EpochPlan:
-        """The :class:`~discoseq.plan.EpochPlan` the next (or current) iteration follows."""
-        return self._next_view()[0]
+        """The :class:`~discoseq.plan.EpochPlan` of the current position: the one being (or
+        last) iterated, or the one a restored state resumes. After an elastic restore it plans
+        only the cuts not delivered before the world-size change."""
+        return self._plan_for(self._epoch, self._history, self.world_size)
 
     def _begin(self) -> tuple[EpochPlan, np.ndarray, int, bool]:
         """Start an iteration: the plan, this process's global batch ids, the start step, and
@@ -337,19 +339,19 @@ class DiscoSeqSampler(Sampler, IterableDataset):  # type: ignore[type-arg]
     def diagnostics(self) -> dict[str, Any]:
         """What the current epoch holds, for this rank and overall (a JSON-safe dict).
 
-        Keys: ``epoch``, ``rank``, ``world_size``, ``batches_per_rank``, ``num_batches``
-        (global, padding included), ``padding_batches`` (repeats added so every rank has as
-        many batches), ``batches_delivered`` (this rank's position), ``cuts_in``,
+        Of :attr:`plan`. Keys: ``epoch``, ``rank``, ``world_size``, ``batches_per_rank``,
+        ``num_batches`` (global, padding included), ``padding_batches`` (repeats added so
+        every rank has as many batches), ``batches_delivered`` (this rank's position), ``cuts_in``,
         ``cuts_planned`` (distinct cuts in the plan), ``filtered`` (per filter), ``oversize``
         (cuts larger than a cap alone) and ``oversize_policy``, ``dropped_batches`` and
         ``dropped_cuts`` (drop_last), ``total_duration`` (seconds, whole plan),
         ``rank_cuts`` and ``rank_duration`` (this rank's batches), ``cuts_delivered_before_resize``
         and ``history`` (elastic resumption).
         """
-        plan, _ = self._next_view()
+        plan = self.plan
         stats = plan.stats
         filtered = dict(stats.filtered)
-        before_resize = filtered.pop("mask", 0) if self._resume_pending and self._history else 0
+        before_resize = filtered.pop("mask", 0)
         ids = plan.rank_view(self.rank)
         sizes = plan.batch_sizes()
         return {
@@ -371,7 +373,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):  # type: ignore[type-arg]
             "rank_cuts": int(sizes[ids].sum()),
             "rank_duration": float(plan.duration[ids].sum()),
             "cuts_delivered_before_resize": int(before_resize),
-            "history": [list(h) for h in self._history] if self._resume_pending else [],
+            "history": [list(h) for h in self._history],
         }
 
     # -- state ------------------------------------------------------------------------------

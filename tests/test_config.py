@@ -1,0 +1,174 @@
+"""SamplerConfig: defaults, validation (each error names the field and value), JSON round trip,
+mapping onto the engine's PlanConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from discoseq import SamplerConfig, SamplingStrategy
+from discoseq.config import DEFAULT_QUADRATIC_DURATION, RESUME_MUTABLE_FIELDS
+from discoseq.plan import PlanConfig
+
+
+def test_defaults_are_the_published_ones() -> None:
+    c = SamplerConfig(max_duration=30.0)
+    assert c.strategy is SamplingStrategy.BUCKETED
+    assert (c.max_cuts, c.world_size, c.rank) == (None, None, None)
+    assert (c.seed, c.shuffle, c.drop_last) == (42, None, False)
+    assert (c.bucket_method, c.num_buckets, c.buffer_size) == ("duration", 10, 10000)
+    assert c.quadratic_duration is False
+    assert (c.num_workers, c.pin_memory, c.prefetch_factor) == (0, False, 2)
+    assert c.effective_shuffle is True
+
+
+def test_strategy_accepts_strings_and_resolves_shuffle() -> None:
+    assert SamplerConfig(strategy="RANDOM", max_cuts=3).strategy is SamplingStrategy.RANDOM
+    seq = SamplerConfig(strategy="sequential", max_cuts=3)
+    assert seq.effective_shuffle is False
+    assert seq.to_plan_config().shuffle is False
+    assert SamplerConfig(max_cuts=3, shuffle=False).to_plan_config().shuffle is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({}, "no batch limit"),
+        ({"max_duration": 3, "strategy": "sequential", "shuffle": True}, "shuffle=True"),
+        ({"max_duration": 3, "strategy": "random", "shuffle": False}, "shuffle=False"),
+        ({"max_duration": 3, "strategy": "nope"}, "strategy='nope'"),
+        ({"max_duration": -1.0}, "max_duration=-1.0"),
+        ({"max_duration": float("nan")}, "max_duration=nan"),
+        ({"max_cuts": 0}, "max_cuts=0"),
+        ({"max_cuts": 2.5}, "max_cuts=2.5"),
+        ({"max_cuts": 2, "world_size": 0}, "world_size=0"),
+        ({"max_cuts": 2, "rank": -1}, "rank=-1"),
+        ({"max_cuts": 2, "rank": 2, "world_size": 2}, "rank=2"),
+        ({"max_cuts": 2, "seed": -1}, "seed=-1"),
+        ({"max_cuts": 2, "seed": 2**64}, "seed="),
+        ({"max_cuts": 2, "shuffle": "yes"}, "shuffle='yes'"),
+        ({"max_cuts": 2, "drop_last": 1}, "drop_last=1"),
+        ({"max_cuts": 2, "pin_memory": None}, "pin_memory=None"),
+        ({"max_cuts": 2, "bucket_method": "pitch"}, "bucket_method='pitch'"),
+        ({"max_cuts": 2, "num_buckets": 0}, "num_buckets=0"),
+        ({"max_cuts": 2, "buffer_size": -1}, "buffer_size=-1"),
+        ({"max_cuts": 2, "quadratic_duration": 0}, "quadratic_duration=0"),
+        ({"max_cuts": 2, "quadratic_duration": "big"}, "quadratic_duration='big'"),
+        ({"max_cuts": 2, "num_workers": -1}, "num_workers=-1"),
+        ({"max_cuts": 2, "num_workers": 2, "prefetch_factor": 0}, "prefetch_factor=0"),
+        ({"max_cuts": 2, "prefetch_factor": 4}, "prefetch_factor=4 has no effect"),
+        ({"max_cuts": 2, "strategy": "random", "num_buckets": 5}, "num_buckets=5"),
+        ({"max_cuts": 2, "strategy": "random", "bucket_method": "num_frames"}, "bucket_method"),
+        ({"max_cuts": 2, "strategy": "random", "bucket_edges": [1.0]}, "bucket_edges"),
+        ({"max_cuts": 2, "num_buckets": 3, "bucket_edges": [1.0]}, "num_buckets=3"),
+        ({"max_cuts": 2, "bucket_edges": [2.0, 1.0]}, "strictly increasing"),
+        ({"max_cuts": 2, "limit_mode": "max"}, "limit_mode='max'"),
+        ({"max_cuts": 2, "oversize": "drop"}, "oversize='drop'"),
+        ({"max_cuts": 2, "bucket_max_cuts": [1, 2]}, "bucket_max_cuts has 2 values"),
+        ({"max_cuts": 2, "min_duration": 5.0, "max_duration_per_cut": 1.0}, "min_duration=5.0"),
+    ],
+)
+def test_invalid_values_fail_naming_the_field(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=None) as info:
+        SamplerConfig(**kwargs)
+    assert needle in str(info.value)
+
+
+def test_quadratic_duration_forms() -> None:
+    assert SamplerConfig(max_cuts=2).to_plan_config().quadratic_duration is None
+    assert SamplerConfig(max_cuts=2, quadratic_duration=None).quadratic_constant is None
+    c = SamplerConfig(max_cuts=2, quadratic_duration=True)
+    assert c.to_plan_config().quadratic_duration == DEFAULT_QUADRATIC_DURATION
+    assert SamplerConfig(max_cuts=2, quadratic_duration=15).quadratic_constant == 15.0
+
+
+def test_bucket_edges_set_the_bucket_count() -> None:
+    c = SamplerConfig(max_duration=60.0, bucket_edges=[2.0, 5.0, 10.0])
+    assert c.num_buckets == 4 and c.bucket_edges == (2.0, 5.0, 10.0)
+    assert SamplerConfig(max_duration=60.0, num_buckets=4, bucket_edges=[2.0, 5.0, 10.0]) == c
+
+
+def test_engine_fields_reach_the_plan_config() -> None:
+    c = SamplerConfig(
+        max_duration=60.0,
+        max_cuts=7,
+        max_frames=90000,
+        num_buckets=2,
+        num_token_buckets=2,
+        bucket_max_duration=[30.0, 40.0, 50.0, 60.0],
+        oversize="exclude",
+        min_duration=0.5,
+        max_duration_per_cut=30.0,
+        max_tokens_per_second=40.0,
+        limit_mode="sum",
+        drop_last=True,
+        seed=7,
+    )
+    p = c.to_plan_config()
+    assert isinstance(p, PlanConfig)
+    for name in ("max_duration", "max_cuts", "max_frames", "num_buckets", "num_token_buckets",
+                 "bucket_max_duration", "oversize", "min_duration", "max_duration_per_cut",
+                 "max_tokens_per_second", "limit_mode", "drop_last", "seed"):  # fmt: skip
+        assert getattr(p, name) == getattr(c, name), name
+    assert SamplerConfig(strategy="random", max_cuts=2).to_plan_config().num_buckets is None
+
+
+def test_json_round_trip_and_unknown_keys() -> None:
+    c = SamplerConfig(
+        strategy="random", max_duration=20.0, world_size=4, rank=3, quadratic_duration=True
+    )
+    assert SamplerConfig.from_json(c.to_json()) == c
+    assert SamplerConfig.from_dict(c.to_dict()) == c
+    c2 = SamplerConfig(max_cuts=3, num_buckets=2, num_token_buckets=2,
+                       token_bucket_edges=[[10.0], [20.0]])  # fmt: skip
+    assert SamplerConfig.from_json(c2.to_json()) == c2
+    with pytest.raises(ValueError, match=r"unknown SamplerConfig field.*'max_durations'"):
+        SamplerConfig.from_dict({"max_durations": 3})
+    with pytest.raises(ValueError, match="not a SamplerConfig JSON"):
+        SamplerConfig.from_json("{nope")
+
+
+def test_frozen_and_replace_validates() -> None:
+    c = SamplerConfig(max_cuts=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.max_cuts = 4  # type: ignore[misc]
+    assert c.replace(max_cuts=4).max_cuts == 4
+    with pytest.raises(ValueError, match="max_cuts=0"):
+        c.replace(max_cuts=0)
+
+
+def test_differences_and_mutable_fields() -> None:
+    a = SamplerConfig(max_cuts=3, world_size=2, rank=1, num_workers=2, prefetch_factor=4)
+    b = SamplerConfig(max_cuts=3, seed=1)
+    assert a.differences(b, ignore=RESUME_MUTABLE_FIELDS) == [("seed", 42, 1)]
+
+
+@given(
+    strategy=st.sampled_from(list(SamplingStrategy)),
+    max_duration=st.none() | st.floats(0.5, 1e4),
+    max_cuts=st.none() | st.integers(1, 10_000),
+    seed=st.integers(0, 2**64 - 1),
+    drop_last=st.booleans(),
+    buffer_size=st.integers(0, 10**6),
+    quadratic=st.sampled_from([None, False, True, 12.5]),
+    workers=st.integers(0, 8),
+)
+def test_round_trip_property(
+    strategy, max_duration, max_cuts, seed, drop_last, buffer_size, quadratic, workers
+) -> None:
+    if max_duration is None and max_cuts is None:
+        max_cuts = 5
+    c = SamplerConfig(
+        strategy=strategy,
+        max_duration=max_duration,
+        max_cuts=max_cuts,
+        seed=seed,
+        drop_last=drop_last,
+        buffer_size=buffer_size,
+        quadratic_duration=quadratic,
+        num_workers=workers,
+    )
+    assert SamplerConfig.from_json(c.to_json()) == c
