@@ -16,8 +16,10 @@ Pipeline (each step's exact rule is in the named kernel's docstring and in its t
    equal total cost estimated on the full column, or given; 2D duration x tokens as NeMo) and,
    with ``shuffle``, shuffles each bucket ``b`` with the stream of
    ``(seed, epoch, PURPOSE_CUTS | b)``.
-3. **Packing** (``packing``): greedy in that order, within a bucket, under every active cap, checked
-   before a cut joins; oversize cuts go alone or are excluded, and are counted.
+3. **Packing** (``packing``): optionally (``sort_pool``) each run of that many cuts of a bucket is
+   first sorted by duration (stable); then greedy in that order, within a bucket, under every
+   active cap, checked before a cut joins; oversize cuts go alone or are excluded, and are
+   counted.
 4. **Batch order and sharding** (``sharding``): groups of ``world_size`` batches from one bucket,
    leftovers of all buckets combined into mixed groups of neighbouring buckets, the last partial
    group dropped (``drop_last``) or padded with repeats; groups shuffled (BUCKETED with shuffle).
@@ -104,6 +106,11 @@ class PlanConfig:
     :param bucket_max_cuts: per-bucket cut caps (as above); override ``max_cuts``.
     :param oversize: what happens to a cut that alone exceeds a cap: ``"single"`` (a batch of its
         own) or ``"exclude"`` (left out). Counted either way.
+    :param sort_pool: RANDOM/BUCKETED, off by default: after the shuffle, sort each run of this
+        many consecutive cuts of a bucket by duration before packing, so a batch holds cuts of
+        similar length (much less padding; batch order is still shuffled, but a batch's make-up
+        is less random: fairseq's/ESPnet's sort-within-a-chunk idea). Around 10-50 batches' worth
+        of cuts is a good start.
     :param min_duration: drop cuts shorter than this (seconds).
     :param max_duration_per_cut: drop cuts longer than this (seconds).
     :param max_tokens_per_second: drop cuts with more supervision characters per second.
@@ -128,6 +135,7 @@ class PlanConfig:
     bucket_max_duration: tuple[float, ...] | None = None
     bucket_max_cuts: tuple[int, ...] | None = None
     oversize: OversizePolicy = "single"
+    sort_pool: int | None = None
     min_duration: float | None = None
     max_duration_per_cut: float | None = None
     max_tokens_per_second: float | None = None
@@ -161,6 +169,13 @@ class PlanConfig:
         for name in ("max_cuts", "max_frames"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name), integer=True)
+        if self.sort_pool is not None:
+            if not _is_int(self.sort_pool) or self.sort_pool < 2:
+                raise ValueError(f"sort_pool={self.sort_pool!r} must be an integer >= 2 (or None)")
+            if self.strategy is SamplingStrategy.SEQUENTIAL:
+                raise ValueError(
+                    f"sort_pool={self.sort_pool} would reorder strategy='sequential' (source order)"
+                )
         if self.limit_mode not in ("padded", "sum"):
             raise ValueError(f"limit_mode={self.limit_mode!r} must be 'padded' or 'sum'")
         if self.bucket_method not in ("duration", "num_frames", "num_features"):
@@ -634,6 +649,8 @@ def plan_epoch(
         seg_offsets = np.array([0, rows.shape[0]], dtype=np.int64)
     assert rows is not None  # for mypy: every branch above produced the row array
 
+    if config.sort_pool is not None:
+        packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
     nseg = seg_offsets.shape[0] - 1
     cap_d = np.full(nseg, np.inf if config.max_duration is None else float(config.max_duration))
     if config.bucket_max_duration is not None:

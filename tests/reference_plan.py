@@ -191,6 +191,17 @@ def pack(
     return batches, bseg, bcost, bdur, n_over
 
 
+def sort_pools(segments: list[list[int]], dur: np.ndarray, pool: int) -> list[list[int]]:
+    """Each run of ``pool`` rows of a segment sorted by duration, stably."""
+    out = []
+    for seg in segments:
+        runs = [
+            sorted(seg[a : a + pool], key=lambda r: float(dur[r])) for a in range(0, len(seg), pool)
+        ]
+        out.append([r for run in runs for r in run])
+    return out
+
+
 # ------------------------------------------------------------------------------- batch order
 
 
@@ -310,6 +321,8 @@ def reference_plan(
         segments = [shuffle(rows.tolist(), derive_key(config.seed, epoch, PURPOSE_CUTS))]
     else:
         segments = [rows.tolist()]
+    if config.sort_pool is not None:
+        segments = sort_pools(segments, dur, config.sort_pool)
     nseg = len(segments)
 
     if not rows.size:

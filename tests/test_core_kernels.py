@@ -207,6 +207,16 @@ def test_pack_matches_reference(
     assert np.diff(sb).tolist() == [eseg.count(0), eseg.count(1)]
 
 
+@given(durations, st.integers(2, 30))
+def test_sort_pools_matches_reference(values: list[float], pool: int) -> None:
+    d = readonly(np.round(np.array(values), 1))  # ties
+    rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
+    seg = np.array([0, d.size // 3, d.size], dtype=np.int64)
+    segs = [rows[seg[s] : seg[s + 1]].tolist() for s in range(2)]
+    packing.sort_pools(rows, readonly(seg), d, pool)
+    assert rows.tolist() == [r for s in ref.sort_pools(segs, d, pool) for r in s]
+
+
 # ----------------------------------------------------------------------------------- sharding
 
 

@@ -57,6 +57,8 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     kw["limit_mode"] = draw(st.sampled_from(["padded", "sum"]))
     kw["oversize"] = draw(st.sampled_from(["single", "exclude"]))
     kw["drop_last"] = draw(st.booleans())
+    if strategy != "sequential" and draw(st.integers(0, 3)) == 0:
+        kw["sort_pool"] = draw(st.sampled_from([2, 5, 17]))
     if draw(st.booleans()):
         kw["min_duration"] = draw(st.sampled_from([0.3, 1.0]))
     if draw(st.booleans()):

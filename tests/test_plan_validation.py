@@ -43,6 +43,8 @@ def test_strategy_accepts_strings() -> None:
         ({"max_cuts": 2, "num_buckets": 2, "bucket_max_cuts": (1, 2, 3)}, "bucket_max_cuts"),
         ({"num_buckets": 2, "bucket_max_duration": (1.0, -2.0)}, "bucket_max_duration\\[1\\]"),
         ({"max_cuts": 2, "num_token_buckets": 0}, "num_token_buckets=0"),
+        ({"max_cuts": 2, "sort_pool": 1}, "sort_pool=1"),
+        ({"max_cuts": 2, "sort_pool": 8, "strategy": "sequential"}, "sort_pool=8"),
     ],
 )
 def test_config_errors_name_field_and_value(kw: dict[str, Any], match: str) -> None:

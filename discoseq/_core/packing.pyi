@@ -21,3 +21,9 @@ def pack(
     npt.NDArray[np.int64],
     int,
 ]: ...
+def sort_pools(
+    rows: npt.NDArray[np.int64],
+    seg_offsets: npt.NDArray[np.int64],
+    duration: npt.NDArray[np.float64],
+    pool: int,
+) -> None: ...

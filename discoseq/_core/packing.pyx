@@ -22,7 +22,7 @@ cdef extern from *:
     """
     void DS_PREFETCH(const void* p) noexcept nogil
 from libc.stdint cimport int32_t, int64_t, INT64_MAX
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, malloc, qsort, realloc
 from libc.string cimport memcpy
 
 from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK
@@ -222,3 +222,49 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         free(buf.cost)
         free(buf.dur)
     return kept, offsets, bseg, bcost, bdur, seg_batch, n_over
+
+
+cdef struct KeyPos:
+    double key
+    int64_t pos
+
+
+cdef int _cmp_keypos(const void* a, const void* b) noexcept nogil:
+    cdef const KeyPos* x = <const KeyPos*>a
+    cdef const KeyPos* y = <const KeyPos*>b
+    if x.key != y.key:
+        return -1 if x.key < y.key else 1
+    return (x.pos > y.pos) - (x.pos < y.pos)
+
+
+def sort_pools(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
+               const double[::1] duration not None, int64_t pool):
+    """Sort each run of ``pool`` consecutive rows of every segment by duration, stably (ties keep
+    their order), in place. Runs restart at each segment; the last run of a segment may be
+    shorter. Reference: ``reference_plan.sort_pools``."""
+    if pool < 2:
+        raise ValueError(f"pool={pool} must be >= 2")
+    cdef int64_t nseg = seg_offsets.shape[0] - 1, s, a, e, i
+    if nseg < 0 or seg_offsets[nseg] > rows.shape[0]:
+        raise ValueError("seg_offsets must end within rows")
+    cdef KeyPos* buf = <KeyPos*>malloc(pool * sizeof(KeyPos))
+    if buf == NULL:
+        raise MemoryError("sort_pools: out of memory")
+    cdef int64_t* rp = &rows[0] if rows.shape[0] > 0 else NULL
+    cdef const double* dp = &duration[0] if duration.shape[0] > 0 else NULL
+    with nogil:
+        for s in range(nseg):
+            a = seg_offsets[s]
+            while a < seg_offsets[s + 1]:
+                e = a + pool if a + pool < seg_offsets[s + 1] else seg_offsets[s + 1]
+                # key and slot; ties are ordered by slot, which makes the sort stable
+                for i in range(a, e):
+                    buf[i - a].key = dp[rp[i]]
+                    buf[i - a].pos = i
+                qsort(buf, e - a, sizeof(KeyPos), _cmp_keypos)
+                for i in range(a, e):  # slot -> row (read every row before writing any)
+                    buf[i - a].pos = rp[buf[i - a].pos]
+                for i in range(a, e):
+                    rp[i] = buf[i - a].pos
+                a = e
+    free(buf)
