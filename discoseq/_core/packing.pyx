@@ -22,7 +22,7 @@ cdef extern from *:
     """
     void DS_PREFETCH(const void* p) noexcept nogil
 from libc.stdint cimport int32_t, int64_t, INT64_MAX
-from libc.stdlib cimport free, malloc, qsort, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK
@@ -229,12 +229,57 @@ cdef struct KeyPos:
     int64_t pos
 
 
-cdef int _cmp_keypos(const void* a, const void* b) noexcept nogil:
-    cdef const KeyPos* x = <const KeyPos*>a
-    cdef const KeyPos* y = <const KeyPos*>b
-    if x.key != y.key:
-        return -1 if x.key < y.key else 1
-    return (x.pos > y.pos) - (x.pos < y.pos)
+cdef void _stable_sort(KeyPos* a, KeyPos* tmp, int64_t n) noexcept nogil:
+    """Stable sort by key: insertion sort of runs of 16, then bottom-up merging (ping-pong
+    between ``a`` and ``tmp``; the result ends in ``a``). Keys are never NaN here."""
+    cdef int64_t i, j, lo, mid, hi, width, p, q, k
+    cdef KeyPos x
+    cdef KeyPos* src = a
+    cdef KeyPos* dst = tmp
+    cdef KeyPos* sw
+    lo = 0
+    while lo < n:
+        hi = lo + 16 if lo + 16 < n else n
+        for i in range(lo + 1, hi):
+            x = a[i]
+            j = i
+            while j > lo and a[j - 1].key > x.key:
+                a[j] = a[j - 1]
+                j -= 1
+            a[j] = x
+        lo = hi
+    width = 16
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width if lo + width < n else n
+            hi = lo + 2 * width if lo + 2 * width < n else n
+            p = lo
+            q = mid
+            k = lo
+            while p < mid and q < hi:
+                if src[q].key < src[p].key:
+                    dst[k] = src[q]
+                    q += 1
+                else:
+                    dst[k] = src[p]
+                    p += 1
+                k += 1
+            while p < mid:
+                dst[k] = src[p]
+                p += 1
+                k += 1
+            while q < hi:
+                dst[k] = src[q]
+                q += 1
+                k += 1
+            lo = hi
+        sw = src
+        src = dst
+        dst = sw
+        width *= 2
+    if src != a:
+        memcpy(a, src, n * sizeof(KeyPos))
 
 
 def sort_pools(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
@@ -247,7 +292,7 @@ def sort_pools(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not No
     cdef int64_t nseg = seg_offsets.shape[0] - 1, s, a, e, i
     if nseg < 0 or seg_offsets[nseg] > rows.shape[0]:
         raise ValueError("seg_offsets must end within rows")
-    cdef KeyPos* buf = <KeyPos*>malloc(pool * sizeof(KeyPos))
+    cdef KeyPos* buf = <KeyPos*>malloc(2 * pool * sizeof(KeyPos))
     if buf == NULL:
         raise MemoryError("sort_pools: out of memory")
     cdef int64_t* rp = &rows[0] if rows.shape[0] > 0 else NULL
@@ -257,11 +302,10 @@ def sort_pools(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not No
             a = seg_offsets[s]
             while a < seg_offsets[s + 1]:
                 e = a + pool if a + pool < seg_offsets[s + 1] else seg_offsets[s + 1]
-                # key and slot; ties are ordered by slot, which makes the sort stable
                 for i in range(a, e):
                     buf[i - a].key = dp[rp[i]]
                     buf[i - a].pos = i
-                qsort(buf, e - a, sizeof(KeyPos), _cmp_keypos)
+                _stable_sort(buf, buf + pool, e - a)
                 for i in range(a, e):  # slot -> row (read every row before writing any)
                     buf[i - a].pos = rp[buf[i - a].pos]
                 for i in range(a, e):
