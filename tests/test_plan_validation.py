@@ -132,3 +132,14 @@ def test_edge_estimation_overflow_is_reported() -> None:
     empty = np.empty(0, np.int64)
     with pytest.raises(ValueError, match="overflows"):
         bucketing.estimate_edges(None, 1, np.empty(0), huge, empty, empty, 8)
+
+
+def test_edge_estimation_rejects_wrong_bounds() -> None:
+    d = np.array([1.0, 2.0, 50.0])
+    empty = np.empty(0, np.int64)
+    good = bucketing.estimate_edges(None, 0, d, empty, empty, empty, 3)
+    assert bucketing.estimate_edges(None, 0, d, empty, empty, empty, 3, 1.0, 50.0).tolist() == (
+        good.tolist()
+    )
+    with pytest.raises(ValueError, match="outside the given bounds"):
+        bucketing.estimate_edges(None, 0, d, empty, empty, empty, 3, 1.0, 10.0)
