@@ -239,34 +239,54 @@ class CutIndex:
             out.append(data)
         return out
 
-    def record_dicts(self, rows: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
-        """The records of ``rows`` as dicts, each checked to carry the expected cut id."""
+    def records_in_file_order(self, rows: Sequence[int] | np.ndarray) -> dict[int, bytes]:
+        """The raw records of ``rows`` by row (duplicates read once), read sorted by source and
+        byte offset, so a window of batches costs one forward pass over each file."""
+        unique = np.unique(self._check_rows(rows))
+        order = np.lexsort(
+            (self._arrays["record_offset"][unique], self._arrays["source_id"][unique])
+        )
+        unique = unique[order]
+        return dict(zip(unique.tolist(), self.records(unique), strict=True))
+
+    def record_dicts(
+        self, rows: Sequence[int] | np.ndarray, records: Mapping[int, bytes] | None = None
+    ) -> list[dict[str, Any]]:
+        """The records of ``rows`` as dicts, each checked to carry its row's cut id.
+
+        :param records: raw records by row, already read (e.g. by
+            :meth:`records_in_file_order`); read now when None.
+        """
         rows = self._check_rows(rows)
+        raw = self.records(rows) if records is None else [records[r] for r in rows.tolist()]
         out = []
-        ids = self.cut_ids(rows)
-        for row, cut_id, data in zip(rows.tolist(), ids, self.records(rows), strict=True):
+        for row, cut_id, data in zip(rows.tolist(), self.cut_ids(rows), raw, strict=True):
             try:
                 record = orjson.loads(data)
             except orjson.JSONDecodeError:
                 record = None
             if not isinstance(record, dict) or record.get("id") != cut_id:
                 raise StaleIndexError(
-                    f"index {self.path}: the record of row {row} (cut {self.cut_id(row)!r}) "
+                    f"index {self.path}: the record of row {row} (cut {cut_id!r}) "
                     "does not match its source any more; rebuild the index"
                 )
             out.append(record)
         return out
 
-    def resolve(self, rows: Sequence[int] | np.ndarray) -> Any:
+    def resolve(
+        self, rows: Sequence[int] | np.ndarray, records: Mapping[int, bytes] | None = None
+    ) -> Any:
         """A Lhotse ``CutSet`` of the cuts at ``rows``, in the order asked; reads only those.
 
         Uses Lhotse's ``deserialize_cut``, so every cut type (also a standalone ``PaddingCut``
         line, which Lhotse's lazy manifest reader misreads) comes back as Lhotse builds it.
+
+        :param records: raw records by row, already read (see :meth:`record_dicts`).
         """
         from lhotse import CutSet
         from lhotse.cut.set import deserialize_cut
 
-        return CutSet.from_cuts([deserialize_cut(r) for r in self.record_dicts(rows)])
+        return CutSet.from_cuts([deserialize_cut(r) for r in self.record_dicts(rows, records)])
 
     def iter_cuts(self, chunk: int = 1024) -> Iterator[Any]:
         """Every cut in row order (resolution in chunks)."""

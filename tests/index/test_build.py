@@ -510,3 +510,19 @@ def test_fingerprint_is_content_based(tmp_path, fixtures_dir, mono):
     d = build_index(path, tmp_path / "d")
     e = build_index(path, tmp_path / "e", store_records=True)
     assert d.fingerprint == e.fingerprint != a.fingerprint
+
+
+def test_records_in_file_order_feed_resolve(tmp_path, mono):
+    records = mono_records(mono, 30)
+    a = write_lines(tmp_path / "a.jsonl", records[:15])
+    b = write_lines(tmp_path / "b.jsonl.gz", records[15:])
+    index = build_index([b, a], tmp_path / "idx")  # rows 0-14 from b, 15-29 from a
+    rows = np.array([20, 3, 20, 17, 0, 29])
+    raw = index.records_in_file_order(rows)
+    assert sorted(raw) == [0, 3, 17, 20, 29]
+    resolved = index.resolve(rows, raw)
+    assert [c.id for c in resolved] == [index.cut_id(r) for r in rows]
+    assert [c.to_dict() for c in resolved] == [c.to_dict() for c in index.resolve(rows)]
+    raw[3] = raw[0]
+    with pytest.raises(StaleIndexError, match="row 3"):
+        index.resolve(rows, raw)
