@@ -1,0 +1,567 @@
+"""Statistics of an epoch plan: what a configuration does to a corpus, before any training.
+
+:func:`analyze_plan` turns an :class:`~discoseq.plan.EpochPlan` and the duration column into a
+JSON-safe dict (schema below); :func:`analyze` plans an epoch of an index (or of columns) under a
+:class:`~discoseq.SamplerConfig` or :class:`~discoseq.plan.PlanConfig` first. :func:`format_table`
+renders the dict for a terminal and :func:`plot_analysis` draws it (matplotlib, the optional
+``plot`` extra). ``discoseq analyze`` is the command-line front end. Neither torch nor Lhotse is
+imported here.
+
+Definitions
+-----------
+For batch ``i`` with ``n_i`` cuts of durations ``d_ij``, longest ``m_i = max_j d_ij``:
+
+* **padding efficiency** = ``sum_ij d_ij / sum_i n_i * m_i``: the share of a padded batch tensor
+  that is speech (1.0: no padding at all). Computed on durations, also with quadratic_duration.
+* **batch fill** = the batch's duration cost (``n_i x`` the longest cut's cost, or the sum with
+  ``limit_mode="sum"``; each cut's cost is ``d + d**2/q`` with quadratic_duration) divided by
+  its duration cap (``bucket_max_duration`` of its bucket, else ``max_duration``); ``null`` when
+  no duration cap is set. **Cuts fill** = ``n_i / max_cuts`` likewise.
+* **step balance** = mean over steps ``s`` of ``mean_r(n m) / max_r(n m)`` of the ``W`` batches
+  ``s*W .. s*W+W-1`` (one per rank): the share of a synchronous DDP step that ranks are not
+  waiting for the slowest one, with padded duration as the proxy of work (1.0: equal).
+
+Every statistic over *batches* (the histograms, padding efficiency, fill, ranks, step balance)
+includes the repeated tail batches (``repeats``), since those are trained on too. The *bucket*
+table counts distinct cuts (repeats excluded), so its cuts and durations add up to
+``totals.cuts_planned`` and ``totals.duration``.
+
+Schema (``schema == "discoseq.analysis/1"``)
+----------------------------------------------
+``epoch``, ``world_size``, ``config`` (the engine configuration, :class:`PlanConfig` as a dict);
+``totals``: ``cuts_in``, ``cuts_planned``, ``duration`` (s, distinct planned cuts),
+``num_batches`` (global, repeats included), ``batches_per_rank``; ``filtered``: cuts removed by
+each filter (``mask``, ``min_duration``, ``max_duration_per_cut``, ``max_tokens_per_second``) and
+``total``; ``oversize``: ``cuts`` (that alone exceed a cap) and ``policy`` (``single``/
+``exclude``); ``repeats``: ``batches``, ``cuts``, ``duration`` of the padding of the last step;
+``drops``: ``batches``, ``cuts`` removed by ``drop_last``; ``batch_cuts`` and ``batch_duration``
+(sum of a batch's durations, s): ``min``, ``mean``, ``median``, ``max`` and ``histogram``
+(``edges``, ``counts``); ``padding``: ``efficiency``, ``duration``, ``padded_duration``;
+``fill``: ``cap`` (the global cap or ``null``), ``mean``, ``min``, ``max``, ``histogram`` (or
+``null`` without a duration cap); ``cuts_fill``: ``cap``, ``mean`` (or ``null`` without
+max_cuts/bucket_max_cuts); ``buckets``: ``method``, ``edges``, ``token_edges`` and ``items`` (one
+per flat bucket ``bucket * T + token_bucket``: ``bucket``, ``token_bucket``, ``low``/``high``
+(key range ``(low, high]``, ``null`` when open), ``token_low``/``token_high``, ``batches``,
+``cuts``, ``duration``, ``padding_efficiency``, ``mean_fill``, ``cap_duration``, ``cap_cuts``);
+``ranks``: per-rank lists ``batches``, ``cuts``, ``duration``, ``padded_duration`` and
+``balance``: ``equal_batch_counts``, ``duration_max_over_min``, ``duration_spread`` ((max - min)
+/ mean), ``step_balance``. Floats that are undefined (an empty plan) are ``null``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from discoseq.plan import EpochPlan, PlanConfig, plan_epoch
+
+__all__ = ["SCHEMA", "analyze", "analyze_plan", "format_table", "plot_analysis"]
+
+SCHEMA = "discoseq.analysis/1"
+"""The ``schema`` value of :func:`analyze_plan`'s dict (changes when a key changes meaning)."""
+
+
+def _f(x: Any) -> float | None:
+    """A JSON-safe float (None for NaN/inf)."""
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return _f(num / den) if den else None
+
+
+def _histogram(values: np.ndarray, bins: int, integer: bool) -> dict[str, list[Any]]:
+    if values.size == 0:
+        return {"edges": [], "counts": []}
+    lo, hi = float(values.min()), float(values.max())
+    if integer:  # integer-aligned bins centred on whole numbers
+        width = max(1, math.ceil((hi - lo + 1) / bins))
+        nb = math.ceil((hi - lo + 1) / width)
+        edges = lo - 0.5 + width * np.arange(nb + 1)
+    else:
+        edges = np.histogram_bin_edges(values, bins=bins, range=(lo, hi if hi > lo else lo + 1))
+    counts, edges = np.histogram(values, bins=edges)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _summary(values: np.ndarray, bins: int, integer: bool = False) -> dict[str, Any]:
+    if values.size == 0:
+        empty: dict[str, list[Any]] = {"edges": [], "counts": []}
+        return {"min": None, "mean": None, "median": None, "max": None, "histogram": empty}
+    return {
+        "min": _f(values.min()),
+        "mean": _f(values.mean()),
+        "median": _f(np.median(values)),
+        "max": _f(values.max()),
+        "histogram": _histogram(values, bins, integer),
+    }
+
+
+def _config_dict(config: PlanConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if isinstance(v, tuple):
+            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        elif hasattr(v, "value"):
+            v = v.value
+        out[f.name] = v
+    return out
+
+
+def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> dict[str, Any]:
+    """Statistics of ``plan`` (see the module docstring for the definitions and the schema).
+
+    :param plan: an epoch plan from :func:`~discoseq.plan.plan_epoch`.
+    :param duration: the duration column the plan was made from (seconds per row).
+    :param bins: number of histogram bins.
+    :return: a JSON-safe dict.
+    """
+    if not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins={bins!r} must be a positive integer")
+    d = np.asarray(duration, dtype=np.float64)
+    cfg = plan.config
+    W = plan.world_size
+    nb = plan.num_batches
+    offsets = plan.batch_offsets
+    sizes = np.diff(offsets).astype(np.int64)
+    x = d[plan.rows]
+    if nb:
+        longest = np.maximum.reduceat(x, offsets[:-1])
+        batch_dur = np.add.reduceat(x, offsets[:-1])
+    else:
+        longest = np.zeros(0)
+        batch_dur = np.zeros(0)
+    padded = sizes * longest
+    bucket = np.asarray(plan.bucket, dtype=np.int64)
+    is_repeat = np.zeros(nb, dtype=bool)
+    is_repeat[plan.padding_batches] = True
+    stats = plan.stats
+
+    # caps per batch (from the batch's bucket)
+    T = cfg.token_buckets
+    n_buckets = cfg.total_buckets
+    cap_d = np.full(n_buckets, np.nan if cfg.max_duration is None else float(cfg.max_duration))
+    if cfg.bucket_max_duration is not None:
+        cap_d[:] = cfg.bucket_max_duration
+    cap_c = np.full(n_buckets, np.nan if cfg.max_cuts is None else float(cfg.max_cuts))
+    if cfg.bucket_max_cuts is not None:
+        cap_c[:] = cfg.bucket_max_cuts
+    fill_stats: dict[str, Any] | None = None
+    fill = np.full(nb, np.nan)
+    if not np.isnan(cap_d).all():
+        fill = plan.cost / cap_d[bucket]
+        fill_stats = {
+            "cap": None if cfg.bucket_max_duration is not None else _f(cfg.max_duration),
+            **{k: v for k, v in _summary(fill, bins).items() if k != "median"},
+        }
+    cuts_fill: dict[str, Any] | None = None
+    if not np.isnan(cap_c).all():
+        cf = sizes / cap_c[bucket]
+        cuts_fill = {
+            "cap": None if cfg.bucket_max_cuts is not None else cfg.max_cuts,
+            "mean": _f(cf.mean()) if nb else None,
+        }
+
+    # buckets: distinct cuts (repeats excluded)
+    own = ~is_repeat
+    b_batches = np.bincount(bucket[own], minlength=n_buckets)
+    b_cuts = np.bincount(bucket[own], weights=sizes[own], minlength=n_buckets)
+    b_dur = np.bincount(bucket[own], weights=batch_dur[own], minlength=n_buckets)
+    b_pad = np.bincount(bucket[own], weights=padded[own], minlength=n_buckets)
+    b_fill = np.bincount(bucket[own], weights=np.nan_to_num(fill[own]), minlength=n_buckets)
+    edges = [float(e) for e in plan.bucket_edges]
+    token_edges = [[float(e) for e in row] for row in np.asarray(plan.token_edges)]
+    items = []
+    for flat in range(n_buckets):
+        b, t = divmod(flat, T)
+        te = token_edges[b] if T > 1 and b < len(token_edges) else []
+        items.append(
+            {
+                "bucket": b,
+                "token_bucket": t,
+                "low": edges[b - 1] if b > 0 and edges else None,
+                "high": edges[b] if b < len(edges) else None,
+                "token_low": te[t - 1] if t > 0 and te else None,
+                "token_high": te[t] if t < len(te) else None,
+                "batches": int(b_batches[flat]),
+                "cuts": int(b_cuts[flat]),
+                "duration": float(b_dur[flat]),
+                "padding_efficiency": _ratio(b_dur[flat], b_pad[flat]),
+                "mean_fill": (
+                    _ratio(b_fill[flat], b_batches[flat]) if fill_stats is not None else None
+                ),
+                "cap_duration": _f(cap_d[flat]),
+                "cap_cuts": None if np.isnan(cap_c[flat]) else int(cap_c[flat]),
+            }
+        )
+
+    # ranks: batch s*W + r is step s of rank r
+    rank_of = np.arange(nb) % W
+    r_batches = np.bincount(rank_of, minlength=W)
+    r_cuts = np.bincount(rank_of, weights=sizes, minlength=W)
+    r_dur = np.bincount(rank_of, weights=batch_dur, minlength=W)
+    r_pad = np.bincount(rank_of, weights=padded, minlength=W)
+    if nb:
+        steps = padded.reshape(-1, W)
+        mx = steps.max(axis=1)
+        step_balance = _f(np.mean(steps.mean(axis=1) / mx))
+    else:
+        step_balance = None
+    rep = plan.padding_batches
+    return {
+        "schema": SCHEMA,
+        "epoch": plan.epoch,
+        "world_size": W,
+        "config": _config_dict(cfg),
+        "totals": {
+            "cuts_in": stats.cuts_in,
+            "cuts_planned": stats.cuts_planned,
+            "duration": float(stats.total_duration),
+            "num_batches": nb,
+            "batches_per_rank": plan.batches_per_rank,
+        },
+        "filtered": {
+            **{k: int(v) for k, v in stats.filtered.items()},
+            "total": stats.filtered_total,
+        },
+        "oversize": {"cuts": stats.oversize, "policy": stats.oversize_policy},
+        "repeats": {
+            "batches": int(rep.shape[0]),
+            "cuts": int(sizes[rep].sum()),
+            "duration": float(batch_dur[rep].sum()),
+        },
+        "drops": {"batches": stats.dropped_batches, "cuts": stats.dropped_cuts},
+        "batch_cuts": _summary(sizes, bins, integer=True),
+        "batch_duration": _summary(batch_dur, bins),
+        "padding": {
+            "efficiency": _ratio(batch_dur.sum(), padded.sum()),
+            "duration": float(batch_dur.sum()),
+            "padded_duration": float(padded.sum()),
+        },
+        "fill": fill_stats,
+        "cuts_fill": cuts_fill,
+        "buckets": {
+            "method": cfg.bucket_method if T * cfg.duration_buckets > 1 else None,
+            "edges": edges,
+            "token_edges": token_edges if T > 1 else [],
+            "items": items,
+        },
+        "ranks": {
+            "batches": [int(v) for v in r_batches],
+            "cuts": [int(v) for v in r_cuts],
+            "duration": [float(v) for v in r_dur],
+            "padded_duration": [float(v) for v in r_pad],
+            "balance": {
+                "equal_batch_counts": bool((r_batches == r_batches[0]).all()),
+                "duration_max_over_min": _ratio(r_dur.max(), r_dur.min()),
+                "duration_spread": _ratio(r_dur.max() - r_dur.min(), r_dur.mean()),
+                "step_balance": step_balance,
+            },
+        },
+    }
+
+
+def analyze(
+    source: Any,
+    config: Any,
+    *,
+    epoch: int = 0,
+    world_size: int | None = None,
+    bins: int = 20,
+) -> dict[str, Any]:
+    """Plan one epoch of ``source`` under ``config`` and return :func:`analyze_plan`'s dict.
+
+    :param source: a :class:`~discoseq.CutIndex` or a mapping of columns (``duration``, and
+        what the configuration needs: ``num_frames``, ``num_features``, ``num_tokens``).
+    :param config: a :class:`~discoseq.SamplerConfig` or a :class:`~discoseq.plan.PlanConfig`.
+    :param epoch: the epoch to plan.
+    :param world_size: ranks of the simulated job; default the config's ``world_size`` (a
+        SamplerConfig's, when set), else 1. Nothing is detected from the environment.
+    :param bins: number of histogram bins.
+    """
+    columns: Mapping[str, np.ndarray] = source if isinstance(source, Mapping) else source.columns
+    if isinstance(config, PlanConfig):
+        plan_config = config
+        world = world_size or 1
+    else:
+        plan_config = config.to_plan_config()
+        world = world_size or config.world_size or 1
+    plan = plan_epoch(columns, plan_config, epoch, world)
+    return analyze_plan(plan, columns["duration"], bins=bins)
+
+
+# -- terminal ---------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None:
+        return "-"
+    return format(v, spec)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
+
+
+def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
+    """A readable plain-text report of :func:`analyze_plan`'s dict."""
+    t, cfg = stats["totals"], stats["config"]
+    W = stats["world_size"]
+    lines: list[str] = []
+    add = lines.append
+    limits = ", ".join(
+        f"{k}={cfg[k]}"
+        for k in ("max_duration", "max_cuts", "max_frames", "quadratic_duration")
+        if cfg.get(k) is not None
+    )
+    add(f"plan of epoch {stats['epoch']}: strategy={cfg['strategy']}, {limits}, world_size={W}")
+    rows = [
+        ("cuts in / planned", f"{t['cuts_in']:,} / {t['cuts_planned']:,}"),
+        ("duration planned", _hours(t["duration"])),
+        ("batches (global)", f"{t['num_batches']:,}"),
+        (
+            "batches per rank",
+            f"{t['batches_per_rank']:,} on every rank"
+            if stats["ranks"]["balance"]["equal_batch_counts"]
+            else "UNEQUAL",
+        ),
+        ("padding efficiency", _fmt(stats["padding"]["efficiency"])),
+    ]
+    if stats["fill"] is not None:
+        rows.append(("mean batch fill", f"{_fmt(stats['fill']['mean'])} of the duration cap"))
+    if stats["cuts_fill"] is not None:
+        rows.append(("mean cuts fill", f"{_fmt(stats['cuts_fill']['mean'])} of max_cuts"))
+    bc, bd = stats["batch_cuts"], stats["batch_duration"]
+    rows += [
+        (
+            "cuts per batch",
+            f"min {_fmt(bc['min'], '.0f')}  mean {_fmt(bc['mean'], '.1f')}  "
+            f"median {_fmt(bc['median'], '.0f')}  max {_fmt(bc['max'], '.0f')}",
+        ),
+        (
+            "batch duration (s)",
+            f"min {_fmt(bd['min'], '.1f')}  mean {_fmt(bd['mean'], '.1f')}  "
+            f"median {_fmt(bd['median'], '.1f')}  max {_fmt(bd['max'], '.1f')}",
+        ),
+        (
+            "repeats (tail padding)",
+            f"{stats['repeats']['batches']} batches, "
+            f"{stats['repeats']['cuts']:,} cuts, {_hours(stats['repeats']['duration'])}",
+        ),
+        (
+            "drops (drop_last)",
+            f"{stats['drops']['batches']} batches, {stats['drops']['cuts']:,} cuts",
+        ),
+        ("oversize cuts", f"{stats['oversize']['cuts']:,} ({stats['oversize']['policy']})"),
+        ("filtered", ", ".join(f"{k} {v:,}" for k, v in stats["filtered"].items() if v) or "none"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+
+    bal = stats["ranks"]["balance"]
+    add("")
+    add(
+        f"ranks: duration max/min {_fmt(bal['duration_max_over_min'])}, spread "
+        f"{_fmt(bal['duration_spread'], '.2%') if bal['duration_spread'] is not None else '-'}, "
+        f"step balance {_fmt(bal['step_balance'])} (mean/max padded work per step)"
+    )
+    r = stats["ranks"]
+    add(f"  {'rank':>4}  {'batches':>8}  {'cuts':>10}  {'duration':>12}  {'padded':>12}")
+    shown = range(W) if W <= 16 else [*range(8), *range(W - 8, W)]
+    for i in shown:
+        add(
+            f"  {i:>4}  {r['batches'][i]:>8,}  {r['cuts'][i]:>10,}  "
+            f"{r['duration'][i]:>11,.1f}s  {r['padded_duration'][i]:>11,.1f}s"
+        )
+
+    items = [it for it in stats["buckets"]["items"] if it["batches"]] or []
+    if len(stats["buckets"]["items"]) > 1:
+        add("")
+        method = stats["buckets"]["method"]
+        two_d = bool(stats["buckets"]["token_edges"])
+        add(f"buckets ({method}{' x num_tokens' if two_d else ''}; key range (low, high]):")
+        head = f"  {'bucket':>7}  {'range':>17}"
+        if two_d:
+            head += f"  {'tokens':>15}"
+        add(head + f"  {'batches':>8}  {'cuts':>9}  {'duration':>11}  {'pad eff':>7}  {'fill':>5}")
+        for it in items[:max_buckets]:
+            rng = f"{_fmt(it['low'], '.2f')}..{_fmt(it['high'], '.2f')}"
+            label = f"{it['bucket']}" + (f".{it['token_bucket']}" if two_d else "")
+            line = f"  {label:>7}  {rng:>17}"
+            if two_d:
+                line += (
+                    f"  {_fmt(it['token_low'], '.0f') + '..' + _fmt(it['token_high'], '.0f'):>15}"
+                )
+            line += (
+                f"  {it['batches']:>8,}  {it['cuts']:>9,}  {it['duration']:>10,.0f}s  "
+                f"{_fmt(it['padding_efficiency']):>7}  {_fmt(it['mean_fill'], '.2f'):>5}"
+            )
+            add(line)
+        if len(items) > max_buckets:
+            add(f"  ... {len(items) - max_buckets} more buckets in the JSON")
+    return "\n".join(lines)
+
+
+# -- figure -----------------------------------------------------------------------------------
+
+
+def _bar_hist(ax: Any, hist: Mapping[str, Sequence[float]], color: str) -> None:
+    e = np.asarray(hist["edges"])
+    c = np.asarray(hist["counts"])
+    if c.size:
+        ax.bar(e[:-1], c, width=np.diff(e), align="edge", color=color, edgecolor="white", lw=0.5)
+
+
+def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110) -> Path:
+    """Draw :func:`analyze_plan`'s dict as one PNG (or any format matplotlib knows by suffix):
+    cuts per batch, batch fill against the cap, the buckets (share of speech and padding
+    efficiency) and the ranks (duration per rank, batch counts).
+
+    :raises ImportError: when matplotlib is missing (``pip install "discoseq[plot]"``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            'plotting needs matplotlib: pip install "discoseq[plot]" (or pip install matplotlib)'
+        ) from exc
+
+    path = Path(path)
+    t, cfg = stats["totals"], stats["config"]
+    W = stats["world_size"]
+    blue, orange, grey, green = "#3b75af", "#ef8636", "#9a9a9a", "#519e3e"
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    (ax_cuts, ax_fill), (ax_buckets, ax_ranks) = axes
+    limits = ", ".join(
+        f"{k}={cfg[k]:g}"
+        for k in ("max_duration", "max_cuts", "max_frames", "quadratic_duration")
+        if cfg.get(k) is not None
+    )
+    eff = stats["padding"]["efficiency"]
+    fill_mean = stats["fill"]["mean"] if stats["fill"] else None
+    fig.suptitle(
+        f"{cfg['strategy']} plan, epoch {stats['epoch']}: {t['cuts_planned']:,} cuts "
+        f"({_hours(t['duration'])}) in {t['num_batches']:,} batches, "
+        f"{t['batches_per_rank']:,} per rank x {W} ranks ({limits})\n"
+        f"padding efficiency {_fmt(eff)}   mean batch fill {_fmt(fill_mean)}   "
+        f"repeats {stats['repeats']['batches']}   drops {stats['drops']['batches']}   "
+        f"oversize {stats['oversize']['cuts']}   filtered {stats['filtered']['total']}",
+        fontsize=11,
+    )
+
+    bc = stats["batch_cuts"]
+    _bar_hist(ax_cuts, bc["histogram"], blue)
+    ax_cuts.set_title("How many cuts are in a batch")
+    ax_cuts.set_xlabel("cuts per batch")
+    ax_cuts.set_ylabel("batches")
+    if bc["mean"] is not None:
+        ax_cuts.axvline(bc["mean"], color="black", ls="--", lw=1)
+        ax_cuts.text(
+            bc["mean"],
+            ax_cuts.get_ylim()[1] * 0.95,
+            f" mean {bc['mean']:.1f}",
+            va="top",
+            fontsize=9,
+        )
+
+    if stats["fill"] is not None:
+        _bar_hist(ax_fill, stats["fill"]["histogram"], green)
+        ax_fill.axvline(1.0, color="black", lw=1)
+        f = stats["fill"]
+        if f["mean"] is not None:
+            ax_fill.text(
+                0.02,
+                0.95,
+                f"mean {f['mean']:.3f}\nmin {f['min']:.3f}\nmax {f['max']:.3f}",
+                transform=ax_fill.transAxes,
+                va="top",
+                fontsize=9,
+            )
+        ax_fill.set_title("How full a batch is: padded cost / cap (1 = at the cap)")
+        ax_fill.set_xlabel("batch fill")
+    else:
+        _bar_hist(ax_fill, stats["batch_duration"]["histogram"], green)
+        ax_fill.set_title("Speech per batch (no duration cap set)")
+        ax_fill.set_xlabel("seconds of speech in a batch")
+    ax_fill.set_ylabel("batches")
+
+    items = stats["buckets"]["items"]
+    if len(items) > 1:
+        x = np.arange(len(items))
+        share = np.array([it["duration"] for it in items]) / max(t["duration"], 1e-12)
+        ax_buckets.bar(x, 100 * share, color=blue, label="share of speech (%)")
+        ax_buckets.set_ylabel("share of the epoch's speech (%)", color=blue)
+        two_d = bool(stats["buckets"]["token_edges"])
+        labels = [
+            f"{it['bucket']}.{it['token_bucket']}"
+            if two_d
+            else f"≤{it['high']:.3g}"
+            if it["high"] is not None
+            else f">{it['low']:.3g}"
+            if it["low"] is not None
+            else "all"
+            for it in items
+        ]
+        step = max(1, len(items) // 16)
+        ax_buckets.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
+        twin = ax_buckets.twinx()
+        pe = [
+            np.nan if it["padding_efficiency"] is None else it["padding_efficiency"] for it in items
+        ]
+        twin.plot(x, pe, "o-", color=orange, ms=4, label="padding efficiency")
+        if stats["fill"] is not None:
+            mf = [np.nan if it["mean_fill"] is None else it["mean_fill"] for it in items]
+            twin.plot(x, mf, "s:", color=green, ms=3, label="mean fill")
+        twin.set_ylim(0, 1.05)
+        twin.set_ylabel("padding efficiency / fill", color=orange)
+        twin.legend(loc="lower right", fontsize=8)
+        unit = {"duration": "s", "num_frames": "frames", "num_features": "elements"}.get(
+            stats["buckets"]["method"] or "duration", ""
+        )
+        ax_buckets.set_title(
+            f"Buckets ({'bucket.token-bucket' if two_d else f'upper edge, {unit}'}): "
+            "speech and padding"
+        )
+    else:
+        ax_buckets.axis("off")
+        ax_buckets.text(0.5, 0.5, f"no buckets ({cfg['strategy']})", ha="center", va="center")
+
+    r = stats["ranks"]
+    dur = np.array(r["duration"]) / 3600
+    pad = np.array(r["padded_duration"]) / 3600
+    xr = np.arange(W)
+    ax_ranks.bar(xr, pad, color=grey, label="padded (speech + padding)")
+    ax_ranks.bar(xr, dur, color=blue, label="speech")
+    if W:
+        ax_ranks.axhline(dur.mean(), color="black", ls="--", lw=1)
+    bal = r["balance"]
+    counts = "equal" if bal["equal_batch_counts"] else "UNEQUAL"
+    ax_ranks.set_title(
+        f"Ranks: {r['batches'][0] if W else 0:,} batches each ({counts})\n"
+        f"speech max/min {_fmt(bal['duration_max_over_min'])}, "
+        f"step balance {_fmt(bal['step_balance'])} (1 = no rank waits)"
+    )
+    if W <= 8:
+        for i in range(W):
+            ax_ranks.text(
+                xr[i], dur[i] / 2, f"{dur[i]:,.2f} h", ha="center", color="white", fontsize=9
+            )
+    ax_ranks.set_xlabel("rank")
+    ax_ranks.set_ylabel("hours")
+    if W <= 32:
+        ax_ranks.set_xticks(xr)
+    ax_ranks.legend(loc="lower right", fontsize=8)
+
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
