@@ -8,8 +8,10 @@ packing grouped by segment (bucket), in plan order. With ``W`` ranks:
 2. The ``n_b % W`` leftover batches of every segment are laid out in segment order (so neighbours
    have similar lengths), rotated cyclically by ``bounded(L)`` from the ``PURPOSE_TAIL`` stream when
    shuffling (so it is not always the longest buckets that end up in the last, partial group), and
-   cut into *mixed groups* of ``W``. At most one mixed group straddles a bucket boundary per
-   bucket; the rest of the batches in a step come from one or two adjacent buckets.
+   cut into *mixed groups* of ``W``. Every bucket leaves fewer than ``W`` leftovers, so a mixed
+   group holds batches of a few neighbouring buckets (similar lengths), except the one group that
+   wraps around the rotation point. Only ``sum(n_b % W)`` batches (fewer than ``W`` per bucket)
+   end up in mixed groups; every other step is bucket-pure.
 3. The final ``p = L % W`` leftovers form a partial group: ``drop_last=True`` drops it (those cuts
    are not in the plan; counted), otherwise it is padded to ``W`` by repeating its own batches
    cyclically (``W - p < W`` repeats; counted and listed).
