@@ -619,19 +619,20 @@ def plan_epoch(
             if config.token_bucket_edges is not None:
                 token_edges = np.asarray(config.token_bucket_edges, dtype=np.float64)
             else:
-                rows, off1 = bucketing.group_by_bucket(
+                # Token edges per duration bucket: group once, then estimate each bucket's edges
+                # on a contiguous copy of its tokens (one gather instead of three strided passes).
+                # The final grouping below starts again from `rows` (index order): reading the
+                # columns through the grouped rows would be a strided, cache-unfriendly pass.
+                g1, off1 = bucketing.group_by_bucket(
                     rows, kind, dur, frames, feats, tokens, edges, empty.astype(np.float64), 1
                 )
+                t_kind = bucketing.KEY_KINDS["num_tokens"]
                 for b in range(B):
+                    sub = tokens[g1[off1[b] : off1[b + 1]]]
                     token_edges[b] = bucketing.estimate_edges(
-                        rows[off1[b] : off1[b + 1]],
-                        bucketing.KEY_KINDS["num_tokens"],
-                        dur,
-                        frames,
-                        feats,
-                        tokens,
-                        T,
+                        None, t_kind, dur, empty, empty, sub, T
                     )
+                del g1, sub
         rows, seg_offsets = bucketing.group_by_bucket(
             rows, kind, dur, frames, feats, tokens, edges, token_edges.reshape(-1), T
         )
