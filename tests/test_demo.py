@@ -1,4 +1,7 @@
-"""``discoseq demo`` (README's first command) runs end to end on a small generated corpus."""
+"""``discoseq demo`` (README's first command) runs end to end on a small generated corpus: index,
+plan for a simulated multi-rank job, iterate a rank through DataLoader workers, resume."""
+
+import json
 
 from click.testing import CliRunner
 
@@ -12,3 +15,18 @@ def test_demo_runs(tmp_path):
     assert "3,000 cuts" in result.output
     assert "verify: ok" in result.output
     assert (tmp_path / "corpus.idx" / "header.json").is_file()
+    # section 3: the simulated 4-rank job, 2 workers, resume and elastic resume
+    assert "simulated 4-rank job" in result.output
+    assert "equal on every rank" in result.output
+    assert "before + after == uninterrupted, batch by batch: yes" in result.output
+    assert "none seen before: yes" in result.output
+    state = json.loads((tmp_path / "sampler_state.json").read_text())
+    assert state["epoch"] == 0 and state["batches_delivered"] > 0
+
+
+def test_demo_other_world(tmp_path):
+    args = ["demo", "--workdir", str(tmp_path), "--cuts", "800", "--world-size", "2"]
+    result = CliRunner().invoke(main, [*args, "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "simulated 2-rank job" in result.output
+    assert "batch by batch: yes" in result.output
