@@ -222,7 +222,7 @@ class SamplerConfig:
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise ValueError(
                         f"{name}={getattr(self, name)!r} is only used by strategy='bucketed' "
-                        f"(strategy={self.strategy.value!r})"
+                        f"(strategy={SamplingStrategy(self.strategy).value!r})"
                     )
         elif self.bucket_edges is not None:
             implied = len(self.bucket_edges) + 1

@@ -30,7 +30,7 @@ from discoseq.sampler import DiscoSeqSampler, decode_batch, read_in_file_order
 __all__ = ["DiscoSeqDataLoader", "ResolvingDataset", "create_dataloader"]
 
 
-class ResolvingDataset(Dataset):  # type: ignore[type-arg]
+class ResolvingDataset(Dataset):
     """The DataLoader's ``.dataset``: rows -> ``CutSet`` (-> ``dataset[cuts]``) in the worker,
     and ``set_epoch``/``state_dict`` forwarded to the sampler in the main process.
 
@@ -39,6 +39,8 @@ class ResolvingDataset(Dataset):  # type: ignore[type-arg]
     """
 
     def __init__(self, sampler: DiscoSeqSampler, dataset: Any = None) -> None:
+        import lhotse  # noqa: F401  (imported once here, so forked workers inherit it)
+
         self.sampler: DiscoSeqSampler | None = sampler
         self.index: CutIndex = sampler.index
         self.dataset = dataset
@@ -65,7 +67,7 @@ class ResolvingDataset(Dataset):  # type: ignore[type-arg]
         return len(self._main())
 
 
-class _RowSampler(Sampler):  # type: ignore[type-arg]
+class _RowSampler(Sampler):
     """Yields the sampler's row arrays without moving its position (the loader counts)."""
 
     def __init__(self, sampler: DiscoSeqSampler) -> None:
@@ -78,7 +80,7 @@ class _RowSampler(Sampler):  # type: ignore[type-arg]
         return len(self.sampler)
 
 
-class DiscoSeqDataLoader(DataLoader):  # type: ignore[type-arg]
+class DiscoSeqDataLoader(DataLoader):
     """A ``DataLoader`` that counts delivered batches; made by :func:`create_dataloader`.
 
     ``state_dict()``/``load_state_dict()`` save and restore the position (see
@@ -87,6 +89,8 @@ class DiscoSeqDataLoader(DataLoader):  # type: ignore[type-arg]
 
     discoseq_sampler: DiscoSeqSampler
 
+    # A generator around DataLoader's iterator (not a _BaseDataLoaderIter): it counts the
+    # batches handed to the loop.
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         sampler = self.discoseq_sampler
         # The start step: the restored position if a resume is pending, else the epoch start.

@@ -91,10 +91,8 @@ def _open_source(
             )
             return _cached_index(path, target, progress), None
         return _temporary_index(path, progress)
-    try:
-        from lhotse import CutSet
-    except ImportError:  # pragma: no cover - lhotse is a dependency
-        CutSet = ()  # type: ignore[assignment,misc]
+    from lhotse import CutSet
+
     if isinstance(source, CutSet):
         if cache_index is True:
             raise ValueError(
@@ -139,7 +137,7 @@ def _cached_index(manifest: Path, target: Path, progress: bool) -> CutIndex:
     return build_index(manifest, target, progress=progress)
 
 
-class DiscoSeqSampler(Sampler, IterableDataset):  # type: ignore[type-arg]
+class DiscoSeqSampler(Sampler, IterableDataset):
     """Batches of an epoch as Lhotse ``CutSet`` objects, planned ahead over an index.
 
     Use it as an ``IterableDataset`` (``DataLoader(sampler, batch_size=None, num_workers=K)``:
