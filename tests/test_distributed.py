@@ -1,5 +1,6 @@
-"""Real multi-process runs: separate rank processes with the gloo backend on CPU, each with a DataLoader
-worker and a DDP model step per batch. Every launch has a deadline: a hang fails the test.
+"""Real multi-process runs: separate rank processes with the gloo backend on CPU, each with a
+DataLoader worker and a DDP model step per batch. Every launch has a deadline: a hang fails
+the test.
 
 Launch A (2 ranks): a config mismatch (one rank with another seed: every rank raises, none
 hangs), a drop_last=True epoch (equal counts, disjoint cuts), a drop_last=False epoch
