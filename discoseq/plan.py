@@ -629,10 +629,12 @@ def plan_epoch(
                 t_kind = bucketing.KEY_KINDS["num_tokens"]
                 for b in range(B):
                     sub = tokens[g1[off1[b] : off1[b + 1]]]
+                    if sub.size == 0:
+                        continue  # an empty bucket keeps zero edges (as the reference)
                     token_edges[b] = bucketing.estimate_edges(
                         None, t_kind, dur, empty, empty, sub, T
                     )
-                del g1, sub
+                del g1
         rows, seg_offsets = bucketing.group_by_bucket(
             rows, kind, dur, frames, feats, tokens, edges, token_edges.reshape(-1), T
         )
