@@ -2,8 +2,9 @@
 the training loop received, so its ``state_dict`` resumes exactly.
 
 How it is wired: the sampler runs in the main process and hands the DataLoader each batch as an
-array of index rows (cheap to send to a worker); a map-style dataset in the worker resolves the
-rows to a ``CutSet`` from the shared memory-mapped index and, when given, applies a Lhotse-style
+array of index rows (cheap to send to a worker; with the rows of the worker's next batches at
+the start of each ``buffer_size`` read-ahead window); a map-style dataset in the worker resolves
+the rows to a ``CutSet`` from the shared memory-mapped index and, when given, applies a Lhotse-style
 dataset (``dataset[cuts] -> batch``). The DataLoader keeps the sampler's order whatever the
 number of workers, so ``set_epoch`` and the position live in one place (the main process), and
 persistent workers are safe: they hold no epoch state.
@@ -48,10 +49,20 @@ class ResolvingDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["sampler"] = None  # workers need only the index (pickled as its path) and dataset
+        state["_window"] = None
         return state
 
-    def __getitem__(self, rows: np.ndarray) -> Any:
-        cuts = decode_batch(self.index, rows, read_in_file_order(self.index, rows))
+    def __getitem__(self, item: tuple[np.ndarray, np.ndarray | None]) -> Any:
+        """``item`` is ``(rows, ahead)``: the batch's rows, and, at the start of a read-ahead
+        window, the rows of this worker's next batches (see ``buffer_size``), read together
+        in file order and kept until the next window."""
+        rows, ahead = item
+        if ahead is not None:
+            self._window = read_in_file_order(self.index, ahead)
+        window = getattr(self, "_window", None)
+        if window is None or any(r not in window for r in rows.tolist()):
+            window = read_in_file_order(self.index, rows)  # not in the window: read directly
+        cuts = decode_batch(self.index, rows, window)
         return cuts if self.dataset is None else self.dataset[cuts]
 
     def _main(self) -> DiscoSeqSampler:
@@ -68,13 +79,34 @@ class ResolvingDataset(Dataset):
 
 
 class _RowSampler(Sampler):
-    """Yields the sampler's row arrays without moving its position (the loader counts)."""
+    """Yields ``(rows, ahead)`` per batch without moving the sampler's position (the loader
+    counts). ``ahead`` opens a read-ahead window: the rows of the batches the same worker
+    resolves next, at least ``buffer_size`` cuts. PyTorch hands map-style items to workers
+    round-robin, so batch ``j`` goes to worker ``j % K``; if it ever did not, a worker reads a
+    batch outside its window directly: the windows affect reads, never the batches."""
 
-    def __init__(self, sampler: DiscoSeqSampler) -> None:
+    def __init__(self, sampler: DiscoSeqSampler, num_workers: int) -> None:
         self.sampler = sampler
+        self.workers = max(1, num_workers)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return self.sampler._iter_rows(count=False)
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        plan, ids_array, _, _ = self.sampler._begin()
+        ids = ids_array.tolist()
+        size, k_workers = self.sampler.config.buffer_size, self.workers
+        window_end = [0] * k_workers
+        for j, i in enumerate(ids):
+            rows = plan.batch(i)
+            w = j % k_workers
+            if size == 0 or j < window_end[w]:
+                yield rows, None
+                continue
+            parts, total, k = [], 0, j
+            while k < len(ids) and (k == j or total < size):
+                parts.append(plan.batch(ids[k]))
+                total += parts[-1].shape[0]
+                k += k_workers
+            window_end[w] = k
+            yield rows, np.concatenate(parts)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -162,7 +194,7 @@ def create_dataloader(
     options.update(kwargs)
     loader = DiscoSeqDataLoader(
         ResolvingDataset(sampler, dataset),
-        sampler=_RowSampler(sampler),
+        sampler=_RowSampler(sampler, options["num_workers"]),
         batch_size=None,
         **options,
     )

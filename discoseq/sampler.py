@@ -288,13 +288,9 @@ class DiscoSeqSampler(Sampler, IterableDataset):
     def iter_batches_indices(self) -> Iterator[np.ndarray]:
         """This rank's (and, inside a DataLoader worker, this worker's) batches as arrays of
         index rows, without resolving them to cuts. Counts the position like iteration."""
-        return self._iter_rows(count=True)
-
-    def _iter_rows(self, count: bool) -> Iterator[np.ndarray]:
         plan, ids, start, main = self._begin()
-        count = count and main
         for n, i in enumerate(ids.tolist(), start + 1):
-            if count:
+            if main:
                 self._steps = n
             yield plan.batch(i)
 

@@ -129,3 +129,28 @@ def test_sampler_config_must_match(index: CutIndex, tmp_path: Path) -> None:
     sampler = DiscoSeqSampler(index, CFG)
     with pytest.raises(ValueError, match="differs"):
         create_dataloader(sampler, CFG.replace(seed=1))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_read_ahead_windows_never_change_batches(index: CutIndex, workers: int) -> None:
+    reference = ids_of(DiscoSeqSampler(index, CFG))
+    for size in (0, 1, 25, 10_000):
+        loader = create_dataloader(index, CFG.replace(buffer_size=size, num_workers=workers))
+        batches = list(loader)
+        assert ids_of(batches) == reference
+        by_id = {c.id: c for c in index.resolve(range(N))}
+        assert all(c.to_dict() == by_id[c.id].to_dict() for b in batches[:5] for c in b)
+
+
+def test_windows_follow_the_round_robin(index: CutIndex) -> None:
+    from discoseq.loader import _RowSampler
+
+    sampler = DiscoSeqSampler(index, CFG.replace(buffer_size=20))
+    items = list(_RowSampler(sampler, 3))
+    for w in range(3):
+        window: set[int] = set()
+        for rows, ahead in items[w::3]:
+            if ahead is not None:
+                window = set(ahead.tolist())
+                assert len(window) >= min(20, len(window))
+            assert set(rows.tolist()) <= window
