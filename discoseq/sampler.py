@@ -145,6 +145,16 @@ class DiscoSeqSampler(Sampler, IterableDataset):
     Lhotse dataset (``DataLoader(dataset, sampler=sampler, batch_size=None)``). For a count of
     the batches the training loop actually received, use :func:`~discoseq.create_dataloader`.
 
+    What the position (:meth:`state_dict`) counts: the batches this object yielded in this
+    process. Iterated directly, or as the dataset of a ``num_workers=0`` DataLoader, that is
+    what the loop received. Behind workers it is not: as a dataset the workers iterate copies
+    (the count stays 0), as a ``Sampler`` the DataLoader prefetches ahead (it runs ahead by
+    up to ``prefetch_factor x num_workers``). There, take the state from
+    :func:`~discoseq.create_dataloader`'s loader, or pass ``state_dict(batches_delivered=n)``.
+    As a dataset, do not use ``persistent_workers=True``: the workers' copies would keep the
+    epoch they started with (``create_dataloader`` keeps the epoch in the main process and does
+    use persistent workers).
+
     :param source: a :class:`~discoseq.CutIndex`, a path to an index directory, a path to a cut
         manifest (indexed on the fly into a temporary directory removed with the sampler), or a
         Lhotse ``CutSet`` (eager or lazy; indexed the same way).
@@ -404,7 +414,8 @@ class DiscoSeqSampler(Sampler, IterableDataset):
 
         The next iteration yields exactly the batches an uninterrupted run would have yielded
         next; :meth:`set_epoch` with the state's epoch keeps that position. ``state`` is not
-        modified.
+        modified. Under ``torch.distributed`` every rank must call it (one collective checks
+        that all ranks resume the same position; a mismatch raises on every rank).
 
         :raises ValueError: for a state of another index, of a config differing in a field
             other than world_size/rank/num_workers/pin_memory/prefetch_factor (naming the field
