@@ -30,7 +30,9 @@ extensions = [
         [str(pyx)],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+        # No fused multiply-add contraction: plans must be bit-identical on every machine
+        # (GCC contracts a*b+c by default where the target has FMA, e.g. aarch64).
+        extra_compile_args=(["-O3"] if not DEBUG else ["-O0", "-g"]) + ["-ffp-contract=off"],
     )
     for pyx in sorted(Path("discoseq/_core").glob("*.pyx"))
 ]
