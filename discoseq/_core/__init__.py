@@ -1,17 +1,19 @@
-"""The compiled sampling engine (Cython). This package only re-exports its kernels.
+"""The compiled core (Cython). This package only re-exports its modules.
 
-Modules: ``rng`` (keyed counter-based randomness, Fisher–Yates), ``bucketing`` (edge estimation,
+Engine: ``rng`` (keyed counter-based randomness, Fisher–Yates), ``bucketing`` (edge estimation,
 bucket grouping), ``packing`` (greedy hard-capped packing), ``sharding`` (batch order, tail groups,
-CSR gather). Each kernel's plain-Python twin lives in ``tests/reference_plan.py``.
+CSR gather); each kernel's plain-Python twin lives in ``tests/reference_plan.py``.
+Index: ``cutscan`` (the manifest line scanner; its exact twin is ``discoseq/index/fields.py``) and
+``idhash`` (cut-id hashing and id -> row lookup).
 """
 
 try:
-    from . import bucketing, packing, rng, sharding
+    from . import bucketing, cutscan, idhash, packing, rng, sharding
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
-        "discoseq's compiled engine (discoseq._core) is not built or is out of date "
+        "discoseq's compiled core (discoseq._core) is not built or is out of date "
         f"({exc}). Build it with `pip install -e .` (or `python setup.py build_ext --inplace`) "
         "from the source tree; there is no pure-Python fallback."
     ) from exc
 
-__all__ = ["bucketing", "packing", "rng", "sharding"]
+__all__ = ["bucketing", "cutscan", "idhash", "packing", "rng", "sharding"]
