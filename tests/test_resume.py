@@ -278,5 +278,5 @@ def test_resume_state_machine(machine_index) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
     run_state_machine_as_test(
-        ResumeMachine, settings=settings(max_examples=25, stateful_step_count=30, deadline=None)
+        ResumeMachine, settings=settings(max_examples=60, stateful_step_count=40, deadline=None)
     )
