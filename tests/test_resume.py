@@ -274,6 +274,7 @@ def machine_index(index: CutIndex):
     yield
 
 
+@pytest.mark.slow
 def test_resume_state_machine(machine_index) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
