@@ -22,7 +22,8 @@ Pipeline (each step's exact rule is in the named kernel's docstring and in its t
    counted.
 4. **Batch order and sharding** (``sharding``): groups of ``world_size`` batches from one bucket,
    leftovers of all buckets combined into mixed groups of neighbouring buckets, the last partial
-   group dropped (``drop_last``) or padded with repeats; groups shuffled (BUCKETED with shuffle).
+   group dropped (``drop_last``) or padded with repeats and kept as the last step (repeats come
+   only at the epoch's tail); the other groups shuffled (BUCKETED with shuffle).
    Global batch ``s * W + r`` is step ``s`` of rank ``r``; worker ``k`` of ``K`` takes the rank's
    batches ``k, k + K, ...``.
 

@@ -209,7 +209,8 @@ def order_batches(
     seg_counts: list[int], W: int, seed: int, epoch: int, shuffle_order: bool, drop_last: bool
 ) -> tuple[list[int], list[int], list[int]]:
     """Full groups of W per segment; leftovers of all segments in segment order, rotated, cut
-    into mixed groups; last partial group dropped or padded cyclically; groups shuffled."""
+    into mixed groups; last partial group dropped or padded cyclically (and kept last); the
+    other groups shuffled."""
     groups: list[list[int]] = []
     left: list[int] = []
     start = 0
@@ -235,13 +236,16 @@ def order_batches(
         else:
             padded_group = partial + [partial[j % p] for j in range(W - p)]
             groups.append(padded_group)
-    ids = list(range(len(groups)))
-    if shuffle_order and len(groups) > 1:
+    # The padded group stays the last step: repeats only at the tail of the epoch.
+    shuffled = len(groups) - (padded_group is not None)
+    ids = list(range(shuffled))
+    if shuffle_order and shuffled > 1:
         ids = shuffle(ids, derive_key(seed, epoch, PURPOSE_ORDER))
+    ids += list(range(shuffled, len(groups)))
     order = [b for g in ids for b in groups[g]]
     padding: list[int] = []
     if padded_group is not None:
-        at = ids.index(len(groups) - 1)
+        at = len(groups) - 1
         padding = list(range(at * W + p, (at + 1) * W))
     return order, padding, dropped
 

@@ -175,6 +175,7 @@ def check_invariants(plan: EpochPlan, cols: dict[str, np.ndarray], mask: np.ndar
             parts = [plan.worker_view(r, w, k) for w in range(k)]
             assert sorted(np.concatenate(parts).tolist()) == ranks[r].tolist()
     pad = set(plan.padding_batches.tolist())
+    assert all(b >= B - W for b in pad)  # repeats only in the last step
     real = [plan.batch(i) for i in range(B) if i not in pad]
     seen = np.concatenate(real) if real else np.empty(0, np.int64)
     assert np.unique(seen).size == seen.size  # at most once before padding

@@ -15,8 +15,10 @@ packing grouped by segment (bucket), in plan order. With ``W`` ranks:
 3. The final ``p = L % W`` leftovers form a partial group: ``drop_last=True`` drops it (those cuts
    are not in the plan; counted), otherwise it is padded to ``W`` by repeating its own batches
    cyclically (``W - p < W`` repeats; counted and listed).
-4. When shuffling, the order of all groups is shuffled with our Fisher–Yates on the
-   ``PURPOSE_ORDER`` stream. Global batch ``s * W + r`` is step ``s`` of rank ``r``.
+4. When shuffling, the order of the groups is shuffled with our Fisher–Yates on the
+   ``PURPOSE_ORDER`` stream, except the padded group, which stays the last step: repeats come
+   only at the tail of the epoch, as with PyTorch's ``DistributedSampler``, so every step before
+   the last holds distinct cuts. Global batch ``s * W + r`` is step ``s`` of rank ``r``.
 """
 
 import numpy as np
@@ -89,25 +91,20 @@ def order_batches(const int64_t[::1] seg_batch_offsets not None, int64_t world_s
         else:
             for i in range(W):
                 groups[g + i] = left[(rot + nmixed * W + i % p) % L]
-    if not shuffle or ngroups <= 1:
-        if pad_arr.shape[0] > 0:
-            pad_arr[:] = np.arange((ngroups - 1) * W + p, ngroups * W, dtype=np.int64)
+    if pad_arr.shape[0] > 0:  # the padded group is always the last step
+        pad_arr[:] = np.arange((ngroups - 1) * W + p, ngroups * W, dtype=np.int64)
+    cdef int64_t nshuffled = ngroups - (1 if pad_arr.shape[0] > 0 else 0)
+    if not shuffle or nshuffled <= 1:
         return groups_arr, pad_arr, dropped_arr
     perm_arr = np.arange(ngroups, dtype=np.int64)
     cdef int64_t[::1] perm = perm_arr
     with nogil:
-        shuffle_i64(&perm[0], ngroups, order_key)
+        shuffle_i64(&perm[0], nshuffled, order_key)
     order_arr = np.empty(ngroups * W, dtype=np.int64)
     cdef int64_t[::1] order = order_arr
-    cdef int64_t padded_group = ngroups - 1 if pad_arr.shape[0] > 0 else -1
-    cdef int64_t pad_at = -1
     with nogil:
         for g in range(ngroups):
             memcpy(&order[g * W], &groups[perm[g] * W], W * sizeof(int64_t))
-            if perm[g] == padded_group:
-                pad_at = g
-    if pad_arr.shape[0] > 0:
-        pad_arr[:] = np.arange(pad_at * W + p, (pad_at + 1) * W, dtype=np.int64)
     return order_arr, pad_arr, dropped_arr
 
 
