@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from discoseq.config import SamplerConfig
 from discoseq.index import CutIndex
-from discoseq.sampler import DiscoSeqSampler, decode_batch, read_in_file_order
+from discoseq.sampler import DiscoSeqSampler
 
 __all__ = ["DiscoSeqDataLoader", "ResolvingDataset", "create_dataloader"]
 
@@ -58,11 +58,11 @@ class ResolvingDataset(Dataset):
         in file order and kept until the next window."""
         rows, ahead = item
         if ahead is not None:
-            self._window = read_in_file_order(self.index, ahead)
+            self._window = self.index.records_in_file_order(ahead)
         window = getattr(self, "_window", None)
         if window is None or any(r not in window for r in rows.tolist()):
-            window = read_in_file_order(self.index, rows)  # not in the window: read directly
-        cuts = decode_batch(self.index, rows, window)
+            window = self.index.records_in_file_order(rows)  # not in the window: read directly
+        cuts = self.index.resolve(rows, window)
         return cuts if self.dataset is None else self.dataset[cuts]
 
     def _main(self) -> DiscoSeqSampler:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from torch.utils.data import IterableDataset, Sampler, get_worker_info
 
 from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
@@ -329,9 +328,9 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             if window_cuts == 0:
                 yield self.index.resolve(window[0])
                 continue
-            records = read_in_file_order(self.index, np.concatenate(window))
+            records = self.index.records_in_file_order(np.concatenate(window))
             for rows in window:
-                yield decode_batch(self.index, rows, records)
+                yield self.index.resolve(rows, records)
 
     def __len__(self) -> int:
         """Exactly how many batches the next iteration yields on this rank: the whole epoch,
@@ -503,36 +502,3 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             f"DiscoSeqSampler({self.index!r}, strategy={self.config.strategy!s}, "
             f"rank={self.rank}/{self.world_size}, epoch={self._epoch})"
         )
-
-
-# -- resolution helpers (used by the sampler and the loader's worker-side dataset) -----------
-
-
-def read_in_file_order(index: CutIndex, rows: np.ndarray) -> dict[int, bytes]:
-    """The raw records of ``rows`` (duplicates read once), read sorted by source and offset so
-    a window of batches costs one forward pass over the files."""
-    unique = np.unique(rows)
-    order = np.lexsort((index.column("record_offset")[unique], index.column("source_id")[unique]))
-    unique = unique[order]
-    return dict(zip(unique.tolist(), index.records(unique), strict=True))
-
-
-def decode_batch(index: CutIndex, rows: np.ndarray, records: Mapping[int, bytes]) -> Any:
-    """A ``CutSet`` of ``rows`` from raw records, each checked to carry its row's cut id (as
-    :meth:`CutIndex.record_dicts` does)."""
-    from lhotse import CutSet
-    from lhotse.cut.set import deserialize_cut
-
-    cuts = []
-    for row in rows.tolist():
-        try:
-            record = orjson.loads(records[row])
-        except orjson.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or record.get("id") != index.cut_id(row):
-            raise StaleIndexError(
-                f"index {index.path}: the record of row {row} (cut {index.cut_id(row)!r}) does "
-                "not match its source any more; rebuild the index"
-            )
-        cuts.append(deserialize_cut(record))
-    return CutSet.from_cuts(cuts)

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -31,7 +29,6 @@ def test_basic_usage(tmp_path):
 
 
 def test_advanced_usage(tmp_path):
-    pytest.importorskip("matplotlib")
     png = tmp_path / "s.png"
     args = [EXAMPLES / "advanced_usage.py", "--workdir", tmp_path, "--num-cuts", "5000"]
     out = _run([*args, "--plot", png], tmp_path)
