@@ -118,6 +118,11 @@ class SamplerConfig:
     :param bucket_max_cuts: per-bucket cut caps (one per flat bucket).
     :param oversize: a cut that alone exceeds a cap: ``"single"`` (a batch of its own, default)
         or ``"exclude"`` (left out); counted either way.
+    :param sort_pool: RANDOM/BUCKETED, off by default (``None``): after the shuffle, sort each
+        run of this many consecutive cuts of a bucket by duration before packing, so a batch
+        holds cuts of similar length (much less padding at the same fill; the batch order is
+        still shuffled, but a batch's make-up is less random). 10-50 batches' worth of cuts is
+        a good start.
     :param min_duration: leave out cuts shorter than this (seconds).
     :param max_duration_per_cut: leave out cuts longer than this (seconds).
     :param max_tokens_per_second: leave out cuts with more supervision characters per second.
@@ -147,6 +152,7 @@ class SamplerConfig:
     bucket_max_duration: tuple[float, ...] | None = None
     bucket_max_cuts: tuple[int, ...] | None = None
     oversize: OversizePolicy = "single"
+    sort_pool: int | None = None
     min_duration: float | None = None
     max_duration_per_cut: float | None = None
     max_tokens_per_second: float | None = None
@@ -271,6 +277,7 @@ class SamplerConfig:
             bucket_max_duration=self.bucket_max_duration,
             bucket_max_cuts=self.bucket_max_cuts,
             oversize=self.oversize,
+            sort_pool=self.sort_pool,
             min_duration=self.min_duration,
             max_duration_per_cut=self.max_duration_per_cut,
             max_tokens_per_second=self.max_tokens_per_second,

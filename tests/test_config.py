@@ -100,6 +100,7 @@ def test_engine_fields_reach_the_plan_config() -> None:
         num_token_buckets=2,
         bucket_max_duration=[30.0, 40.0, 50.0, 60.0],
         oversize="exclude",
+        sort_pool=64,
         min_duration=0.5,
         max_duration_per_cut=30.0,
         max_tokens_per_second=40.0,
@@ -110,8 +111,9 @@ def test_engine_fields_reach_the_plan_config() -> None:
     p = c.to_plan_config()
     assert isinstance(p, PlanConfig)
     for name in ("max_duration", "max_cuts", "max_frames", "num_buckets", "num_token_buckets",
-                 "bucket_max_duration", "oversize", "min_duration", "max_duration_per_cut",
-                 "max_tokens_per_second", "limit_mode", "drop_last", "seed"):  # fmt: skip
+                 "bucket_max_duration", "oversize", "sort_pool", "min_duration",
+                 "max_duration_per_cut", "max_tokens_per_second", "limit_mode", "drop_last",
+                 "seed"):  # fmt: skip
         assert getattr(p, name) == getattr(c, name), name
     assert SamplerConfig(strategy="random", max_cuts=2).to_plan_config().num_buckets is None
 

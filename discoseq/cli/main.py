@@ -195,6 +195,11 @@ def _floats(text: str | None) -> list[float] | None:
     type=click.Choice(["single", "exclude"]),
     help="A cut larger than a cap alone: a batch of its own (single, default) or left out.",
 )
+@click.option(
+    "--sort-pool",
+    type=click.IntRange(min=2),
+    help="Sort each run of this many cuts of a bucket by duration before packing (off).",
+)
 @click.option("--min-duration", type=float, help="Leave out cuts shorter than this (s).")
 @click.option("--max-duration-per-cut", type=float, help="Leave out cuts longer than this (s).")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (default 42).")
@@ -338,6 +343,7 @@ _LHOTSE_UNMATCHED = {  # field: (default, why Lhotse's samplers cannot match it)
     "bucket_max_duration": (None, "per-bucket caps are not in Lhotse's samplers"),
     "bucket_max_cuts": (None, "per-bucket caps are not in Lhotse's samplers"),
     "oversize": ("single", "Lhotse always yields an oversize cut alone"),
+    "sort_pool": (None, "Lhotse's samplers do not sort within pools"),
     "min_duration": (None, "filter the CutSet before comparing"),
     "max_duration_per_cut": (None, "filter the CutSet before comparing"),
     "max_tokens_per_second": (None, "filter the CutSet before comparing"),
