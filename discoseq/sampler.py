@@ -485,9 +485,13 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             )
         if world == self.world_size:
             self._plan, self._plan_key = saved_plan, (epoch, tuple(history), world)
-        elif steps > 0:  # elastic: plan what is left for the new world (lazily)
+        elif steps > 0:  # elastic: plan what is left for the new world, from the saved plan
+            left = np.ones(len(self.index), dtype=bool) if mask is None else mask.copy()
+            left[saved_plan.rows[: saved_plan.batch_offsets[steps * world]]] = False
             history.append((world, steps))
             steps = 0
+            self._plan = self._plan_with_mask(epoch, self.world_size, left)
+            self._plan_key = (epoch, tuple(history), self.world_size)
         self._epoch, self._history, self._steps = epoch, history, steps
         self._resume_pending = True
         check_consistent(
