@@ -113,7 +113,7 @@ def _summary(name: str, values: np.ndarray) -> str:
 @click.option("--no-check-sources", is_flag=True, help="Do not check that sources are unchanged.")
 def info(index_path: Path, no_check_sources: bool) -> None:
     """Print the header and a summary of every column of an index."""
-    from discoseq.index.format import CUT_TYPES
+    from discoseq.index.format import CUT_TYPES, VALUE_COLUMNS
 
     index = _open(index_path, check_sources=not no_check_sources)
     h = index.header
@@ -135,14 +135,7 @@ def info(index_path: Path, no_check_sources: bool) -> None:
             f"{s['rows']} cuts, {s['size']} bytes, {s['fingerprint']})"
         )
     click.echo("columns")
-    for name in (
-        "duration",
-        "num_frames",
-        "num_samples",
-        "num_features",
-        "num_tokens",
-        "num_supervisions",
-    ):
+    for name in VALUE_COLUMNS:
         click.echo(_summary(name, index.column(name)))
     counts = np.bincount(np.asarray(index.column("cut_type")), minlength=len(CUT_TYPES))
     types = ", ".join(f"{t} {int(c)}" for t, c in zip(CUT_TYPES, counts, strict=False) if c)

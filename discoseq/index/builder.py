@@ -22,6 +22,7 @@ from discoseq.index.format import (
     HEADER_FILE,
     MAGIC,
     RECORDS_FILE,
+    VALUE_COLUMNS,
     ColumnWriter,
     write_column,
     write_header,
@@ -35,15 +36,7 @@ from discoseq.index.sources import (
     prefetch,
 )
 
-SCANNED = (
-    "duration",
-    "num_frames",
-    "num_samples",
-    "num_features",
-    "num_tokens",
-    "num_supervisions",
-    "cut_type",
-)
+SCANNED = (*VALUE_COLUMNS, "cut_type")  # what the scanner (or the exact path) computes
 MAX_REPORTED_ERRORS = 20
 
 

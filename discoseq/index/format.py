@@ -94,17 +94,18 @@ COLUMNS: dict[str, str] = {
     "id_hash_rows": "<i8",
 }
 
-#: Columns exposed as per-cut data through ``CutIndex.columns``.
-CUT_COLUMNS = (
+#: The per-cut numbers computed from each record (as Lhotse computes them).
+VALUE_COLUMNS = (
     "duration",
     "num_frames",
     "num_samples",
     "num_features",
     "num_tokens",
     "num_supervisions",
-    "cut_type",
-    "source_id",
 )
+
+#: Columns exposed as per-cut data through ``CutIndex.columns``.
+CUT_COLUMNS = (*VALUE_COLUMNS, "cut_type", "source_id")
 
 _NPY_HEADER_BYTES = 128  # reserved so the shape can be filled in after streaming the data
 
