@@ -106,7 +106,8 @@ def check_consistent(what: str, values: Mapping[str, Any], world_size: int, rank
         )
     reference = gathered[0][1]
     for other_rank, other in gathered[1:]:
-        for key in sorted(set(reference) | set(other)):
+        # keys in the order given (the most telling first), then any only the other rank has
+        for key in [*reference, *(k for k in other if k not in reference)]:
             a, b = reference.get(key), other.get(key)
             if a != b:
                 raise DistributedMismatchError(

@@ -418,8 +418,34 @@ class DiscoSeqSampler(Sampler, IterableDataset):
 
         :raises ValueError: for a state of another index, of a config differing in a field
             other than world_size/rank/num_workers/pin_memory/prefetch_factor (naming the field
-            and both values), or a malformed state.
+            and both values), or a malformed state. Under ``torch.distributed`` a state refused
+            on one rank raises on every rank (the collective still runs: none waits for a peer
+            that failed).
         """
+        error: Exception | None = None
+        try:
+            epoch, history, steps, plan, key = self._restore_point(state)
+            agreed: dict[str, Any] = {
+                "state error": None,
+                "epoch": epoch,
+                "history": history,
+                "batches_delivered": steps,
+            }
+        except (ValueError, TypeError, KeyError) as e:
+            error = e
+            agreed = {"state error": f"{type(e).__name__}: {e}"}
+        check_consistent("DiscoSeqSampler.load_state_dict", agreed, self.world_size, self.rank)
+        if error is not None:
+            raise error
+        self._plan, self._plan_key = plan, key
+        self._epoch, self._history, self._steps = epoch, history, steps
+        self._resume_pending = True
+
+    def _restore_point(
+        self, state: Mapping[str, Any]
+    ) -> tuple[int, list[tuple[int, int]], int, EpochPlan, tuple[Any, ...]]:
+        """Validate ``state`` and compute the position it restores, without side effects:
+        ``(epoch, history, steps, plan, plan key)`` in this sampler's world size."""
         if isinstance(state, str | bytes):
             raise ValueError("state must be a dict (json.loads the saved text first)")
         if not isinstance(state, Mapping):
@@ -484,22 +510,16 @@ class DiscoSeqSampler(Sampler, IterableDataset):
                 f"batches per rank of epoch {epoch} with world_size={world}"
             )
         if world == self.world_size:
-            self._plan, self._plan_key = saved_plan, (epoch, tuple(history), world)
+            plan = saved_plan
         elif steps > 0:  # elastic: plan what is left for the new world, from the saved plan
             left = np.ones(len(self.index), dtype=bool) if mask is None else mask.copy()
             left[saved_plan.rows[: saved_plan.batch_offsets[steps * world]]] = False
             history.append((world, steps))
             steps = 0
-            self._plan = self._plan_with_mask(epoch, self.world_size, left)
-            self._plan_key = (epoch, tuple(history), self.world_size)
-        self._epoch, self._history, self._steps = epoch, history, steps
-        self._resume_pending = True
-        check_consistent(
-            "DiscoSeqSampler.load_state_dict",
-            {"epoch": epoch, "history": history, "batches_delivered": steps},
-            self.world_size,
-            self.rank,
-        )
+            plan = self._plan_with_mask(epoch, self.world_size, left)
+        else:  # nothing delivered in the saved world: plan the rest for this one
+            plan = self._plan_with_mask(epoch, self.world_size, mask)
+        return epoch, history, steps, plan, (epoch, tuple(history), self.world_size)
 
     def __repr__(self) -> str:
         return (

@@ -3,8 +3,9 @@ DataLoader worker and a DDP model step per batch. Every launch has a deadline: a
 the test.
 
 Launch A (2 ranks): a config mismatch (one rank with another seed: every rank raises, none
-hangs), a drop_last=True epoch (equal counts, disjoint cuts), a drop_last=False epoch
-(every cut), then a third loader stopped midway: the state is saved and the process exits hard.
+hangs), a state refused on one rank only (every rank raises, none hangs), a drop_last=True epoch
+(equal counts, disjoint cuts), a drop_last=False epoch (every cut), then a third loader stopped
+midway: the state is saved and the process exits hard.
 Launch B (3 ranks) restores that state on the new world size: the union of cuts delivered before
 and after is exactly the epoch, none twice except padding.
 """
@@ -59,6 +60,11 @@ def _run_phase(rank: int, phase: dict, source: str, model: Any, opt: Any, out: s
     loader = create_dataloader(phase.get("source", source), cfg, multiprocessing_context="fork")
     if "state" in phase:
         loader.load_state_dict(json.loads(Path(phase["state"]).read_text()))
+    if "refuse_state_rank" in phase:  # every rank loads its own state; one of them is refused
+        state = loader.state_dict()
+        if phase["refuse_state_rank"] == rank:
+            state["config"]["seed"] += 1
+        loader.load_state_dict(state)
     loader.dataset.set_epoch(phase.get("epoch", 0))
     length = len(loader)
     delivered = _run_epoch(loader, model, opt, phase.get("stop_after"))
@@ -155,6 +161,12 @@ def test_ranks_epochs_mismatch_kill_and_elastic_restore(corpus, tmp_path: Path) 
                 "seed_offset_rank": 1,
                 "may_fail": True,
             },
+            {  # rank 0 refuses its state, rank 1 accepts its own: both raise, none waits
+                "name": "refused",
+                "config": cfg,
+                "refuse_state_rank": 0,
+                "may_fail": True,
+            },
             {"name": "drop", "config": {**cfg, "drop_last": True}},
             {"name": "pad", "config": {**cfg, "strategy": "random", "num_buckets": 10}},
             {"name": "kill", "config": cfg, "epoch": 1, "stop_after": STOP_AFTER},
@@ -168,6 +180,10 @@ def test_ranks_epochs_mismatch_kill_and_elastic_restore(corpus, tmp_path: Path) 
         error = r["mismatch"].get("error", "")
         assert error.startswith("DistributedMismatchError"), f"rank {r['rank']}: {error!r}"
         assert "config field 'seed'" in error and "42" in error and "43" in error
+    for r in a:
+        error = r["refused"].get("error", "")
+        assert error.startswith("DistributedMismatchError"), f"rank {r['rank']}: {error!r}"
+        assert "state error" in error and "seed=43" in error
     # drop_last=True: equal counts, disjoint cuts
     lens = {r["drop"]["len"] for r in a} | {len(r["drop"]["batches"]) for r in a}
     assert len(lens) == 1

@@ -116,6 +116,31 @@ def test_refusals_name_field_and_values(index: CutIndex, tmp_path) -> None:
     ok.load_state_dict(state)
 
 
+def test_refused_state_still_joins_the_collective(index: CutIndex, monkeypatch) -> None:
+    """A rank that refuses its state must still take part in the rank check: otherwise the
+    ranks that accepted theirs wait in the collective until the process-group timeout."""
+    import discoseq.sampler as sampler_module
+
+    calls: list[dict] = []
+
+    def record(what, values, world_size, rank):
+        calls.append(dict(values))
+        return True
+
+    monkeypatch.setattr(sampler_module, "check_consistent", record)
+    s = DiscoSeqSampler(index, CFG)
+    state = s.state_dict()
+    before = (s.epoch, s.state_dict())
+    calls.clear()
+    with pytest.raises(ValueError, match=r"seed=1.*seed=42"):
+        s.load_state_dict({**state, "config": {**state["config"], "seed": 1}})
+    assert len(calls) == 1 and "seed=1" in calls[0]["state error"]
+    assert (s.epoch, s.state_dict()) == before, "a refused state changes nothing"
+    calls.clear()
+    s.load_state_dict({**state, "epoch": 3, "batches_delivered": 2})
+    assert calls == [{"state error": None, "epoch": 3, "history": [], "batches_delivered": 2}]
+
+
 def test_completed_epoch_state_yields_nothing_until_next_epoch(index: CutIndex) -> None:
     s = DiscoSeqSampler(index, CFG)
     rows_list(s)
