@@ -52,7 +52,9 @@ class CutIndex:
         :param check_sources: check cheaply (size, mtime) that the source manifests are unchanged
             and raise :class:`StaleIndexError` if not; pass False to opt out.
         """
-        directory = Path(path)
+        # absolute: records.bin is opened lazily, possibly after the working directory changed
+        # (and a pickled index travels as this path to workers that may start elsewhere)
+        directory = Path(path).absolute()
         header = read_header(directory)
         n = header.num_rows
         arrays = {}

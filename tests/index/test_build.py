@@ -190,6 +190,19 @@ def test_pickles_as_path_and_resolves_in_threads_and_forks(tmp_path, mono):
     assert ids[0] + ids[1] == expected
 
 
+def test_relative_index_path_survives_a_change_of_directory(tmp_path, mono, monkeypatch):
+    records = mono_records(mono, 20)
+    monkeypatch.chdir(tmp_path)
+    gz = tmp_path / "m.jsonl.gz"  # records stored in the index's records.bin
+    with gzip.open(gz, "wb") as f:
+        f.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    index = build_index("m.jsonl.gz", "idx")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert [c.id for c in index.resolve([3, 1])] == ["c-3", "c-1"]
+    assert [c.id for c in pickle.loads(pickle.dumps(index)).resolve([2])] == ["c-2"]
+
+
 def _resolve_ids(args):
     index, rows = args
     return [c.id for c in index.resolve(rows)]
