@@ -35,6 +35,7 @@ import tempfile
 import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,10 @@ def _open_source(
             )
         if cache_index:
             target = Path(cache_index)
-            if (target / _HEADER).exists():
-                return CutIndex.open(target), None
-            return build_index(source, target, progress=progress), None
+            with _cache_lock(target):
+                if (target / _HEADER).exists():
+                    return CutIndex.open(target), None
+                return build_index(source, target, progress=progress), None
         return _temporary_index(source, progress)
     raise TypeError(
         "source must be a CutIndex, a path to an index directory or a cut manifest, or a Lhotse "
@@ -120,7 +122,31 @@ def _temporary_index(source: Any, progress: bool) -> tuple[CutIndex, str]:
     return index, tmp
 
 
+@contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """Serialise the processes that check or build the cached index ``target`` (e.g. every rank
+    of a job on one machine): without it they all build, and one swapping its copy into place
+    breaks another that is opening it. An advisory lock on the parent directory (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _cached_index(manifest: Path, target: Path, progress: bool) -> CutIndex:
+    with _cache_lock(target):
+        return _cached_index_locked(manifest, target, progress)
+
+
+def _cached_index_locked(manifest: Path, target: Path, progress: bool) -> CutIndex:
     if (target / _HEADER).exists():
         try:
             index = CutIndex.open(target)
@@ -160,7 +186,9 @@ class DiscoSeqSampler(Sampler, IterableDataset):
     :param config: a :class:`~discoseq.SamplerConfig` (or its dict).
     :param cache_index: for a manifest source: ``True`` keeps the index next to it
         (``<manifest>.discoseq-index``, rebuilt when the manifest changes), a path keeps it there
-        (also for a CutSet). ``False`` (default) uses a temporary directory.
+        (also for a CutSet). ``False`` (default) uses a temporary directory. Processes that
+        ask for the same cache at once (the ranks of a job on one machine) take turns: one
+        builds it, the others open it.
     :param progress: show a progress bar while indexing a manifest or CutSet.
     """
 

@@ -87,6 +87,41 @@ def test_cache_index_next_to_manifest(tmp_path: Path) -> None:
         DiscoSeqSampler(CutSet.from_file(manifest), CFG, cache_index=True, progress=False)
 
 
+def _open_cached(manifest: Path) -> str:
+    try:
+        s = DiscoSeqSampler(manifest, CFG, cache_index=True, progress=False)
+        return f"ok {len(s.index)}"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+
+@pytest.mark.slow
+def test_cache_index_built_once_by_concurrent_processes(tmp_path: Path, monkeypatch) -> None:
+    """Every rank of a job on one machine asks for the same cache at once: one builds, the
+    others wait and open it (no rank reads a directory another is swapping into place)."""
+    import multiprocessing as mp
+    import time
+
+    import discoseq.sampler as sampler_module
+
+    manifest = tmp_path / "c.jsonl.gz"
+    write_manifest(manifest, 40, seed=4)
+    log = tmp_path / "builds.log"
+    real_build = sampler_module.build_index
+
+    def slow_build(*args, **kwargs):  # widen the window in which the others would also build
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.3)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(sampler_module, "build_index", slow_build)
+    with mp.get_context("fork").Pool(4) as pool:
+        results = pool.map(_open_cached, [manifest] * 4)
+    assert results == ["ok 40"] * 4
+    assert len(log.read_text().split()) == 1, "built once"
+
+
 def test_bad_sources(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no manifest or index"):
         DiscoSeqSampler(tmp_path / "missing.jsonl", CFG)
