@@ -79,9 +79,13 @@ class CutIndex:
         return index
 
     def check_sources(self) -> None:
-        """Raise :class:`StaleIndexError` if a source file changed size or mtime."""
+        """Raise :class:`StaleIndexError` if a source file changed size or mtime, or is gone
+        while its records are read from it in place. A moved or deleted source whose records
+        are stored in the index (``.jsonl.gz``, ``.json``, ``--store-records``) is fine."""
         for source in self.header.sources:
             if source["format"] == "cutset":
+                continue
+            if source["records"] == "stored" and not os.path.exists(source["path"]):
                 continue
             problem = stat_matches(source)
             if problem is not None:

@@ -45,7 +45,13 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
         if src["format"] == "cutset":
             continue
         if not Path(src["path"]).is_file():
-            report.add(f"source {i} {src['path']} no longer exists")
+            if src["records"] == "stored":  # the index does not need it
+                report.notes.append(
+                    f"source {i} {src['path']} no longer exists (its records are stored in the "
+                    "index; not fingerprinted)"
+                )
+            else:
+                report.add(f"source {i} {src['path']} no longer exists")
             continue
         found = fingerprint_file(src["path"])
         if found != src["fingerprint"]:

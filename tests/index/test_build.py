@@ -367,6 +367,27 @@ def test_stale_source(tmp_path, mono):
         CutIndex.open(tmp_path / "idx")
 
 
+@pytest.mark.parametrize("kind", ["store_records", "gz"])
+def test_stored_records_survive_a_moved_or_deleted_source(tmp_path, mono, kind):
+    records = mono_records(mono, 6)
+    if kind == "gz":
+        path = tmp_path / "a.jsonl.gz"
+        with gzip.open(path, "wb") as f:
+            f.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    else:
+        path = write_lines(tmp_path / "a.jsonl", records)
+    build_index(path, tmp_path / "idx", store_records=kind == "store_records")
+    path.rename(tmp_path / "moved")
+    index = CutIndex.open(tmp_path / "idx")  # the records are in the index: not stale
+    assert [c.id for c in index.resolve([4, 0])] == ["c-4", "c-0"]
+    report = verify_index(tmp_path / "idx")
+    assert report.ok and any("no longer exists" in n for n in report.notes)
+    (tmp_path / "moved").rename(path)
+    path.write_bytes(path.read_bytes() + b"\n")  # present but changed: still stale
+    with pytest.raises(StaleIndexError, match="changed size"):
+        CutIndex.open(tmp_path / "idx")
+
+
 def test_on_error_skip_counts(tmp_path, mono, scanner):
     lines = [json.dumps(r) for r in mono_records(mono, 6)]
     lines[1] = "{not json"
