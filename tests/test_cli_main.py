@@ -157,6 +157,21 @@ def test_analyze_bad_input(corpus, tmp_path):
     assert r.exit_code == EXIT_BAD_INPUT
 
 
+def test_unwritable_output_is_a_usage_error(corpus, tmp_path):
+    _, index = corpus
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"max_duration": 60}))
+    for args in (
+        ["analyze", index.path, "--max-duration", 10, "-o", tmp_path / "no" / "s.json"],
+        ["analyze", index.path, "--max-duration", 10, "--plot", tmp_path / "no" / "s.png"],
+        ["analyze", index.path, "--max-duration", 10, "-o", tmp_path],
+        ["benchmark", index.path, cfg, "--no-resolve", "-o", tmp_path / "no" / "b.json"],
+    ):
+        r = run(*args)  # refused before planning, not a traceback (exit 1) after it
+        assert r.exit_code == EXIT_USAGE, r.output
+        assert "cannot write" in r.output or "is a directory" in r.output
+
+
 def test_benchmark_with_lhotse(corpus, tmp_path):
     _, index = corpus
     cfg = tmp_path / "c.json"

@@ -119,6 +119,18 @@ def _config(data: dict[str, Any]) -> Any:
 # -- analyze ----------------------------------------------------------------------------------
 
 
+def _output_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An output file option: its directory must exist and be writable (checked before the
+    work, so a bad path is a usage error, not a traceback at the end)."""
+    if value is None:
+        return None
+    parent = value.parent
+    if value.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        why = "is a directory" if value.is_dir() else f"cannot write in {str(parent)!r}"
+        raise click.BadParameter(f"{str(value)!r}: {why}")
+    return value
+
+
 def _floats(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -213,11 +225,13 @@ def _floats(text: str | None) -> list[float] | None:
     "--output",
     "-o",
     type=click.Path(path_type=Path),
+    callback=_output_path,
     help="Write the statistics as JSON here (schema in README, 'discoseq analyze').",
 )
 @click.option(
     "--plot",
     type=click.Path(path_type=Path),
+    callback=_output_path,
     help="Draw the statistics to this image (.png, .svg, .pdf; needs matplotlib: the 'plot' "
     "extra).",
 )
@@ -396,7 +410,11 @@ def _lhotse_sampler(cuts: Any, config: Any, world: int, rank: int) -> Any:
     help="Also measure iteration with resolution of every batch to a lhotse CutSet.",
 )
 @click.option(
-    "--output", "-o", type=click.Path(path_type=Path), help="Write the measurements as JSON here."
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    callback=_output_path,
+    help="Write the measurements as JSON here.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar while indexing a manifest.")
 def benchmark(
