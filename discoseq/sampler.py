@@ -207,7 +207,14 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         self.config = config
         self._plan_config = config.to_plan_config()
         self.rank, self.world_size = detect_rank_world(config.world_size, config.rank)
-        self.index, self._tmpdir = _open_source(source, cache_index, progress)
+        try:
+            self.index, self._tmpdir = _open_source(source, cache_index, progress)
+        except Exception as error:
+            # Join the ranks' check before raising, so the ranks that opened their source do
+            # not wait in it until the process-group timeout: then every rank raises.
+            failed = {"source": f"cannot be opened ({type(error).__name__}: {error})"}
+            check_consistent("DiscoSeqSampler", failed, self.world_size, self.rank)
+            raise
         self._finalizer = (
             weakref.finalize(self, _remove_tree, self._tmpdir, os.getpid())
             if self._tmpdir is not None
@@ -236,6 +243,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
     def _agreement_values(self) -> dict[str, Any]:
         """What every rank must hold equal: index, world size and every epoch-shaping field."""
         values: dict[str, Any] = {
+            "source": "opened",
             "index fingerprint": self.index.fingerprint,
             "world_size": self.world_size,
         }

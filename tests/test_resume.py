@@ -306,3 +306,20 @@ def test_resume_state_machine(machine_index) -> None:
     run_state_machine_as_test(
         ResumeMachine, settings=settings(max_examples=60, stateful_step_count=40, deadline=None)
     )
+
+
+def test_source_failing_on_one_rank_still_joins_the_collective(tmp_path, monkeypatch) -> None:
+    """A rank that cannot open its source takes part in the rank check before raising, with a
+    value the ranks that opened theirs disagree with: every rank raises, none waits."""
+    import discoseq.sampler as sampler_module
+
+    calls: list[dict] = []
+
+    def record(what, values, world_size, rank):
+        calls.append(dict(values))
+        return True
+
+    monkeypatch.setattr(sampler_module, "check_consistent", record)
+    with pytest.raises(FileNotFoundError):
+        DiscoSeqSampler(tmp_path / "missing.jsonl", CFG)
+    assert len(calls) == 1 and "cannot be opened (FileNotFoundError" in calls[0]["source"]
