@@ -69,24 +69,43 @@ cdef int _push(BatchBuf* b, int64_t end, int32_t seg, double cost, double dur) n
     return DS_OK
 
 
+cdef struct OpenBatch:
+    # the batch being filled: cuts, longest cost, cost sum, duration sum, most and sum of frames
+    int64_t n, mf, sf
+    double m, sm, dsum
+
+
+cdef inline void _reset(OpenBatch* b) noexcept nogil:
+    b.n = 0
+    b.m = 0.0
+    b.sm = 0.0
+    b.dsum = 0.0
+    b.mf = 0
+    b.sf = 0
+
+
+cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
+                       bint sum_mode) noexcept nogil:
+    """Push the open batch (its rows end at ``end``) and start an empty one."""
+    cdef int rc = _push(out, end, seg, b.sm if sum_mode else b.n * b.m, b.dsum)
+    _reset(b)
+    return rc
+
+
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
                    int64_t max_frames, double q, bint sum_mode, bint exclude, BatchBuf* out,
                    int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code."""
-    cdef int64_t s, i, row, w = 0, n, f, mf, sf, nf, capc
-    cdef double d, c, m, sm, dsum, nd, capd
+    cdef int64_t s, i, row, w = 0, f, nf, capc
+    cdef double d, c, nd, capd
+    cdef OpenBatch b
     cdef bint use_frames = frames != NULL
     seg_batch_off[0] = 0
     for s in range(nseg):
         capd = cap_dur[s]
         capc = cap_cuts[s]
-        n = 0
-        m = 0.0
-        sm = 0.0
-        dsum = 0.0
-        mf = 0
-        sf = 0
+        _reset(&b)
         for i in range(seg_off[s], seg_off[s + 1]):
             if i + 64 < seg_off[s + 1]:
                 DS_PREFETCH(&dur[rows[i + 64]])
@@ -100,49 +119,35 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                 n_oversize[0] += 1
                 if exclude:
                     continue
-                if n > 0:
-                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
-                        return DS_ERR_NOMEM
-                    n = 0
-                    m = 0.0
-                    sm = 0.0
-                    dsum = 0.0
-                    mf = 0
-                    sf = 0
+                if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
+                    return DS_ERR_NOMEM
                 rows[w] = row
                 w += 1
                 if _push(out, w, <int32_t>s, c, d) < 0:
                     return DS_ERR_NOMEM
                 continue
-            if n > 0:
+            if b.n > 0:
                 if sum_mode:
-                    nd = sm + c
-                    nf = sf + f
+                    nd = b.sm + c
+                    nf = b.sf + f
                 else:
-                    nd = (n + 1) * (m if m > c else c)
-                    nf = (n + 1) * (mf if mf > f else f)
-                if n + 1 > capc or nd > capd or nf > max_frames:
-                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+                    nd = (b.n + 1) * (b.m if b.m > c else c)
+                    nf = (b.n + 1) * (b.mf if b.mf > f else f)
+                if b.n + 1 > capc or nd > capd or nf > max_frames:
+                    if _close(out, w, <int32_t>s, &b, sum_mode) < 0:
                         return DS_ERR_NOMEM
-                    n = 0
-                    m = 0.0
-                    sm = 0.0
-                    dsum = 0.0
-                    mf = 0
-                    sf = 0
             rows[w] = row
             w += 1
-            n += 1
-            if c > m:
-                m = c
-            sm = sm + c
-            dsum = dsum + d
-            if f > mf:
-                mf = f
-            sf += f
-        if n > 0:
-            if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
-                return DS_ERR_NOMEM
+            b.n += 1
+            if c > b.m:
+                b.m = c
+            b.sm = b.sm + c
+            b.dsum = b.dsum + d
+            if f > b.mf:
+                b.mf = f
+            b.sf += f
+        if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
+            return DS_ERR_NOMEM
         seg_batch_off[s + 1] = out.n
     return w
 
