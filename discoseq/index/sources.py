@@ -109,37 +109,14 @@ def file_source(path: Path, store_records: bool) -> Source:
     )
 
 
-def fingerprint_file(path: str | Path, progress: Callable[[int], None] | None = None) -> str:
-    """``blake2b-128:<hex>`` of a file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            h.update(block)
-            if progress is not None:
-                progress(len(block))
-    return "blake2b-128:" + h.hexdigest()
-
-
-def _raw_blocks(source: Source, progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    """The file's bytes in blocks, hashed on the way; sets the fingerprint at the end."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(source.path, "rb") as f:
-        while block := f.read(RAW_BLOCK_BYTES):
-            h.update(block)
-            if progress is not None:
-                progress(len(block))
-            yield block
-    source.fingerprint = "blake2b-128:" + h.hexdigest()
-
-
 class _HashingReader(io.RawIOBase):
-    """A raw file reader that fingerprints (and reports) the bytes as they are read."""
+    """A raw file reader that fingerprints (and reports) the bytes as they are read: the one
+    place where a source's bytes are read, whether plain, gunzipped or only fingerprinted."""
 
-    def __init__(self, source: Source, progress: Callable[[int], None] | None) -> None:
-        self._file = open(source.path, "rb")
+    def __init__(self, path: str | Path, progress: Callable[[int], None] | None) -> None:
+        self._file = open(path, "rb")
         self._hasher = hashlib.blake2b(digest_size=16)
         self._progress = progress
-        self._source = source
 
     def readable(self) -> bool:
         return True
@@ -150,28 +127,45 @@ class _HashingReader(io.RawIOBase):
             self._hasher.update(memoryview(buffer)[:n])
             if self._progress is not None:
                 self._progress(n)
-        else:
-            self._source.fingerprint = "blake2b-128:" + self._hasher.hexdigest()
         return n
+
+    def read_to_end(self) -> str:
+        """Read what is left and return the fingerprint of the whole file."""
+        while self.read(RAW_BLOCK_BYTES):
+            pass
+        return "blake2b-128:" + self._hasher.hexdigest()
 
     def close(self) -> None:
         self._file.close()
         super().close()
 
 
+def fingerprint_file(path: str | Path, progress: Callable[[int], None] | None = None) -> str:
+    """``blake2b-128:<hex>`` of a file's bytes."""
+    with _HashingReader(path, progress) as raw:
+        return raw.read_to_end()
+
+
+def _raw_blocks(source: Source, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """The file's bytes in blocks, fingerprinted on the way (set on ``source`` at the end)."""
+    with _HashingReader(source.path, progress) as raw:
+        while block := raw.read(RAW_BLOCK_BYTES):
+            yield block
+        source.fingerprint = raw.read_to_end()
+
+
 def _gunzip(source: Source, progress: Callable[[int], None] | None) -> Iterator[bytes]:
     """Decompress a (possibly multi-member) gzip file in pieces, with ISA-L's igzip (about 4x
     zlib's speed: decompression is most of the cost of indexing a ``.jsonl.gz``)."""
-    raw = _HashingReader(source, progress)
-    try:
-        with igzip.IGzipFile(fileobj=raw, mode="rb") as f:
-            while piece := f.read(PIECE_BYTES):
-                yield piece
-    except _GZIP_ERRORS as e:
-        kind = "truncated" if isinstance(e, EOFError) else "corrupted"
-        raise ManifestError(f"{kind} gzip file ({e})", source.path) from e
-    finally:
-        raw.close()
+    with _HashingReader(source.path, progress) as raw:
+        try:
+            with igzip.IGzipFile(fileobj=raw, mode="rb") as f:
+                while piece := f.read(PIECE_BYTES):
+                    yield piece
+        except _GZIP_ERRORS as e:
+            kind = "truncated" if isinstance(e, EOFError) else "corrupted"
+            raise ManifestError(f"{kind} gzip file ({e})", source.path) from e
+        source.fingerprint = raw.read_to_end()
 
 
 def _line_chunks(stream: Iterable[bytes]) -> Iterator[Chunk]:
