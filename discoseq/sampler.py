@@ -262,11 +262,15 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         """False for every cut delivered in the ``history`` segments of ``epoch`` (None: none)."""
         mask: np.ndarray | None = None
         for world, steps in history:
-            plan = self._plan_with_mask(epoch, world, mask)
-            if mask is None:
-                mask = np.ones(len(self.index), dtype=bool)
-            mask[plan.rows[: plan.batch_offsets[steps * world]]] = False
+            mask = self._undelivered(mask, self._plan_with_mask(epoch, world, mask), steps)
         return mask
+
+    def _undelivered(self, mask: np.ndarray | None, plan: EpochPlan, steps: int) -> np.ndarray:
+        """A copy of ``mask`` (all True for None) without the cuts of ``plan``'s first
+        ``steps`` steps: ranks move in lockstep, so those are exactly what was delivered."""
+        left = np.ones(len(self.index), dtype=bool) if mask is None else mask.copy()
+        left[plan.rows[: plan.batch_offsets[steps * plan.world_size]]] = False
+        return left
 
     def _plan_with_mask(self, epoch: int, world: int, mask: np.ndarray | None) -> EpochPlan:
         if mask is not None and not mask.any():
@@ -548,8 +552,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         if world == self.world_size:
             plan = saved_plan
         elif steps > 0:  # elastic: plan what is left for the new world, from the saved plan
-            left = np.ones(len(self.index), dtype=bool) if mask is None else mask.copy()
-            left[saved_plan.rows[: saved_plan.batch_offsets[steps * world]]] = False
+            left = self._undelivered(mask, saved_plan, steps)
             history.append((world, steps))
             steps = 0
             plan = self._plan_with_mask(epoch, self.world_size, left)
