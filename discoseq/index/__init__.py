@@ -1,7 +1,9 @@
-"""The columnar cut index: on-disk format, builder, memory-mapped reader and verification."""
+"""The columnar cut index: on-disk format, builder, memory-mapped reader, verification, and one
+way to open any source (an index, a manifest, a CutSet) as an index."""
 
 from discoseq.index.builder import build_index
+from discoseq.index.opener import OpenedIndex, open_source
 from discoseq.index.reader import CutIndex
 from discoseq.index.verify import VerifyReport, verify_index
 
-__all__ = ["CutIndex", "VerifyReport", "build_index", "verify_index"]
+__all__ = ["CutIndex", "OpenedIndex", "VerifyReport", "build_index", "open_source", "verify_index"]
