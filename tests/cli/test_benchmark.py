@@ -1,0 +1,70 @@
+"""``discoseq benchmark``: the report, the Lhotse comparison and exit codes."""
+
+import json
+
+from discoseq.cli.main import EXIT_BAD_INPUT, EXIT_USAGE
+from discoseq.config import SamplerConfig
+from tests.cli.runner import run
+
+
+def test_benchmark_with_lhotse(corpus, tmp_path):
+    _, index = corpus
+    cfg = tmp_path / "c.json"
+    cfg.write_text(SamplerConfig(max_duration=120.0, num_buckets=4, world_size=2).to_json())
+    out = tmp_path / "b.json"
+    r = run("benchmark", index.path, cfg, "--epochs", 2, "--compare", "lhotse", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "ratio" in r.output and "DynamicBucketingSampler" in r.output
+    rep = json.loads(out.read_text())
+    assert rep["cuts"] == 400 and rep["epochs"] == 2
+    assert rep["plan"]["batches_per_rank"] > 0
+    for key in ("indices", "cutsets", "lhotse"):
+        run_ = rep[key]
+        assert run_["batches"] > 0 and run_["cuts_per_s"] > 0 and "peak_mb" in run_
+    # rank 0 of 2, two epochs: about half the cuts twice
+    assert rep["indices"]["cuts"] == rep["cutsets"]["cuts"]
+    assert 300 <= rep["indices"]["cuts"] <= 500
+    assert rep["lhotse"]["sampler"] == "DynamicBucketingSampler"
+    assert set(rep["lhotse"]["ratios"]) == {
+        "index_arrays_vs_lhotse_time",
+        "cutsets_vs_lhotse_time",
+        "cutsets_cuts_per_s",
+    }
+
+
+def test_benchmark_manifest_random_no_resolve(corpus, tmp_path):
+    manifest, _ = corpus
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"strategy": "random", "max_cuts": 16}))
+    r = run(
+        "benchmark",
+        manifest,
+        cfg,
+        "--epochs",
+        1,
+        "--no-resolve",
+        "-q",
+        "--compare",
+        "lhotse",
+        "-o",
+        tmp_path / "b.json",
+    )
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert "cutsets" not in rep and rep["lhotse"]["sampler"] == "DynamicCutSampler"
+    assert rep["indices"]["cuts"] == 400
+
+
+def test_benchmark_errors(corpus, tmp_path):
+    _, index = corpus
+    r = run("benchmark", index.path, tmp_path / "none.json")
+    assert r.exit_code == EXIT_BAD_INPUT and "no config file" in r.output
+    cfg = tmp_path / "c.json"
+    cfg.write_text("not json")
+    assert run("benchmark", index.path, cfg).exit_code == EXIT_BAD_INPUT
+    cfg.write_text(json.dumps({"max_duration": 60, "max_frames": 1000}))
+    r = run("benchmark", index.path, cfg, "--compare", "lhotse")
+    assert r.exit_code == EXIT_USAGE and "max_frames" in r.output
+    r = run("benchmark", index.path, cfg, "--compare", "nemo")
+    assert r.exit_code == EXIT_USAGE
+    assert run("benchmark", index.path).exit_code == EXIT_USAGE  # missing CONFIG.json
