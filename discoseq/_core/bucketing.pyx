@@ -26,7 +26,6 @@ Assignment
 
 import numpy as np
 
-cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX, UINT64_MAX
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy
@@ -35,8 +34,6 @@ from discoseq._core.types cimport (
     Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES, KEY_NUMEL,
     KEY_TOKENS, f64_ptr, i64_ptr, key_of, weight_of,
 )
-
-cnp.import_array()
 
 KEY_KINDS = {"duration": KEY_DURATION, "num_frames": KEY_FRAMES, "num_features": KEY_NUMEL,
              "num_tokens": KEY_TOKENS}

@@ -14,20 +14,17 @@ counted. Rows are compacted in place (excluded rows removed).
 
 import numpy as np
 
-cimport numpy as cnp
-
-cdef extern from *:
-    """
-    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
-    """
-    void DS_PREFETCH(const void* p) noexcept nogil
 from libc.stdint cimport int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK
 
-cnp.import_array()
+cdef extern from *:
+    """
+    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+    """
+    void DS_PREFETCH(const void* p) noexcept nogil
 
 
 cdef struct BatchBuf:

@@ -19,12 +19,9 @@ Specification (bit-exact; ``tests/reference_plan.py`` re-implements it in Python
 
 import numpy as np
 
-cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t
 
 from discoseq._core.rng cimport ds_bounded, ds_derive_key, ds_mix64, ds_next, shuffle_i64
-
-cnp.import_array()
 
 PURPOSE_CUTS = 1 << 32
 PURPOSE_TAIL = 2 << 32

@@ -23,13 +23,10 @@ packing grouped by segment (bucket), in plan order. With ``W`` ranks:
 
 import numpy as np
 
-cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from discoseq._core.rng cimport ds_bounded, shuffle_i64
-
-cnp.import_array()
 
 
 def order_batches(const int64_t[::1] seg_batch_offsets not None, int64_t world_size,
