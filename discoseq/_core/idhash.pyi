@@ -2,7 +2,6 @@ import numpy as np
 import numpy.typing as npt
 
 def hash_spans(blob: npt.ArrayLike, offsets: npt.ArrayLike) -> npt.NDArray[np.uint64]: ...
-def hash_id(cut_id: bytes) -> int: ...
 
 class IdLookup:
     def __init__(

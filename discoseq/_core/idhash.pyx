@@ -1,15 +1,12 @@
 # cython: language_level=3
 """64-bit hashes of cut ids for the index's id -> row lookup (FNV-1a, then a murmur3 finaliser).
 
-Reference twin: ``tests/index/test_idhash.py::py_hash``.
+Reference twin: ``tests/test_idhash.py::py_hash``.
 """
 
 import numpy as np
 
-cimport numpy as cnp
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-
-cnp.import_array()
 
 
 cdef inline uint64_t _hash_bytes(const uint8_t[::1] blob, int64_t start, int64_t end) noexcept nogil:
@@ -34,13 +31,31 @@ cdef int _hash_spans(
     return 0
 
 
+cdef Py_ssize_t _first_outside(const int64_t[::1] offsets, int64_t size) noexcept nogil:
+    """The first ``i`` with ``offsets[i]`` outside ``[0, size]``, or -1."""
+    cdef Py_ssize_t i
+    for i in range(offsets.shape[0]):
+        if <uint64_t>offsets[i] > <uint64_t>size:
+            return i
+    return -1
+
+
 def hash_spans(const uint8_t[::1] blob, const int64_t[::1] offsets):
-    """Hash ``blob[offsets[i]:offsets[i+1]]`` for every i; returns uint64 array of len(offsets)-1."""
+    """Hash ``blob[offsets[i]:offsets[i+1]]`` for every i; returns uint64 array of len(offsets)-1.
+
+    Every offset must lie in ``[0, len(blob)]``; a span with ``offsets[i] > offsets[i+1]`` hashes
+    as the empty id."""
     cdef Py_ssize_t n = offsets.shape[0] - 1
     if n < 0:
         raise ValueError("offsets must hold at least one element")
-    if n > 0 and (offsets[0] < 0 or offsets[n] > blob.shape[0]):
-        raise ValueError("offsets point outside the blob")
+    cdef Py_ssize_t bad
+    with nogil:
+        bad = _first_outside(offsets, blob.shape[0])
+    if bad >= 0:
+        raise ValueError(
+            f"offsets[{bad}]={offsets[bad]} points outside the blob (expected 0 <= offset <= "
+            f"{blob.shape[0]})"
+        )
     out = np.empty(n, dtype=np.uint64)
     cdef uint64_t[::1] out_view = out
     with nogil:
@@ -48,14 +63,11 @@ def hash_spans(const uint8_t[::1] blob, const int64_t[::1] offsets):
     return out
 
 
-def hash_id(bytes cut_id):
-    """Hash one id (UTF-8 bytes) exactly as :func:`hash_spans` does."""
-    cdef const uint8_t[::1] view = cut_id
-    return _hash_bytes(view, 0, view.shape[0])
-
-
 cdef class IdLookup:
-    """id -> row over the index's sorted id hashes (binary search, then compare the id bytes)."""
+    """id -> row over the index's sorted id hashes (binary search, then compare the id bytes).
+
+    Each candidate row is checked against the arrays before it is read, so a corrupt index raises
+    ValueError instead of reading out of bounds."""
 
     cdef const uint64_t[::1] hashes
     cdef const int64_t[::1] rows
@@ -76,7 +88,8 @@ cdef class IdLookup:
         cdef Py_ssize_t klen = k.shape[0]
         cdef uint64_t h = _hash_bytes(k, 0, klen)
         cdef Py_ssize_t lo = 0, hi = self.hashes.shape[0], mid
-        cdef int64_t r, start, j
+        cdef int64_t r, start, end, j
+        cdef int64_t nrows = self.rows.shape[0], nblob = self.blob.shape[0]
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.hashes[mid] < h:
@@ -85,8 +98,19 @@ cdef class IdLookup:
                 hi = mid
         while lo < self.hashes.shape[0] and self.hashes[lo] == h:
             r = self.rows[lo]
+            if r < 0 or r >= nrows:
+                raise ValueError(
+                    f"id lookup: rows[{lo}]={r} is not a row in [0, {nrows}); the index is "
+                    "corrupt, rebuild it"
+                )
             start = self.offsets[r]
-            if self.offsets[r + 1] - start == klen:
+            end = self.offsets[r + 1]
+            if not 0 <= start <= end <= nblob:
+                raise ValueError(
+                    f"id lookup: the id of row {r} spans [{start}, {end}), outside the id blob "
+                    f"[0, {nblob}); the index is corrupt, rebuild it"
+                )
+            if end - start == klen:
                 j = 0
                 while j < klen and self.blob[start + j] == k[j]:
                     j += 1
