@@ -7,6 +7,7 @@ epoch plan (compiled core) -> batches of row ids -> lazily resolved ``lhotse.Cut
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from discoseq._version import __version__
 from discoseq.config import SamplerConfig
 from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
 from discoseq.index import CutIndex, build_index
@@ -15,8 +16,6 @@ from discoseq.strategy import SamplingStrategy
 if TYPE_CHECKING:
     from discoseq.loader import create_dataloader
     from discoseq.sampler import DiscoSeqSampler
-
-__version__ = "0.1.0"
 
 # The torch-facing names load on first use, so ``import discoseq`` (and the CLI, the index and
 # the engine) stays free of torch.

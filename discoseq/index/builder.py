@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from discoseq._version import __version__
 from discoseq.errors import ManifestError
 from discoseq.index.fields import RecordError, fields_from_record
 from discoseq.index.format import (
@@ -292,7 +293,6 @@ def build_index(
     :param progress: show a progress bar over the input bytes.
     :returns: the opened :class:`~discoseq.index.CutIndex`.
     """
-    from discoseq import __version__
     from discoseq.index.reader import CutIndex
 
     if on_error not in ("raise", "skip"):
