@@ -54,16 +54,12 @@ def proc_memory() -> dict[str, float]:
 
 
 def open_or_build(source: Path, out: Path) -> Any:
-    from discoseq import CutIndex, build_index
+    """The index of ``source`` cached at ``out``: built once, rebuilt when ``source`` changes."""
+    from discoseq.index import open_source
 
-    if (out / "header.json").exists():
-        try:
-            return CutIndex.open(out)
-        except Exception:  # stale or another format: rebuild ours
-            pass
     t = time.perf_counter()
-    index = build_index(source, out, force=True, progress=True)
-    print(f"   (built {out.name} in {time.perf_counter() - t:.1f} s)")
+    index = open_source(source, cache_index=out).index
+    print(f"   (index {out.name} opened or built in {time.perf_counter() - t:.1f} s)")
     return index
 
 
