@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,11 +293,6 @@ class CutIndex:
         from lhotse.cut.set import deserialize_cut
 
         return CutSet.from_cuts([deserialize_cut(r) for r in self.record_dicts(rows, records)])
-
-    def iter_cuts(self, chunk: int = 1024) -> Iterator[Any]:
-        """Every cut in row order (resolution in chunks)."""
-        for start in range(0, len(self), chunk):
-            yield from self.resolve(np.arange(start, min(start + chunk, len(self))))
 
     def close(self) -> None:
         for fd in self._fds.values():
