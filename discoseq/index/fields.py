@@ -2,8 +2,10 @@
 
 This is the exact, readable path (and the specification of the compiled scanner in
 ``discoseq._core.cutscan``): every record the scanner does not handle with certainty comes
-here, e.g. every MixedCut. It builds no Lhotse object; ``tests/index/test_fields.py`` checks it
-against Lhotse's own ``cut.duration``, ``cut.num_frames``, ... on every fixture.
+here, e.g. every MixedCut. It builds no Lhotse object; ``tests/index/test_build.py`` checks it
+against Lhotse's own ``cut.duration``, ``cut.num_frames``, ... on every fixture (its ``scanner``
+fixture's ``python`` case sends every line here: ``test_fixture_round_trip``,
+``test_mixed_and_padding_cuts``, ``test_mini_librispeech_cutset_and_files``).
 """
 
 from __future__ import annotations
