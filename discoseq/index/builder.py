@@ -41,7 +41,15 @@ SCANNED = (*VALUE_COLUMNS, "cut_type")  # what the scanner (or the exact path) c
 MAX_REPORTED_ERRORS = 20
 
 
-def _scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
+def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
+    """The compiled scanner of cut JSON lines, :func:`discoseq._core.cutscan.scan_cut_lines`:
+    the :data:`SCANNED` values, line span and id span of every non-blank line of a buffer, with
+    the lines it cannot compute with certainty flagged for :func:`scan_chunk` to complete.
+
+    :func:`build_index` and :func:`~discoseq.index.verify_index` both scan through it, so a
+    verification recomputes the columns exactly as the build did. The compiled module is looked
+    up on each call (a test may swap ``scan_cut_lines`` for its exact-path twin).
+    """
     from discoseq._core.cutscan import scan_cut_lines
 
     return scan_cut_lines
@@ -104,7 +112,7 @@ class _IndexWriter:
         from discoseq._core.idhash import hash_spans
 
         self._hash_spans = hash_spans
-        self._scan = _scanner()
+        self._scan = line_scanner()
         self.tmp = tmp
         self.on_error = on_error
         names = [*SCANNED, "source_id", "source_line", "record_offset", "record_length"]

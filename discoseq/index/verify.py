@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from discoseq.index import builder
-from discoseq.index.builder import SCANNED, scan_chunk
+from discoseq.index.builder import SCANNED, line_scanner, scan_chunk
 from discoseq.index.format import RECORDS_FILE
 from discoseq.index.reader import CutIndex
 from discoseq.index.sources import fingerprint_file, stat_matches
@@ -96,7 +95,7 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
     if not report.ok:
         return report
 
-    scan = builder._scanner()
+    scan = line_scanner()
     for start in range(0, n, chunk_rows):
         rows = np.arange(start, min(start + chunk_rows, n))
         try:

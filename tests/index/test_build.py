@@ -15,6 +15,7 @@ import orjson
 import pytest
 from lhotse import CutSet, RecordingSet, SupervisionSet
 
+import discoseq._core.cutscan as cutscan
 import discoseq.index.builder as builder
 from discoseq import CutIndex, IndexFormatError, ManifestError, StaleIndexError, build_index
 from discoseq.index import verify_index
@@ -33,9 +34,10 @@ CUT_FIXTURES = [
 
 @pytest.fixture(params=["compiled", "python"])
 def scanner(request, monkeypatch):
-    """Run a test with the compiled scanner and with every line on the exact Python path."""
+    """Run a test with the compiled scanner and with every line on the exact Python path (in
+    the builder and in verify_index: both scan through ``builder.line_scanner``)."""
     if request.param == "python":
-        monkeypatch.setattr(builder, "_scanner", lambda: scan_all_slow)
+        monkeypatch.setattr(cutscan, "scan_cut_lines", scan_all_slow)
     return request.param
 
 
@@ -103,6 +105,24 @@ def test_fixture_round_trip(tmp_path, fixtures_dir, scanner, name):
     resolved = index.resolve(np.arange(len(index)))
     assert [c.to_dict() for c in resolved] == [c.to_dict() for c in cuts]
     assert verify_index(index.path).ok
+
+
+def test_build_and_verify_scan_through_line_scanner(tmp_path, fixtures_dir, monkeypatch):
+    """One scanner for both (what the ``scanner`` fixture relies on): builder.line_scanner."""
+    calls: list[str] = []
+    compiled = builder.line_scanner()
+
+    def counting(buf):
+        calls.append("scan")
+        return compiled(buf)
+
+    monkeypatch.setattr(cutscan, "scan_cut_lines", counting)
+    assert builder.line_scanner() is counting
+    index = build_index(fixtures_dir / "libri_cuts.json", tmp_path / "idx")
+    built = len(calls)
+    assert built > 0
+    assert verify_index(index.path).ok
+    assert len(calls) > built
 
 
 def test_mini_librispeech_cutset_and_files(tmp_path, fixtures_dir, scanner):
