@@ -2,7 +2,7 @@
 
 :func:`analyze_plan` turns an :class:`~discoseq.plan.EpochPlan` and the duration column into a
 JSON-safe dict (schema below); :func:`analyze` plans an epoch of an index (or of columns) under a
-:class:`~discoseq.SamplerConfig` or :class:`~discoseq.plan.PlanConfig` first. :func:`format_table`
+:class:`~discoseq.SamplerConfig` first. :func:`format_table`
 renders the dict for a terminal and :func:`plot_analysis` draws it (matplotlib, the optional
 ``plot`` extra). ``discoseq analyze`` is the command-line front end. Neither torch nor Lhotse is
 imported here.
@@ -28,7 +28,7 @@ table counts distinct cuts (repeats excluded), so its cuts and durations add up 
 
 Schema (``schema == "discoseq.analysis/1"``)
 ----------------------------------------------
-``epoch``, ``world_size``, ``config`` (the engine configuration, :class:`PlanConfig` as a dict);
+``epoch``, ``world_size``, ``config`` (the :class:`~discoseq.SamplerConfig`, ``to_dict()``);
 ``totals``: ``cuts_in``, ``cuts_planned``, ``duration`` (s, distinct planned cuts),
 ``num_batches`` (global, repeats included), ``batches_per_rank``; ``filtered``: cuts removed by
 each filter (``mask``, ``min_duration``, ``max_duration_per_cut``, ``max_tokens_per_second``) and
@@ -50,7 +50,6 @@ per flat bucket ``bucket * T + token_bucket``: ``bucket``, ``token_bucket``, ``l
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,7 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from discoseq.plan import EpochPlan, PlanConfig, plan_epoch
+from discoseq.config import SamplerConfig
+from discoseq.plan import EpochPlan, plan_epoch
 
 __all__ = ["SCHEMA", "analyze", "analyze_plan", "format_table", "plot_analysis"]
 
@@ -101,18 +101,6 @@ def _summary(values: np.ndarray, bins: int, integer: bool = False) -> dict[str, 
         "max": _f(values.max()),
         "histogram": _histogram(values, bins, integer),
     }
-
-
-def _config_dict(config: PlanConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        if isinstance(v, tuple):
-            v = [list(x) if isinstance(x, tuple) else x for x in v]
-        elif hasattr(v, "value"):
-            v = v.value
-        out[f.name] = v
-    return out
 
 
 def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> dict[str, Any]:
@@ -219,7 +207,7 @@ def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> di
         "schema": SCHEMA,
         "epoch": plan.epoch,
         "world_size": W,
-        "config": _config_dict(cfg),
+        "config": cfg.to_dict(),
         "totals": {
             "cuts_in": stats.cuts_in,
             "cuts_planned": stats.cuts_planned,
@@ -270,7 +258,7 @@ def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> di
 
 def analyze(
     source: Any,
-    config: Any,
+    config: SamplerConfig,
     *,
     epoch: int = 0,
     world_size: int | None = None,
@@ -280,20 +268,14 @@ def analyze(
 
     :param source: a :class:`~discoseq.CutIndex` or a mapping of columns (``duration``, and
         what the configuration needs: ``num_frames``, ``num_features``, ``num_tokens``).
-    :param config: a :class:`~discoseq.SamplerConfig` or a :class:`~discoseq.plan.PlanConfig`.
+    :param config: the :class:`~discoseq.SamplerConfig`.
     :param epoch: the epoch to plan.
-    :param world_size: ranks of the simulated job; default the config's ``world_size`` (a
-        SamplerConfig's, when set), else 1. Nothing is detected from the environment.
+    :param world_size: ranks of the simulated job; default the config's ``world_size`` when
+        set, else 1. Nothing is detected from the environment.
     :param bins: number of histogram bins.
     """
     columns: Mapping[str, np.ndarray] = source if isinstance(source, Mapping) else source.columns
-    if isinstance(config, PlanConfig):
-        plan_config = config
-        world = world_size or 1
-    else:
-        plan_config = config.to_plan_config()
-        world = world_size or config.world_size or 1
-    plan = plan_epoch(columns, plan_config, epoch, world)
+    plan = plan_epoch(columns, config, epoch, world_size or config.world_size or 1)
     return analyze_plan(plan, columns["duration"], bins=bins)
 
 

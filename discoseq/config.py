@@ -1,12 +1,12 @@
-"""``SamplerConfig``: every option of a :class:`~discoseq.DiscoSeqSampler`, validated on
-construction, with a JSON round trip.
+"""``SamplerConfig``: every option of discoseq, declared and validated once, with a JSON round trip.
 
 The fields are Lhotse's names where Lhotse has the option (``max_duration``, ``max_cuts``,
 ``num_buckets``, ``shuffle``, ``drop_last``, ``quadratic_duration``, ``buffer_size``, ``seed``,
 ``world_size``, ``rank``), the DataLoader's where the option belongs to the DataLoader
-(``num_workers``, ``pin_memory``, ``prefetch_factor``), and the engine's
-(:class:`~discoseq.plan.PlanConfig`) for everything else. :meth:`SamplerConfig.to_plan_config`
-maps a config onto the engine; the engine re-validates, so a rule lives in one place.
+(``num_workers``, ``pin_memory``, ``prefetch_factor``), and the engine's for everything else.
+The planner (:func:`~discoseq.plan.plan_epoch`) reads this same object: what it needs in resolved
+form (``effective_shuffle``, ``quadratic_constant``, the bucket counts) is a property here, so a
+new option is one field and its rule, written once.
 
 A field that has no effect under the chosen options is an error when it is set to anything but
 its default (e.g. ``num_buckets=20`` with ``strategy="random"``, ``prefetch_factor=4`` with
@@ -16,23 +16,30 @@ its default (e.g. ``num_buckets=20`` with ``strategy="random"``, ``prefetch_fact
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-from discoseq.plan import BucketMethod, LimitMode, OversizePolicy, PlanConfig
+from discoseq._checks import U64_MAX, is_int, is_real
 from discoseq.strategy import SamplingStrategy
 
 __all__ = [
     "DEFAULT_QUADRATIC_DURATION",
     "RESUME_MUTABLE_FIELDS",
+    "BucketMethod",
+    "LimitMode",
+    "OversizePolicy",
     "SamplerConfig",
     "SamplingStrategy",
 ]
+
+LimitMode = Literal["padded", "sum"]
+BucketMethod = Literal["duration", "num_frames", "num_features"]
+OversizePolicy = Literal["single", "exclude"]
 
 DEFAULT_QUADRATIC_DURATION = 30.0
 """The constant ``q`` that ``quadratic_duration=True`` stands for (seconds): a cut of duration
@@ -45,16 +52,35 @@ RESUME_MUTABLE_FIELDS = frozenset(
 """Fields that may differ between the run that saved a state and the run that loads it: they
 change who gets the batches or how they are loaded, not which batches the epoch holds."""
 
-_U64_MAX = (1 << 64) - 1
+_LIMIT_FIELDS = ("max_duration", "max_cuts", "max_frames", "bucket_max_duration", "bucket_max_cuts")
+_POSITIVE_REALS = (
+    "max_duration",
+    "min_duration",
+    "max_duration_per_cut",
+    "max_tokens_per_second",
+)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "limit_mode": ("padded", "sum"),
+    "bucket_method": ("duration", "num_frames", "num_features"),
+    "oversize": ("single", "exclude"),
+}
+_BUCKET_FIELDS = (
+    "num_buckets",
+    "bucket_method",
+    "bucket_edges",
+    "num_token_buckets",
+    "token_bucket_edges",
+    "bucket_max_duration",
+    "bucket_max_cuts",
+)
 _DEFAULTS: dict[str, Any] = {}  # filled after the class definition
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _positive(name: str, value: object, *, integer: bool = False) -> None:
+    ok = is_int(value) if integer else is_real(value)
+    if not ok or not (math.isfinite(value) and value > 0):  # type: ignore[arg-type,operator]
+        kind = "a positive integer" if integer else "a positive finite number"
+        raise ValueError(f"{name}={value!r} must be {kind}")
 
 
 @dataclass(frozen=True)
@@ -106,23 +132,29 @@ class SamplerConfig:
         ``num_workers > 0`` (PyTorch refuses it otherwise); a non-default value with
         ``num_workers=0`` is an error.
 
-    Engine options (see :class:`~discoseq.plan.PlanConfig` for the exact rules):
+    Engine options:
 
-    :param max_frames: cap on a batch's frames (cuts x longest frame count, or the sum).
-    :param limit_mode: ``"padded"`` (default, Lhotse's meaning) or ``"sum"`` (total duration,
-        for pipelines that concatenate cuts).
-    :param bucket_edges: explicit interior bucket edges (strictly increasing).
-    :param num_token_buckets: > 1 turns on 2D bucketing on key x ``num_tokens`` (NeMo's).
-    :param token_bucket_edges: explicit token edges, one row per bucket.
-    :param bucket_max_duration: per-bucket duration caps (one per flat bucket).
-    :param bucket_max_cuts: per-bucket cut caps (one per flat bucket).
+    :param max_frames: cap on a batch's frames (cuts x the longest frame count, or the sum in
+        ``"sum"`` mode).
+    :param limit_mode: ``"padded"`` (default, Lhotse's meaning) or ``"sum"`` (total cost, for
+        pipelines that concatenate cuts).
+    :param bucket_edges: explicit interior bucket edges (``num_buckets - 1``, strictly
+        increasing); bucket ``b`` holds keys in ``(edges[b-1], edges[b]]``. Estimated from the
+        full column otherwise.
+    :param num_token_buckets: > 1 turns on 2D bucketing on key x ``num_tokens`` (NeMo's 2D
+        buckets): each bucket is split into this many token sub-buckets.
+    :param token_bucket_edges: explicit token edges per bucket: ``num_buckets`` rows of
+        ``num_token_buckets - 1`` strictly increasing values. Estimated per bucket otherwise.
+    :param bucket_max_duration: per-bucket duration caps, one per flat bucket (row-major
+        ``bucket * token_buckets + token_bucket``); they replace ``max_duration``.
+    :param bucket_max_cuts: per-bucket cut caps (as above); they replace ``max_cuts``.
     :param oversize: a cut that alone exceeds a cap: ``"single"`` (a batch of its own, default)
         or ``"exclude"`` (left out); counted either way.
     :param sort_pool: RANDOM/BUCKETED, off by default (``None``): after the shuffle, sort each
-        run of this many consecutive cuts of a bucket by duration before packing, so a batch
-        holds cuts of similar length (much less padding at the same fill; the batch order is
-        still shuffled, but a batch's make-up is less random). 10-50 batches' worth of cuts is
-        a good start.
+        run of this many consecutive cuts of a bucket by duration (stable) before packing, so a
+        batch holds cuts of similar length (much less padding at the same fill; the batch order
+        is still shuffled, but a batch's make-up is less random: fairseq's/ESPnet's
+        sort-within-a-chunk idea). 10-50 batches' worth of cuts is a good start.
     :param min_duration: leave out cuts shorter than this (seconds).
     :param max_duration_per_cut: leave out cuts longer than this (seconds).
     :param max_tokens_per_second: leave out cuts with more supervision characters per second.
@@ -158,6 +190,16 @@ class SamplerConfig:
     max_tokens_per_second: float | None = None
 
     def __post_init__(self) -> None:
+        self._normalise()
+        self._check_scalars()
+        self._check_strategy()
+        self._check_buckets()
+        if all(getattr(self, name) is None for name in _LIMIT_FIELDS):
+            raise ValueError(f"no batch limit: set at least one of {', '.join(_LIMIT_FIELDS)}")
+
+    # -- validation (the one home of every rule) ----------------------------------------------
+    def _normalise(self) -> None:
+        """Strings to the strategy, sequences to tuples (the config stays hashable)."""
         set_ = object.__setattr__
         try:
             set_(self, "strategy", SamplingStrategy(self.strategy))
@@ -171,20 +213,65 @@ class SamplerConfig:
         if self.token_bucket_edges is not None:
             set_(self, "token_bucket_edges", tuple(tuple(r) for r in self.token_bucket_edges))
 
+    def _check_scalars(self) -> None:
+        """Each field on its own: type and range."""
         w = self.world_size
-        if w is not None and (not _is_int(w) or w < 1):
+        if w is not None and (not is_int(w) or w < 1):
             raise ValueError(f"world_size={w!r} must be a positive integer or None (detect)")
-        if self.rank is not None and (not _is_int(self.rank) or self.rank < 0):
+        if self.rank is not None and (not is_int(self.rank) or self.rank < 0):
             raise ValueError(f"rank={self.rank!r} must be a non-negative integer or None (detect)")
         if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:
             raise ValueError(f"rank={self.rank} must be smaller than world_size={self.world_size}")
-        if not _is_int(self.seed) or not 0 <= self.seed <= _U64_MAX:
+        if not is_int(self.seed) or not 0 <= self.seed <= U64_MAX:
             raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**64)")
         if self.shuffle is not None and not isinstance(self.shuffle, bool):
             raise ValueError(f"shuffle={self.shuffle!r} must be True, False or None (auto)")
         for name in ("drop_last", "pin_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a bool")
+        for name in _POSITIVE_REALS:
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        for name in ("max_cuts", "max_frames"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name), integer=True)
+        _positive("num_buckets", self.num_buckets, integer=True)
+        if self.num_token_buckets is not None:
+            _positive("num_token_buckets", self.num_token_buckets, integer=True)
+        if not is_int(self.buffer_size) or self.buffer_size < 0:
+            raise ValueError(
+                f"buffer_size={self.buffer_size!r} must be a non-negative integer (cuts; 0 "
+                "resolves batch by batch)"
+            )
+        q = self.quadratic_duration
+        if (
+            q is not None
+            and not isinstance(q, bool)
+            and (not is_real(q) or not (math.isfinite(q) and q > 0))
+        ):
+            raise ValueError(
+                f"quadratic_duration={q!r} must be None/False (off), True (the default "
+                f"constant {DEFAULT_QUADRATIC_DURATION}) or a positive number of seconds"
+            )
+        if self.sort_pool is not None and (not is_int(self.sort_pool) or self.sort_pool < 2):
+            raise ValueError(f"sort_pool={self.sort_pool!r} must be an integer >= 2 (or None)")
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                listed = " or ".join(repr(c) for c in choices)
+                raise ValueError(f"{name}={getattr(self, name)!r} must be {listed}")
+        if not is_int(self.num_workers) or self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
+        if not is_int(self.prefetch_factor) or self.prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor={self.prefetch_factor!r} must be a positive integer")
+
+    def _check_strategy(self) -> None:
+        """Fields against each other: what the strategy and the loader make meaningless."""
+        if self.num_workers == 0 and self.prefetch_factor != _DEFAULTS["prefetch_factor"]:
+            raise ValueError(
+                f"prefetch_factor={self.prefetch_factor} has no effect with num_workers=0 "
+                "(PyTorch prefetches only in workers): set num_workers > 0 or leave it at "
+                f"{_DEFAULTS['prefetch_factor']}"
+            )
         if self.strategy is SamplingStrategy.SEQUENTIAL and self.shuffle:
             raise ValueError(
                 "shuffle=True with strategy='sequential': SEQUENTIAL means source order; use "
@@ -195,51 +282,80 @@ class SamplerConfig:
                 "shuffle=False with strategy='random': RANDOM is a shuffle; use "
                 "strategy='sequential' for source order"
             )
-        if not _is_int(self.num_buckets) or self.num_buckets < 1:
-            raise ValueError(f"num_buckets={self.num_buckets!r} must be a positive integer")
-        if not _is_int(self.buffer_size) or self.buffer_size < 0:
+        if self.strategy is SamplingStrategy.SEQUENTIAL and self.sort_pool is not None:
             raise ValueError(
-                f"buffer_size={self.buffer_size!r} must be a non-negative integer (cuts; 0 "
-                "resolves batch by batch)"
+                f"sort_pool={self.sort_pool} would reorder strategy='sequential' (source order)"
             )
-        q = self.quadratic_duration
         if (
-            q is not None
-            and not isinstance(q, bool)
-            and (not _is_real(q) or not (math.isfinite(q) and q > 0))
+            self.min_duration is not None
+            and self.max_duration_per_cut is not None
+            and self.min_duration > self.max_duration_per_cut
         ):
             raise ValueError(
-                f"quadratic_duration={q!r} must be None/False (off), True (the default "
-                f"constant {DEFAULT_QUADRATIC_DURATION}) or a positive number of seconds"
+                f"min_duration={self.min_duration} is larger than "
+                f"max_duration_per_cut={self.max_duration_per_cut}: every cut would be dropped"
             )
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
-        if not _is_int(self.prefetch_factor) or self.prefetch_factor < 1:
-            raise ValueError(f"prefetch_factor={self.prefetch_factor!r} must be a positive integer")
-        if self.num_workers == 0 and self.prefetch_factor != _DEFAULTS["prefetch_factor"]:
-            raise ValueError(
-                f"prefetch_factor={self.prefetch_factor} has no effect with num_workers=0 "
-                "(PyTorch prefetches only in workers): set num_workers > 0 or leave it at "
-                f"{_DEFAULTS['prefetch_factor']}"
-            )
-        bucketed = self.strategy is SamplingStrategy.BUCKETED
-        if not bucketed:
-            for name in ("num_buckets", "bucket_method"):
+        if self.strategy is not SamplingStrategy.BUCKETED:
+            for name in _BUCKET_FIELDS:
                 if getattr(self, name) != _DEFAULTS[name]:
                     raise ValueError(
                         f"{name}={getattr(self, name)!r} is only used by strategy='bucketed' "
                         f"(strategy={SamplingStrategy(self.strategy).value!r})"
                     )
-        elif self.bucket_edges is not None:
-            implied = len(self.bucket_edges) + 1
+
+    def _check_buckets(self) -> None:
+        """Bucket edges and per-bucket caps agree with the bucket counts."""
+        if self.bucket_edges is not None:
+            e = self.bucket_edges
+            if not all(is_real(x) and math.isfinite(x) for x in e):
+                raise ValueError(f"bucket_edges={e!r} must hold finite numbers")
+            if any(b <= a for a, b in itertools.pairwise(e)):
+                raise ValueError(f"bucket_edges={e!r} must be strictly increasing")
+            implied = len(e) + 1
             if self.num_buckets == _DEFAULTS["num_buckets"] and implied != self.num_buckets:
-                set_(self, "num_buckets", implied)  # the default yields to explicit edges
+                object.__setattr__(self, "num_buckets", implied)  # the default yields to edges
             elif self.num_buckets != implied:
                 raise ValueError(
                     f"num_buckets={self.num_buckets} disagrees with bucket_edges "
-                    f"({len(self.bucket_edges)} edges make {implied} buckets)"
+                    f"({len(e)} edges make {implied} buckets)"
                 )
-        self.to_plan_config()  # the engine validates its own fields (errors name the field)
+        if self.token_bucket_edges is not None:
+            rows = self.token_bucket_edges
+            if len(rows) != self.duration_buckets:
+                raise ValueError(
+                    f"token_bucket_edges has {len(rows)} rows, expected one per bucket "
+                    f"({self.duration_buckets})"
+                )
+            lengths = {len(r) for r in rows}
+            if len(lengths) != 1:
+                raise ValueError(
+                    f"token_bucket_edges rows must all have the same length, got {sorted(lengths)}"
+                )
+            for r in rows:
+                if not all(is_real(x) and math.isfinite(x) for x in r) or any(
+                    b <= a for a, b in itertools.pairwise(r)
+                ):
+                    raise ValueError(
+                        f"token_bucket_edges row {r!r} must be strictly increasing finite numbers"
+                    )
+            n = lengths.pop() + 1
+            if self.num_token_buckets is not None and self.num_token_buckets != n:
+                raise ValueError(
+                    f"num_token_buckets={self.num_token_buckets} disagrees with "
+                    f"token_bucket_edges ({n - 1} edges per row make {n} token buckets)"
+                )
+        total = self.total_buckets
+        for name in ("bucket_max_duration", "bucket_max_cuts"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) != total:
+                raise ValueError(
+                    f"{name} has {len(value)} values, expected one per bucket ({total} = "
+                    f"{self.duration_buckets} x {self.token_buckets})"
+                )
+            for i, v in enumerate(value):
+                _positive(f"{name}[{i}]", v, integer=name == "bucket_max_cuts")
 
     # -- derived values ----------------------------------------------------------------------
     @property
@@ -259,32 +375,26 @@ class SamplerConfig:
             return DEFAULT_QUADRATIC_DURATION
         return float(q)
 
-    def to_plan_config(self) -> PlanConfig:
-        """The engine configuration of this config (what decides the batches of an epoch)."""
-        bucketed = self.strategy is SamplingStrategy.BUCKETED
-        return PlanConfig(
-            strategy=SamplingStrategy(self.strategy),
-            max_duration=self.max_duration,
-            max_cuts=self.max_cuts,
-            max_frames=self.max_frames,
-            quadratic_duration=self.quadratic_constant,
-            limit_mode=self.limit_mode,
-            bucket_method=self.bucket_method,
-            num_buckets=self.num_buckets if bucketed else None,
-            bucket_edges=self.bucket_edges,
-            num_token_buckets=self.num_token_buckets,
-            token_bucket_edges=self.token_bucket_edges,
-            bucket_max_duration=self.bucket_max_duration,
-            bucket_max_cuts=self.bucket_max_cuts,
-            oversize=self.oversize,
-            sort_pool=self.sort_pool,
-            min_duration=self.min_duration,
-            max_duration_per_cut=self.max_duration_per_cut,
-            max_tokens_per_second=self.max_tokens_per_second,
-            shuffle=self.effective_shuffle,
-            drop_last=self.drop_last,
-            seed=self.seed,
-        )
+    @property
+    def duration_buckets(self) -> int:
+        """Number of (first-dimension) buckets: ``num_buckets`` for BUCKETED, else 1."""
+        return self.num_buckets if self.strategy is SamplingStrategy.BUCKETED else 1
+
+    @property
+    def token_buckets(self) -> int:
+        """Number of token sub-buckets per bucket (1: no 2D bucketing)."""
+        if self.token_bucket_edges is not None:
+            return len(self.token_bucket_edges[0]) + 1
+        return self.num_token_buckets if self.num_token_buckets is not None else 1
+
+    @property
+    def total_buckets(self) -> int:
+        """Number of flat buckets (``bucket * token_buckets + token_bucket``)."""
+        return self.duration_buckets * self.token_buckets
+
+    def to_plan_config(self) -> SamplerConfig:
+        """Deprecated alias kept while the CLI moves over: the planner takes this config."""
+        return self
 
     def replace(self, **changes: Any) -> SamplerConfig:
         """A copy with ``changes`` applied (and validated)."""

@@ -9,11 +9,12 @@ dataset (``dataset[cuts] -> batch``). The DataLoader keeps the sampler's order w
 number of workers, so ``set_epoch`` and the position live in one place (the main process), and
 persistent workers are safe: they hold no epoch state.
 
-Delivered-batch counting: the DataLoader prefetches ``prefetch_factor x num_workers`` batches,
-so the sampler's own position runs ahead. The loader counts a batch when it hands it to the
-training loop (``for batch in loader``), and that count is the position of ``state_dict()``
-(also ``loader.dataset.sampler.state_dict()``): a batch received before the state is taken is
-never repeated after a restore, and a prefetched one is never lost.
+Delivered-batch counting: the loader begins the sampler's epoch view
+(:meth:`DiscoSeqSampler.begin_epoch`) and calls :meth:`DiscoSeqSampler.advance` when it hands a
+batch to the training loop (``for batch in loader``); the DataLoader's prefetching never moves
+the position. That count is the position of ``state_dict()`` (also
+``loader.dataset.sampler.state_dict()``): a batch received before the state is taken is never
+repeated after a restore, and a prefetched one is never lost.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from discoseq.config import SamplerConfig
 from discoseq.index import CutIndex
-from discoseq.sampler import DiscoSeqSampler
+from discoseq.resolve import read_ahead_windows, window_rows
+from discoseq.sampler import DiscoSeqSampler, EpochView
 
 __all__ = ["DiscoSeqDataLoader", "ResolvingDataset", "create_dataloader"]
 
@@ -79,34 +81,35 @@ class ResolvingDataset(Dataset):
 
 
 class _RowSampler(Sampler):
-    """Yields ``(rows, ahead)`` per batch without moving the sampler's position (the loader
-    counts). ``ahead`` opens a read-ahead window: the rows of the batches the same worker
-    resolves next, at least ``buffer_size`` cuts. PyTorch hands map-style items to workers
-    round-robin, so batch ``j`` goes to worker ``j % K``; if it ever did not, a worker reads a
-    batch outside its window directly: the windows affect reads, never the batches."""
+    """Yields ``(rows, ahead)`` per batch of the view the loader began; never moves the
+    position (the loader counts). ``ahead`` opens a read-ahead window
+    (:func:`~discoseq.resolve.read_ahead_windows` over the batches the same worker resolves).
+    PyTorch hands map-style items to workers round-robin, so batch ``j`` goes to worker
+    ``j % K``; if it ever did not, a worker reads a batch outside its window directly: the
+    windows affect reads, never the batches."""
 
     def __init__(self, sampler: DiscoSeqSampler, num_workers: int) -> None:
         self.sampler = sampler
         self.workers = max(1, num_workers)
+        self.view: EpochView | None = None
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        plan, ids_array, _, _ = self.sampler._begin()
-        ids = ids_array.tolist()
+        view, self.view = self.view, None
+        if view is None:
+            raise RuntimeError("iterate the DiscoSeqDataLoader, not its row sampler")
+        plan, ids = view.plan, view.batch_ids.tolist()
         size, k_workers = self.sampler.config.buffer_size, self.workers
-        window_end = [0] * k_workers
+        windows = [read_ahead_windows(plan, ids[w::k_workers], size) for w in range(k_workers)]
+        left = [0] * k_workers  # batches of each worker's open window still to hand out
         for j, i in enumerate(ids):
-            rows = plan.batch(i)
             w = j % k_workers
-            if size == 0 or j < window_end[w]:
-                yield rows, None
+            if size == 0 or left[w] > 0:
+                left[w] -= 1
+                yield plan.batch(i), None
                 continue
-            parts, total, k = [], 0, j
-            while k < len(ids) and (k == j or total < size):
-                parts.append(plan.batch(ids[k]))
-                total += parts[-1].shape[0]
-                k += k_workers
-            window_end[w] = k
-            yield rows, np.concatenate(parts)
+            window = next(windows[w])
+            left[w] = len(window) - 1
+            yield plan.batch(i), window_rows(plan, window)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -120,19 +123,17 @@ class DiscoSeqDataLoader(DataLoader):
     """
 
     discoseq_sampler: DiscoSeqSampler
+    row_sampler: _RowSampler
 
     # A generator around DataLoader's iterator (not a _BaseDataLoaderIter): it counts the
     # batches handed to the loop.
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         sampler = self.discoseq_sampler
-        # The start step: the restored position if a resume is pending, else the epoch start.
-        # Set before the first batch arrives, so a state taken then is that position.
-        count = sampler._steps if sampler._resume_pending else 0
-        iterator = super().__iter__()
-        sampler._steps = count
-        for batch in iterator:
-            count += 1
-            sampler._steps = count  # counted when handed to the training loop
+        # The position becomes the view's start before the first batch arrives, so a state
+        # taken then is that position; the DataLoader's prefetching does not move it.
+        self.row_sampler.view = sampler.begin_epoch()
+        for batch in super().__iter__():
+            sampler.advance()  # counted when handed to the training loop
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
@@ -192,11 +193,13 @@ def create_dataloader(
         options["prefetch_factor"] = cfg.prefetch_factor
         options["persistent_workers"] = kwargs.pop("persistent_workers", True)
     options.update(kwargs)
+    row_sampler = _RowSampler(sampler, options["num_workers"])
     loader = DiscoSeqDataLoader(
         ResolvingDataset(sampler, dataset),
-        sampler=_RowSampler(sampler, options["num_workers"]),
+        sampler=row_sampler,
         batch_size=None,
         **options,
     )
     loader.discoseq_sampler = sampler
+    loader.row_sampler = row_sampler
     return loader

@@ -316,7 +316,7 @@ def reference_plan(
                     token_edges[b] = estimate_edges(tk, "num_tokens", T)
         ids = bucket_ids(keys, tokens, edges, token_edges, T)
         segments = [rows[ids == s].tolist() for s in range(B * T)]  # stable: index order
-        if config.shuffle:
+        if config.effective_shuffle:
             segments = [
                 shuffle(seg, derive_key(config.seed, epoch, PURPOSE_CUTS | s))
                 for s, seg in enumerate(segments)
@@ -363,7 +363,7 @@ def reference_plan(
         cap_d,
         cap_c,
         config.max_frames,
-        config.quadratic_duration,
+        config.quadratic_constant,
         config.limit_mode == "sum",
         config.oversize == "exclude",
     )
@@ -373,7 +373,7 @@ def reference_plan(
         world_size,
         config.seed,
         epoch,
-        strategy == "bucketed" and config.shuffle,
+        strategy == "bucketed" and config.effective_shuffle,
         config.drop_last,
     )
     out_rows = [r for b in order for r in batches[b]]

@@ -9,7 +9,7 @@ import pytest
 
 from discoseq.analysis import SCHEMA, analyze, analyze_plan, format_table, plot_analysis
 from discoseq.config import SamplerConfig
-from discoseq.plan import PlanConfig, plan_epoch
+from discoseq.plan import plan_epoch
 
 
 def _brute(plan, d):
@@ -24,7 +24,7 @@ def test_tiny_plan_by_hand():
     # sequential, max_duration=10 (padded): [4, 4] (8), [5] (next would make 3x5 = 15 > 10:
     # [5, 2] is 2x5 = 10 ok), ...
     d = np.array([4.0, 4.0, 5.0, 2.0, 9.0, 1.0])
-    cfg = PlanConfig(strategy="sequential", max_duration=10.0, shuffle=False)
+    cfg = SamplerConfig(strategy="sequential", max_duration=10.0, shuffle=False)
     plan = plan_epoch({"duration": d}, cfg, 0, 1)
     got = [plan.batch(i).tolist() for i in range(plan.num_batches)]
     assert got == [[0, 1], [2, 3], [4], [5]]
@@ -55,7 +55,7 @@ def test_tiny_plan_by_hand():
 def test_ranks_repeats_and_step_balance_by_hand():
     # 5 batches of one cut each on 2 ranks: one repeat pads the last step.
     d = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    cfg = PlanConfig(strategy="sequential", max_cuts=1, shuffle=False)
+    cfg = SamplerConfig(strategy="sequential", max_cuts=1, shuffle=False)
     plan = plan_epoch({"duration": d}, cfg, 0, 2)
     assert plan.num_batches == 6 and plan.num_padding == 1
     s = analyze_plan(plan, d)
@@ -82,7 +82,7 @@ def test_against_brute_force(world_size, drop_last):
     n = 3000
     d = np.round(g.uniform(0.5, 30.0, n), 2)
     tokens = (d * g.uniform(8, 20, n)).astype(np.int64)
-    cfg = PlanConfig(
+    cfg = SamplerConfig(
         max_duration=120.0,
         num_buckets=4,
         num_token_buckets=2,
@@ -164,11 +164,11 @@ def test_against_brute_force(world_size, drop_last):
 
 def test_oversize_and_empty():
     d = np.array([1.0, 50.0, 2.0])
-    cfg = PlanConfig(strategy="sequential", max_duration=10.0, shuffle=False, oversize="exclude")
+    cfg = SamplerConfig(strategy="sequential", max_duration=10.0, shuffle=False, oversize="exclude")
     s = analyze_plan(plan_epoch({"duration": d}, cfg, 0, 1), d)
     assert s["oversize"] == {"cuts": 1, "policy": "exclude"}
     assert s["totals"]["cuts_planned"] == 2
-    cfg = PlanConfig(strategy="sequential", max_duration=10.0, shuffle=False, min_duration=100.0)
+    cfg = SamplerConfig(strategy="sequential", max_duration=10.0, shuffle=False, min_duration=100.0)
     with pytest.warns(RuntimeWarning):
         plan = plan_epoch({"duration": d}, cfg, 0, 2)
     s = analyze_plan(plan, d)
@@ -187,11 +187,11 @@ def test_analyze_sampler_config_and_index(tmp_path):
     index = build_index(manifest, tmp_path / "c.idx")
     cfg = SamplerConfig(max_duration=100.0, world_size=4, rank=0, num_buckets=5)
     s = analyze(index, cfg)
-    plan = plan_epoch(index.columns, cfg.to_plan_config(), 0, 4)
+    plan = plan_epoch(index.columns, cfg, 0, 4)
     assert s == analyze_plan(plan, index.duration)
     assert s["world_size"] == 4
     assert analyze(index, cfg, world_size=2)["world_size"] == 2
-    assert analyze(index.columns, cfg.to_plan_config())["world_size"] == 1
+    assert analyze(index.columns, cfg.replace(world_size=None, rank=None))["world_size"] == 1
     table = format_table(s)
     assert "padding efficiency" in table and "rank" in table and "bucket" in table
     out = plot_analysis(s, tmp_path / "s.png")
@@ -200,7 +200,7 @@ def test_analyze_sampler_config_and_index(tmp_path):
 
 def test_bins_validated():
     d = np.ones(3)
-    plan = plan_epoch({"duration": d}, PlanConfig(max_cuts=2), 0, 1)
+    plan = plan_epoch({"duration": d}, SamplerConfig(max_cuts=2), 0, 1)
     with pytest.raises(ValueError, match="bins"):
         analyze_plan(plan, d, bins=0)
     s = analyze_plan(plan, d, bins=1)

@@ -1,17 +1,18 @@
 """SamplerConfig: defaults, validation (each error names the field and value), JSON round trip,
-mapping onto the engine's PlanConfig."""
+the resolved values the planner reads."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from discoseq import SamplerConfig, SamplingStrategy
 from discoseq.config import DEFAULT_QUADRATIC_DURATION, RESUME_MUTABLE_FIELDS
-from discoseq.plan import PlanConfig
+from discoseq.plan import plan_epoch
 
 
 def test_defaults_are_the_published_ones() -> None:
@@ -29,8 +30,7 @@ def test_strategy_accepts_strings_and_resolves_shuffle() -> None:
     assert SamplerConfig(strategy="RANDOM", max_cuts=3).strategy is SamplingStrategy.RANDOM
     seq = SamplerConfig(strategy="sequential", max_cuts=3)
     assert seq.effective_shuffle is False
-    assert seq.to_plan_config().shuffle is False
-    assert SamplerConfig(max_cuts=3, shuffle=False).to_plan_config().shuffle is False
+    assert SamplerConfig(max_cuts=3, shuffle=False).effective_shuffle is False
 
 
 @pytest.mark.parametrize(
@@ -78,10 +78,10 @@ def test_invalid_values_fail_naming_the_field(kwargs: dict, needle: str) -> None
 
 
 def test_quadratic_duration_forms() -> None:
-    assert SamplerConfig(max_cuts=2).to_plan_config().quadratic_duration is None
+    assert SamplerConfig(max_cuts=2).quadratic_constant is None
     assert SamplerConfig(max_cuts=2, quadratic_duration=None).quadratic_constant is None
     c = SamplerConfig(max_cuts=2, quadratic_duration=True)
-    assert c.to_plan_config().quadratic_duration == DEFAULT_QUADRATIC_DURATION
+    assert c.quadratic_constant == DEFAULT_QUADRATIC_DURATION
     assert SamplerConfig(max_cuts=2, quadratic_duration=15).quadratic_constant == 15.0
 
 
@@ -91,31 +91,16 @@ def test_bucket_edges_set_the_bucket_count() -> None:
     assert SamplerConfig(max_duration=60.0, num_buckets=4, bucket_edges=[2.0, 5.0, 10.0]) == c
 
 
-def test_engine_fields_reach_the_plan_config() -> None:
-    c = SamplerConfig(
-        max_duration=60.0,
-        max_cuts=7,
-        max_frames=90000,
-        num_buckets=2,
-        num_token_buckets=2,
-        bucket_max_duration=[30.0, 40.0, 50.0, 60.0],
-        oversize="exclude",
-        sort_pool=64,
-        min_duration=0.5,
-        max_duration_per_cut=30.0,
-        max_tokens_per_second=40.0,
-        limit_mode="sum",
-        drop_last=True,
-        seed=7,
-    )
-    p = c.to_plan_config()
-    assert isinstance(p, PlanConfig)
-    for name in ("max_duration", "max_cuts", "max_frames", "num_buckets", "num_token_buckets",
-                 "bucket_max_duration", "oversize", "sort_pool", "min_duration",
-                 "max_duration_per_cut", "max_tokens_per_second", "limit_mode", "drop_last",
-                 "seed"):  # fmt: skip
-        assert getattr(p, name) == getattr(c, name), name
-    assert SamplerConfig(strategy="random", max_cuts=2).to_plan_config().num_buckets is None
+def test_the_planner_reads_the_one_config() -> None:
+    c = SamplerConfig(max_duration=60.0, num_buckets=2, num_token_buckets=2, sort_pool=64,
+                      bucket_max_duration=[30.0, 40.0, 50.0, 60.0], seed=7)  # fmt: skip
+    assert (c.duration_buckets, c.token_buckets, c.total_buckets) == (2, 2, 4)
+    assert SamplerConfig(strategy="random", max_cuts=2).duration_buckets == 1
+    cols = {"duration": np.linspace(1.0, 9.0, 40), "num_tokens": np.arange(40, dtype=np.int64)}
+    plan = plan_epoch(cols, c, 0, 2)
+    assert plan.config is c and plan.bucket_edges.shape == (1,) and plan.token_edges.shape == (2, 1)
+    with pytest.raises(TypeError, match="SamplerConfig"):
+        plan_epoch(cols, c.to_dict(), 0, 2)  # type: ignore[arg-type]
 
 
 def test_json_round_trip_and_unknown_keys() -> None:

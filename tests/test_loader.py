@@ -146,7 +146,10 @@ def test_windows_follow_the_round_robin(index: CutIndex) -> None:
     from discoseq.loader import _RowSampler
 
     sampler = DiscoSeqSampler(index, CFG.replace(buffer_size=20))
-    items = list(_RowSampler(sampler, 3))
+    rows_sampler = _RowSampler(sampler, 3)
+    rows_sampler.view = sampler.begin_epoch()
+    items = list(rows_sampler)
+    assert sampler.batches_delivered == 0, "the row sampler never moves the position"
     for w in range(3):
         window: set[int] = set()
         for rows, ahead in items[w::3]:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discoseq.plan import EpochPlan, PlanConfig, plan_epoch
+from discoseq.config import SamplerConfig
+from discoseq.plan import EpochPlan, plan_epoch
 from tests import reference_plan as ref
 
 # ------------------------------------------------------------------------------ generators
@@ -99,7 +100,7 @@ def plan_both(
     W: int,
     mask: np.ndarray | None = None,
 ) -> tuple[EpochPlan, ref.RefPlan]:
-    config = PlanConfig(**kw)
+    config = SamplerConfig(**kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         plan = plan_epoch(cols, config, epoch, W, mask=mask)
@@ -156,7 +157,7 @@ def test_w_larger_than_batches() -> None:
     assert_equal(plan, expect)
     assert plan.num_batches == 16 and plan.num_padding == 13
     with pytest.warns(RuntimeWarning, match="fewer|only 3 batches"):
-        dropped = plan_epoch(cols, PlanConfig(drop_last=True, **kw), 0, 16)
+        dropped = plan_epoch(cols, SamplerConfig(drop_last=True, **kw), 0, 16)
     assert dropped.num_batches == 0 and dropped.stats.dropped_cuts == 10
 
 
@@ -227,20 +228,20 @@ def big_columns(n: int = 3000, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_determinism_and_epochs() -> None:
     cols = big_columns()
-    cfg = PlanConfig(max_duration=120.0, num_buckets=8, seed=5)
+    cfg = SamplerConfig(max_duration=120.0, num_buckets=8, seed=5)
     a, b = plan_epoch(cols, cfg, 3, 4), plan_epoch(cols, cfg, 3, 4)
     assert np.array_equal(a.rows, b.rows) and np.array_equal(a.batch_offsets, b.batch_offsets)
     c = plan_epoch(cols, cfg, 4, 4)
     assert not np.array_equal(a.rows, c.rows)
     assert sorted(a.rows.tolist()) != [] and set(a.rows.tolist()) == set(c.rows.tolist())
-    other_seed = plan_epoch(cols, PlanConfig(max_duration=120.0, num_buckets=8, seed=6), 3, 4)
+    other_seed = plan_epoch(cols, SamplerConfig(max_duration=120.0, num_buckets=8, seed=6), 3, 4)
     assert not np.array_equal(a.rows, other_seed.rows)
     check_invariants(a, cols, None)
 
 
 def test_world_size_does_not_change_cut_order_within_buckets() -> None:
     cols = big_columns()
-    cfg = PlanConfig(max_duration=120.0, num_buckets=8, seed=5)
+    cfg = SamplerConfig(max_duration=120.0, num_buckets=8, seed=5)
     p1, p8 = plan_epoch(cols, cfg, 0, 1), plan_epoch(cols, cfg, 0, 8)
     assert set(p1.rows.tolist()) == set(p8.rows[: p8.batch_offsets[-1]].tolist())
 
@@ -262,7 +263,7 @@ def test_stats_and_filters() -> None:
     cols["duration"][:5] = 500.0
     mask = np.ones(2000, dtype=bool)
     mask[10:20] = False
-    cfg = PlanConfig(
+    cfg = SamplerConfig(
         max_duration=100.0,
         min_duration=2.0,
         max_tokens_per_second=13.5,
@@ -279,6 +280,6 @@ def test_stats_and_filters() -> None:
 def test_empty_after_filter_warns() -> None:
     cols = {"duration": np.array([1.0, 2.0])}
     with pytest.warns(RuntimeWarning, match="empty"):
-        plan = plan_epoch(cols, PlanConfig(max_duration=5.0, min_duration=3.0), 0, 2)
+        plan = plan_epoch(cols, SamplerConfig(max_duration=5.0, min_duration=3.0), 0, 2)
     assert plan.num_batches == 0 and plan.stats.filtered["min_duration"] == 2
     assert plan.rank_view(1).size == 0 and list(plan.iter_batches(1)) == []

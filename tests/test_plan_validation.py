@@ -1,4 +1,5 @@
-"""PlanConfig and plan_epoch validation: each bad input is a ValueError naming field and value."""
+"""Engine rules of SamplerConfig and plan_epoch's input checks: each bad input is a ValueError
+naming the field and its value."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 
 from discoseq._core import bucketing
-from discoseq.plan import PlanConfig, plan_epoch
+from discoseq.config import SamplerConfig
+from discoseq.plan import plan_epoch
 from discoseq.strategy import SamplingStrategy
 
 
 def test_strategy_accepts_strings() -> None:
     assert SamplingStrategy("bucketed") is SamplingStrategy.BUCKETED
     assert SamplingStrategy("RANDOM") is SamplingStrategy.RANDOM
-    assert PlanConfig(strategy="sequential", max_cuts=2).strategy is SamplingStrategy.SEQUENTIAL  # type: ignore[arg-type]
+    assert SamplerConfig(strategy="sequential", max_cuts=2).strategy is SamplingStrategy.SEQUENTIAL  # type: ignore[arg-type]
     assert str(SamplingStrategy.SEQUENTIAL) == "sequential"
 
 
@@ -49,14 +51,14 @@ def test_strategy_accepts_strings() -> None:
 )
 def test_config_errors_name_field_and_value(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        PlanConfig(**kw)
+        SamplerConfig(**kw)
 
 
 def test_config_is_hashable_and_normalises_sequences() -> None:
-    cfg = PlanConfig(max_cuts=3, bucket_edges=[1.0, 2.0], bucket_max_cuts=[1, 2, 3])  # type: ignore[arg-type]
+    cfg = SamplerConfig(max_cuts=3, bucket_edges=[1.0, 2.0], bucket_max_cuts=[1, 2, 3])  # type: ignore[arg-type]
     assert cfg.bucket_edges == (1.0, 2.0) and cfg.duration_buckets == 3
     assert hash(cfg) == hash(
-        PlanConfig(max_cuts=3, bucket_edges=(1.0, 2.0), bucket_max_cuts=(1, 2, 3))
+        SamplerConfig(max_cuts=3, bucket_edges=(1.0, 2.0), bucket_max_cuts=(1, 2, 3))
     )
 
 
@@ -74,16 +76,16 @@ def test_missing_values_in_needed_columns() -> None:
     c = cols()
     c["num_frames"][[1, 4]] = -1
     with pytest.raises(ValueError, match="'num_frames' is -1 \\(missing\\) in 2 rows"):
-        plan_epoch(c, PlanConfig(max_duration=50.0, bucket_method="num_frames"), 0, 1)
+        plan_epoch(c, SamplerConfig(max_duration=50.0, bucket_method="num_frames"), 0, 1)
     mask = np.ones(10, dtype=bool)
     mask[[1, 4]] = False  # filtered rows may be missing
-    plan_epoch(c, PlanConfig(max_duration=50.0, bucket_method="num_frames"), 0, 1, mask=mask)
-    plan_epoch(c, PlanConfig(max_duration=50.0), 0, 1)  # num_frames not needed
+    plan_epoch(c, SamplerConfig(max_duration=50.0, bucket_method="num_frames"), 0, 1, mask=mask)
+    plan_epoch(c, SamplerConfig(max_duration=50.0), 0, 1)  # num_frames not needed
     c["num_tokens"][0] = -1
     with pytest.raises(ValueError, match="'num_tokens' is -1 \\(missing\\) in 1 rows"):
-        plan_epoch(c, PlanConfig(max_duration=50.0, num_token_buckets=2), 0, 1)
+        plan_epoch(c, SamplerConfig(max_duration=50.0, num_token_buckets=2), 0, 1)
     # without text the tokens-per-second filter keeps the cut
-    p = plan_epoch(c, PlanConfig(max_duration=50.0, max_tokens_per_second=5.0), 0, 1)
+    p = plan_epoch(c, SamplerConfig(max_duration=50.0, max_tokens_per_second=5.0), 0, 1)
     assert p.stats.filtered["max_tokens_per_second"] == 9
 
 
@@ -98,27 +100,29 @@ def test_missing_values_in_needed_columns() -> None:
 )
 def test_bad_columns(columns: dict[str, np.ndarray], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        plan_epoch(columns, PlanConfig(max_cuts=2), 0, 1)
+        plan_epoch(columns, SamplerConfig(max_cuts=2), 0, 1)
 
 
 def test_bad_call_arguments() -> None:
     c = cols()
     with pytest.raises(ValueError, match="world_size=0"):
-        plan_epoch(c, PlanConfig(max_cuts=2), 0, 0)
+        plan_epoch(c, SamplerConfig(max_cuts=2), 0, 0)
     with pytest.raises(ValueError, match="epoch=-1"):
-        plan_epoch(c, PlanConfig(max_cuts=2), -1, 1)
+        plan_epoch(c, SamplerConfig(max_cuts=2), -1, 1)
     with pytest.raises(ValueError, match="mask must be a boolean"):
-        plan_epoch(c, PlanConfig(max_cuts=2), 0, 1, mask=np.ones(3, dtype=bool))
+        plan_epoch(c, SamplerConfig(max_cuts=2), 0, 1, mask=np.ones(3, dtype=bool))
     with pytest.raises(ValueError, match="columns \\['num_tokens'\\]"):
-        plan_epoch({"duration": c["duration"]}, PlanConfig(max_cuts=2, num_token_buckets=2), 0, 1)
+        plan_epoch(
+            {"duration": c["duration"]}, SamplerConfig(max_cuts=2, num_token_buckets=2), 0, 1
+        )
     with pytest.raises(ValueError, match="has 3 rows"):
         plan_epoch(
             {"duration": c["duration"], "num_frames": np.ones(3, np.int64)},
-            PlanConfig(max_frames=5),
+            SamplerConfig(max_frames=5),
             0,
             1,
         )
-    plan = plan_epoch(c, PlanConfig(max_cuts=2), 0, 2)
+    plan = plan_epoch(c, SamplerConfig(max_cuts=2), 0, 2)
     with pytest.raises(ValueError, match="rank=2"):
         plan.rank_view(2)
     with pytest.raises(ValueError, match="worker=3"):

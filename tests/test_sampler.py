@@ -55,7 +55,7 @@ def test_sources_agree(corpus, tmp_path: Path) -> None:
     reference = ids_of(DiscoSeqSampler(index, CFG))
     assert ids_of(DiscoSeqSampler(str(index.path), CFG)) == reference
     from_manifest = DiscoSeqSampler(manifest, CFG, progress=False)
-    tmpdir = from_manifest._tmpdir
+    tmpdir = str(from_manifest.index.path.parent)  # the temporary directory of the build
     assert tmpdir is not None and os.path.isdir(tmpdir)
     assert ids_of(from_manifest) == reference
     del from_manifest
@@ -102,12 +102,12 @@ def test_cache_index_built_once_by_concurrent_processes(tmp_path: Path, monkeypa
     import multiprocessing as mp
     import time
 
-    import discoseq.sampler as sampler_module
+    import discoseq.index.opener as opener_module
 
     manifest = tmp_path / "c.jsonl.gz"
     write_manifest(manifest, 40, seed=4)
     log = tmp_path / "builds.log"
-    real_build = sampler_module.build_index
+    real_build = opener_module.build_index
 
     def slow_build(*args, **kwargs):  # widen the window in which the others would also build
         with open(log, "a") as f:
@@ -115,7 +115,7 @@ def test_cache_index_built_once_by_concurrent_processes(tmp_path: Path, monkeypa
         time.sleep(0.3)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(sampler_module, "build_index", slow_build)
+    monkeypatch.setattr(opener_module, "build_index", slow_build)
     with mp.get_context("fork").Pool(4) as pool:
         results = pool.map(_open_cached, [manifest] * 4)
     assert results == ["ok 40"] * 4

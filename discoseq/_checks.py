@@ -1,0 +1,20 @@
+"""Value checks shared by the configuration, the planner and the sampler (one home for each)."""
+
+from __future__ import annotations
+
+import numbers
+
+__all__ = ["U64_MAX", "is_int", "is_real"]
+
+U64_MAX = (1 << 64) - 1
+"""The largest seed or epoch: both key a 64-bit random stream."""
+
+
+def is_int(value: object) -> bool:
+    """An integer (Python or NumPy), and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A real number (Python or NumPy, integers included), and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -1,0 +1,84 @@
+"""Stage 3, packing: segments of rows into batches under every active cap.
+
+Optionally (``sort_pool``) each run of that many rows of a segment is first sorted by duration
+(stable). Then greedy, in that order, within a segment: a cut joins the open batch only if no cap
+(``max_duration`` or the bucket's ``bucket_max_duration`` as cuts x longest cost or the sum, with
+``quadratic_duration``; ``max_cuts`` or ``bucket_max_cuts``; ``max_frames``) would be exceeded.
+A cut that alone exceeds a cap is *oversize*: a batch of its own or left out (``oversize``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from discoseq._core import packing
+from discoseq.config import SamplerConfig
+from discoseq.plan.group import Groups
+from discoseq.plan.select import Selection
+
+__all__ = ["Batches", "pack_batches"]
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class Batches:
+    """Batches in packing order: batch ``i`` is ``rows[offsets[i]:offsets[i + 1]]``.
+
+    :param segment: the segment (flat bucket) of each batch.
+    :param cost: each batch's duration cost (as the cap counts it).
+    :param duration: each batch's total duration.
+    :param seg_batch_offsets: batches of segment ``s`` are ``seg_batch_offsets[s]:[s + 1]``.
+    :param oversize: cuts that alone exceed a cap.
+    """
+
+    rows: np.ndarray
+    offsets: np.ndarray
+    segment: np.ndarray
+    cost: np.ndarray
+    duration: np.ndarray
+    seg_batch_offsets: np.ndarray
+    oversize: int
+
+    @property
+    def num_batches(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+
+def segment_caps(config: SamplerConfig, num_segments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Duration and cut caps per segment (per-bucket caps replace the global ones)."""
+    cap_d = np.full(
+        num_segments, np.inf if config.max_duration is None else float(config.max_duration)
+    )
+    if config.bucket_max_duration is not None:
+        cap_d[:] = config.bucket_max_duration
+    cap_c = np.full(
+        num_segments, _INT64_MAX if config.max_cuts is None else config.max_cuts, np.int64
+    )
+    if config.bucket_max_cuts is not None:
+        cap_c[:] = config.bucket_max_cuts
+    return cap_d, cap_c
+
+
+def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) -> Batches:
+    """Pack ``groups`` (their row array is sorted in place by ``sort_pool``)."""
+    rows, seg_offsets = groups.rows, groups.seg_offsets
+    dur = selection.column("duration")
+    if config.sort_pool is not None:
+        packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
+    cap_d, cap_c = segment_caps(config, seg_offsets.shape[0] - 1)
+    kept, offsets, segment, cost, duration, seg_batch, n_over = packing.pack(
+        rows,
+        seg_offsets,
+        dur,
+        selection.column("num_frames"),
+        cap_d,
+        cap_c,
+        config.max_frames,
+        config.quadratic_constant,
+        config.limit_mode == "sum",
+        config.oversize == "exclude",
+    )
+    return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))

@@ -1,0 +1,89 @@
+"""``plan_epoch``: the stages of :mod:`discoseq.plan` chained into one epoch plan.
+
+Memory: besides the index columns, a boolean mask (1 B/cut, only with filters) and two int64 row
+arrays at the peak (16 B/cut); the finished plan keeps one (8 B/cut) plus small per-batch arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from discoseq._checks import U64_MAX, is_int
+from discoseq.config import SamplerConfig
+from discoseq.plan.epoch_plan import EpochPlan
+from discoseq.plan.group import empty_edges, group_rows
+from discoseq.plan.order import order_batches
+from discoseq.plan.pack import pack_batches
+from discoseq.plan.select import select_rows
+from discoseq.plan.stats import empty_stats, plan_stats, warn_if_empty
+
+__all__ = ["plan_epoch"]
+
+
+def plan_epoch(
+    columns: Mapping[str, np.ndarray],
+    config: SamplerConfig,
+    epoch: int,
+    world_size: int,
+    *,
+    mask: np.ndarray | None = None,
+) -> EpochPlan:
+    """Plan one epoch: select → group → pack → order/shard → statistics.
+
+    :param columns: index columns (``duration`` always; ``num_frames``, ``num_features``,
+        ``num_tokens`` when the configuration needs them); may be read-only memmaps.
+    :param config: the :class:`~discoseq.SamplerConfig` (its loader fields play no part).
+    :param epoch: epoch number (an integer in ``[0, 2**64)``), part of every random key.
+    :param world_size: number of ranks ``W``; every rank gets ``num_batches / W`` batches.
+    :param mask: optional boolean array, False for rows to leave out (counted as ``"mask"``).
+        Kept out of the configuration so it stays small and hashable.
+    :return: the :class:`~discoseq.plan.EpochPlan`.
+    """
+    if not isinstance(config, SamplerConfig):
+        raise TypeError(f"config must be a SamplerConfig, got {type(config).__name__}")
+    if not is_int(epoch) or not 0 <= epoch <= U64_MAX:
+        raise ValueError(f"epoch={epoch!r} must be an integer in [0, 2**64)")
+    if not is_int(world_size) or world_size < 1:
+        raise ValueError(f"world_size={world_size!r} must be a positive integer")
+    epoch, world_size = int(epoch), int(world_size)
+
+    selection = select_rows(columns, config, mask)
+    if selection.num_rows == 0:
+        warn_if_empty(selection, None, config, world_size)
+        edges, token_edges = empty_edges(config)
+        empty = np.empty(0, dtype=np.int64)
+        return EpochPlan(
+            batch_offsets=np.zeros(1, np.int64),
+            rows=empty,
+            bucket=np.empty(0, np.int32),
+            cost=np.empty(0),
+            duration=np.empty(0),
+            padding_batches=empty.copy(),
+            world_size=world_size,
+            epoch=epoch,
+            config=config,
+            bucket_edges=edges,
+            token_edges=token_edges,
+            stats=empty_stats(selection, config),
+        )
+    groups = group_rows(selection, config, epoch)
+    batches = pack_batches(groups, selection, config)
+    ordered = order_batches(batches, config, epoch, world_size)
+    stats = plan_stats(selection, batches, ordered, config)
+    warn_if_empty(selection, batches, config, world_size)
+    return EpochPlan(
+        batch_offsets=ordered.offsets,
+        rows=ordered.rows,
+        bucket=batches.segment[ordered.order],
+        cost=batches.cost[ordered.order],
+        duration=batches.duration[ordered.order],
+        padding_batches=ordered.padding,
+        world_size=world_size,
+        epoch=epoch,
+        config=config,
+        bucket_edges=groups.bucket_edges,
+        token_edges=groups.token_edges,
+        stats=stats,
+    )

@@ -1,0 +1,176 @@
+"""Stage 1, selection: the columns a configuration needs, checked, and the rows that pass the
+filters.
+
+Filters are vectorised masks applied in this order; a row is counted under the first reason
+that removes it: the caller's ``mask``, ``min_duration``, ``max_duration_per_cut``,
+``max_tokens_per_second`` (rows without text, ``num_tokens == -1``, are kept: there is nothing to
+judge). Memory: one boolean mask (1 B/cut) and the kept row ids (8 B/cut), only when a filter is
+active.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from discoseq.config import SamplerConfig
+from discoseq.strategy import SamplingStrategy
+
+__all__ = ["FILTER_REASONS", "Selection", "select_rows"]
+
+FILTER_REASONS = ("mask", "min_duration", "max_duration_per_cut", "max_tokens_per_second")
+
+
+@dataclass
+class Selection:
+    """The epoch's rows and the columns the later stages read.
+
+    :param columns: contiguous typed columns (float64 ``duration``, int64 others), only the
+        ones the configuration needs.
+    :param rows: the kept row ids in index order, or None for "every row" (an unfiltered plan
+        allocates no index array for it).
+    :param cuts_in: rows in the columns.
+    :param filtered: rows removed per reason (see FILTER_REASONS).
+    :param duration_bounds: min and max of the duration column (``(1.0, 0.0)`` when empty).
+    """
+
+    columns: dict[str, np.ndarray]
+    rows: np.ndarray | None
+    cuts_in: int
+    filtered: dict[str, int]
+    duration_bounds: tuple[float, float]
+
+    @property
+    def num_rows(self) -> int:
+        return self.cuts_in if self.rows is None else int(self.rows.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        """A column, or an empty one when the configuration does not need it (the kernels take
+        every column and read only those their options use)."""
+        empty = np.empty(0, dtype=np.float64 if name == "duration" else np.int64)
+        return self.columns.get(name, empty)
+
+
+def needed_columns(config: SamplerConfig) -> list[str]:
+    """The columns ``config`` reads, ``duration`` always."""
+    needed = {"duration"}
+    if config.max_frames is not None or _keyed_on_frames(config):
+        needed.add("num_frames")
+    if config.strategy is SamplingStrategy.BUCKETED and config.bucket_method == "num_features":
+        needed.add("num_features")
+    if config.token_buckets > 1 or config.max_tokens_per_second is not None:
+        needed.add("num_tokens")
+    return sorted(needed)
+
+
+def _keyed_on_frames(config: SamplerConfig) -> bool:
+    return config.strategy is SamplingStrategy.BUCKETED and config.bucket_method != "duration"
+
+
+def select_rows(
+    columns: Mapping[str, np.ndarray], config: SamplerConfig, mask: np.ndarray | None
+) -> Selection:
+    """Check and type the needed columns, apply the filters, check the kept rows have the
+    values the configuration needs."""
+    cols, bounds = _prepare_columns(columns, config)
+    n = int(cols["duration"].shape[0])
+    keep, filtered = _apply_filters(cols, config, mask)
+    _check_present(cols, keep, config)
+    rows = None if keep is None else np.flatnonzero(keep).astype(np.int64, copy=False)
+    return Selection(cols, rows, n, filtered, bounds)
+
+
+def _prepare_columns(
+    columns: Mapping[str, np.ndarray], config: SamplerConfig
+) -> tuple[dict[str, np.ndarray], tuple[float, float]]:
+    """Contiguous typed columns, and the bounds of the duration column."""
+    if "duration" not in columns:
+        raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
+    needed = needed_columns(config)
+    missing = sorted(set(needed) - set(columns))
+    if missing:
+        raise ValueError(f"columns {missing} are needed by this configuration but not given")
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for name in needed:
+        col = np.asarray(columns[name])
+        if col.ndim != 1:
+            raise ValueError(f"column {name!r} must be one-dimensional, got shape {col.shape}")
+        if n is None:
+            n = col.shape[0]
+        elif col.shape[0] != n:
+            raise ValueError(f"column {name!r} has {col.shape[0]} rows but others have {n}")
+        dtype = np.float64 if name == "duration" else np.int64
+        if name != "duration" and col.dtype.kind not in "iu":
+            raise ValueError(f"column {name!r} must hold integers, got dtype {col.dtype}")
+        out[name] = np.ascontiguousarray(col, dtype=dtype)
+    d = out["duration"]
+    lo, hi = (float(d.min()), float(d.max())) if d.shape[0] else (1.0, 0.0)
+    if d.shape[0] and not (lo > 0 and hi < np.inf):
+        bad = int(np.count_nonzero(~((d > 0) & (d < np.inf))))
+        raise ValueError(
+            f"column 'duration' has {bad} rows that are not positive finite seconds; "
+            "fix or filter them (mask=...) before planning"
+        )
+    return out, (lo, hi)
+
+
+def _apply_filters(
+    cols: dict[str, np.ndarray], config: SamplerConfig, mask: np.ndarray | None
+) -> tuple[np.ndarray | None, dict[str, int]]:
+    """The keep-mask (None when nothing is filtered) and the per-reason counts."""
+    d = cols["duration"]
+    n = d.shape[0]
+    filtered = dict.fromkeys(FILTER_REASONS, 0)
+    keep: np.ndarray | None = None
+
+    def apply(reason: str, passes: np.ndarray) -> None:
+        nonlocal keep
+        if keep is None:
+            filtered[reason] = int(n - np.count_nonzero(passes))
+            keep = passes
+        else:
+            before = int(np.count_nonzero(keep))
+            keep &= passes
+            filtered[reason] = before - int(np.count_nonzero(keep))
+
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_ or m.shape != (n,):
+            raise ValueError(
+                f"mask must be a boolean array of shape ({n},), got {m.dtype} {m.shape}"
+            )
+        apply("mask", m.copy())
+    if config.min_duration is not None:
+        apply("min_duration", d >= config.min_duration)
+    if config.max_duration_per_cut is not None:
+        apply("max_duration_per_cut", d <= config.max_duration_per_cut)
+    if config.max_tokens_per_second is not None:
+        t = cols["num_tokens"]
+        apply("max_tokens_per_second", (t < 0) | (t <= config.max_tokens_per_second * d))
+    return keep, filtered
+
+
+def _check_present(
+    cols: dict[str, np.ndarray], keep: np.ndarray | None, config: SamplerConfig
+) -> None:
+    """The columns that bucketing and caps read hold no -1 (missing) in a kept row."""
+    names = []
+    if config.max_frames is not None or _keyed_on_frames(config):
+        names.append("num_frames")
+    if config.strategy is SamplingStrategy.BUCKETED and config.bucket_method == "num_features":
+        names.append("num_features")
+    if config.token_buckets > 1:
+        names.append("num_tokens")
+    for name in names:
+        neg = cols[name] < 0
+        bad = int(np.count_nonzero(neg if keep is None else neg & keep))
+        if bad:
+            raise ValueError(
+                f"column {name!r} is -1 (missing) in {bad} rows that survive filtering, but this "
+                f"configuration needs it (bucket_method={config.bucket_method!r}, "
+                f"max_frames={config.max_frames!r}, token buckets={config.token_buckets}); "
+                "exclude those rows with mask=... or choose another bucket_method/limit"
+            )

@@ -1,0 +1,203 @@
+"""The position in an epoch and its state dict, and the plans that elastic resumption derives.
+
+A position is ``(epoch, steps, history)``: ranks move in lockstep, so ``steps`` batches delivered
+per rank are exactly the plan's first ``steps * W`` global batches. ``history`` lists the
+``(world_size, steps)`` segments of the epoch delivered before a change of world size. A state is
+that position plus what makes the plan reproducible (the config and the index fingerprint): a few
+hundred bytes of JSON whatever the corpus size; restoring recomputes the plan and skips into it.
+
+Elastic resumption: when a state saved with ``W_old`` ranks is loaded with ``W_new != W_old``, the
+old plan is recomputed, the cuts of its first ``steps * W_old`` batches are marked delivered, and
+the remaining cuts alone are planned for ``W_new`` ranks (``plan_epoch(..., mask=...)``, same seed
+and epoch). Each such change appends one ``(world_size, steps)`` pair to ``history``, so the state
+stays small however often a job is resized within an epoch. Every cut not yet delivered is
+delivered once more, none delivered before the change is delivered again, and repeats appear
+only as the new plan's tail padding (``drop_last=False``).
+
+Neither torch nor Lhotse is imported here: :class:`~discoseq.DiscoSeqSampler` holds a
+:class:`Position` and an :class:`EpochPlans`, and the DataLoader side moves the position only
+through the sampler's public methods.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from discoseq._checks import is_int
+from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
+from discoseq.plan import EpochPlan, plan_epoch
+
+__all__ = ["STATE_FORMAT_VERSION", "EpochPlans", "Position", "parse_state"]
+
+STATE_FORMAT_VERSION = 1
+"""Version of the ``state_dict`` layout (not the package version)."""
+
+STATE_TYPE = "DiscoSeqSampler"
+
+History = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an epoch stands: ``steps`` batches delivered per rank in the current world size,
+    after the ``history`` segments ``(world_size, steps)`` delivered in earlier world sizes."""
+
+    epoch: int = 0
+    steps: int = 0
+    history: History = ()
+
+    def state(
+        self, fingerprint: str, config: SamplerConfig, world: int, rank: int
+    ) -> dict[str, Any]:
+        """The JSON-safe state dict of this position (see ``DiscoSeqSampler.state_dict``)."""
+        return {
+            "type": STATE_TYPE,
+            "format_version": STATE_FORMAT_VERSION,
+            "index_fingerprint": fingerprint,
+            "config": config.to_dict(),
+            "world_size": world,
+            "rank": rank,
+            "epoch": self.epoch,
+            "batches_delivered": self.steps,
+            "history": [[w, s] for w, s in self.history],
+        }
+
+
+@dataclass(frozen=True)
+class SavedPosition:
+    """A validated state: the position it holds, in the world size it was saved with."""
+
+    position: Position
+    world_size: int
+
+
+def parse_state(
+    state: Mapping[str, Any], fingerprint: str, index_path: object, config: SamplerConfig
+) -> SavedPosition:
+    """Validate ``state`` against the index (``fingerprint``, at ``index_path``) and ``config``
+    (only :data:`~discoseq.config.RESUME_MUTABLE_FIELDS` may differ); never modifies ``state``.
+
+    :raises ValueError: naming the field and both values.
+    """
+    if isinstance(state, str | bytes):
+        raise ValueError("state must be a dict (json.loads the saved text first)")
+    if not isinstance(state, Mapping):
+        raise ValueError(f"state must be a dict, got {type(state).__name__}")
+    if state.get("type") != STATE_TYPE:
+        raise ValueError(f"state type={state.get('type')!r}, expected {STATE_TYPE!r}")
+    version = state.get("format_version")
+    if version != STATE_FORMAT_VERSION:
+        raise ValueError(
+            f"state format_version={version!r}; this discoseq reads version {STATE_FORMAT_VERSION}"
+        )
+    required = ("index_fingerprint", "config", "world_size", "epoch", "batches_delivered")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"state is missing {missing}")
+    if state["index_fingerprint"] != fingerprint:
+        raise ValueError(
+            f"state is of another index: index_fingerprint={state['index_fingerprint']!r} in "
+            f"the state, {fingerprint!r} for {index_path}"
+        )
+    saved = SamplerConfig.from_dict(state["config"])
+    diffs = saved.differences(config, ignore=RESUME_MUTABLE_FIELDS)
+    if diffs:
+        name, theirs, mine = diffs[0]
+        more = f" (and {[d[0] for d in diffs[1:]]})" if len(diffs) > 1 else ""
+        raise ValueError(
+            f"state was saved with {name}={theirs!r}, this sampler has {name}={mine!r}{more}; "
+            "only world_size, rank, num_workers, pin_memory and prefetch_factor may change "
+            "on resume"
+        )
+    epoch, world, steps = state["epoch"], state["world_size"], state["batches_delivered"]
+    for key, value, low in (("epoch", epoch, 0), ("world_size", world, 1),
+                            ("batches_delivered", steps, 0)):  # fmt: skip
+        if not is_int(value) or value < low:
+            raise ValueError(f"state {key}={value!r} must be an integer >= {low}")
+    raw = state.get("history", [])
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"state history={raw!r} must be a list of [world_size, steps]")
+    history = []
+    for item in raw:
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not all(is_int(v) for v in item)
+            or item[0] < 1
+            or item[1] < 1
+        ):
+            raise ValueError(f"state history entry {item!r} must be [world_size>=1, steps>=1]")
+        history.append((int(item[0]), int(item[1])))
+    return SavedPosition(Position(int(epoch), int(steps), tuple(history)), int(world))
+
+
+class EpochPlans:
+    """The plans of one index and config: the plan of a position in a world size (cached, one
+    at a time), and the elastic rule that turns a saved position into one for another world."""
+
+    def __init__(self, columns: Mapping[str, np.ndarray], num_rows: int, config: SamplerConfig):
+        self._columns = columns
+        self._num_rows = num_rows
+        self._config = config
+        self._plan: EpochPlan | None = None
+        self._key: tuple[int, History, int] | None = None
+
+    def plan(self, epoch: int, history: History, world: int) -> EpochPlan:
+        """The plan of ``epoch`` for ``world`` ranks after the ``history`` segments."""
+        key = (epoch, history, world)
+        if self._key != key or self._plan is None:
+            self._plan = self._plan_masked(epoch, world, self._delivered_mask(epoch, history))
+            self._key = key
+        return self._plan
+
+    def restore(self, saved: SavedPosition, world: int) -> Position:
+        """The position of ``saved`` in ``world`` ranks (its plan is cached); checks that the
+        saved steps fit the saved plan. For another world size the delivered segment moves to
+        ``history`` and the new plan holds only what was not delivered."""
+        pos = saved.position
+        mask = self._delivered_mask(pos.epoch, pos.history)
+        saved_plan = self._plan_masked(pos.epoch, saved.world_size, mask)
+        if pos.steps > saved_plan.batches_per_rank:
+            raise ValueError(
+                f"state batches_delivered={pos.steps} exceeds the {saved_plan.batches_per_rank} "
+                f"batches per rank of epoch {pos.epoch} with world_size={saved.world_size}"
+            )
+        if saved.world_size == world:
+            restored, plan = pos, saved_plan
+        elif pos.steps > 0:  # elastic: plan what is left for the new world, from the saved plan
+            history = (*pos.history, (saved.world_size, pos.steps))
+            restored = Position(pos.epoch, 0, history)
+            plan = self._plan_masked(
+                pos.epoch, world, self._undelivered(mask, saved_plan, pos.steps)
+            )
+        else:  # nothing delivered in the saved world: plan the rest for this one
+            restored = pos
+            plan = self._plan_masked(pos.epoch, world, mask)
+        self._plan, self._key = plan, (restored.epoch, restored.history, world)
+        return restored
+
+    def _delivered_mask(self, epoch: int, history: Sequence[tuple[int, int]]) -> np.ndarray | None:
+        """False for every cut delivered in the ``history`` segments of ``epoch`` (None: none)."""
+        mask: np.ndarray | None = None
+        for world, steps in history:
+            mask = self._undelivered(mask, self._plan_masked(epoch, world, mask), steps)
+        return mask
+
+    def _undelivered(self, mask: np.ndarray | None, plan: EpochPlan, steps: int) -> np.ndarray:
+        """A copy of ``mask`` (all True for None) without the cuts of ``plan``'s first ``steps``
+        steps: ranks move in lockstep, so those are exactly what was delivered."""
+        left = np.ones(self._num_rows, dtype=bool) if mask is None else mask.copy()
+        left[plan.rows[: plan.batch_offsets[steps * plan.world_size]]] = False
+        return left
+
+    def _plan_masked(self, epoch: int, world: int, mask: np.ndarray | None) -> EpochPlan:
+        if mask is not None and not mask.any():
+            with warnings.catch_warnings():  # everything was delivered: empty is expected
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return plan_epoch(self._columns, self._config, epoch, world, mask=mask)
+        return plan_epoch(self._columns, self._config, epoch, world, mask=mask)
