@@ -30,7 +30,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from discoseq.plan import PlanConfig, plan_epoch
+from discoseq.config import SamplerConfig
+from discoseq.plan import plan_epoch
 
 
 def librispeech_like(n: int, seed: int = 0) -> np.ndarray:
@@ -156,7 +157,7 @@ def main() -> None:
         f"10–17 s: {np.mean((d >= 10) & (d <= 17)):.0%}"
     )
     cols = {"duration": d}
-    cfg = PlanConfig(max_duration=cap, num_buckets=B, shuffle=True, seed=1)
+    cfg = SamplerConfig(max_duration=cap, num_buckets=B, shuffle=True, seed=1)
     plan = plan_epoch(cols, cfg, 0, W)  # warm-up (first touch of pages)
     ep = iter(range(1, 1000))
     t_plan, t_plan_med = timeit(lambda: plan_epoch(cols, cfg, next(ep), W), repeat)
@@ -206,7 +207,7 @@ def main() -> None:
     lb = lhotse_epoch(cuts, B, cap)
     t_lh = time.perf_counter() - t
     cols_l = {"duration": dl}
-    cfg1 = PlanConfig(max_duration=cap, num_buckets=B, seed=1)
+    cfg1 = SamplerConfig(max_duration=cap, num_buckets=B, seed=1)
     t_ours, _ = timeit(lambda: [b for b in plan_epoch(cols_l, cfg1, 0, 1).iter_batches()], 3)
     print(f"   Lhotse: {t_lh:8.2f} s for {len(lb):,} batches")
     print(f"   discoseq plan + iterate every batch: {t_ours * 1e3:8.1f} ms (best of 3)")
@@ -226,9 +227,11 @@ def main() -> None:
         dp = gen(n_pad, seed=2)
         cuts = lhotse_cuts(dp)
         for nb in (10, 30, 100):
-            p = plan_epoch({"duration": dp}, PlanConfig(max_duration=cap, num_buckets=nb), 0, 1)
+            p = plan_epoch(
+                {"duration": dp}, SamplerConfig(max_duration=cap, num_buckets=nb, seed=0), 0, 1
+            )
             ours = padding_stats(None, dp, cap, p.batch_offsets, p.rows)
-            sp = PlanConfig(max_duration=cap, num_buckets=nb, sort_pool=1000)
+            sp = SamplerConfig(max_duration=cap, num_buckets=nb, sort_pool=1000, seed=0)
             p = plan_epoch({"duration": dp}, sp, 0, 1)
             pooled = padding_stats(None, dp, cap, p.batch_offsets, p.rows)
             theirs = padding_stats(lhotse_epoch(cuts, nb, cap), dp, cap)
@@ -238,7 +241,7 @@ def main() -> None:
                 f"{pooled[0]:27.3f} {pooled[1]:5.3f}"
             )
         del cuts
-    cfg_pool = PlanConfig(max_duration=cap, num_buckets=B, sort_pool=1000)
+    cfg_pool = SamplerConfig(max_duration=cap, num_buckets=B, sort_pool=1000, seed=0)
     plan_epoch(cols, cfg_pool, 0, W)
     t_pool, _ = timeit(lambda: plan_epoch(cols, cfg_pool, 1, W), max(2, repeat // 2))
     print(
