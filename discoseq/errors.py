@@ -1,4 +1,9 @@
-"""The few exception classes discoseq raises; each subclasses a builtin, so either catches it."""
+"""The few exception classes discoseq raises; each subclasses a builtin, so either catches it.
+
+``IndexFormatError(ValueError)`` is the family of "this index cannot be used as it is":
+``StaleIndexError`` (its sources changed since the build) is one, so ``except IndexFormatError``
+catches both. To treat a stale index apart (e.g. rebuild it), catch ``StaleIndexError`` first.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,13 @@ class IndexFormatError(ValueError):
     """An index directory is missing, truncated, corrupted or of an unsupported format version."""
 
 
-class StaleIndexError(RuntimeError):
-    """A source manifest changed after the index was built (size, mtime or content differ)."""
+class StaleIndexError(IndexFormatError, RuntimeError):
+    """A source manifest changed after the index was built (size, mtime or content differ), or
+    is gone while its records are read from it in place.
+
+    An :class:`IndexFormatError` (hence a ``ValueError``), and still the ``RuntimeError`` it
+    has always been, so existing ``except RuntimeError`` clauses keep catching it.
+    """
 
 
 class ManifestError(ValueError):

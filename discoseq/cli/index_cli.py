@@ -13,7 +13,7 @@ from typing import NoReturn
 import click
 import numpy as np
 
-from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
+from discoseq.errors import IndexFormatError, ManifestError
 from discoseq.index import CutIndex
 
 EXIT_PROBLEMS = 1
@@ -88,10 +88,11 @@ def build(
 
 
 def _open(path: Path, check_sources: bool = True) -> CutIndex:
-
+    """Open an index; a corrupted, unsupported or stale one (StaleIndexError is an
+    IndexFormatError) is bad input, exit 3."""
     try:
         return CutIndex.open(path, check_sources=check_sources)
-    except (IndexFormatError, StaleIndexError) as e:
+    except IndexFormatError as e:
         _fail(str(e))
 
 

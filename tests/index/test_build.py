@@ -465,6 +465,22 @@ def test_header_not_json_or_missing(built):
         CutIndex.open(built)
 
 
+def test_error_family():
+    assert issubclass(IndexFormatError, ValueError)
+    assert issubclass(StaleIndexError, IndexFormatError)
+    assert issubclass(StaleIndexError, RuntimeError)  # what it was before: old handlers still catch
+    assert issubclass(ManifestError, ValueError)
+    assert not issubclass(ManifestError, IndexFormatError)
+
+
+def test_stale_index_is_caught_as_an_index_format_error(built):
+    source = Path(CutIndex.open(built).header.sources[0]["path"])
+    source.write_bytes(source.read_bytes() + b"\n")
+    for family in (StaleIndexError, IndexFormatError, ValueError, RuntimeError):
+        with pytest.raises(family, match="is stale"):
+            CutIndex.open(built)
+
+
 @pytest.mark.parametrize("column", ["duration", "id_blob", "record_offset", "id_hash_rows"])
 def test_truncated_column(built, column):
     path = built / f"{column}.npy"

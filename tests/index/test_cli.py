@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 from click.testing import CliRunner
 
-from discoseq.cli.index_cli import main
+from discoseq.cli.index_cli import EXIT_BAD_INPUT, main
+from discoseq.cli.main import main as discoseq_main
 
 
 def test_build_info_verify(tmp_path, fixtures_dir):
@@ -50,9 +53,58 @@ def test_verify_reports_problems_with_exit_1(tmp_path, fixtures_dir):
     assert runner.invoke(main, ["build", str(src), "-o", str(out), "--quiet"]).exit_code == 0
     st = src.stat()
     src.write_text(src.read_text().replace("LJ002", "LJ00X"))
-    import os
-
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
     result = runner.invoke(main, ["verify", str(out)])
     assert result.exit_code == 1
     assert "content changed" in result.output
+
+
+@pytest.fixture
+def index_of_jsonl(tmp_path, fixtures_dir):
+    """An index that reads its records in place from ``a.jsonl``; returns (source, index dir)."""
+    src = tmp_path / "a.jsonl"
+    cuts = json.loads((fixtures_dir / "ljspeech_cuts.json").read_text())
+    src.write_text("".join(json.dumps(c) + "\n" for c in cuts))
+    out = tmp_path / "idx"
+    assert CliRunner().invoke(main, ["build", str(src), "-o", str(out), "--quiet"]).exit_code == 0
+    return src, out
+
+
+# README: "3 bad input (missing, malformed, corrupted or stale SOURCE ...)", for both commands.
+COMMANDS = {
+    "discoseq-index info": (main, ["info"]),
+    "discoseq-index verify": (main, ["verify"]),
+    "discoseq analyze": (discoseq_main, ["analyze", "--max-duration", "10"]),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_stale_and_corrupted_index_exit_3(index_of_jsonl, command):
+    src, out = index_of_jsonl
+    cli, args = COMMANDS[command]
+    runner = CliRunner()
+
+    def run():
+        name, *options = args
+        return runner.invoke(cli, [name, str(out), *options])
+
+    assert run().exit_code == 0
+    src.write_text(src.read_text() + "\n")  # changed size: stale
+    result = run()
+    if command == "discoseq-index verify":  # verify checks sources by content: a problem, exit 1
+        assert result.exit_code == 1 and "content changed" in result.output
+    else:
+        assert result.exit_code == EXIT_BAD_INPUT == 3, result.output
+        assert "is stale" in result.output and "discoseq-index build" in result.output
+    (out / "duration.npy").write_bytes((out / "duration.npy").read_bytes()[:-3])  # corrupted
+    result = run()
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "truncated or corrupted" in result.output
+
+
+def test_info_can_skip_the_source_check(index_of_jsonl):
+    src, out = index_of_jsonl
+    src.write_text(src.read_text() + "\n")
+    assert CliRunner().invoke(main, ["info", str(out)]).exit_code == EXIT_BAD_INPUT
+    result = CliRunner().invoke(main, ["info", str(out), "--no-check-sources"])
+    assert result.exit_code == 0, result.output
