@@ -188,14 +188,13 @@ def benchmark(
             f"{len(index):,} cuts, {float(np.sum(index.duration)) / 3600:.1f} h; "
             f"strategy={config.strategy}, rank {rank} of {world}, {epochs} epoch(s)"
         )
-        plan_config = config.to_plan_config()
         columns = index.columns
-        plan_epoch(columns, plan_config, 0, world)  # warm-up: first touch of the pages
+        plan_epoch(columns, config, 0, world)  # warm-up: first touch of the pages
         times = []
         plan = None
         for e in range(epochs):
             start = time.perf_counter()
-            plan = plan_epoch(columns, plan_config, e, world)
+            plan = plan_epoch(columns, config, e, world)
             times.append(time.perf_counter() - start)
         assert plan is not None
         report["plan"] = {

@@ -163,7 +163,7 @@ def _demo_job(index: Any, workdir: Path, world_size: int, num_workers: int) -> N
         f"rank {rank} through a DataLoader with {num_workers} workers"
     )
     start = time.perf_counter()
-    plan = plan_epoch(index.columns, config.to_plan_config(), 0, world_size)
+    plan = plan_epoch(index.columns, config, 0, world_size)
     plan_ms = (time.perf_counter() - start) * 1e3
     stats = analyze_plan(plan, index.duration)
     r = stats["ranks"]
