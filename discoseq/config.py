@@ -392,10 +392,6 @@ class SamplerConfig:
         """Number of flat buckets (``bucket * token_buckets + token_bucket``)."""
         return self.duration_buckets * self.token_buckets
 
-    def to_plan_config(self) -> SamplerConfig:
-        """Deprecated alias kept while the CLI moves over: the planner takes this config."""
-        return self
-
     def replace(self, **changes: Any) -> SamplerConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
