@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from discoseq.index.format import CUT_TYPE_CODE, MISSING
+from discoseq.index.format import CUT_TYPE_CODE, MISSING, is_json_int, is_json_number
 
 
 class RecordError(ValueError):
@@ -51,7 +51,7 @@ def compute_num_samples(duration: float, sampling_rate: float) -> int:
 
 def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
     value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_json_number(value):
         raise RecordError(f"field '{where}{key}' expected a number, found {value!r}")
     return value
 
@@ -134,7 +134,7 @@ def _text_stats(supervisions: Sequence[Any], where: str) -> tuple[int, int]:
 def _int_or_missing(value: Any, field: str) -> int:
     if value is None:
         return MISSING
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_json_int(value):
         raise RecordError(f"field '{field}' expected an integer, found {value!r}")
     return value
 
@@ -211,9 +211,7 @@ def _mixed_fields(rec: Mapping[str, Any], cut_id: str) -> CutFields:
         track_type = track.get("type", track["cut"].get("type"))
         if track_type not in ("MonoCut", "MultiCut", "PaddingCut", "Cut"):
             raise RecordError(f"field '{where}type' is {track_type!r}; unsupported in a MixedCut")
-        offset = track.get("offset", 0.0)
-        if isinstance(offset, bool) or not isinstance(offset, int | float):
-            raise RecordError(f"field '{where}offset' expected a number, found {offset!r}")
+        offset = _number(track, "offset", where) if "offset" in track else 0.0
         mute = bool(track.get("mute", False)) or where == "snr_reference."
         tracks.append((_Track(track["cut"], track_type, where + "cut."), offset, mute))
     audible = [t for t in tracks if not t[2]] or tracks

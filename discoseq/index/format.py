@@ -56,7 +56,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -73,6 +73,17 @@ CUT_TYPE_CODE = {name: i for i, name in enumerate(CUT_TYPES)}
 CUT_TYPE_CODE["Cut"] = 0  # Lhotse < 0.8 called MonoCut "Cut"; Lhotse reads it as a MonoCut.
 
 MISSING = -1
+
+
+def is_json_int(value: object) -> TypeGuard[int]:
+    """A JSON integer as ``json``/``orjson`` decode it: an ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_json_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number as ``json``/``orjson`` decode it: an ``int`` or ``float``, not a ``bool``."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 #: Column name -> dtype, in the order they are written. Length N except ``id_offsets`` (N+1)
 #: and ``id_blob`` (total id bytes).
@@ -192,7 +203,7 @@ def read_header(directory: Path) -> Header:
         found = raw.get("magic") if isinstance(raw, dict) else type(raw).__name__
         raise IndexFormatError(f"{path}: field 'magic' expected {MAGIC!r}, found {found!r}")
     version = raw.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not is_json_int(version) or version < 1:
         raise IndexFormatError(f"{path}: field 'format_version' is {version!r}, expected an int")
     if version > FORMAT_VERSION:
         raise IndexFormatError(
@@ -216,7 +227,7 @@ def read_header(directory: Path) -> Header:
     for key, typ in expected_types.items():
         if key not in raw:
             raise IndexFormatError(f"{path}: field {key!r} is missing")
-        if not isinstance(raw[key], typ) or (typ is int and isinstance(raw[key], bool)):
+        if not (is_json_int(raw[key]) if typ is int else isinstance(raw[key], typ)):
             raise IndexFormatError(
                 f"{path}: field {key!r} expected {typ.__name__}, found {type(raw[key]).__name__}"
             )
@@ -237,7 +248,7 @@ def read_header(directory: Path) -> Header:
                 f"{path}: column {name!r} file expected '{name}.npy', found {meta.get('file')!r}"
             )
         expected_len = _expected_length(name, n, columns)
-        if meta.get("length") != expected_len:
+        if not is_json_int(meta.get("length")) or meta["length"] != expected_len:
             raise IndexFormatError(
                 f"{path}: column {name!r} length expected {expected_len}, "
                 f"found {meta.get('length')!r}"
@@ -272,7 +283,7 @@ def _expected_length(name: str, n: int, columns: Mapping[str, Any]) -> int:
         return n + 1
     if name == "id_blob":
         length = columns.get("id_blob", {}).get("length")
-        return length if isinstance(length, int) and length >= 0 else -1
+        return length if is_json_int(length) and length >= 0 else -1
     return n
 
 

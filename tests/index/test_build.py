@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import os
 import pickle
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -175,6 +176,41 @@ def test_mixed_and_padding_cuts(tmp_path, fixtures_dir, scanner):
     assert list(index.column("cut_type")) == [1, 1, 1, 1, 2]
     resolved = index.resolve(np.arange(5))
     assert [x.to_dict() for x in resolved] == records
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["tracks"][1].update(offset="1.5"), "'tracks[1].offset' expected a number"),
+        (lambda r: r["tracks"][1].update(offset=True), "'tracks[1].offset' expected a number"),
+        (lambda r: r["tracks"][1].update(offset=None), "'tracks[1].offset' expected a number"),
+        (lambda r: r["tracks"][0]["cut"].update(duration=False), "'tracks[0].cut.duration' exp"),
+    ],
+)
+def test_bad_mixed_cut_fields(tmp_path, fixtures_dir, scanner, edit, message):
+    a, b = list(mini_librispeech(fixtures_dir).subset(first=2))
+    record = a.mix(b, offset_other_by=1.5).with_id("mix").to_dict()
+    edit(record)
+    with pytest.raises(ManifestError, match=rf"mixed\.jsonl:1: field {re.escape(message)}"):
+        build_index(write_lines(tmp_path / "mixed.jsonl", [record]), tmp_path / "idx")
+
+
+def test_mixed_cut_track_offset_defaults_to_zero(tmp_path, fixtures_dir, scanner):
+    a, b = list(mini_librispeech(fixtures_dir).subset(first=2))
+    mixed = a.mix(b, offset_other_by=1.5).with_id("mix")
+    record = mixed.to_dict()
+    assert record["tracks"][0]["offset"] == 0
+    del record["tracks"][0]["offset"]
+    index = build_index(write_lines(tmp_path / "mixed.jsonl", [record]), tmp_path / "idx")
+    assert_columns_match(index, [mixed])
+
+
+@pytest.mark.parametrize("value", [80.0, True, "80"])
+def test_feature_dimension_must_be_an_integer(tmp_path, mono, scanner, value):
+    record = json.loads(json.dumps(mono))
+    record["features"]["num_features"] = value
+    with pytest.raises(ManifestError, match=r"'features\.num_features' expected an integer"):
+        build_index(write_lines(tmp_path / "a.jsonl", [record]), tmp_path / "idx")
 
 
 def test_ids_and_lookup(tmp_path, mono):
@@ -443,6 +479,8 @@ def edit_header(idx: Path, change) -> None:
     [
         (lambda h: h.update(magic="NOPE"), "field 'magic'"),
         (lambda h: h.update(format_version=99), "newer than this discoseq supports"),
+        (lambda h: h.update(format_version=True), "field 'format_version' is True"),
+        (lambda h: h.update(num_rows=20.0), "field 'num_rows' expected int, found float"),
         (lambda h: h.pop("num_rows"), "field 'num_rows' is missing"),
         (lambda h: h.update(num_rows=21), "length expected 21"),
         (lambda h: h["columns"].pop("duration"), "column 'duration' is missing"),
