@@ -33,6 +33,16 @@ PIECE_BYTES = 1 << 20
 RAW_BLOCK_BYTES = 1 << 20
 
 
+def _fingerprint_hasher() -> hashlib.blake2b:
+    """A fresh hasher for a source's fingerprint (see :func:`_fingerprint`)."""
+    return hashlib.blake2b(digest_size=16)
+
+
+def _fingerprint(hasher: hashlib.blake2b) -> str:
+    """A source's fingerprint, ``blake2b-128:<hex>``, from its hasher."""
+    return "blake2b-128:" + hasher.hexdigest()
+
+
 @dataclass
 class Chunk:
     """Whole lines of one source; ``data`` starts at byte ``offset`` of the (decompressed)
@@ -58,9 +68,9 @@ class Source:
     def update_fingerprint(self, data: bytes | memoryview) -> None:
         """Fingerprint an in-memory source by the records it contributes."""
         if self._hasher is None:
-            self._hasher = hashlib.blake2b(digest_size=16)
+            self._hasher = _fingerprint_hasher()
         self._hasher.update(data)
-        self.fingerprint = "blake2b-128:" + self._hasher.hexdigest()
+        self.fingerprint = _fingerprint(self._hasher)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -115,7 +125,7 @@ class _HashingReader(io.RawIOBase):
 
     def __init__(self, path: str | Path, progress: Callable[[int], None] | None) -> None:
         self._file = open(path, "rb")
-        self._hasher = hashlib.blake2b(digest_size=16)
+        self._hasher = _fingerprint_hasher()
         self._progress = progress
 
     def readable(self) -> bool:
@@ -133,7 +143,7 @@ class _HashingReader(io.RawIOBase):
         """Read what is left and return the fingerprint of the whole file."""
         while self.read(RAW_BLOCK_BYTES):
             pass
-        return "blake2b-128:" + self._hasher.hexdigest()
+        return _fingerprint(self._hasher)
 
     def close(self) -> None:
         self._file.close()
