@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 import numpy as np
 
+from discoseq.cli.common import EXIT_BAD_INPUT, fail
 from discoseq.errors import IndexFormatError, ManifestError
 from discoseq.index import CutIndex
 
+__all__ = ["EXIT_BAD_INPUT", "EXIT_PROBLEMS", "main"]
+
 EXIT_PROBLEMS = 1
-EXIT_BAD_INPUT = 3
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +74,7 @@ def build(
             progress=not quiet,
         )
     except (ManifestError, FileExistsError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     build_info = index.header.build
     click.echo(f"indexed {len(index)} cuts from {len(manifests)} manifest(s) into {out}")
     if build_info.get("skipped"):
@@ -93,7 +89,7 @@ def _open(path: Path, check_sources: bool = True) -> CutIndex:
     try:
         return CutIndex.open(path, check_sources=check_sources)
     except IndexFormatError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _summary(name: str, values: np.ndarray) -> str:
