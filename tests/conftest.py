@@ -14,13 +14,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lhotse"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone; allow an override.
-    FIXTURES = Path(os.environ.get("DISCOSEQ_FIXTURES", FIXTURES))
+# Lhotse's own test fixtures (Apache-2.0), inside the repository: tests/data/lhotse/README.md.
+FIXTURES = Path(__file__).resolve().parent / "data" / "lhotse"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.fail(f"Lhotse fixtures not found at {FIXTURES}; set DISCOSEQ_FIXTURES")
+    """The directory of Lhotse's test manifests, inside the repository (never beside it)."""
     return FIXTURES
