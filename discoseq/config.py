@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import orjson
 
 from discoseq._checks import U64_MAX, is_int, is_real
+from discoseq.mixture import Mixture, MixtureSchedule
 from discoseq.strategy import SamplingStrategy
 
 __all__ = [
@@ -73,6 +74,7 @@ _BUCKET_FIELDS = (
     "bucket_max_duration",
     "bucket_max_cuts",
 )
+_MIXTURE_FIELDS = ("mixture", "mixture_schedule", "epoch_hours", "epoch_cuts", "temperature")
 _DEFAULTS: dict[str, Any] = {}  # filled after the class definition
 
 
@@ -158,6 +160,22 @@ class SamplerConfig:
     :param min_duration: leave out cuts shorter than this (seconds).
     :param max_duration_per_cut: leave out cuts longer than this (seconds).
     :param max_tokens_per_second: leave out cuts with more supervision characters per second.
+
+    Mixtures (the sampler's source is a mapping of name -> source; see
+    :mod:`discoseq.mixture` for the exact rules):
+
+    :param mixture: per source (or group of sources) its quota: ``{"repeat": r}``,
+        ``{"choose": n}``, ``{"weight": w}`` or ``{}`` (weight from hours ** ``temperature``);
+        groups ``{"group": {...}, "weight": w, "temperature": t}``. ``None``: every source
+        ``{}`` (one natural pass at temperature 1).
+    :param mixture_schedule: ``[[epoch, {name: weight}], ...]``: weights of weighted entries
+        over epochs, linear in between.
+    :param epoch_hours: the weighted sources' budget per epoch in hours (with the repeat/choose
+        sources' expected hours subtracted); a short value makes "virtual epochs".
+    :param epoch_cuts: the same budget in cuts (not with ``epoch_hours``). Without either, one
+        natural pass over the weighted sources.
+    :param temperature: the exponent of derived weights, ``hours ** temperature`` (1: natural
+        shares, 0: uniform); a group's ``temperature`` overrides it for its children.
     """
 
     strategy: SamplingStrategy | str = SamplingStrategy.BUCKETED
@@ -188,12 +206,19 @@ class SamplerConfig:
     min_duration: float | None = None
     max_duration_per_cut: float | None = None
     max_tokens_per_second: float | None = None
+    # -- mixtures --------------------------------------------------------------------------
+    mixture: Mixture | Mapping[str, Any] | None = None
+    mixture_schedule: MixtureSchedule | Sequence[Any] | None = None
+    epoch_hours: float | None = None
+    epoch_cuts: int | None = None
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         self._normalise()
         self._check_scalars()
         self._check_strategy()
         self._check_buckets()
+        self._check_mixture()
         if all(getattr(self, name) is None for name in _LIMIT_FIELDS):
             raise ValueError(f"no batch limit: set at least one of {', '.join(_LIMIT_FIELDS)}")
 
@@ -303,6 +328,49 @@ class SamplerConfig:
                         f"(strategy={SamplingStrategy(self.strategy).value!r})"
                     )
 
+    def _check_mixture(self) -> None:
+        """The mixture options, each on its own and against each other."""
+        set_ = object.__setattr__
+        if self.mixture is not None:
+            set_(self, "mixture", Mixture.parse(self.mixture))
+        if self.mixture_schedule is not None:
+            schedule = MixtureSchedule.parse(self.mixture_schedule)
+            set_(self, "mixture_schedule", schedule)
+            if not isinstance(self.mixture, Mixture):
+                raise ValueError(
+                    "mixture_schedule moves the weights of mixture entries: give mixture= with "
+                    f"a weight for {list(schedule.names)}"
+                )
+            schedule.check_against(self.mixture)
+        if self.epoch_hours is not None:
+            _positive("epoch_hours", self.epoch_hours)
+        if self.epoch_cuts is not None:
+            _positive("epoch_cuts", self.epoch_cuts, integer=True)
+        if self.epoch_hours is not None and self.epoch_cuts is not None:
+            raise ValueError(
+                f"epoch_hours={self.epoch_hours} and epoch_cuts={self.epoch_cuts}: give one "
+                "budget (hours or cuts)"
+            )
+        t = self.temperature
+        if not is_real(t) or not math.isfinite(t) or t < 0:
+            raise ValueError(f"temperature={t!r} must be a finite number >= 0")
+
+    @property
+    def mixture_spec(self) -> Mixture | None:
+        """``mixture`` as the validated :class:`~discoseq.mixture.Mixture` it became."""
+        return self.mixture if isinstance(self.mixture, Mixture) else None
+
+    @property
+    def schedule(self) -> MixtureSchedule | None:
+        """``mixture_schedule`` as the validated schedule it became."""
+        s = self.mixture_schedule
+        return s if isinstance(s, MixtureSchedule) else None
+
+    @property
+    def mixes_sources(self) -> bool:
+        """Whether any mixture option differs from its default (they need named sources)."""
+        return any(getattr(self, n) != _DEFAULTS[n] for n in _MIXTURE_FIELDS)
+
     def _check_buckets(self) -> None:
         """Bucket edges and per-bucket caps agree with the bucket counts."""
         if self.bucket_edges is not None:
@@ -404,6 +472,10 @@ class SamplerConfig:
             value = getattr(self, f.name)
             if isinstance(value, SamplingStrategy):
                 value = value.value
+            elif isinstance(value, Mixture):
+                value = value.to_dict()
+            elif isinstance(value, MixtureSchedule):
+                value = value.to_list()
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
             out[f.name] = value

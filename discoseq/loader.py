@@ -26,7 +26,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from discoseq.config import SamplerConfig
-from discoseq.index import CutIndex
+from discoseq.index.multi import AnyIndex
 from discoseq.resolve import read_ahead_windows, window_rows
 from discoseq.sampler import DiscoSeqSampler, EpochView
 
@@ -45,7 +45,7 @@ class ResolvingDataset(Dataset):
         import lhotse  # noqa: F401  (imported once here, so forked workers inherit it)
 
         self.sampler: DiscoSeqSampler | None = sampler
-        self.index: CutIndex = sampler.index
+        self.index: AnyIndex = sampler.index
         self.dataset = dataset
 
     def __getstate__(self) -> dict[str, Any]:

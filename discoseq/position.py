@@ -31,6 +31,7 @@ import numpy as np
 from discoseq._checks import is_int
 from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
 from discoseq.plan import EpochPlan, plan_epoch
+from discoseq.plan.quota import SourceLayout
 
 __all__ = ["STATE_FORMAT_VERSION", "EpochPlans", "Position", "parse_state"]
 
@@ -140,10 +141,15 @@ class EpochPlans:
     """The plans of one index and config: the plan of a position in a world size (cached, one
     at a time), and the elastic rule that turns a saved position into one for another world."""
 
-    def __init__(self, columns: Mapping[str, np.ndarray], num_rows: int, config: SamplerConfig):
+    def __init__(
+        self,
+        columns: Mapping[str, np.ndarray],
+        config: SamplerConfig,
+        sources: SourceLayout | None = None,
+    ) -> None:
         self._columns = columns
-        self._num_rows = num_rows
         self._config = config
+        self._sources = sources
         self._plan: EpochPlan | None = None
         self._key: tuple[int, History, int] | None = None
 
@@ -190,14 +196,21 @@ class EpochPlans:
 
     def _undelivered(self, mask: np.ndarray | None, plan: EpochPlan, steps: int) -> np.ndarray:
         """A copy of ``mask`` (all True for None) without the cuts of ``plan``'s first ``steps``
-        steps: ranks move in lockstep, so those are exactly what was delivered."""
-        left = np.ones(self._num_rows, dtype=bool) if mask is None else mask.copy()
-        left[plan.rows[: plan.batch_offsets[steps * plan.world_size]]] = False
+        steps: ranks move in lockstep, so those are exactly what was delivered. The mask is
+        over the epoch's selection: index rows, or a mixture's positions (a cut taken twice is
+        two positions, delivered separately)."""
+        left = np.ones(plan.selection_size, dtype=bool) if mask is None else mask.copy()
+        left[plan.planned_positions[: plan.batch_offsets[steps * plan.world_size]]] = False
         return left
 
     def _plan_masked(self, epoch: int, world: int, mask: np.ndarray | None) -> EpochPlan:
         if mask is not None and not mask.any():
             with warnings.catch_warnings():  # everything was delivered: empty is expected
                 warnings.simplefilter("ignore", RuntimeWarning)
-                return plan_epoch(self._columns, self._config, epoch, world, mask=mask)
-        return plan_epoch(self._columns, self._config, epoch, world, mask=mask)
+                return self._plan_epoch(epoch, world, mask)
+        return self._plan_epoch(epoch, world, mask)
+
+    def _plan_epoch(self, epoch: int, world: int, mask: np.ndarray | None) -> EpochPlan:
+        return plan_epoch(
+            self._columns, self._config, epoch, world, mask=mask, sources=self._sources
+        )

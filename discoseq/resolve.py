@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from discoseq.index import CutIndex
+from discoseq.index.multi import AnyIndex
 from discoseq.plan import EpochPlan
 
 __all__ = ["read_ahead_windows", "resolve_batches"]
@@ -43,7 +43,7 @@ def window_rows(plan: EpochPlan, window: Sequence[int]) -> np.ndarray:
 
 
 def resolve_batches(
-    index: CutIndex, plan: EpochPlan, batch_ids: Sequence[int], buffer_size: int
+    index: AnyIndex, plan: EpochPlan, batch_ids: Sequence[int], buffer_size: int
 ) -> Iterator[Any]:
     """The ``CutSet`` of each batch of ``batch_ids`` in order, reading records a window ahead
     (``buffer_size`` cuts; 0 reads batch by batch)."""

@@ -27,11 +27,14 @@ from torch.utils.data import IterableDataset, Sampler, get_worker_info
 from discoseq._checks import is_int
 from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
 from discoseq.distributed import check_consistent, detect_rank_world
-from discoseq.index import open_source
+from discoseq.index import CutIndex, OpenedIndex, open_source
+from discoseq.index.multi import MultiIndex
+from discoseq.mixture import check_sources
 from discoseq.plan import EpochPlan
 from discoseq.plan.epoch_plan import check_worker
+from discoseq.plan.quota import SourceLayout
 from discoseq.position import STATE_FORMAT_VERSION, EpochPlans, Position, parse_state
-from discoseq.resolve import resolve_batches
+from discoseq.stateful import BatchIterator
 
 __all__ = ["STATE_FORMAT_VERSION", "DiscoSeqSampler", "EpochView"]
 
@@ -59,6 +62,55 @@ class EpochView:
         return self.batch_ids[worker::num_workers]
 
 
+def _open_sources(
+    source: Any, cache_index: bool | str | os.PathLike[str], progress: bool
+) -> tuple[CutIndex | MultiIndex, list[OpenedIndex]]:
+    """The index of ``source`` (a :class:`MultiIndex` for a list or a mapping of sources) and
+    the opened sources that hold a temporary directory (to close with the sampler)."""
+    if isinstance(source, Mapping):
+        names, items = [str(k) for k in source], list(source.values())
+    elif isinstance(source, list | tuple):
+        names, items = None, list(source)
+    else:
+        opened = open_source(source, cache_index=cache_index, progress=progress)
+        return opened.index, [opened] if opened.temporary_dir is not None else []
+    if not items:
+        raise ValueError("no sources: give at least one (a mapping of name -> source, or a list)")
+    if cache_index not in (True, False):
+        raise ValueError(
+            "cache_index=<path> names one cache directory; with several sources use "
+            "cache_index=True (each index next to its manifest) or build the indexes first"
+        )
+    opened_all: list[OpenedIndex] = []
+    try:
+        for item in items:
+            opened_all.append(open_source(item, cache_index=cache_index, progress=progress))
+    except BaseException:
+        _close_all(opened_all)
+        raise
+    index = MultiIndex([o.index for o in opened_all], names)
+    return index, [o for o in opened_all if o.temporary_dir is not None]
+
+
+def _close_all(opened: list[OpenedIndex]) -> None:
+    for o in opened:
+        o.close()
+
+
+def _layout(index: CutIndex | MultiIndex, config: SamplerConfig) -> SourceLayout | None:
+    """The named sources of a mixture (None for one corpus), checked against the config."""
+    if isinstance(index, MultiIndex) and index.names is not None:
+        if config.mixture_spec is not None:
+            check_sources(config.mixture_spec, index.names)
+        return SourceLayout(index.names, index.offsets)
+    if config.mixes_sources:
+        raise ValueError(
+            "mixture, mixture_schedule, epoch_hours, epoch_cuts and temperature mix named "
+            "sources: give the sampler a mapping of name -> source"
+        )
+    return None
+
+
 class DiscoSeqSampler(Sampler, IterableDataset):
     """Batches of an epoch as Lhotse ``CutSet`` objects, planned ahead over an index.
 
@@ -74,11 +126,16 @@ class DiscoSeqSampler(Sampler, IterableDataset):
 
     :param source: a :class:`~discoseq.CutIndex`, a path to an index directory, a path to a cut
         manifest (indexed on the fly into a temporary directory removed with the sampler), or a
-        Lhotse ``CutSet`` (eager or lazy; indexed the same way).
+        Lhotse ``CutSet`` (eager or lazy; indexed the same way). A list of those is one corpus
+        in shards (rows numbered across them); a mapping of name -> any of those is a
+        *mixture* (see :mod:`discoseq.mixture` and the config's ``mixture``): every cut then
+        carries its source's name in ``custom["source"]`` (``cut.source``).
     :param config: a :class:`~discoseq.SamplerConfig` (or its dict).
-    :param cache_index: for a manifest source: ``True`` keeps the index next to it
+    :param cache_index: for a manifest source (or every one of several): ``True`` keeps the
+        index next to it
         (``<manifest>.discoseq-index``, rebuilt when the manifest changes), a path keeps it there
-        (also for a CutSet). ``False`` (default) uses a temporary directory. Processes that
+        (also for a CutSet; not with several sources). ``False`` (default) uses a temporary
+        directory. Processes that
         ask for the same cache at once (the ranks of a job on one machine) take turns: one
         builds it, the others open it.
     :param progress: show a progress bar while indexing a manifest or CutSet.
@@ -99,18 +156,16 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         self.config = config
         self.rank, self.world_size = detect_rank_world(config.world_size, config.rank)
         try:
-            opened = open_source(source, cache_index=cache_index, progress=progress)
+            self.index, temporary = _open_sources(source, cache_index, progress)
+            self._sources = _layout(self.index, config)
         except Exception as error:
             # Join the ranks' check before raising, so the ranks that opened their source do
             # not wait in it until the process-group timeout: then every rank raises.
             failed = {"source": f"cannot be opened ({type(error).__name__}: {error})"}
             check_consistent("DiscoSeqSampler", failed, self.world_size, self.rank)
             raise
-        self.index = opened.index
-        self._finalizer = (
-            weakref.finalize(self, opened.close) if opened.temporary_dir is not None else None
-        )
-        self._plans = EpochPlans(self.index.columns, len(self.index), config)
+        self._finalizer = weakref.finalize(self, _close_all, temporary) if temporary else None
+        self._plans = EpochPlans(self.index.columns, config, self._sources)
         self._position = Position()
         self._resume_pending = False
         check_consistent("DiscoSeqSampler", self._agreement_values(), self.world_size, self.rank)
@@ -124,7 +179,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._plans = EpochPlans(self.index.columns, len(self.index), self.config)
+        self._plans = EpochPlans(self.index.columns, self.config, self._sources)
 
     # -- identity ---------------------------------------------------------------------------
     def _agreement_values(self) -> dict[str, Any]:
@@ -215,12 +270,11 @@ class DiscoSeqSampler(Sampler, IterableDataset):
                 self.advance()
             yield view.plan.batch(i)
 
-    def __iter__(self) -> Iterator[Any]:
-        view, ids, main = self._own_batches()
-        for cuts in resolve_batches(self.index, view.plan, ids, self.config.buffer_size):
-            if main:
-                self.advance()
-            yield cuts
+    def __iter__(self) -> BatchIterator:
+        """This process's batches as ``CutSet`` objects: a
+        :class:`~discoseq.stateful.BatchIterator`, counted like :meth:`iter_batches_indices`
+        and resumable in torchdata's ``StatefulDataLoader`` (also with workers)."""
+        return BatchIterator(self)
 
     def __len__(self) -> int:
         """Exactly how many batches the next iteration yields on this rank: the whole epoch,

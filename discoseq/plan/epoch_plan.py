@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class PlanStats:
     :param dropped_cuts: cuts in those batches.
     :param cuts_planned: distinct cuts in the plan (each appears once, plus padding repeats).
     :param total_duration: seconds of the distinct cuts in the plan.
+    :param sources: for a mixture, one :class:`~discoseq.plan.quota.SourceStats` per source
+        (the quota asked, what was selected, and what the plan holds after drop/pad).
     """
 
     cuts_in: int
@@ -35,6 +38,7 @@ class PlanStats:
     dropped_cuts: int
     cuts_planned: int
     total_duration: float
+    sources: tuple[Any, ...] = ()
 
     @property
     def filtered_total(self) -> int:
@@ -58,6 +62,10 @@ class EpochPlan:
     and ``duration`` (sum of its cuts' durations) are per batch. ``padding_batches`` lists the
     global ids of the batches that repeat another batch (``num_padding < world_size`` of them).
     ``config`` is the configuration that planned it (its loader fields play no part).
+    For a mixture, ``rows`` are index rows of the sources' logical index, ``positions`` the
+    same cuts as positions of the epoch's selection (a cut taken twice is two positions), and
+    ``selection_size`` the number of those positions; without one, ``positions`` is None (they
+    are the rows) and ``selection_size`` the number of index rows.
     """
 
     batch_offsets: np.ndarray
@@ -72,11 +80,19 @@ class EpochPlan:
     bucket_edges: np.ndarray
     token_edges: np.ndarray
     stats: PlanStats
+    positions: np.ndarray | None = None
+    selection_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("batch_offsets", "rows", "bucket", "cost", "duration", "padding_batches",
-                     "bucket_edges", "token_edges"):  # fmt: skip
-            getattr(self, name).flags.writeable = False
+                     "bucket_edges", "token_edges", "positions"):  # fmt: skip
+            if getattr(self, name) is not None:
+                getattr(self, name).flags.writeable = False
+
+    @property
+    def planned_positions(self) -> np.ndarray:
+        """The plan's cuts as positions of the epoch's selection (CSR like ``rows``)."""
+        return self.rows if self.positions is None else self.positions
 
     @property
     def num_batches(self) -> int:

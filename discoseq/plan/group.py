@@ -5,7 +5,9 @@ SEQUENTIAL keeps index order in one segment; RANDOM shuffles all rows with the s
 ``(seed, epoch, PURPOSE_CUTS | 0)``; BUCKETED estimates bucket edges of equal total cost on the
 full column (or takes the given ones; 2D duration x tokens as NeMo), groups rows by flat bucket
 ``b`` (stable: index order) and, with ``shuffle``, shuffles each with the stream of
-``(seed, epoch, PURPOSE_CUTS | b)``. Memory: the grouped row array (8 B/cut) besides the input.
+``(seed, epoch, PURPOSE_CUTS | b)``. When a mixture takes a cut more than once, each segment is
+then split by round (a position's copy number), stable, so no batch can hold a cut twice.
+Memory: the grouped row array (8 B/cut) besides the input.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ class Groups:
     :param bucket_edges: the interior edges of the first bucketing dimension (empty unless
         BUCKETED).
     :param token_edges: ``(B, T - 1)`` token edges per bucket (zeros where a bucket is empty).
+    :param segment_bucket: the flat bucket of each segment when segments are split by round
+        (None: segment ``s`` is bucket ``s``).
     """
 
     rows: np.ndarray
     seg_offsets: np.ndarray
     bucket_edges: np.ndarray
     token_edges: np.ndarray
+    segment_bucket: np.ndarray | None = None
 
 
 def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -46,14 +51,37 @@ def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
 def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
     """Segments of the selected rows for ``epoch`` (see the module docstring)."""
     if config.strategy is SamplingStrategy.BUCKETED:
-        return _bucketed(selection, config, epoch)
-    rows = selection.rows
-    if rows is None:
-        rows = np.arange(selection.cuts_in, dtype=np.int64)
-    if config.strategy is SamplingStrategy.RANDOM:
-        rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
-    edges, token_edges = empty_edges(config)
-    return Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
+        groups = _bucketed(selection, config, epoch)
+    else:
+        rows = selection.rows
+        if rows is None:
+            rows = np.arange(selection.num_positions, dtype=np.int64)
+        if config.strategy is SamplingStrategy.RANDOM:
+            rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
+        edges, token_edges = empty_edges(config)
+        groups = Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
+    if selection.rounds is not None:
+        groups = split_by_round(groups, selection.rounds)
+    return groups
+
+
+def split_by_round(groups: Groups, rounds: np.ndarray) -> Groups:
+    """Each segment split into one per round (stable): segment ``s * R + r`` holds the
+    positions of segment ``s`` in round ``r``."""
+    num_rounds = int(rounds.max()) + 1
+    nseg = groups.seg_offsets.shape[0] - 1
+    seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(groups.seg_offsets))
+    key = seg * num_rounds + rounds[groups.rows]
+    order = np.argsort(key, kind="stable")
+    counts = np.bincount(key, minlength=nseg * num_rounds)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Groups(
+        np.ascontiguousarray(groups.rows[order]),
+        offsets,
+        groups.bucket_edges,
+        groups.token_edges,
+        np.repeat(np.arange(nseg, dtype=np.int64), num_rounds),
+    )
 
 
 def _bucketed(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:

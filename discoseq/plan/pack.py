@@ -68,7 +68,11 @@ def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) ->
     dur = selection.column("duration")
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
-    cap_d, cap_c = segment_caps(config, seg_offsets.shape[0] - 1)
+    if groups.segment_bucket is None:
+        cap_d, cap_c = segment_caps(config, seg_offsets.shape[0] - 1)
+    else:
+        cap_d, cap_c = segment_caps(config, config.total_buckets)
+        cap_d, cap_c = cap_d[groups.segment_bucket], cap_c[groups.segment_bucket]
     kept, offsets, segment, cost, duration, seg_batch, n_over = packing.pack(
         rows,
         seg_offsets,

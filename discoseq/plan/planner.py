@@ -16,6 +16,7 @@ from discoseq.plan.epoch_plan import EpochPlan
 from discoseq.plan.group import empty_edges, group_rows
 from discoseq.plan.order import order_batches
 from discoseq.plan.pack import pack_batches
+from discoseq.plan.quota import SourceLayout
 from discoseq.plan.select import select_rows
 from discoseq.plan.stats import empty_stats, plan_stats, warn_if_empty
 
@@ -29,6 +30,7 @@ def plan_epoch(
     world_size: int,
     *,
     mask: np.ndarray | None = None,
+    sources: SourceLayout | None = None,
 ) -> EpochPlan:
     """Plan one epoch: select → group → pack → order/shard → statistics.
 
@@ -37,8 +39,11 @@ def plan_epoch(
     :param config: the :class:`~discoseq.SamplerConfig` (its loader fields play no part).
     :param epoch: epoch number (an integer in ``[0, 2**64)``), part of every random key.
     :param world_size: number of ranks ``W``; every rank gets ``num_batches / W`` batches.
-    :param mask: optional boolean array, False for rows to leave out (counted as ``"mask"``).
-        Kept out of the configuration so it stays small and hashable.
+    :param mask: optional boolean array, False for rows to leave out (counted as ``"mask"``);
+        for a mixture, over the positions of the epoch's selection. Kept out of the
+        configuration so it stays small and hashable.
+    :param sources: the named sources of a mixture as row ranges of the columns (the
+        :class:`~discoseq.plan.quota.SourceLayout`); the config's mixture options apply.
     :return: the :class:`~discoseq.plan.EpochPlan`.
     """
     if not isinstance(config, SamplerConfig):
@@ -49,7 +54,7 @@ def plan_epoch(
         raise ValueError(f"world_size={world_size!r} must be a positive integer")
     epoch, world_size = int(epoch), int(world_size)
 
-    selection = select_rows(columns, config, mask)
+    selection = select_rows(columns, config, mask, epoch, sources)
     if selection.num_rows == 0:
         warn_if_empty(selection, None, config, world_size)
         edges, token_edges = empty_edges(config)
@@ -67,16 +72,24 @@ def plan_epoch(
             bucket_edges=edges,
             token_edges=token_edges,
             stats=empty_stats(selection, config),
+            positions=None if selection.epoch_rows is None else empty.copy(),
+            selection_size=selection.num_positions,
         )
     groups = group_rows(selection, config, epoch)
     batches = pack_batches(groups, selection, config)
     ordered = order_batches(batches, config, epoch, world_size)
     stats = plan_stats(selection, batches, ordered, config)
     warn_if_empty(selection, batches, config, world_size)
+    segment = batches.segment[ordered.order]
+    bucket = segment if groups.segment_bucket is None else groups.segment_bucket[segment]
+    positions = None
+    rows = ordered.rows
+    if selection.epoch_rows is not None:
+        positions, rows = rows, selection.epoch_rows[rows]
     return EpochPlan(
         batch_offsets=ordered.offsets,
-        rows=ordered.rows,
-        bucket=batches.segment[ordered.order],
+        rows=rows,
+        bucket=bucket.astype(np.int32, copy=False),
         cost=batches.cost[ordered.order],
         duration=batches.duration[ordered.order],
         padding_batches=ordered.padding,
@@ -86,4 +99,6 @@ def plan_epoch(
         bucket_edges=groups.bucket_edges,
         token_edges=groups.token_edges,
         stats=stats,
+        positions=positions,
+        selection_size=selection.num_positions,
     )

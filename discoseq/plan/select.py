@@ -1,11 +1,14 @@
-"""Stage 1, selection: the columns a configuration needs, checked, and the rows that pass the
-filters.
+"""Stage 1, selection: the columns a configuration needs, checked, and the rows (or, for a
+mixture, the positions of the epoch's selection, :mod:`discoseq.plan.quota`) that the later
+stages plan.
 
 Filters are vectorised masks applied in this order; a row is counted under the first reason
 that removes it: the caller's ``mask``, ``min_duration``, ``max_duration_per_cut``,
 ``max_tokens_per_second`` (rows without text, ``num_tokens == -1``, are kept: there is nothing to
 judge). Memory: one boolean mask (1 B/cut) and the kept row ids (8 B/cut), only when a filter is
-active.
+active. For a mixture the filters remove rows before the quotas are taken, and ``mask`` (what an
+elastic resume has delivered) then removes *positions* of the selection; the needed columns are
+gathered into selection order (8 B per position and column).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from discoseq.config import SamplerConfig
+from discoseq.plan.quota import SourceLayout, SourceStats, rounds_of, select_epoch
 from discoseq.strategy import SamplingStrategy
 
 __all__ = ["FILTER_REASONS", "Selection", "select_rows"]
@@ -34,6 +38,11 @@ class Selection:
     :param cuts_in: rows in the columns.
     :param filtered: rows removed per reason (see FILTER_REASONS).
     :param duration_bounds: min and max of the duration column (``(1.0, 0.0)`` when empty).
+    :param epoch_rows: for a mixture, the index row of every position of the epoch's selection
+        (the columns above are in this order; ``rows`` are positions); None otherwise.
+    :param rounds: each position's round (see :func:`~discoseq.plan.quota.rounds_of`), None
+        when no row is taken twice.
+    :param sources: what each source of a mixture contributed.
     """
 
     columns: dict[str, np.ndarray]
@@ -41,10 +50,20 @@ class Selection:
     cuts_in: int
     filtered: dict[str, int]
     duration_bounds: tuple[float, float]
+    epoch_rows: np.ndarray | None = None
+    rounds: np.ndarray | None = None
+    sources: tuple[SourceStats, ...] = ()
+    position_source: np.ndarray | None = None
+
+    @property
+    def num_positions(self) -> int:
+        """Positions the planner works on: index rows, or a mixture's selection."""
+        return self.cuts_in if self.epoch_rows is None else int(self.epoch_rows.shape[0])
 
     @property
     def num_rows(self) -> int:
-        return self.cuts_in if self.rows is None else int(self.rows.shape[0])
+        """Positions that remain to plan (after the mask)."""
+        return self.num_positions if self.rows is None else int(self.rows.shape[0])
 
     def column(self, name: str) -> np.ndarray:
         """A column, or an empty one when the configuration does not need it (the kernels take
@@ -70,16 +89,61 @@ def _keyed_on_frames(config: SamplerConfig) -> bool:
 
 
 def select_rows(
-    columns: Mapping[str, np.ndarray], config: SamplerConfig, mask: np.ndarray | None
+    columns: Mapping[str, np.ndarray],
+    config: SamplerConfig,
+    mask: np.ndarray | None,
+    epoch: int,
+    sources: SourceLayout | None = None,
 ) -> Selection:
-    """Check and type the needed columns, apply the filters, check the kept rows have the
-    values the configuration needs."""
+    """Check and type the needed columns, apply the filters (and a mixture's quotas), check the
+    kept rows have the values the configuration needs."""
     cols, bounds = _prepare_columns(columns, config)
     n = int(cols["duration"].shape[0])
+    if sources is not None:
+        if int(sources.offsets[-1]) != n:
+            raise ValueError(f"the sources hold {int(sources.offsets[-1])} rows, the columns {n}")
+        return _select_mixture(cols, config, mask, epoch, sources)
+    if config.mixes_sources:
+        raise ValueError(
+            "mixture, mixture_schedule, epoch_hours, epoch_cuts and temperature mix named "
+            "sources: give the sampler a mapping of name -> source"
+        )
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
     rows = None if keep is None else np.flatnonzero(keep).astype(np.int64, copy=False)
     return Selection(cols, rows, n, filtered, bounds)
+
+
+def _select_mixture(
+    cols: dict[str, np.ndarray],
+    config: SamplerConfig,
+    mask: np.ndarray | None,
+    epoch: int,
+    sources: SourceLayout,
+) -> Selection:
+    n = int(cols["duration"].shape[0])
+    keep, filtered = _apply_filters(cols, config, None)
+    epoch_rows, stats = select_epoch(cols["duration"], keep, sources, config, epoch)
+    picked = {name: col[epoch_rows] for name, col in cols.items()}
+    d = picked["duration"]
+    bounds = (float(d.min()), float(d.max())) if d.shape[0] else (1.0, 0.0)
+    m = epoch_rows.shape[0]
+    keep_pos = None
+    if mask is not None:
+        keep_pos = np.asarray(mask)
+        if keep_pos.dtype != np.bool_ or keep_pos.shape != (m,):
+            raise ValueError(
+                f"mask must be a boolean array over the epoch's {m} selected positions, got "
+                f"{keep_pos.dtype} {keep_pos.shape}"
+            )
+        filtered["mask"] = int(m - np.count_nonzero(keep_pos))
+    _check_present(picked, keep_pos, config)
+    rows = None if keep_pos is None else np.flatnonzero(keep_pos).astype(np.int64, copy=False)
+    rounds = rounds_of(epoch_rows)
+    position_source = np.repeat(  # the selection holds the sources one after another
+        np.arange(len(stats), dtype=np.int64), [s.selected for s in stats]
+    )
+    return Selection(picked, rows, n, filtered, bounds, epoch_rows, rounds, stats, position_source)
 
 
 def _prepare_columns(

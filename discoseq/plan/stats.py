@@ -3,7 +3,9 @@ warnings for an epoch that came out empty."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +35,46 @@ def plan_stats(
         dropped_cuts=dropped_cuts,
         cuts_planned=int(batches.rows.shape[0]) - dropped_cuts,
         total_duration=float(batches.duration[planned].sum()),
+        sources=_source_stats(selection, batches, ordered),
+    )
+
+
+def _source_stats(selection: Selection, batches: Batches, ordered: Ordered) -> tuple[Any, ...]:
+    """Each mixture source's planned, padding and dropped cuts (empty without a mixture)."""
+    src = selection.position_source
+    if src is None:
+        return ()
+    num = len(selection.sources)
+    dur = selection.columns["duration"]
+    sizes = np.diff(batches.offsets)
+    in_dropped = np.repeat(np.isin(np.arange(batches.num_batches), ordered.dropped), sizes)
+    kept = batches.rows[~in_dropped]
+    dropped = batches.rows[in_dropped]
+    pad_rows = [
+        ordered.rows[ordered.offsets[b] : ordered.offsets[b + 1]] for b in ordered.padding.tolist()
+    ]
+    padding = np.concatenate(pad_rows) if pad_rows else np.empty(0, np.int64)
+    planned = np.bincount(src[kept], minlength=num)
+    hours = np.bincount(src[kept], weights=dur[kept], minlength=num) / 3600.0
+    pads = np.bincount(src[padding], minlength=num)
+    drops = np.bincount(src[dropped], minlength=num)
+    return tuple(
+        dataclasses.replace(
+            s,
+            planned=int(planned[i]),
+            planned_hours=float(hours[i]),
+            padding=int(pads[i]),
+            dropped=int(drops[i]),
+        )
+        for i, s in enumerate(selection.sources)
     )
 
 
 def empty_stats(selection: Selection, config: SamplerConfig) -> PlanStats:
     """The statistics of an epoch whose filters left no row."""
-    return PlanStats(selection.cuts_in, selection.filtered, 0, config.oversize, 0, 0, 0, 0.0)
+    return PlanStats(
+        selection.cuts_in, selection.filtered, 0, config.oversize, 0, 0, 0, 0.0, selection.sources
+    )
 
 
 def warn_if_empty(

@@ -1,0 +1,186 @@
+"""``MultiIndex``: several cut indexes used as one, rows numbered across them in order.
+
+Source ``s`` holds the global rows ``offsets[s]:offsets[s + 1]``; each index keeps its own
+files (nothing is copied on disk). The planner reads concatenated value columns, built once per
+process on first use (the bytes per row of the columns it reads, as for one index); resolution
+reads each row from its own index. A named ``MultiIndex`` is a mixture's sources: every cut it
+resolves carries its source's name in ``custom["source"]`` (for a ``MixedCut``, on its first
+track, where Lhotse's ``cut.source`` finds it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from discoseq.index.format import CUT_COLUMNS
+from discoseq.index.reader import CutIndex
+
+__all__ = ["SOURCE_FIELD", "AnyIndex", "MultiIndex"]
+
+SOURCE_FIELD = "source"
+"""The custom field that names a resolved cut's source in a mixture."""
+
+
+class _ConcatColumns(Mapping[str, np.ndarray]):
+    """The value columns of several indexes, each concatenated on first access (read-only)."""
+
+    def __init__(self, indexes: Sequence[CutIndex]) -> None:
+        self._indexes = indexes
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        col = self._cache.get(name)
+        if col is None:
+            if name not in CUT_COLUMNS:
+                raise KeyError(name)
+            col = np.concatenate([ix.column(name) for ix in self._indexes])
+            col.flags.writeable = False
+            self._cache[name] = col
+        return col
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CUT_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(CUT_COLUMNS)
+
+
+class MultiIndex:
+    """Indexes used as one: global row ``offsets[s] + r`` is row ``r`` of index ``s``.
+
+    :param indexes: the indexes, in order.
+    :param names: one name per index for a mixture (cuts are tagged with it), or None for the
+        shards of one corpus.
+    """
+
+    def __init__(self, indexes: Sequence[CutIndex], names: Sequence[str] | None = None) -> None:
+        if not indexes:
+            raise ValueError("a MultiIndex needs at least one index")
+        if names is not None and len(names) != len(indexes):
+            raise ValueError(f"{len(names)} names for {len(indexes)} indexes")
+        self.indexes = tuple(indexes)
+        self.names = None if names is None else tuple(names)
+        sizes = [len(ix) for ix in self.indexes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.columns: Mapping[str, np.ndarray] = _ConcatColumns(self.indexes)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MultiIndex, (self.indexes, self.names))
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __repr__(self) -> str:
+        return f"MultiIndex({len(self.indexes)} indexes, rows={len(self)})"
+
+    @property
+    def path(self) -> str:
+        """The indexes' paths, for messages."""
+        return ", ".join(str(ix.path) for ix in self.indexes)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the indexes' fingerprints in order (and their names, for a mixture)."""
+        content = {"names": self.names, "indexes": [ix.fingerprint for ix in self.indexes]}
+        return hashlib.blake2b(orjson.dumps(content), digest_size=8).hexdigest()
+
+    @property
+    def duration(self) -> np.ndarray:
+        return self.columns["duration"]
+
+    def column(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def source_sizes(self) -> np.ndarray:
+        """Rows of each index."""
+        return np.diff(self.offsets)
+
+    def source_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The index (source) number of each global row."""
+        rows = self._check_rows(rows)
+        return np.searchsorted(self.offsets, rows, side="right") - 1
+
+    def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(self)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"rows out of range for an index of {n} rows")
+        return rows
+
+    def _split(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(source, positions in rows, local rows)`` for every source that ``rows`` touch."""
+        src = self.source_of(rows)
+        for s in np.unique(src).tolist():
+            at = np.flatnonzero(src == s)
+            yield s, at, rows[at] - self.offsets[s]
+
+    def cut_ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        rows = self._check_rows(rows)
+        out: list[str] = [""] * rows.shape[0]
+        for s, at, local in self._split(rows):
+            for i, cut_id in zip(at.tolist(), self.indexes[s].cut_ids(local), strict=True):
+                out[i] = cut_id
+        return out
+
+    def cut_id(self, row: int) -> str:
+        return self.cut_ids([row])[0]
+
+    def row_of(self, cut_id: str) -> int:
+        """The global row of a cut id (the first index that holds it)."""
+        for s, ix in enumerate(self.indexes):
+            if cut_id in ix:
+                return int(self.offsets[s]) + ix.row_of(cut_id)
+        raise KeyError(f"cut id {cut_id!r} is in none of the indexes {self.path}")
+
+    def __contains__(self, cut_id: object) -> bool:
+        return any(cut_id in ix for ix in self.indexes)
+
+    def check_sources(self) -> None:
+        for ix in self.indexes:
+            ix.check_sources()
+
+    def records_in_file_order(self, rows: Sequence[int] | np.ndarray) -> dict[int, bytes]:
+        """Raw records by global row, each index read in its own file order."""
+        rows = np.unique(self._check_rows(rows))
+        out: dict[int, bytes] = {}
+        for s, _, local in self._split(rows):
+            base = int(self.offsets[s])
+            for r, data in self.indexes[s].records_in_file_order(local).items():
+                out[base + r] = data
+        return out
+
+    def resolve(
+        self, rows: Sequence[int] | np.ndarray, records: Mapping[int, bytes] | None = None
+    ) -> Any:
+        """A Lhotse ``CutSet`` of the cuts at global ``rows``, in the order asked; in a mixture
+        each cut carries its source's name (see the module docstring)."""
+        from lhotse import CutSet
+
+        rows = self._check_rows(rows)
+        cuts: list[Any] = [None] * rows.shape[0]
+        for s, at, local in self._split(rows):
+            base = int(self.offsets[s])
+            mine = (
+                None if records is None else {r - base: records[r] for r in (local + base).tolist()}
+            )
+            for i, cut in zip(at.tolist(), self.indexes[s].resolve(local, mine), strict=True):
+                cuts[i] = cut if self.names is None else tag_source(cut, self.names[s])
+        return CutSet.from_cuts(cuts)
+
+
+AnyIndex = CutIndex | MultiIndex
+"""What the planner and resolution read: one index, or several as one."""
+
+
+def tag_source(cut: Any, name: str) -> Any:
+    """``cut`` with ``custom["source"] = name`` (a MixedCut: on its first track's cut)."""
+    target = cut.tracks[0].cut if hasattr(cut, "tracks") else cut
+    custom = dict(target.custom or {})
+    custom[SOURCE_FIELD] = name
+    target.custom = custom
+    return cut

@@ -1,0 +1,272 @@
+"""Mixtures of named sources: exact quotas (cuts and hours), streams without replacement across
+epochs, no cut twice in a batch, schedules, temperature, groups, tags, elastic resume, errors."""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from discoseq import DiscoSeqSampler, SamplerConfig
+from discoseq.index import CutIndex, build_index
+from discoseq.index.multi import MultiIndex
+from discoseq.mixture import Mixture, MixtureSchedule
+from discoseq.plan import EpochPlan, plan_epoch
+from discoseq.plan.quota import US_PER_HOUR, SourceLayout
+from discoseq.synth import write_manifest
+
+SIZES = {"a": 300, "b": 60, "c": 25}
+BASE = {"max_duration": 120.0, "num_buckets": 4, "world_size": 2, "rank": 0}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CutIndex]:
+    root = tmp_path_factory.mktemp("mixture")
+    out = {}
+    for seed, (name, n) in enumerate(SIZES.items(), 1):
+        manifest = write_manifest(root / f"{name}.jsonl.gz", n, seed=seed)
+        out[name] = build_index(manifest, root / f"{name}.idx", progress=False)
+    return out
+
+
+def layout(sources: dict[str, CutIndex]) -> tuple[MultiIndex, SourceLayout]:
+    multi = MultiIndex(list(sources.values()), list(sources))
+    return multi, SourceLayout(tuple(sources), multi.offsets)
+
+
+def plan(sources: dict[str, CutIndex], epoch: int = 0, world: int = 2, **kw: Any) -> EpochPlan:
+    multi, lay = layout(sources)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return plan_epoch(multi.columns, SamplerConfig(**{**BASE, **kw}), epoch, world, sources=lay)
+
+
+def by_source(p: EpochPlan) -> dict[str, Any]:
+    return {s.name: s for s in p.stats.sources}
+
+
+def rows_per_source(p: EpochPlan, offsets: np.ndarray) -> dict[int, np.ndarray]:
+    planned = p.rows[: p.batch_offsets[p.num_batches - p.num_padding]]
+    src = np.searchsorted(offsets, planned, side="right") - 1
+    return {s: planned[src == s] for s in range(len(offsets) - 1)}
+
+
+def test_natural_mixture_is_every_cut_once(sources) -> None:
+    p = plan(sources)
+    stats = by_source(p)
+    for name, n in SIZES.items():
+        assert (stats[name].selected, stats[name].repeats, stats[name].planned) == (n, 0, n)
+    assert sorted(p.rows[: p.batch_offsets[p.num_batches - p.num_padding]].tolist()) == list(
+        range(sum(SIZES.values()))
+    )
+
+
+def test_cut_quotas_are_exact_on_every_world_size(sources) -> None:
+    mixture = {"a": {"weight": 3}, "b": {"weight": 1}, "c": {"repeat": 2.5}}
+    for world in (1, 2, 3, 8):
+        for drop_last in (False, True):
+            p = plan(sources, world=world, mixture=mixture, epoch_cuts=401, drop_last=drop_last)
+            s = by_source(p)
+            assert s["c"].selected == round(2.5 * 25) == 62
+            assert s["a"].selected + s["b"].selected == 401 - 62
+            assert s["a"].selected == 254 and s["b"].selected == 85  # 339 * 3/4, remainder
+            for x in s.values():  # drop/pad reported per source; all selected planned else
+                assert x.planned + x.dropped == x.selected
+            assert sum(x.padding for x in s.values()) == sum(
+                len(p.batch(int(b))) for b in p.padding_batches
+            )
+
+
+def test_hours_quotas_within_one_cut(sources) -> None:
+    multi, _ = layout(sources)
+    dur = multi.duration
+    mixture = {"a": {"weight": 1}, "b": {"weight": 2}, "c": {"choose": 10}}
+    for epoch in range(4):
+        p = plan(sources, epoch, mixture=mixture, epoch_hours=1.5)
+        s = by_source(p)
+        assert s["c"].selected == 10
+        c_expected_hours = 10 * (dur[multi.offsets[2] :].sum() / 25) / 3600
+        left = 1.5 - c_expected_hours
+        for name, share, lo, hi in (("a", 1 / 3, 0, 300), ("b", 2 / 3, 300, 360)):
+            assert s[name].unit == "hours"
+            assert s[name].asked == pytest.approx(left * share, abs=1e-9)
+            longest = dur[lo:hi].max() / 3600
+            assert abs(s[name].selected_hours - s[name].asked) <= longest / 2 + 1e-9
+
+
+def test_streams_draw_without_replacement_across_epochs(sources) -> None:
+    multi, _ = layout(sources)
+    mixture = {"a": {"choose": 70}, "b": {"repeat": 1.7}, "c": {"repeat": 0.4}}
+    counts = collections.Counter()
+    epochs = 9
+    for e in range(epochs):
+        p = plan(sources, e, world=1, mixture=mixture)
+        counts.update(p.rows.tolist())
+    for s, (per_epoch, n) in enumerate(((70, 300), (round(1.7 * 60), 60), (round(0.4 * 25), 25))):
+        lo, hi = multi.offsets[s], multi.offsets[s + 1]
+        seen = np.array([counts[r] for r in range(lo, hi)])
+        fair = per_epoch * epochs / n
+        assert seen.sum() == per_epoch * epochs
+        assert seen.min() >= np.floor(fair) and seen.max() <= np.ceil(fair), (s, seen)
+
+
+def test_no_cut_twice_in_a_batch(sources) -> None:
+    p = plan(sources, world=3, mixture={"a": {"repeat": 1}, "b": {"repeat": 4}, "c": {"repeat": 9}})
+    assert by_source(p)["c"].repeats == 8 * 25
+    for i in range(p.num_batches):
+        rows = p.batch(i)
+        assert len(set(rows.tolist())) == rows.shape[0], i
+
+
+def test_temperature_and_groups(sources) -> None:
+    uniform = by_source(plan(sources, temperature=0.0, epoch_cuts=300))
+    assert [uniform[n].selected for n in "abc"] == [100, 100, 100]
+    nested = {
+        "a": {"weight": 1},
+        "rest": {"weight": 1, "temperature": 0, "group": {"b": {}, "c": {}}},
+    }
+    s = by_source(plan(sources, mixture=nested, epoch_cuts=400))
+    assert (s["a"].selected, s["b"].selected, s["c"].selected) == (200, 100, 100)
+
+
+def test_schedule_interpolates(sources) -> None:
+    kw = {
+        "mixture": {"a": {"weight": 1}, "b": {"weight": 1}, "c": {"weight": 1}},
+        "mixture_schedule": [[0, {"a": 1, "b": 1, "c": 0.000001}], [10, {"a": 1, "b": 1, "c": 2}]],
+        "epoch_cuts": 400,
+    }
+    s0, s5, s20 = (by_source(plan(sources, e, **kw)) for e in (0, 5, 20))
+    assert s0["c"].selected == 0 and s0["a"].selected == 200
+    assert (s5["a"].selected, s5["b"].selected, s5["c"].selected) == (133, 133, 134)
+    assert s20["c"].selected == 200 and s20["a"].selected == 100
+    sched = MixtureSchedule.parse(kw["mixture_schedule"])
+    assert sched.weights_at(5)["c"] == pytest.approx(1.0000005)
+
+
+def test_sampler_tags_cuts_and_resumes_elastically(sources) -> None:
+    mixture = {"a": {"weight": 1}, "b": {"weight": 1}, "c": {"repeat": 3}}
+    cfg = SamplerConfig(**{**BASE, "world_size": 2}, mixture=mixture, epoch_cuts=200)
+    old = [DiscoSeqSampler(sources, cfg.replace(rank=r)) for r in range(2)]
+    delivered = collections.Counter()
+    for s in old:
+        it = iter(s)
+        for _ in range(3):
+            batch = next(it)
+            assert all(c.source in SIZES for c in batch)
+            delivered.update((c.source, c.id) for c in batch)
+    state = orjson.loads(orjson.dumps(old[0].state_dict()))
+    new = [DiscoSeqSampler(sources, cfg.replace(world_size=3, rank=r)) for r in range(3)]
+    for s in new:
+        s.load_state_dict(state)
+        for batch in s:
+            delivered.update((c.source, c.id) for c in batch)
+    full = old[0].plan
+    expected = collections.Counter()
+    for c in sources_cuts(sources, full):
+        expected[c] += 1
+    pad = sum(len(new[0].plan.batch(int(b))) for b in new[0].plan.padding_batches)
+    assert sum(delivered.values()) == sum(expected.values()) + pad
+    assert set(delivered) == set(expected)
+    assert all(delivered[k] >= v for k, v in expected.items())
+
+
+def sources_cuts(sources: dict[str, CutIndex], p: EpochPlan) -> list[tuple[str, str]]:
+    multi, _ = layout(sources)
+    rows = p.rows[: p.batch_offsets[p.num_batches - p.num_padding]]
+    src = multi.source_of(rows)
+    return [(multi.names[s], cid) for s, cid in zip(src.tolist(), multi.cut_ids(rows), strict=True)]
+
+
+def test_state_is_small_and_refuses_another_mixture(sources) -> None:
+    with pytest.raises(ValueError, match="within one level"):
+        SamplerConfig(**BASE, mixture={"a": {"weight": 1}, "b": {}, "c": {}})
+    cfg = SamplerConfig(**BASE, mixture={"a": {}, "b": {}, "c": {}}, temperature=0.5)
+    s = DiscoSeqSampler(sources, cfg)
+    state = s.state_dict()
+    assert len(orjson.dumps(state)) < 2000
+    other = DiscoSeqSampler(sources, cfg.replace(temperature=0.7))
+    with pytest.raises(ValueError, match="temperature"):
+        other.load_state_dict(state)
+    shuffled = DiscoSeqSampler({k: sources[k] for k in ("b", "a", "c")}, cfg)
+    with pytest.raises(ValueError, match="another index"):
+        shuffled.load_state_dict(state)
+
+
+def test_shards_are_one_corpus(sources) -> None:
+    s = DiscoSeqSampler([sources["a"], sources["b"]], SamplerConfig(**BASE))
+    assert len(s.index) == 360
+    rows = sorted(r for b in s.iter_batches_indices() for r in b.tolist())
+    assert len(rows) >= 180
+    assert all(c.custom is None or "source" not in c.custom for c in next(iter(s)))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"mixture": {"a": {"weight": 1, "repeat": 2}, "b": {}, "c": {}}}, "one of repeat"),
+        ({"mixture": {"a": {"weight": 0}, "b": {"weight": 1}, "c": {"weight": 1}}}, "weight=0"),
+        ({"mixture": {"a": {"weight": float("nan")}}}, "weight=nan"),
+        ({"mixture": {"a": {"repeat": -1}}}, "repeat=-1"),
+        ({"mixture": {"a": {"choose": 1.5}}}, "choose=1.5"),
+        ({"mixture": {"a": {"speed": 1}}}, "unknown keys"),
+        ({"mixture": {"a": {}, "g": {"group": {"a": {}}}}}, "more than once"),
+        ({"mixture": {}}, "non-empty"),
+        ({"epoch_hours": 1.0, "epoch_cuts": 5}, "give one budget"),
+        ({"temperature": -1}, "temperature=-1"),
+        ({"mixture_schedule": [[0, {"a": 1}]]}, "give mixture="),
+        (
+            {"mixture": {"a": {"weight": 1}}, "mixture_schedule": [[0, {"z": 1}]]},
+            "not mixture entries",
+        ),
+        ({"mixture": {"a": {"weight": 1}}, "mixture_schedule": {"0": {"a": 1}}}, "list of"),
+    ],
+)
+def test_config_errors(kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SamplerConfig(max_cuts=4, **kw)
+
+
+def test_sampler_errors(sources, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"names \['z'\], which are not sources"):
+        DiscoSeqSampler(
+            sources, SamplerConfig(**BASE, mixture={"a": {}, "b": {}, "c": {}, "z": {}})
+        )
+    with pytest.raises(ValueError, match=r"does not name the sources \['c'\]"):
+        DiscoSeqSampler(sources, SamplerConfig(**BASE, mixture={"a": {}, "b": {}}))
+    with pytest.raises(ValueError, match="mapping of name -> source"):
+        DiscoSeqSampler(sources["a"], SamplerConfig(**BASE, epoch_hours=1.0))
+    with pytest.raises(ValueError, match="unique"):
+        plan(sources, mixture={"a": {}, "b": {}, "c": {"choose": 30, "unique": True}})
+    with pytest.raises(ValueError, match="'c' has no cuts"):
+        plan(sources, mixture={"a": {}, "b": {}, "c": {"choose": 3}}, min_duration=1000.0)
+    with pytest.raises(ValueError, match="epoch_cuts=10 is smaller"):
+        plan(sources, mixture={"a": {}, "b": {}, "c": {"choose": 20}}, epoch_cuts=10)
+
+
+def test_mixture_round_trips_as_json() -> None:
+    spec = {"en": {"weight": 2, "temperature": 0.3, "group": {"libri": {}, "cv": {}}},
+            "sw": {"repeat": 3.0, "unique": False}, "yo": {"choose": 7}}  # fmt: skip
+    m = Mixture.parse(spec)
+    assert Mixture.parse(m.to_dict()) == m
+    assert m.source_names() == ["libri", "cv", "sw", "yo"]
+    cfg = SamplerConfig(max_cuts=3, mixture=spec, epoch_hours=10.0)
+    assert SamplerConfig.from_json(cfg.to_json()) == cfg
+    assert hash(cfg) == hash(SamplerConfig.from_dict(cfg.to_dict()))
+    assert US_PER_HOUR == 3_600_000_000
+
+
+def test_dataloader_workers_resolve_mixtures(sources) -> None:
+    from discoseq import create_dataloader
+
+    cfg = SamplerConfig(**BASE, mixture={"a": {}, "b": {}, "c": {"repeat": 2}}, num_workers=2,
+                        buffer_size=50)  # fmt: skip
+    direct = [[(c.source, c.id) for c in b] for b in DiscoSeqSampler(sources, cfg)]
+    loader = create_dataloader(sources, cfg)
+    through = [[(c.source, c.id) for c in b] for b in loader]
+    assert through == direct and len(direct) == len(loader)
+    assert loader.state_dict()["batches_delivered"] == len(direct)
