@@ -41,6 +41,7 @@ __all__ = [
 LimitMode = Literal["padded", "sum"]
 BucketMethod = Literal["duration", "num_frames", "num_features"]
 OversizePolicy = Literal["single", "exclude"]
+MixBatches = Literal["pooled", "per_source"]
 
 DEFAULT_QUADRATIC_DURATION = 30.0
 """The constant ``q`` that ``quadratic_duration=True`` stands for (seconds): a cut of duration
@@ -64,6 +65,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "limit_mode": ("padded", "sum"),
     "bucket_method": ("duration", "num_frames", "num_features"),
     "oversize": ("single", "exclude"),
+    "mix_batches": ("pooled", "per_source"),
 }
 _BUCKET_FIELDS = (
     "num_buckets",
@@ -74,7 +76,14 @@ _BUCKET_FIELDS = (
     "bucket_max_duration",
     "bucket_max_cuts",
 )
-_MIXTURE_FIELDS = ("mixture", "mixture_schedule", "epoch_hours", "epoch_cuts", "temperature")
+_MIXTURE_FIELDS = (
+    "mixture",
+    "mixture_schedule",
+    "epoch_hours",
+    "epoch_cuts",
+    "temperature",
+    "mix_batches",
+)
 _DEFAULTS: dict[str, Any] = {}  # filled after the class definition
 
 
@@ -176,6 +185,10 @@ class SamplerConfig:
         natural pass over the weighted sources.
     :param temperature: the exponent of derived weights, ``hours ** temperature`` (1: natural
         shares, 0: uniform); a group's ``temperature`` overrides it for its children.
+    :param mix_batches: ``"pooled"`` (default: the selected cuts of all sources are bucketed and
+        packed together, so padding stays as low as for one corpus) or ``"per_source"`` (every
+        batch from one source, and the W batches of a step too; steps interleaved so each
+        source's steps are spread evenly over the epoch, following its quota).
     """
 
     strategy: SamplingStrategy | str = SamplingStrategy.BUCKETED
@@ -212,6 +225,7 @@ class SamplerConfig:
     epoch_hours: float | None = None
     epoch_cuts: int | None = None
     temperature: float = 1.0
+    mix_batches: MixBatches = "pooled"
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -366,10 +380,14 @@ class SamplerConfig:
         s = self.mixture_schedule
         return s if isinstance(s, MixtureSchedule) else None
 
-    @property
-    def mixes_sources(self) -> bool:
-        """Whether any mixture option differs from its default (they need named sources)."""
-        return any(getattr(self, n) != _DEFAULTS[n] for n in _MIXTURE_FIELDS)
+    def check_one_corpus(self) -> None:
+        """Raise if a mixture option is set: those need named sources (a mapping)."""
+        changed = [n for n in _MIXTURE_FIELDS if getattr(self, n) != _DEFAULTS[n]]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} mix named sources: give the sampler a mapping of "
+                "name -> source"
+            )
 
     def _check_buckets(self) -> None:
         """Bucket edges and per-bucket caps agree with the bucket counts."""

@@ -103,11 +103,7 @@ def _layout(index: CutIndex | MultiIndex, config: SamplerConfig) -> SourceLayout
         if config.mixture_spec is not None:
             check_sources(config.mixture_spec, index.names)
         return SourceLayout(index.names, index.offsets)
-    if config.mixes_sources:
-        raise ValueError(
-            "mixture, mixture_schedule, epoch_hours, epoch_cuts and temperature mix named "
-            "sources: give the sampler a mapping of name -> source"
-        )
+    config.check_one_corpus()
     return None
 
 

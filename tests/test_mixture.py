@@ -270,3 +270,33 @@ def test_dataloader_workers_resolve_mixtures(sources) -> None:
     through = [[(c.source, c.id) for c in b] for b in loader]
     assert through == direct and len(direct) == len(loader)
     assert loader.state_dict()["batches_delivered"] == len(direct)
+
+
+def test_per_source_batches_and_even_interleave(sources) -> None:
+    mixture = {"a": {"weight": 2}, "b": {"weight": 1}, "c": {"repeat": 4}}
+    world = 2
+    p = plan(sources, world=world, mixture=mixture, epoch_cuts=500, mix_batches="per_source")
+    multi, _ = layout(sources)
+    batch_source = [set(multi.source_of(p.batch(i)).tolist()) for i in range(p.num_batches)]
+    assert all(len(s) == 1 for s in batch_source), "every batch from one source"
+    step_sources = [
+        set().union(*batch_source[s * world : (s + 1) * world]) for s in range(p.batches_per_rank)
+    ]
+    mixed = [i for i, s in enumerate(step_sources) if len(s) > 1]
+    assert len(mixed) <= len(SIZES) - 1, "only leftover steps may mix sources"
+    pure = [next(iter(s)) for s in step_sources if len(s) == 1]
+    totals = collections.Counter(pure)
+    seen: collections.Counter[int] = collections.Counter()
+    for k, s in enumerate(pure, 1):
+        seen[s] += 1
+        for src, total in totals.items():
+            assert abs(seen[src] - total * k / len(pure)) <= 2, (k, src)
+    pooled = plan(sources, world=world, mixture=mixture, epoch_cuts=500)
+    assert by_source(pooled)["a"].selected == by_source(p)["a"].selected
+
+
+def test_mix_batches_needs_named_sources(sources) -> None:
+    with pytest.raises(ValueError, match="mix_batches mix named sources"):
+        DiscoSeqSampler(sources["a"], SamplerConfig(**BASE, mix_batches="per_source"))
+    with pytest.raises(ValueError, match="mix_batches='x'"):
+        SamplerConfig(**BASE, mix_batches="x")

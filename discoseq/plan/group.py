@@ -31,8 +31,9 @@ class Groups:
     :param bucket_edges: the interior edges of the first bucketing dimension (empty unless
         BUCKETED).
     :param token_edges: ``(B, T - 1)`` token edges per bucket (zeros where a bucket is empty).
-    :param segment_bucket: the flat bucket of each segment when segments are split by round
-        (None: segment ``s`` is bucket ``s``).
+    :param segment_bucket: the flat bucket of each segment when segments are split by source or
+        round (None: segment ``s`` is bucket ``s``).
+    :param segment_source: the source of each segment with ``mix_batches="per_source"``.
     """
 
     rows: np.ndarray
@@ -40,6 +41,7 @@ class Groups:
     bucket_edges: np.ndarray
     token_edges: np.ndarray
     segment_bucket: np.ndarray | None = None
+    segment_source: np.ndarray | None = None
 
 
 def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -60,27 +62,42 @@ def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Group
             rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
         edges, token_edges = empty_edges(config)
         groups = Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
+    if config.mix_batches == "per_source" and selection.position_source is not None:
+        num_sources = len(selection.sources)
+        groups = split_segments(groups, selection.position_source, num_sources, label_major=True)
     if selection.rounds is not None:
-        groups = split_by_round(groups, selection.rounds)
+        num_rounds = int(selection.rounds.max()) + 1
+        groups = split_segments(groups, selection.rounds, num_rounds, label_major=False)
     return groups
 
 
-def split_by_round(groups: Groups, rounds: np.ndarray) -> Groups:
-    """Each segment split into one per round (stable): segment ``s * R + r`` holds the
-    positions of segment ``s`` in round ``r``."""
-    num_rounds = int(rounds.max()) + 1
+def split_segments(
+    groups: Groups, labels: np.ndarray, num_labels: int, *, label_major: bool
+) -> Groups:
+    """Each segment split by a label of its positions (stable). ``label_major``: segment
+    ``label * S + s`` (a source's segments side by side, e.g. ``per_source``), else
+    ``s * L + label`` (a bucket's rounds side by side)."""
     nseg = groups.seg_offsets.shape[0] - 1
     seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(groups.seg_offsets))
-    key = seg * num_rounds + rounds[groups.rows]
+    lab = labels[groups.rows].astype(np.int64, copy=False)
+    key = lab * nseg + seg if label_major else seg * num_labels + lab
     order = np.argsort(key, kind="stable")
-    counts = np.bincount(key, minlength=nseg * num_rounds)
+    counts = np.bincount(key, minlength=nseg * num_labels)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    new = np.arange(nseg * num_labels, dtype=np.int64)
+    old_seg = new % nseg if label_major else new // num_labels
+    new_label = new // nseg if label_major else new % num_labels
+    bucket = old_seg if groups.segment_bucket is None else groups.segment_bucket[old_seg]
+    source = None if groups.segment_source is None else groups.segment_source[old_seg]
+    if label_major:
+        source = new_label
     return Groups(
         np.ascontiguousarray(groups.rows[order]),
         offsets,
         groups.bucket_edges,
         groups.token_edges,
-        np.repeat(np.arange(nseg, dtype=np.int64), num_rounds),
+        bucket,
+        source,
     )
 
 

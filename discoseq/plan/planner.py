@@ -77,7 +77,7 @@ def plan_epoch(
         )
     groups = group_rows(selection, config, epoch)
     batches = pack_batches(groups, selection, config)
-    ordered = order_batches(batches, config, epoch, world_size)
+    ordered = order_batches(batches, config, epoch, world_size, groups.segment_source)
     stats = plan_stats(selection, batches, ordered, config)
     warn_if_empty(selection, batches, config, world_size)
     segment = batches.segment[ordered.order]

@@ -103,11 +103,7 @@ def select_rows(
         if int(sources.offsets[-1]) != n:
             raise ValueError(f"the sources hold {int(sources.offsets[-1])} rows, the columns {n}")
         return _select_mixture(cols, config, mask, epoch, sources)
-    if config.mixes_sources:
-        raise ValueError(
-            "mixture, mixture_schedule, epoch_hours, epoch_cuts and temperature mix named "
-            "sources: give the sampler a mapping of name -> source"
-        )
+    config.check_one_corpus()
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
     rows = None if keep is None else np.flatnonzero(keep).astype(np.int64, copy=False)
