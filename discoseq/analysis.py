@@ -45,7 +45,11 @@ per flat bucket ``bucket * T + token_bucket``: ``bucket``, ``token_bucket``, ``l
 ``cuts``, ``duration``, ``padding_efficiency``, ``mean_fill``, ``cap_duration``, ``cap_cuts``);
 ``ranks``: per-rank lists ``batches``, ``cuts``, ``duration``, ``padded_duration`` and
 ``balance``: ``equal_batch_counts``, ``duration_max_over_min``, ``duration_spread`` ((max - min)
-/ mean), ``step_balance``. Floats that are undefined (an empty plan) are ``null``.
+/ mean), ``step_balance``; ``sources`` (a mixture's, else empty): per source ``name``,
+``size``/``hours`` (after filters), ``unit``/``asked`` (its quota), ``selected``,
+``selected_hours``, ``repeats``, ``planned``, ``planned_hours``, ``padding``, ``dropped``,
+``cuts_share``/``hours_share`` (of the planned cuts/hours), ``coverage`` (distinct cuts
+selected / size). Floats that are undefined (an empty plan) are ``null``.
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ from typing import Any
 import numpy as np
 
 from discoseq.config import SamplerConfig
+from discoseq.index.multi import MultiIndex
 from discoseq.plan import EpochPlan, plan_epoch
+from discoseq.plan.quota import SourceLayout
 
 __all__ = ["SCHEMA", "analyze", "analyze_plan", "format_table", "plot_analysis"]
 
@@ -253,7 +259,28 @@ def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> di
                 "step_balance": step_balance,
             },
         },
+        "sources": source_table(plan),
     }
+
+
+def source_table(plan: EpochPlan) -> list[dict[str, Any]]:
+    """Per source of a mixture (empty otherwise): the quota asked, what was selected and
+    planned, shares of the planned cuts and hours, repeats, and the epoch's coverage of the
+    source (distinct cuts selected / its size)."""
+    sources = plan.stats.sources
+    if not sources:
+        return []
+    cuts = sum(s.planned for s in sources)
+    hours = sum(s.planned_hours for s in sources)
+    return [
+        {
+            **s.to_dict(),
+            "cuts_share": _ratio(s.planned, cuts),
+            "hours_share": _ratio(s.planned_hours, hours),
+            "coverage": _ratio(s.selected - s.repeats, s.size),
+        }
+        for s in sources
+    ]
 
 
 def analyze(
@@ -266,8 +293,9 @@ def analyze(
 ) -> dict[str, Any]:
     """Plan one epoch of ``source`` under ``config`` and return :func:`analyze_plan`'s dict.
 
-    :param source: a :class:`~discoseq.CutIndex` or a mapping of columns (``duration``, and
-        what the configuration needs: ``num_frames``, ``num_features``, ``num_tokens``).
+    :param source: a :class:`~discoseq.CutIndex`, a :class:`~discoseq.index.multi.MultiIndex`
+        (named: a mixture) or a mapping of columns (``duration``, and what the configuration
+        needs: ``num_frames``, ``num_features``, ``num_tokens``).
     :param config: the :class:`~discoseq.SamplerConfig`.
     :param epoch: the epoch to plan.
     :param world_size: ranks of the simulated job; default the config's ``world_size`` when
@@ -275,7 +303,11 @@ def analyze(
     :param bins: number of histogram bins.
     """
     columns: Mapping[str, np.ndarray] = source if isinstance(source, Mapping) else source.columns
-    plan = plan_epoch(columns, config, epoch, world_size or config.world_size or 1)
+    layout = None
+    if isinstance(source, MultiIndex) and source.names is not None:
+        layout = SourceLayout(source.names, source.offsets)
+    world = world_size or config.world_size or 1
+    plan = plan_epoch(columns, config, epoch, world, sources=layout)
     return analyze_plan(plan, columns["duration"], bins=bins)
 
 
@@ -388,6 +420,21 @@ def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
             add(line)
         if len(items) > max_buckets:
             add(f"  ... {len(items) - max_buckets} more buckets in the JSON")
+    if stats.get("sources"):
+        add("")
+        add("sources (mixture; asked = the quota in its unit):")
+        add(
+            f"  {'source':>12}  {'asked':>12}  {'selected':>9}  {'planned':>9}  {'hours':>9}  "
+            f"{'cut share':>9}  {'h share':>7}  {'repeats':>8}  {'coverage':>8}"
+        )
+        for s in stats["sources"]:
+            asked = f"{s['asked']:,.0f} cuts" if s["unit"] == "cuts" else f"{s['asked']:,.2f} h"
+            add(
+                f"  {s['name']:>12}  {asked:>12}  {s['selected']:>9,}  {s['planned']:>9,}  "
+                f"{s['planned_hours']:>8,.2f}h  {_fmt(s['cuts_share'], '.2%'):>9}  "
+                f"{_fmt(s['hours_share'], '.2%'):>7}  {s['repeats']:>8,}  "
+                f"{_fmt(s['coverage'], '.2f'):>8}"
+            )
     return "\n".join(lines)
 
 

@@ -291,7 +291,8 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         (cuts larger than a cap alone) and ``oversize_policy``, ``dropped_batches`` and
         ``dropped_cuts`` (drop_last), ``total_duration`` (seconds, whole plan),
         ``rank_cuts`` and ``rank_duration`` (this rank's batches), ``cuts_delivered_before_resize``
-        and ``history`` (elastic resumption).
+        and ``history`` (elastic resumption), ``sources`` (a mixture's per-source quota,
+        selection and plan, see :class:`~discoseq.plan.quota.SourceStats`; else empty).
         """
         plan = self.plan
         stats = plan.stats
@@ -319,6 +320,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             "rank_duration": float(plan.duration[ids].sum()),
             "cuts_delivered_before_resize": int(before_resize),
             "history": [list(h) for h in self._position.history],
+            "sources": [src.to_dict() for src in stats.sources],
         }
 
     # -- state ------------------------------------------------------------------------------

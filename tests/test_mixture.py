@@ -300,3 +300,20 @@ def test_mix_batches_needs_named_sources(sources) -> None:
         DiscoSeqSampler(sources["a"], SamplerConfig(**BASE, mix_batches="per_source"))
     with pytest.raises(ValueError, match="mix_batches='x'"):
         SamplerConfig(**BASE, mix_batches="x")
+
+
+def test_analysis_reports_sources(sources) -> None:
+    from discoseq.analysis import analyze, format_table
+
+    multi, _ = layout(sources)
+    mixture = {"a": {"weight": 1}, "b": {"weight": 1}, "c": {"repeat": 2}}
+    cfg = SamplerConfig(**BASE, mixture=mixture, epoch_hours=1.0)
+    stats = analyze(multi, cfg)
+    rows = {s["name"]: s for s in stats["sources"]}
+    assert (
+        rows["c"]["selected"] == 50 and rows["c"]["repeats"] == 25 and rows["c"]["coverage"] == 1.0
+    )
+    assert sum(s["planned"] for s in rows.values()) == stats["totals"]["cuts_planned"]
+    assert abs(sum(s["hours_share"] for s in rows.values()) - 1.0) < 1e-9
+    assert "sources (mixture" in format_table(stats)
+    assert analyze(sources["a"], SamplerConfig(**BASE))["sources"] == []
