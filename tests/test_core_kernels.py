@@ -278,3 +278,112 @@ def test_kernels_on_readonly_memmap(tmp_path) -> None:
         False,
     )
     assert kept == 1000
+
+
+# ------------------------------------------------------------------- row ids inside the columns
+# Kernels read the columns through raw pointers (no bounds checks in the release build), so each
+# one checks at its Python boundary that every row id it is given is a row of the columns.
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@pytest.mark.parametrize("bad", [-1, 10, 11, INT64_MIN, INT64_MAX])
+@pytest.mark.parametrize("pos", [0, 5, 2047, 2048, 4999])
+def test_first_bad_row_is_reported(bad: int, pos: int) -> None:
+    n = 5000
+    d = readonly(np.linspace(1.0, 2.0, 10))
+    rows = np.arange(n, dtype=np.int64) % 10
+    rows[pos] = bad
+    if pos + 1 < n:
+        rows[pos + 1] = -7  # a later bad row is not the one reported
+    msg = rf"rows\[{pos}\]={bad} is not a row of duration \(expected 0 <= row < 10\)"
+    with pytest.raises(ValueError, match="estimate_edges: " + msg):
+        bucketing.estimate_edges(readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 3)
+    with pytest.raises(ValueError, match="group_by_bucket: " + msg):
+        bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, EMPTY_F, EMPTY_F, 1)
+    with pytest.raises(ValueError, match="sort_pools: " + msg):
+        packing.sort_pools(rows, np.array([0, n], np.int64), d, 4)
+    before = rows.copy()
+    with pytest.raises(ValueError, match="pack: " + msg):
+        packing.pack(
+            rows, np.array([0, n], np.int64), d, EMPTY_I, np.array([30.0]),
+            np.array([8], np.int64), None, None, False, False,
+        )  # fmt: skip
+    assert rows.tolist() == before.tolist()  # checked before anything is moved
+
+
+@given(st.lists(st.integers(-3, 12), max_size=300), st.integers(1, 12))
+def test_row_check_accepts_exactly_the_rows_of_the_column(values: list[int], ncol: int) -> None:
+    rows = np.array(values, dtype=np.int64)
+    d = readonly(np.arange(1, ncol + 1, dtype=np.float64))
+    frames = readonly(np.arange(ncol, dtype=np.int64))
+    bad = [i for i, r in enumerate(values) if not 0 <= r < ncol]
+    for call in (
+        lambda: bucketing.group_by_bucket(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, EMPTY_F,
+                                          EMPTY_F, 1),
+        lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 3),
+        lambda: packing.sort_pools(rows.copy(), np.array([0, rows.size], np.int64), d, 2),
+        lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
+                             np.array([30.0]), np.array([8], np.int64), None, None, False, False),
+    ):  # fmt: skip
+        if bad:
+            with pytest.raises(ValueError, match=rf"rows\[{bad[0]}\]={values[bad[0]]} "):
+                call()
+        else:
+            call()
+
+
+def test_row_check_on_an_empty_column() -> None:
+    rows = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match=r"rows\[0\]=0 is not a row of duration"):
+        packing.sort_pools(rows, np.array([0, 1], np.int64), EMPTY_F, 2)
+    packing.sort_pools(EMPTY_I.copy(), np.array([0, 0], np.int64), EMPTY_F, 2)
+
+
+def test_key_columns_must_have_one_length() -> None:
+    frames = readonly(np.arange(1, 11, dtype=np.int64))
+    feats = readonly(np.full(9, 80, dtype=np.int64))
+    tokens = readonly(np.arange(8, dtype=np.int64))
+    d = readonly(np.linspace(1.0, 2.0, 10))
+    numel = bucketing.KEY_KINDS["num_features"]
+    with pytest.raises(ValueError, match="column num_features has 9 rows but num_frames has 10"):
+        bucketing.estimate_edges(None, numel, EMPTY_F, frames, feats, EMPTY_I, 3)
+    with pytest.raises(ValueError, match="column num_features has 9 rows but num_frames has 10"):
+        bucketing.group_by_bucket(None, numel, EMPTY_F, frames, feats, EMPTY_I, EMPTY_F, EMPTY_F, 1)
+    with pytest.raises(ValueError, match="column num_tokens has 8 rows but duration has 10"):
+        bucketing.group_by_bucket(
+            None, 0, d, EMPTY_I, EMPTY_I, tokens, np.array([1.5]), np.array([3.0, 4.0]), 2
+        )
+    # a column the key does not read may have any length (the planner passes all it has)
+    assert bucketing.estimate_edges(None, 0, d, EMPTY_I, feats, tokens, 2).size == 1
+    grouped, _ = bucketing.group_by_bucket(
+        None, 0, d, frames[:3], EMPTY_I, tokens, np.array([1.5]), EMPTY_F, 1
+    )
+    assert sorted(grouped.tolist()) == list(range(10))
+
+
+def test_sort_pools_checks_segment_offsets() -> None:
+    d = readonly(np.ones(6))
+    rows = np.arange(6, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"seg_offsets\[0\]=-2 must be >= 0"):
+        packing.sort_pools(rows, np.array([-2, 6], np.int64), d, 2)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        packing.sort_pools(rows, np.array([0, 4, 2, 6], np.int64), d, 2)
+    with pytest.raises(ValueError, match="end within rows"):
+        packing.sort_pools(rows, np.array([0, 7], np.int64), d, 2)
+
+
+def test_gather_batches_checks_batch_offsets() -> None:
+    rows = readonly(np.arange(10, dtype=np.int64))
+    order = np.array([0], dtype=np.int64)
+    for bad in ([0, 3, 11], [-1, 3, 10], [5, 3, 4]):
+        with pytest.raises(
+            ValueError, match=r"batch_offsets must lie within \[0, len\(rows\)=10\]"
+        ):
+            sharding.gather_batches(rows, np.array(bad, np.int64), order)
+    with pytest.raises(ValueError, match=r"non-decreasing, found batch_offsets\[1\]=7 > "):
+        sharding.gather_batches(rows, np.array([0, 7, 3, 10], np.int64), order)
+    with pytest.raises(ValueError, match="at least one value"):
+        sharding.gather_batches(rows, EMPTY_I, EMPTY_I)
+    out, off = sharding.gather_batches(rows, np.array([2, 5, 5, 9], np.int64), order)
+    assert out.tolist() == [2, 3, 4] and off.tolist() == [0, 3]

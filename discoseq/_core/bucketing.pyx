@@ -32,7 +32,7 @@ from libc.string cimport memcpy
 
 from discoseq._core.types cimport (
     Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES, KEY_NUMEL,
-    KEY_TOKENS, f64_ptr, i64_ptr, key_of, weight_of,
+    KEY_TOKENS, check_rows, f64_ptr, i64_ptr, key_of, weight_of,
 )
 
 KEY_KINDS = {"duration": KEY_DURATION, "num_frames": KEY_FRAMES, "num_features": KEY_NUMEL,
@@ -285,6 +285,17 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
     return DS_OK
 
 
+# The wrappers below call the kernels through these pointers, set at import, so that the C
+# compiler cannot inline a kernel into its Python wrapper. GCC inlines a static function that is
+# called once, and the machine code of the hot loops then changes with every edit of the wrapper
+# (measured: estimate_edges 20% slower after a validation was added to its wrapper).
+ctypedef int (*estimate_fn)(const int64_t*, int64_t, const Columns*, int, int64_t, double*, double,
+                            double) noexcept nogil
+ctypedef int (*group_fn)(const int64_t*, int64_t, const Columns*, int, const double*, int64_t,
+                         const double*, int64_t, int64_t*, int64_t*, int64_t) noexcept nogil
+cdef estimate_fn estimate_kernel = _estimate
+cdef group_fn group_kernel = _group
+
 cdef Columns _columns(const double[::1] duration, const int64_t[::1] num_frames,
                       const int64_t[::1] num_features, const int64_t[::1] num_tokens):
     cdef Columns c
@@ -306,13 +317,29 @@ def _check_kind(int kind, const double[::1] duration, const int64_t[::1] num_fra
             raise ValueError(f"key kind {kind} needs a column that was not given")
 
 
-def _num_rows(const int64_t[::1] rows, int kind, const double[::1] duration,
-              const int64_t[::1] num_frames, const int64_t[::1] num_tokens):
-    if rows is not None:
-        return rows.shape[0]
+def _column_length(str kernel, int kind, bint tokens, const double[::1] duration,
+                   const int64_t[::1] num_frames, const int64_t[::1] num_features,
+                   const int64_t[::1] num_tokens):
+    """``(length, name)`` of the columns read for the key ``kind`` (and for the token sub-buckets
+    with ``tokens``). One row id indexes each of them, so they must have one length."""
+    _check_kind(kind, duration, num_frames, num_features, num_tokens)
+    if tokens:
+        _check_kind(KEY_TOKENS, duration, num_frames, num_features, num_tokens)
+    used = []
     if kind == KEY_DURATION:
-        return duration.shape[0]
-    return (num_tokens if kind == KEY_TOKENS else num_frames).shape[0]
+        used.append(("duration", duration.shape[0]))
+    if kind == KEY_FRAMES or kind == KEY_NUMEL:
+        used.append(("num_frames", num_frames.shape[0]))
+    if kind == KEY_NUMEL:
+        used.append(("num_features", num_features.shape[0]))
+    if kind == KEY_TOKENS or tokens:
+        used.append(("num_tokens", num_tokens.shape[0]))
+    name0, length0 = used[0]
+    for name, length in used[1:]:
+        if length != length0:
+            raise ValueError(f"{kernel}: column {name} has {length} rows but {name0} has "
+                             f"{length0}; the columns must have one value per row")
+    return length0, name0
 
 
 def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration,
@@ -323,12 +350,15 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
     (``None``: every row of the columns). ``lo <= hi``, when given, must bracket every key (they
     save one pass; a key outside them raises ValueError).
 
-    Rows must be valid positions into the columns. Reference: ``reference_plan.estimate_edges``.
+    The columns the key reads must have one length, and every row must lie in it (else
+    ValueError). Reference: ``reference_plan.estimate_edges``.
     """
     if num_buckets < 1:
         raise ValueError(f"num_buckets={num_buckets} must be >= 1")
-    _check_kind(kind, duration, num_frames, num_features, num_tokens)
-    cdef int64_t n = _num_rows(rows, kind, duration, num_frames, num_tokens)
+    ncol, column = _column_length("estimate_edges", kind, False, duration, num_frames,
+                                  num_features, num_tokens)
+    check_rows(rows, ncol, "estimate_edges", "rows", column)
+    cdef int64_t n = ncol if rows is None else rows.shape[0]
     out = np.zeros(max(num_buckets - 1, 0), dtype=np.float64)
     if num_buckets == 1 or n == 0:
         return out
@@ -337,7 +367,7 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
     cdef const int64_t* rp = i64_ptr(rows)
     cdef int rc
     with nogil:
-        rc = _estimate(rp, n, &c, kind, num_buckets, &o[0], lo, hi)
+        rc = estimate_kernel(rp, n, &c, kind, num_buckets, &o[0], lo, hi)
     if rc == DS_ERR_NOMEM:
         raise MemoryError("estimate_edges: out of memory")
     if rc == DS_ERR_BOUNDS:
@@ -352,24 +382,25 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
                     const int64_t[::1] num_frames, const int64_t[::1] num_features,
                     const int64_t[::1] num_tokens, const double[::1] edges not None,
                     const double[::1] token_edges not None, Py_ssize_t num_token_buckets):
-    """Stable counting sort of ``rows`` (``None``: every row) by (flat) bucket id.
+    """Stable counting sort of ``rows`` (``None``: every row) by (flat) bucket id. The columns
+    read must have one length, and every row must lie in it (else ValueError).
 
     :return: ``(grouped_rows, offsets)`` with ``offsets`` of length ``num_buckets + 1``.
     ``token_edges`` is the row-major ``(len(edges) + 1, num_token_buckets - 1)`` grid (empty in 1D).
     """
-    _check_kind(kind, duration, num_frames, num_features, num_tokens)
     cdef int64_t ne = edges.shape[0], nt = max(num_token_buckets, 1)
-    if nt > 1:
-        _check_kind(KEY_TOKENS, duration, num_frames, num_features, num_tokens)
-        if token_edges.shape[0] != (ne + 1) * (nt - 1):
-            raise ValueError(f"token_edges has {token_edges.shape[0]} values, expected "
-                             f"{(ne + 1) * (nt - 1)}")
+    ncol, column = _column_length("group_by_bucket", kind, nt > 1, duration, num_frames,
+                                  num_features, num_tokens)
+    if nt > 1 and token_edges.shape[0] != (ne + 1) * (nt - 1):
+        raise ValueError(f"token_edges has {token_edges.shape[0]} values, expected "
+                         f"{(ne + 1) * (nt - 1)}")
     cdef int64_t nseg = (ne + 1) * nt
     cdef Py_ssize_t i
     for i in range(1, ne):
         if not edges[i - 1] <= edges[i]:
             raise ValueError("edges must be non-decreasing")
-    cdef int64_t n = _num_rows(rows, kind, duration, num_frames, num_tokens)
+    check_rows(rows, ncol, "group_by_bucket", "rows", column)
+    cdef int64_t n = ncol if rows is None else rows.shape[0]
     grouped = np.empty(n, dtype=np.int64)
     offsets = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] g = grouped
@@ -381,7 +412,7 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
     cdef int64_t* gp = &g[0] if n > 0 else NULL
     cdef int rc
     with nogil:
-        rc = _group(rp, n, &c, kind, ep, ne, tp, nt, gp, &off[0], nseg)
+        rc = group_kernel(rp, n, &c, kind, ep, ne, tp, nt, gp, &off[0], nseg)
     if rc < 0:
         raise MemoryError("group_by_bucket: out of memory")
     return grouped, offsets

@@ -18,7 +18,7 @@ from libc.stdint cimport int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
-from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK
+from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK, check_rows
 
 cdef extern from *:
     """
@@ -156,7 +156,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames`` and ``quadratic_duration`` may be None. ``num_frames`` may be empty when
-    ``max_frames`` is None.
+    ``max_frames`` is None. Every row must be a row of ``duration`` (else ValueError).
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -180,6 +180,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             raise ValueError("max_frames needs the num_frames column")
         if num_frames.shape[0] > 0:
             fp = &num_frames[0]
+    check_rows(rows, duration.shape[0], "pack", "rows", "duration")
     seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
     cdef BatchBuf buf
@@ -288,12 +289,19 @@ def sort_pools(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not No
                const double[::1] duration not None, int64_t pool):
     """Sort each run of ``pool`` consecutive rows of every segment by duration, stably (ties keep
     their order), in place. Runs restart at each segment; the last run of a segment may be
-    shorter. Reference: ``reference_plan.sort_pools``."""
+    shorter. Every row must be a row of ``duration`` (else ValueError).
+    Reference: ``reference_plan.sort_pools``."""
     if pool < 2:
         raise ValueError(f"pool={pool} must be >= 2")
     cdef int64_t nseg = seg_offsets.shape[0] - 1, s, a, e, i
     if nseg < 0 or seg_offsets[nseg] > rows.shape[0]:
         raise ValueError("seg_offsets must end within rows")
+    if seg_offsets[0] < 0:
+        raise ValueError(f"seg_offsets[0]={seg_offsets[0]} must be >= 0")
+    for s in range(nseg):
+        if seg_offsets[s] > seg_offsets[s + 1]:
+            raise ValueError("seg_offsets must be non-decreasing")
+    check_rows(rows, duration.shape[0], "sort_pools", "rows", "duration")
     cdef KeyPos* buf = <KeyPos*>malloc(2 * pool * sizeof(KeyPos))
     if buf == NULL:
         raise MemoryError("sort_pools: out of memory")

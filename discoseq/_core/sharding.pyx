@@ -108,10 +108,21 @@ def order_batches(const int64_t[::1] seg_batch_offsets not None, int64_t world_s
 def gather_batches(const int64_t[::1] rows not None, const int64_t[::1] batch_offsets not None,
                    const int64_t[::1] order not None):
     """CSR of the batches ``order[0], order[1], ...`` taken from ``(batch_offsets, rows)``.
+    ``batch_offsets`` must be non-decreasing within ``[0, len(rows)]`` and every ``order[i]`` a
+    batch id (else ValueError).
 
     :return: ``(rows_out, offsets_out)``.
     """
     cdef int64_t nb = batch_offsets.shape[0] - 1, n = order.shape[0], i, b, total = 0
+    if nb < 0:
+        raise ValueError("batch_offsets must hold at least one value")
+    if not 0 <= batch_offsets[0] <= batch_offsets[nb] <= rows.shape[0]:
+        raise ValueError(f"batch_offsets must lie within [0, len(rows)={rows.shape[0]}], found "
+                         f"{batch_offsets[0]} .. {batch_offsets[nb]}")
+    for i in range(nb):
+        if batch_offsets[i] > batch_offsets[i + 1]:
+            raise ValueError(f"batch_offsets must be non-decreasing, found batch_offsets[{i}]="
+                             f"{batch_offsets[i]} > batch_offsets[{i + 1}]={batch_offsets[i + 1]}")
     offsets_arr = np.empty(n + 1, dtype=np.int64)
     cdef int64_t[::1] off = offsets_arr
     off[0] = 0

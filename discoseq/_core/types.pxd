@@ -1,9 +1,10 @@
 # cython: language_level=3
-"""Shared C-level types of the engine: column pointers, key kinds and error codes.
+"""Shared C-level types of the engine: column pointers, key kinds, error codes, row checks.
 
 Every kernel reads the index columns through :c:type:`Columns` (raw pointers into the
 caller's, possibly read-only, arrays); a missing column is ``NULL`` and the Python layer
-guarantees that a kernel is only asked for a column that is present.
+guarantees that a kernel is only asked for a column that is present, and (:func:`check_rows`)
+that every row id it is given lies inside the columns: the kernels never bounds-check.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -55,3 +56,47 @@ cdef inline const double* f64_ptr(const double[::1] a) noexcept:
 
 cdef inline const int64_t* i64_ptr(const int64_t[::1] a) noexcept:
     return NULL if a is None or a.shape[0] == 0 else &a[0]
+
+
+cdef inline Py_ssize_t first_bad_row(const int64_t* rows, Py_ssize_t n, int64_t ncol) noexcept nogil:
+    """The first ``i`` with ``rows[i]`` outside ``[0, ncol)``, or -1.
+
+    One branch-free pass in the common case: ``row`` is outside iff ``row < 0`` or
+    ``ncol - 1 - row < 0``, so each block of rows ORs both values and tests the sign bit once
+    (plain integer ops that the compiler vectorises); only a failing block is searched again."""
+    cdef Py_ssize_t i = 0, j, stop
+    cdef uint64_t acc
+    cdef uint64_t last = <uint64_t>(ncol - 1)
+    if n > 0 and ncol <= 0:
+        return 0
+    while i < n:
+        stop = i + 2048 if i + 2048 < n else n
+        acc = 0
+        for j in range(i, stop):
+            acc |= <uint64_t>rows[j] | (last - <uint64_t>rows[j])
+        if acc >> 63:
+            for j in range(i, stop):
+                if rows[j] < 0 or rows[j] >= ncol:
+                    return j
+        i = stop
+    return -1
+
+
+cdef inline int check_rows(const int64_t[::1] rows, int64_t ncol, str kernel, str arg,
+                           str column) except -1:
+    """Raise ValueError unless every ``rows[i]`` is a row of ``column`` (``0 <= row < ncol``).
+
+    The Python-boundary check of every kernel that indexes columns with caller-given row ids
+    (they read through raw pointers, so a bad row would read out of bounds even in the release
+    build). ``rows`` None (meaning every row) passes."""
+    cdef Py_ssize_t bad
+    if rows is None or rows.shape[0] == 0:
+        return 0
+    with nogil:
+        bad = first_bad_row(&rows[0], rows.shape[0], ncol)
+    if bad >= 0:
+        raise ValueError(
+            f"{kernel}: {arg}[{bad}]={rows[bad]} is not a row of {column} "
+            f"(expected 0 <= row < {ncol})"
+        )
+    return 0
