@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -317,7 +317,7 @@ def build_index(
             sources.append(Source(path="<CutSet>", format="cutset", records="stored"))
     _check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    tmp = _sibling_dir(out, "building")
     bar = None
     writer = None
     try:
@@ -372,12 +372,27 @@ def build_index(
     return CutIndex.open(out)
 
 
+def _sibling_dir(out: Path, kind: str) -> Path:
+    """A new empty directory ``.<name>.<kind>-<random>`` beside ``out``, with the permissions
+    ``mkdir`` gives (0o777 minus the umask, like every file written into it): the finished
+    index is this directory renamed, and ``tempfile.mkdtemp``'s private 0o700 would leave it
+    unreadable to everyone else on a shared machine."""
+    for _ in range(100):
+        path = out.parent / f".{out.name}.{kind}-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"cannot create a temporary directory beside {out}")
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished index into place; an older index at ``out`` is removed after."""
     if not out.exists():
         os.replace(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = _sibling_dir(out, "old")
     os.replace(out, old / "index")
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)

@@ -148,6 +148,9 @@ def open_source(
 
 
 def _temporary_index(source: Any, progress: bool) -> OpenedIndex:
+    # Private on purpose (mkdtemp: mode 0o700), unlike a built or cached index, which gets the
+    # umask's permissions: this one is this process's scratch copy in the shared system temp
+    # folder, removed when it closes, and may hold transcripts nobody else was meant to read.
     tmp = tempfile.mkdtemp(prefix="discoseq-index-")
     try:
         index = build_index(source, Path(tmp) / "index", progress=progress)

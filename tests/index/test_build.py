@@ -375,6 +375,29 @@ def test_existing_output_needs_force(tmp_path, mono):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "idx", "precious"]
 
 
+def modes(index_dir: Path) -> tuple[int, set[int]]:
+    """Permission bits of an index directory and the set of those of its files."""
+    files = {p.stat().st_mode & 0o777 for p in index_dir.iterdir()}
+    return index_dir.stat().st_mode & 0o777, files
+
+
+@pytest.mark.parametrize(("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644),
+                                                              (0o027, 0o750, 0o640)])  # fmt: skip
+def test_index_gets_the_umask_permissions(tmp_path, mono, umask, dir_mode, file_mode):
+    """As mkdir and open give, so a team on a shared machine can read it (not mkdtemp's 0o700),
+    also when an existing index is replaced."""
+    path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 3))
+    old = os.umask(umask)
+    try:
+        built = build_index(path, tmp_path / "idx")
+        assert modes(built.path) == (dir_mode, {file_mode})
+        replaced = build_index(path, tmp_path / "idx", force=True)
+        assert modes(replaced.path) == (dir_mode, {file_mode})
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "idx"]
+
+
 def test_interrupted_build_leaves_nothing(tmp_path, mono, monkeypatch):
     path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 50))
     old = build_index(path, tmp_path / "idx")

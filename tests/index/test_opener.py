@@ -143,6 +143,25 @@ def test_manifest_cached_next_to_it(tmp_path: Path) -> None:
     assert cached.is_dir(), "a cache is not a temporary directory"
 
 
+def test_cache_gets_the_umask_permissions_and_a_temporary_index_stays_private(
+    tmp_path: Path, private_tmp: Path
+) -> None:
+    """A cached index is shared like a built one (umask 022: 0o755, files 0o644); a temporary
+    index lives in this process's private scratch directory (0o700) in the system temp."""
+    manifest = write_manifest(tmp_path / "c.jsonl.gz", N, seed=1)
+    old = os.umask(0o022)
+    try:
+        cached = open_source(manifest, cache_index=True, progress=False).index.path
+        with open_source(manifest, progress=False) as opened:
+            assert opened.temporary_dir is not None
+            scratch = os.stat(opened.temporary_dir).st_mode & 0o777
+    finally:
+        os.umask(old)
+    assert cached.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in cached.iterdir()} == {0o644}
+    assert scratch == 0o700
+
+
 def test_manifest_cached_at_a_path(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "c.jsonl.gz", N, seed=1)
     target = tmp_path / "caches" / "c.idx"
