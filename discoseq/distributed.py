@@ -31,6 +31,13 @@ def dist_active() -> bool:
     return bool(dist.is_available() and dist.is_initialized())
 
 
+def _in_dataloader_worker() -> bool:
+    """True inside a torch DataLoader worker process."""
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -82,15 +89,17 @@ def check_consistent(what: str, values: Mapping[str, Any], world_size: int, rank
     """Check that ``values`` are equal on every rank, and that ranks are distinct.
 
     Runs only when ``torch.distributed`` is initialised and its world size equals
-    ``world_size`` (a sampler over a sub-group of ranks is the user's to check). Every rank must
-    call it at the same point; every rank raises on a mismatch.
+    ``world_size`` (a sampler over a sub-group of ranks is the user's to check), and never in a
+    DataLoader worker, which is not a rank (a forked worker inherits its rank's process group,
+    and a collective there would wait forever). Every rank must call it at the same point;
+    every rank raises on a mismatch.
 
     :param what: what is being checked, for the error message (e.g. ``"sampler"``).
     :param values: picklable, comparable values (e.g. fingerprints).
     :returns: True when the check ran, False when it was skipped.
     :raises DistributedMismatchError: naming the first differing key and the ranks' values.
     """
-    if not dist_active():
+    if not dist_active() or _in_dataloader_worker():
         return False
     import torch.distributed as dist
 

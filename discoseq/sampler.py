@@ -377,6 +377,18 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         if error is not None:
             raise error
         assert restored is not None
+        # A state at the end of its epoch, loaded after set_epoch selected a later epoch (as
+        # torchdata's StatefulDataLoader does, restoring only when iteration starts): the same
+        # point of training, so the selected epoch starts.
+        selected = self._position
+        done = self._plans.plan(restored.epoch, restored.history, self.world_size)
+        if (
+            not self._resume_pending
+            and selected == Position(selected.epoch)
+            and selected.epoch > restored.epoch
+            and restored.steps == done.batches_per_rank
+        ):
+            return
         self._position = restored
         self._resume_pending = True
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from torch.utils.data import DataLoader, IterableDataset
 
 from discoseq import CutIndex, SamplerConfig, build_index
 from discoseq.synth import write_manifest
@@ -215,3 +216,24 @@ def test_ranks_epochs_mismatch_kill_and_elastic_restore(corpus, tmp_path: Path) 
     after = Counter(c for r in b for bt in r["rest"]["batches"] for c in bt)
     assert not set(before) & set(after), "no cut delivered before the kill is delivered again"
     assert set(before) | set(after) == all_ids, "the union is exactly the epoch"
+
+
+class _CheckInWorker(IterableDataset):
+    """Runs check_consistent once, in the DataLoader worker that iterates it."""
+
+    def __iter__(self):
+        from discoseq.distributed import check_consistent
+
+        yield check_consistent("worker", {"a": 1}, world_size=2, rank=0)
+
+
+def test_no_collective_in_a_dataloader_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked worker inherits its rank's process group; a collective from it would wait
+    forever (e.g. a StatefulDataLoader restoring a sampler in each worker)."""
+    import discoseq.distributed as distributed
+
+    monkeypatch.setattr(distributed, "dist_active", lambda: True)  # as if initialised
+    loader = DataLoader(
+        _CheckInWorker(), batch_size=None, num_workers=1, multiprocessing_context="fork"
+    )
+    assert list(loader) == [False]
