@@ -18,6 +18,7 @@ import numpy as np
 
 from discoseq._core import bucketing, rng
 from discoseq.config import SamplerConfig
+from discoseq.plan.quota import Blocks
 from discoseq.plan.select import Selection
 from discoseq.strategy import SamplingStrategy
 
@@ -52,52 +53,83 @@ def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
     """Segments of the selected rows for ``epoch`` (see the module docstring)."""
+    blocks = selection.blocks
+    if blocks is not None and (blocks.num_rounds > 1 or config.mix_batches == "per_source"):
+        return _by_blocks(selection, blocks, config, epoch)
     if config.strategy is SamplingStrategy.BUCKETED:
-        groups = _bucketed(selection, config, epoch)
+        return _bucketed(selection, config, epoch)
+    rows = selection.rows
+    if rows is None:
+        rows = np.arange(selection.num_positions, dtype=np.int64)
+    if config.strategy is SamplingStrategy.RANDOM:
+        rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
+    edges, token_edges = empty_edges(config)
+    return Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
+
+
+def _by_blocks(selection: Selection, blocks: Blocks, config: SamplerConfig, epoch: int) -> Groups:
+    """Segments of a mixture's selection split by round (no batch holds a cut twice) and, for
+    ``per_source``, by source (source-major, so a step's batches share a source).
+
+    The selection is ordered by block (source, round), and grouping by bucket is stable, so
+    inside a bucket each block is a contiguous run found by binary search: no per-position
+    label, no sort. The segments are then shuffled, each with its own stream."""
+    bucketed = config.strategy is SamplingStrategy.BUCKETED
+    if bucketed:
+        edges = estimate_edges(selection, config)
+        token_edges = estimate_token_edges(selection, config, edges)
+        col = selection.column
+        rows, offsets = bucketing.group_by_bucket(
+            selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
+            col("num_frames"), col("num_features"), col("num_tokens"), edges,
+            token_edges.reshape(-1), config.token_buckets,
+        )  # fmt: skip
     else:
-        rows = selection.rows
-        if rows is None:
-            rows = np.arange(selection.num_positions, dtype=np.int64)
-        if config.strategy is SamplingStrategy.RANDOM:
-            rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
+        picked = selection.rows
+        rows = np.arange(selection.num_positions, dtype=np.int64) if picked is None else picked
+        offsets = np.array([0, rows.shape[0]], dtype=np.int64)
         edges, token_edges = empty_edges(config)
-        groups = Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
-    if config.mix_batches == "per_source" and selection.position_source is not None:
-        num_sources = len(selection.sources)
-        groups = split_segments(groups, selection.position_source, num_sources, label_major=True)
-    if selection.rounds is not None:
-        num_rounds = int(selection.rounds.max()) + 1
-        groups = split_segments(groups, selection.rounds, num_rounds, label_major=False)
-    return groups
-
-
-def split_segments(
-    groups: Groups, labels: np.ndarray, num_labels: int, *, label_major: bool
-) -> Groups:
-    """Each segment split by a label of its positions (stable). ``label_major``: segment
-    ``label * S + s`` (a source's segments side by side, e.g. ``per_source``), else
-    ``s * L + label`` (a bucket's rounds side by side)."""
-    nseg = groups.seg_offsets.shape[0] - 1
-    seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(groups.seg_offsets))
-    lab = labels[groups.rows].astype(np.int64, copy=False)
-    key = lab * nseg + seg if label_major else seg * num_labels + lab
-    order = np.argsort(key, kind="stable")
-    counts = np.bincount(key, minlength=nseg * num_labels)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    new = np.arange(nseg * num_labels, dtype=np.int64)
-    old_seg = new % nseg if label_major else new // num_labels
-    new_label = new // nseg if label_major else new % num_labels
-    bucket = old_seg if groups.segment_bucket is None else groups.segment_bucket[old_seg]
-    source = None if groups.segment_source is None else groups.segment_source[old_seg]
-    if label_major:
-        source = new_label
+    nb = offsets.shape[0] - 1
+    # runs[b, k]: the slice of block k inside bucket b
+    runs = np.empty((nb, blocks.source.shape[0] + 1), dtype=np.int64)
+    for b in range(nb):
+        lo, hi = int(offsets[b]), int(offsets[b + 1])
+        runs[b] = lo + np.searchsorted(rows[lo:hi], blocks.starts)
+    per_source = config.mix_batches == "per_source"
+    num_rounds = blocks.num_rounds
+    sources = range(int(blocks.source.max()) + 1 if per_source else 1)
+    order: list[tuple[int, int, int]] = []  # (source or 0, bucket, round) in segment order
+    for s in sources:
+        for b in range(nb):
+            for r in range(num_rounds):
+                order.append((s, b, r))
+    slices: list[np.ndarray] = []
+    seg_offsets = [0]
+    for s, b, r in order:
+        mine = blocks.round == r
+        if per_source:
+            mine &= blocks.source == s
+        size = 0
+        for k in np.flatnonzero(mine).tolist():
+            slices.append(rows[runs[b, k] : runs[b, k + 1]])
+            size += int(runs[b, k + 1] - runs[b, k])
+        seg_offsets.append(seg_offsets[-1] + size)
+    out = np.concatenate(slices) if slices else np.empty(0, dtype=np.int64)
+    offs = np.array(seg_offsets, dtype=np.int64)
+    shuffle = config.strategy is SamplingStrategy.RANDOM or (bucketed and config.effective_shuffle)
+    if shuffle:
+        keys = np.array(
+            [rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS | i) for i in range(len(order))],
+            dtype=np.uint64,
+        )
+        rng.shuffle_segments(out, offs, keys)
     return Groups(
-        np.ascontiguousarray(groups.rows[order]),
-        offsets,
-        groups.bucket_edges,
-        groups.token_edges,
-        bucket,
-        source,
+        out,
+        offs,
+        edges,
+        token_edges,
+        np.array([b for _, b, _ in order], dtype=np.int64),
+        np.array([s for s, _, _ in order], dtype=np.int64) if per_source else None,
     )
 
 

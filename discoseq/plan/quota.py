@@ -205,25 +205,60 @@ class _Stream:
         self.seed = seed
         self.sid = _source_id(name)
         self.shuffle = shuffle
+        self._cycles: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.contiguous = _contiguous(rows)
 
-    def cycle(self, c: int) -> np.ndarray:
-        """Positions ``c * n .. (c + 1) * n`` of the stream, as indices into ``rows``."""
-        order = np.arange(self.n, dtype=np.int64)
-        if self.shuffle:
-            rng.shuffle(order, rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid))
-        return order
-
-    def take(self, start: int, stop: int) -> np.ndarray:
-        """The rows at stream positions ``[start, stop)``."""
-        parts = []
-        n = self.n
-        for c in range(start // n, (stop - 1) // n + 1) if stop > start else ():
-            lo, hi = max(start - c * n, 0), min(stop - c * n, n)
-            if lo == 0 and hi == n:  # a whole cycle: its order is the later stages' to choose
-                parts.append(self.rows)
+    def cycle(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cycle ``c``: its rows in stream order, and their durations (microseconds)."""
+        got = self._cycles.get(c)
+        if got is None:
+            if not self.shuffle:
+                got = (self.rows, self.dur_us)
             else:
-                parts.append(self.rows[self.cycle(c)[lo:hi]])
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+                order = np.arange(self.n, dtype=np.int64)
+                rng.shuffle(order, rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid))
+                if self.contiguous:  # no filter removed a row: the row is an offset
+                    rows = order + int(self.rows[0]) if self.n else order
+                else:
+                    rows = self.rows[order]
+                got = (rows, self.dur_us[order])
+            self._cycles[c] = got
+        return got
+
+    def take(self, start: int, stop: int) -> tuple[list[np.ndarray], int]:
+        """The rows at stream positions ``[start, stop)`` as one array per round (round ``r``:
+        the rows the run takes for the ``r + 1``-th time), and their total microseconds."""
+        n = self.n
+        parts: list[tuple[bool, np.ndarray]] = []
+        total = 0
+        for c in range(start // n, (stop - 1) // n + 1) if stop > start else range(0):
+            lo, hi = max(start - c * n, 0), min(stop - c * n, n)
+            if (lo, hi) == (0, n):  # a whole cycle: its order is the later stages' to choose
+                parts.append((True, self.rows))
+                total += self.total_us
+            else:
+                rows, dur = self.cycle(c)
+                parts.append((False, rows[lo:hi]))
+                total += int(dur[lo:hi].sum())
+        if len(parts) <= 1:  # one cycle holds each row once: one round
+            return [parts[0][1] if parts else np.empty(0, dtype=np.int64)], total
+        by_round: list[list[np.ndarray]] = []
+        seen = np.zeros(n, dtype=np.int32)  # how often the run took each row so far
+        base, contiguous = int(self.rows[0]), self.contiguous
+        for whole, rows in parts:
+            if whole:
+                r = seen.copy()
+                seen += 1
+            else:
+                idx = rows - base if contiguous else np.searchsorted(self.rows, rows)
+                r = seen[idx]
+                seen[idx] += 1  # a cycle holds each row once: no clash in the update
+            low, high = int(r.min()), int(r.max())
+            for k in range(low, high + 1):
+                while len(by_round) <= k:
+                    by_round.append([])
+                by_round[k].append(rows if low == high else rows[r == k])
+        return [np.concatenate(p) for p in by_round], total
 
     def boundary(self, t_us: int) -> int:
         """The stream position of the cut boundary nearest to ``t_us`` microseconds into the
@@ -231,11 +266,31 @@ class _Stream:
         c, r = divmod(t_us, self.total_us)
         if r == 0:
             return c * self.n
-        cum = np.concatenate([[0], np.cumsum(self.dur_us[self.cycle(c)])])
-        k = int(np.searchsorted(cum, r))  # cum[k-1] < r <= cum[k]
-        if cum[k] - r >= r - cum[k - 1]:
-            k -= 1
-        return c * self.n + k
+        cum = np.cumsum(self.cycle(c)[1])
+        k = int(np.searchsorted(cum, r))  # cum[k-1] < r <= cum[k] (cum[-1] = 0)
+        below = int(cum[k - 1]) if k else 0
+        if int(cum[k]) - r >= r - below:
+            return c * self.n + k
+        return c * self.n + k + 1
+
+
+def _contiguous(rows: np.ndarray) -> bool:
+    """Rows ``lo, lo + 1, ...`` (no filter removed any): a row's index is ``row - lo``."""
+    return bool(rows.shape[0] == 0 or int(rows[-1]) - int(rows[0]) == rows.shape[0] - 1)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """The selection in blocks of one source and one round: block ``k`` holds positions
+    ``starts[k]:starts[k + 1]``, of source ``source[k]`` and round ``round[k]``."""
+
+    starts: np.ndarray
+    source: np.ndarray
+    round: np.ndarray
+
+    @property
+    def num_rounds(self) -> int:
+        return int(self.round.max()) + 1 if self.round.size else 1
 
 
 def select_epoch(
@@ -244,13 +299,13 @@ def select_epoch(
     layout: SourceLayout,
     config: SamplerConfig,
     epoch: int,
-) -> tuple[np.ndarray, tuple[SourceStats, ...]]:
-    """The rows of ``epoch`` (a multiset, in stream order source by source) and what each
-    source contributed. ``keep``: the rows that passed the filters (None: all)."""
+) -> tuple[np.ndarray, Blocks, tuple[SourceStats, ...]]:
+    """The rows of ``epoch`` (a multiset: source by source, round by round, in stream order
+    within), its blocks, and what each source contributed. ``keep``: the rows that passed the
+    filters (None: all)."""
     mixture = config.mixture_spec or Mixture.natural(layout.names)
     check_sources(mixture, layout.names)
     by_name = {leaf.name: leaf for leaf in mixture.leaves()}
-    us_all = np.rint(duration * US_PER_SECOND).astype(np.int64)
     streams: dict[str, _Stream] = {}
     sizes: dict[str, int] = {}
     totals: dict[str, int] = {}
@@ -259,13 +314,15 @@ def select_epoch(
         rows = np.arange(lo, hi, dtype=np.int64)
         if keep is not None:
             rows = rows[keep[lo:hi]]
-        stream = _Stream(rows, us_all[rows], config.seed, name, config.effective_shuffle)
+        dur_us = np.rint(duration[rows] * US_PER_SECOND).astype(np.int64)  # exact sums
+        stream = _Stream(rows, dur_us, config.seed, name, config.effective_shuffle)
         streams[name], sizes[name], totals[name] = stream, stream.n, stream.total_us
     quotas = _Quotas(mixture, config, sizes, totals)
     this_epoch = quotas.of_epoch(epoch)
-    parts = []
+    parts: list[np.ndarray] = []
+    starts, block_source, block_round = [0], [], []
     stats = []
-    for name in layout.names:
+    for s, name in enumerate(layout.names):
         q, stream, leaf = this_epoch[name], streams[name], by_name[name]
         if q.amount > 0 and stream.n == 0:
             raise ValueError(
@@ -285,8 +342,12 @@ def select_epoch(
                 f"mixture source {name!r} is unique but its quota ({asked}) needs {b - a} cuts "
                 f"of its {stream.n}: a cut would be taken twice in one epoch"
             )
-        taken = stream.take(a, b)
-        parts.append(taken)
+        by_round, total_us = stream.take(a, b)
+        for r, part in enumerate(by_round):
+            parts.append(part)
+            starts.append(starts[-1] + int(part.shape[0]))
+            block_source.append(s)
+            block_round.append(r)
         stats.append(
             SourceStats(
                 name=name,
@@ -294,26 +355,15 @@ def select_epoch(
                 hours=stream.total_us / US_PER_HOUR,
                 unit=q.unit,
                 asked=float(q.amount) if q.unit == "cuts" else q.amount / US_PER_HOUR,
-                selected=int(taken.shape[0]),
-                selected_hours=float(us_all[taken].sum()) / US_PER_HOUR,
-                repeats=int(taken.shape[0] - np.unique(taken).shape[0]),
+                selected=b - a,
+                selected_hours=total_us / US_PER_HOUR,
+                repeats=sum(int(p.shape[0]) for p in by_round[1:]),
             )
         )
     rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    return rows.astype(np.int64, copy=False), tuple(stats)
-
-
-def rounds_of(rows: np.ndarray) -> np.ndarray | None:
-    """Each position's round: how many earlier positions hold the same row (None: no row
-    repeats, every round is 0)."""
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    if sorted_rows.shape[0] < 2 or not (sorted_rows[1:] == sorted_rows[:-1]).any():
-        return None
-    starts = np.ones(sorted_rows.shape[0], dtype=bool)
-    starts[1:] = sorted_rows[1:] != sorted_rows[:-1]
-    idx = np.arange(sorted_rows.shape[0])
-    run_start = np.maximum.accumulate(np.where(starts, idx, 0))
-    rounds = np.empty(rows.shape[0], dtype=np.int64)
-    rounds[order] = idx - run_start
-    return rounds
+    blocks = Blocks(
+        np.array(starts, dtype=np.int64),
+        np.array(block_source, dtype=np.int64),
+        np.array(block_round, dtype=np.int64),
+    )
+    return rows.astype(np.int64, copy=False), blocks, tuple(stats)

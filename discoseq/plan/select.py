@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from discoseq.config import SamplerConfig
-from discoseq.plan.quota import SourceLayout, SourceStats, rounds_of, select_epoch
+from discoseq.plan.quota import Blocks, SourceLayout, SourceStats, select_epoch
 from discoseq.strategy import SamplingStrategy
 
 __all__ = ["FILTER_REASONS", "Selection", "select_rows"]
@@ -40,8 +40,8 @@ class Selection:
     :param duration_bounds: min and max of the duration column (``(1.0, 0.0)`` when empty).
     :param epoch_rows: for a mixture, the index row of every position of the epoch's selection
         (the columns above are in this order; ``rows`` are positions); None otherwise.
-    :param rounds: each position's round (see :func:`~discoseq.plan.quota.rounds_of`), None
-        when no row is taken twice.
+    :param blocks: the selection's runs of one source and one round (0 for a row's first copy
+        in the epoch, 1 for its second, ...), see :class:`~discoseq.plan.quota.Blocks`.
     :param sources: what each source of a mixture contributed.
     """
 
@@ -51,9 +51,8 @@ class Selection:
     filtered: dict[str, int]
     duration_bounds: tuple[float, float]
     epoch_rows: np.ndarray | None = None
-    rounds: np.ndarray | None = None
+    blocks: Blocks | None = None
     sources: tuple[SourceStats, ...] = ()
-    position_source: np.ndarray | None = None
 
     @property
     def num_positions(self) -> int:
@@ -119,7 +118,7 @@ def _select_mixture(
 ) -> Selection:
     n = int(cols["duration"].shape[0])
     keep, filtered = _apply_filters(cols, config, None)
-    epoch_rows, stats = select_epoch(cols["duration"], keep, sources, config, epoch)
+    epoch_rows, blocks, stats = select_epoch(cols["duration"], keep, sources, config, epoch)
     picked = {name: col[epoch_rows] for name, col in cols.items()}
     d = picked["duration"]
     bounds = (float(d.min()), float(d.max())) if d.shape[0] else (1.0, 0.0)
@@ -135,11 +134,7 @@ def _select_mixture(
         filtered["mask"] = int(m - np.count_nonzero(keep_pos))
     _check_present(picked, keep_pos, config)
     rows = None if keep_pos is None else np.flatnonzero(keep_pos).astype(np.int64, copy=False)
-    rounds = rounds_of(epoch_rows)
-    position_source = np.repeat(  # the selection holds the sources one after another
-        np.arange(len(stats), dtype=np.int64), [s.selected for s in stats]
-    )
-    return Selection(picked, rows, n, filtered, bounds, epoch_rows, rounds, stats, position_source)
+    return Selection(picked, rows, n, filtered, bounds, epoch_rows, blocks, stats)
 
 
 def _prepare_columns(

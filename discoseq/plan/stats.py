@@ -41,23 +41,36 @@ def plan_stats(
 
 def _source_stats(selection: Selection, batches: Batches, ordered: Ordered) -> tuple[Any, ...]:
     """Each mixture source's planned, padding and dropped cuts (empty without a mixture)."""
-    src = selection.position_source
-    if src is None:
+    if selection.blocks is None:
         return ()
     num = len(selection.sources)
     dur = selection.columns["duration"]
-    sizes = np.diff(batches.offsets)
-    in_dropped = np.repeat(np.isin(np.arange(batches.num_batches), ordered.dropped), sizes)
-    kept = batches.rows[~in_dropped]
-    dropped = batches.rows[in_dropped]
-    pad_rows = [
-        ordered.rows[ordered.offsets[b] : ordered.offsets[b + 1]] for b in ordered.padding.tolist()
-    ]
-    padding = np.concatenate(pad_rows) if pad_rows else np.empty(0, np.int64)
-    planned = np.bincount(src[kept], minlength=num)
-    hours = np.bincount(src[kept], weights=dur[kept], minlength=num) / 3600.0
-    pads = np.bincount(src[padding], minlength=num)
-    drops = np.bincount(src[dropped], minlength=num)
+    # the selection holds the sources one after another: source s ends at position ends[s]
+    ends = np.cumsum([s.selected for s in selection.sources])
+
+    def source_of(positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(ends, positions, side="right")
+
+    planned: np.ndarray
+    hours: np.ndarray
+    if batches.rows.shape[0] == selection.num_positions:  # every position packed
+        planned = np.array([s.selected for s in selection.sources], dtype=np.int64)
+        hours = np.array([s.selected_hours * 3600.0 for s in selection.sources])
+    else:  # some were excluded (oversize) or masked: count what was packed
+        packed = source_of(batches.rows)
+        planned = np.bincount(packed, minlength=num)
+        hours = np.bincount(packed, weights=dur[batches.rows], minlength=num)
+    drops = np.zeros(num, dtype=np.int64)
+    for b in ordered.dropped.tolist():  # fewer than world_size batches
+        part = batches.rows[batches.offsets[b] : batches.offsets[b + 1]]
+        drops += np.bincount(source_of(part), minlength=num)
+        hours -= np.bincount(source_of(part), weights=dur[part], minlength=num)
+    planned = planned - drops
+    hours = hours / 3600.0
+    pads = np.zeros(num, dtype=np.int64)
+    for b in ordered.padding.tolist():  # fewer than world_size batches
+        part = ordered.rows[ordered.offsets[b] : ordered.offsets[b + 1]]
+        pads += np.bincount(source_of(part), minlength=num)
     return tuple(
         dataclasses.replace(
             s,

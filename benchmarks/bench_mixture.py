@@ -1,0 +1,166 @@
+"""Mixture benchmarks: every number is measured in this one run (the machine is shared).
+
+    python benchmarks/bench_mixture.py            # 10M-cut plans, 3 sources vs Lhotse's mux
+    python benchmarks/bench_mixture.py --quick    # small smoke run
+
+1. Plan time of a 3-source mixture totalling N cuts (6/10, 3/10, 1/10 of N; weights by hours
+   with an hours budget, so every source is cut at a stream boundary and the small one is
+   upsampled) vs the plan of the same N cuts as one corpus (BUCKETED, 30 buckets, W=8,
+   max_duration=600 s). Goal: at most 1.3x.
+2. Delivered hours shares vs the asked weights after 1, 10 and 100 batches and after one epoch:
+   discoseq (pooled and per_source) vs Lhotse's ``CutSet.mux`` and ``CutSet.infinite_mux`` with the
+   same weights under ``DynamicBucketingSampler`` (same max_duration, 30 buckets), over the same
+   cuts (written as manifests in a temporary directory, removed at the end). One epoch of the
+   Lhotse runs is the same number of hours as discoseq's epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_plan import librispeech_like  # noqa: E402
+
+from discoseq import DiscoSeqSampler, SamplerConfig  # noqa: E402
+from discoseq.plan import plan_epoch  # noqa: E402
+from discoseq.plan.quota import SourceLayout  # noqa: E402
+
+SHARES = {"big": 0.6, "mid": 0.3, "small": 0.1}  # of the cuts
+WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}  # asked, of the hours
+
+
+def timeit(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times)
+
+
+def plan_time(n: int, repeat: int) -> None:
+    sizes = [int(n * s) for s in SHARES.values()]
+    d = np.concatenate([librispeech_like(k, seed=i) for i, k in enumerate(sizes)])
+    cols = {"duration": d}
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    layout = SourceLayout(tuple(SHARES), offsets)
+    hours = d.sum() / 3600
+    base = SamplerConfig(max_duration=600.0, num_buckets=30, seed=1)
+    mix = base.replace(mixture={k: {"weight": w} for k, w in WEIGHTS.items()}, epoch_hours=hours)
+    W = 8
+    print(
+        f"== 1. plan time, {n:,} cuts ({', '.join(f'{k} {s:,}' for k, s in zip(SHARES, sizes, strict=True))}), W={W}"
+    )
+    plan_epoch(cols, base, 0, W)  # warm-up
+    ep = iter(range(1, 10_000))
+    t1, m1 = timeit(lambda: plan_epoch(cols, base, next(ep), W), repeat)
+    t3, m3 = timeit(lambda: plan_epoch(cols, mix, next(ep), W, sources=layout), repeat)
+    p = plan_epoch(cols, mix, 3, W, sources=layout)
+    print(f"   one corpus        : best {t1 * 1e3:8.1f} ms, median {m1 * 1e3:8.1f} ms")
+    print(f"   3-source mixture  : best {t3 * 1e3:8.1f} ms, median {m3 * 1e3:8.1f} ms")
+    print(f"   ratio             : {t3 / t1:.2f}x best/best, {m3 / m1:.2f}x median (goal <= 1.3x)")
+    sel = ", ".join(f"{s.name} {s.selected:,} ({s.planned_hours:,.0f} h)" for s in p.stats.sources)
+    print(f"   mixture epoch selects: {sel}")
+
+
+def write_sources(root: Path, n: int) -> dict[str, Path]:
+    from lhotse import CutSet
+
+    from discoseq.synth import write_manifest
+
+    out = {}
+    for i, (name, share) in enumerate(SHARES.items()):
+        raw = write_manifest(root / f"raw-{name}.jsonl.gz", int(n * share), seed=i + 1)
+        cuts = CutSet.from_file(raw).modify_ids(lambda cid, name=name: f"{name}/{cid}")
+        out[name] = root / f"{name}.jsonl.gz"
+        cuts.to_file(out[name])
+    return out
+
+
+def shares(batches: Iterable[list[tuple[str, float]]], checkpoints: list[int], epoch_h: float):
+    """Hours shares per source after each checkpoint (batches) and after ``epoch_h`` hours."""
+    got: dict[str, float] = dict.fromkeys(SHARES, 0.0)
+    out = {}
+    total = 0.0
+    for k, batch in enumerate(batches, 1):
+        for src, dur in batch:
+            got[src] += dur
+            total += dur
+        if k in checkpoints:
+            out[k] = {s: v / total for s, v in got.items()}
+        if total >= epoch_h * 3600:
+            break
+    out["epoch"] = {s: v / total for s, v in got.items()}
+    return out
+
+
+def error(s: dict[str, float]) -> float:
+    """Largest absolute difference between delivered and asked hours shares."""
+    return max(abs(s[k] - WEIGHTS[k]) for k in WEIGHTS)
+
+
+def share_errors(n: int) -> None:
+    from lhotse import CutSet
+    from lhotse.dataset import DynamicBucketingSampler
+
+    root = Path(tempfile.mkdtemp(prefix="discoseq-bench-mixture-"))
+    try:
+        paths = write_sources(root, n)
+        cfg = SamplerConfig(max_duration=600.0, num_buckets=30, world_size=1, rank=0, seed=3,
+                            mixture={k: {"weight": w} for k, w in WEIGHTS.items()})  # fmt: skip
+        checkpoints = [1, 10, 100]
+        print(f"== 2. delivered hours shares vs asked {WEIGHTS}, {n:,} cuts, max_duration=600")
+        rows = []
+        for mode in ("pooled", "per_source"):
+            s = DiscoSeqSampler({k: str(p) for k, p in paths.items()},
+                                cfg.replace(mix_batches=mode), progress=False)  # fmt: skip
+            epoch_h = sum(x.planned_hours for x in s.plan.stats.sources)
+            res = shares(([(c.source, c.duration) for c in b] for b in s), checkpoints, epoch_h)
+            rows.append((f"discoseq {mode}", res))
+        for how in ("mux", "infinite_mux"):
+            sets = [CutSet.from_file(p) for p in paths.values()]
+            mux = getattr(CutSet, how)(*sets, weights=list(WEIGHTS.values()), seed=3)
+            sampler = DynamicBucketingSampler(mux, max_duration=600.0, num_buckets=30, seed=3,
+                                              shuffle=True, buffer_size=5000)  # fmt: skip
+            res = shares(
+                ([(c.id.split("/")[0], c.duration) for c in b] for b in sampler),
+                checkpoints,
+                epoch_h,
+            )
+            rows.append((f"Lhotse CutSet.{how}", res))
+        head = "   max |share - asked| after"
+        print(
+            f"{head:<32}"
+            + "".join(f"{str(k) + ' batches':>14}" for k in checkpoints)
+            + f"{'one epoch':>12}"
+        )
+        for name, res in rows:
+            cells = "".join(
+                f"{error(res[k]):>14.4f}" if k in res else f"{'-':>14}" for k in checkpoints
+            )
+            print(f"   {name:<29}{cells}{error(res['epoch']):>12.5f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small smoke run")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", RuntimeWarning)
+    plan_time(300_000 if args.quick else 10_000_000, 3 if args.quick else 5)
+    share_errors(6_000 if args.quick else 40_000)
+
+
+if __name__ == "__main__":
+    main()
