@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_plan import librispeech_like  # noqa: E402
+from bench_plan import librispeech_like
 
-from discoseq import DiscoSeqSampler, SamplerConfig  # noqa: E402
-from discoseq.plan import plan_epoch  # noqa: E402
-from discoseq.plan.quota import SourceLayout  # noqa: E402
+from discoseq import DiscoSeqSampler, SamplerConfig
+from discoseq.plan import plan_epoch
+from discoseq.plan.quota import SourceLayout
 
 SHARES = {"big": 0.6, "mid": 0.3, "small": 0.1}  # of the cuts
 WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}  # asked, of the hours
@@ -58,9 +58,8 @@ def plan_time(n: int, repeat: int) -> None:
     base = SamplerConfig(max_duration=600.0, num_buckets=30, seed=1)
     mix = base.replace(mixture={k: {"weight": w} for k, w in WEIGHTS.items()}, epoch_hours=hours)
     W = 8
-    print(
-        f"== 1. plan time, {n:,} cuts ({', '.join(f'{k} {s:,}' for k, s in zip(SHARES, sizes, strict=True))}), W={W}"
-    )
+    parts = ", ".join(f"{k} {s:,}" for k, s in zip(SHARES, sizes, strict=True))
+    print(f"== 1. plan time, {n:,} cuts ({parts}), W={W}")
     plan_epoch(cols, base, 0, W)  # warm-up
     ep = iter(range(1, 10_000))
     t1, m1 = timeit(lambda: plan_epoch(cols, base, next(ep), W), repeat)
