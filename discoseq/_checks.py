@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numbers
 
-__all__ = ["U64_MAX", "is_int", "is_real"]
+__all__ = ["MAX_WORLD_SIZE", "U64_MAX", "is_int", "is_real"]
 
 U64_MAX = (1 << 64) - 1
 """The largest seed or epoch: both key a 64-bit random stream."""
+
+MAX_WORLD_SIZE = 1 << 20
+"""The most ranks a plan is made for (a million): plans allocate per rank, so a corrupted or
+absurd world size must fail validation, not exhaust memory."""
 
 
 def is_int(value: object) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
-from discoseq._checks import U64_MAX, is_int, is_real
+from discoseq._checks import MAX_WORLD_SIZE, U64_MAX, is_int, is_real
 from discoseq.mixture import Mixture, MixtureSchedule
 from discoseq.strategy import SamplingStrategy
 
@@ -255,8 +255,10 @@ class SamplerConfig:
     def _check_scalars(self) -> None:
         """Each field on its own: type and range."""
         w = self.world_size
-        if w is not None and (not is_int(w) or w < 1):
-            raise ValueError(f"world_size={w!r} must be a positive integer or None (detect)")
+        if w is not None and (not is_int(w) or not 1 <= w <= MAX_WORLD_SIZE):
+            raise ValueError(
+                f"world_size={w!r} must be an integer in [1, {MAX_WORLD_SIZE}] or None (detect)"
+            )
         if self.rank is not None and (not is_int(self.rank) or self.rank < 0):
             raise ValueError(f"rank={self.rank!r} must be a non-negative integer or None (detect)")
         if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:

@@ -86,13 +86,15 @@ def detect_rank_world(
 
 
 def check_consistent(what: str, values: Mapping[str, Any], world_size: int, rank: int) -> bool:
-    """Check that ``values`` are equal on every rank, and that ranks are distinct.
+    """Check that ``values`` (and ``world_size``) are equal on every process, and ranks distinct.
 
-    Runs only when ``torch.distributed`` is initialised and its world size equals
-    ``world_size`` (a sampler over a sub-group of ranks is the user's to check), and never in a
+    Runs whenever ``torch.distributed`` is initialised, over its default group, and never in a
     DataLoader worker, which is not a rank (a forked worker inherits its rank's process group,
-    and a collective there would wait forever). Every rank must call it at the same point;
-    every rank raises on a mismatch.
+    and a collective there would wait forever). Every process must call it at the same point;
+    every process raises on a mismatch, so none waits for a peer that failed. When the
+    sampler's ``world_size`` is the group's size, ranks must be ``0..W-1``; a smaller
+    ``world_size`` on every process (data parallelism over a sub-group, e.g. with tensor
+    parallelism) skips only that check.
 
     :param what: what is being checked, for the error message (e.g. ``"sampler"``).
     :param values: picklable, comparable values (e.g. fingerprints).
@@ -103,18 +105,26 @@ def check_consistent(what: str, values: Mapping[str, Any], world_size: int, rank
         return False
     import torch.distributed as dist
 
-    if dist.get_world_size() != world_size:
-        return False
-    gathered: list[Any] = [None] * world_size
-    dist.all_gather_object(gathered, (rank, dict(values)))
-    ranks = sorted(g[0] for g in gathered)
-    if ranks != list(range(world_size)):
+    group = dist.get_world_size()
+    gathered: list[Any] = [None] * group
+    dist.all_gather_object(gathered, (rank, world_size, dict(values)))
+    worlds = sorted({g[1] for g in gathered})
+    if len(worlds) > 1 or worlds[0] > group:
+        per = ", ".join(f"process {i}: world_size={g[1]}" for i, g in enumerate(gathered))
         raise DistributedMismatchError(
-            f"{what}: ranks {ranks} are not 0..{world_size - 1}: two processes use the same "
-            "rank (check the rank/world_size given in the config)"
+            f"{what}: the processes of torch.distributed ({group}) disagree on the world size "
+            f"or exceed it ({per}); give every process the same world_size (or leave it None "
+            "to detect it)"
         )
-    reference = gathered[0][1]
-    for other_rank, other in gathered[1:]:
+    if world_size == group:
+        ranks = sorted(g[0] for g in gathered)
+        if ranks != list(range(world_size)):
+            raise DistributedMismatchError(
+                f"{what}: ranks {ranks} are not 0..{world_size - 1}: two processes use the same "
+                "rank (check the rank/world_size given in the config)"
+            )
+    reference = gathered[0][2]
+    for other_rank, _, other in gathered[1:]:
         # keys in the order given (the most telling first), then any only the other rank has
         for key in [*reference, *(k for k in other if k not in reference)]:
             a, b = reference.get(key), other.get(key)

@@ -131,9 +131,9 @@ class DiscoSeqDataLoader(DataLoader):
         sampler = self.discoseq_sampler
         # The position becomes the view's start before the first batch arrives, so a state
         # taken then is that position; the DataLoader's prefetching does not move it.
-        self.row_sampler.view = sampler.begin_epoch()
+        view = self.row_sampler.view = sampler.begin_epoch()
         for batch in super().__iter__():
-            sampler.advance()  # counted when handed to the training loop
+            sampler.advance(1, view)  # counted when handed to the training loop
             yield batch
 
     def state_dict(self) -> dict[str, Any]:

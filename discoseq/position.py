@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from discoseq._checks import is_int
+from discoseq._checks import MAX_WORLD_SIZE, U64_MAX, is_int
 from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
 from discoseq.plan import EpochPlan, plan_epoch
 from discoseq.plan.quota import SourceLayout
@@ -116,10 +116,11 @@ def parse_state(
             "on resume"
         )
     epoch, world, steps = state["epoch"], state["world_size"], state["batches_delivered"]
-    for key, value, low in (("epoch", epoch, 0), ("world_size", world, 1),
-                            ("batches_delivered", steps, 0)):  # fmt: skip
-        if not is_int(value) or value < low:
-            raise ValueError(f"state {key}={value!r} must be an integer >= {low}")
+    for key, value, low, high in (("epoch", epoch, 0, U64_MAX),
+                                  ("world_size", world, 1, MAX_WORLD_SIZE),
+                                  ("batches_delivered", steps, 0, U64_MAX)):  # fmt: skip
+        if not is_int(value) or not low <= value <= high:
+            raise ValueError(f"state {key}={value!r} must be an integer in [{low}, {high}]")
     raw = state.get("history", [])
     if not isinstance(raw, list | tuple):
         raise ValueError(f"state history={raw!r} must be a list of [world_size, steps]")
@@ -129,10 +130,13 @@ def parse_state(
             not isinstance(item, list | tuple)
             or len(item) != 2
             or not all(is_int(v) for v in item)
-            or item[0] < 1
-            or item[1] < 1
+            or not 1 <= item[0] <= MAX_WORLD_SIZE
+            or not 1 <= item[1] <= U64_MAX
         ):
-            raise ValueError(f"state history entry {item!r} must be [world_size>=1, steps>=1]")
+            raise ValueError(
+                f"state history entry {item!r} must be [world_size in [1, {MAX_WORLD_SIZE}], "
+                "steps >= 1]"
+            )
         history.append((int(item[0]), int(item[1])))
     return SavedPosition(Position(int(epoch), int(steps), tuple(history)), int(world))
 
@@ -191,7 +195,13 @@ class EpochPlans:
         """False for every cut delivered in the ``history`` segments of ``epoch`` (None: none)."""
         mask: np.ndarray | None = None
         for world, steps in history:
-            mask = self._undelivered(mask, self._plan_masked(epoch, world, mask), steps)
+            plan = self._plan_masked(epoch, world, mask)
+            if steps > plan.batches_per_rank:
+                raise ValueError(
+                    f"state history entry [{world}, {steps}] exceeds the {plan.batches_per_rank} "
+                    f"batches per rank of that segment of epoch {epoch}"
+                )
+            mask = self._undelivered(mask, plan, steps)
         return mask
 
     def _undelivered(self, mask: np.ndarray | None, plan: EpochPlan, steps: int) -> np.ndarray:

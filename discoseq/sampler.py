@@ -46,11 +46,14 @@ class EpochView:
     :param plan: the epoch plan (every rank's batches).
     :param batch_ids: global ids of this rank's batches still to deliver, in order.
     :param start: batches of this rank delivered before the view (its first is step ``start``).
+    :param generation: which iteration of the sampler the view belongs to (stale once another
+        begins).
     """
 
     plan: EpochPlan
     batch_ids: np.ndarray
     start: int
+    generation: int = 0
 
     def __len__(self) -> int:
         return int(self.batch_ids.shape[0])
@@ -164,6 +167,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         self._plans = EpochPlans(self.index.columns, config, self._sources)
         self._position = Position()
         self._resume_pending = False
+        self._generation = 0  # bumped by every change of position but advance
         check_consistent("DiscoSeqSampler", self._agreement_values(), self.world_size, self.rank)
 
     # -- pickling: workers re-map the index and recompute the plan --------------------------
@@ -214,6 +218,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             return
         self._position = Position(int(epoch))
         self._resume_pending = False
+        self._generation += 1
 
     @property
     def plan(self) -> EpochPlan:
@@ -229,15 +234,28 @@ class DiscoSeqSampler(Sampler, IterableDataset):
 
     def begin_epoch(self) -> EpochView:
         """Start delivering: the restored position if a resume is pending, else the current
-        epoch from its first batch. The position becomes the view's start."""
+        epoch from its first batch. The position becomes the view's start; every earlier view
+        becomes stale (one iteration moves the position at a time)."""
         self._position = self._next_position()
         self._resume_pending = False
+        self._generation += 1
         plan = self.plan
         start = self._position.steps
-        return EpochView(plan, plan.rank_view(self.rank)[start:], start)
+        return EpochView(plan, plan.rank_view(self.rank)[start:], start, self._generation)
 
-    def advance(self, n: int = 1) -> None:
-        """Count ``n`` more batches of the current view as delivered to the training loop."""
+    def advance(self, n: int = 1, view: EpochView | None = None) -> None:
+        """Count ``n`` more batches of the current view as delivered to the training loop.
+
+        :param view: the view the batches came from: a view that is no longer current (the
+            position was restored, the epoch set, or another iteration began since) raises
+            RuntimeError instead of moving a position it does not describe.
+        """
+        if view is not None and view.generation != self._generation:
+            raise RuntimeError(
+                "this iteration is stale: set_epoch, load_state_dict or another iteration "
+                "started since it began, so its batches are no longer the position's; start a "
+                "new iteration (for batch in ...)"
+            )
         steps = self._position.steps + n
         if not is_int(n) or n < 0 or steps > self.plan.batches_per_rank:
             raise ValueError(
@@ -263,7 +281,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         view, ids, main = self._own_batches()
         for i in ids:
             if main:
-                self.advance()
+                self.advance(1, view)
             yield view.plan.batch(i)
 
     def __iter__(self) -> BatchIterator:
@@ -370,7 +388,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
                 "history": list(restored.history),
                 "batches_delivered": restored.steps,
             }
-        except (ValueError, TypeError, KeyError) as e:
+        except Exception as e:  # any failure joins the collective below, then raises
             error = e
             agreed = {"state error": f"{type(e).__name__}: {e}"}
         check_consistent("DiscoSeqSampler.load_state_dict", agreed, self.world_size, self.rank)
@@ -391,6 +409,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             return
         self._position = restored
         self._resume_pending = True
+        self._generation += 1
 
     def __repr__(self) -> str:
         return (

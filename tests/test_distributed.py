@@ -55,6 +55,8 @@ def _run_phase(rank: int, phase: dict, source: str, model: Any, opt: Any, out: s
     cfg = SamplerConfig.from_dict(phase["config"])  # rank/world from torch.distributed
     if phase.get("seed_offset_rank") == rank:
         cfg = cfg.replace(seed=cfg.seed + 1)
+    if str(rank) in phase.get("config_of_rank", {}):  # one rank's own config
+        cfg = cfg.replace(**phase["config_of_rank"][str(rank)])
     # A rank started by forkserver would start its DataLoader workers the same way, from a
     # fresh server (seconds of imports); torchrun's ranks are plain interpreters whose workers
     # fork, as here.
@@ -65,6 +67,11 @@ def _run_phase(rank: int, phase: dict, source: str, model: Any, opt: Any, out: s
         state = loader.state_dict()
         if phase["refuse_state_rank"] == rank:
             state["config"]["seed"] += 1
+        loader.load_state_dict(state)
+    if "bad_history_rank" in phase:  # one rank's state has a corrupted history
+        state = loader.state_dict()
+        if phase["bad_history_rank"] == rank:
+            state["history"] = [[10**9, 5]]
         loader.load_state_dict(state)
     loader.dataset.set_epoch(phase.get("epoch", 0))
     length = len(loader)
@@ -168,6 +175,18 @@ def test_ranks_epochs_mismatch_kill_and_elastic_restore(corpus, tmp_path: Path) 
                 "refuse_state_rank": 0,
                 "may_fail": True,
             },
+            {  # rank 1 believes in 3 ranks: every rank raises promptly (no rank waits)
+                "name": "wrong_world",
+                "config": cfg,
+                "config_of_rank": {"1": {"world_size": 3, "rank": 1}},
+                "may_fail": True,
+            },
+            {  # rank 0's state has a corrupted history: refused before any plan, on every rank
+                "name": "bad_history",
+                "config": cfg,
+                "bad_history_rank": 0,
+                "may_fail": True,
+            },
             {"name": "drop", "config": {**cfg, "drop_last": True}},
             {"name": "pad", "config": {**cfg, "strategy": "random", "num_buckets": 10}},
             {"name": "kill", "config": cfg, "epoch": 1, "stop_after": STOP_AFTER},
@@ -185,6 +204,13 @@ def test_ranks_epochs_mismatch_kill_and_elastic_restore(corpus, tmp_path: Path) 
         error = r["refused"].get("error", "")
         assert error.startswith("DistributedMismatchError"), f"rank {r['rank']}: {error!r}"
         assert "state error" in error and "seed=43" in error
+    for r in a:
+        error = r["wrong_world"].get("error", "")
+        assert error.startswith("DistributedMismatchError"), f"rank {r['rank']}: {error!r}"
+        assert "world_size=3" in error
+        error = r["bad_history"].get("error", "")
+        assert error.startswith("DistributedMismatchError"), f"rank {r['rank']}: {error!r}"
+        assert "history entry" in error
     # drop_last=True: equal counts, disjoint cuts
     lens = {r["drop"]["len"] for r in a} | {len(r["drop"]["batches"]) for r in a}
     assert len(lens) == 1
