@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from lhotse.cut.set import deserialize_cut
 from lhotse.utils import compute_num_frames, compute_num_samples
 
-from discoseq._core.cutscan import scan_cut_lines
+from discoseq._core.cutscan import SCHEMA, scan_cut_lines
 
 TYPE_CODES = {"MonoCut": 0, "MixedCut": 1, "PaddingCut": 2, "MultiCut": 3}
 INT_FIELDS = ("num_frames", "num_samples", "num_features", "num_tokens", "num_supervisions")
@@ -672,3 +672,113 @@ def test_large_buffer_and_rate(fixtures_dir):
         f"\ncutscan: {n / t_scan:,.0f} lines/s, orjson.loads: {n / t_orjson:,.0f} lines/s "
         f"({len(buf) / n:.0f} B/line, {t_orjson / t_scan:.1f}x)"
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# the schema tables (cutscan.SCHEMA), key by key
+# ------------------------------------------------------------------------------------------------
+
+
+def full_mono(kind: str = "MonoCut") -> dict:
+    """A cut that has every object level of the schema (all fast)."""
+    d = mono(type=kind, channel=0 if kind == "MonoCut" else [0, 1])
+    d["supervisions"][0].update(
+        channel=0,
+        language="en",
+        speaker="s",
+        gender=None,
+        custom={"k": 1},
+        alignment={"word": [["AB", 0.0, 1.0]]},
+    )
+    d["features"].update(recording_id="r", channels=0)
+    d["recording"].update(
+        channel_ids=[0], transforms=[{"name": "Speed", "kwargs": {"factor": 1.1}}]
+    )
+    d["custom"] = {"img": {"a": 1}}
+    return d
+
+
+def full_padding() -> dict:
+    return {
+        "id": "pad",
+        "duration": 2.5,
+        "sampling_rate": 16000,
+        "feat_value": -23.0,
+        "num_frames": 250,
+        "num_features": 80,
+        "frame_shift": 0.01,
+        "num_samples": 40000,
+        "video": None,
+        "custom": {"k": 1},
+        "type": "PaddingCut",
+    }
+
+
+SCHEMA_LEVELS = {  # level -> (a cut that has it, the path to it)
+    "cut/MonoCut": (full_mono, ()),
+    "cut/MultiCut": (lambda: full_mono("MultiCut"), ()),
+    "cut/PaddingCut": (full_padding, ()),
+    "supervision": (full_mono, ("supervisions", 0)),
+    "features": (full_mono, ("features",)),
+    "recording": (full_mono, ("recording",)),
+    "source": (full_mono, ("recording", "sources", 0)),
+    "transform": (full_mono, ("recording", "transforms", 0)),
+    "transform kwargs": (full_mono, ("recording", "transforms", 0, "kwargs")),
+    "custom value": (full_mono, ("custom", "img")),
+}
+
+
+def at(d: dict, path: tuple) -> dict:
+    for step in path:
+        d = d[step]
+    return d
+
+
+def one_status(line: bytes) -> int:
+    res = scan(line)
+    check_rows(line, res, [line])  # a fast row always carries Lhotse's values
+    return int(res["status"][0])
+
+
+def test_schema_lists_every_level():
+    assert set(SCHEMA) == set(SCHEMA_LEVELS)
+    for table in SCHEMA.values():
+        assert table["unknown"] in ("slow", "ignored")
+        assert set(table["keys"].values()) <= {"required", "optional", "slow"}
+        assert set(table["read"]) <= set(table["keys"])
+
+
+@pytest.mark.parametrize("level", sorted(SCHEMA_LEVELS))
+def test_schema_tables_key_by_key(level):
+    make, path = SCHEMA_LEVELS[level]
+    table = SCHEMA[level]
+    assert one_status(orjson.dumps(make())) == 0
+    for key, presence in table["keys"].items():
+        d = make()
+        obj = at(d, path)
+        if key not in obj:  # only "slow" keys are left out of the sample cuts
+            assert presence == "slow", (level, key)
+            obj[key] = 1
+            assert one_status(orjson.dumps(d)) == 1, (level, key)
+            continue
+        value = obj.pop(key)
+        assert one_status(orjson.dumps(d)) == (presence == "required"), (level, key, "missing")
+        obj["__DUP__"] = value
+        obj[key] = value
+        line = orjson.dumps(d).replace(b'"__DUP__"', orjson.dumps(key))
+        assert one_status(line) == 1, (level, key, "repeated")
+        del obj[key]
+        escaped = f'"\\u{ord(key[0]):04x}{key[1:]}"'.encode()
+        assert one_status(orjson.dumps(d).replace(b'"__DUP__"', escaped)) == 1, (level, key)
+    d = make()
+    at(d, path)["zzz"] = 1
+    assert one_status(orjson.dumps(d)) == (table["unknown"] == "slow"), (level, "unknown key")
+
+
+@pytest.mark.parametrize("kind", ["MonoCut", "MultiCut", "PaddingCut"])
+def test_schema_keys_of_other_cut_types_are_slow(kind):
+    keys = set().union(*(SCHEMA[f"cut/{k}"]["keys"] for k in ("MonoCut", "PaddingCut")))
+    for key in sorted(keys - set(SCHEMA[f"cut/{kind}"]["keys"])):
+        d = full_padding() if kind == "PaddingCut" else full_mono(kind)
+        d[key] = None
+        assert one_status(orjson.dumps(d)) == 1, (kind, key)

@@ -3,8 +3,9 @@
 Engine: ``rng`` (keyed counter-based randomness, Fisher–Yates), ``bucketing`` (edge estimation,
 bucket grouping), ``packing`` (greedy hard-capped packing), ``sharding`` (batch order, tail groups,
 CSR gather); each kernel's plain-Python twin lives in ``tests/reference_plan.py``.
-Index: ``cutscan`` (the manifest line scanner; its exact twin is ``discoseq/index/fields.py``) and
-``idhash`` (cut-id hashing and id -> row lookup).
+Index: ``cutscan`` (the manifest line scanner: the cut schema as tables, over the JSON grammar
+in ``jsongrammar.pxd``; its exact twin is ``discoseq/index/fields.py``) and ``idhash`` (cut-id
+hashing and id -> row lookup; twin ``tests/test_idhash.py::py_hash``).
 """
 
 try:

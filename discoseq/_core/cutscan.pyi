@@ -1,6 +1,6 @@
 """Type stub for the compiled ``discoseq._core.cutscan`` module (see cutscan.pyx)."""
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +11,9 @@ PADDING_CUT: Final[int]
 MULTI_CUT: Final[int]
 UNKNOWN_CUT: Final[int]
 CUT_TYPE_NAMES: Final[dict[int, str]]
+#: level -> {"unknown": "slow" | "ignored", "keys": {key: "required" | "optional" | "slow"},
+#: "read": tuple of keys}; see the "Schema" section of cutscan.pyx.
+SCHEMA: Final[dict[str, dict[str, Any]]]
 
 def scan_cut_lines(
     buf: bytes | bytearray | memoryview | npt.NDArray[np.uint8],

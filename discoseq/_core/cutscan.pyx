@@ -25,86 +25,32 @@ supervision text that is neither a string nor null; integer fields that are floa
 or beyond 2**53; a num_samples product not within 1e-6 of an integer; a hop of 0; nesting
 deeper than 512.
 
-Layering: ``scan_buffer`` / ``scan_line`` / ``parse_cut`` / ``decide`` and the JSON helpers
-are ``cdef ... noexcept nogil`` functions over raw pointers (each takes the current position
-and returns the next one, NULL on a syntax error); :func:`scan_cut_lines` only allocates the
-output arrays and releases the GIL around the scan.
+Layers:
+
+* ``jsongrammar.pxd``: the JSON grammar (strings, numbers, literals, containers, skipping a
+  value), inline functions that know nothing of Lhotse.
+* "Schema" below: per object level of a cut, one table of its known keys (required, optional or
+  slow; value read or only validated) and what an unknown key means. The key masks are derived
+  from the tables at import; :data:`SCHEMA` shows them to Python.
+* The level parsers (``parse_supervision``, ``parse_features``, ...): one object loop each, which
+  looks every key up in its level's table and reads only the values marked "read".
+* ``parse_cut`` / ``decide`` / ``scan_line`` / ``scan_buffer``: one line, then a whole buffer;
+  all ``cdef ... noexcept nogil`` over raw pointers. :func:`scan_cut_lines` only allocates the
+  output arrays and releases the GIL around the scan.
 """
 
 from libc.math cimport NAN, fabs, isfinite, rint
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcmp, memcpy
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
+from libc.string cimport memchr, memset
 
 import numpy as np
 
+from discoseq._core.jsongrammar cimport (
+    TWO53, Num, Str, arr_open, arr_sep, cptr, eq_short, int_value, is_null, json_grammar_init,
+    key_is, num_to_double, num_value, obj_key, obj_open, obj_sep, pstr, skipv, ws,
+)
 
-cdef extern from "<locale.h>" nogil:
-    ctypedef void* locale_t
-    int LC_ALL_MASK
-    locale_t newlocale(int category_mask, const char* locale, locale_t base)
-
-cdef extern from "<stdlib.h>" nogil:
-    # glibc: correctly rounded, and with an explicit "C" locale so that a process-wide
-    # setlocale(LC_NUMERIC, ...) cannot change the decimal separator.
-    double strtod_l(const char* nptr, char** endptr, locale_t loc)
-
-
-# ---------------------------------------------------------------------------------------------
-# constants
-# ---------------------------------------------------------------------------------------------
-
-cdef extern from *:
-    """
-    #define DS_TWO53 9007199254740992LL  /* 2**53: integers up to this are exact doubles */
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
-    /* First byte in [p, end) that is a quote, a backslash, a control character (< 0x20) or non-ASCII. */
-    #if defined(__GNUC__)
-    #define DS_INLINE static inline __attribute__((always_inline))
-    #else
-    #define DS_INLINE static inline
-    #endif
-    DS_INLINE const unsigned char* ds_plain_run(const unsigned char* p,
-                                                const unsigned char* end) {
-    #if defined(__SSE2__)
-        const __m128i quote = _mm_set1_epi8(0x22);
-        const __m128i bslash = _mm_set1_epi8(0x5C);
-        const __m128i space = _mm_set1_epi8(0x20);
-        while (end - p >= 16) {
-            __m128i v = _mm_loadu_si128((const __m128i*)p);
-            /* signed compare: 0x00-0x1F and 0x80-0xFF are both "less than 0x20" */
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                                  _mm_cmpeq_epi8(v, bslash)),
-                                     _mm_cmplt_epi8(v, space));
-            int mask = _mm_movemask_epi8(m);
-            if (mask) return p + __builtin_ctz((unsigned)mask);
-            p += 16;
-        }
-    #endif
-        while (p < end) {
-            unsigned char c = *p;
-            if (c == 0x22 || c == 0x5C || c < 0x20 || c >= 0x80) break;
-            p++;
-        }
-        return p;
-    }
-    /* p at an opening quote: the position of the closing quote if the string is plain
-       (printable ASCII, no escapes), else NULL (not a string, or needs the full parser). */
-    DS_INLINE const unsigned char* ds_plain_string(const unsigned char* p,
-                                                   const unsigned char* end) {
-        const unsigned char* q;
-        if (p >= end || *p != 0x22) return NULL;
-        q = ds_plain_run(p + 1, end);
-        return (q < end && *q == 0x22) ? q : NULL;
-    }
-    """
-    int64_t TWO53 "DS_TWO53"
-    const uint8_t* plain_run "ds_plain_run"(const uint8_t* p, const uint8_t* end) noexcept nogil
-    const uint8_t* plain_string "ds_plain_string"(const uint8_t* p, const uint8_t* end) noexcept nogil
-
-cdef enum:
-    MAX_DEPTH = 512  # orjson's own limit is 1024; deeper lines go to the slow path
+json_grammar_init()
 
 # cut_type codes (public)
 cdef enum:
@@ -115,586 +61,355 @@ cdef enum:
     CT_LEGACY = 4    # internal: "Cut" (reported as MonoCut, always slow)
     CT_UNKNOWN = 255
 
-# top-level keys (bit positions)
+
+# ---------------------------------------------------------------------------------------------
+# Schema: one table of known keys per object level, mirroring the Lhotse 1.33 constructor the
+# level's dict goes to. Each row: (index, key, presence, value) (the cut level has one presence
+# column per cut type), where presence is
+#   REQ   required: without it the constructor raises             -> slow path
+#   OPT   optional
+#   SLOW  Lhotse accepts it, but its presence needs the slow path -> slow path
+#   NO    (top level only) not a keyword of this cut type          -> slow path
+# and value is READ (the level's parser interprets it) or SKIP (only validated as JSON).
+# An unknown key is rejected (UNKNOWN_SLOW: the constructor takes **kwargs and raises TypeError)
+# or ignored (UNKNOWN_IGNORED: from_dict reads only its known keys), per level. At every level a
+# key with a backslash escape (it may decode to a known key) and a repeated known key (orjson
+# keeps the last value; not modelled) send the line to the slow path. Index = bit in the
+# level's `seen` mask.
+# ---------------------------------------------------------------------------------------------
+
+cdef enum Presence:
+    NO = 0
+    OPT = 1
+    REQ = 2
+    SLOW = 3
+
+cdef enum Value:
+    SKIP = 0
+    READ = 1
+
 cdef enum:
-    TK_ID = 0
-    TK_START = 1
-    TK_DURATION = 2
-    TK_CHANNEL = 3
-    TK_SUPERVISIONS = 4
-    TK_FEATURES = 5
-    TK_RECORDING = 6
-    TK_CUSTOM = 7
-    TK_TYPE = 8
-    TK_SAMPLING_RATE = 9
-    TK_FEAT_VALUE = 10
-    TK_NUM_FRAMES = 11
-    TK_NUM_FEATURES = 12
-    TK_FRAME_SHIFT = 13
-    TK_NUM_SAMPLES = 14
-    TK_VIDEO = 15
-    TK_UNKNOWN = 31
+    UNKNOWN_SLOW = 0
+    UNKNOWN_IGNORED = 1
+    MAX_KEYS = 16        # per level (bits of a uint32_t seen mask)
+    MAX_KEY_LEN = 16     # longest known key: "sampling_rate" (13)
 
-# ---------------------------------------------------------------------------------------------
-# byte classes for string scanning
-# 0 plain ASCII, 1 '"', 2 '\\', 3 invalid (control char, stray continuation, bad lead byte),
-# 4 lead of a 2-byte UTF-8 sequence, 5 lead of 3-byte, 6 lead of 4-byte
-# ---------------------------------------------------------------------------------------------
+# The cut itself: MonoCut / MultiCut / PaddingCut(**d) after "type" is popped (MixedCut and the
+# legacy "Cut" always take the slow path). The presence of a key depends on the cut type, which
+# may come last, so decide() checks it against the masks derived from the two columns below.
+cdef enum CutKey:
+    CUT_ID
+    CUT_START
+    CUT_DURATION
+    CUT_CHANNEL
+    CUT_SUPERVISIONS
+    CUT_FEATURES
+    CUT_RECORDING
+    CUT_CUSTOM
+    CUT_TYPE
+    CUT_SAMPLING_RATE
+    CUT_FEAT_VALUE
+    CUT_NUM_FRAMES
+    CUT_NUM_FEATURES
+    CUT_FRAME_SHIFT
+    CUT_NUM_SAMPLES
+    CUT_VIDEO
 
-cdef uint8_t STR_CLASS[256]
-cdef int _i
-for _i in range(256):
-    if _i < 0x20:
-        STR_CLASS[_i] = 3
-    elif _i == 0x22:
-        STR_CLASS[_i] = 1
-    elif _i == 0x5C:
-        STR_CLASS[_i] = 2
-    elif _i < 0x80:
-        STR_CLASS[_i] = 0
-    elif _i < 0xC2:
-        STR_CLASS[_i] = 3
-    elif _i < 0xE0:
-        STR_CLASS[_i] = 4
-    elif _i < 0xF0:
-        STR_CLASS[_i] = 5
-    elif _i < 0xF5:
-        STR_CLASS[_i] = 6
-    else:
-        STR_CLASS[_i] = 3
+_CUT_ROWS = (
+    # index              key               Mono/MultiCut PaddingCut  value
+    (CUT_ID,             b"id",            REQ,          REQ,        READ),  # a string, no escapes
+    (CUT_START,          b"start",         REQ,          NO,         SKIP),
+    (CUT_DURATION,       b"duration",      REQ,          REQ,        READ),  # a finite number > 0
+    (CUT_CHANNEL,        b"channel",       REQ,          NO,         SKIP),
+    (CUT_SUPERVISIONS,   b"supervisions",  OPT,          NO,         READ),  # list of SUPERVISION
+    (CUT_FEATURES,       b"features",      OPT,          NO,         READ),  # FEATURES
+    (CUT_RECORDING,      b"recording",     OPT,          NO,         READ),  # RECORDING
+    (CUT_CUSTOM,         b"custom",        OPT,          OPT,        READ),  # see parse_custom
+    (CUT_TYPE,           b"type",          REQ,          REQ,        READ),
+    (CUT_SAMPLING_RATE,  b"sampling_rate", NO,           REQ,        SKIP),
+    (CUT_FEAT_VALUE,     b"feat_value",    NO,           REQ,        SKIP),
+    (CUT_NUM_FRAMES,     b"num_frames",    NO,           OPT,        READ),  # int >= 0 or null
+    (CUT_NUM_FEATURES,   b"num_features",  NO,           OPT,        READ),  # int >= 0 or null
+    (CUT_FRAME_SHIFT,    b"frame_shift",   NO,           OPT,        SKIP),
+    (CUT_NUM_SAMPLES,    b"num_samples",   NO,           OPT,        READ),  # int >= 0 or null
+    (CUT_VIDEO,          b"video",         NO,           OPT,        SKIP),
+)
 
-cdef double POW10[23]
-POW10[0] = 1.0
-for _i in range(1, 23):
-    POW10[_i] = POW10[_i - 1] * 10.0  # exact up to 1e22
+# SupervisionSegment.from_dict -> SupervisionSegment(**d)
+cdef enum SupKey:
+    SUP_ID
+    SUP_RECORDING_ID
+    SUP_START
+    SUP_DURATION
+    SUP_CHANNEL
+    SUP_TEXT
+    SUP_LANGUAGE
+    SUP_SPEAKER
+    SUP_GENDER
+    SUP_CUSTOM
+    SUP_ALIGNMENT
 
-cdef locale_t C_LOCALE = newlocale(LC_ALL_MASK, b"C", NULL)
+_SUPERVISION_ROWS = (
+    (SUP_ID,           b"id",           REQ, SKIP),
+    (SUP_RECORDING_ID, b"recording_id", REQ, SKIP),
+    (SUP_START,        b"start",        REQ, SKIP),
+    (SUP_DURATION,     b"duration",     REQ, SKIP),
+    (SUP_CHANNEL,      b"channel",      OPT, SKIP),
+    (SUP_TEXT,         b"text",         OPT, READ),  # str -> num_tokens; null; else slow
+    (SUP_LANGUAGE,     b"language",     OPT, SKIP),
+    (SUP_SPEAKER,      b"speaker",      OPT, SKIP),
+    (SUP_GENDER,       b"gender",       OPT, SKIP),
+    (SUP_CUSTOM,       b"custom",       OPT, READ),  # see parse_custom
+    (SUP_ALIGNMENT,    b"alignment",    OPT, READ),  # see parse_alignment
+)
 
+# Features.from_dict -> Features(**d); from_dict sets a missing storage_path to None.
+cdef enum FeatKey:
+    FEAT_TYPE
+    FEAT_NUM_FRAMES
+    FEAT_NUM_FEATURES
+    FEAT_FRAME_SHIFT
+    FEAT_SAMPLING_RATE
+    FEAT_START
+    FEAT_DURATION
+    FEAT_STORAGE_TYPE
+    FEAT_STORAGE_KEY
+    FEAT_STORAGE_PATH
+    FEAT_RECORDING_ID
+    FEAT_CHANNELS
 
-# ---------------------------------------------------------------------------------------------
-# parser primitives. Style: every function takes the current position and returns the new
-# one (NULL = JSON syntax error), so that the position lives in a register, not in memory.
-# ---------------------------------------------------------------------------------------------
+_FEATURES_ROWS = (
+    (FEAT_TYPE,          b"type",          REQ, SKIP),
+    (FEAT_NUM_FRAMES,    b"num_frames",    REQ, SKIP),
+    (FEAT_NUM_FEATURES,  b"num_features",  REQ, READ),  # a number (decide: an int >= 0)
+    (FEAT_FRAME_SHIFT,   b"frame_shift",   REQ, READ),  # a number (decide: > 0)
+    (FEAT_SAMPLING_RATE, b"sampling_rate", REQ, READ),  # a number (decide: > 0)
+    (FEAT_START,         b"start",         REQ, SKIP),
+    (FEAT_DURATION,      b"duration",      REQ, SKIP),
+    (FEAT_STORAGE_TYPE,  b"storage_type",  REQ, SKIP),
+    (FEAT_STORAGE_KEY,   b"storage_key",   REQ, SKIP),
+    (FEAT_STORAGE_PATH,  b"storage_path",  OPT, SKIP),
+    (FEAT_RECORDING_ID,  b"recording_id",  OPT, SKIP),
+    (FEAT_CHANNELS,      b"channels",      OPT, SKIP),
+)
 
-ctypedef const uint8_t* cptr
+# Recording.from_dict -> Recording(sources=..., transforms=..., **d)
+cdef enum RecKey:
+    REC_ID
+    REC_SOURCES
+    REC_SAMPLING_RATE
+    REC_NUM_SAMPLES
+    REC_DURATION
+    REC_CHANNEL_IDS
+    REC_TRANSFORMS
 
-cdef struct Str:
-    cptr s                # content start (after the opening quote)
-    cptr e                # content end (at the closing quote)
-    int esc               # contains a backslash escape
-    int64_t ncp           # number of Unicode code points after decoding
+_RECORDING_ROWS = (
+    (REC_ID,            b"id",            REQ, SKIP),
+    (REC_SOURCES,       b"sources",       REQ, READ),  # a list of SOURCE
+    (REC_SAMPLING_RATE, b"sampling_rate", REQ, READ),  # a number (decide: > 0)
+    (REC_NUM_SAMPLES,   b"num_samples",   REQ, SKIP),
+    (REC_DURATION,      b"duration",      REQ, SKIP),
+    (REC_CHANNEL_IDS,   b"channel_ids",   OPT, SKIP),
+    (REC_TRANSFORMS,    b"transforms",    OPT, READ),  # a list of TRANSFORM
+)
 
-cdef struct Num:
-    cptr s
-    cptr e
-    int is_int            # integer literal (no fraction, no exponent) -> Python int
-    int int_ok            # is_int and |value| <= 2**53
-    int64_t ival
-    uint64_t mant         # significant decimal digits (valid if sig <= 15)
-    int sig               # number of significant digits
-    int64_t exp10         # value == mant * 10**exp10 (when sig <= 15)
-    int neg
+# AudioSource.from_dict -> AudioSource(**d); "video" (VideoInfo.from_dict) is an unknown key
+# here, so the slow path handles it. Recording.__post_init__ sorts all source channels.
+cdef enum SrcKey:
+    SRC_TYPE
+    SRC_CHANNELS
+    SRC_SOURCE
 
+_SOURCE_ROWS = (
+    (SRC_TYPE,     b"type",     REQ, SKIP),
+    (SRC_CHANNELS, b"channels", REQ, READ),  # a list of integer literals
+    (SRC_SOURCE,   b"source",   REQ, SKIP),
+)
 
-cdef inline cptr ws(cptr p, cptr end) noexcept nogil:
-    # JSON whitespace minus '\n': the parser is bounded by the end of the whole buffer, and a
-    # line ends at its first '\n' (no valid token contains a raw newline, so none is consumed).
-    while p < end and (p[0] == 0x20 or p[0] == 0x09 or p[0] == 0x0D):
-        p += 1
-    return p
+# AudioTransform.from_dict reads "name" and "kwargs" only; only Speed/Tempo/Volume(factor=...)
+# are trusted.
+cdef enum XformKey:
+    XF_NAME
+    XF_KWARGS
 
+_TRANSFORM_ROWS = (
+    (XF_NAME,   b"name",   REQ, READ),  # "Speed", "Tempo" or "Volume"
+    (XF_KWARGS, b"kwargs", REQ, READ),  # TRANSFORM_KWARGS
+)
 
-cdef inline int hex4(cptr p) noexcept nogil:
-    cdef int v = 0
-    cdef int k
-    cdef uint8_t c
-    for k in range(4):
-        c = p[k]
-        if 0x30 <= c <= 0x39:
-            v = v * 16 + (c - 0x30)
-        elif 0x61 <= c <= 0x66:
-            v = v * 16 + (c - 0x61 + 10)
-        elif 0x41 <= c <= 0x46:
-            v = v * 16 + (c - 0x41 + 10)
-        else:
-            return -1
-    return v
+cdef enum KwKey:
+    KW_FACTOR
 
+_TRANSFORM_KWARGS_ROWS = (
+    (KW_FACTOR, b"factor", REQ, SKIP),
+)
 
-cdef inline bint is_cont(uint8_t c) noexcept nogil:
-    return (c & 0xC0) == 0x80
+# A dict value inside a `custom` dict: Lhotse tries to deserialize it as a Recording (if it has
+# id/sources/sampling_rate) or an Image (if it has "width"), either of which can raise.
+cdef enum CustomValueKey:
+    CV_WIDTH
+    CV_SOURCES
 
-
-cdef cptr pstr_full(cptr p, cptr end, Str* out) noexcept nogil:
-    """A string with escapes / non-ASCII (or an invalid one); p just after the opening quote.
-    Validates exactly like orjson (UTF-8, escapes, surrogate pairs, no raw control chars)."""
-    cdef cptr run
-    cdef int64_t ncp = 0
-    cdef int esc = 0
-    cdef uint8_t c, c1, k
-    cdef int cp, lo
-    out.s = p
-    while True:
-        run = p
-        p = plain_run(p, end)
-        ncp += p - run
-        if p >= end:
-            return NULL
-        c = p[0]
-        if c == 0x22:
-            break
-        k = STR_CLASS[c]
-        if k == 2:
-            esc = 1
-            if p + 1 >= end:
-                return NULL
-            c1 = p[1]
-            if (c1 == 0x22 or c1 == 0x5C or c1 == 0x2F or c1 == 0x62 or c1 == 0x66
-                    or c1 == 0x6E or c1 == 0x72 or c1 == 0x74):
-                p += 2
-            elif c1 == 0x75:  # \uXXXX
-                if p + 6 > end:
-                    return NULL
-                cp = hex4(p + 2)
-                if cp < 0:
-                    return NULL
-                p += 6
-                if 0xD800 <= cp <= 0xDBFF:
-                    if p + 6 > end or p[0] != 0x5C or p[1] != 0x75:
-                        return NULL  # lone high surrogate
-                    lo = hex4(p + 2)
-                    if lo < 0xDC00 or lo > 0xDFFF:
-                        return NULL
-                    p += 6
-                elif 0xDC00 <= cp <= 0xDFFF:
-                    return NULL  # lone low surrogate
-            else:
-                return NULL
-            ncp += 1
-        elif k == 4:
-            if p + 2 > end or not is_cont(p[1]):
-                return NULL
-            p += 2
-            ncp += 1
-        elif k == 5:
-            if p + 3 > end:
-                return NULL
-            c1 = p[1]
-            if c == 0xE0:
-                if c1 < 0xA0 or c1 > 0xBF:
-                    return NULL
-            elif c == 0xED:
-                if c1 < 0x80 or c1 > 0x9F:
-                    return NULL  # UTF-8 encoded surrogate
-            elif not is_cont(c1):
-                return NULL
-            if not is_cont(p[2]):
-                return NULL
-            p += 3
-            ncp += 1
-        elif k == 6:
-            if p + 4 > end:
-                return NULL
-            c1 = p[1]
-            if c == 0xF0:
-                if c1 < 0x90 or c1 > 0xBF:
-                    return NULL
-            elif c == 0xF4:
-                if c1 < 0x80 or c1 > 0x8F:
-                    return NULL
-            elif not is_cont(c1):
-                return NULL
-            if not is_cont(p[2]) or not is_cont(p[3]):
-                return NULL
-            p += 4
-            ncp += 1
-        else:
-            return NULL  # raw control character, stray continuation byte, invalid lead byte
-    out.e = p
-    out.esc = esc
-    out.ncp = ncp
-    return p + 1
+_CUSTOM_VALUE_ROWS = (
+    (CV_WIDTH,   b"width",   SLOW, SKIP),
+    (CV_SOURCES, b"sources", SLOW, SKIP),
+)
 
 
-cdef cptr pstr_slow(cptr p, cptr end, Str* out) noexcept nogil:
-    if p >= end or p[0] != 0x22:
-        return NULL
-    return pstr_full(p + 1, end, out)
+cdef struct KeyTable:
+    int unknown                     # UNKNOWN_SLOW or UNKNOWN_IGNORED
+    uint32_t required               # bits of the REQ keys (derived)
+    uint32_t slow                   # bits of the SLOW keys (derived)
+    uint8_t name[MAX_KEYS][MAX_KEY_LEN]   # zero-padded
+    int8_t first[MAX_KEY_LEN + 1]   # first key of each length (-1: none) ...
+    int8_t next[MAX_KEYS]           # ... and the next one of the same length
 
 
-cdef inline cptr pstr(cptr p, cptr end, Str* out) noexcept nogil:
-    """A string at p (the opening quote is checked). Returns the position after it, or NULL."""
-    cdef cptr q = plain_string(p, end)
-    if q == NULL:
-        return pstr_slow(p, end, out)
-    out.s = p + 1  # the common case: plain ASCII, no escapes
-    out.e = q
-    out.esc = 0
-    out.ncp = q - (p + 1)
-    return q + 1
+cdef KeyTable CUT_KEYS, SUPERVISION_KEYS, FEATURES_KEYS, RECORDING_KEYS, SOURCE_KEYS
+cdef KeyTable TRANSFORM_KEYS, TRANSFORM_KWARGS_KEYS, CUSTOM_VALUE_KEYS
+# presence of the top-level keys per cut type (derived from _CUT_ROWS)
+cdef uint32_t DATA_ALLOWED = 0, DATA_REQUIRED = 0, PAD_ALLOWED = 0, PAD_REQUIRED = 0
 
 
-cdef int num_to_double(const Num* n, double* out) noexcept nogil:
-    """Exactly Python's float() of the literal. 1 ok / 0 cannot (caller -> slow path)."""
-    cdef double v
-    cdef char tmp[128]
-    cdef char* endp
-    cdef Py_ssize_t ln
-    if n.is_int and n.int_ok:
-        out[0] = <double>n.ival
-        return 1
-    if n.sig <= 15 and -22 <= n.exp10 <= 22:
-        # Clinger's fast path: mant and 10**|e| are exact doubles, one correct rounding.
-        v = <double>n.mant
-        if n.exp10 >= 0:
-            v = v * POW10[n.exp10]
-        else:
-            v = v / POW10[-n.exp10]
-        out[0] = -v if n.neg else v
-        return 1
-    ln = n.e - n.s
-    if ln >= 127 or C_LOCALE == NULL:
-        return 0
-    memcpy(tmp, n.s, ln)
-    tmp[ln] = 0
-    v = strtod_l(tmp, &endp, C_LOCALE)
-    if endp != tmp + ln:
-        return 0
-    out[0] = v
-    return 1
+cdef int _fill(KeyTable* t, rows, int unknown) except -1:
+    """Fill ``t`` from ``(index, key, presence, value)`` rows (import time)."""
+    cdef int i, n = len(rows)
+    memset(t, 0, sizeof(KeyTable))
+    t.unknown = unknown
+    for i in range(MAX_KEY_LEN + 1):
+        t.first[i] = -1
+    if n > MAX_KEYS or sorted(row[0] for row in rows) != list(range(n)):
+        raise RuntimeError(f"cutscan schema: row indices {[row[0] for row in rows]} are not "
+                           f"0 .. {n - 1} (at most {MAX_KEYS})")
+    for i, key, presence, value in rows:
+        if not 1 <= len(key) <= MAX_KEY_LEN or presence == NO:
+            raise RuntimeError(f"cutscan schema: bad row for key {key!r}")
+        for j, byte in enumerate(key):
+            t.name[i][j] = byte
+        if presence == REQ:
+            t.required |= (<uint32_t>1) << i
+        elif presence == SLOW:
+            t.slow |= (<uint32_t>1) << i
+        t.next[i] = t.first[len(key)]
+        t.first[len(key)] = i
+    return 0
 
 
-cdef cptr pnum(cptr p, cptr end, Num* out) noexcept nogil:
-    """A number we need: strict JSON grammar, rejects what orjson rejects (infinite doubles)."""
-    cdef uint64_t ival = 0
-    cdef uint64_t mant = 0
-    cdef int nd = 0          # integer-part digits (0 when the integer part is "0")
-    cdef int sig = 0
-    cdef int64_t nfrac = 0
-    cdef int64_t ex = 0
-    cdef int exneg = 0
-    cdef int is_int = 1
-    cdef uint8_t d
-    cdef double dummy
-    out.s = p
-    out.neg = 0
-    if p < end and p[0] == 0x2D:
-        out.neg = 1
-        p += 1
-    if p >= end:
-        return NULL
-    if p[0] == 0x30:
-        p += 1
-    elif 0x31 <= p[0] <= 0x39:
-        while p < end and 0x30 <= p[0] <= 0x39:
-            d = p[0] - 0x30
-            if nd < 19:
-                ival = ival * 10 + d
-            nd += 1
-            if sig < 16:
-                mant = mant * 10 + d
-            if sig > 0 or d != 0:
-                sig += 1
-            p += 1
-    else:
-        return NULL
-    if p < end and p[0] == 0x2E:
-        is_int = 0
-        p += 1
-        if p >= end or not (0x30 <= p[0] <= 0x39):
-            return NULL
-        while p < end and 0x30 <= p[0] <= 0x39:
-            d = p[0] - 0x30
-            if sig < 16:
-                mant = mant * 10 + d
-            if sig > 0 or d != 0:
-                sig += 1
-            if nfrac < 1000000:
-                nfrac += 1
-            p += 1
-    if p < end and (p[0] == 0x65 or p[0] == 0x45):
-        is_int = 0
-        p += 1
-        if p < end and (p[0] == 0x2B or p[0] == 0x2D):
-            exneg = p[0] == 0x2D
-            p += 1
-        if p >= end or not (0x30 <= p[0] <= 0x39):
-            return NULL
-        while p < end and 0x30 <= p[0] <= 0x39:
-            if ex < 1000000:
-                ex = ex * 10 + (p[0] - 0x30)
-            p += 1
-        if exneg:
-            ex = -ex
-    out.e = p
-    out.is_int = is_int
-    out.int_ok = is_int and nd <= 16 and ival <= <uint64_t>TWO53
-    out.ival = -<int64_t>ival if out.neg else <int64_t>ival
-    out.mant = mant
-    out.sig = sig
-    out.exp10 = ex - nfrac
-    # orjson rejects literals whose double value is infinite; only possible when huge.
-    if (nd + ex) > 300 or (is_int and nd > 300):
-        if not num_to_double(out, &dummy) or not isfinite(dummy):
-            return NULL
-    return p
+cdef int _fill_cut(rows) except -1:
+    global DATA_ALLOWED, DATA_REQUIRED, PAD_ALLOWED, PAD_REQUIRED
+    _fill(&CUT_KEYS, [(i, key, OPT, value) for i, key, _, _, value in rows], UNKNOWN_SLOW)
+    for i, _, data, pad, _ in rows:
+        if data != NO:
+            DATA_ALLOWED |= (<uint32_t>1) << i
+        if data == REQ:
+            DATA_REQUIRED |= (<uint32_t>1) << i
+        if pad != NO:
+            PAD_ALLOWED |= (<uint32_t>1) << i
+        if pad == REQ:
+            PAD_REQUIRED |= (<uint32_t>1) << i
+    return 0
 
 
-cdef inline cptr skipnum(cptr p, cptr end) noexcept nogil:
-    """A number we do not need (same grammar and range rules as pnum)."""
-    cdef cptr s0 = p
-    cdef cptr s
-    cdef Py_ssize_t nd = 0
-    cdef int64_t ex = 0
-    cdef int exneg = 0
-    cdef Num n
-    if p < end and p[0] == 0x2D:
-        p += 1
-    if p >= end:
-        return NULL
-    if p[0] == 0x30:
-        p += 1
-    elif 0x31 <= p[0] <= 0x39:
-        s = p
-        while p < end and 0x30 <= p[0] <= 0x39:
-            p += 1
-        nd = p - s
-    else:
-        return NULL
-    if p < end and p[0] == 0x2E:
-        p += 1
-        if p >= end or not (0x30 <= p[0] <= 0x39):
-            return NULL
-        while p < end and 0x30 <= p[0] <= 0x39:
-            p += 1
-    if p < end and (p[0] == 0x65 or p[0] == 0x45):
-        p += 1
-        if p < end and (p[0] == 0x2B or p[0] == 0x2D):
-            exneg = p[0] == 0x2D
-            p += 1
-        if p >= end or not (0x30 <= p[0] <= 0x39):
-            return NULL
-        while p < end and 0x30 <= p[0] <= 0x39:
-            if ex < 1000000:
-                ex = ex * 10 + (p[0] - 0x30)
-            p += 1
-        if exneg:
-            ex = -ex
-    if nd + ex > 300 or nd > 300:
-        return pnum(s0, end, &n)  # rare: full parse with the infinity check
-    return p
+_fill_cut(_CUT_ROWS)
+_fill(&SUPERVISION_KEYS, _SUPERVISION_ROWS, UNKNOWN_SLOW)
+_fill(&FEATURES_KEYS, _FEATURES_ROWS, UNKNOWN_SLOW)
+_fill(&RECORDING_KEYS, _RECORDING_ROWS, UNKNOWN_SLOW)
+_fill(&SOURCE_KEYS, _SOURCE_ROWS, UNKNOWN_SLOW)
+_fill(&TRANSFORM_KEYS, _TRANSFORM_ROWS, UNKNOWN_IGNORED)
+_fill(&TRANSFORM_KWARGS_KEYS, _TRANSFORM_KWARGS_ROWS, UNKNOWN_SLOW)
+_fill(&CUSTOM_VALUE_KEYS, _CUSTOM_VALUE_ROWS, UNKNOWN_IGNORED)
 
 
-cdef inline cptr lit(cptr p, cptr end, const char* word, Py_ssize_t n) noexcept nogil:
-    if end - p < n or memcmp(p, word, n) != 0:
-        return NULL
-    return p + n
+def _describe(rows, unknown):
+    presence = {OPT: "optional", REQ: "required", SLOW: "slow"}
+    return {
+        "unknown": "slow" if unknown == UNKNOWN_SLOW else "ignored",
+        "keys": {key.decode(): presence[p] for _, key, p, _ in rows},
+        "read": tuple(key.decode() for _, key, _, v in rows if v == READ),
+    }
 
 
-# Containers. Pattern (objects; arrays alike with arr_open / arr_sep):
-#     p = obj_open(p, end, &more)            # p at '{'
-#     while more:
-#         p = obj_key(p, end, &key)          # p now at the member's value
-#         p = <value parser>(p, end, ...)
-#         p = obj_sep(p, end, &more)
-# with a NULL check after each step. obj_key / arr_sep guarantee p < end for a value.
-
-cdef inline cptr obj_open(cptr p, cptr end, int* more) noexcept nogil:
-    p = ws(p + 1, end)
-    if p < end and p[0] == 0x7D:
-        more[0] = 0
-        return p + 1
-    more[0] = 1
-    return p
-
-
-cdef cptr obj_key_slow(cptr p, cptr end, Str* key) noexcept nogil:
-    p = pstr_slow(p, end, key)
-    if p == NULL:
-        return NULL
-    return colon(p, end)
+#: The schema tables as plain data (for tests and docs): level -> ``{"unknown": "slow" |
+#: "ignored", "keys": {key: "required" | "optional" | "slow"}, "read": (keys whose value the
+#: scanner interprets, ...)}``; the cut level once per cut type, without the keys it does not take.
+SCHEMA = {
+    **{
+        f"cut/{name}": _describe(
+            [(i, key, (data, pad)[which], value) for i, key, data, pad, value in _CUT_ROWS
+             if (data, pad)[which] != NO],
+            UNKNOWN_SLOW,
+        )
+        for name, which in (("MonoCut", 0), ("MultiCut", 0), ("PaddingCut", 1))
+    },
+    "supervision": _describe(_SUPERVISION_ROWS, UNKNOWN_SLOW),
+    "features": _describe(_FEATURES_ROWS, UNKNOWN_SLOW),
+    "recording": _describe(_RECORDING_ROWS, UNKNOWN_SLOW),
+    "source": _describe(_SOURCE_ROWS, UNKNOWN_SLOW),
+    "transform": _describe(_TRANSFORM_ROWS, UNKNOWN_IGNORED),
+    "transform kwargs": _describe(_TRANSFORM_KWARGS_ROWS, UNKNOWN_SLOW),
+    "custom value": _describe(_CUSTOM_VALUE_ROWS, UNKNOWN_IGNORED),
+}
 
 
-cdef cptr colon(cptr p, cptr end) noexcept nogil:
-    p = ws(p, end)
-    if p >= end or p[0] != 0x3A:
-        return NULL
-    p = ws(p + 1, end)
-    if p >= end:
-        return NULL
-    return p
+cdef inline int member(const KeyTable* t, const Str* key, uint32_t* seen, int* bad) noexcept nogil:
+    """Look an object key up in its level's table: its index, or -1 if it is not a known key.
+    Sets ``*bad`` (slow path) for an escaped key, an unknown key at an UNKNOWN_SLOW level, a
+    repeated or a SLOW key; marks the key in ``*seen``."""
+    cdef Py_ssize_t n = key.e - key.s
+    cdef int i = -1
+    cdef uint32_t bit
+    if not key.esc and n <= MAX_KEY_LEN:
+        i = t.first[n]
+        while i >= 0 and not eq_short(key.s, t.name[i], n):
+            i = t.next[i]
+    if i < 0:
+        if key.esc or t.unknown == UNKNOWN_SLOW:
+            bad[0] = 1
+        return -1
+    bit = (<uint32_t>1) << i
+    if (seen[0] & bit) or (t.slow & bit):
+        bad[0] = 1
+    seen[0] |= bit
+    return i
 
 
-cdef inline cptr obj_key(cptr p, cptr end, Str* key) noexcept nogil:
-    cdef cptr q = plain_string(p, end)
-    if q == NULL:
-        return obj_key_slow(p, end, key)
-    key.s = p + 1
-    key.e = q
-    key.esc = 0
-    key.ncp = q - (p + 1)
-    p = q + 1
-    if end - p >= 2 and p[0] == 0x3A and p[1] > 0x20:  # compact `"key":value`
-        return p + 1
-    return colon(p, end)
-
-
-cdef inline cptr obj_sep(cptr p, cptr end, int* more) noexcept nogil:
-    if p < end and p[0] <= 0x20:
-        p = ws(p, end)
-    if p >= end:
-        return NULL
-    if p[0] == 0x2C:
-        more[0] = 1
-        p += 1
-        if p < end and p[0] <= 0x20:
-            p = ws(p, end)
-        return p
-    if p[0] == 0x7D:
-        more[0] = 0
-        return p + 1
-    return NULL
-
-
-cdef inline cptr arr_open(cptr p, cptr end, int* more) noexcept nogil:
-    p = ws(p + 1, end)
-    if p >= end:
-        return NULL
-    if p[0] == 0x5D:
-        more[0] = 0
-        return p + 1
-    more[0] = 1
-    return p
-
-
-cdef inline cptr arr_sep(cptr p, cptr end, int* more) noexcept nogil:
-    if p < end and p[0] <= 0x20:
-        p = ws(p, end)
-    if p >= end:
-        return NULL
-    if p[0] == 0x2C:
-        p += 1
-        if p < end and p[0] <= 0x20:
-            p = ws(p, end)
-        if p >= end:
-            return NULL
-        more[0] = 1
-        return p
-    if p[0] == 0x5D:
-        more[0] = 0
-        return p + 1
-    return NULL
-
-
-cdef cptr skipv(cptr p, cptr end, int depth) noexcept nogil:
-    """Validate and skip one JSON value starting at p (whitespace already skipped)."""
-    cdef Str s
-    cdef uint8_t c
-    cdef int more
-    if p >= end:
-        return NULL
-    c = p[0]
-    if c == 0x22:
-        return pstr(p, end, &s)
-    if c == 0x7B:
-        if depth >= MAX_DEPTH:
-            return NULL
-        p = obj_open(p, end, &more)
-        while more:
-            p = obj_key(p, end, &s)
-            if p == NULL:
-                return NULL
-            p = skipv(p, end, depth + 1)
-            if p == NULL:
-                return NULL
-            p = obj_sep(p, end, &more)
-            if p == NULL:
-                return NULL
-        return p
-    if c == 0x5B:
-        if depth >= MAX_DEPTH:
-            return NULL
-        p = arr_open(p, end, &more)
-        if p == NULL:
-            return NULL
-        while more:
-            p = skipv(p, end, depth + 1)
-            if p == NULL:
-                return NULL
-            p = arr_sep(p, end, &more)
-            if p == NULL:
-                return NULL
-        return p
-    if c == 0x74:
-        return lit(p, end, b"true", 4)
-    if c == 0x66:
-        return lit(p, end, b"false", 5)
-    if c == 0x6E:
-        return lit(p, end, b"null", 4)
-    if c == 0x2D or 0x30 <= c <= 0x39:
-        return skipnum(p, end)
-    return NULL
-
-
-cdef inline bint key_is(const Str* k, const char* word, Py_ssize_t n) noexcept nogil:
-    return (not k.esc) and (k.e - k.s) == n and memcmp(k.s, word, n) == 0
-
-
-cdef inline bint is_null(cptr p, cptr end) noexcept nogil:
-    return end - p >= 4 and memcmp(p, b"null", 4) == 0
-
-
-cdef inline cptr num_value(cptr p, cptr end, Num* n, int* ok) noexcept nogil:
-    """A value expected to be a number: ok=1 if it is one, else it is skipped with ok=0."""
-    cdef uint8_t c = p[0]
-    if c == 0x2D or 0x30 <= c <= 0x39:
-        ok[0] = 1
-        return pnum(p, end, n)
-    ok[0] = 0
-    return skipv(p, end, 1)
-
-
-cdef inline cptr int_value(cptr p, cptr end, int* ok) noexcept nogil:
-    """A value expected to be an integer literal (ok=0 if it is anything else)."""
-    cdef Num n
-    cdef uint8_t c = p[0]
-    if c == 0x2D or 0x30 <= c <= 0x39:
-        p = pnum(p, end, &n)
-        ok[0] = p != NULL and n.is_int
-        return p
-    ok[0] = 0
-    return skipv(p, end, 1)
+cdef inline void end_object(const KeyTable* t, uint32_t seen, int* bad) noexcept nogil:
+    """After an object's last member: every required key must have been seen."""
+    if (seen & t.required) != t.required:
+        bad[0] = 1
 
 
 # ---------------------------------------------------------------------------------------------
-# Lhotse-specific sub-parsers: p at the value; return the position after it (NULL on a JSON
-# syntax error) and set *bad = 1 if Lhotse could behave differently from the fast path's model.
+# Level parsers: p at the value; return the position after it (NULL on a JSON syntax error) and
+# set *bad = 1 if Lhotse could behave differently from the fast path's model. Each object loop
+# looks its keys up with member() and reads only the values its table marks READ.
 # ---------------------------------------------------------------------------------------------
 
-cdef cptr parse_custom_value_keys(cptr p, cptr end, int* bad) noexcept nogil:
-    """A dict value inside a `custom` dict: Lhotse tries to deserialize it as a Recording
-    (if it has id/sources/sampling_rate) or an Image (if it has "width"), either of which can
-    raise. Route any such dict to the slow path; arrays are deserialized inside try/except."""
+cdef cptr parse_custom_value(cptr p, cptr end, int* bad) noexcept nogil:
+    """A dict value inside a `custom` dict (_CUSTOM_VALUE_ROWS); arrays are deserialized inside
+    try/except by Lhotse, so only dicts are looked at."""
     cdef Str key
     cdef int more
+    cdef uint32_t seen = 0
     p = obj_open(p, end, &more)
     while more:
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        if key.esc or key_is(&key, b"width", 5) or key_is(&key, b"sources", 7):
-            bad[0] = 1
+        member(&CUSTOM_VALUE_KEYS, &key, &seen, bad)
         p = skipv(p, end, 3)
         if p == NULL:
             return NULL
         p = obj_sep(p, end, &more)
         if p == NULL:
             return NULL
+    end_object(&CUSTOM_VALUE_KEYS, seen, bad)
     return p
 
 
 cdef cptr parse_custom(cptr p, cptr end, int* bad) noexcept nogil:
-    """`custom` of a MonoCut/MultiCut/SupervisionSegment: null or a dict (deserialize_custom_field)."""
+    """`custom` of a MonoCut/MultiCut/SupervisionSegment: null or a dict with any keys
+    (deserialize_custom_field); its dict values are parse_custom_value."""
     cdef Str key
     cdef int more
     if is_null(p, end):
@@ -708,7 +423,7 @@ cdef cptr parse_custom(cptr p, cptr end, int* bad) noexcept nogil:
         if p == NULL:
             return NULL
         if p[0] == 0x7B:
-            p = parse_custom_value_keys(p, end, bad)
+            p = parse_custom_value(p, end, bad)
         else:
             p = skipv(p, end, 2)
         if p == NULL:
@@ -720,7 +435,7 @@ cdef cptr parse_custom(cptr p, cptr end, int* bad) noexcept nogil:
 
 
 cdef cptr parse_alignment(cptr p, cptr end, int* bad) noexcept nogil:
-    """{"word": [[sym, start, dur(, score)], ...], ...} -> AlignmentItem(*item)."""
+    """{"word": [[sym, start, dur(, score)], ...], ...} (any keys) -> AlignmentItem(*item)."""
     cdef Str key
     cdef int more, amore, imore, nitems
     if p[0] != 0x7B:
@@ -777,10 +492,11 @@ cdef struct SupAcc:
 
 
 cdef cptr parse_supervision(cptr p, cptr end, SupAcc* acc, int* bad) noexcept nogil:
+    """One _SUPERVISION_ROWS object: counts it, and the code points of its text."""
     cdef Str key, txt
     cdef int more
     cdef uint32_t seen = 0
-    cdef uint32_t bit
+    cdef int k
     if p[0] != 0x7B:
         bad[0] = 1
         return skipv(p, end, 1)
@@ -789,9 +505,8 @@ cdef cptr parse_supervision(cptr p, cptr end, SupAcc* acc, int* bad) noexcept no
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        bit = 0
-        if key_is(&key, b"text", 4):
-            bit = 1 << 5
+        k = member(&SUPERVISION_KEYS, &key, &seen, bad)
+        if k == SUP_TEXT:
             if p[0] == 0x22:
                 p = pstr(p, end, &txt)
                 if p == NULL:
@@ -803,43 +518,18 @@ cdef cptr parse_supervision(cptr p, cptr end, SupAcc* acc, int* bad) noexcept no
             else:
                 bad[0] = 1
                 p = skipv(p, end, 1)
-        elif key_is(&key, b"custom", 6):
-            bit = 1 << 9
+        elif k == SUP_CUSTOM:
             p = parse_custom(p, end, bad)
-        elif key_is(&key, b"alignment", 9):
-            bit = 1 << 10
+        elif k == SUP_ALIGNMENT:
             p = parse_alignment(p, end, bad)
         else:
-            if key_is(&key, b"id", 2):
-                bit = 1 << 0
-            elif key_is(&key, b"recording_id", 12):
-                bit = 1 << 1
-            elif key_is(&key, b"start", 5):
-                bit = 1 << 2
-            elif key_is(&key, b"duration", 8):
-                bit = 1 << 3
-            elif key_is(&key, b"channel", 7):
-                bit = 1 << 4
-            elif key_is(&key, b"language", 8):
-                bit = 1 << 6
-            elif key_is(&key, b"speaker", 7):
-                bit = 1 << 7
-            elif key_is(&key, b"gender", 6):
-                bit = 1 << 8
-            else:
-                bad[0] = 1  # unexpected keyword argument
             p = skipv(p, end, 2)
         if p == NULL:
             return NULL
-        if bit:
-            if seen & bit:
-                bad[0] = 1  # duplicate key
-            seen |= bit
         p = obj_sep(p, end, &more)
         if p == NULL:
             return NULL
-    if (seen & 0xF) != 0xF:
-        bad[0] = 1  # id, recording_id, start, duration are required
+    end_object(&SUPERVISION_KEYS, seen, bad)
     acc.nsup += 1
     return p
 
@@ -869,11 +559,11 @@ cdef struct FeatInfo:
 
 
 cdef cptr parse_features(cptr p, cptr end, FeatInfo* fi, int* bad) noexcept nogil:
-    """Features.from_dict -> Features(**data)."""
+    """A _FEATURES_ROWS object: its three numbers that the cut's values depend on."""
     cdef Str key
     cdef int more, ok
     cdef uint32_t seen = 0
-    cdef uint32_t bit
+    cdef int k
     if p[0] != 0x7B:
         bad[0] = 1  # null or anything else makes Features.from_dict raise
         return skipv(p, end, 1)
@@ -882,63 +572,33 @@ cdef cptr parse_features(cptr p, cptr end, FeatInfo* fi, int* bad) noexcept nogi
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        bit = 0
         ok = 1
-        if key_is(&key, b"frame_shift", 11):
-            bit = 1 << 3
+        k = member(&FEATURES_KEYS, &key, &seen, bad)
+        if k == FEAT_FRAME_SHIFT:
             p = num_value(p, end, &fi.frame_shift, &ok)
-        elif key_is(&key, b"sampling_rate", 13):
-            bit = 1 << 4
+        elif k == FEAT_SAMPLING_RATE:
             p = num_value(p, end, &fi.sampling_rate, &ok)
-        elif key_is(&key, b"num_features", 12):
-            bit = 1 << 2
+        elif k == FEAT_NUM_FEATURES:
             p = num_value(p, end, &fi.num_features, &ok)
         else:
-            if key_is(&key, b"type", 4):
-                bit = 1 << 0
-            elif key_is(&key, b"num_frames", 10):
-                bit = 1 << 1
-            elif key_is(&key, b"start", 5):
-                bit = 1 << 5
-            elif key_is(&key, b"duration", 8):
-                bit = 1 << 6
-            elif key_is(&key, b"storage_type", 12):
-                bit = 1 << 7
-            elif key_is(&key, b"storage_key", 11):
-                bit = 1 << 8
-            elif key_is(&key, b"storage_path", 12):
-                bit = 1 << 9
-            elif key_is(&key, b"recording_id", 12):
-                bit = 1 << 10
-            elif key_is(&key, b"channels", 8):
-                bit = 1 << 11
-            else:
-                bad[0] = 1
             p = skipv(p, end, 2)
         if p == NULL:
             return NULL
         if not ok:
             bad[0] = 1
-        if bit:
-            if seen & bit:
-                bad[0] = 1
-            seen |= bit
         p = obj_sep(p, end, &more)
         if p == NULL:
             return NULL
-    # type, num_frames, num_features, frame_shift, sampling_rate, start, duration, storage_type,
-    # storage_key are required; storage_path may be missing (from_dict sets it to None).
-    if (seen & 0x1FF) != 0x1FF:
-        bad[0] = 1
+    end_object(&FEATURES_KEYS, seen, bad)
     return p
 
 
 cdef cptr parse_source(cptr p, cptr end, int* bad) noexcept nogil:
-    """AudioSource.from_dict; Recording.__post_init__ sorts all source channels."""
+    """A _SOURCE_ROWS object: its channels must be integer literals."""
     cdef Str key
     cdef int more, cmore, ok
     cdef uint32_t seen = 0
-    cdef uint32_t bit
+    cdef int k
     if p[0] != 0x7B:
         bad[0] = 1
         return skipv(p, end, 2)
@@ -947,9 +607,8 @@ cdef cptr parse_source(cptr p, cptr end, int* bad) noexcept nogil:
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        bit = 0
-        if key_is(&key, b"channels", 8):
-            bit = 1 << 1
+        k = member(&SOURCE_KEYS, &key, &seen, bad)
+        if k == SRC_CHANNELS:
             if p[0] != 0x5B:
                 bad[0] = 1
                 p = skipv(p, end, 3)
@@ -967,31 +626,22 @@ cdef cptr parse_source(cptr p, cptr end, int* bad) noexcept nogil:
                     if p == NULL:
                         return NULL
         else:
-            if key_is(&key, b"type", 4):
-                bit = 1 << 0
-            elif key_is(&key, b"source", 6):
-                bit = 1 << 2
-            else:
-                bad[0] = 1  # includes "video" (VideoInfo.from_dict / multiple videos)
             p = skipv(p, end, 3)
         if p == NULL:
             return NULL
-        if bit:
-            if seen & bit:
-                bad[0] = 1
-            seen |= bit
         p = obj_sep(p, end, &more)
         if p == NULL:
             return NULL
-    if seen != 0x7:
-        bad[0] = 1
+    end_object(&SOURCE_KEYS, seen, bad)
     return p
 
 
 cdef cptr parse_transform(cptr p, cptr end, int* bad) noexcept nogil:
-    """AudioTransform.from_dict: only Speed/Tempo/Volume(factor=...) are trusted."""
+    """A _TRANSFORM_ROWS object: Speed/Tempo/Volume with kwargs {"factor": ...} only."""
     cdef Str key, name, kkey
-    cdef int more, kmore, nkw, has_name = 0, has_kwargs = 0
+    cdef int more, kmore
+    cdef uint32_t seen = 0, kseen
+    cdef int k
     if p[0] != 0x7B:
         bad[0] = 1
         return skipv(p, end, 2)
@@ -1000,8 +650,8 @@ cdef cptr parse_transform(cptr p, cptr end, int* bad) noexcept nogil:
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        if key_is(&key, b"name", 4):
-            has_name += 1
+        k = member(&TRANSFORM_KEYS, &key, &seen, bad)
+        if k == XF_NAME:
             if p[0] != 0x22:
                 bad[0] = 1
                 p = skipv(p, end, 3)
@@ -1012,40 +662,33 @@ cdef cptr parse_transform(cptr p, cptr end, int* bad) noexcept nogil:
                 if not (key_is(&name, b"Speed", 5) or key_is(&name, b"Tempo", 5)
                         or key_is(&name, b"Volume", 6)):
                     bad[0] = 1
-        elif key_is(&key, b"kwargs", 6):
-            has_kwargs += 1
+        elif k == XF_KWARGS:
             if p[0] != 0x7B:
                 bad[0] = 1
                 p = skipv(p, end, 3)
             else:
-                nkw = 0
+                kseen = 0
                 p = obj_open(p, end, &kmore)
                 while kmore:
                     p = obj_key(p, end, &kkey)
                     if p == NULL:
                         return NULL
-                    nkw += 1
-                    if not key_is(&kkey, b"factor", 6):
-                        bad[0] = 1
+                    member(&TRANSFORM_KWARGS_KEYS, &kkey, &kseen, bad)
                     p = skipv(p, end, 4)
                     if p == NULL:
                         return NULL
                     p = obj_sep(p, end, &kmore)
                     if p == NULL:
                         return NULL
-                if nkw != 1:
-                    bad[0] = 1
+                end_object(&TRANSFORM_KWARGS_KEYS, kseen, bad)
         else:
-            if key.esc:
-                bad[0] = 1  # might decode to "name" / "kwargs"
-            p = skipv(p, end, 3)  # other keys are ignored by from_dict
+            p = skipv(p, end, 3)
         if p == NULL:
             return NULL
         p = obj_sep(p, end, &more)
         if p == NULL:
             return NULL
-    if has_name != 1 or has_kwargs != 1:
-        bad[0] = 1
+    end_object(&TRANSFORM_KEYS, seen, bad)
     return p
 
 
@@ -1072,11 +715,11 @@ cdef cptr parse_list_of(cptr p, cptr end, int which, int* bad) noexcept nogil:
 
 
 cdef cptr parse_recording(cptr p, cptr end, Num* sampling_rate, int* bad) noexcept nogil:
-    """Recording.from_dict -> Recording(sources=..., transforms=..., **data)."""
+    """A _RECORDING_ROWS object: its sampling rate, and its sources and transforms checked."""
     cdef Str key
     cdef int more, ok
     cdef uint32_t seen = 0
-    cdef uint32_t bit
+    cdef int k
     if p[0] != 0x7B:
         bad[0] = 1  # null: None.pop fails
         return skipv(p, end, 1)
@@ -1085,43 +728,26 @@ cdef cptr parse_recording(cptr p, cptr end, Num* sampling_rate, int* bad) noexce
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        bit = 0
         ok = 1
-        if key_is(&key, b"sampling_rate", 13):
-            bit = 1 << 2
+        k = member(&RECORDING_KEYS, &key, &seen, bad)
+        if k == REC_SAMPLING_RATE:
             p = num_value(p, end, sampling_rate, &ok)
-        elif key_is(&key, b"sources", 7):
-            bit = 1 << 1
+        elif k == REC_SOURCES:
             p = parse_list_of(p, end, 0, bad)
-        elif key_is(&key, b"transforms", 10):
-            bit = 1 << 6
+        elif k == REC_TRANSFORMS:
             p = parse_list_of(p, end, 1, bad)
         else:
-            if key_is(&key, b"id", 2):
-                bit = 1 << 0
-            elif key_is(&key, b"num_samples", 11):
-                bit = 1 << 3
-            elif key_is(&key, b"duration", 8):
-                bit = 1 << 4
-            elif key_is(&key, b"channel_ids", 11):
-                bit = 1 << 5
-            else:
-                bad[0] = 1
             p = skipv(p, end, 2)
         if p == NULL:
             return NULL
         if not ok:
             bad[0] = 1
-        if bit:
-            if seen & bit:
-                bad[0] = 1
-            seen |= bit
         p = obj_sep(p, end, &more)
         if p == NULL:
             return NULL
-    if (seen & 0x1F) != 0x1F:
-        bad[0] = 1  # id, sources, sampling_rate, num_samples, duration are required
+    end_object(&RECORDING_KEYS, seen, bad)
     return p
+
 
 # ---------------------------------------------------------------------------------------------
 # numeric semantics (lhotse.utils.compute_num_frames / compute_num_samples)
@@ -1194,57 +820,6 @@ cdef struct LineOut:
     int64_t id_end
 
 
-cdef inline int top_key(const Str* k) noexcept nogil:
-    cdef Py_ssize_t n
-    if k.esc:
-        return TK_UNKNOWN
-    n = k.e - k.s
-    if n == 2:
-        if key_is(k, b"id", 2):
-            return TK_ID
-    elif n == 4:
-        if key_is(k, b"type", 4):
-            return TK_TYPE
-    elif n == 5:
-        if key_is(k, b"start", 5):
-            return TK_START
-        if key_is(k, b"video", 5):
-            return TK_VIDEO
-    elif n == 6:
-        if key_is(k, b"custom", 6):
-            return TK_CUSTOM
-    elif n == 7:
-        if key_is(k, b"channel", 7):
-            return TK_CHANNEL
-    elif n == 8:
-        if key_is(k, b"duration", 8):
-            return TK_DURATION
-        if key_is(k, b"features", 8):
-            return TK_FEATURES
-    elif n == 9:
-        if key_is(k, b"recording", 9):
-            return TK_RECORDING
-    elif n == 10:
-        if key_is(k, b"feat_value", 10):
-            return TK_FEAT_VALUE
-        if key_is(k, b"num_frames", 10):
-            return TK_NUM_FRAMES
-    elif n == 11:
-        if key_is(k, b"frame_shift", 11):
-            return TK_FRAME_SHIFT
-        if key_is(k, b"num_samples", 11):
-            return TK_NUM_SAMPLES
-    elif n == 12:
-        if key_is(k, b"supervisions", 12):
-            return TK_SUPERVISIONS
-        if key_is(k, b"num_features", 12):
-            return TK_NUM_FEATURES
-    elif n == 13:
-        if key_is(k, b"sampling_rate", 13):
-            return TK_SAMPLING_RATE
-    return TK_UNKNOWN
-
-
 cdef inline cptr pad_int_field(cptr p, cptr end, Num* n, int* is_null_out,
                                int* bad) noexcept nogil:
     """PaddingCut num_frames / num_samples / num_features: a non-negative int or null."""
@@ -1257,22 +832,6 @@ cdef inline cptr pad_int_field(cptr p, cptr end, Num* n, int* is_null_out,
     if not ok or (p != NULL and not n.is_int):
         bad[0] = 1
     return p
-
-
-cdef uint32_t DATA_ALLOWED = (
-    (1 << TK_ID) | (1 << TK_START) | (1 << TK_DURATION) | (1 << TK_CHANNEL)
-    | (1 << TK_SUPERVISIONS) | (1 << TK_FEATURES) | (1 << TK_RECORDING)
-    | (1 << TK_CUSTOM) | (1 << TK_TYPE))
-cdef uint32_t DATA_REQUIRED = (
-    (1 << TK_ID) | (1 << TK_START) | (1 << TK_DURATION) | (1 << TK_CHANNEL) | (1 << TK_TYPE))
-cdef uint32_t PAD_ALLOWED = (
-    (1 << TK_ID) | (1 << TK_DURATION) | (1 << TK_SAMPLING_RATE)
-    | (1 << TK_FEAT_VALUE) | (1 << TK_NUM_FRAMES) | (1 << TK_NUM_FEATURES)
-    | (1 << TK_FRAME_SHIFT) | (1 << TK_NUM_SAMPLES) | (1 << TK_VIDEO)
-    | (1 << TK_CUSTOM) | (1 << TK_TYPE))
-cdef uint32_t PAD_REQUIRED = (
-    (1 << TK_ID) | (1 << TK_DURATION) | (1 << TK_SAMPLING_RATE)
-    | (1 << TK_FEAT_VALUE) | (1 << TK_TYPE))
 
 
 cdef struct CutInfo:
@@ -1301,10 +860,10 @@ cdef struct CutInfo:
 
 
 cdef cptr parse_cut(const uint8_t* base, cptr p, cptr end, CutInfo* ci) noexcept nogil:
-    """Parse one line's top-level object into ci. Returns the position of the line's
+    """Parse one line's top-level object (_CUT_ROWS) into ci. Returns the position of the line's
     terminating '\\n' (or the buffer end), or NULL if the line is not valid JSON."""
     cdef Str key, sval
-    cdef int more, tk
+    cdef int more, k
     p = ws(p, end)
     if p >= end or p[0] != 0x7B:
         return NULL  # not an object (or garbage)
@@ -1313,14 +872,9 @@ cdef cptr parse_cut(const uint8_t* base, cptr p, cptr end, CutInfo* ci) noexcept
         p = obj_key(p, end, &key)
         if p == NULL:
             return NULL
-        tk = top_key(&key)
-        if tk != TK_UNKNOWN:
-            if ci.seen & ((<uint32_t>1) << tk):
-                ci.bad = 1  # duplicate key: orjson keeps the last one; keep it simple
-            ci.seen |= ((<uint32_t>1) << tk)
-        else:
-            ci.bad = 1  # unknown key for every non-mixed cut type (TypeError in Lhotse)
-        if tk == TK_ID:
+        # unknown keys are a TypeError for every non-mixed cut type
+        k = member(&CUT_KEYS, &key, &ci.seen, &ci.bad)
+        if k == CUT_ID:
             if p[0] == 0x22:
                 p = pstr(p, end, &sval)
                 if p == NULL:
@@ -1331,7 +885,7 @@ cdef cptr parse_cut(const uint8_t* base, cptr p, cptr end, CutInfo* ci) noexcept
             else:
                 ci.id_ok = 0
                 p = skipv(p, end, 1)
-        elif tk == TK_TYPE:
+        elif k == CUT_TYPE:
             ci.ctype = CT_UNKNOWN
             if p[0] == 0x22:
                 p = pstr(p, end, &sval)
@@ -1349,24 +903,24 @@ cdef cptr parse_cut(const uint8_t* base, cptr p, cptr end, CutInfo* ci) noexcept
                     ci.ctype = CT_LEGACY
             else:
                 p = skipv(p, end, 1)
-        elif tk == TK_DURATION:
+        elif k == CUT_DURATION:
             p = num_value(p, end, &ci.dur, &ci.dur_ok)
-        elif tk == TK_SUPERVISIONS:
+        elif k == CUT_SUPERVISIONS:
             p = parse_supervisions(p, end, &ci.sup, &ci.bad_data)
-        elif tk == TK_FEATURES:
+        elif k == CUT_FEATURES:
             ci.has_features = 1
             p = parse_features(p, end, &ci.fi, &ci.bad_data)
-        elif tk == TK_RECORDING:
+        elif k == CUT_RECORDING:
             ci.has_recording = 1
             ci.rec_sr.s = NULL
             p = parse_recording(p, end, &ci.rec_sr, &ci.bad_data)
-        elif tk == TK_CUSTOM:
+        elif k == CUT_CUSTOM:
             p = parse_custom(p, end, &ci.bad_data)  # PaddingCut keeps custom as-is
-        elif tk == TK_NUM_FRAMES:
+        elif k == CUT_NUM_FRAMES:
             p = pad_int_field(p, end, &ci.pad_nf, &ci.nf_null, &ci.bad_pad)
-        elif tk == TK_NUM_SAMPLES:
+        elif k == CUT_NUM_SAMPLES:
             p = pad_int_field(p, end, &ci.pad_ns, &ci.ns_null, &ci.bad_pad)
-        elif tk == TK_NUM_FEATURES:
+        elif k == CUT_NUM_FEATURES:
             p = pad_int_field(p, end, &ci.pad_nfeat, &ci.nfeat_null, &ci.bad_pad)
         else:
             p = skipv(p, end, 1)
