@@ -1,21 +1,27 @@
 """Exact resumption: a state is small JSON; restoring yields exactly what an uninterrupted run
 yields next; mismatches are refused naming field and both values; elastic world-size changes
-deliver every remaining cut and none twice; a hypothesis state machine against the reference."""
+deliver every remaining cut and none twice. Through real DataLoader worker processes (the
+sampler as a dataset, and ``create_dataloader``), a grid over the workers' round robin and a
+hypothesis state machine check every batch against the reference twin (tests/reference_plan.py)."""
 
 from __future__ import annotations
 
 import copy
 import json
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from torch.utils.data import DataLoader
 
-from discoseq import CutIndex, DiscoSeqSampler, SamplerConfig, build_index
+from discoseq import CutIndex, DiscoSeqSampler, SamplerConfig, build_index, create_dataloader
 from discoseq.synth import write_manifest
+from tests.plan_configs import engine_config
+from tests.reference_plan import RefPlan, reference_plan
 
 N = 300
 CFG = SamplerConfig(max_duration=70.0, num_buckets=4)
@@ -224,73 +230,311 @@ def test_elastic_state_saved_after_resize_restores_on_the_same_world(index: CutI
     assert [tuple(b) for b in got + rest_direct] == [tuple(b) for b in whole]
 
 
-# -- the state machine ----------------------------------------------------------------------
+# -- against the reference twin, through DataLoader workers ----------------------------------
+
+Rows = tuple[int, ...]
+PLANS: dict[tuple[str, str, int, tuple[tuple[int, int], ...], int], RefPlan] = {}
+
+
+def expected_plan(
+    index: CutIndex, cfg: SamplerConfig, epoch: int, history: Sequence[tuple[int, int]], world: int
+) -> RefPlan:
+    """The reference twin's plan of ``epoch`` for ``world`` ranks after the world-size segments
+    ``history`` (``(world size, steps)`` pairs, oldest first): each segment's plan is made over
+    what the segments before left, and its first ``steps * W`` batches are delivered."""
+    key = (index.fingerprint, cfg.to_json(), epoch, tuple(history), world)
+    if key not in PLANS:
+        mask = undelivered(index, cfg, epoch, history)
+        PLANS[key] = reference_plan(index.columns, engine_config(cfg), epoch, world, mask)
+    return PLANS[key]
+
+
+def undelivered(
+    index: CutIndex, cfg: SamplerConfig, epoch: int, history: Sequence[tuple[int, int]]
+) -> np.ndarray | None:
+    """False for every cut delivered in the segments ``history`` (None: no segment)."""
+    mask = None
+    for i, (world, steps) in enumerate(history):
+        plan = expected_plan(index, cfg, epoch, history[:i], world)
+        left = np.ones(len(index), dtype=bool) if mask is None else mask.copy()
+        left[plan.rows[: plan.batch_offsets[steps * world]]] = False
+        mask = left
+    return mask
+
+
+def rank_batches(plan: RefPlan, world: int, rank: int) -> list[Rows]:
+    """Rank ``rank``'s batches of a reference plan in order: global batch ``s * W + r``."""
+    offsets = plan.batch_offsets
+    return [
+        tuple(plan.rows[offsets[i] : offsets[i + 1]].tolist())
+        for i in range(rank, len(offsets) - 1, world)
+    ]
+
+
+def batch_rows(index: CutIndex, batch) -> Rows:
+    """Index rows of a batch: an array of rows, or a CutSet (by cut id)."""
+    if isinstance(batch, np.ndarray):
+        return tuple(batch.tolist())
+    return tuple(index.row_of(cut.id) for cut in batch)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["dataset", "loader"])
+def test_workers_resume_at_every_phase_of_the_round_robin(
+    index: CutIndex, kind: str, workers: int
+) -> None:
+    """Rank 1 of 2 stops after ``s`` batches, ``s`` at every phase of the workers' round robin,
+    and resumes behind ``workers`` worker processes: the rest of its reference batches, in
+    order; the loader's count ends at the epoch's length. Then the same after a resize (saved
+    on 3 ranks after ``workers`` steps)."""
+    cfg = CFG.replace(max_duration=150.0, world_size=2, rank=1)
+    for history, steps in [((), s) for s in range(workers + 2)] + [(((3, workers),), 1)]:
+        main = DiscoSeqSampler(index, cfg)
+        if history:
+            ((old_world, old_steps),) = history
+            old = DiscoSeqSampler(index, cfg.replace(world_size=old_world, rank=0))
+            main.load_state_dict(old.state_dict(batches_delivered=old_steps))
+        expected = rank_batches(expected_plan(index, cfg, 0, history, 2), 2, 1)
+        it = main.iter_batches_indices()
+        assert [batch_rows(index, next(it)) for _ in range(steps)] == expected[:steps]
+        state = json.loads(json.dumps(main.state_dict()))
+        config = cfg.replace(num_workers=workers)
+        if kind == "loader":
+            resumed = create_dataloader(index, config)
+            resumed.load_state_dict(state)
+            got = []
+            for batch in resumed:  # the count is what the loop received, not what is prefetched
+                got.append(batch_rows(index, batch))
+                assert resumed.state_dict()["batches_delivered"] == steps + len(got)
+        else:
+            sampler = DiscoSeqSampler(index, config)
+            sampler.load_state_dict(state)
+            loader = DataLoader(sampler, batch_size=None, num_workers=workers)
+            got = [batch_rows(index, b) for b in loader]
+        assert got == expected[steps:], f"history={history}, resumed at step {steps}"
+
+
+KINDS = st.sampled_from(["dataset", "loader"])
+WORKERS = st.integers(0, 3)
+STEPS = st.one_of(st.integers(1, 4), st.just(1000))  # 1000: to the end of the epoch
 
 
 class ResumeMachine(RuleBasedStateMachine):
-    """next / state_dict -> JSON -> fresh sampler / set_epoch / restart, against uninterrupted
-    reference epochs."""
+    """One rank of a job, iterated as ``kind``: ``"dataset"``, the sampler as the dataset of
+    ``DataLoader(sampler, batch_size=None, num_workers=K)``, or ``"loader"``,
+    ``create_dataloader``'s loader, with ``K`` (the config's ``num_workers``) real worker
+    processes when ``K > 0``; its state taken -> JSON -> a fresh one, possibly of another kind,
+    world size, rank and number of workers; ``set_epoch``; iterations dropped mid-epoch. Every
+    batch is checked against the reference twin, never against another run of the sampler.
+
+    The model: ``epoch``; ``world`` and ``rank`` (the rank observed; all ranks move in
+    lockstep); ``history``, the ``(world size, steps)`` segments of the epoch before the last
+    elastic restore; ``steps``, the batches each rank received since; ``pending``, the next
+    iteration resumes at ``steps`` (else it is a fresh pass over the epoch). ``counted``: the
+    object's ``state_dict()`` counts the position. A ``"dataset"`` with workers does not: its
+    workers iterate copies, the sampler in this process stays where ``load_state_dict`` or
+    ``set_epoch`` put it (``restored``, ``main_pending``), and the loop's own count goes in
+    ``state_dict(batches_delivered=steps)``; the next iteration then waits for a restore or
+    ``set_epoch``."""
 
     index: CutIndex
 
-    @initialize(strategy=st.sampled_from(["bucketed", "random", "sequential"]))
-    def setup(self, strategy: str) -> None:
+    @initialize(
+        strategy=st.sampled_from(["bucketed", "random", "sequential"]),
+        drop_last=st.booleans(),
+        world=st.integers(1, 3),
+        rank=st.integers(0, 2),
+        kind=KINDS,
+        workers=WORKERS,
+        first=st.integers(0, 6),
+    )
+    def setup(
+        self,
+        strategy: str,
+        drop_last: bool,
+        world: int,
+        rank: int,
+        kind: str,
+        workers: int,
+        first: int,
+    ) -> None:
+        """A fresh object of epoch 0, and ``first`` batches of it (so that even a run of few
+        rules resumes from a position inside the epoch)."""
         self.cfg = CFG.replace(
-            strategy=strategy, num_buckets=4 if strategy == "bucketed" else 10, max_duration=150.0
+            strategy=strategy,
+            num_buckets=4 if strategy == "bucketed" else 10,
+            max_duration=150.0,
+            drop_last=drop_last,
         )
-        self.reference: dict[int, list[tuple[int, ...]]] = {}
-        self.sampler = DiscoSeqSampler(self.index, self.cfg)
-        self.epoch, self.pos, self.pending = 0, 0, False
+        self.epoch, self.history, self.steps = 0, [], 0
+        self.world, self.rank = world, rank % world
+        self.pending, self.counted, self.main_pending = False, True, False
+        self.restored: tuple[int, list[tuple[int, int]]] = (0, [])
         self.it = None
+        self.open(kind, workers)
+        if first:
+            self.take(first)
 
-    def ref(self, epoch: int) -> list[tuple[int, ...]]:
-        if epoch not in self.reference:
-            s = DiscoSeqSampler(self.index, self.cfg)
-            s.set_epoch(epoch)
-            self.reference[epoch] = rows_list(s)
-        return self.reference[epoch]
+    # -- helpers
+    def plan(self, history: list[tuple[int, int]]) -> RefPlan:
+        return expected_plan(self.index, self.cfg, self.epoch, history, self.world)
 
-    @rule()
-    def next_batch(self) -> None:
-        if self.it is None:
-            self.it = self.sampler.iter_batches_indices()
-            if not self.pending:
-                self.pos = 0
-            self.pending = False
-        expected = self.ref(self.epoch)
-        got = next(self.it, None)
-        if self.pos < len(expected):
-            assert got is not None and tuple(got.tolist()) == expected[self.pos]
-            self.pos += 1
+    def open(self, kind: str, workers: int) -> None:
+        cfg = self.cfg.replace(world_size=self.world, rank=self.rank, num_workers=workers)
+        self.kind, self.workers = kind, workers
+        if kind == "loader":
+            self.holder = create_dataloader(self.index, cfg)
         else:
-            assert got is None
+            self.holder = DiscoSeqSampler(self.index, cfg)
 
-    @rule(workers=st.integers(0, 3))
-    def save_and_restore(self, workers: int) -> None:
-        state = json.loads(json.dumps(self.sampler.state_dict()))
-        assert state["epoch"] == self.epoch and state["batches_delivered"] == self.pos
-        self.sampler = DiscoSeqSampler(self.index, self.cfg.replace(num_workers=workers))
-        self.sampler.load_state_dict(state)
-        self.it = None
-        self.pending = True
+    def state(self) -> dict:
+        if self.counted:
+            state = self.holder.state_dict()
+        else:
+            state = self.holder.state_dict(batches_delivered=self.steps)
+        return json.loads(json.dumps(state))
 
-    @rule(epoch=st.integers(0, 3))
+    def set_holder_epoch(self, epoch: int) -> None:
+        if self.kind == "loader":
+            self.holder.dataset.set_epoch(epoch)
+        else:
+            self.holder.set_epoch(epoch)
+
+    def begin(self):
+        """A new iteration: at the restored position, or a fresh pass over the epoch."""
+        if not self.pending:
+            self.history, self.steps = [], 0
+        self.pending = False
+        if self.kind == "dataset" and self.workers > 0:
+            self.counted = False  # the sampler here is not iterated: main_pending stays
+        else:
+            self.main_pending = False
+        if self.kind == "loader":
+            return iter(self.holder)
+        return iter(DataLoader(self.holder, batch_size=None, num_workers=self.workers))
+
+    def take(self, n: int) -> None:
+        """The next ``n`` batches (fewer at the end of the epoch), checked."""
+        if self.it is None:
+            self.it = self.begin()
+        expected = rank_batches(self.plan(self.history), self.world, self.rank)
+        for _ in range(n):
+            got = next(self.it, None)
+            if self.steps == len(expected):
+                assert got is None, f"a batch after the {len(expected)} of the epoch"
+                return
+            assert got is not None, f"the epoch ended after {self.steps} of {len(expected)}"
+            assert batch_rows(self.index, got) == expected[self.steps], f"batch {self.steps}"
+            self.steps += 1
+
+    # -- rules
+    @precondition(lambda self: self.counted or self.it is not None)
+    @rule(n=STEPS)
+    def next_batches(self, n: int) -> None:
+        self.take(n)
+
+    @rule(
+        kind=KINDS,
+        world=st.none() | st.integers(1, 3),  # None: the same world size
+        rank=st.integers(0, 2),
+        workers=WORKERS,
+        keep=st.booleans(),
+        then=st.integers(0, 3),
+    )
+    def save_and_restore(
+        self, kind: str, world: int | None, rank: int, workers: int, keep: bool, then: int
+    ) -> None:
+        """Save, drop the object mid-epoch, restore a fresh one (``keep``: and call
+        ``set_epoch`` with the state's epoch, which keeps the position), take ``then``
+        batches from it."""
+        state = self.state()
+        assert (state["epoch"], state["world_size"], state["rank"]) == (
+            self.epoch,
+            self.world,
+            self.rank,
+        )
+        assert state["batches_delivered"] == self.steps
+        assert state["history"] == [list(h) for h in self.history]
+        self.it = self.holder = None  # dropped mid-epoch, with its workers
+        world = self.world if world is None else world
+        if world != self.world and self.steps > 0:
+            self.history = [*self.history, (self.world, self.steps)]
+            self.steps = 0
+        self.world, self.rank = world, rank % world
+        self.open(kind, workers)
+        self.holder.load_state_dict(state)
+        self.pending, self.counted, self.main_pending = True, True, True
+        self.restored = (self.steps, self.history)
+        if keep:
+            self.set_holder_epoch(self.epoch)
+        if then:
+            self.take(then)
+
+    @rule(epoch=st.integers(0, 2))
     def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+        self.set_holder_epoch(epoch)
         self.it = None
-        if not (self.pending and epoch == self.epoch):
-            self.epoch, self.pos, self.pending = epoch, 0, False
+        if self.main_pending and epoch == self.epoch:  # right after a restore: kept
+            self.steps, self.history = self.restored
+            self.pending = True
+        else:
+            self.epoch, self.history, self.steps = epoch, [], 0
+            self.pending = self.main_pending = False
+        self.counted = True
 
     @precondition(lambda self: self.it is not None)
     @rule()
-    def restart_iteration(self) -> None:
+    def drop_iteration(self) -> None:
         self.it = None
 
+    @rule()
+    def every_rank_finishes_the_epoch(self) -> None:
+        """Every rank of the current world resumes the state and finishes the epoch (in this
+        process: the observed rank is the one behind workers): each gets its rank view of the
+        expected plan from the position on; with the steps delivered before, every cut left
+        at the last resize is delivered exactly once (more only as tail padding), and none
+        delivered before the resize again."""
+        state = self.state()
+        plan = self.plan(self.history)
+        offsets = plan.batch_offsets
+        done = Counter(plan.rows[: offsets[self.steps * self.world]].tolist())
+        for rank in range(self.world):
+            s = DiscoSeqSampler(self.index, self.cfg.replace(world_size=self.world, rank=rank))
+            s.load_state_dict(state)
+            s.set_epoch(self.epoch)
+            got = [batch_rows(self.index, b) for b in s.iter_batches_indices()]
+            assert got == rank_batches(plan, self.world, rank)[self.steps :], f"rank {rank}"
+            done.update(r for b in got for r in b)
+        mask = undelivered(self.index, self.cfg, self.epoch, self.history)
+        left = set(range(N)) if mask is None else set(np.flatnonzero(mask).tolist())
+        assert set(done) <= left, "a cut delivered before the resize is delivered again"
+        padded = {
+            r
+            for i in plan.padding_batches.tolist()
+            for r in plan.rows[offsets[i] : offsets[i + 1]].tolist()
+        }
+        assert {r for r, c in done.items() if c > 1} <= padded, "repeats only as tail padding"
+        if not self.cfg.drop_last:
+            assert set(done) == left, "every cut left is delivered"
+
     @invariant()
-    def length_is_what_remains(self) -> None:
-        if self.it is None and hasattr(self, "sampler"):
-            start = self.pos if self.pending else 0
-            assert len(self.sampler) == len(self.ref(self.epoch)) - start
+    def position_is_counted(self) -> None:
+        if not hasattr(self, "holder") or not self.counted:
+            return
+        state = self.holder.state_dict()
+        assert (state["epoch"], state["world_size"]) == (self.epoch, self.world)
+        assert state["batches_delivered"] == self.steps, (
+            f"the state counts {state['batches_delivered']} batches, the loop got {self.steps}"
+        )
+        assert state["history"] == [list(h) for h in self.history]
+        if self.it is None:  # len(): what the next iteration yields
+            per_rank = len(self.plan(self.history if self.pending else []).batch_offsets) - 1
+            per_rank //= self.world
+            assert len(self.holder) == per_rank - (self.steps if self.pending else 0)
+
+    def teardown(self) -> None:
+        self.it = self.holder = None  # stops this example's workers
 
 
 @pytest.fixture
@@ -300,11 +544,17 @@ def machine_index(index: CutIndex):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+@pytest.mark.filterwarnings("ignore:plan_epoch.*all are dropped:RuntimeWarning")
 def test_resume_state_machine(machine_index) -> None:
     from hypothesis.stateful import run_state_machine_as_test
 
+    profile = settings()  # worker start-ups (~0.1 s each) are most of the time
     run_state_machine_as_test(
-        ResumeMachine, settings=settings(max_examples=60, stateful_step_count=40, deadline=None)
+        ResumeMachine,
+        settings=settings(
+            profile, max_examples=max(20, profile.max_examples // 2), stateful_step_count=10
+        ),
     )
 
 
