@@ -402,3 +402,106 @@ def reference_plan(
         token_edges=token_edges,
         stats=stats,
     )
+
+
+# ---------------------------------------------------------------------------- mixture quotas
+
+PURPOSE_SOURCE = 4 << 32
+US_PER_HOUR = 3_600_000_000
+
+
+def reference_select(
+    duration: np.ndarray,
+    keep: np.ndarray | None,
+    names: list[str],
+    offsets: list[int],
+    entries: dict[str, dict[str, Any]],
+    seed: int,
+    epoch: int,
+    shuffle_streams: bool,
+    epoch_cuts: int | None = None,
+    epoch_hours: float | None = None,
+    temperature: float = 1.0,
+) -> dict[str, list[tuple[int, int]]]:
+    """The (row, round) pairs each source of a flat mixture puts in ``epoch``, the slow way:
+    every stream position spelled out, every boundary found by scanning."""
+    import zlib
+
+    streams = {}
+    for s, name in enumerate(names):
+        rows = [r for r in range(offsets[s], offsets[s + 1]) if keep is None or keep[r]]
+        us = {r: int(np.rint(duration[r] * 1_000_000)) for r in rows}
+        streams[name] = (rows, us)
+
+    def cycle(name: str, c: int) -> list[int]:
+        rows, _ = streams[name]
+        if not shuffle_streams:
+            return list(rows)
+        key = derive_key(seed, c, PURPOSE_SOURCE | zlib.crc32(name.encode()))
+        return [rows[i] for i in shuffle(list(range(len(rows))), key)]
+
+    def at(name: str, p: int) -> int:
+        n = len(streams[name][0])
+        return cycle(name, p // n)[p % n]
+
+    def quotas() -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        fixed_cuts = fixed_us = 0
+        for name, spec in entries.items():
+            rows, us = streams[name]
+            if "repeat" in spec or "choose" in spec:
+                count = round(spec["repeat"] * len(rows)) if "repeat" in spec else spec["choose"]
+                out[name] = ("cuts", count)
+                fixed_cuts += count
+                fixed_us += round(count * sum(us.values()) / len(rows)) if rows else 0
+        weighted = [n for n, spec in entries.items() if n not in out]
+        raw = [
+            entries[n]["weight"]
+            if "weight" in entries[n]
+            else (sum(streams[n][1].values()) / US_PER_HOUR) ** temperature
+            for n in weighted
+        ]
+        shares = [w / sum(raw) for w in raw]
+        if epoch_cuts is not None:
+            unit, budget = "cuts", epoch_cuts - fixed_cuts
+        elif epoch_hours is not None:
+            unit, budget = "hours", round(epoch_hours * US_PER_HOUR) - fixed_us
+        else:
+            unit, budget = "hours", sum(sum(streams[n][1].values()) for n in weighted)
+        exact = [budget * sh for sh in shares]
+        amounts = [int(np.floor(x)) for x in exact]
+        for i in sorted(range(len(exact)), key=lambda i: (-(exact[i] - amounts[i]), i))[
+            : budget - sum(amounts)
+        ]:
+            amounts[i] += 1
+        for n, a in zip(weighted, amounts, strict=True):
+            out[n] = (unit, a)
+        return out
+
+    def boundary(name: str, t: int) -> int:
+        """The position whose cumulative microseconds are nearest ``t`` (ties: earlier)."""
+        _rows, us = streams[name]
+        p, acc = 0, 0
+        while True:
+            nxt = acc + us[at(name, p)]
+            if nxt >= t:
+                return p if t - acc <= nxt - t else p + 1
+            acc, p = nxt, p + 1
+
+    q = quotas()
+    result = {}
+    for name in names:
+        unit, amount = q[name]
+        start = epoch * amount  # no schedule: every epoch asks the same
+        if unit == "cuts":
+            a, b = start, start + amount
+        else:
+            a, b = (boundary(name, start), boundary(name, start + amount)) if amount else (0, 0)
+        seen: dict[int, int] = {}
+        pairs = []
+        for p in range(a, b):
+            r = at(name, p)
+            pairs.append((r, seen.get(r, 0)))
+            seen[r] = seen.get(r, 0) + 1
+        result[name] = pairs
+    return result
