@@ -18,7 +18,16 @@ class StaleIndexError(IndexFormatError, RuntimeError):
 
     An :class:`IndexFormatError` (hence a ``ValueError``), and still the ``RuntimeError`` it
     has always been, so existing ``except RuntimeError`` clauses keep catching it.
+
+    :ivar path: the index directory (None when not given).
+    :ivar problem: what changed, when the check of the sources found it (None otherwise): a
+        front end words its own advice around it (the command line's ``--no-check-sources``).
     """
+
+    def __init__(self, message: str, *, path: object = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problem = problem
 
 
 class ManifestError(ValueError):

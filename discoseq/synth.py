@@ -399,17 +399,47 @@ def write_manifest(
     return path
 
 
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main` (every option described in ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m discoseq.synth",
+        description="Write a synthetic Lhotse cut manifest (metadata only: its audio and "
+        "feature paths point to files that do not exist), exactly as Lhotse writes one.",
+    )
+    parser.add_argument("out", help="output .jsonl or .jsonl.gz path (the suffix picks the format)")
+    parser.add_argument("--n", type=int, required=True, help="number of cuts (records)")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="librispeech",
+        help="duration distribution: librispeech (mean 12.3 s, mostly 10-17 s, 1-35 s) or "
+        "mixed (70%% short commands 0.5-5 s, 30%% dictation 10-30 s); default librispeech",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed (default 0): the file is a function of all options",
+    )
+    parser.add_argument(
+        "--mixed-fraction",
+        type=float,
+        default=0.0,
+        help="expected fraction of MixedCut records, half padded cuts, half two-speaker mixes "
+        "(default 0)",
+    )
+    parser.add_argument(
+        "--padding-fraction",
+        type=float,
+        default=0.0,
+        help="expected fraction of standalone PaddingCut records (default 0)",
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m discoseq.synth OUT --n N --profile P --seed S``: write a synthetic manifest."""
-    parser = argparse.ArgumentParser(
-        prog="python -m discoseq.synth", description="Write a synthetic Lhotse cut manifest."
-    )
-    parser.add_argument("out", help="output .jsonl or .jsonl.gz path")
-    parser.add_argument("--n", type=int, required=True, help="number of cuts")
-    parser.add_argument("--profile", choices=PROFILES, default="librispeech")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mixed-fraction", type=float, default=0.0)
-    parser.add_argument("--padding-fraction", type=float, default=0.0)
+    parser = _parser()
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:

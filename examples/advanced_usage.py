@@ -21,11 +21,22 @@ from discoseq.synth import write_manifest
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num-cuts", type=int, default=50_000, help="cuts in the generated corpus")
-    ap.add_argument("--workdir", type=Path, help="where the corpus goes (default: a tmp dir)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the corpus and its index go (kept); default: a temporary directory, "
+        "removed at the end",
+    )
     ap.add_argument("--plot", type=Path, help="draw the last analysis here (needs matplotlib)")
     args = ap.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="discoseq-advanced-"))
+    if args.workdir is not None:
+        run(args, args.workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="discoseq-advanced-") as tmp:
+        run(args, Path(tmp))  # the corpus and its index are removed at the end
 
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
     # A command-and-dictation mix: 70 % short (0.5-5 s), 30 % long (10-30 s) utterances.
     manifest = write_manifest(workdir / "mixed.jsonl.gz", args.num_cuts, profile="mixed", seed=1)
     index = build_index(manifest, workdir / "mixed.idx", force=True, progress=False)

@@ -37,6 +37,15 @@ def test_advanced_usage(tmp_path):
     out = _run([*args, "--plot", png], tmp_path)
     assert "2D buckets" in out and "per-bucket caps" in out and "quadratic" in out
     assert png.stat().st_size > 10_000
+    assert (tmp_path / "mixed.idx").is_dir(), "a --workdir is kept"
+
+
+def test_advanced_usage_removes_its_temporary_directory(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args = [EXAMPLES / "advanced_usage.py", "--num-cuts", "2000"]
+    _run(args, tmp_path, env={"TMPDIR": str(scratch)})
+    assert list(scratch.iterdir()) == []
 
 
 def _launch(ranks):

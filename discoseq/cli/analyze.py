@@ -11,9 +11,11 @@ from typing import Any
 import click
 
 from discoseq.cli.common import (
+    check_output_path,
+    check_sources_option,
+    config_data,
+    config_options,
     fail,
-    floats,
-    load_config_file,
     make_config,
     opened_source,
     output_option,
@@ -22,81 +24,44 @@ from discoseq.cli.common import (
 )
 
 
+def plot_formats() -> list[str] | None:
+    """The image formats matplotlib writes (by file extension), or None without matplotlib."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_plot_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``--plot``: a writable path whose extension names a format matplotlib writes (checked
+    before the work: a usage error, not a traceback after it). Without matplotlib the command
+    exits 3 instead, saying how to install it."""
+    value = check_output_path(ctx, param, value)
+    if value is None:
+        return None
+    formats = plot_formats()
+    if formats is None:
+        return value
+    suffix = value.suffix.lower().removeprefix(".")
+    if suffix not in formats:
+        what = (
+            "has no extension to name the image format"
+            if not suffix
+            else f"ends in .{suffix}, not an image format matplotlib writes"
+        )
+        example = value.with_suffix(".png") if suffix else f"{value}.png"
+        raise click.BadParameter(
+            f"{str(value)!r} {what}; use one of "
+            + ", ".join(f".{f}" for f in formats)
+            + f" (e.g. {example})"
+        )
+    return value
+
+
 @click.command()
 @source_argument
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    help="A SamplerConfig JSON file to start from; the options below override its fields.",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(["bucketed", "random", "sequential"]),
-    help="How cuts are ordered: bucketed (default), random or sequential (source order).",
-)
-@click.option(
-    "--max-duration",
-    type=float,
-    help="Batch cap in seconds: number of cuts x the longest cut (Lhotse's meaning).",
-)
-@click.option("--max-cuts", type=int, help="Maximum number of cuts in a batch.")
-@click.option("--max-frames", type=int, help="Batch cap in feature frames (cuts x longest).")
-@click.option(
-    "--world-size",
-    type=click.IntRange(min=1),
-    help="Number of ranks of the simulated job (default: the config's, else 1).",
-)
-@click.option(
-    "--num-buckets", type=click.IntRange(min=1), help="Buckets of the bucketed strategy (10)."
-)
-@click.option(
-    "--bucket-method",
-    type=click.Choice(["duration", "num_frames", "num_features"]),
-    help="The bucketing key of the bucketed strategy (default duration).",
-)
-@click.option(
-    "--bucket-edges",
-    help="Explicit interior bucket edges, comma-separated and increasing (e.g. 5,10,15).",
-)
-@click.option(
-    "--num-token-buckets",
-    type=click.IntRange(min=1),
-    help="> 1: 2D bucketing, each bucket split into this many num_tokens sub-buckets.",
-)
-@click.option(
-    "--bucket-max-duration",
-    help="Per-bucket duration caps, comma-separated, one per (flat) bucket.",
-)
-@click.option(
-    "--quadratic-duration",
-    type=float,
-    help="q: a cut of d seconds costs d + d^2/q against --max-duration (e.g. 30).",
-)
-@click.option(
-    "--limit-mode",
-    type=click.Choice(["padded", "sum"]),
-    help="padded: cuts x longest (default); sum: total duration (concatenating pipelines).",
-)
-@click.option(
-    "--shuffle/--no-shuffle",
-    default=None,
-    help="Bucketed: shuffle within buckets and the batch order (default: on, as the config).",
-)
-@click.option("--drop-last", is_flag=True, default=None, help="Drop the last partial step.")
-@click.option(
-    "--oversize",
-    type=click.Choice(["single", "exclude"]),
-    help="A cut larger than a cap alone: a batch of its own (single, default) or left out.",
-)
-@click.option(
-    "--sort-pool",
-    type=click.IntRange(min=2),
-    help="Sort each run of this many cuts of a bucket by duration before packing (off).",
-)
-@click.option("--min-duration", type=float, help="Leave out cuts shorter than this (s).")
-@click.option("--max-duration-per-cut", type=float, help="Leave out cuts longer than this (s).")
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed (default 42).")
+@config_options
 @click.option(
     "--epoch", type=click.IntRange(min=0), default=0, show_default=True, help="Epoch to plan."
 )
@@ -104,23 +69,23 @@ from discoseq.cli.common import (
     "--bins", type=click.IntRange(min=1), default=20, show_default=True, help="Histogram bins."
 )
 @output_option(help="Write the statistics as JSON here (schema in README, 'discoseq analyze').")
-@output_option(
+@click.option(
     "--plot",
-    help="Draw the statistics to this image (.png, .svg, .pdf; needs matplotlib: the 'plot' "
-    "extra).",
+    type=click.Path(path_type=Path),
+    callback=check_plot_path,
+    help="Draw the statistics to this image; its extension names the format (.png, .svg, "
+    ".pdf, ...; needs matplotlib: the 'plot' extra).",
 )
+@check_sources_option
 @quiet_option("No progress bar and no table.")
 def analyze(
     source: Path,
-    config_file: Path | None,
-    world_size: int | None,
     epoch: int,
     bins: int,
     output: Path | None,
     plot: Path | None,
+    no_check_sources: bool,
     quiet: bool,
-    bucket_edges: str | None,
-    bucket_max_duration: str | None,
     **options: Any,
 ) -> None:
     """Plan one epoch of SOURCE and report its statistics: batches per rank, cuts and duration
@@ -133,22 +98,13 @@ def analyze(
     from discoseq.analysis import analyze as run_analysis
     from discoseq.analysis import format_table, plot_analysis
 
-    data = load_config_file(config_file) if config_file is not None else {}
-    data.update({k: v for k, v in options.items() if v is not None})
-    if bucket_edges is not None:
-        data["bucket_edges"] = floats(bucket_edges)
-    if bucket_max_duration is not None:
-        data["bucket_max_duration"] = floats(bucket_max_duration)
-    if world_size is not None:
-        data["world_size"] = world_size
-        data.pop("rank", None)
-    config = make_config(data)
+    config = make_config(config_data(options))
     if plot is not None:  # fail before the work, not after
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             fail('--plot needs matplotlib: pip install "discoseq[plot]"')
-    with opened_source(source, progress=not quiet) as index:
+    with opened_source(source, progress=not quiet, check_sources=not no_check_sources) as index:
         start = time.perf_counter()
         try:
             stats = run_analysis(index, config, epoch=epoch, bins=bins)
@@ -162,5 +118,4 @@ def analyze(
         output.write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
         click.echo(f"wrote {output}")
     if plot is not None:
-        plot_analysis(stats, plot)
-        click.echo(f"wrote {plot}")
+        click.echo(f"wrote {plot_analysis(stats, plot)}")

@@ -20,8 +20,10 @@ import click
 import numpy as np
 
 from discoseq.cli.common import (
+    check_sources_option,
+    config_data,
+    config_options,
     fail,
-    load_config_file,
     make_config,
     opened_source,
     output_option,
@@ -123,7 +125,20 @@ def _lhotse_sampler(cuts: Any, config: Any, world: int, rank: int) -> Any:
 
 @click.command()
 @source_argument
-@click.argument("config_file", metavar="CONFIG.json", type=click.Path(path_type=Path))
+@click.argument(
+    "config_json", metavar="[CONFIG.json]", required=False, type=click.Path(path_type=Path)
+)
+@config_options
+@click.option(
+    "--rank",
+    type=click.IntRange(min=0),
+    help="The rank of the simulated job to measure (default: the config's, else 0).",
+)
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    help="Resolve CutSets in this many DataLoader workers (default: the config's, else 0).",
+)
 @click.option(
     "--epochs",
     type=click.IntRange(min=1),
@@ -144,33 +159,41 @@ def _lhotse_sampler(cuts: Any, config: Any, world: int, rank: int) -> Any:
     help="Also measure iteration with resolution of every batch to a lhotse CutSet.",
 )
 @output_option(help="Write the measurements as JSON here.")
+@check_sources_option
 @quiet_option("No progress bar while indexing a manifest.")
 def benchmark(
     source: Path,
-    config_file: Path,
+    config_json: Path | None,
+    rank: int | None,
+    num_workers: int | None,
     epochs: int,
     compare: str | None,
     resolve: bool,
     output: Path | None,
+    no_check_sources: bool,
     quiet: bool,
+    **options: Any,
 ) -> None:
-    """Measure discoseq on SOURCE with the SamplerConfig in CONFIG.json: plan time, batches/s
-    and cuts/s with and without resolution to CutSets, and peak memory (RSS above the start of
-    each measurement, sampled every 5 ms); with --compare lhotse, Lhotse's matching sampler on
-    the same data in the same run, and the ratios.
+    """Measure discoseq on SOURCE with a SamplerConfig: plan time, batches/s and cuts/s with
+    and without resolution to CutSets, and peak memory (RSS above the start of each
+    measurement, sampled every 5 ms); with --compare lhotse, Lhotse's matching sampler on the
+    same data in the same run, and the ratios.
 
-    SOURCE is an index directory or a Lhotse cut manifest. The job is simulated as rank
-    config.rank (default 0) of config.world_size (default 1); nothing is detected from the
-    environment. With num_workers > 0 in the config, resolution runs in that many DataLoader
-    workers (create_dataloader).
+    The SamplerConfig is a JSON file (CONFIG.json or --config) and/or the same options as
+    ``discoseq analyze`` (an option overrides the file's field). SOURCE is an index directory
+    or a Lhotse cut manifest. The job is simulated as rank --rank (default 0) of --world-size
+    (default 1); nothing is detected from the environment. With --num-workers > 0, resolution
+    runs in that many DataLoader workers (create_dataloader).
     """
     from discoseq.loader import create_dataloader
     from discoseq.plan import plan_epoch
     from discoseq.sampler import DiscoSeqSampler
 
-    data = load_config_file(config_file)
+    data = config_data(options, config_json)
     data["world_size"] = data.get("world_size") or 1
-    data["rank"] = data.get("rank") or 0
+    data["rank"] = rank if rank is not None else data.get("rank") or 0
+    if num_workers is not None:
+        data["num_workers"] = num_workers
     config = make_config(data)
     world, rank = config.world_size or 1, config.rank or 0  # set just above
     if compare == "lhotse":
@@ -178,10 +201,10 @@ def benchmark(
             if getattr(config, name) != default:
                 raise click.UsageError(
                     f"--compare lhotse: {name}={getattr(config, name)!r} has no Lhotse "
-                    f"equivalent ({why}); remove it from {config_file} to compare"
+                    f"equivalent ({why}); leave it at its default to compare"
                 )
     report: dict[str, Any] = {"config": config.to_dict(), "epochs": epochs}
-    with opened_source(source, progress=not quiet) as index:
+    with opened_source(source, progress=not quiet, check_sources=not no_check_sources) as index:
         report["cuts"] = len(index)
         manifests = [Path(s["path"]) for s in index.header.sources]
         click.echo(

@@ -83,6 +83,173 @@ def floats(text: str | None) -> list[float] | None:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
 
 
+def ints(text: str | None) -> list[int] | None:
+    """A comma-separated list of integers (a usage error if it is not one)."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+
+
+check_sources_option = click.option(
+    "--no-check-sources",
+    "no_check_sources",
+    is_flag=True,
+    help="Use an index directory even if its source manifests changed since the build (the "
+    "columns are what was indexed; records read in place from a changed source may fail).",
+)
+"""``--no-check-sources``: the command-line spelling of ``CutIndex.open(check_sources=False)``."""
+
+
+# -- the SamplerConfig options (analyze and benchmark) ---------------------------------------
+
+_CONFIG_OPTIONS = (
+    click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        help="A SamplerConfig JSON file to start from; the options below override its fields.",
+    ),
+    click.option(
+        "--strategy",
+        type=click.Choice(["bucketed", "random", "sequential"]),
+        help="How cuts are ordered: bucketed (default), random or sequential (source order).",
+    ),
+    click.option(
+        "--max-duration",
+        type=float,
+        help="Batch cap in seconds: number of cuts x the longest cut (Lhotse's meaning).",
+    ),
+    click.option("--max-cuts", type=int, help="Maximum number of cuts in a batch."),
+    click.option("--max-frames", type=int, help="Batch cap in feature frames (cuts x longest)."),
+    click.option(
+        "--world-size",
+        type=click.IntRange(min=1),
+        help="Number of ranks of the simulated job (default: the config's, else 1).",
+    ),
+    click.option(
+        "--num-buckets",
+        type=click.IntRange(min=1),
+        help="Buckets of the bucketed strategy (10).",
+    ),
+    click.option(
+        "--bucket-method",
+        type=click.Choice(["duration", "num_frames", "num_features"]),
+        help="The bucketing key of the bucketed strategy (default duration).",
+    ),
+    click.option(
+        "--bucket-edges",
+        help="Explicit interior bucket edges, comma-separated and increasing (e.g. 5,10,15).",
+    ),
+    click.option(
+        "--num-token-buckets",
+        type=click.IntRange(min=1),
+        help="> 1: 2D bucketing, each bucket split into this many num_tokens sub-buckets.",
+    ),
+    click.option(
+        "--bucket-max-duration",
+        help="Per-bucket duration caps, comma-separated, one per (flat) bucket.",
+    ),
+    click.option(
+        "--bucket-max-cuts",
+        help="Per-bucket cut caps, comma-separated, one per (flat) bucket.",
+    ),
+    click.option(
+        "--quadratic-duration",
+        type=float,
+        help="q: a cut of d seconds costs d + d^2/q against --max-duration (e.g. 30).",
+    ),
+    click.option(
+        "--limit-mode",
+        type=click.Choice(["padded", "sum"]),
+        help="padded: cuts x longest (default); sum: total duration (concatenating pipelines).",
+    ),
+    click.option(
+        "--shuffle/--no-shuffle",
+        default=None,
+        help="Bucketed: shuffle within buckets and the batch order (default: on, as the config).",
+    ),
+    click.option("--drop-last", is_flag=True, default=None, help="Drop the last partial step."),
+    click.option(
+        "--oversize",
+        type=click.Choice(["single", "exclude"]),
+        help="A cut larger than a cap alone: a batch of its own (single, default) or left out.",
+    ),
+    click.option(
+        "--sort-pool",
+        type=click.IntRange(min=2),
+        help="Sort each run of this many cuts of a bucket by duration before packing (off).",
+    ),
+    click.option("--min-duration", type=float, help="Leave out cuts shorter than this (s)."),
+    click.option("--max-duration-per-cut", type=float, help="Leave out cuts longer than this (s)."),
+    click.option(
+        "--max-tokens-per-second",
+        type=float,
+        help="Leave out cuts with more transcript characters per second than this.",
+    ),
+    click.option("--seed", type=click.IntRange(min=0), help="Random seed (default 42)."),
+)
+_LIST_OPTIONS = {"bucket_edges": floats, "bucket_max_duration": floats, "bucket_max_cuts": ints}
+CONFIG_OPTION_NAMES = (
+    "config_file",
+    "strategy",
+    "max_duration",
+    "max_cuts",
+    "max_frames",
+    "world_size",
+    "num_buckets",
+    "bucket_method",
+    "bucket_edges",
+    "num_token_buckets",
+    "bucket_max_duration",
+    "bucket_max_cuts",
+    "quadratic_duration",
+    "limit_mode",
+    "shuffle",
+    "drop_last",
+    "oversize",
+    "sort_pool",
+    "min_duration",
+    "max_duration_per_cut",
+    "max_tokens_per_second",
+    "seed",
+)
+"""The keyword arguments :func:`config_options` adds to a command (what
+:func:`config_data` takes)."""
+
+
+def config_options(f: F) -> F:
+    """Add ``--config FILE`` and one option per SamplerConfig field a command line sets; the
+    command receives them as :data:`CONFIG_OPTION_NAMES` and passes them to :func:`config_data`.
+    ``discoseq analyze`` and ``discoseq benchmark`` both take them."""
+    for option in reversed(_CONFIG_OPTIONS):
+        f = option(f)
+    return f
+
+
+def config_data(options: dict[str, Any], config_file: Path | None = None) -> dict[str, Any]:
+    """The SamplerConfig dict of the :func:`config_options` in ``options`` (removed from it):
+    the ``--config`` file (or ``config_file``), then every option given. ``--world-size`` also
+    drops the file's ``rank``."""
+    values = {name: options.pop(name) for name in CONFIG_OPTION_NAMES}
+    path = values.pop("config_file")
+    if path is not None and config_file is not None:
+        raise click.UsageError(
+            f"give the config once: CONFIG.json {config_file} or --config {path}, not both"
+        )
+    path = path if path is not None else config_file
+    data = load_config_file(path) if path is not None else {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        data[name] = _LIST_OPTIONS[name](value) if name in _LIST_OPTIONS else value
+        if name == "world_size":
+            data.pop("rank", None)
+    return data
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 
@@ -116,17 +283,34 @@ def make_config(data: dict[str, Any]) -> SamplerConfig:
 # -- the source -------------------------------------------------------------------------------
 
 
+def index_error_message(error: IndexFormatError) -> str:
+    """The message of an index that cannot be opened, for the command line: a stale index
+    names the ``--no-check-sources`` flag instead of Python's ``check_sources=False``."""
+    if isinstance(error, StaleIndexError) and error.problem is not None:
+        return (
+            f"index {error.path} is stale: {error.problem}. Rebuild it with "
+            f"`discoseq-index build ... -o {error.path} --force`, or pass --no-check-sources "
+            "to use it as it is"
+        )
+    return str(error)
+
+
 @contextmanager
-def opened_source(source: Path, progress: bool = True) -> Iterator[CutIndex]:
-    """The CutIndex of SOURCE: an index directory, opened, or a manifest, indexed into a
-    temporary directory removed on exit (exit 3 when SOURCE is missing or invalid)."""
+def opened_source(
+    source: Path, progress: bool = True, check_sources: bool = True
+) -> Iterator[CutIndex]:
+    """The CutIndex of SOURCE: an index directory, opened (its sources checked unless
+    ``check_sources`` is False), or a manifest, indexed into a temporary directory removed on
+    exit (exit 3 when SOURCE is missing or invalid)."""
     from discoseq.index import open_source
 
     if not (source.is_dir() or source.is_file()):
         fail(f"no index directory or manifest at {source}")
     try:
-        opened = open_source(source, progress=progress)
-    except (IndexFormatError, StaleIndexError, ManifestError, FileNotFoundError) as e:
+        opened = open_source(source, progress=progress, check_sources=check_sources)
+    except IndexFormatError as e:  # corrupted, unsupported or stale
+        fail(index_error_message(e))
+    except (ManifestError, FileNotFoundError) as e:
         fail(str(e))
     with opened:
         yield opened.index

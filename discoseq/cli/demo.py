@@ -4,6 +4,8 @@ verify; plan for a simulated multi-rank job, iterate one rank with workers, stop
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
@@ -58,7 +60,15 @@ def _lhotse_lazy_rate(path: Path, limit: int) -> float:
     show_default=True,
     help="DataLoader workers of the simulated rank.",
 )
-def demo(workdir: Path, cuts: int, seed: int, world_size: int, num_workers: int) -> None:
+@click.option(
+    "--clean-up",
+    is_flag=True,
+    help="Remove WORKDIR at the end (by default it is kept, to inspect; it takes about 1.3 kB "
+    "per generated cut).",
+)
+def demo(
+    workdir: Path, cuts: int, seed: int, world_size: int, num_workers: int, clean_up: bool
+) -> None:
     """Index the shipped example data and a generated LibriSpeech-like corpus (inspect, look
     up, resolve, verify, with Lhotse's own reader timed beside ours), then plan an epoch for a
     simulated multi-rank job, iterate one rank through a DataLoader with workers, stop
@@ -129,11 +139,25 @@ def demo(workdir: Path, cuts: int, seed: int, world_size: int, num_workers: int)
     click.echo(f"   verify: {'ok' if report.ok else report.problems}")
 
     _demo_job(reopened, workdir, world_size, num_workers)
+    size = _tree_bytes(workdir)
+    if clean_up:
+        shutil.rmtree(workdir)
+        click.echo(f"== done. Removed {workdir} ({size / 1e6:,.0f} MB).")
+        return
     click.echo(f"== done. Inspect it yourself: discoseq-index info {reopened.path}")
     click.echo(
         f"   and: discoseq analyze {reopened.path} --max-duration 600 --world-size "
         f"{world_size} --plot stats.png"
     )
+    click.echo(
+        f"   The demo's files take {size / 1e6:,.0f} MB in {workdir.resolve()}; remove them "
+        f"with: rm -r {shlex.quote(str(workdir))} (or run the demo with --clean-up)"
+    )
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:

@@ -7,12 +7,15 @@ error, existing output, stale or corrupted index).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
-from discoseq.cli.common import EXIT_BAD_INPUT, fail
+from discoseq._version import __version__
+from discoseq.cli.common import EXIT_BAD_INPUT, fail, index_error_message, quiet_option
 from discoseq.errors import IndexFormatError, ManifestError
 from discoseq.index import CutIndex
 
@@ -22,6 +25,7 @@ EXIT_PROBLEMS = 1
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="discoseq-index")
 def main() -> None:
     """Build, inspect and verify discoseq cut indexes (memory-mapped columns of Lhotse cuts)."""
 
@@ -51,7 +55,7 @@ def main() -> None:
     help="Copy .jsonl records into the index instead of reading them in place, so the index "
     "survives moving or deleting the manifests (compressed and .json inputs are always copied).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option("No progress bar.")
 def build(
     manifests: tuple[Path, ...],
     out: Path,
@@ -89,7 +93,7 @@ def _open(path: Path, check_sources: bool = True) -> CutIndex:
     try:
         return CutIndex.open(path, check_sources=check_sources)
     except IndexFormatError as e:
-        fail(str(e))
+        fail(index_error_message(e))
 
 
 def _summary(name: str, values: np.ndarray) -> str:
@@ -103,6 +107,21 @@ def _summary(name: str, values: np.ndarray) -> str:
         f"max {present.max():>10.4g}  sum {present.sum():>12.6g}"
     )
     return text + (f"  missing {missing}" if missing else "")
+
+
+def _build_lines(b: Mapping[str, Any]) -> list[str]:
+    """The build options of a header, one readable line (and the first skipped records)."""
+    records = (
+        "copied into the index (--store-records)"
+        if b.get("store_records")
+        else "read in place (no --store-records)"
+    )
+    lines = [
+        f"build        --on-error {b.get('on_error', '?')}: {b.get('skipped', 0)} bad records "
+        f"skipped; .jsonl records {records}"
+    ]
+    lines += [f"             skipped: {m}" for m in b.get("skipped_examples", [])[:5]]
+    return lines
 
 
 @main.command()
@@ -121,7 +140,8 @@ def info(index_path: Path, no_check_sources: bool) -> None:
     )
     click.echo(f"rows         {len(index)}")
     click.echo(f"fingerprint  {index.fingerprint}")
-    click.echo(f"build        {dict(h.build)}")
+    for line in _build_lines(h.build):
+        click.echo(line)
     click.echo(
         f"records      {h.records['file']}: {h.records['size']} bytes (codec {h.records['codec']})"
     )

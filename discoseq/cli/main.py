@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import click
 
+from discoseq._version import __version__
 from discoseq.cli.analyze import analyze
 from discoseq.cli.benchmark import benchmark
 from discoseq.cli.common import EXIT_BAD_INPUT, EXIT_USAGE
@@ -33,6 +34,7 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_USAGE", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="discoseq")
 def main() -> None:
     """discoseq: deterministic, index-backed batch sampling for Lhotse speech corpora.
 

@@ -266,16 +266,27 @@ def _as_sources(inputs: Any) -> list[Any]:
     return list(inputs)
 
 
+def _known_cut_count(items: Sequence[Any]) -> int | None:
+    """How many cuts the inputs hold, when every one is an eager CutSet (else None: unknown
+    until read)."""
+    total = 0
+    for item in items:
+        if isinstance(item, str | os.PathLike) or getattr(item, "is_lazy", True):
+            return None
+        total += len(item)
+    return total
+
+
 def _check_out(out: Path, force: bool) -> None:
     if not out.exists():
         return
+    if not (out.is_dir() and ((out / HEADER_FILE).is_file() or not any(out.iterdir()))):
+        raise FileExistsError(
+            f"{out} exists and is not a discoseq index (no {HEADER_FILE}); choose another "
+            "output path: force=True (--force) replaces only an index or an empty directory"
+        )
     if not force:
         raise FileExistsError(f"{out} already exists; pass force=True (--force) to replace it")
-    if out.is_dir() and ((out / HEADER_FILE).is_file() or not any(out.iterdir())):
-        return
-    raise FileExistsError(
-        f"{out} exists and is not a discoseq index; refusing to replace it even with force"
-    )
 
 
 def build_index(
@@ -298,7 +309,8 @@ def build_index(
         manifests and unreadable files are errors either way.
     :param store_records: copy ``.jsonl`` records into the index instead of reading them in
         place, so the index keeps working if the manifest is moved or deleted.
-    :param progress: show a progress bar over the input bytes.
+    :param progress: show a progress bar over the input bytes (over the cuts when a CutSet
+        is among the inputs).
     :returns: the opened :class:`~discoseq.index.CutIndex`.
     """
     from discoseq.index.reader import CutIndex
@@ -321,20 +333,32 @@ def build_index(
     bar = None
     writer = None
     try:
+        # Progress in input bytes, or in cuts when a CutSet is among the inputs (it has no bytes).
+        count_cuts = any(s.format == "cutset" for s in sources)
         if progress:
             from tqdm import tqdm
 
-            total = sum(s.size or 0 for s in sources)
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"indexing -> {out.name}")
-        update = bar.update if bar is not None else None
+            desc = f"indexing -> {out.name}"
+            if count_cuts:
+                bar = tqdm(total=_known_cut_count(items), unit=" cuts", unit_scale=True, desc=desc)
+            else:
+                total = sum(s.size or 0 for s in sources)
+                bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc)
+        update_bytes = bar.update if bar is not None and not count_cuts else None
+        update_cuts = bar.update if bar is not None and count_cuts else None
         writer = _IndexWriter(tmp, on_error)
         for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
             chunks = (
-                cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update)
+                cutset_chunks(item)
+                if source.format == "cutset"
+                else file_chunks(source, update_bytes)
             )
             line = 1
             for chunk, scanned in writer.scanned(chunks):
+                rows = source.rows
                 line += writer.add(chunk, scanned, source, source_id, line)
+                if update_cuts is not None:
+                    update_cuts(source.rows - rows)
             if source.rows == 0:
                 raise ManifestError(
                     "contains no cuts"

@@ -185,6 +185,12 @@ def write_header(directory: Path, header: Mapping[str, Any]) -> None:
 def read_header(directory: Path) -> Header:
     """Read and validate ``header.json`` in order: magic, version, keys, columns."""
     path = directory / HEADER_FILE
+    if directory.is_file():
+        raise IndexFormatError(
+            f"{directory} is a file, not an index directory; if it is a cut manifest, build an "
+            f"index from it with `discoseq-index build {directory} -o OUT.idx` (discoseq analyze "
+            "and benchmark, and DiscoSeqSampler, also take the manifest itself)"
+        )
     if not directory.is_dir():
         raise IndexFormatError(f"{directory}: not an index directory (it does not exist)")
     if not path.is_file():

@@ -87,6 +87,7 @@ def open_source(
     *,
     cache_index: bool | str | os.PathLike[str] = False,
     progress: bool = True,
+    check_sources: bool = True,
 ) -> OpenedIndex:
     """Open ``source`` as a :class:`~discoseq.index.CutIndex`, building its index if needed.
 
@@ -98,6 +99,8 @@ def open_source(
         rebuilt when the manifest changes. ``False`` (default) builds into a temporary
         directory, returned as :attr:`OpenedIndex.temporary_dir`.
     :param progress: show a progress bar while indexing a manifest or CutSet.
+    :param check_sources: for an index directory: check that its source manifests are unchanged
+        (:meth:`CutIndex.open <discoseq.index.CutIndex.open>`); False uses it as it is.
     :returns: an :class:`OpenedIndex`; use it as a context manager, or call ``close()``, to
         remove a temporary directory.
     :raises FileNotFoundError: ``source`` is a path to nothing.
@@ -114,7 +117,7 @@ def open_source(
         if path.is_dir():
             if cache_index:
                 raise ValueError(f"cache_index applies to manifests; {path} is an index directory")
-            return OpenedIndex(CutIndex.open(path))
+            return OpenedIndex(CutIndex.open(path, check_sources=check_sources))
         if not path.exists():
             raise FileNotFoundError(f"no manifest or index at {path}")
         if cache_index:

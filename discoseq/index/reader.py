@@ -92,7 +92,9 @@ class CutIndex:
                 raise StaleIndexError(
                     f"index {self.path} is stale: {problem}. Rebuild it with "
                     f"`discoseq-index build ... -o {self.path} --force`, or open it with "
-                    "check_sources=False to use it as it is"
+                    "check_sources=False to use it as it is",
+                    path=self.path,
+                    problem=problem,
                 )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -141,3 +141,25 @@ def test_analyze_bad_input(corpus, tmp_path):
     (corrupt / "header.json").write_text("{}")
     r = run("analyze", corrupt, "--max-duration", 10)
     assert r.exit_code == EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("stats.txt", "ends in .txt, not an image format"), ("stats", "has no extension")],
+)
+def test_plot_path_must_name_an_image_format(corpus, tmp_path, name, says):
+    """Refused before the work, as a usage error naming the formats (not matplotlib's
+    traceback after it, nor a file written under another name than the one printed)."""
+    _, index = corpus
+    r = run("analyze", index.path, "--max-duration", 60, "-q", "--plot", tmp_path / name)
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert says in r.output and ".png" in r.output and ".svg" in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_prints_the_path_it_wrote(corpus, tmp_path):
+    _, index = corpus
+    r = run("analyze", index.path, "--max-duration", 60, "-q", "--plot", tmp_path / "s.svg")
+    assert r.exit_code == 0, r.output
+    assert r.output == f"wrote {tmp_path / 's.svg'}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["s.svg"]

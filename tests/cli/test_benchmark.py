@@ -67,4 +67,35 @@ def test_benchmark_errors(corpus, tmp_path):
     assert r.exit_code == EXIT_USAGE and "max_frames" in r.output
     r = run("benchmark", index.path, cfg, "--compare", "nemo")
     assert r.exit_code == EXIT_USAGE
-    assert run("benchmark", index.path).exit_code == EXIT_USAGE  # missing CONFIG.json
+    r = run("benchmark", index.path)  # no CONFIG.json and no option: no batch limit
+    assert r.exit_code == EXIT_USAGE and "max_duration" in r.output
+    r = run("benchmark", index.path, cfg, "--config", cfg)
+    assert r.exit_code == EXIT_USAGE and "give the config once" in r.output
+
+
+def test_benchmark_takes_the_options_of_analyze(corpus, tmp_path):
+    """The same SamplerConfig options as ``analyze`` (from cli.common), without a JSON file or
+    overriding one; --rank and --num-workers pick what is measured."""
+    from discoseq.cli import analyze, benchmark, common
+
+    def names(command):
+        return {p.name for p in command.params}
+
+    assert set(common.CONFIG_OPTION_NAMES) <= names(benchmark.benchmark) & names(analyze.analyze)
+    _, index = corpus
+    out = tmp_path / "b.json"
+    args = ["--max-duration", 90, "--num-buckets", 3, "--world-size", 2, "--rank", 1]
+    r = run("benchmark", index.path, *args, "--epochs", 1, "--no-resolve", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "rank 1 of 2" in r.output
+    c = json.loads(out.read_text())["config"]
+    assert (c["max_duration"], c["num_buckets"], c["world_size"], c["rank"]) == (90.0, 3, 2, 1)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"max_duration": 60, "num_buckets": 5, "seed": 7}))
+    r = run("benchmark", index.path, cfg, "--num-buckets", 2, "--epochs", 1, "-o", out)
+    assert r.exit_code == 0, r.output
+    c = json.loads(out.read_text())["config"]
+    assert (c["max_duration"], c["num_buckets"], c["seed"]) == (60.0, 2, 7)
+    r = run("benchmark", index.path, "--config", cfg, "--no-resolve", "--epochs", 1, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["config"]["num_buckets"] == 5

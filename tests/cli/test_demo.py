@@ -2,6 +2,7 @@
 plan for a simulated multi-rank job, iterate a rank through DataLoader workers, resume."""
 
 import json
+import pathlib
 
 from click.testing import CliRunner
 
@@ -30,3 +31,18 @@ def test_demo_other_world(tmp_path):
     assert result.exit_code == 0, result.output
     assert "simulated 2-rank job" in result.output
     assert "batch by batch: yes" in result.output
+    assert f"MB in {tmp_path.resolve()}; remove them with: rm -r {tmp_path}" in result.output
+
+
+def test_demo_clean_up_removes_its_files(tmp_path):
+    workdir = tmp_path / "demo"
+    args = ["demo", "--workdir", str(workdir), "--cuts", "300", "--world-size", "2"]
+    result = CliRunner().invoke(main, [*args, "--num-workers", "0", "--clean-up"])
+    assert result.exit_code == 0, result.output
+    assert f"== done. Removed {workdir} (" in result.output
+    assert not workdir.exists()
+
+
+def test_demo_workdir_is_git_ignored():
+    ignored = (pathlib.Path(__file__).resolve().parents[2] / ".gitignore").read_text().split()
+    assert "discoseq-demo/" in ignored and "discoseq-ddp-example/" in ignored

@@ -398,6 +398,17 @@ def test_index_gets_the_umask_permissions(tmp_path, mono, umask, dir_mode, file_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "idx"]
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_progress_of_a_cutset_counts_cuts(tmp_path, mono, capsys, lazy):
+    """A CutSet has no bytes to count: the bar counts cuts (of a known total when eager)."""
+    path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 7))
+    cuts = CutSet.from_file(path) if lazy else CutSet.from_file(path).to_eager()
+    build_index(cuts, tmp_path / "idx", progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert " cuts" in bar and "B/s" not in bar, bar
+    assert ("7.00 cuts" in bar) if lazy else ("7.00/7.00" in bar), bar
+
+
 def test_interrupted_build_leaves_nothing(tmp_path, mono, monkeypatch):
     path = write_lines(tmp_path / "a.jsonl", mono_records(mono, 50))
     old = build_index(path, tmp_path / "idx")

@@ -108,3 +108,56 @@ def test_info_can_skip_the_source_check(index_of_jsonl):
     assert CliRunner().invoke(main, ["info", str(out)]).exit_code == EXIT_BAD_INPUT
     result = CliRunner().invoke(main, ["info", str(out), "--no-check-sources"])
     assert result.exit_code == 0, result.output
+
+
+def test_info_of_a_manifest_says_how_to_index_it(fixtures_dir):
+    manifest = fixtures_dir / "libri_cuts.json"
+    result = CliRunner().invoke(main, ["info", str(manifest)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "is a file, not an index directory" in result.output
+    assert f"discoseq-index build {manifest} -o" in result.output
+    assert "does not exist" not in result.output
+
+
+def test_build_over_a_directory_that_is_not_an_index(tmp_path, fixtures_dir):
+    """The first message is the right one: --force would not help, so it is not suggested."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    src = str(fixtures_dir / "libri_cuts.json")
+    for force in ([], ["--force"]):
+        result = CliRunner().invoke(main, ["build", src, "-o", str(precious), "-q", *force])
+        assert result.exit_code == EXIT_BAD_INPUT
+        assert "is not a discoseq index" in result.output
+        assert "choose another output path" in result.output
+        assert "pass force=True" not in result.output
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
+
+
+def test_info_prints_the_build_options_readably(index_of_jsonl):
+    _, out = index_of_jsonl
+    result = CliRunner().invoke(main, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    build = next(line for line in result.output.splitlines() if line.startswith("build"))
+    assert build == (
+        "build        --on-error raise: 0 bad records skipped; .jsonl records read in place "
+        "(no --store-records)"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_stale_index_points_to_the_command_line_flag(index_of_jsonl, command):
+    """The command line names its own --no-check-sources (which every one of them takes),
+    not Python's check_sources=False; and the flag works."""
+    src, out = index_of_jsonl
+    cli, (name, *options) = COMMANDS[command]
+    src.write_text(src.read_text() + "\n")
+    result = CliRunner().invoke(cli, [name, str(out), *options])
+    if command == "discoseq-index verify":  # checks content itself: no opt-out to offer
+        assert "check_sources" not in result.output
+        return
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "pass --no-check-sources to use it as it is" in result.output
+    assert "check_sources=False" not in result.output
+    result = CliRunner().invoke(cli, [name, str(out), *options, "--no-check-sources"])
+    assert result.exit_code == 0, result.output
