@@ -448,10 +448,32 @@ def _bar_hist(ax: Any, hist: Mapping[str, Sequence[float]], color: str) -> None:
         ax.bar(e[:-1], c, width=np.diff(e), align="edge", color=color, edgecolor="white", lw=0.5)
 
 
+def _bucket_labels(items: Sequence[Mapping[str, Any]], two_d: bool) -> list[str]:
+    """Tick labels of flat buckets: their upper edge (``>low`` for the last), or ``b.t`` in 2D."""
+    labels = []
+    for it in items:
+        if two_d:
+            labels.append(f"{it['bucket']}.{it['token_bucket']}")
+        elif it["high"] is not None:
+            labels.append(f"≤{it['high']:.3g}")
+        elif it["low"] is not None:
+            labels.append(f">{it['low']:.3g}")
+        else:
+            labels.append("all")
+    return labels
+
+
 def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110) -> Path:
-    """Draw :func:`analyze_plan`'s dict as one PNG (or any format matplotlib knows by suffix):
-    cuts per batch, batch fill against the cap, the buckets (share of speech and padding
-    efficiency) and the ranks (duration per rank, batch counts).
+    """Draw :func:`analyze_plan`'s dict as one figure, in the format the suffix of ``path``
+    names (``.png``, ``.svg``, ``.pdf``, ...): what a configuration does, to choose one.
+
+    * padding per bucket (share of the padded audio that is padding; the epoch's as a line),
+    * cuts per batch per bucket (mean; the cut caps where set; the epoch's range in a note),
+    * batch fill (cost / cap, log scale, so the few under-filled batches show),
+    * per-rank balance (speech and padded duration per rank, as % off the mean over ranks).
+
+    Without buckets (random, sequential) the first two become the cuts-per-batch histogram;
+    without a duration cap the fill panel shows speech per batch.
 
     :raises ImportError: when matplotlib is missing (``pip install "discoseq[plot]"``).
     """
@@ -468,14 +490,16 @@ def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110)
     path = Path(path)
     t, cfg = stats["totals"], stats["config"]
     W = stats["world_size"]
-    blue, orange, grey, green = "#3b75af", "#ef8636", "#9a9a9a", "#519e3e"
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    (ax_cuts, ax_fill), (ax_buckets, ax_ranks) = axes
+    blue, orange, grey, green = "#3b75af", "#ef8636", "#7f7f7f", "#519e3e"
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), constrained_layout=True)
+    (ax_pad, ax_cuts), (ax_fill, ax_ranks) = axes
     limits = ", ".join(
         f"{k}={cfg[k]:g}"
         for k in ("max_duration", "max_cuts", "max_frames", "quadratic_duration")
-        if cfg.get(k) is not None
+        if cfg.get(k) not in (None, False)
     )
+    if cfg.get("bucket_max_duration") or cfg.get("bucket_max_cuts"):
+        limits += (", " if limits else "") + "per-bucket caps"
     eff = stats["padding"]["efficiency"]
     fill_mean = stats["fill"]["mean"] if stats["fill"] else None
     fig.suptitle(
@@ -488,108 +512,138 @@ def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110)
         fontsize=11,
     )
 
-    bc = stats["batch_cuts"]
-    _bar_hist(ax_cuts, bc["histogram"], blue)
-    ax_cuts.set_title("How many cuts are in a batch")
-    ax_cuts.set_xlabel("cuts per batch")
-    ax_cuts.set_ylabel("batches")
-    if bc["mean"] is not None:
-        ax_cuts.axvline(bc["mean"], color="black", ls="--", lw=1)
-        ax_cuts.text(
-            bc["mean"],
-            ax_cuts.get_ylim()[1] * 0.95,
-            f" mean {bc['mean']:.1f}",
-            va="top",
-            fontsize=9,
-        )
-
-    if stats["fill"] is not None:
-        _bar_hist(ax_fill, stats["fill"]["histogram"], green)
-        ax_fill.axvline(1.0, color="black", lw=1)
-        f = stats["fill"]
-        if f["mean"] is not None:
-            ax_fill.text(
-                0.02,
-                0.95,
-                f"mean {f['mean']:.3f}\nmin {f['min']:.3f}\nmax {f['max']:.3f}",
-                transform=ax_fill.transAxes,
-                va="top",
-                fontsize=9,
-            )
-        ax_fill.set_title("How full a batch is: padded cost / cap (1 = at the cap)")
-        ax_fill.set_xlabel("batch fill")
-    else:
-        _bar_hist(ax_fill, stats["batch_duration"]["histogram"], green)
-        ax_fill.set_title("Speech per batch (no duration cap set)")
-        ax_fill.set_xlabel("seconds of speech in a batch")
-    ax_fill.set_ylabel("batches")
-
     items = stats["buckets"]["items"]
+    bc = stats["batch_cuts"]
+    cuts_note = (
+        f"all batches: min {_fmt(bc['min'], '.0f')}, median {_fmt(bc['median'], '.0f')}, "
+        f"mean {_fmt(bc['mean'], '.1f')}, max {_fmt(bc['max'], '.0f')}"
+        if bc["mean"] is not None
+        else "no batches"
+    )
     if len(items) > 1:
-        x = np.arange(len(items))
-        share = np.array([it["duration"] for it in items]) / max(t["duration"], 1e-12)
-        ax_buckets.bar(x, 100 * share, color=blue, label="share of speech (%)")
-        ax_buckets.set_ylabel("share of the epoch's speech (%)", color=blue)
         two_d = bool(stats["buckets"]["token_edges"])
-        labels = [
-            f"{it['bucket']}.{it['token_bucket']}"
-            if two_d
-            else f"≤{it['high']:.3g}"
-            if it["high"] is not None
-            else f">{it['low']:.3g}"
-            if it["low"] is not None
-            else "all"
-            for it in items
-        ]
+        labels = _bucket_labels(items, two_d)
+        x = np.arange(len(items))
         step = max(1, len(items) // 16)
-        ax_buckets.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
-        twin = ax_buckets.twinx()
-        pe = [
-            np.nan if it["padding_efficiency"] is None else it["padding_efficiency"] for it in items
-        ]
-        twin.plot(x, pe, "o-", color=orange, ms=4, label="padding efficiency")
-        if stats["fill"] is not None:
-            mf = [np.nan if it["mean_fill"] is None else it["mean_fill"] for it in items]
-            twin.plot(x, mf, "s:", color=green, ms=3, label="mean fill")
-        twin.set_ylim(0, 1.05)
-        twin.set_ylabel("padding efficiency / fill", color=orange)
-        twin.legend(loc="lower right", fontsize=8)
         unit = {"duration": "s", "num_frames": "frames", "num_features": "elements"}.get(
             stats["buckets"]["method"] or "duration", ""
         )
-        ax_buckets.set_title(
-            f"Buckets ({'bucket.token-bucket' if two_d else f'upper edge, {unit}'}): "
-            "speech and padding"
-        )
+        xlabel = "bucket (duration.token bucket)" if two_d else f"bucket (upper edge, {unit})"
+
+        waste = [
+            np.nan if it["padding_efficiency"] is None else 100 * (1 - it["padding_efficiency"])
+            for it in items
+        ]
+        ax_pad.bar(x, waste, color=orange, label="padding in the bucket's batches")
+        if eff is not None:
+            ax_pad.axhline(
+                100 * (1 - eff),
+                color="black",
+                ls="--",
+                lw=1,
+                label=f"whole epoch: {100 * (1 - eff):.1f} %",
+            )
+        ax_pad.set_title("Padding per bucket (lower is better: more buckets or sort_pool lower it)")
+        ax_pad.set_ylabel("padding, % of the padded audio")
+        ax_pad.set_xlabel(xlabel)
+        ax_pad.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
+        ax_pad.legend(loc="upper center", fontsize=8)
+
+        mean_cuts = [it["cuts"] / it["batches"] if it["batches"] else np.nan for it in items]
+        ax_cuts.bar(x, mean_cuts, color=blue, label="mean cuts per batch")
+        caps = [np.nan if it["cap_cuts"] is None else it["cap_cuts"] for it in items]
+        if not np.isnan(caps).all():
+            ax_cuts.plot(x, caps, "_", color="black", ms=12, mew=2, label="cut cap")
+        top = np.nanmax([*mean_cuts, *caps, 1.0])
+        ax_cuts.set_ylim(0, 1.2 * top)  # room for the legend above the bars and caps
+        ax_cuts.set_title(f"Cuts per batch, per bucket ({cuts_note})", fontsize=10)
+        ax_cuts.set_ylabel("cuts per batch")
+        ax_cuts.set_xlabel(xlabel)
+        ax_cuts.set_xticks(x[::step], labels[::step], rotation=45, ha="right", fontsize=8)
+        ax_cuts.legend(loc="upper right", fontsize=8)
     else:
-        ax_buckets.axis("off")
-        ax_buckets.text(0.5, 0.5, f"no buckets ({cfg['strategy']})", ha="center", va="center")
+        ax_pad.axis("off")
+        ax_pad.text(
+            0.5,
+            0.5,
+            f"one bucket ({cfg['strategy']}): padding efficiency {_fmt(eff)}\n"
+            "(the bucketed strategy batches cuts of similar length, which pads less)",
+            ha="center",
+            va="center",
+        )
+        _bar_hist(ax_cuts, bc["histogram"], blue)
+        if bc["mean"] is not None:
+            ax_cuts.axvline(
+                bc["mean"], color="black", ls="--", lw=1, label=f"mean {bc['mean']:.1f}"
+            )
+            ax_cuts.legend(loc="upper right", fontsize=8)
+        ax_cuts.set_title(f"Cuts per batch ({cuts_note})", fontsize=10)
+        ax_cuts.set_xlabel("cuts per batch")
+        ax_cuts.set_ylabel("batches")
+
+    f = stats["fill"]
+    if f is not None:
+        _bar_hist(ax_fill, f["histogram"], green)
+        ax_fill.axvline(1.0, color="black", lw=1, label="the cap (fill 1)")
+        if f["mean"] is not None:
+            ax_fill.axvline(
+                f["mean"],
+                color="black",
+                ls="--",
+                lw=1,
+                label=f"mean {f['mean']:.3f} (min {f['min']:.3f}, max {f['max']:.3f})",
+            )
+        ax_fill.set_title("How full batches are (log scale: the few under-filled ones show)")
+        ax_fill.set_xlabel("batch fill = the batch's duration cost / its cap")
+        ax_fill.set_xlim(0, 1.05)
+    else:
+        bd = stats["batch_duration"]
+        _bar_hist(ax_fill, bd["histogram"], green)
+        if bd["mean"] is not None:
+            ax_fill.axvline(
+                bd["mean"], color="black", ls="--", lw=1, label=f"mean {bd['mean']:.1f} s"
+            )
+        ax_fill.set_title("Speech per batch (no duration cap set; log scale)")
+        ax_fill.set_xlabel("seconds of speech in a batch")
+    ax_fill.set_yscale("log")
+    ax_fill.set_ylabel("batches (log scale)")
+    if ax_fill.get_legend_handles_labels()[0]:
+        ax_fill.legend(loc="upper left", fontsize=8)
 
     r = stats["ranks"]
-    dur = np.array(r["duration"]) / 3600
-    pad = np.array(r["padded_duration"]) / 3600
-    xr = np.arange(W)
-    ax_ranks.bar(xr, pad, color=grey, label="padded (speech + padding)")
-    ax_ranks.bar(xr, dur, color=blue, label="speech")
-    if W:
-        ax_ranks.axhline(dur.mean(), color="black", ls="--", lw=1)
     bal = r["balance"]
     counts = "equal" if bal["equal_batch_counts"] else "UNEQUAL"
     ax_ranks.set_title(
-        f"Ranks: {r['batches'][0] if W else 0:,} batches each ({counts})\n"
-        f"speech max/min {_fmt(bal['duration_max_over_min'])}, "
-        f"step balance {_fmt(bal['step_balance'])} (1 = no rank waits)"
+        f"Per-rank balance: {r['batches'][0] if W else 0:,} batches each ({counts}); speech "
+        f"max/min {_fmt(bal['duration_max_over_min'])},\nstep balance "
+        f"{_fmt(bal['step_balance'])} (share of a step no rank waits for the slowest; 1 = none)",
+        fontsize=10,
     )
-    if W <= 8:
-        for i in range(W):
-            ax_ranks.text(
-                xr[i], dur[i] / 2, f"{dur[i]:,.2f} h", ha="center", color="white", fontsize=9
-            )
+    dur = np.array(r["duration"], dtype=float) / 3600
+    pad = np.array(r["padded_duration"], dtype=float) / 3600
+    if W and dur.mean() > 0:
+        xr = np.arange(W)
+        width = 0.4
+        ax_ranks.bar(
+            xr - width / 2,
+            100 * (dur / dur.mean() - 1),
+            width,
+            color=blue,
+            label=f"speech (mean {dur.mean():.2f} h per rank)",
+        )
+        ax_ranks.bar(
+            xr + width / 2,
+            100 * (pad / pad.mean() - 1),
+            width,
+            color=grey,
+            label=f"padded = work (mean {pad.mean():.2f} h per rank)",
+        )
+        ax_ranks.axhline(0, color="black", lw=1)
+        if W <= 32:
+            ax_ranks.set_xticks(xr)
+        ax_ranks.legend(loc="best", fontsize=8)
     ax_ranks.set_xlabel("rank")
-    ax_ranks.set_ylabel("hours")
-    if W <= 32:
-        ax_ranks.set_xticks(xr)
-    ax_ranks.legend(loc="lower right", fontsize=8)
+    ax_ranks.set_ylabel("% above (below) the mean over ranks")
 
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

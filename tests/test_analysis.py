@@ -205,3 +205,59 @@ def test_bins_validated():
         analyze_plan(plan, d, bins=0)
     s = analyze_plan(plan, d, bins=1)
     assert not math.isnan(s["padding"]["efficiency"])
+
+
+def _drawn_figure(stats, path, monkeypatch):
+    """Draw ``stats`` and return the matplotlib figure that was saved."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    original = Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        saved.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_analysis(stats, path, dpi=30)  # a small image: the test reads the figure, not pixels
+    assert path.stat().st_size > 5_000
+    return saved[0]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SamplerConfig(max_duration=60.0, num_buckets=8, max_cuts=12, world_size=3),
+        SamplerConfig(max_duration=60.0, num_buckets=3, num_token_buckets=2, world_size=2),
+        SamplerConfig(strategy="random", max_cuts=7, world_size=2),
+    ],
+)
+def test_figure_shows_padding_per_bucket_cuts_per_batch_and_rank_balance(
+    tmp_path, monkeypatch, cfg
+):
+    """What a user needs to choose a config, every panel titled, both axes and every series
+    labelled: padding per bucket, cuts per batch per bucket, batch fill, per-rank balance."""
+    rng = np.random.default_rng(0)
+    d = np.round(rng.uniform(0.5, 20.0, 600), 2)
+    tokens = rng.integers(5, 300, 600)
+    plan = plan_epoch({"duration": d, "num_tokens": tokens}, cfg, 0, cfg.world_size)
+    stats = analyze_plan(plan, d)
+    fig = _drawn_figure(stats, tmp_path / "s.png", monkeypatch)
+    pad, cuts, fill, ranks = fig.axes
+    for ax in (cuts, fill, ranks) if cfg.strategy.value == "random" else fig.axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), ax
+        assert ax.get_legend() is not None, ax.get_title()
+        for handle_label in ax.get_legend_handles_labels()[1]:
+            assert handle_label and not handle_label.startswith("_")
+    items = stats["buckets"]["items"]
+    if cfg.strategy.value == "random":
+        assert not pad.axison and "one bucket" in pad.texts[0].get_text()
+        return
+    heights = [bar.get_height() for bar in pad.patches]
+    assert heights == pytest.approx([100 * (1 - it["padding_efficiency"]) for it in items])
+    means = [bar.get_height() for bar in cuts.patches]
+    assert means == pytest.approx([it["cuts"] / it["batches"] for it in items])
+    speech = np.array(stats["ranks"]["duration"])
+    rank_bars = [bar.get_height() for bar in ranks.patches][: cfg.world_size]
+    assert rank_bars == pytest.approx(list(100 * (speech / speech.mean() - 1)))
+    assert fill.get_yscale() == "log"
