@@ -101,7 +101,7 @@ def check_rows(buf: bytes, res: dict, lines: list[bytes], expect_slow: list[bool
             assert int(res[name][i]) == truth[name], (name, line)
 
 
-def scan(buf: bytes) -> dict:
+def scan(buf: bytes | bytearray | memoryview | np.ndarray) -> dict:
     res = scan_cut_lines(buf)
     n = len(res["status"])
     assert all(len(v) == n for v in res.values())
@@ -371,12 +371,12 @@ def test_mutated_lines_never_disagree(data, base):
             line.insert(pos, byte)
         else:
             del line[pos:]
-    line = bytes(line).replace(b"\n", b" ")
-    res = scan(line)
-    if not line.strip(b" \t\r\x0b\x0c"):
+    mutated = bytes(line).replace(b"\n", b" ")
+    res = scan(mutated)
+    if not mutated.strip(b" \t\r\x0b\x0c"):
         assert len(res["status"]) == 0
         return
-    check_rows(line, res, [line[:-1] if line.endswith(b"\r") else line])
+    check_rows(mutated, res, [mutated[:-1] if mutated.endswith(b"\r") else mutated])
 
 
 # ------------------------------------------------------------------------------------------------
