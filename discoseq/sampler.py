@@ -70,6 +70,8 @@ def _open_sources(
 ) -> tuple[CutIndex | MultiIndex, list[OpenedIndex]]:
     """The index of ``source`` (a :class:`MultiIndex` for a list or a mapping of sources) and
     the opened sources that hold a temporary directory (to close with the sampler)."""
+    if isinstance(source, MultiIndex):  # already several indexes as one (named: a mixture)
+        return source, []
     if isinstance(source, Mapping):
         names, items = [str(k) for k in source], list(source.values())
     elif isinstance(source, list | tuple):
@@ -125,7 +127,8 @@ class DiscoSeqSampler(Sampler, IterableDataset):
 
     :param source: a :class:`~discoseq.CutIndex`, a path to an index directory, a path to a cut
         manifest (indexed on the fly into a temporary directory removed with the sampler), or a
-        Lhotse ``CutSet`` (eager or lazy; indexed the same way). A list of those is one corpus
+        Lhotse ``CutSet`` (eager or lazy; indexed the same way), or a
+        :class:`~discoseq.index.multi.MultiIndex`. A list of those is one corpus
         in shards (rows numbered across them); a mapping of name -> any of those is a
         *mixture* (see :mod:`discoseq.mixture` and the config's ``mixture``): every cut then
         carries its source's name in ``custom["source"]`` (``cut.source``).

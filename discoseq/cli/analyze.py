@@ -13,6 +13,7 @@ import click
 from discoseq.cli.common import (
     check_output_path,
     check_sources_option,
+    chosen_source,
     config_data,
     config_options,
     fail,
@@ -79,7 +80,7 @@ def check_plot_path(ctx: click.Context, param: click.Parameter, value: Path | No
 @check_sources_option
 @quiet_option("No progress bar and no table.")
 def analyze(
-    source: Path,
+    source: Path | None,
     epoch: int,
     bins: int,
     output: Path | None,
@@ -93,18 +94,22 @@ def analyze(
     oversize and filtered cuts.
 
     SOURCE is an index directory or a Lhotse cut manifest (indexed into a temporary directory).
-    Without --config and limits, --max-duration is required.
+    A mixture: no SOURCE, and a --config file with "sources" (name -> path, relative to the
+    file) and the mixture options; the report then has a row per source. Without --config and
+    limits, --max-duration is required.
     """
     from discoseq.analysis import analyze as run_analysis
     from discoseq.analysis import format_table, plot_analysis
 
-    config = make_config(config_data(options))
+    data = config_data(options)
+    chosen = chosen_source(source, data)
+    config = make_config(data)
     if plot is not None:  # fail before the work, not after
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             fail('--plot needs matplotlib: pip install "discoseq[plot]"')
-    with opened_source(source, progress=not quiet, check_sources=not no_check_sources) as index:
+    with opened_source(chosen, progress=not quiet, check_sources=not no_check_sources) as index:
         start = time.perf_counter()
         try:
             stats = run_analysis(index, config, epoch=epoch, bins=bins)

@@ -21,6 +21,7 @@ import numpy as np
 
 from discoseq.cli.common import (
     check_sources_option,
+    chosen_source,
     config_data,
     config_options,
     fail,
@@ -162,7 +163,7 @@ def _lhotse_sampler(cuts: Any, config: Any, world: int, rank: int) -> Any:
 @check_sources_option
 @quiet_option("No progress bar while indexing a manifest.")
 def benchmark(
-    source: Path,
+    source: Path | None,
     config_json: Path | None,
     rank: int | None,
     num_workers: int | None,
@@ -185,8 +186,10 @@ def benchmark(
     (default 1); nothing is detected from the environment. With --num-workers > 0, resolution
     runs in that many DataLoader workers (create_dataloader).
     """
+    from discoseq.index.multi import MultiIndex
     from discoseq.loader import create_dataloader
     from discoseq.plan import plan_epoch
+    from discoseq.plan.quota import SourceLayout
     from discoseq.sampler import DiscoSeqSampler
 
     data = config_data(options, config_json)
@@ -194,8 +197,14 @@ def benchmark(
     data["rank"] = rank if rank is not None else data.get("rank") or 0
     if num_workers is not None:
         data["num_workers"] = num_workers
+    chosen = chosen_source(source, data)
     config = make_config(data)
     world, rank = config.world_size or 1, config.rank or 0  # set just above
+    if not isinstance(chosen, Path) and compare is not None:
+        raise click.UsageError(
+            "--compare lhotse takes one SOURCE; for mixtures against CutSet.mux run "
+            "benchmarks/bench_mixture.py"
+        )
     if compare == "lhotse":
         for name, (default, why) in _LHOTSE_UNMATCHED.items():
             if getattr(config, name) != default:
@@ -204,20 +213,25 @@ def benchmark(
                     f"equivalent ({why}); leave it at its default to compare"
                 )
     report: dict[str, Any] = {"config": config.to_dict(), "epochs": epochs}
-    with opened_source(source, progress=not quiet, check_sources=not no_check_sources) as index:
+    with opened_source(chosen, progress=not quiet, check_sources=not no_check_sources) as index:
         report["cuts"] = len(index)
-        manifests = [Path(s["path"]) for s in index.header.sources]
+        layout = None
+        if isinstance(index, MultiIndex):
+            layout = SourceLayout(index.names or (), index.offsets)
+            manifests = []
+        else:
+            manifests = [Path(s["path"]) for s in index.header.sources]
         click.echo(
             f"{len(index):,} cuts, {float(np.sum(index.duration)) / 3600:.1f} h; "
             f"strategy={config.strategy}, rank {rank} of {world}, {epochs} epoch(s)"
         )
         columns = index.columns
-        plan_epoch(columns, config, 0, world)  # warm-up: first touch of the pages
+        plan_epoch(columns, config, 0, world, sources=layout)  # warm-up: first touch of pages
         times = []
         plan = None
         for e in range(epochs):
             start = time.perf_counter()
-            plan = plan_epoch(columns, config, e, world)
+            plan = plan_epoch(columns, config, e, world, sources=layout)
             times.append(time.perf_counter() - start)
         assert plan is not None
         report["plan"] = {

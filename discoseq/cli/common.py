@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -21,7 +21,7 @@ from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
 
 if TYPE_CHECKING:
     from discoseq.config import SamplerConfig
-    from discoseq.index import CutIndex
+    from discoseq.index.multi import AnyIndex
 
 EXIT_USAGE = 2
 """Usage error: an unknown option, a bad option value, an invalid combination of options."""
@@ -39,8 +39,9 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
 
 # -- arguments and options --------------------------------------------------------------------
 
-source_argument = click.argument("source", type=click.Path(path_type=Path))
-"""SOURCE: an index directory or a Lhotse cut manifest (see :func:`opened_source`)."""
+source_argument = click.argument("source", type=click.Path(path_type=Path), required=False)
+"""SOURCE: an index directory or a Lhotse cut manifest (see :func:`opened_source`); absent
+when the config file names a mixture's ``sources``."""
 
 
 def check_output_path(
@@ -263,17 +264,37 @@ def load_config_file(path: Path) -> dict[str, Any]:
         fail(f"no config file at {path}")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         fail(f"{path}: not a JSON document ({e})")
+    if not isinstance(data, dict):
+        fail(f"{path}: not a valid SamplerConfig: a JSON object is needed")
+    data = dict(data)
+    sources = data.pop(SOURCES_KEY, None)
     try:
         SamplerConfig.from_dict(data)
     except (ValueError, TypeError) as e:
         fail(f"{path}: not a valid SamplerConfig: {e}")
-    return dict(data)
+    if sources is not None:
+        if (
+            not isinstance(sources, dict)
+            or not sources
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in sources.items())
+        ):
+            fail(f"{path}: {SOURCES_KEY!r} must map source names to paths")
+        # relative paths are relative to the config file
+        data[SOURCES_KEY] = {k: path.parent / v for k, v in sources.items()}
+    return data
+
+
+SOURCES_KEY = "sources"
+"""The config-file key (not a SamplerConfig field) that names a mixture's sources:
+``{"sources": {"libri": "libri.idx", "cv": "cv.jsonl.gz"}, "mixture": {...}, ...}``."""
 
 
 def make_config(data: dict[str, Any]) -> SamplerConfig:
-    """A SamplerConfig from ``data``; an invalid combination of options is a usage error."""
+    """A SamplerConfig from ``data`` (without its ``sources``); an invalid combination of
+    options is a usage error."""
     from discoseq.config import SamplerConfig
 
+    data = {k: v for k, v in data.items() if k != SOURCES_KEY}
     try:
         return SamplerConfig.from_dict(data)
     except (ValueError, TypeError) as e:
@@ -295,22 +316,47 @@ def index_error_message(error: IndexFormatError) -> str:
     return str(error)
 
 
+def chosen_source(source: Path | None, data: dict[str, Any]) -> Path | dict[str, Path]:
+    """SOURCE, or the mixture's sources named by the config file (one of them, not both)."""
+    named = data.get(SOURCES_KEY)
+    if source is not None and named is not None:
+        raise click.UsageError("give SOURCE or a config file that names its sources, not both")
+    if source is None and named is None:
+        raise click.UsageError(
+            "missing SOURCE (an index directory or a manifest), or a --config file with "
+            f"{SOURCES_KEY!r} naming a mixture's sources"
+        )
+    if source is not None:
+        return source
+    assert isinstance(named, dict)  # load_config_file checked it
+    return named
+
+
 @contextmanager
 def opened_source(
-    source: Path, progress: bool = True, check_sources: bool = True
-) -> Iterator[CutIndex]:
-    """The CutIndex of SOURCE: an index directory, opened (its sources checked unless
+    source: Path | Mapping[str, Path], progress: bool = True, check_sources: bool = True
+) -> Iterator[AnyIndex]:
+    """The index of SOURCE: an index directory, opened (its sources checked unless
     ``check_sources`` is False), or a manifest, indexed into a temporary directory removed on
-    exit (exit 3 when SOURCE is missing or invalid)."""
+    exit; a mapping of name -> such paths is a mixture (a named MultiIndex). Exit 3 when a
+    source is missing or invalid."""
     from discoseq.index import open_source
+    from discoseq.index.multi import MultiIndex
 
-    if not (source.is_dir() or source.is_file()):
-        fail(f"no index directory or manifest at {source}")
-    try:
-        opened = open_source(source, progress=progress, check_sources=check_sources)
-    except IndexFormatError as e:  # corrupted, unsupported or stale
-        fail(index_error_message(e))
-    except (ManifestError, FileNotFoundError) as e:
-        fail(str(e))
-    with opened:
-        yield opened.index
+    paths = dict(source) if isinstance(source, Mapping) else {"": source}
+    with ExitStack() as stack:
+        indexes = []
+        for path in paths.values():
+            if not (path.is_dir() or path.is_file()):
+                fail(f"no index directory or manifest at {path}")
+            try:
+                opened = open_source(path, progress=progress, check_sources=check_sources)
+            except IndexFormatError as e:  # corrupted, unsupported or stale
+                fail(index_error_message(e))
+            except (ManifestError, FileNotFoundError) as e:
+                fail(str(e))
+            indexes.append(stack.enter_context(opened).index)
+        if isinstance(source, Mapping):
+            yield MultiIndex(indexes, list(paths))
+        else:
+            yield indexes[0]
