@@ -139,7 +139,8 @@ def _check_consumer(frame: FrameType | None, sampler: DiscoSeqSampler) -> None:
             return
         owner: Any = frame.f_locals.get("self")
         if isinstance(owner, BatchSampler) or (
-            getattr(owner, "sampler", None) is sampler and hasattr(owner, "batch_size")
+            getattr(owner, "sampler", None) is sampler
+            and getattr(owner, "batch_size", None) is not None
         ):
             raise ValueError(
                 "DiscoSeqSampler yields whole batches (CutSets), but the DataLoader groups them "
