@@ -40,7 +40,7 @@ from discoseq._checks import is_int
 from discoseq.resolve import resolve_batches
 
 if TYPE_CHECKING:
-    from discoseq.sampler import DiscoSeqSampler
+    from discoseq.sampler import DiscoSeqSampler, EpochView
 
 __all__ = ["BatchIterator", "resume_epoch", "sampler_state"]
 
@@ -61,6 +61,7 @@ class BatchIterator(Iterator[Any]):
             None if info is None else (int(info.id), int(info.num_workers))
         )
         self._batches: Iterator[Any] | None = None
+        self._view: EpochView | None = None
         self._yielded = 0  # of this process's share of the view (a worker's: including skipped)
 
     def __iter__(self) -> BatchIterator:
@@ -71,13 +72,13 @@ class BatchIterator(Iterator[Any]):
             _check_consumer(sys._getframe(1), self._sampler)
             self._batches = self._begin()
         cuts = next(self._batches)
-        if self._worker is None:
-            self._sampler.advance()  # the main process's batches are the delivered ones
+        if self._worker is None:  # the main process's batches are the delivered ones
+            self._sampler.advance(1, self._view)  # a stale iteration raises here
         self._yielded += 1
         return cuts
 
     def _begin(self) -> Iterator[Any]:
-        view = self._sampler.begin_epoch()
+        view = self._view = self._sampler.begin_epoch()
         ids = view.batch_ids if self._worker is None else view.for_worker(*self._worker)
         skip = 0 if self._worker is None else self._yielded  # set by load_state_dict
         config = self._sampler.config

@@ -88,3 +88,14 @@ def test_absurd_states_are_refused_cheaply(index, change: dict, match: str) -> N
 def test_world_size_is_bounded() -> None:
     with pytest.raises(ValueError, match="world_size="):
         SamplerConfig(max_cuts=2, world_size=2**40)
+
+
+def test_sampler_iteration_goes_stale_too(index) -> None:
+    s = DiscoSeqSampler(index, CFG)
+    it = iter(s)
+    next(it)
+    again = iter(s)
+    next(again)
+    with pytest.raises(RuntimeError, match="stale"):
+        next(it)
+    assert s.batches_delivered == 1
