@@ -31,8 +31,8 @@ from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy
 
 from discoseq._core.types cimport (
-    Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES, KEY_NUMEL,
-    KEY_TOKENS, check_rows, f64_ptr, i64_ptr, key_of, weight_of,
+    Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES,
+    KEY_NUMEL, KEY_TOKENS, check_rows, f64_ptr, i64_ptr, key_of, weight_of,
 )
 
 KEY_KINDS = {"duration": KEY_DURATION, "num_frames": KEY_FRAMES, "num_features": KEY_NUMEL,

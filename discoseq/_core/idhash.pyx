@@ -9,7 +9,8 @@ import numpy as np
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 
-cdef inline uint64_t _hash_bytes(const uint8_t[::1] blob, int64_t start, int64_t end) noexcept nogil:
+cdef inline uint64_t _hash_bytes(const uint8_t[::1] blob, int64_t start,
+                                  int64_t end) noexcept nogil:
     cdef uint64_t h = 0xcbf29ce484222325ULL
     cdef int64_t i
     for i in range(start, end):

@@ -58,7 +58,8 @@ cdef inline const int64_t* i64_ptr(const int64_t[::1] a) noexcept:
     return NULL if a is None or a.shape[0] == 0 else &a[0]
 
 
-cdef inline Py_ssize_t first_bad_row(const int64_t* rows, Py_ssize_t n, int64_t ncol) noexcept nogil:
+cdef inline Py_ssize_t first_bad_row(const int64_t* rows, Py_ssize_t n,
+                                      int64_t ncol) noexcept nogil:
     """The first ``i`` with ``rows[i]`` outside ``[0, ncol)``, or -1.
 
     One branch-free pass in the common case: ``row`` is outside iff ``row < 0`` or
