@@ -84,6 +84,19 @@ _MIXTURE_FIELDS = (
     "temperature",
     "mix_batches",
 )
+_UPPER_BOUNDS = {
+    "max_cuts": 1 << 62,
+    "max_frames": 1 << 62,
+    "bucket_max_cuts": 1 << 62,
+    "num_buckets": 1 << 16,
+    "num_token_buckets": 1 << 10,
+    "sort_pool": 1 << 31,
+    "buffer_size": 1 << 40,
+    "num_workers": 1 << 10,
+    "prefetch_factor": 1 << 16,
+}
+"""The largest value of each integer option: every one of them sizes an allocation or enters
+the engine's int64 arithmetic, so an absurd value is refused here, never a crash there."""
 _DEFAULTS: dict[str, Any] = {}  # filled after the class definition
 
 
@@ -304,6 +317,14 @@ class SamplerConfig:
             raise ValueError(f"num_workers={self.num_workers!r} must be a non-negative integer")
         if not is_int(self.prefetch_factor) or self.prefetch_factor < 1:
             raise ValueError(f"prefetch_factor={self.prefetch_factor!r} must be a positive integer")
+        for name, high in _UPPER_BOUNDS.items():
+            values = getattr(self, name)
+            for v in values if isinstance(values, tuple) else (values,):
+                if v is not None and v > high:
+                    raise ValueError(
+                        f"{name}={v!r} is larger than {high:,} (sizes feed allocations and "
+                        "64-bit arithmetic of the planner; no real run needs more)"
+                    )
 
     def _check_strategy(self) -> None:
         """Fields against each other: what the strategy and the loader make meaningless."""
@@ -362,6 +383,8 @@ class SamplerConfig:
             _positive("epoch_hours", self.epoch_hours)
         if self.epoch_cuts is not None:
             _positive("epoch_cuts", self.epoch_cuts, integer=True)
+            if self.epoch_cuts > 1 << 62:
+                raise ValueError(f"epoch_cuts={self.epoch_cuts} is larger than {1 << 62:,}")
         if self.epoch_hours is not None and self.epoch_cuts is not None:
             raise ValueError(
                 f"epoch_hours={self.epoch_hours} and epoch_cuts={self.epoch_cuts}: give one "

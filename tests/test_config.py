@@ -159,3 +159,33 @@ def test_round_trip_property(
         num_workers=workers,
     )
     assert SamplerConfig.from_json(c.to_json()) == c
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"max_cuts": 2**63}, "max_cuts"),
+        ({"max_duration": 10.0, "sort_pool": 2**59}, "sort_pool"),
+        ({"max_duration": 10.0, "sort_pool": 2**60}, "sort_pool"),
+        ({"max_frames": 2**63 - 1}, "max_frames"),
+        ({"max_cuts": 3, "num_buckets": 2**20}, "num_buckets"),
+        ({"max_cuts": 3, "num_buckets": 2, "bucket_max_cuts": [1, 2**63]}, "bucket_max_cuts"),
+        ({"max_cuts": 3, "buffer_size": 2**50}, "buffer_size"),
+    ],
+)
+def test_sizes_that_feed_allocations_are_bounded(kw: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}=.* is larger than"):
+        SamplerConfig(**kw)
+
+
+def test_analyze_config_json_with_huge_sort_pool_is_a_usage_error(tmp_path) -> None:
+    from tests.cli.runner import run
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"max_duration": 10.0, "sort_pool": 1152921504606846976}')
+    manifest = tmp_path / "c.jsonl"
+    from discoseq.synth import write_manifest
+
+    write_manifest(manifest, 20, seed=1)
+    result = run("analyze", manifest, "--config", cfg, "-q")
+    assert result.exit_code == 3 and "sort_pool" in result.output
