@@ -1,7 +1,7 @@
 """Plain Python/NumPy reference of the epoch plan: the readable specification of ``discoseq._core``.
 
 Same RNG, same rules, no shortcuts: sort instead of histograms, Python loops instead of kernels.
-``tests/test_plan_reference.py`` asserts that :func:`discoseq.plan.plan_epoch` equals
+``tests/plan/test_reference.py`` asserts that :func:`discoseq.plan.plan_epoch` equals
 :func:`reference_plan` bit for bit. Only the validation of inputs is left to the real code.
 """
 

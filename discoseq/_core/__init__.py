@@ -5,7 +5,7 @@ bucket grouping), ``packing`` (greedy hard-capped packing), ``sharding`` (batch 
 CSR gather); each kernel's plain-Python twin lives in ``tests/reference_plan.py``.
 Index: ``cutscan`` (the manifest line scanner: the cut schema as tables, over the JSON grammar
 in ``jsongrammar.pxd``; its exact twin is ``discoseq/index/fields.py``) and ``idhash`` (cut-id
-hashing and id -> row lookup; twin ``tests/test_idhash.py::py_hash``).
+hashing and id -> row lookup; twin ``tests/_core/test_idhash.py::py_hash``).
 """
 
 try:

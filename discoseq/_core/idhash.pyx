@@ -1,7 +1,7 @@
 # cython: language_level=3
 """64-bit hashes of cut ids for the index's id -> row lookup (FNV-1a, then a murmur3 finaliser).
 
-Reference twin: ``tests/test_idhash.py::py_hash``.
+Reference twin: ``tests/_core/test_idhash.py::py_hash``.
 """
 
 import numpy as np
