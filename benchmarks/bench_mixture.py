@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_plan import librispeech_like
+from bench_plan import librispeech_like, timeit
 
 from discoseq import DiscoSeqSampler, SamplerConfig
 from discoseq.plan import plan_epoch
@@ -37,15 +35,6 @@ from discoseq.plan.quota import SourceLayout
 
 SHARES = {"big": 0.6, "mid": 0.3, "small": 0.1}  # of the cuts
 WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}  # asked, of the hours
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times), statistics.median(times)
 
 
 def plan_time(n: int, repeat: int) -> None:
