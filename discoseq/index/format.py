@@ -205,6 +205,10 @@ def read_header(directory: Path) -> Header:
         raw = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IndexFormatError(f"{path}: header is not valid JSON ({e}); rebuild the index") from e
+    except RecursionError as e:  # nesting far deeper than any header discoseq writes
+        raise IndexFormatError(
+            f"{path}: header is not an index header (JSON nested too deeply); rebuild the index"
+        ) from e
     if not isinstance(raw, dict) or raw.get("magic") != MAGIC:
         found = raw.get("magic") if isinstance(raw, dict) else type(raw).__name__
         raise IndexFormatError(f"{path}: field 'magic' expected {MAGIC!r}, found {found!r}")
@@ -259,19 +263,15 @@ def read_header(directory: Path) -> Header:
                 f"{path}: column {name!r} length expected {expected_len}, "
                 f"found {meta.get('length')!r}"
             )
-    for i, src in enumerate(raw["sources"]):
-        for key in ("path", "format", "records", "size", "mtime_ns", "fingerprint", "rows"):
-            if not isinstance(src, dict) or key not in src:
-                raise IndexFormatError(f"{path}: sources[{i}] lacks field {key!r}")
-        if src["records"] not in ("inplace", "stored"):
-            raise IndexFormatError(
-                f"{path}: sources[{i}].records expected 'inplace' or 'stored', "
-                f"found {src['records']!r}"
-            )
+    _check_sources(path, raw["sources"], n)
     if raw["records"].get("codec") != "none":
         raise IndexFormatError(
             f"{path}: records.codec expected 'none', found {raw['records'].get('codec')!r}"
         )
+    size = raw["records"].get("size")
+    if not is_json_int(size) or size < 0:
+        raise IndexFormatError(f"{path}: records.size expected a byte count, found {size!r}")
+    _check_build(path, raw["build"])
     return Header(
         num_rows=n,
         columns=columns,
@@ -282,6 +282,71 @@ def read_header(directory: Path) -> Header:
         created=raw["created"],
         raw=raw,
     )
+
+
+#: Field -> (accepted types, description) of each entry of ``sources`` (None: may be null).
+_SOURCE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "path": ((str,), "a path"),
+    "format": ((str,), "a format name"),
+    "records": ((str,), "'inplace' or 'stored'"),
+    "size": ((int, type(None)), "a byte count or null"),
+    "mtime_ns": ((int, type(None)), "an integer or null"),
+    "fingerprint": ((str, type(None)), "a fingerprint or null"),
+    "rows": ((int,), "a row count"),
+}
+SOURCE_FORMATS = ("jsonl", "jsonl.gz", "json", "json.gz", "cutset")
+
+
+def _check_sources(path: Path, sources: list[Any], n: int) -> None:
+    """Every source entry well typed; at least one source; their rows add up to ``n``."""
+    if not sources:
+        raise IndexFormatError(
+            f"{path}: field 'sources' is empty, expected at least one source; rebuild the index"
+        )
+    for i, src in enumerate(sources):
+        if not isinstance(src, dict):
+            raise IndexFormatError(
+                f"{path}: sources[{i}] expected an object, found {type(src).__name__}"
+            )
+        for key, (types, what) in _SOURCE_FIELDS.items():
+            if key not in src:
+                raise IndexFormatError(f"{path}: sources[{i}] lacks field {key!r}")
+            value = src[key]
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise IndexFormatError(
+                    f"{path}: sources[{i}].{key} expected {what}, found {value!r}"
+                )
+        if src["records"] not in ("inplace", "stored"):
+            raise IndexFormatError(
+                f"{path}: sources[{i}].records expected 'inplace' or 'stored', "
+                f"found {src['records']!r}"
+            )
+        if src["format"] not in SOURCE_FORMATS:
+            raise IndexFormatError(
+                f"{path}: sources[{i}].format expected one of {list(SOURCE_FORMATS)}, "
+                f"found {src['format']!r}"
+            )
+        if src["rows"] < 0 or (src["size"] is not None and src["size"] < 0):
+            raise IndexFormatError(f"{path}: sources[{i}] has a negative row count or size")
+        if "given" in src and not isinstance(src["given"], str):
+            raise IndexFormatError(
+                f"{path}: sources[{i}].given expected a path, found {src['given']!r}"
+            )
+    total = sum(src["rows"] for src in sources)
+    if total != n:
+        raise IndexFormatError(
+            f"{path}: the sources' rows add up to {total}, expected num_rows {n}; rebuild the index"
+        )
+
+
+def _check_build(path: Path, build: Mapping[str, Any]) -> None:
+    """The build options that readers use (``info``, the fingerprint) are well typed."""
+    skipped = build.get("skipped", 0)
+    if not is_json_int(skipped) or skipped < 0:
+        raise IndexFormatError(f"{path}: build.skipped expected a count, found {skipped!r}")
+    examples = build.get("skipped_examples", [])
+    if not isinstance(examples, list) or not all(isinstance(e, str) for e in examples):
+        raise IndexFormatError(f"{path}: build.skipped_examples expected a list of messages")
 
 
 def _expected_length(name: str, n: int, columns: Mapping[str, Any]) -> int:
@@ -306,8 +371,12 @@ def open_column(directory: Path, name: str, length: int) -> np.ndarray:
                 raise ValueError(f"npy version {version}")
             shape, fortran, found_dtype = np.lib.format.read_array_header_1_0(f)
             data_start = f.tell()
-    except (ValueError, OSError, SyntaxError, EOFError) as e:
-        raise IndexFormatError(f"{path}: not a valid .npy column ({e}); rebuild the index") from e
+    except Exception as e:  # numpy's header parser raises many kinds (e.g. tokenize.TokenError)
+        raise IndexFormatError(
+            f"{path}: not a valid .npy column ({type(e).__name__}: {e}); rebuild the index"
+        ) from e
+    if not isinstance(found_dtype, np.dtype) or not isinstance(shape, tuple):
+        raise IndexFormatError(f"{path}: not a valid .npy column header; rebuild the index")
     if found_dtype != dtype or fortran or shape != (length,):
         raise IndexFormatError(
             f"{path}: column {name!r} expected dtype {dtype.str} shape ({length},), "

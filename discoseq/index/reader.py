@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from discoseq.errors import IndexFormatError, StaleIndexError
+from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
 from discoseq.index.format import (
     COLUMNS,
     CUT_COLUMNS,
@@ -165,19 +165,34 @@ class CutIndex:
 
     def cut_id(self, row: int) -> str:
         """The id of the cut at ``row``."""
-        r = self._check_row(row)
-        offsets = self._arrays["id_offsets"]
-        return str(self._id_bytes[int(offsets[r]) : int(offsets[r + 1])], "utf-8")
+        return self.cut_ids([self._check_row(row)])[0]
 
     def cut_ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         """The ids of ``rows``, in order."""
         rows = self._check_rows(rows)
         offsets = self._arrays["id_offsets"]
+        starts, ends = offsets[rows], offsets[rows + 1]
+        if rows.size and (
+            starts.min() < 0 or (ends < starts).any() or ends.max() > len(self._id_bytes)
+        ):
+            bad = (starts < 0) | (ends < starts) | (ends > len(self._id_bytes))
+            row = int(rows[np.flatnonzero(bad)[0]])
+            raise IndexFormatError(
+                f"{self.path / 'id_offsets.npy'}: row {row}: id span "
+                f"{int(offsets[row])}..{int(offsets[row + 1])} is outside id_blob "
+                f"({len(self._id_bytes)} bytes); the index is corrupted, rebuild it"
+            )
         blob = self._id_bytes
-        return [
-            str(blob[s:e], "utf-8")
-            for s, e in zip(offsets[rows].tolist(), offsets[rows + 1].tolist(), strict=True)
-        ]
+        out = []
+        for row, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            try:
+                out.append(str(blob[s:e], "utf-8"))
+            except UnicodeDecodeError as err:
+                raise IndexFormatError(
+                    f"{self.path / 'id_blob.npy'}: row {row}: the cut id is not UTF-8 ({err}); "
+                    "the index is corrupted, rebuild it"
+                ) from None
+        return out
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -222,27 +237,63 @@ class CutIndex:
             with self._lock:
                 fd = self._fds.get(source_id)
                 if fd is None:
-                    if self._inplace[source_id]:
-                        path = self.header.sources[source_id]["path"]
-                    else:
-                        path = str(self.path / RECORDS_FILE)
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = os.open(self._records_path(source_id), os.O_RDONLY)
                     self._fds[source_id] = fd
         return fd
+
+    def _records_path(self, source_id: int) -> str:
+        if self._inplace[source_id]:
+            return str(self.header.sources[source_id]["path"])
+        return str(self.path / RECORDS_FILE)
+
+    def _check_record_spans(
+        self, rows: np.ndarray, src: np.ndarray, off: np.ndarray, length: np.ndarray
+    ) -> None:
+        """The columns that address records (``source_id``, ``record_offset``) hold values
+        ``open`` does not scan; check those of ``rows`` before using them as addresses."""
+        n_sources = len(self.header.sources)
+        bad_src = (src < 0) | (src >= n_sources)
+        if bad_src.any():
+            i = int(np.flatnonzero(bad_src)[0])
+            raise IndexFormatError(
+                f"{self.path / 'source_id.npy'}: row {int(rows[i])}: source_id {int(src[i])} "
+                f"is not one of the {n_sources} sources; the index is corrupted, rebuild it"
+            )
+        stored = ~self._inplace[src]
+        end = off + length.astype(np.int64)
+        bad = (off < 0) | (end < off) | (stored & (end > self.header.records["size"]))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            where = RECORDS_FILE if stored[i] else self._records_path(int(src[i]))
+            raise IndexFormatError(
+                f"{self.path / 'record_offset.npy'}: row {int(rows[i])}: record span "
+                f"{int(off[i])}+{int(length[i])} is outside {where}; the index is corrupted, "
+                "rebuild it"
+            )
 
     def records(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
         """The raw JSON records of ``rows``, in the order asked (one ``pread`` each)."""
         rows = self._check_rows(rows)
-        src = self._arrays["source_id"][rows].tolist()
-        off = self._arrays["record_offset"][rows].tolist()
-        length = self._arrays["record_length"][rows].tolist()
+        src_a = np.asarray(self._arrays["source_id"][rows], dtype=np.int64)
+        off_a = np.asarray(self._arrays["record_offset"][rows], dtype=np.int64)
+        len_a = np.asarray(self._arrays["record_length"][rows], dtype=np.int64)
+        self._check_record_spans(rows, src_a, off_a, len_a)
         out = []
-        for s, o, ln in zip(src, off, length, strict=True):
-            data = os.pread(self._fd(s), ln, o)
+        sizes: dict[int, int] = {}
+        for row, s, o, ln in zip(
+            rows.tolist(), src_a.tolist(), off_a.tolist(), len_a.tolist(), strict=True
+        ):
+            fd = self._fd(s)
+            if s not in sizes:
+                sizes[s] = os.fstat(fd).st_size
+            # past the end: read what is there, so a corrupted length never sizes a huge buffer
+            data = os.pread(fd, min(ln, max(sizes[s] - o, 0)), o)
             if len(data) != ln:
                 raise StaleIndexError(
-                    f"index {self.path}: record of source {self.header.sources[s]['path']} is "
-                    "truncated (the source changed after the build); rebuild the index"
+                    f"index {self.path}: row {row}: record of source "
+                    f"{self.header.sources[s]['path']} is truncated (the source changed after "
+                    "the build, or the index is corrupted); rebuild the index",
+                    path=self.path,
                 )
             out.append(data)
         return out
@@ -275,8 +326,9 @@ class CutIndex:
                 record = None
             if not isinstance(record, dict) or record.get("id") != cut_id:
                 raise StaleIndexError(
-                    f"index {self.path}: the record of row {row} (cut {cut_id!r}) "
-                    "does not match its source any more; rebuild the index"
+                    f"index {self.path}: the record of row {row} (cut {cut_id!r}, "
+                    f"{self.where(row)}) does not match its source any more; rebuild the index",
+                    path=self.path,
                 )
             out.append(record)
         return out
@@ -294,7 +346,31 @@ class CutIndex:
         from lhotse import CutSet
         from lhotse.cut.set import deserialize_cut
 
-        return CutSet.from_cuts([deserialize_cut(r) for r in self.record_dicts(rows, records)])
+        rows = self._check_rows(rows)
+        cuts = []
+        for row, record in zip(rows.tolist(), self.record_dicts(rows, records), strict=True):
+            cut_id = record.get("id")
+            try:
+                cuts.append(deserialize_cut(record))
+            except Exception as e:  # whatever Lhotse raises: say which cut and where it is
+                raise ManifestError(
+                    f"Lhotse cannot load cut {cut_id!r} (row {row} of index {self.path}): "
+                    f"{type(e).__name__}: {e}; fix the record and rebuild the index",
+                    *self._source_line(row),
+                ) from e
+        return CutSet.from_cuts(cuts)
+
+    def _source_line(self, row: int) -> tuple[str | None, int | None]:
+        """(source path, line) of ``row``, as far as the columns can be trusted."""
+        s = int(self._arrays["source_id"][row])
+        if not 0 <= s < len(self.header.sources):
+            return None, None
+        return str(self.header.sources[s]["path"]), int(self._arrays["source_line"][row])
+
+    def where(self, row: int) -> str:
+        """``path:line`` of the record of ``row`` in its source (for messages)."""
+        path, line = self._source_line(self._check_row(row))
+        return f"{path}:{line}" if path is not None else "source unknown"
 
     def close(self) -> None:
         for fd in self._fds.values():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from discoseq.errors import IndexFormatError
 from discoseq.index.builder import SCANNED, line_scanner, scan_chunk
 from discoseq.index.format import RECORDS_FILE
 from discoseq.index.reader import CutIndex
@@ -65,21 +66,30 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
     if n and int(cols["cut_type"].max()) > 3:
         report.add("column cut_type holds unknown codes")
     src_ids = index.column("source_id")
-    if n and (src_ids.min() < 0 or src_ids.max() >= len(index.header.sources)):
+    n_sources = len(index.header.sources)
+    if n and (src_ids.min() < 0 or src_ids.max() >= n_sources):
         report.add("column source_id points outside the sources")
-    offsets = index.column("id_offsets")
-    if np.any(np.diff(offsets) <= 0):
+    offsets = np.asarray(index.column("id_offsets"))
+    blob = np.asarray(index.column("id_blob"))
+    if np.any(np.diff(offsets) <= 0) or offsets[0] != 0 or offsets[-1] != blob.shape[0]:
+        # the id spans cannot be trusted: neither hash nor decode them
         report.add("column id_offsets is not strictly increasing (empty or misordered ids)")
-    from discoseq._core.idhash import hash_spans
+    else:
+        _check_ids(report, offsets, blob)
+        from discoseq._core.idhash import hash_spans
 
-    hashes = hash_spans(np.asarray(index.column("id_blob")), np.asarray(offsets))
-    order = np.asarray(index.column("id_hash_rows"))
-    if n and (
-        not np.array_equal(np.sort(order), np.arange(n))
-        or not np.array_equal(hashes[order], index.column("id_hash_sorted"))
-    ):
-        report.add("id lookup table (id_hash_sorted/id_hash_rows) does not match the ids")
-    end = index.column("record_offset").astype(np.int64) + index.column("record_length")
+        hashes = hash_spans(blob, offsets)
+        order = np.asarray(index.column("id_hash_rows"))
+        if n and (
+            not np.array_equal(np.sort(order), np.arange(n))
+            or not np.array_equal(hashes[order], index.column("id_hash_sorted"))
+        ):
+            report.add("id lookup table (id_hash_sorted/id_hash_rows) does not match the ids")
+    record_offset = index.column("record_offset").astype(np.int64)
+    if n and record_offset.min() < 0:
+        row = int(np.argmin(record_offset))
+        report.add(f"column record_offset row {row} is negative ({int(record_offset[row])})")
+    end = record_offset + index.column("record_length")
     for i, src in enumerate(index.header.sources):
         mask = src_ids == i
         if not mask.any():
@@ -123,7 +133,21 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
         data = np.frombuffer(id_source, np.uint8)
         for j in range(len(rows)):
             got = bytes(data[fresh["id_start"][j] : fresh["id_end"][j]])
-            if got != index.cut_id(int(rows[j])).encode():
+            try:
+                held = index.cut_id(int(rows[j])).encode()
+            except IndexFormatError as e:
+                report.add(str(e))
+                break
+            if got != held:
                 report.add(f"row {int(rows[j])}: record id {got!r} differs from the index")
                 break
     return report
+
+
+def _check_ids(report: VerifyReport, offsets: np.ndarray, blob: np.ndarray) -> None:
+    """Every id is UTF-8 (the ids are decoded as a whole, then located if one is not)."""
+    try:
+        blob.tobytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        row = int(np.searchsorted(offsets, e.start, side="right")) - 1
+        report.add(f"column id_blob: the id of row {row} is not UTF-8 ({e.reason})")
