@@ -95,6 +95,10 @@ def scan_chunk(
             on_bad(str(e), line_no)
             keep[i] = False
             continue
+        except ArithmeticError as e:  # a number no cut can hold; fields names most of them
+            on_bad(f"a value is out of range ({type(e).__name__}: {e})", line_no)
+            keep[i] = False
+            continue
         for name in SCANNED:
             cols[name][i] = getattr(f, name)
         cut_id = f.cut_id.encode()

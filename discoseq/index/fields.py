@@ -2,7 +2,10 @@
 
 This is the exact, readable path (and the specification of the compiled scanner in
 ``discoseq._core.cutscan``): every record the scanner does not handle with certainty comes
-here, e.g. every MixedCut. It builds no Lhotse object; ``tests/index/test_build.py`` checks it
+here, e.g. every MixedCut. It also checks that the record is one Lhotse's constructors load
+(every key they take and none they refuse, at every level: :func:`check_keys`, from the same
+schema tables as the scanner), so a bad record fails the build, naming its file and line, rather
+than a training run. It builds no Lhotse object; ``tests/index/test_build.py`` checks it
 against Lhotse's own ``cut.duration``, ``cut.num_frames``, ... on every fixture (its ``scanner``
 fixture's ``python`` case sends every line here: ``test_fixture_round_trip``,
 ``test_mixed_and_padding_cuts``, ``test_mini_librispeech_cutset_and_files``).
@@ -37,16 +40,40 @@ class CutFields:
     num_supervisions: int
 
 
+#: Counts must fit the index's int64 columns.
+MAX_COUNT = 2**63 - 1
+
+
+def _product(a: float, b: float, what: str) -> float:
+    p = a * b
+    if not math.isfinite(p) or abs(p) > MAX_COUNT:
+        raise RecordError(f"{what} = {a!r} * {b!r} is not a representable count of samples")
+    return p
+
+
 def compute_num_frames(duration: float, frame_shift: float, sampling_rate: float) -> int:
-    """``lhotse.utils.compute_num_frames``."""
-    num_samples = round(duration * sampling_rate)
-    window_hop = round(frame_shift * sampling_rate)
-    return int((num_samples + window_hop // 2) // window_hop)
+    """``lhotse.utils.compute_num_frames`` (a :class:`RecordError` where Lhotse's arithmetic
+    would overflow or divide by zero)."""
+    num_samples = round(_product(duration, sampling_rate, "duration * sampling_rate"))
+    window_hop = round(_product(frame_shift, sampling_rate, "frame_shift * sampling_rate"))
+    if window_hop == 0:
+        raise RecordError(
+            f"frame_shift {frame_shift!r} * sampling_rate {sampling_rate!r} rounds to a hop of "
+            "0 samples: num_frames is undefined"
+        )
+    return _count(int((num_samples + window_hop // 2) // window_hop), "num_frames")
 
 
 def compute_num_samples(duration: float, sampling_rate: float) -> int:
     """``lhotse.utils.compute_num_samples`` with its default ROUND_HALF_UP."""
-    return int(Decimal(round(duration * sampling_rate, ndigits=8)).quantize(0, ROUND_HALF_UP))
+    product = _product(duration, sampling_rate, "duration * sampling_rate")
+    return _count(int(Decimal(round(product, ndigits=8)).quantize(0, ROUND_HALF_UP)), "num_samples")
+
+
+def _count(value: int, what: str) -> int:
+    if not -MAX_COUNT <= value <= MAX_COUNT:
+        raise RecordError(f"{what} {value} does not fit a 64-bit integer")
+    return value
 
 
 def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
@@ -72,6 +99,157 @@ def _optional_dict(rec: Mapping[str, Any], key: str, where: str) -> Mapping[str,
     if not isinstance(value, dict):
         raise RecordError(f"field '{where}{key}' expected an object, found {type(value).__name__}")
     return value
+
+
+# -- which keys Lhotse's constructors take -------------------------------------------------------
+# One schema for both paths: the compiled scanner's tables (``discoseq._core.cutscan.SCHEMA``),
+# whose levels mirror the Lhotse dataclasses exactly (keys the scanner routes to this path,
+# "slow", are keys Lhotse takes), plus the levels the scanner never reads itself (a MixedCut and
+# its tracks) and the keys it routes here although Lhotse takes them (an audio source's "video").
+
+
+@dataclass(frozen=True)
+class _Level:
+    name: str
+    allowed: frozenset[str]
+    required: frozenset[str]
+
+
+def _level(
+    name: str, extra_allowed: tuple[str, ...] = (), not_required: tuple[str, ...] = ()
+) -> _Level:
+    from discoseq._core.cutscan import SCHEMA
+
+    keys = SCHEMA[name]["keys"]
+    return _Level(
+        name,
+        frozenset(keys) | frozenset(extra_allowed),
+        frozenset(k for k, p in keys.items() if p == "required") - frozenset(not_required),
+    )
+
+
+def _levels() -> dict[str, _Level]:
+    levels = {
+        "MonoCut": _level("cut/MonoCut"),
+        "MultiCut": _level("cut/MultiCut"),
+        "PaddingCut": _level("cut/PaddingCut"),
+        "supervision": _level("supervision"),
+        "features": _level("features"),
+        "recording": _level("recording"),
+        "source": _level("source", extra_allowed=("video",)),
+        # MixTrack.from_dict pops "cut" and "type" and passes the rest to MixTrack(...)
+        "track": _Level(
+            "track",
+            frozenset({"cut", "type", "offset", "snr", "tag", "is_snr_reference", "mute"}),
+            frozenset({"cut", "type"}),
+        ),
+        # Image.from_dict (a dict with "width" in a custom field); storage_path may be absent
+        "image": _Level(
+            "image",
+            frozenset({"storage_type", "storage_path", "storage_key", "width", "height"}),
+            frozenset({"storage_type", "storage_key", "width", "height"}),
+        ),
+    }
+    levels["Cut"] = levels["MonoCut"]  # Lhotse < 0.8's name of a MonoCut
+    return levels
+
+
+_LEVELS: dict[str, _Level] = {}
+
+
+def check_keys(obj: Mapping[str, Any], level: str, where: str, *, nested: bool = False) -> None:
+    """Raise :class:`RecordError` if ``obj`` has a key the Lhotse constructor of ``level``
+    rejects, or lacks one it requires (``nested``: a track's cut, whose type its track gives)."""
+    if not _LEVELS:
+        _LEVELS.update(_levels())
+    spec = _LEVELS[level]
+    for key in obj:
+        if key not in spec.allowed:
+            raise RecordError(
+                f"field '{where}{key}' is not a field of a Lhotse {spec.name} (Lhotse would "
+                f"refuse this record); expected only {sorted(spec.allowed)}"
+            )
+    missing = spec.required - obj.keys() - ({"type"} if nested else set())
+    if missing:
+        raise RecordError(
+            f"field '{where}{sorted(missing)[0]}' is missing (required by Lhotse's {spec.name})"
+        )
+
+
+def _check_list_of_objects(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise RecordError(f"field '{field}' expected a list, found {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise RecordError(f"field '{field}[{i}]' expected an object")
+    return value
+
+
+def _check_custom(custom: Any, where: str) -> None:
+    """What ``deserialize_custom_field`` needs: an object (or null) whose object values that
+    look like a Recording or an Image are one."""
+    if custom is None:
+        return
+    if not isinstance(custom, dict):
+        raise RecordError(f"field '{where}custom' expected an object or null")
+    for key, value in custom.items():
+        if not isinstance(value, dict):
+            continue
+        inner = f"{where}custom.{key}."
+        if all(k in value for k in ("id", "sources", "sampling_rate")):
+            _check_recording(value, inner)
+        elif "width" in value:
+            check_keys(value, "image", inner)
+
+
+def _check_recording(recording: Any, where: str) -> None:
+    if not isinstance(recording, dict):
+        raise RecordError(f"field '{where.rstrip('.')}' expected an object")
+    check_keys(recording, "recording", where)
+    for i, source in enumerate(_check_list_of_objects(recording["sources"], where + "sources")):
+        check_keys(source, "source", f"{where}sources[{i}].")
+    if "transforms" in recording:  # Recording.from_dict iterates any value present
+        _check_list_of_objects(recording["transforms"], where + "transforms")
+
+
+def _check_supervision(sup: Mapping[str, Any], where: str) -> None:
+    check_keys(sup, "supervision", where)
+    _check_custom(sup.get("custom"), where)
+    alignment = sup.get("alignment")
+    if alignment is None:
+        return
+    if not isinstance(alignment, dict):
+        raise RecordError(f"field '{where}alignment' expected an object")
+    for kind, items in alignment.items():
+        if not isinstance(items, list):
+            raise RecordError(f"field '{where}alignment.{kind}' expected a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, list | dict) or not 3 <= len(item) <= 4:
+                raise RecordError(
+                    f"field '{where}alignment.{kind}[{i}]' expected [symbol, start, duration"
+                    "(, score)]"
+                )
+
+
+def check_data_cut(rec: Mapping[str, Any], cut_type: str, where: str, nested: bool) -> None:
+    """A MonoCut/MultiCut/PaddingCut record is one its Lhotse ``from_dict`` loads."""
+    check_keys(rec, cut_type, where, nested=nested)
+    _check_custom(rec.get("custom"), where)
+    if cut_type == "PaddingCut":
+        return
+    # MonoCut/MultiCut.from_dict call Features/Recording.from_dict on any value present (null
+    # included) and iterate "supervisions".
+    if "features" in rec:
+        features = rec["features"]
+        if not isinstance(features, dict):
+            raise RecordError(f"field '{where}features' expected an object")
+        check_keys(features, "features", where + "features.")
+    if "recording" in rec:
+        _check_recording(rec["recording"], where + "recording.")
+    if "supervisions" in rec:
+        sups = _check_list_of_objects(rec["supervisions"], where + "supervisions")
+        for i, sup in enumerate(sups):
+            _check_supervision(sup, f"{where}supervisions[{i}].")
 
 
 class _Track:
@@ -166,6 +344,7 @@ def fields_from_record(rec: Any) -> CutFields:
         raise RecordError(f"field 'id' expected a non-empty string, found {cut_id!r}")
     if cut_type == "MixedCut":
         return _mixed_fields(rec, cut_id)
+    check_data_cut(rec, cut_type, "", nested=False)
     duration = _duration(rec)
     code = CUT_TYPE_CODE[cut_type]
     if cut_type == "PaddingCut":
@@ -201,6 +380,8 @@ def _mixed_fields(rec: Mapping[str, Any], cut_id: str) -> CutFields:
     tracks_raw = rec.get("tracks")
     if not isinstance(tracks_raw, list) or not tracks_raw:
         raise RecordError("field 'tracks' of a MixedCut expected a non-empty list")
+    if "transforms" in rec:  # MixedCut.from_dict iterates any value present
+        _check_list_of_objects(rec["transforms"], "transforms")
     entries = [(t, f"tracks[{i}].") for i, t in enumerate(tracks_raw)]
     if rec.get("snr_reference") is not None:
         entries.append((rec["snr_reference"], "snr_reference."))
@@ -208,9 +389,11 @@ def _mixed_fields(rec: Mapping[str, Any], cut_id: str) -> CutFields:
     for track, where in entries:
         if not isinstance(track, dict) or not isinstance(track.get("cut"), dict):
             raise RecordError(f"field '{where}cut' expected an object")
-        track_type = track.get("type", track["cut"].get("type"))
+        check_keys(track, "track", where)
+        track_type = track["type"]
         if track_type not in ("MonoCut", "MultiCut", "PaddingCut", "Cut"):
             raise RecordError(f"field '{where}type' is {track_type!r}; unsupported in a MixedCut")
+        check_data_cut(track["cut"], track_type, where + "cut.", nested=True)
         offset = _number(track, "offset", where) if "offset" in track else 0.0
         mute = bool(track.get("mute", False)) or where == "snr_reference."
         tracks.append((_Track(track["cut"], track_type, where + "cut."), offset, mute))
