@@ -30,6 +30,23 @@ class StaleIndexError(IndexFormatError, RuntimeError):
         self.problem = problem
 
 
+class IndexWriteError(OSError):
+    """An index could not be written: the disk (or the quota) is full. The message names the
+    directory, what was written and what is free; nothing half-written is left behind.
+
+    :ivar path: the directory being written.
+    :ivar written: bytes written before the failure (None when unknown).
+    """
+
+    def __init__(
+        self, message: str, *, path: object = None, written: int | None = None, errno: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.errno = errno or None
+        self.path = path
+        self.written = written
+
+
 class ManifestError(ValueError):
     """A cut manifest cannot be indexed; the message names the file, the line and the field."""
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from discoseq._version import __version__
 from discoseq.cli.common import EXIT_BAD_INPUT, fail, index_error_message, quiet_option
-from discoseq.errors import IndexFormatError, ManifestError
+from discoseq.errors import IndexFormatError, IndexWriteError, ManifestError
 from discoseq.index import CutIndex
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_PROBLEMS", "main"]
@@ -77,7 +77,7 @@ def build(
             store_records=store_records,
             progress=not quiet,
         )
-    except (ManifestError, FileExistsError, FileNotFoundError) as e:
+    except (ManifestError, FileExistsError, FileNotFoundError, IndexWriteError) as e:
         fail(str(e))
     build_info = index.header.build
     click.echo(f"indexed {len(index)} cuts from {len(manifests)} manifest(s) into {out}")

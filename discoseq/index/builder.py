@@ -4,6 +4,8 @@ memory, into a temporary sibling that is renamed into place only when complete."
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import glob
 import os
 import secrets
 import shutil
@@ -15,7 +17,7 @@ import numpy as np
 import orjson
 
 from discoseq._version import __version__
-from discoseq.errors import ManifestError
+from discoseq.errors import IndexWriteError, ManifestError
 from discoseq.index.fields import RecordError, fields_from_record
 from discoseq.index.format import (
     COLUMNS,
@@ -28,6 +30,7 @@ from discoseq.index.format import (
     write_column,
     write_header,
 )
+from discoseq.index.owner import claim, release, remove_abandoned
 from discoseq.index.sources import (
     Chunk,
     Source,
@@ -333,6 +336,8 @@ def build_index(
             sources.append(Source(path="<CutSet>", format="cutset", records="stored"))
     _check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for kind in ("building", "old"):  # what builders killed before they finished left here
+        remove_abandoned(out.parent, f".{glob.escape(out.name)}.{kind}-*")
     tmp = _sibling_dir(out, "building")
     bar = None
     writer = None
@@ -388,16 +393,54 @@ def build_index(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_header(tmp, header)
-        _replace_dir(tmp, out)
-    except BaseException:
+        release(tmp)
+        _replace_dir(tmp, out, force)
+    except BaseException as e:
         if writer is not None:
             writer.abort()
+        written = _bytes_in(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            raise _disk_full(e, out, written) from e
         raise
     finally:
         if bar is not None:
             bar.close()
     return CutIndex.open(out)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _bytes_in(directory: Path) -> int | None:
+    """Bytes in the files of ``directory`` (None if it cannot be read)."""
+    try:
+        return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return None
+
+
+def _disk_full(e: OSError, out: Path, written: int | None) -> IndexWriteError:
+    try:
+        free: int | None = shutil.disk_usage(out.parent).free
+    except OSError:
+        free = None
+    what = "quota exceeded" if e.errno == errno.EDQUOT else "no space left on the device"
+    amounts = []
+    if written is not None:
+        amounts.append(f"{written:,} bytes were written before it filled")
+    if free is not None:
+        amounts.append(f"{free:,} bytes are free now")
+    return IndexWriteError(
+        f"cannot write the index {out}: {what} while writing {e.filename or out.parent}"
+        + (f" ({'; '.join(amounts)})" if amounts else "")
+        + ". The index needs about 100 bytes per cut plus its ids, and the uncompressed size of "
+        "records stored in it (.jsonl.gz, .json, CutSet, --store-records). Nothing was left "
+        "behind; free some space or choose another output directory",
+        path=out,
+        written=written,
+        errno=e.errno or 0,
+    )
 
 
 def _sibling_dir(out: Path, kind: str) -> Path:
@@ -411,14 +454,34 @@ def _sibling_dir(out: Path, kind: str) -> Path:
             os.mkdir(path, 0o777)
         except FileExistsError:
             continue
+        try:
+            claim(path)  # so a later build can tell this directory was abandoned
+        except OSError as e:
+            shutil.rmtree(path, ignore_errors=True)
+            if e.errno in _DISK_FULL:
+                raise _disk_full(e, out, 0) from e
+            raise
         return path
     raise FileExistsError(f"cannot create a temporary directory beside {out}")
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished index into place; an older index at ``out`` is removed after."""
-    if not out.exists():
-        os.replace(tmp, out)
+def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished index into place. Without ``force``, a rename that fails when ``out``
+    appeared meanwhile (another build finished first): at most one of two builds succeeds.
+    With ``force``, an older index at ``out`` is moved aside and removed after."""
+    if not force or not out.exists():
+        try:
+            os.rename(tmp, out)  # refuses a non-empty directory or a file at ``out``
+        except OSError as e:
+            exists = e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
+            if exists and force and (out / HEADER_FILE).is_file():
+                return _replace_dir(tmp, out, force)  # another forced build was first: replace
+            if exists:
+                raise FileExistsError(
+                    f"{out} already exists (another build wrote it meanwhile); pass force=True "
+                    "(--force) to replace it"
+                ) from e
+            raise
         return
     old = _sibling_dir(out, "old")
     os.replace(out, old / "index")

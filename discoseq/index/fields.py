@@ -335,7 +335,7 @@ def fields_from_record(rec: Any) -> CutFields:
     cut_type = rec.get("type")
     if cut_type is None:
         raise RecordError(describe_non_cut(rec))
-    if cut_type not in CUT_TYPE_CODE:
+    if not isinstance(cut_type, str) or cut_type not in CUT_TYPE_CODE:
         raise RecordError(
             f"field 'type' is {cut_type!r}; expected one of MonoCut, MultiCut, MixedCut, PaddingCut"
         )

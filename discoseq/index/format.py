@@ -17,7 +17,8 @@ An index is a directory::
                      "rows"}``; ``records`` is ``"inplace"`` (read from ``path`` by byte offset) or
                      ``"stored"`` (read from ``records.bin``); ``fingerprint`` is
                      ``blake2b-128:<hex>`` of the file's bytes (for an in-memory CutSet, of the
-                     records it contributed)
+                     records it contributed); optional ``given``: the file's path as given,
+                     absolute but not resolved (a symlink's own path; ``path`` is resolved)
 ``records``          ``{"file": "records.bin", "codec": "none", "size": bytes}``
 ``build``            the build options; ``discoseq_version``; ``created`` (UTC ISO time)
 

@@ -35,9 +35,13 @@ from typing import Any
 from discoseq.errors import StaleIndexError
 from discoseq.index.builder import build_index
 from discoseq.index.format import HEADER_FILE
+from discoseq.index.owner import claim, remove_abandoned
 from discoseq.index.reader import CutIndex
 
 __all__ = ["CACHE_SUFFIX", "OpenedIndex", "open_source"]
+
+#: The prefix of the temporary directories of manifests indexed without a cache.
+TEMPORARY_PREFIX = "discoseq-index-"
 
 #: ``cache_index=True`` keeps the index of ``cuts.jsonl.gz`` in ``cuts.jsonl.gz.discoseq-index``.
 CACHE_SUFFIX = ".discoseq-index"
@@ -127,7 +131,9 @@ def open_source(
                 else Path(cache_index)
             )
             with _cache_lock(target):
-                return OpenedIndex(_cached_manifest_index(path, target, progress))
+                return OpenedIndex(
+                    _cached_manifest_index(path, target, progress, by_name=cache_index is True)
+                )
         return _temporary_index(path, progress)
     from lhotse import CutSet
 
@@ -154,8 +160,11 @@ def _temporary_index(source: Any, progress: bool) -> OpenedIndex:
     # Private on purpose (mkdtemp: mode 0o700), unlike a built or cached index, which gets the
     # umask's permissions: this one is this process's scratch copy in the shared system temp
     # folder, removed when it closes, and may hold transcripts nobody else was meant to read.
-    tmp = tempfile.mkdtemp(prefix="discoseq-index-")
+    # what processes killed while they held one left (only when the owner is certainly gone)
+    remove_abandoned(Path(tempfile.gettempdir()), f"{TEMPORARY_PREFIX}*")
+    tmp = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX)
     try:
+        claim(Path(tmp))
         index = build_index(source, Path(tmp) / "index", progress=progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,19 +191,32 @@ def _cache_lock(target: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _cached_manifest_index(manifest: Path, target: Path, progress: bool) -> CutIndex:
+def _cached_manifest_index(
+    manifest: Path, target: Path, progress: bool, by_name: bool = False
+) -> CutIndex:
     """The index of ``manifest`` at ``target``: opened, rebuilt if stale, built if absent.
-    Call with the cache lock held."""
+    Call with the cache lock held.
+
+    The cache belongs to the manifest by its name (``by_name``: the cache is named after it, or
+    the index records it was built from this path as given): a manifest whose symlink now points
+    to another version is rebuilt. A cache of another manifest is refused.
+    """
     if (target / HEADER_FILE).exists():
         try:
             index = CutIndex.open(target)
         except StaleIndexError:
             return build_index(manifest, target, force=True, progress=progress)
-        built_from = [Path(s["path"]).resolve() for s in index.header.sources]
-        if built_from != [manifest.resolve()]:
-            raise ValueError(
-                f"cache_index={str(target)!r} holds an index of {[str(p) for p in built_from]}, "
-                f"not of {str(manifest)!r}; choose another cache directory"
-            )
-        return index
+        sources = index.header.sources
+        built_from = [Path(s["path"]).resolve() for s in sources]
+        if built_from == [manifest.resolve()]:
+            return index
+        given = [s.get("given") for s in sources]
+        if by_name or given == [os.path.abspath(manifest)]:
+            # the same manifest name, now another file (a repointed symlink): rebuild
+            index.close()
+            return build_index(manifest, target, force=True, progress=progress)
+        raise ValueError(
+            f"cache_index={str(target)!r} holds an index of {[str(p) for p in built_from]}, "
+            f"not of {str(manifest)!r}; choose another cache directory"
+        )
     return build_index(manifest, target, progress=progress)

@@ -63,6 +63,7 @@ class Source:
     mtime_ns: int | None = None
     fingerprint: str | None = None
     rows: int = 0
+    given: str | None = None  # the path as given, made absolute but not resolved (a symlink)
     _hasher: Any = field(default=None, repr=False)
 
     def update_fingerprint(self, data: bytes | memoryview) -> None:
@@ -81,6 +82,7 @@ class Source:
             "mtime_ns": self.mtime_ns,
             "fingerprint": self.fingerprint,
             "rows": self.rows,
+            **({"given": self.given} if self.given is not None else {}),
         }
 
 
@@ -116,6 +118,7 @@ def file_source(path: Path, store_records: bool) -> Source:
         records="inplace" if inplace else "stored",
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
+        given=os.path.abspath(path),
     )
 
 
