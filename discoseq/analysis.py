@@ -491,8 +491,13 @@ def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110)
     t, cfg = stats["totals"], stats["config"]
     W = stats["world_size"]
     blue, orange, grey, green = "#3b75af", "#ef8636", "#7f7f7f", "#519e3e"
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), constrained_layout=True)
-    (ax_pad, ax_cuts), (ax_fill, ax_ranks) = axes
+    sources = stats.get("sources") or []
+    fig = plt.figure(figsize=(13, 12.5 if sources else 8.5), constrained_layout=True)
+    grid = fig.add_gridspec(3 if sources else 2, 2)
+    ax_pad, ax_cuts = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    ax_fill, ax_ranks = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+    if sources:
+        _plot_sources(fig.add_subplot(grid[2, :]), sources, blue, orange)
     limits = ", ".join(
         f"{k}={cfg[k]:g}"
         for k in ("max_duration", "max_cuts", "max_frames", "quadratic_duration")
@@ -648,3 +653,38 @@ def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def _plot_sources(ax: Any, sources: Sequence[Mapping[str, Any]], asked: str, got: str) -> None:
+    """A mixture's sources: the hours share asked (a cut quota at the source's mean cut
+    duration) next to the share planned, with each source's repeats and coverage."""
+    names = [s["name"] for s in sources]
+    asked_h = [
+        s["asked"] if s["unit"] == "hours" else s["asked"] * s["hours"] / max(s["size"], 1)
+        for s in sources
+    ]
+    total = sum(asked_h) or 1.0
+    x = np.arange(len(names))
+    width = 0.4
+    ax.bar(x - width / 2, [100 * h / total for h in asked_h], width, color=asked,
+           label="asked (hours share)")  # fmt: skip
+    ax.bar(x + width / 2, [100 * (s["hours_share"] or 0) for s in sources], width, color=got,
+           label="planned (hours share)")  # fmt: skip
+    for i, s in enumerate(sources):
+        ax.annotate(
+            f"{s['planned']:,} cuts, {s['planned_hours']:,.1f} h\nrepeats {s['repeats']:,}, "
+            f"coverage {_fmt(s['coverage'], '.2f')}",
+            (x[i], 0),
+            xytext=(0, -34),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_xticks(x, names)
+    ax.set_ylabel("% of the epoch's hours")
+    ax.set_title(
+        "Mixture: each source's share of the epoch, asked vs planned (coverage: distinct cuts "
+        "of the source in the epoch / its size)",
+        fontsize=10,
+    )
+    ax.legend(loc="upper right", fontsize=8)

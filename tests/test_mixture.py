@@ -389,3 +389,23 @@ def test_selection_equals_reference(sizes, kinds, budget, epoch, seed, shuffle, 
     for s, name in enumerate(names):
         assert stats[s].selected == len(expect[name])
         assert stats[s].repeats == sum(1 for _, rnd in expect[name] if rnd > 0)
+
+
+def test_plot_has_a_source_panel(sources, tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from discoseq.analysis import analyze, plot_analysis
+
+    titles: list[str] = []
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    multi, _ = layout(sources)
+    stats = analyze(multi, SamplerConfig(**BASE, mixture={"a": {}, "b": {}, "c": {"repeat": 2}}))
+    out = plot_analysis(stats, tmp_path / "mix.png")
+    assert out.stat().st_size > 0
+    assert any(t.startswith("Mixture: each source's share") for t in titles)
