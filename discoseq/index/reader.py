@@ -203,14 +203,19 @@ class CutIndex:
 
     def row_of(self, cut_id: str) -> int:
         """The row of a cut id (binary search over sorted id hashes; no dict of all ids)."""
-        if self._lookup is None:
-            from discoseq._core.idhash import IdLookup
+        try:
+            if self._lookup is None:
+                from discoseq._core.idhash import IdLookup
 
-            a = self._arrays
-            self._lookup = IdLookup(
-                a["id_hash_sorted"], a["id_hash_rows"], a["id_offsets"], a["id_blob"]
-            )
-        row = self._lookup.find(cut_id.encode())
+                a = self._arrays
+                self._lookup = IdLookup(
+                    a["id_hash_sorted"], a["id_hash_rows"], a["id_offsets"], a["id_blob"]
+                )
+            row = self._lookup.find(cut_id.encode())
+        except ValueError as e:  # a lookup entry outside the index (checked before it is read)
+            raise IndexFormatError(
+                f"{self.path / 'id_hash_rows.npy'}: {e}; the index is corrupted, rebuild it"
+            ) from e
         if row < 0:
             raise KeyError(f"cut id {cut_id!r} is not in index {self.path}")
         return int(row)
