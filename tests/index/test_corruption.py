@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from discoseq.cli.index_cli import main as index_cli
-from discoseq.errors import IndexFormatError
+from discoseq.errors import IndexFormatError, ManifestError
 from discoseq.index import CutIndex, build_index, verify_index
 from discoseq.synth import write_manifest
 
@@ -140,3 +140,20 @@ def test_deeply_nested_header(base, tmp_path) -> None:
     (idx / "header.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(IndexFormatError, match="nested"):
         CutIndex.open(idx)
+
+
+def test_resolution_error_names_cut_file_and_line(tmp_path) -> None:
+    """A stored record that still parses and carries its id but that Lhotse cannot load (here
+    changed after the build): the error names the cut id, its source file and line."""
+    manifest = write_manifest(tmp_path / "cuts.jsonl", 3, seed=2)
+    index = build_index(manifest, tmp_path / "idx", store_records=True)
+    records = tmp_path / "idx" / "records.bin"
+    data = records.read_bytes()
+    second = data.index(b"\n") + 1
+    assert b'"start"' in data[second:]
+    records.write_bytes(data[:second] + data[second:].replace(b'"start"', b'"stArt"', 1))
+    cut_id = index.cut_id(1)
+    with pytest.raises(
+        ManifestError, match=rf"cut '{cut_id}'.*cuts\.jsonl:2: |cuts\.jsonl:2: .*{cut_id}"
+    ):
+        CutIndex.open(tmp_path / "idx").resolve([0, 1])

@@ -226,3 +226,18 @@ def test_absurd_numbers_are_named_and_skippable(tmp_path, case) -> None:
         build_index(manifest, tmp_path / "idx")
     index = build_index(manifest, tmp_path / "idx2", on_error="skip")
     assert len(index) == 2 and index.header.build["skipped"] == 1
+
+
+def test_verify_reports_a_record_lhotse_rejects(tmp_path, monkeypatch) -> None:
+    """An index built before this check (simulated by switching it off) passes no more:
+    verify names the row."""
+    from discoseq.index import fields, verify_index
+
+    good = [dict(RECORDS[0], id=f"c{i}") for i in range(3)]
+    good[1]["speaker"] = "spk1"
+    manifest = write_lines(tmp_path / "cuts.jsonl", good)
+    with monkeypatch.context() as m:
+        m.setattr(fields, "check_data_cut", lambda *args, **kwargs: None)
+        build_index(manifest, tmp_path / "idx")
+    report = verify_index(tmp_path / "idx")
+    assert any("row 1" in p and "speaker" in p for p in report.problems), report.problems
