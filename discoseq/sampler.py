@@ -259,14 +259,14 @@ class DiscoSeqSampler(Sampler, IterableDataset):
                 "started since it began, so its batches are no longer the position's; start a "
                 "new iteration (for batch in ...)"
             )
-        steps = self._position.steps + n
-        if not is_int(n) or n < 0 or steps > self.plan.batches_per_rank:
-            raise ValueError(
-                f"advance({n!r}): {self._position.steps} of {self.plan.batches_per_rank} "
-                "batches of this epoch are delivered on this rank"
-            )
         pos = self._position
-        self._position = Position(pos.epoch, steps, pos.history)
+        limit = (view.plan if view is not None else self.plan).batches_per_rank
+        if not is_int(n) or n < 0 or pos.steps + n > limit:
+            raise ValueError(
+                f"advance({n!r}): {pos.steps} of {limit} batches of this epoch are delivered "
+                "on this rank"
+            )
+        self._position = Position(pos.epoch, pos.steps + n, pos.history)
 
     # -- iteration --------------------------------------------------------------------------
     def _own_batches(self) -> tuple[EpochView, list[int], bool]:
