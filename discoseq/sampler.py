@@ -120,10 +120,10 @@ class DiscoSeqSampler(Sampler, IterableDataset):
     dataset (``DataLoader(dataset, sampler=sampler, batch_size=None)``), or through
     :func:`~discoseq.create_dataloader`, whose loader counts the batches the loop received.
 
-    The position counts batches delivered to the consumer: iterating this object in the main
-    process counts each batch it yields; a loader that hands batches on calls :meth:`advance`.
-    Worker processes iterate copies and never move it. For a DataLoader built by hand,
-    ``state_dict(batches_delivered=n)`` takes the loop's own count.
+    The position (:meth:`state_dict`) is moved by one protocol only: :meth:`begin_epoch`
+    starts a view of the epoch and :meth:`advance` counts the batches the consumer received
+    from it (this object's own iteration does so as it yields; ``create_dataloader``'s loader
+    and torchdata's ``StatefulDataLoader`` as they deliver, see :mod:`discoseq.stateful`).
 
     :param source: a :class:`~discoseq.CutIndex`, a path to an index directory, a path to a cut
         manifest (indexed on the fly into a temporary directory removed with the sampler), or a
@@ -134,12 +134,10 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         carries its source's name in ``custom["source"]`` (``cut.source``).
     :param config: a :class:`~discoseq.SamplerConfig` (or its dict).
     :param cache_index: for a manifest source (or every one of several): ``True`` keeps the
-        index next to it
-        (``<manifest>.discoseq-index``, rebuilt when the manifest changes), a path keeps it there
-        (also for a CutSet; not with several sources). ``False`` (default) uses a temporary
-        directory. Processes that
-        ask for the same cache at once (the ranks of a job on one machine) take turns: one
-        builds it, the others open it.
+        index next to it (``<manifest>.discoseq-index``, rebuilt when the manifest changes), a
+        path keeps it there (also for a CutSet; not with several sources). ``False`` (default)
+        uses a temporary directory. Processes that ask for the same cache at once (the ranks of
+        a job on one machine) take turns: one builds it, the others open it.
     :param progress: show a progress bar while indexing a manifest or CutSet.
     """
 
