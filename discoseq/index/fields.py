@@ -160,20 +160,27 @@ _LEVELS: dict[str, _Level] = {}
 def check_keys(obj: Mapping[str, Any], level: str, where: str, *, nested: bool = False) -> None:
     """Raise :class:`RecordError` if ``obj`` has a key the Lhotse constructor of ``level``
     rejects, or lacks one it requires (``nested``: a track's cut, whose type its track gives)."""
-    if not _LEVELS:
+    spec = _LEVELS.get(level)
+    if spec is None:
         _LEVELS.update(_levels())
-    spec = _LEVELS[level]
+        spec = _LEVELS[level]
+    if spec.allowed.issuperset(obj) and (
+        (spec.required - _TYPE if nested else spec.required).issubset(obj)
+    ):
+        return  # the common case, in two C-level set operations
     for key in obj:
         if key not in spec.allowed:
             raise RecordError(
                 f"field '{where}{key}' is not a field of a Lhotse {spec.name} (Lhotse would "
                 f"refuse this record); expected only {sorted(spec.allowed)}"
             )
-    missing = spec.required - obj.keys() - ({"type"} if nested else set())
-    if missing:
-        raise RecordError(
-            f"field '{where}{sorted(missing)[0]}' is missing (required by Lhotse's {spec.name})"
-        )
+    missing = spec.required - obj.keys() - (_TYPE if nested else frozenset())
+    raise RecordError(
+        f"field '{where}{sorted(missing)[0]}' is missing (required by Lhotse's {spec.name})"
+    )
+
+
+_TYPE = frozenset({"type"})
 
 
 def _check_list_of_objects(value: Any, field: str) -> list[Any]:
@@ -232,7 +239,92 @@ def _check_supervision(sup: Mapping[str, Any], where: str) -> None:
 
 
 def check_data_cut(rec: Mapping[str, Any], cut_type: str, where: str, nested: bool) -> None:
-    """A MonoCut/MultiCut/PaddingCut record is one its Lhotse ``from_dict`` loads."""
+    """A MonoCut/MultiCut/PaddingCut record is one its Lhotse ``from_dict`` loads: a yes/no
+    answer in set operations first (:func:`_data_cut_ok`), the message-building walk only for
+    a record that fails it."""
+    if not _LEVELS:
+        _LEVELS.update(_levels())
+    if _data_cut_ok(rec, cut_type, nested):
+        return
+    _explain_data_cut(rec, cut_type, where, nested)
+    raise RecordError(f"field '{where or 'the cut'}' is not a record Lhotse loads")
+
+
+def _keys_ok(obj: Any, spec: _Level, required: frozenset[str] | None = None) -> bool:
+    return (
+        isinstance(obj, dict)
+        and spec.allowed.issuperset(obj)
+        and (spec.required if required is None else required).issubset(obj)
+    )
+
+
+def _recording_ok(recording: Any) -> bool:
+    if not _keys_ok(recording, _LEVELS["recording"]):
+        return False
+    sources = recording["sources"]
+    source = _LEVELS["source"]
+    if not isinstance(sources, list) or not all(_keys_ok(s, source) for s in sources):
+        return False
+    transforms = recording.get("transforms", ())
+    return "transforms" not in recording or (
+        isinstance(transforms, list) and all(isinstance(t, dict) for t in transforms)
+    )
+
+
+def _custom_ok(custom: Any) -> bool:
+    if custom is None:
+        return True
+    if not isinstance(custom, dict):
+        return False
+    for value in custom.values():
+        if isinstance(value, dict):
+            if all(k in value for k in ("id", "sources", "sampling_rate")):
+                if not _recording_ok(value):
+                    return False
+            elif "width" in value and not _keys_ok(value, _LEVELS["image"]):
+                return False
+    return True
+
+
+def _alignment_ok(alignment: Any) -> bool:
+    if alignment is None:
+        return True
+    return isinstance(alignment, dict) and all(
+        isinstance(items, list)
+        and all(isinstance(item, list | dict) and 3 <= len(item) <= 4 for item in items)
+        for items in alignment.values()
+    )
+
+
+def _data_cut_ok(rec: Mapping[str, Any], cut_type: str, nested: bool) -> bool:
+    spec = _LEVELS[cut_type]
+    if not _keys_ok(rec, spec, spec.required - _TYPE if nested else None):
+        return False
+    if "custom" in rec and not _custom_ok(rec["custom"]):
+        return False
+    if cut_type == "PaddingCut":
+        return True
+    if "features" in rec and not _keys_ok(rec["features"], _LEVELS["features"]):
+        return False
+    if "recording" in rec and not _recording_ok(rec["recording"]):
+        return False
+    if "supervisions" in rec:
+        sups = rec["supervisions"]
+        if not isinstance(sups, list):
+            return False
+        supervision = _LEVELS["supervision"]
+        for sup in sups:
+            if not _keys_ok(sup, supervision):
+                return False
+            if "custom" in sup and not _custom_ok(sup["custom"]):
+                return False
+            if "alignment" in sup and not _alignment_ok(sup["alignment"]):
+                return False
+    return True
+
+
+def _explain_data_cut(rec: Mapping[str, Any], cut_type: str, where: str, nested: bool) -> None:
+    """Raise the :class:`RecordError` naming the first field that makes Lhotse refuse ``rec``."""
     check_keys(rec, cut_type, where, nested=nested)
     _check_custom(rec.get("custom"), where)
     if cut_type == "PaddingCut":

@@ -317,6 +317,8 @@ def _check_sources(path: Path, sources: list[Any], n: int) -> None:
                 raise IndexFormatError(
                     f"{path}: sources[{i}].{key} expected {what}, found {value!r}"
                 )
+        if not src["path"] or "\0" in src["path"]:
+            raise IndexFormatError(f"{path}: sources[{i}].path {src['path']!r} is not a path")
         if src["records"] not in ("inplace", "stored"):
             raise IndexFormatError(
                 f"{path}: sources[{i}].records expected 'inplace' or 'stored', "

@@ -242,7 +242,16 @@ class CutIndex:
             with self._lock:
                 fd = self._fds.get(source_id)
                 if fd is None:
-                    fd = os.open(self._records_path(source_id), os.O_RDONLY)
+                    path = self._records_path(source_id)
+                    try:
+                        fd = os.open(path, os.O_RDONLY)
+                    except OSError as e:
+                        raise StaleIndexError(
+                            f"index {self.path}: cannot read the records of source {source_id} "
+                            f"({path}: {e.strerror}); it was moved or deleted after the build: "
+                            "rebuild the index (or build with --store-records to keep them)",
+                            path=self.path,
+                        ) from e
                     self._fds[source_id] = fd
         return fd
 
@@ -289,10 +298,17 @@ class CutIndex:
             rows.tolist(), src_a.tolist(), off_a.tolist(), len_a.tolist(), strict=True
         ):
             fd = self._fd(s)
-            if s not in sizes:
-                sizes[s] = os.fstat(fd).st_size
-            # past the end: read what is there, so a corrupted length never sizes a huge buffer
-            data = os.pread(fd, min(ln, max(sizes[s] - o, 0)), o)
+            try:
+                if s not in sizes:
+                    sizes[s] = os.fstat(fd).st_size
+                # past the end: read what is there, so a corrupted length never sizes a buffer
+                data = os.pread(fd, min(ln, max(sizes[s] - o, 0)), o)
+            except OSError as e:  # e.g. the source path is now a directory
+                raise StaleIndexError(
+                    f"index {self.path}: row {row}: cannot read its record from "
+                    f"{self._records_path(s)} ({e.strerror}); rebuild the index",
+                    path=self.path,
+                ) from e
             if len(data) != ln:
                 raise StaleIndexError(
                     f"index {self.path}: row {row}: record of source "

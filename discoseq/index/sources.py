@@ -298,6 +298,8 @@ def stat_matches(source: dict[str, Any]) -> str | None:
         st = os.stat(path)
     except FileNotFoundError:
         return f"{path} no longer exists"
+    except OSError as e:  # a path that cannot be stat'ed (permissions, a file as a directory)
+        return f"{path} cannot be read ({e.strerror})"
     if st.st_size != source["size"]:
         return f"{path} changed size ({source['size']} -> {st.st_size} bytes)"
     if st.st_mtime_ns != source["mtime_ns"]:

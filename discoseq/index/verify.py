@@ -53,7 +53,11 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
             else:
                 report.add(f"source {i} {src['path']} no longer exists")
             continue
-        found = fingerprint_file(src["path"])
+        try:
+            found = fingerprint_file(src["path"])
+        except OSError as e:
+            report.add(f"source {i} {src['path']} cannot be read ({e.strerror})")
+            continue
         if found != src["fingerprint"]:
             report.add(f"source {i} {src['path']} content changed (fingerprint {found})")
         elif stat_matches(src) is not None:
@@ -97,7 +101,7 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
         limit = (
             index.header.records["size"]
             if src["records"] == "stored"
-            else (os.path.getsize(src["path"]) if Path(src["path"]).is_file() else -1)
+            else _size_or_missing(src["path"])
         )
         if limit >= 0 and int(end[mask].max()) > limit:
             where = src["path"] if src["records"] == "inplace" else RECORDS_FILE
@@ -151,3 +155,11 @@ def _check_ids(report: VerifyReport, offsets: np.ndarray, blob: np.ndarray) -> N
     except UnicodeDecodeError as e:
         row = int(np.searchsorted(offsets, e.start, side="right")) - 1
         report.add(f"column id_blob: the id of row {row} is not UTF-8 ({e.reason})")
+
+
+def _size_or_missing(path: str) -> int:
+    """The size of a regular file, or -1 if it is not one (reported elsewhere)."""
+    try:
+        return os.path.getsize(path) if Path(path).is_file() else -1
+    except OSError:
+        return -1

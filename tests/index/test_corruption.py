@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from discoseq.cli.index_cli import main as index_cli
-from discoseq.errors import IndexFormatError, ManifestError
+from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
 from discoseq.index import CutIndex, build_index, verify_index
 from discoseq.synth import write_manifest
 
@@ -157,3 +157,26 @@ def test_resolution_error_names_cut_file_and_line(tmp_path) -> None:
         ManifestError, match=rf"cut '{cut_id}'.*cuts\.jsonl:2: |cuts\.jsonl:2: .*{cut_id}"
     ):
         CutIndex.open(tmp_path / "idx").resolve([0, 1])
+
+
+def test_inplace_source_gone_or_a_directory(tmp_path) -> None:
+    """Opened without checking the sources (as workers do): reading a record names the
+    source instead of a raw OSError."""
+    manifest = write_manifest(tmp_path / "cuts.jsonl", 3, seed=2)
+    build_index(manifest, tmp_path / "idx")
+    manifest.unlink()
+    with pytest.raises(StaleIndexError, match=r"cuts\.jsonl"):
+        CutIndex.open(tmp_path / "idx", check_sources=False).resolve([0])
+    manifest.mkdir()
+    with pytest.raises(StaleIndexError, match=r"cuts\.jsonl"):
+        CutIndex.open(tmp_path / "idx", check_sources=False).resolve([0])
+    with pytest.raises(StaleIndexError, match=r"cuts\.jsonl"):
+        CutIndex.open(tmp_path / "idx")
+    assert not verify_index(tmp_path / "idx").ok
+
+
+def test_source_path_with_a_nul_byte(base, tmp_path) -> None:
+    idx = copy(base, tmp_path)
+    edit_header(idx, lambda h: h["sources"][0].update(path="a\0b"))
+    with pytest.raises(IndexFormatError, match="not a path"):
+        CutIndex.open(idx)
