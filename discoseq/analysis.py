@@ -45,7 +45,10 @@ per flat bucket ``bucket * T + token_bucket``: ``bucket``, ``token_bucket``, ``l
 ``cuts``, ``duration``, ``padding_efficiency``, ``mean_fill``, ``cap_duration``, ``cap_cuts``);
 ``ranks``: per-rank lists ``batches``, ``cuts``, ``duration``, ``padded_duration`` and
 ``balance``: ``equal_batch_counts``, ``duration_max_over_min``, ``duration_spread`` ((max - min)
-/ mean), ``step_balance``; ``sources`` (a mixture's, else empty): per source ``name``,
+/ mean), ``step_balance``; ``tokens`` (with ``max_tokens``, else ``null``): ``cap``,
+``fill_mean``/``fill_min``/``fill_max`` (a batch's real tokens / the cap) and
+``padding_efficiency`` (real tokens / cuts x the largest cost); ``sources`` (a mixture's,
+else empty): per source ``name``,
 ``size``/``hours`` (after filters), ``unit``/``asked`` (its quota), ``selected``,
 ``selected_hours``, ``repeats``, ``planned``, ``planned_hours``, ``padding``, ``dropped``,
 ``cuts_share``/``hours_share`` (of the planned cuts/hours), ``coverage`` (distinct cuts
@@ -64,6 +67,7 @@ import numpy as np
 from discoseq.config import SamplerConfig
 from discoseq.index.multi import MultiIndex
 from discoseq.plan import EpochPlan, plan_epoch
+from discoseq.plan.pack import token_costs_of
 from discoseq.plan.quota import SourceLayout
 
 __all__ = ["SCHEMA", "analyze", "analyze_plan", "format_table", "plot_analysis"]
@@ -109,12 +113,16 @@ def _summary(values: np.ndarray, bins: int, integer: bool = False) -> dict[str, 
     }
 
 
-def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> dict[str, Any]:
+def analyze_plan(
+    plan: EpochPlan, duration: np.ndarray, *, bins: int = 20, tokens: np.ndarray | None = None
+) -> dict[str, Any]:
     """Statistics of ``plan`` (see the module docstring for the definitions and the schema).
 
     :param plan: an epoch plan from :func:`~discoseq.plan.plan_epoch`.
     :param duration: the duration column the plan was made from (seconds per row).
     :param bins: number of histogram bins.
+    :param tokens: each row's token cost (with ``max_tokens``; see
+        :func:`~discoseq.plan.pack.token_costs_of`), for the ``tokens`` statistics.
     :return: a JSON-safe dict.
     """
     if not isinstance(bins, int) or bins < 1:
@@ -241,6 +249,7 @@ def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> di
         },
         "fill": fill_stats,
         "cuts_fill": cuts_fill,
+        "tokens": _token_stats(plan, tokens, sizes),
         "buckets": {
             "method": cfg.bucket_method if T * cfg.duration_buckets > 1 else None,
             "edges": edges,
@@ -260,6 +269,31 @@ def analyze_plan(plan: EpochPlan, duration: np.ndarray, *, bins: int = 20) -> di
             },
         },
         "sources": source_table(plan),
+    }
+
+
+def _token_stats(
+    plan: EpochPlan, tokens: np.ndarray | None, sizes: np.ndarray
+) -> dict[str, Any] | None:
+    """Real tokens per batch against the budget: ``fill`` = a batch's tokens / ``max_tokens``
+    (its share of the budget holding real tokens), and the padding efficiency of tokens."""
+    cap = plan.config.max_tokens
+    if cap is None or tokens is None:
+        return None
+    t = np.asarray(tokens, dtype=np.int64)[plan.rows]
+    if plan.num_batches == 0:
+        return {"cap": cap, "fill_mean": None, "fill_min": None, "fill_max": None,
+                "padding_efficiency": None}  # fmt: skip
+    starts = plan.batch_offsets[:-1]
+    real = np.add.reduceat(t, starts).astype(np.float64)
+    padded = sizes * np.maximum.reduceat(t, starts)
+    fill = real / cap
+    return {
+        "cap": cap,
+        "fill_mean": _f(fill.mean()),
+        "fill_min": _f(fill.min()),
+        "fill_max": _f(fill.max()),
+        "padding_efficiency": _ratio(real.sum(), float(padded.sum())),
     }
 
 
@@ -308,7 +342,10 @@ def analyze(
         layout = SourceLayout(source.names, source.offsets)
     world = world_size or config.world_size or 1
     plan = plan_epoch(columns, config, epoch, world, sources=layout)
-    return analyze_plan(plan, columns["duration"], bins=bins)
+    tokens = None
+    if config.max_tokens is not None:
+        tokens = token_costs_of(columns[config.token_column], columns["duration"], config)
+    return analyze_plan(plan, columns["duration"], bins=bins, tokens=tokens)
 
 
 # -- terminal ---------------------------------------------------------------------------------
@@ -352,6 +389,15 @@ def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
         rows.append(("mean batch fill", f"{_fmt(stats['fill']['mean'])} of the duration cap"))
     if stats["cuts_fill"] is not None:
         rows.append(("mean cuts fill", f"{_fmt(stats['cuts_fill']['mean'])} of max_cuts"))
+    if stats.get("tokens") is not None:
+        tk = stats["tokens"]
+        rows.append(
+            (
+                "token fill",
+                f"mean {_fmt(tk['fill_mean'])} (min {_fmt(tk['fill_min'])}) of max_tokens="
+                f"{tk['cap']:,}; token padding efficiency {_fmt(tk['padding_efficiency'])}",
+            )
+        )
     bc, bd = stats["batch_cuts"], stats["batch_duration"]
     rows += [
         (

@@ -54,12 +54,20 @@ RESUME_MUTABLE_FIELDS = frozenset(
 """Fields that may differ between the run that saved a state and the run that loads it: they
 change who gets the batches or how they are loaded, not which batches the epoch holds."""
 
-_LIMIT_FIELDS = ("max_duration", "max_cuts", "max_frames", "bucket_max_duration", "bucket_max_cuts")
+_LIMIT_FIELDS = (
+    "max_duration",
+    "max_cuts",
+    "max_frames",
+    "max_tokens",
+    "bucket_max_duration",
+    "bucket_max_cuts",
+)
 _POSITIVE_REALS = (
     "max_duration",
     "min_duration",
     "max_duration_per_cut",
     "max_tokens_per_second",
+    "audio_tokens_per_second",
 )
 _CHOICES: dict[str, tuple[str, ...]] = {
     "limit_mode": ("padded", "sum"),
@@ -87,6 +95,7 @@ _MIXTURE_FIELDS = (
 _UPPER_BOUNDS = {
     "max_cuts": 1 << 62,
     "max_frames": 1 << 62,
+    "max_tokens": 1 << 62,
     "bucket_max_cuts": 1 << 62,
     "num_buckets": 1 << 16,
     "num_token_buckets": 1 << 10,
@@ -181,7 +190,20 @@ class SamplerConfig:
         sort-within-a-chunk idea). 10-50 batches' worth of cuts is a good start.
     :param min_duration: leave out cuts shorter than this (seconds).
     :param max_duration_per_cut: leave out cuts longer than this (seconds).
-    :param max_tokens_per_second: leave out cuts with more supervision characters per second.
+    :param max_tokens_per_second: leave out cuts with more text tokens (``token_column``) per
+        second (cuts without text are kept).
+
+    Token budgets (speech-LLMs budget what the model sees: text tokens plus audio tokens):
+
+    :param token_column: the index column of text tokens that every token feature reads: 2D
+        bucketing, ``max_tokens_per_second``, ``max_tokens``. Default ``"num_tokens"``
+        (characters of the supervision text, Lhotse's joined texts).
+    :param max_tokens: a hard cap on a batch's token cost, checked before a cut joins like
+        every cap: cuts x the largest cost (``limit_mode="padded"``) or the sum (``"sum"``). A
+        cut's token cost is its text tokens (0 without text) plus, with
+        ``audio_tokens_per_second``, ``ceil(duration x rate)``.
+    :param audio_tokens_per_second: the audio encoder's token rate (e.g. 12.5 for 80 ms
+        frames): adds each cut's audio tokens to its token cost (needs ``max_tokens``).
 
     Mixtures (the sampler's source is a mapping of name -> source; see
     :mod:`discoseq.mixture` for the exact rules):
@@ -232,6 +254,10 @@ class SamplerConfig:
     min_duration: float | None = None
     max_duration_per_cut: float | None = None
     max_tokens_per_second: float | None = None
+    # -- token budgets -----------------------------------------------------------------------
+    token_column: str = "num_tokens"
+    max_tokens: int | None = None
+    audio_tokens_per_second: float | None = None
     # -- mixtures --------------------------------------------------------------------------
     mixture: Mixture | Mapping[str, Any] | None = None
     mixture_schedule: MixtureSchedule | Sequence[Any] | None = None
@@ -286,9 +312,16 @@ class SamplerConfig:
         for name in _POSITIVE_REALS:
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
-        for name in ("max_cuts", "max_frames"):
+        for name in ("max_cuts", "max_frames", "max_tokens"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name), integer=True)
+        if not isinstance(self.token_column, str) or not self.token_column:
+            raise ValueError(f"token_column={self.token_column!r} must be a column name")
+        if self.audio_tokens_per_second is not None and self.max_tokens is None:
+            raise ValueError(
+                f"audio_tokens_per_second={self.audio_tokens_per_second} counts audio tokens "
+                "against max_tokens: set max_tokens too"
+            )
         _positive("num_buckets", self.num_buckets, integer=True)
         if self.num_token_buckets is not None:
             _positive("num_token_buckets", self.num_token_buckets, integer=True)

@@ -133,6 +133,8 @@ def pack(
     q: float | None,
     sum_mode: bool,
     exclude: bool,
+    tokens: np.ndarray | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[list[list[int]], list[int], list[float], list[float], int]:
     """Greedy, in order, within each segment; caps checked before a cut joins."""
     batches: list[list[int]] = []
@@ -141,16 +143,18 @@ def pack(
     bdur: list[float] = []
     n_over = 0
     maxf = max_frames if max_frames is not None else (1 << 63) - 1
+    maxt = max_tokens if max_tokens is not None else (1 << 63) - 1
     for s, seg in enumerate(segments):
         cur: list[int] = []
         m = sm = dsum = 0.0
-        mf = sf = 0
+        mf = sf = mt = st = 0
 
         for row in seg:
             d = float(dur[row])
             c = d if q is None else d + d * d / q
             f = int(frames[row]) if (max_frames is not None and frames is not None) else 0
-            if c > cap_d[s] or f > maxf:
+            t = int(tokens[row]) if (max_tokens is not None and tokens is not None) else 0
+            if c > cap_d[s] or f > maxf or t > maxt:
                 n_over += 1
                 if exclude:
                     continue
@@ -159,7 +163,7 @@ def pack(
                     bseg.append(s)
                     bcost.append(sm if sum_mode else float(len(cur)) * m)
                     bdur.append(dsum)
-                    cur, m, sm, dsum, mf, sf = [], 0.0, 0.0, 0.0, 0, 0
+                    cur, m, sm, dsum, mf, sf, mt, st = [], 0.0, 0.0, 0.0, 0, 0, 0, 0
                 batches.append([row])
                 bseg.append(s)
                 bcost.append(c)
@@ -168,27 +172,43 @@ def pack(
             if cur:
                 n = len(cur)
                 if sum_mode:
-                    nd, nf = sm + c, sf + f
+                    nd, nf, nt = sm + c, sf + f, st + t
                 else:
                     nd, nf = float(n + 1) * max(m, c), (n + 1) * max(mf, f)
-                if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf:
+                    nt = (n + 1) * max(mt, t)
+                if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf or nt > maxt:
                     batches.append(cur)
                     bseg.append(s)
                     bcost.append(sm if sum_mode else float(len(cur)) * m)
                     bdur.append(dsum)
-                    cur, m, sm, dsum, mf, sf = [], 0.0, 0.0, 0.0, 0, 0
+                    cur, m, sm, dsum, mf, sf, mt, st = [], 0.0, 0.0, 0.0, 0, 0, 0, 0
             cur.append(row)
             m = max(m, c)
             sm = sm + c
             dsum = dsum + d
             mf = max(mf, f)
             sf += f
+            mt = max(mt, t)
+            st += t
         if cur:
             batches.append(cur)
             bseg.append(s)
             bcost.append(sm if sum_mode else float(len(cur)) * m)
             bdur.append(dsum)
     return batches, bseg, bcost, bdur, n_over
+
+
+def token_costs(cols: dict[str, np.ndarray], config: Any) -> np.ndarray:
+    """Text tokens (0 without text) + ceil(duration x audio rate), one cut at a time."""
+    import math
+
+    out = []
+    for d, t in zip(cols["duration"].tolist(), cols["num_tokens"].tolist(), strict=True):
+        cost = max(int(t), 0)
+        if config.audio_tokens_per_second is not None:
+            cost += math.ceil(d * config.audio_tokens_per_second - 1e-9)
+        out.append(cost)
+    return np.array(out, dtype=np.int64)
 
 
 def sort_pools(segments: list[list[int]], dur: np.ndarray, pool: int) -> list[list[int]]:
@@ -366,6 +386,8 @@ def reference_plan(
         config.quadratic_constant,
         config.limit_mode == "sum",
         config.oversize == "exclude",
+        token_costs(cols, config) if config.max_tokens is not None else None,
+        config.max_tokens,
     )
     seg_counts = [bseg.count(s) for s in range(nseg)]
     order, padding, dropped = order_batches(

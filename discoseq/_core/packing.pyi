@@ -12,6 +12,8 @@ def pack(
     quadratic_duration: float | None,
     sum_mode: bool,
     exclude_oversize: bool,
+    tokens: npt.NDArray[np.int64] | None = ...,
+    max_tokens: int | None = ...,
 ) -> tuple[
     int,
     npt.NDArray[np.int64],

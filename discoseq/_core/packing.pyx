@@ -4,9 +4,9 @@ Specification (reference twin: ``tests/reference_plan.py::pack``). Within each s
 or the whole input), rows are taken in plan order. A cut's duration cost is ``c = d`` or, with
 ``quadratic_duration = q``, ``c = d + d * d / q``. A batch of ``n`` cuts with largest cost ``m``
 and cost sum ``s`` has cost ``n * m`` (``padded``, Lhotse's meaning of max_duration) or ``s``
-(``sum``); frames likewise with ``num_frames``. Before a cut joins the current batch, the batch
-*with* the cut is checked against every active limit (segment's duration cap, segment's cut cap,
-frame cap); if any would be exceeded the current batch is closed first. So no batch ever exceeds
+(``sum``); frames likewise with ``num_frames``, and tokens with each cut's token cost. Before a
+cut joins the current batch, the batch *with* the cut is checked against every active limit
+(segment's duration cap, segment's cut cap, frame cap, token cap); if any would be exceeded the current batch is closed first. So no batch ever exceeds
 a cap, except a cut that alone exceeds one ("oversize"): it is put in a batch of its own
 (``exclude=False``; the current batch is closed first) or left out (``exclude=True``); both are
 counted. Rows are compacted in place (excluded rows removed).
@@ -68,7 +68,8 @@ cdef int _push(BatchBuf* b, int64_t end, int32_t seg, double cost, double dur) n
 
 cdef struct OpenBatch:
     # the batch being filled: cuts, longest cost, cost sum, duration sum, most and sum of frames
-    int64_t n, mf, sf
+    # and of tokens
+    int64_t n, mf, sf, mt, st
     double m, sm, dsum
 
 
@@ -79,6 +80,8 @@ cdef inline void _reset(OpenBatch* b) noexcept nogil:
     b.dsum = 0.0
     b.mf = 0
     b.sf = 0
+    b.mt = 0
+    b.st = 0
 
 
 cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
@@ -91,13 +94,15 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
 
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
-                   int64_t max_frames, double q, bint sum_mode, bint exclude, BatchBuf* out,
+                   int64_t max_frames, const int64_t* tokens, int64_t max_tokens, double q,
+                   bint sum_mode, bint exclude, BatchBuf* out,
                    int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code."""
-    cdef int64_t s, i, row, w = 0, f, nf, capc
+    cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc
     cdef double d, c, nd, capd
     cdef OpenBatch b
     cdef bint use_frames = frames != NULL
+    cdef bint use_tokens = tokens != NULL
     seg_batch_off[0] = 0
     for s in range(nseg):
         capd = cap_dur[s]
@@ -112,7 +117,8 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             d = dur[row]
             c = d if q <= 0.0 else d + d * d / q
             f = frames[row] if use_frames else 0
-            if c > capd or f > max_frames:
+            t = tokens[row] if use_tokens else 0
+            if c > capd or f > max_frames or t > max_tokens:
                 n_oversize[0] += 1
                 if exclude:
                     continue
@@ -127,10 +133,12 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                 if sum_mode:
                     nd = b.sm + c
                     nf = b.sf + f
+                    nt = b.st + t
                 else:
                     nd = (b.n + 1) * (b.m if b.m > c else c)
                     nf = (b.n + 1) * (b.mf if b.mf > f else f)
-                if b.n + 1 > capc or nd > capd or nf > max_frames:
+                    nt = (b.n + 1) * (b.mt if b.mt > t else t)
+                if b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens:
                     if _close(out, w, <int32_t>s, &b, sum_mode) < 0:
                         return DS_ERR_NOMEM
             rows[w] = row
@@ -143,6 +151,9 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             if f > b.mf:
                 b.mf = f
             b.sf += f
+            if t > b.mt:
+                b.mt = t
+            b.st += t
         if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
             return DS_ERR_NOMEM
         seg_batch_off[s + 1] = out.n
@@ -152,11 +163,14 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
 def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] duration not None, const int64_t[::1] num_frames,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
-         max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize):
+         max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
+         const int64_t[::1] tokens=None, max_tokens=None):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
-    none); ``max_frames`` and ``quadratic_duration`` may be None. ``num_frames`` may be empty when
-    ``max_frames`` is None. Every row must be a row of ``duration`` (else ValueError).
+    none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
+    may be empty when ``max_frames`` is None; ``tokens`` (each cut's token cost, >= 0) is needed
+    with ``max_tokens`` only, which caps it like frames (cuts x most, or the sum). Every row must
+    be a row of ``duration`` (else ValueError).
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -180,6 +194,13 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             raise ValueError("max_frames needs the num_frames column")
         if num_frames.shape[0] > 0:
             fp = &num_frames[0]
+    cdef int64_t mt = INT64_MAX if max_tokens is None else int(max_tokens)
+    cdef const int64_t* tp = NULL
+    if max_tokens is not None:
+        if tokens is None or tokens.shape[0] != duration.shape[0]:
+            raise ValueError("max_tokens needs the tokens column (one cost per row)")
+        if tokens.shape[0] > 0:
+            tp = &tokens[0]
     check_rows(rows, duration.shape[0], "pack", "rows", "duration")
     seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
@@ -201,8 +222,8 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
-                             &cap_cuts[0], mf, q, sum_mode, exclude_oversize, &buf, &sb[0],
-                             &n_over)
+                             &cap_cuts[0], mf, tp, mt, q, sum_mode, exclude_oversize, &buf,
+                             &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)

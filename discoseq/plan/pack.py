@@ -62,6 +62,29 @@ def segment_caps(config: SamplerConfig, num_segments: int) -> tuple[np.ndarray, 
     return cap_d, cap_c
 
 
+def token_costs(selection: Selection, config: SamplerConfig) -> np.ndarray:
+    """Each row's token cost (see :func:`token_costs_of`) over the selection's columns."""
+    return token_costs_of(selection.column("num_tokens"), selection.column("duration"), config)
+
+
+def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig) -> np.ndarray:
+    """Each row's token cost: its text tokens (``token_column``; 0 without text) plus, with
+    ``audio_tokens_per_second``, ``ceil(duration x rate)`` (a hair below an integer counts as
+    it, so ``0.08 s x 12.5`` is 1 token, not 2)."""
+    text = np.asarray(text)
+    cost = np.maximum(text, 0)
+    rate = config.audio_tokens_per_second
+    if rate is not None:
+        cost = cost + np.ceil(np.asarray(duration) * rate - 1e-9).astype(np.int64)
+    elif cost.shape[0] and not (text >= 0).any():
+        raise ValueError(
+            f"max_tokens={config.max_tokens} has no token source: the column "
+            f"{config.token_column!r} holds no text for any cut and audio_tokens_per_second is "
+            "not set"
+        )
+    return np.ascontiguousarray(cost, dtype=np.int64)
+
+
 def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) -> Batches:
     """Pack ``groups`` (their row array is sorted in place by ``sort_pool``)."""
     rows, seg_offsets = groups.rows, groups.seg_offsets
@@ -84,5 +107,7 @@ def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) ->
         config.quadratic_constant,
         config.limit_mode == "sum",
         config.oversize == "exclude",
+        tokens=None if config.max_tokens is None else token_costs(selection, config),
+        max_tokens=config.max_tokens,
     )
     return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))

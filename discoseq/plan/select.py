@@ -78,8 +78,12 @@ def needed_columns(config: SamplerConfig) -> list[str]:
         needed.add("num_frames")
     if config.strategy is SamplingStrategy.BUCKETED and config.bucket_method == "num_features":
         needed.add("num_features")
-    if config.token_buckets > 1 or config.max_tokens_per_second is not None:
-        needed.add("num_tokens")
+    if (
+        config.token_buckets > 1
+        or config.max_tokens_per_second is not None
+        or config.max_tokens is not None
+    ):
+        needed.add("num_tokens")  # read from the config's token_column
     return sorted(needed)
 
 
@@ -144,13 +148,19 @@ def _prepare_columns(
     if "duration" not in columns:
         raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
     needed = needed_columns(config)
-    missing = sorted(set(needed) - set(columns))
+    source = {name: config.token_column if name == "num_tokens" else name for name in needed}
+    if "num_tokens" in needed and config.token_column not in columns:
+        raise ValueError(
+            f"token_column={config.token_column!r} is not a column of the index (columns: "
+            f"{sorted(columns)}); this configuration reads text tokens from it"
+        )
+    missing = sorted(set(source.values()) - set(columns))
     if missing:
         raise ValueError(f"columns {missing} are needed by this configuration but not given")
     out: dict[str, np.ndarray] = {}
     n = None
     for name in needed:
-        col = np.asarray(columns[name])
+        col = np.asarray(columns[source[name]])
         if col.ndim != 1:
             raise ValueError(f"column {name!r} must be one-dimensional, got shape {col.shape}")
         if n is None:
@@ -223,8 +233,9 @@ def _check_present(
         neg = cols[name] < 0
         bad = int(np.count_nonzero(neg if keep is None else neg & keep))
         if bad:
+            column = config.token_column if name == "num_tokens" else name
             raise ValueError(
-                f"column {name!r} is -1 (missing) in {bad} rows that survive filtering, but this "
+                f"column {column!r} is -1 (missing) in {bad} rows that survive filtering, but this "
                 f"configuration needs it (bucket_method={config.bucket_method!r}, "
                 f"max_frames={config.max_frames!r}, token buckets={config.token_buckets}); "
                 "exclude those rows with mask=... or choose another bucket_method/limit"

@@ -46,13 +46,21 @@ def columns(draw: st.DrawFn, max_size: int = 80) -> dict[str, np.ndarray]:
 def configs(draw: st.DrawFn) -> dict[str, Any]:
     strategy = draw(st.sampled_from(["sequential", "random", "bucketed"]))
     kw: dict[str, Any] = {"strategy": strategy, "seed": draw(st.integers(0, 2**64 - 1))}
-    limits = draw(st.sets(st.sampled_from(["max_duration", "max_cuts", "max_frames"]), min_size=1))
+    limits = draw(
+        st.sets(
+            st.sampled_from(["max_duration", "max_cuts", "max_frames", "max_tokens"]), min_size=1
+        )
+    )
     if "max_duration" in limits:
         kw["max_duration"] = draw(st.sampled_from([5.0, 30.0, 61.5, 200.0]))
     if "max_cuts" in limits:
         kw["max_cuts"] = draw(st.integers(1, 12))
     if "max_frames" in limits:
         kw["max_frames"] = draw(st.sampled_from([800, 4000, 20000]))
+    if "max_tokens" in limits:
+        kw["max_tokens"] = draw(st.sampled_from([60, 400, 3000]))
+        if draw(st.booleans()):
+            kw["audio_tokens_per_second"] = draw(st.sampled_from([12.5, 25.0]))
     if draw(st.booleans()):
         kw["quadratic_duration"] = draw(st.sampled_from([5.0, 30.0]))
     kw["limit_mode"] = draw(st.sampled_from(["padded", "sum"]))

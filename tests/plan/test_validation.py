@@ -111,7 +111,7 @@ def test_bad_call_arguments() -> None:
         plan_epoch(c, SamplerConfig(max_cuts=2), -1, 1)
     with pytest.raises(ValueError, match="mask must be a boolean"):
         plan_epoch(c, SamplerConfig(max_cuts=2), 0, 1, mask=np.ones(3, dtype=bool))
-    with pytest.raises(ValueError, match="columns \\['num_tokens'\\]"):
+    with pytest.raises(ValueError, match="token_column='num_tokens' is not a column"):
         plan_epoch(
             {"duration": c["duration"]}, SamplerConfig(max_cuts=2, num_token_buckets=2), 0, 1
         )

@@ -1,0 +1,104 @@
+"""Token budgets: max_tokens caps a batch's token cost (text tokens of token_column + audio
+tokens), checked before a cut joins, padded or summed; the token column is chosen by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from discoseq.config import SamplerConfig
+from discoseq.plan import plan_epoch
+
+
+def columns(n: int = 600, seed: int = 3) -> dict[str, np.ndarray]:
+    gen = np.random.default_rng(seed)
+    d = np.round(gen.uniform(0.5, 20.0, n), 3)
+    chars = np.floor(d * gen.uniform(5, 20, n)).astype(np.int64)
+    chars[::17] = -1  # no text
+    return {"duration": d, "num_tokens": chars, "bpe": (chars // 4).astype(np.int64)}
+
+
+def costs(cols: dict[str, np.ndarray], column: str, rate: float | None) -> np.ndarray:
+    c = np.maximum(cols[column], 0)
+    if rate is not None:
+        c = c + np.ceil(cols["duration"] * rate - 1e-9).astype(np.int64)
+    return c
+
+
+@pytest.mark.parametrize("mode", ["padded", "sum"])
+@pytest.mark.parametrize(("column", "rate"), [("num_tokens", None), ("bpe", 12.5), ("bpe", None)])
+def test_no_batch_exceeds_the_token_cap(mode: str, column: str, rate: float | None) -> None:
+    cols = columns()
+    cap = 900
+    cfg = SamplerConfig(max_tokens=cap, audio_tokens_per_second=rate, token_column=column,
+                        limit_mode=mode, num_buckets=4, seed=1)  # fmt: skip
+    plan = plan_epoch(cols, cfg, 0, 2)
+    cost = costs(cols, column, rate)
+    singles = 0
+    for i in range(plan.num_batches):
+        c = cost[plan.batch(i)]
+        total = int(c.sum()) if mode == "sum" else len(c) * int(c.max())
+        if total > cap:
+            assert len(c) == 1 and c[0] > cap  # an oversize cut, alone and counted
+            singles += 1
+    assert singles <= plan.stats.oversize
+    assert plan.stats.cuts_planned == 600
+
+
+def test_audio_tokens_round_up_exactly() -> None:
+    d = np.array([0.08, 0.24, 1.0, 0.081])
+    cols = {"duration": d, "num_tokens": np.array([-1, -1, 3, 0])}
+    cfg = SamplerConfig(max_tokens=4, audio_tokens_per_second=12.5, limit_mode="sum",
+                        strategy="sequential")  # fmt: skip
+    plan = plan_epoch(cols, cfg, 0, 1)
+    # costs 1, 3, 3 + 13 = 16 (alone, oversize), 2
+    assert [plan.batch(i).tolist() for i in range(plan.num_batches)] == [[0, 1], [2], [3]]
+    assert plan.stats.oversize == 1
+
+
+def test_token_column_feeds_every_token_feature() -> None:
+    cols = columns()
+    two_d = SamplerConfig(max_duration=200.0, num_buckets=2, num_token_buckets=2,
+                          token_column="bpe", max_tokens_per_second=3.0, seed=2)  # fmt: skip
+    renamed = {"duration": cols["duration"], "num_tokens": cols["bpe"]}
+    text = cols["bpe"] >= 0  # 2D buckets need text
+    same = plan_epoch(renamed, two_d.replace(token_column="num_tokens"), 0, 1, mask=text)
+    plan = plan_epoch(cols, two_d, 0, 1, mask=text)
+    with pytest.raises(ValueError, match="column 'bpe' is -1"):
+        plan_epoch(cols, two_d, 0, 1)
+    assert plan.rows.tolist() == same.rows.tolist()
+    assert plan.token_edges.tolist() == same.token_edges.tolist()
+
+
+@pytest.mark.parametrize(
+    ("kw", "cols_kind", "match"),
+    [
+        ({"max_tokens": 10, "token_column": "spm"}, "full", "token_column='spm' is not a column"),
+        ({"max_tokens": 10}, "no_text", "no token source"),
+        ({"max_tokens": 0}, "full", "max_tokens=0"),
+        ({"max_cuts": 3, "audio_tokens_per_second": 12.5}, "full", "set max_tokens too"),
+        ({"max_tokens": 10, "audio_tokens_per_second": -1.0}, "full", "audio_tokens_per_second"),
+        ({"max_tokens": 10, "token_column": ""}, "full", "token_column=''"),
+    ],
+)
+def test_token_errors(kw: dict, cols_kind: str, match: str) -> None:
+    cols = columns()
+    if cols_kind == "no_text":
+        cols["num_tokens"] = np.full(600, -1, dtype=np.int64)
+    with pytest.raises(ValueError, match=match):
+        plan_epoch(cols, SamplerConfig(**kw), 0, 1)
+
+
+def test_analysis_shows_token_fill() -> None:
+    from discoseq.analysis import analyze, format_table
+
+    cols = columns()
+    cfg = SamplerConfig(max_tokens=900, audio_tokens_per_second=12.5, token_column="bpe",
+                        num_buckets=4, seed=1)  # fmt: skip
+    stats = analyze(cols, cfg)
+    tk = stats["tokens"]
+    assert tk["cap"] == 900 and 0 < tk["fill_min"] <= tk["fill_mean"] <= tk["fill_max"]
+    assert tk["fill_max"] <= 1.0 or stats["oversize"]["cuts"] > 0
+    assert 0 < tk["padding_efficiency"] <= 1.0
+    assert "token fill" in format_table(stats)
+    assert analyze(cols, SamplerConfig(max_cuts=4))["tokens"] is None
