@@ -188,7 +188,21 @@ _CONFIG_OPTIONS = (
     click.option(
         "--max-tokens-per-second",
         type=float,
-        help="Leave out cuts with more transcript characters per second than this.",
+        help="Leave out cuts with more text tokens (--token-column) per second than this.",
+    ),
+    click.option(
+        "--max-tokens",
+        type=click.IntRange(min=1),
+        help="Batch cap in tokens: text tokens plus audio tokens (cuts x largest, or the sum).",
+    ),
+    click.option(
+        "--audio-tokens-per-second",
+        type=float,
+        help="Audio tokens per second of audio added to each cut's token cost (e.g. 12.5).",
+    ),
+    click.option(
+        "--token-column",
+        help="The index column of text tokens (default num_tokens: characters).",
     ),
     click.option("--seed", type=click.IntRange(min=0), help="Random seed (default 42)."),
 )
@@ -215,6 +229,9 @@ CONFIG_OPTION_NAMES = (
     "min_duration",
     "max_duration_per_cut",
     "max_tokens_per_second",
+    "max_tokens",
+    "audio_tokens_per_second",
+    "token_column",
     "seed",
 )
 """The keyword arguments :func:`config_options` adds to a command (what
