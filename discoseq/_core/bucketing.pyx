@@ -416,3 +416,105 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
     if rc < 0:
         raise MemoryError("group_by_bucket: out of memory")
     return grouped, offsets
+
+
+cdef int _token_edges(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                      const double* edges, int64_t ne, int64_t nt, int64_t maxv,
+                      double* out) noexcept nogil:
+    """Token edges of every first-dimension bucket in one pass: a histogram of token values per
+    bucket, then per bucket edge ``k`` = the smallest present value ``v`` with
+    ``nt * W(<= v) >= k * W`` (``W``: the token sum; the rule of ``_estimate`` on integer keys,
+    so the result equals estimating each bucket's tokens on their own). ``out`` is the
+    ``(ne + 1, nt - 1)`` grid, zero for an empty bucket. Tokens must lie in ``[0, maxv]``."""
+    cdef int64_t nb = ne + 1, width = maxv + 1
+    cdef int64_t i, b, v, k, row, cum, total
+    cdef BucketTable t
+    if _build_table(&t, edges, ne) < 0:
+        return DS_ERR_NOMEM
+    cdef int64_t* hist = <int64_t*>calloc(nb * width, sizeof(int64_t))
+    cdef int64_t* sums = <int64_t*>calloc(nb, sizeof(int64_t))
+    cdef int rc = DS_OK
+    if hist == NULL or sums == NULL:
+        rc = DS_ERR_NOMEM
+    else:
+        for i in range(n):
+            row = _row(rows, i)
+            v = c.num_tokens[row]
+            if v < 0 or v > maxv:
+                rc = DS_ERR_BOUNDS
+                break
+            b = _bucket1(&t, edges, ne, key_of(c, kind, row))
+            hist[b * width + v] += 1
+            sums[b] += v
+    if rc == DS_OK:
+        for b in range(nb):
+            total = sums[b]
+            if total > INT64_MAX // nt:
+                rc = DS_ERR_OVERFLOW
+                break
+            k = 1
+            cum = 0
+            for v in range(width):
+                if hist[b * width + v] == 0:
+                    continue
+                cum += v * hist[b * width + v]
+                while k < nt and nt * cum >= k * total:
+                    out[b * (nt - 1) + k - 1] = <double>v
+                    k += 1
+                if k >= nt:
+                    break
+    free(hist)
+    free(sums)
+    free(t.table)
+    return rc
+
+
+ctypedef int (*token_edges_fn)(const int64_t*, int64_t, const Columns*, int, const double*,
+                               int64_t, int64_t, int64_t, double*) noexcept nogil
+cdef token_edges_fn token_edges_kernel = _token_edges
+
+MAX_TOKEN_HISTOGRAM = 1 << 24
+"""The most histogram cells (buckets x token values) :func:`estimate_token_edges` allocates."""
+
+
+def estimate_token_edges(const int64_t[::1] rows, int kind, const double[::1] duration,
+                         const int64_t[::1] num_frames, const int64_t[::1] num_features,
+                         const int64_t[::1] num_tokens, const double[::1] edges not None,
+                         Py_ssize_t num_token_buckets, int64_t max_token):
+    """The ``(len(edges) + 1, num_token_buckets - 1)`` token edges of 2D bucketing, each bucket's
+    equal to ``estimate_edges`` over its own rows' tokens, computed in one pass without
+    grouping. ``max_token`` bounds the tokens of ``rows`` (0 <= token <= max_token, else
+    ValueError); ValueError too when the histogram would exceed ``MAX_TOKEN_HISTOGRAM`` cells
+    (estimate bucket by bucket then). Reference: ``reference_plan.estimate_edges`` per bucket.
+    """
+    cdef int64_t ne = edges.shape[0], nt = num_token_buckets
+    if nt < 2:
+        raise ValueError(f"num_token_buckets={nt} must be >= 2")
+    if max_token < 0:
+        raise ValueError(f"max_token={max_token} must be >= 0")
+    if (ne + 1) * (max_token + 1) > MAX_TOKEN_HISTOGRAM:
+        raise ValueError(f"estimate_token_edges: {ne + 1} buckets x {max_token + 1} token values "
+                         f"exceed {MAX_TOKEN_HISTOGRAM} histogram cells")
+    ncol, column = _column_length("estimate_token_edges", kind, True, duration, num_frames,
+                                  num_features, num_tokens)
+    cdef Py_ssize_t i
+    for i in range(1, ne):
+        if not edges[i - 1] <= edges[i]:
+            raise ValueError("edges must be non-decreasing")
+    check_rows(rows, ncol, "estimate_token_edges", "rows", column)
+    cdef int64_t n = ncol if rows is None else rows.shape[0]
+    out = np.zeros((ne + 1, nt - 1), dtype=np.float64)
+    cdef double[:, ::1] o = out
+    cdef Columns c = _columns(duration, num_frames, num_features, num_tokens)
+    cdef const double* ep = f64_ptr(edges)
+    cdef const int64_t* rp = i64_ptr(rows)
+    cdef int rc
+    with nogil:
+        rc = token_edges_kernel(rp, n, &c, kind, ep, ne, nt, max_token, &o[0, 0])
+    if rc == DS_ERR_NOMEM:
+        raise MemoryError("estimate_token_edges: out of memory")
+    if rc == DS_ERR_BOUNDS:
+        raise ValueError(f"estimate_token_edges: a token lies outside [0, {max_token}]")
+    if rc == DS_ERR_OVERFLOW:
+        raise ValueError("estimate_token_edges: a bucket's token sum overflows int64")
+    return out

@@ -178,13 +178,21 @@ def estimate_token_edges(
     token_edges = np.zeros((B, max(T - 1, 0)), dtype=np.float64)
     if T <= 1:
         return token_edges
-    # Group once by the first dimension, then estimate each bucket's edges on a contiguous copy
-    # of its tokens (one gather instead of three strided passes). The final grouping starts
-    # again from the selection (index order): reading the columns through the grouped rows
-    # would be a strided, cache-unfriendly pass.
     col = selection.column
     empty = np.empty(0, dtype=np.int64)
     tokens = col("num_tokens")
+    max_token = int(tokens.max()) if tokens.shape[0] else 0
+    if B * (max_token + 1) <= bucketing.MAX_TOKEN_HISTOGRAM:
+        # one pass: a histogram of tokens per bucket (the same edges as estimating each
+        # bucket's tokens on their own, see the kernel)
+        return bucketing.estimate_token_edges(
+            selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
+            col("num_frames"), col("num_features"), tokens, edges, T, max_token,
+        )  # fmt: skip
+    # Token counts too large for a histogram: group once by the first dimension, then estimate
+    # each bucket's edges on a contiguous copy of its tokens. The final grouping starts again
+    # from the selection (index order): reading the columns through the grouped rows would be a
+    # strided, cache-unfriendly pass.
     g1, off1 = bucketing.group_by_bucket(
         selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
         col("num_frames"), col("num_features"), tokens, edges, np.empty(0, np.float64), 1,

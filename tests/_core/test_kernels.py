@@ -387,3 +387,52 @@ def test_gather_batches_checks_batch_offsets() -> None:
         sharding.gather_batches(rows, EMPTY_I, EMPTY_I)
     out, off = sharding.gather_batches(rows, np.array([2, 5, 5, 9], np.int64), order)
     assert out.tolist() == [2, 3, 4] and off.tolist() == [0, 3]
+
+
+@given(
+    n=st.integers(1, 300),
+    nb=st.integers(1, 6),
+    nt=st.integers(2, 5),
+    seed=st.integers(0, 2**32 - 1),
+    top=st.sampled_from([0, 3, 50, 2000]),
+    use_rows=st.booleans(),
+)
+def test_token_edges_in_one_pass_equal_per_bucket_estimates(n, nb, nt, seed, top, use_rows):
+    """estimate_token_edges == estimate_edges over each bucket's tokens (and the reference)."""
+    gen = np.random.default_rng(seed)
+    dur = np.round(gen.uniform(0.5, 30.0, n), 2)
+    tokens = gen.integers(0, top + 1, n).astype(np.int64)
+    edges = np.sort(gen.uniform(1.0, 29.0, nb - 1))
+    rows = np.flatnonzero(gen.random(n) < 0.7).astype(np.int64) if use_rows else None
+    kind = bucketing.KEY_KINDS["duration"]
+    empty = np.empty(0, dtype=np.int64)
+    got = bucketing.estimate_token_edges(
+        rows, kind, dur, empty, empty, tokens, edges, nt, int(tokens.max()) if n else 0
+    )
+    sel = np.arange(n) if rows is None else rows
+    b = np.searchsorted(edges, dur[sel], side="left")
+    for k in range(nb):
+        sub = tokens[sel[b == k]]
+        expect = ref.estimate_edges(sub.astype(np.float64), "num_tokens", nt)
+        assert got[k].tolist() == expect.tolist(), k
+
+
+def test_token_edges_refuse_bad_bounds() -> None:
+    dur = np.array([1.0, 2.0, 3.0])
+    tokens = np.array([5, -1, 7], dtype=np.int64)
+    empty = np.empty(0, dtype=np.int64)
+    kind = bucketing.KEY_KINDS["duration"]
+    with pytest.raises(ValueError, match=r"outside \[0, 7\]"):
+        bucketing.estimate_token_edges(None, kind, dur, empty, empty, tokens, np.array([2.5]), 2, 7)
+    with pytest.raises(ValueError, match=r"outside \[0, 6\]"):
+        bucketing.estimate_token_edges(
+            np.array([0, 2]), kind, dur, empty, empty, tokens, np.array([2.5]), 2, 6
+        )
+    with pytest.raises(ValueError, match="histogram cells"):
+        bucketing.estimate_token_edges(
+            None, kind, dur, empty, empty, tokens, np.array([2.5]), 2, 2**40
+        )
+    with pytest.raises(ValueError, match="rows"):
+        bucketing.estimate_token_edges(
+            np.array([5]), kind, dur, empty, empty, tokens, np.array([2.5]), 2, 7
+        )
