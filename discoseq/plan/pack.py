@@ -72,8 +72,10 @@ def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig
     ``audio_tokens_per_second``, ``ceil(duration x rate)`` (a hair below an integer counts as
     it, so ``0.08 s x 12.5`` is 1 token, not 2)."""
     text = np.asarray(text)
-    cost = np.maximum(text, 0)
     rate = config.audio_tokens_per_second
+    if rate is None and text.shape[0] and text.min() >= 0:  # every cut has text: the column
+        return np.ascontiguousarray(text, dtype=np.int64)
+    cost = np.maximum(text, 0)
     if rate is not None:
         cost = cost + np.ceil(np.asarray(duration) * rate - 1e-9).astype(np.int64)
     elif cost.shape[0] and not (text >= 0).any():
