@@ -454,6 +454,10 @@ def _sibling_dir(out: Path, kind: str) -> Path:
             os.mkdir(path, 0o777)
         except FileExistsError:
             continue
+        except OSError as e:
+            if e.errno in _DISK_FULL:
+                raise _disk_full(e, out, 0) from e
+            raise
         try:
             claim(path)  # so a later build can tell this directory was abandoned
         except OSError as e:

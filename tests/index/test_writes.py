@@ -208,3 +208,18 @@ def test_cache_of_a_repointed_symlink_is_rebuilt(tmp_path, manifests, explicit) 
     if explicit:  # a cache of another manifest is still refused
         with pytest.raises(ValueError, match="choose another cache directory"):
             open_source(other, cache_index=cache, progress=False)
+
+
+def test_full_disk_at_the_temporary_directory(tmp_path, manifests, monkeypatch) -> None:
+    a, _ = manifests
+    real_mkdir = os.mkdir
+
+    def full(path, *args, **kwargs):
+        if ".building-" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builder.os, "mkdir", full)
+    with pytest.raises(IndexWriteError, match="no space left"):
+        build_index(a, tmp_path / "out.idx")
+    assert list(tmp_path.iterdir()) == []
