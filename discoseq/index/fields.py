@@ -183,6 +183,98 @@ def check_keys(obj: Mapping[str, Any], level: str, where: str, *, nested: bool =
 _TYPE = frozenset({"type"})
 
 
+#: ``AudioTransform.KNOWN_TRANSFORMS`` of Lhotse 1.33: name -> (the keyword arguments its class
+#: takes, those it requires). ``AudioTransform.from_dict`` reads only "name" and "kwargs".
+#: ``tests/index/test_record_validity.py`` checks this table against the installed Lhotse.
+TRANSFORMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    name: (frozenset(taken), frozenset(required))
+    for name, taken, required in (
+        ("Clipping", ("hard", "gain_db", "normalize"), ()),
+        ("Compress", ("codec", "compression_level"), ("codec",)),
+        (
+            "DereverbWPE",
+            ("n_fft", "hop_length", "taps", "delay", "iterations", "statistics_mode"),
+            (),
+        ),
+        ("LoudnessNormalization", ("target",), ("target",)),
+        (
+            "Narrowband",
+            ("codec", "source_sampling_rate", "restore_orig_sr"),
+            ("codec", "source_sampling_rate", "restore_orig_sr"),
+        ),
+        (
+            "Resample",
+            ("source_sampling_rate", "target_sampling_rate"),
+            ("source_sampling_rate", "target_sampling_rate"),
+        ),
+        (
+            "ReverbWithImpulseResponse",
+            (
+                "rir",
+                "normalize_output",
+                "early_only",
+                "rir_channels",
+                "rir_generator",
+                "RIR_SCALING_FACTOR",
+            ),
+            (),
+        ),
+        ("Speed", ("factor",), ("factor",)),
+        ("Tempo", ("factor",), ("factor",)),
+        ("Volume", ("factor",), ("factor",)),
+    )
+}
+
+
+#: Keyword arguments that Lhotse's transform constructors convert with ``int()`` (Resample's;
+#: null fails there). Others (Speed's factor, ...) are stored as given, so any value loads.
+_NUMERIC_KWARGS = frozenset({"source_sampling_rate", "target_sampling_rate"})
+
+
+def _transform_ok(t: Any) -> bool:
+    if not isinstance(t, dict) or "name" not in t or not isinstance(t.get("kwargs"), dict):
+        return False
+    name, kwargs = t["name"], t["kwargs"]
+    spec = TRANSFORMS.get(name) if isinstance(name, str) else None
+    return (
+        spec is not None
+        and spec[0].issuperset(kwargs)
+        and spec[1].issubset(kwargs)
+        and all(is_json_number(kwargs[k]) for k in _NUMERIC_KWARGS.intersection(kwargs))
+    )
+
+
+def _transforms_ok(transforms: Any) -> bool:
+    return isinstance(transforms, list) and all(_transform_ok(t) for t in transforms)
+
+
+def check_transforms(transforms: Any, where: str) -> None:
+    """Raise :class:`RecordError` unless every transform is one ``AudioTransform.from_dict``
+    builds: a known name and keyword arguments its class takes."""
+    for i, t in enumerate(_check_list_of_objects(transforms, where)):
+        if _transform_ok(t):
+            continue
+        name = t.get("name")
+        if not isinstance(name, str) or name not in TRANSFORMS:
+            raise RecordError(
+                f"field '{where}[{i}].name' is {name!r}, not a Lhotse transform "
+                f"({', '.join(sorted(TRANSFORMS))})"
+            )
+        kwargs = t.get("kwargs")
+        if isinstance(kwargs, dict):
+            for key in sorted(_NUMERIC_KWARGS.intersection(kwargs)):
+                if not is_json_number(kwargs[key]):
+                    raise RecordError(
+                        f"field '{where}[{i}].kwargs.{key}' expected a number, "
+                        f"found {kwargs[key]!r}"
+                    )
+        raise RecordError(
+            f"field '{where}[{i}].kwargs' {t.get('kwargs')!r} are not the arguments of Lhotse's "
+            f"{name} (it takes {sorted(TRANSFORMS[name][0])}, requires "
+            f"{sorted(TRANSFORMS[name][1])})"
+        )
+
+
 def _check_list_of_objects(value: Any, field: str) -> list[Any]:
     if not isinstance(value, list):
         raise RecordError(f"field '{field}' expected a list, found {type(value).__name__}")
@@ -216,7 +308,7 @@ def _check_recording(recording: Any, where: str) -> None:
     for i, source in enumerate(_check_list_of_objects(recording["sources"], where + "sources")):
         check_keys(source, "source", f"{where}sources[{i}].")
     if "transforms" in recording:  # Recording.from_dict iterates any value present
-        _check_list_of_objects(recording["transforms"], where + "transforms")
+        check_transforms(recording["transforms"], where + "transforms")
 
 
 def _check_supervision(sup: Mapping[str, Any], where: str) -> None:
@@ -265,10 +357,7 @@ def _recording_ok(recording: Any) -> bool:
     source = _LEVELS["source"]
     if not isinstance(sources, list) or not all(_keys_ok(s, source) for s in sources):
         return False
-    transforms = recording.get("transforms", ())
-    return "transforms" not in recording or (
-        isinstance(transforms, list) and all(isinstance(t, dict) for t in transforms)
-    )
+    return "transforms" not in recording or _transforms_ok(recording["transforms"])
 
 
 def _custom_ok(custom: Any) -> bool:
@@ -473,7 +562,7 @@ def _mixed_fields(rec: Mapping[str, Any], cut_id: str) -> CutFields:
     if not isinstance(tracks_raw, list) or not tracks_raw:
         raise RecordError("field 'tracks' of a MixedCut expected a non-empty list")
     if "transforms" in rec:  # MixedCut.from_dict iterates any value present
-        _check_list_of_objects(rec["transforms"], "transforms")
+        check_transforms(rec["transforms"], "transforms")
     entries = [(t, f"tracks[{i}].") for i, t in enumerate(tracks_raw)]
     if rec.get("snr_reference") is not None:
         entries.append((rec["snr_reference"], "snr_reference."))

@@ -41,6 +41,7 @@ def base_records() -> list[dict[str, Any]]:
     records.append(padded.to_dict())
     records.append(padded.tracks[1].cut.to_dict())
     records.append(mono.mix(mono, offset_other_by=0.5).to_dict())
+    records.append(mono.perturb_speed(1.1).resample(8000).to_dict())  # recording transforms
     return records
 
 
@@ -241,3 +242,44 @@ def test_verify_reports_a_record_lhotse_rejects(tmp_path, monkeypatch) -> None:
         build_index(manifest, tmp_path / "idx")
     report = verify_index(tmp_path / "idx")
     assert any("row 1" in p and "speaker" in p for p in report.problems), report.problems
+
+
+def test_transform_table_is_lhotses() -> None:
+    import inspect
+
+    from lhotse.augmentation.transform import AudioTransform
+
+    from discoseq.index.fields import TRANSFORMS
+
+    found = {}
+    for name, cls in AudioTransform.KNOWN_TRANSFORMS.items():
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        taken = frozenset(p.name for p in params)
+        required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
+        found[name] = (taken, required)
+    assert found == TRANSFORMS
+
+
+@pytest.mark.parametrize(
+    "transforms",
+    [
+        [{"name": "Nope", "kwargs": {}}],
+        [{"name": "Speed", "kwargs": {}}],
+        [{"name": "Speed", "kwargs": {"factor": 1.1, "x": 1}}],
+        [{"name": "Speed"}],
+        [{"kwargs": {"factor": 1.1}}],
+        [None],
+        None,
+        {"name": "Speed", "kwargs": {"factor": 1.1}},
+    ],
+)
+@pytest.mark.parametrize("where", ["mixed", "recording"])
+def test_transforms_lhotse_rejects(transforms, where) -> None:
+    record = copy.deepcopy(RECORDS[5] if where == "mixed" else RECORDS[6])
+    target = record if where == "mixed" else record["recording"]
+    target["transforms"] = transforms
+    assert not we_accept(record)
+    # Recording.from_dict swallows a KeyError from a transform without name or kwargs and drops
+    # all its transforms: Lhotse "loads" that record, silently changed; we refuse it.
+    lenient = where == "recording" and isinstance(transforms, list) and transforms[0] is not None
+    assert lhotse_loads(record) == (lenient and not {"name", "kwargs"} <= transforms[0].keys())
