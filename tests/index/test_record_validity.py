@@ -120,6 +120,27 @@ def test_every_key_mutation_agrees_with_lhotse(which: int) -> None:
     assert not false_accepts, f"accepted records Lhotse rejects: {false_accepts}"
 
 
+def build_accepts(record: Any) -> bool:
+    """What the build does with one line: the compiled scanner's fast path (status 0) keeps it
+    as is; every other line goes through the exact path."""
+    import orjson
+
+    line = orjson.dumps(record) + b"\n"
+    if cutscan.scan_cut_lines(line)["status"][0] == 0:
+        return True
+    return we_accept(record)
+
+
+@pytest.mark.parametrize("which", range(len(RECORDS)))
+def test_build_never_keeps_a_line_lhotse_rejects(which: int) -> None:
+    """The same mutations through both paths of the build (the compiled scanner first)."""
+    false_accepts = []
+    for what, mutated in mutations(RECORDS[which]):
+        if build_accepts(mutated) and not lhotse_loads(mutated):
+            false_accepts.append(what)
+    assert not false_accepts, f"the build keeps records Lhotse rejects: {false_accepts}"
+
+
 @pytest.mark.parametrize("which", range(len(RECORDS)))
 def test_unknown_keys_rejected_and_known_keys_kept(which: int) -> None:
     """An added unknown key is rejected exactly where Lhotse rejects it (never a record Lhotse
@@ -151,8 +172,12 @@ def test_random_replacement_never_accepted_if_lhotse_rejects(which, pick, value)
     try:
         fields_from_record(copy.deepcopy(record))
     except RecordError:
-        return  # refused by name: fine
-    assert lhotse_loads(record), f"accepted {(*at, key)} = {value!r}, which Lhotse refuses"
+        accepted = False  # refused by name: fine
+    else:
+        accepted = True
+        assert lhotse_loads(record), f"accepted {(*at, key)} = {value!r}, which Lhotse refuses"
+    if not accepted and build_accepts(record):  # the compiled scanner kept it on its own
+        assert lhotse_loads(record), f"scanner kept {(*at, key)} = {value!r}; Lhotse refuses"
 
 
 def write_lines(path: Path, records: list[Any]) -> Path:
