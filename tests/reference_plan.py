@@ -135,8 +135,10 @@ def pack(
     exclude: bool,
     tokens: np.ndarray | None = None,
     max_tokens: int | None = None,
+    identity: np.ndarray | None = None,
 ) -> tuple[list[list[int]], list[int], list[float], list[float], int]:
-    """Greedy, in order, within each segment; caps checked before a cut joins."""
+    """Greedy, in order, within each segment; caps checked before a cut joins; with
+    ``identity``, a row whose id is already in the batch closes it first."""
     batches: list[list[int]] = []
     bseg: list[int] = []
     bcost: list[float] = []
@@ -176,7 +178,10 @@ def pack(
                 else:
                     nd, nf = float(n + 1) * max(m, c), (n + 1) * max(mf, f)
                     nt = (n + 1) * max(mt, t)
-                if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf or nt > maxt:
+                dup = identity is not None and int(identity[row]) in {
+                    int(identity[r]) for r in cur
+                }
+                if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf or nt > maxt or dup:
                     batches.append(cur)
                     bseg.append(s)
                     bcost.append(sm if sum_mode else float(len(cur)) * m)

@@ -409,3 +409,22 @@ def test_plot_has_a_source_panel(sources, tmp_path: Path, monkeypatch) -> None:
     out = plot_analysis(stats, tmp_path / "mix.png")
     assert out.stat().st_size > 0
     assert any(t.startswith("Mixture: each source's share") for t in titles)
+
+
+def test_copies_are_spread_and_crowding_is_said(sources) -> None:
+    """Copies of an upsampled cut are spread over its bucket (batches stay full); a cut taken
+    more often than half its bucket's batches is reported."""
+    p = plan(sources, world=1, mixture={"a": {}, "b": {}, "c": {"repeat": 4}})
+    sizes = np.diff(p.batch_offsets)
+    natural = plan(sources, world=1)
+    assert p.num_batches <= natural.num_batches * 1.35  # 100 more cuts, no flood of batches
+    assert (sizes <= 2).sum() <= (np.diff(natural.batch_offsets) <= 2).sum() + 3
+    multi, lay = layout(sources)
+    crowd = {
+        **BASE,
+        "num_buckets": 1,
+        "max_duration": 3000.0,
+        "mixture": {"a": {}, "b": {}, "c": {"choose": 200}},
+    }
+    with pytest.warns(RuntimeWarning, match="takes one cut .* times"):
+        plan_epoch(multi.columns, SamplerConfig(**crowd), 0, 1, sources=lay)

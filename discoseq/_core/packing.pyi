@@ -14,6 +14,8 @@ def pack(
     exclude_oversize: bool,
     tokens: npt.NDArray[np.int64] | None = ...,
     max_tokens: int | None = ...,
+    identity: npt.NDArray[np.int64] | None = ...,
+    num_ids: int = ...,
 ) -> tuple[
     int,
     npt.NDArray[np.int64],

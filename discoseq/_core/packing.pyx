@@ -95,10 +95,13 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
                    int64_t max_frames, const int64_t* tokens, int64_t max_tokens, double q,
-                   bint sum_mode, bint exclude, BatchBuf* out,
-                   int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
-    """Returns the number of rows kept, or a negative error code."""
+                   bint sum_mode, bint exclude, const int64_t* ident, int64_t* last,
+                   BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
+    """Returns the number of rows kept, or a negative error code. With ``ident`` (the cut of
+    each row, ``last`` a scratch of -1 per cut), a row whose cut is already in the open batch
+    closes it first: no batch holds a cut twice."""
     cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc
+    cdef bint dup
     cdef double d, c, nd, capd
     cdef OpenBatch b
     cdef bint use_frames = frames != NULL
@@ -138,9 +141,12 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     nd = (b.n + 1) * (b.m if b.m > c else c)
                     nf = (b.n + 1) * (b.mf if b.mf > f else f)
                     nt = (b.n + 1) * (b.mt if b.mt > t else t)
-                if b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens:
+                dup = ident != NULL and last[ident[row]] == out.n
+                if b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens or dup:
                     if _close(out, w, <int32_t>s, &b, sum_mode) < 0:
                         return DS_ERR_NOMEM
+            if ident != NULL:
+                last[ident[row]] = out.n  # the open batch is the next one pushed
             rows[w] = row
             w += 1
             b.n += 1
@@ -164,13 +170,16 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] duration not None, const int64_t[::1] num_frames,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
          max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
-         const int64_t[::1] tokens=None, max_tokens=None):
+         const int64_t[::1] tokens=None, max_tokens=None, const int64_t[::1] identity=None,
+         int64_t num_ids=0):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
     may be empty when ``max_frames`` is None; ``tokens`` (each cut's token cost, >= 0) is needed
     with ``max_tokens`` only, which caps it like frames (cuts x most, or the sum). Every row must
-    be a row of ``duration`` (else ValueError).
+    be a row of ``duration`` (else ValueError). ``identity`` (one id in ``[0, num_ids)`` per
+    row of ``duration``), when given, keeps two rows of one id out of one batch (a mixture's
+    copies of a cut): such a row closes the open batch first.
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -202,6 +211,19 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if tokens.shape[0] > 0:
             tp = &tokens[0]
     check_rows(rows, duration.shape[0], "pack", "rows", "duration")
+    cdef const int64_t* ip = NULL
+    cdef int64_t* lp = NULL
+    if identity is not None:
+        if identity.shape[0] != duration.shape[0]:
+            raise ValueError("identity needs one id per row of duration")
+        check_rows(identity, num_ids, "pack", "identity", "the ids")
+        if identity.shape[0] > 0:
+            ip = &identity[0]
+        lp = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
+        if lp == NULL:
+            raise MemoryError("pack: out of memory")
+        for s in range(num_ids):
+            lp[s] = -1
     seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
     cdef BatchBuf buf
@@ -222,8 +244,8 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
-                             &cap_cuts[0], mf, tp, mt, q, sum_mode, exclude_oversize, &buf,
-                             &sb[0], &n_over)
+                             &cap_cuts[0], mf, tp, mt, q, sum_mode, exclude_oversize, ip, lp,
+                             &buf, &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)
@@ -241,6 +263,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             memcpy(&cv[0], buf.cost, buf.n * sizeof(double))
             memcpy(&dv[0], buf.dur, buf.n * sizeof(double))
     finally:
+        free(lp)
         free(buf.ends)
         free(buf.seg)
         free(buf.cost)

@@ -5,9 +5,9 @@ SEQUENTIAL keeps index order in one segment; RANDOM shuffles all rows with the s
 ``(seed, epoch, PURPOSE_CUTS | 0)``; BUCKETED estimates bucket edges of equal total cost on the
 full column (or takes the given ones; 2D duration x tokens as NeMo), groups rows by flat bucket
 ``b`` (stable: index order) and, with ``shuffle``, shuffles each with the stream of
-``(seed, epoch, PURPOSE_CUTS | b)``. When a mixture takes a cut more than once, each segment is
-then split by round (a position's copy number), stable, so no batch can hold a cut twice.
-Memory: the grouped row array (8 B/cut) besides the input.
+``(seed, epoch, PURPOSE_CUTS | b)``. A ``per_source`` mixture splits each bucket by source.
+(Copies of a cut that a mixture takes more than once stay in one segment: packing keeps them
+out of one batch.) Memory: the grouped row array (8 B/cut) besides the input.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class Groups:
     :param bucket_edges: the interior edges of the first bucketing dimension (empty unless
         BUCKETED).
     :param token_edges: ``(B, T - 1)`` token edges per bucket (zeros where a bucket is empty).
-    :param segment_bucket: the flat bucket of each segment when segments are split by source or
-        round (None: segment ``s`` is bucket ``s``).
+    :param segment_bucket: the flat bucket of each segment when segments are split by source
+        (None: segment ``s`` is bucket ``s``).
     :param segment_source: the source of each segment with ``mix_batches="per_source"``.
     """
 
@@ -53,9 +53,50 @@ def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
     """Segments of the selected rows for ``epoch`` (see the module docstring)."""
+    groups = _group_rows(selection, config, epoch)
     blocks = selection.blocks
-    if blocks is not None and (blocks.num_rounds > 1 or config.mix_batches == "per_source"):
-        return _by_blocks(selection, blocks, config, epoch)
+    shuffled = config.strategy is SamplingStrategy.RANDOM or (
+        config.strategy is SamplingStrategy.BUCKETED and config.effective_shuffle
+    )
+    if blocks is not None and blocks.num_rounds > 1 and shuffled:
+        spread_copies(groups, selection, blocks, config, epoch)
+    return groups
+
+
+PURPOSE_SPREAD = 6 << 32
+
+
+def spread_copies(
+    groups: Groups, selection: Selection, blocks: Blocks, config: SamplerConfig, epoch: int
+) -> None:
+    """Order each segment (in place) so the copies of a cut that a mixture takes ``c`` times
+    lie about ``1/c`` of the segment apart: copy ``k`` of a cut is due at ``(k + u) / c``
+    (``u`` uniform per cut, keyed by the epoch), positions sorted by due time. A cut taken once
+    gets a uniform place: the order stays a random one. Packing then rarely meets a copy of a
+    cut already in the open batch (it would close the batch early, see ``pack``), so batches
+    stay full."""
+    epoch_rows = selection.epoch_rows
+    assert epoch_rows is not None
+    pos = groups.rows
+    rows = epoch_rows[pos]
+    rounds = blocks.round[np.searchsorted(blocks.starts, pos, side="right") - 1]
+    copies = np.bincount(epoch_rows)[rows]
+    key = np.uint64(rng.derive_key(config.seed, epoch, PURPOSE_SPREAD))
+    with np.errstate(over="ignore"):  # splitmix64 of (row ^ key), wrapping arithmetic
+        z = rows.astype(np.uint64) ^ key
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    due = (rounds + u) / copies
+    seg = np.repeat(np.arange(groups.seg_offsets.shape[0] - 1), np.diff(groups.seg_offsets))
+    groups.rows[:] = pos[np.lexsort((due, seg))]
+
+
+def _group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
+    blocks = selection.blocks
+    if blocks is not None and config.mix_batches == "per_source":
+        return _per_source(selection, blocks, config, epoch)
     if config.strategy is SamplingStrategy.BUCKETED:
         return _bucketed(selection, config, epoch)
     rows = selection.rows
@@ -67,13 +108,13 @@ def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Group
     return Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
 
 
-def _by_blocks(selection: Selection, blocks: Blocks, config: SamplerConfig, epoch: int) -> Groups:
-    """Segments of a mixture's selection split by round (no batch holds a cut twice) and, for
-    ``per_source``, by source (source-major, so a step's batches share a source).
+def _per_source(selection: Selection, blocks: Blocks, config: SamplerConfig, epoch: int) -> Groups:
+    """A ``per_source`` mixture's segments: each bucket split by source, source-major (so the
+    batches of a step share a source), each segment shuffled with its own stream.
 
-    The selection is ordered by block (source, round), and grouping by bucket is stable, so
+    The selection is ordered by block (source, round) and grouping by bucket is stable, so
     inside a bucket each block is a contiguous run found by binary search: no per-position
-    label, no sort. The segments are then shuffled, each with its own stream."""
+    label, no sort."""
     bucketed = config.strategy is SamplingStrategy.BUCKETED
     if bucketed:
         edges = estimate_edges(selection, config)
@@ -95,22 +136,13 @@ def _by_blocks(selection: Selection, blocks: Blocks, config: SamplerConfig, epoc
     for b in range(nb):
         lo, hi = int(offsets[b]), int(offsets[b + 1])
         runs[b] = lo + np.searchsorted(rows[lo:hi], blocks.starts)
-    per_source = config.mix_batches == "per_source"
-    num_rounds = blocks.num_rounds
-    sources = range(int(blocks.source.max()) + 1 if per_source else 1)
-    order: list[tuple[int, int, int]] = []  # (source or 0, bucket, round) in segment order
-    for s in sources:
-        for b in range(nb):
-            for r in range(num_rounds):
-                order.append((s, b, r))
+    num_sources = int(blocks.source.max()) + 1 if blocks.source.size else 1
+    order = [(s, b) for s in range(num_sources) for b in range(nb)]  # segment order
     slices: list[np.ndarray] = []
     seg_offsets = [0]
-    for s, b, r in order:
-        mine = blocks.round == r
-        if per_source:
-            mine &= blocks.source == s
+    for s, b in order:
         size = 0
-        for k in np.flatnonzero(mine).tolist():
+        for k in np.flatnonzero(blocks.source == s).tolist():  # the source's rounds
             slices.append(rows[runs[b, k] : runs[b, k + 1]])
             size += int(runs[b, k + 1] - runs[b, k])
         seg_offsets.append(seg_offsets[-1] + size)
@@ -128,8 +160,8 @@ def _by_blocks(selection: Selection, blocks: Blocks, config: SamplerConfig, epoc
         offs,
         edges,
         token_edges,
-        np.array([b for _, b, _ in order], dtype=np.int64),
-        np.array([s for s, _, _ in order], dtype=np.int64) if per_source else None,
+        np.array([b for _, b in order], dtype=np.int64),
+        np.array([s for s, _ in order], dtype=np.int64),
     )
 
 

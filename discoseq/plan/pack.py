@@ -93,6 +93,8 @@ def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) ->
     dur = selection.column("duration")
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
+    # a mixture that takes a cut more than once: its copies never share a batch
+    repeats = selection.blocks is not None and selection.blocks.num_rounds > 1
     if groups.segment_bucket is None:
         cap_d, cap_c = segment_caps(config, seg_offsets.shape[0] - 1)
     else:
@@ -111,5 +113,40 @@ def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) ->
         config.oversize == "exclude",
         tokens=None if config.max_tokens is None else token_costs(selection, config),
         max_tokens=config.max_tokens,
+        identity=selection.epoch_rows if repeats else None,
+        num_ids=selection.cuts_in,
     )
-    return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
+    batches = Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
+    if repeats:
+        warn_if_copies_crowd(groups, batches, selection)
+    return batches
+
+
+def warn_if_copies_crowd(groups: Groups, batches: Batches, selection: Selection) -> None:
+    """Warn (RuntimeWarning) when a mixture takes a cut so often that its copies, which never
+    share a batch, force batches beyond what the caps need: a cut with more copies than half the
+    batches of its bucket."""
+    epoch_rows = selection.epoch_rows
+    assert epoch_rows is not None
+    nseg = groups.seg_offsets.shape[0] - 1
+    seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(groups.seg_offsets))[
+        : len(groups.rows)
+    ]
+    width = selection.cuts_in + 1
+    pairs, counts = np.unique(seg * width + epoch_rows[groups.rows], return_counts=True)
+    most = np.zeros(nseg, dtype=np.int64)  # the most copies of one cut, per segment
+    np.maximum.at(most, pairs // width, counts)
+    per_seg = np.diff(batches.seg_batch_offsets)
+    crowded = np.flatnonzero((most > 1) & (2 * most > per_seg))
+    if crowded.size:
+        import warnings
+
+        s = int(crowded[np.argmax(most[crowded])])
+        warnings.warn(
+            f"plan_epoch: a mixture takes one cut {int(most[s])} times in this epoch, in a "
+            f"bucket of {int(per_seg[s])} batches: its copies never share a batch, so they "
+            "force extra, smaller batches; lower that source's repeat/weight (or use fewer "
+            "buckets)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
