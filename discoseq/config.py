@@ -426,6 +426,12 @@ class SamplerConfig:
         t = self.temperature
         if not is_real(t) or not math.isfinite(t) or t < 0:
             raise ValueError(f"temperature={t!r} must be a finite number >= 0")
+        mixture = self.mixture_spec
+        if t != _DEFAULTS["temperature"] and mixture is not None and mixture.derived_top == 0:
+            raise ValueError(
+                f"temperature={t} has no effect: no top-level entry of the mixture takes a weight "
+                "from its hours (give {} entries, or a group its own temperature)"
+            )
 
     @property
     def mixture_spec(self) -> Mixture | None:

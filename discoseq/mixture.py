@@ -31,11 +31,12 @@ epoch are within one cut of its share and the epochs tile the stream without gap
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from discoseq._checks import is_int, is_real
 
@@ -130,11 +131,13 @@ def _entry(name: object, spec: object, where: str) -> MixtureEntry:
     )
 
 
-def _weight(w: object, here: str) -> float | None:
+def _weight(w: object, here: str, zero: bool = False) -> float | None:
     if w is None:
         return None
-    if not is_real(w) or not math.isfinite(w) or w <= 0:  # type: ignore[arg-type,operator]
-        raise ValueError(f"{here}: weight={w!r} must be a positive finite number")
+    low_ok = w >= 0 if zero else w > 0  # type: ignore[operator]
+    if not is_real(w) or not math.isfinite(w) or not low_ok:  # type: ignore[arg-type]
+        kind = "a finite number >= 0" if zero else "a positive finite number"
+        raise ValueError(f"{here}: weight={w!r} must be {kind}")
     return float(w)  # type: ignore[arg-type]
 
 
@@ -188,6 +191,12 @@ class Mixture:
             if e.children:
                 stack.extend(reversed(e.children))
 
+    @property
+    def derived_top(self) -> int:
+        """How many top-level entries take their weight from their hours (``{}`` or a group
+        without a weight): the entries the config's ``temperature`` reweights."""
+        return sum(1 for e in self.entries if not e.fixed and e.weight is None)
+
     def source_names(self) -> list[str]:
         return [leaf.name for leaf in self.leaves()]
 
@@ -227,7 +236,7 @@ class MixtureSchedule:
                     f"mixture_schedule point {item!r} must be [epoch >= 0, {{name: weight}}]"
                 )
             weights = tuple(
-                (str(k), _weight(v, f"mixture_schedule epoch {item[0]} {k!r}"))
+                (str(k), _weight(v, f"mixture_schedule epoch {item[0]} {k!r}", zero=True))
                 for k, v in sorted(item[1].items())
             )
             points.append((int(item[0]), weights))
@@ -246,14 +255,16 @@ class MixtureSchedule:
 
     def weights_at(self, epoch: int) -> dict[str, float]:
         """The weights of ``epoch``: linear between points, constant outside them."""
-        pts = self.points
-        if epoch <= pts[0][0]:
-            return dict(pts[0][1])
-        for (e0, w0), (e1, w1) in itertools.pairwise(pts):
-            if epoch <= e1:
-                t = (epoch - e0) / (e1 - e0)
-                return {n: a + t * (b - a) for (n, a), (_, b) in zip(w0, w1, strict=True)}
-        return dict(pts[-1][1])
+        return {n: float(w[0]) for n, w in self.weights_over(np.array([epoch])).items()}
+
+    def weights_over(self, epochs: np.ndarray) -> dict[str, np.ndarray]:
+        """The weights of every epoch of ``epochs`` (see :meth:`weights_at`)."""
+        xs = np.array([e for e, _ in self.points], dtype=np.float64)
+        x = np.asarray(epochs, dtype=np.float64)
+        return {
+            name: np.interp(x, xs, np.array([dict(ws)[name] for _, ws in self.points]))
+            for name in self.names
+        }
 
     def to_list(self) -> list[list[Any]]:
         return [[e, dict(ws)] for e, ws in self.points]

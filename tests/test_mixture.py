@@ -244,7 +244,7 @@ def test_sampler_errors(sources, tmp_path: Path) -> None:
         DiscoSeqSampler(sources["a"], SamplerConfig(**BASE, epoch_hours=1.0))
     with pytest.raises(ValueError, match="unique"):
         plan(sources, mixture={"a": {}, "b": {}, "c": {"choose": 30, "unique": True}})
-    with pytest.raises(ValueError, match="'c' has no cuts"):
+    with pytest.raises(ValueError, match=r"\['a', 'b', 'c'\] have no cuts after the filters"):
         plan(sources, mixture={"a": {}, "b": {}, "c": {"choose": 3}}, min_duration=1000.0)
     with pytest.raises(ValueError, match="epoch_cuts=10 is smaller"):
         plan(sources, mixture={"a": {}, "b": {}, "c": {"choose": 20}}, epoch_cuts=10)
@@ -371,6 +371,8 @@ def test_selection_equals_reference(sizes, kinds, budget, epoch, seed, shuffle, 
     elif budget == "hours":
         kw["epoch_hours"] = fixed * 25 / 3600 + data.draw(st.sampled_from([0.01, 0.05, 0.2]))
     temperature = data.draw(st.sampled_from([0.0, 0.5, 1.0]))
+    if not any(not e for e in entries.values()):  # no derived weight: temperature unused
+        temperature = 1.0
     cfg = SamplerConfig(max_cuts=4, seed=seed, mixture=entries, temperature=temperature,
                         strategy="bucketed" if shuffle else "sequential", **kw)  # fmt: skip
     layout = SourceLayout(tuple(names), offsets)
@@ -428,3 +430,34 @@ def test_copies_are_spread_and_crowding_is_said(sources) -> None:
     }
     with pytest.warns(RuntimeWarning, match="takes one cut .* times"):
         plan_epoch(multi.columns, SamplerConfig(**crowd), 0, 1, sources=lay)
+
+
+def test_schedules_reach_far_epochs_and_may_start_at_zero(sources) -> None:
+    import time
+
+    kw = {
+        "mixture": {"a": {"weight": 1}, "b": {"weight": 1}, "c": {"weight": 1}},
+        "mixture_schedule": [[0, {"a": 1, "b": 1, "c": 0}], [200_000, {"a": 1, "b": 1, "c": 2}]],
+        "epoch_cuts": 300,
+    }
+    assert by_source(plan(sources, 0, **kw))["c"].selected == 0
+    start = time.perf_counter()
+    far = by_source(plan(sources, 10**6, **kw))
+    assert time.perf_counter() - start < 5.0  # a sum over epochs in arrays, not a loop
+    assert (far["a"].selected, far["c"].selected) == (75, 150)
+    zero = {**kw, "mixture_schedule": [[0, {"a": 0, "b": 0, "c": 0}]]}
+    with pytest.raises(ValueError, match=r"at epoch 0 the weights .* are all 0"):
+        plan(sources, 0, **zero)
+
+
+def test_layouts_and_temperature_are_checked(sources) -> None:
+    multi, _ = layout(sources)
+    for offsets in ([0, 80, 60, 385], [30, 60, 80, 385]):
+        with pytest.raises(ValueError, match=r"never decreasing|from 0"):
+            SourceLayout(("a", "b", "c"), np.array(offsets))
+    with pytest.raises(ValueError, match="have no cuts"):
+        plan_epoch(multi.columns, SamplerConfig(**BASE), 0, 1,
+                   sources=SourceLayout(("a", "b", "c"), np.array([0, 300, 300, 385])))  # fmt: skip
+    with pytest.raises(ValueError, match=r"temperature=0.5 has no effect"):
+        SamplerConfig(**BASE, mixture={"a": {"weight": 1}, "b": {"weight": 2}}, temperature=0.5)
+    SamplerConfig(**BASE, mixture={"a": {}, "b": {}}, temperature=0.5)  # derived: fine

@@ -46,10 +46,17 @@ class SourceLayout:
     offsets: np.ndarray
 
     def __post_init__(self) -> None:
-        if len(self.offsets) != len(self.names) + 1:
+        offsets = np.asarray(self.offsets)
+        if len(offsets) != len(self.names) + 1:
             raise ValueError(f"{len(self.names)} sources need {len(self.names) + 1} offsets")
-        if len(set(self.names)) != len(self.names):
-            raise ValueError(f"source names {list(self.names)} repeat")
+        if len(set(self.names)) != len(self.names) or not all(
+            isinstance(n, str) and n for n in self.names
+        ):
+            raise ValueError(f"source names {list(self.names)} must be distinct non-empty strings")
+        if offsets.dtype.kind not in "iu" or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            raise ValueError(
+                f"source offsets {offsets.tolist()} must be integers from 0, never decreasing"
+            )
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,24 @@ def _largest_remainder(total: int, shares: Sequence[float]) -> list[int]:
     return out
 
 
+def _largest_remainder_rows(total: int, shares: np.ndarray) -> np.ndarray:
+    """Per row of ``shares`` (epochs x sources), integers proportional to it that add up to
+    ``total`` exactly: floors, then one more to the largest remainders (ties: lower index)."""
+    exact = total * shares
+    base = np.floor(exact)
+    frac = exact - base
+    out = base.astype(np.int64)
+    left = total - out.sum(axis=1)
+    order = np.argsort(-frac, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(shares.shape[1])[None, :].repeat(len(order), 0), 1)
+    return out + (rank < left[:, None])
+
+
 class _Quotas:
-    """Per-epoch quotas of every source of a mixture over given source sizes."""
+    """Per-epoch quotas of every source of a mixture over given source sizes, computed for
+    many epochs at once (arrays over epochs), so a stream's start after ``e`` epochs of a
+    schedule costs a few array operations per 65,536 epochs, not a loop."""
 
     def __init__(
         self, mixture: Mixture, config: SamplerConfig, sizes: dict[str, int], us: dict[str, int]
@@ -118,28 +141,44 @@ class _Quotas:
         self,
         entries: Sequence[MixtureEntry],
         temperature: float,
-        weights: dict[str, float],
-        share: float,
-        out: dict[str, float],
+        weights: dict[str, np.ndarray],
+        share: np.ndarray,
+        out: dict[str, np.ndarray],
+        epochs: np.ndarray,
     ) -> None:
         weighted = [e for e in entries if not e.fixed and any(not x.fixed for x in e.leaves())]
+        if not weighted:
+            return
         raw = []
         for e in weighted:
-            w = weights.get(e.name, e.weight)
-            raw.append(self._hours_of(e) ** temperature if w is None else w)
-        total = sum(raw)
+            w = weights.get(e.name)
+            if w is None:
+                w = np.full(share.shape, self._hours_of(e) ** temperature if e.weight is None
+                            else e.weight)  # fmt: skip
+            raw.append(w)
+        total = raw[0]
+        for w in raw[1:]:  # left to right, as sum() would
+            total = total + w
+        if (total <= 0).any():
+            at = int(epochs[np.flatnonzero(total <= 0)[0]])
+            raise ValueError(
+                f"mixture: at epoch {at} the weights of {[e.name for e in weighted]} are all 0 "
+                "(mixture_schedule): nothing would be drawn from them"
+            )
         for e, w in zip(weighted, raw, strict=True):
-            part = share * (w / total if total > 0 else 1.0 / len(weighted))
+            part = share * (w / total)
             if e.children is None:
                 out[e.name] = part
             else:
                 t = temperature if e.temperature is None else e.temperature
-                self._shares(e.children, t, weights, part, out)
+                self._shares(e.children, t, weights, part, out, epochs)
 
-    def of_epoch(self, epoch: int) -> dict[str, _Quota]:
+    def amounts(self, epochs: np.ndarray) -> dict[str, tuple[str, np.ndarray]]:
+        """Per source: its unit (``"cuts"`` or ``"hours"``: microseconds) and its amount in
+        each of ``epochs``."""
         cfg = self.config
-        weights = {} if self.schedule is None else self.schedule.weights_at(epoch)
-        quotas: dict[str, _Quota] = {}
+        weights = {} if self.schedule is None else self.schedule.weights_over(epochs)
+        quotas: dict[str, tuple[str, np.ndarray]] = {}
         fixed_cuts = 0
         fixed_us = 0
         for leaf in self.mixture.leaves():
@@ -150,26 +189,24 @@ class _Quotas:
                 count = leaf.choose
             else:
                 continue
-            quotas[leaf.name] = _Quota("cuts", count)
+            quotas[leaf.name] = ("cuts", np.full(epochs.shape, count, dtype=np.int64))
             fixed_cuts += count
             fixed_us += round(count * self.us[leaf.name] / n) if n else 0
-        shares: dict[str, float] = {}
-        self._shares(self.mixture.entries, cfg.temperature, weights, 1.0, shares)
+        shares: dict[str, np.ndarray] = {}
+        self._shares(self.mixture.entries, cfg.temperature, weights,
+                     np.ones(epochs.shape), shares, epochs)  # fmt: skip
         names = list(shares)
         if not names:
             return quotas
+        unit = "hours"
         if cfg.epoch_cuts is not None:
-            budget = cfg.epoch_cuts - fixed_cuts
+            unit, budget = "cuts", cfg.epoch_cuts - fixed_cuts
             if budget < 0:
                 raise ValueError(
                     f"epoch_cuts={cfg.epoch_cuts} is smaller than the {fixed_cuts} cuts of the "
                     "repeat/choose sources: nothing is left for the weighted ones"
                 )
-            for name, count in zip(names, _largest_remainder(budget, list(shares.values())),
-                                   strict=True):  # fmt: skip
-                quotas[name] = _Quota("cuts", count)
-            return quotas
-        if cfg.epoch_hours is not None:
+        elif cfg.epoch_hours is not None:
             budget = round(cfg.epoch_hours * US_PER_HOUR) - fixed_us
             if budget < 0:
                 raise ValueError(
@@ -179,19 +216,34 @@ class _Quotas:
                 )
         else:  # one natural pass over the weighted sources
             budget = sum(self.us[n] for n in names)
-        for name, amount in zip(names, _largest_remainder(budget, list(shares.values())),
-                                strict=True):  # fmt: skip
-            quotas[name] = _Quota("hours", amount)
+        split = _largest_remainder_rows(budget, np.stack([shares[n] for n in names], axis=1))
+        for j, name in enumerate(names):
+            quotas[name] = (unit, split[:, j])
         return quotas
 
-    def stream_start(self, name: str, epoch: int) -> int:
-        """Cuts (or microseconds) of source ``name``'s stream taken by the epochs before
-        ``epoch``: a sum over them, constant after the schedule's last point."""
+    def of_epoch(self, epoch: int) -> dict[str, _Quota]:
+        return {
+            name: _Quota(unit, int(a[0]))
+            for name, (unit, a) in self.amounts(np.array([epoch], dtype=np.uint64)).items()
+        }
+
+    def stream_starts(self, epoch: int) -> dict[str, int]:
+        """Per source, the cuts (or microseconds) of its stream taken by the epochs before
+        ``epoch``: a sum over them, constant per epoch after the schedule's last point."""
         if self.schedule is None:
-            return epoch * self.of_epoch(0)[name].amount
+            return {name: epoch * q.amount for name, q in self.of_epoch(0).items()}
         last = self.schedule.points[-1][0]
-        head = sum(self.of_epoch(e)[name].amount for e in range(min(epoch, last + 1)))
-        return head + max(0, epoch - last - 1) * self.of_epoch(last + 1)[name].amount
+        head = min(epoch, last + 1)
+        starts = dict.fromkeys(self.sizes, 0)
+        chunk = 1 << 16
+        for lo in range(0, head, chunk):
+            epochs = np.arange(lo, min(head, lo + chunk), dtype=np.uint64)
+            for name, (_, a) in self.amounts(epochs).items():
+                starts[name] += int(a.sum())
+        if epoch > last + 1:
+            for name, q in self.of_epoch(last + 1).items():
+                starts[name] += (epoch - last - 1) * q.amount
+        return starts
 
 
 class _Stream:
@@ -317,8 +369,17 @@ def select_epoch(
         dur_us = np.rint(duration[rows] * US_PER_SECOND).astype(np.int64)  # exact sums
         stream = _Stream(rows, dur_us, config.seed, name, config.effective_shuffle)
         streams[name], sizes[name], totals[name] = stream, stream.n, stream.total_us
+    empty = [name for name in layout.names if sizes[name] == 0]
+    if empty:
+        raise ValueError(
+            f"mixture sources {empty} have no cuts"
+            + (" after the filters (min_duration, max_duration_per_cut, max_tokens_per_second)"
+               if keep is not None else "")
+            + ": remove them from the sources and the mixture"
+        )  # fmt: skip
     quotas = _Quotas(mixture, config, sizes, totals)
     this_epoch = quotas.of_epoch(epoch)
+    begin = quotas.stream_starts(epoch)
     parts: list[np.ndarray] = []
     starts, block_source, block_round = [0], [], []
     stats = []
@@ -329,7 +390,7 @@ def select_epoch(
                 f"mixture source {name!r} has no cuts (after the filters) but a quota of "
                 f"{q.amount if q.unit == 'cuts' else q.amount / US_PER_HOUR} {q.unit}"
             )
-        start = quotas.stream_start(name, epoch)
+        start = begin[name]
         if q.unit == "cuts":
             a, b = start, start + q.amount
         else:
