@@ -10,16 +10,20 @@ from typing import TYPE_CHECKING, Any
 from discoseq._version import __version__
 from discoseq.config import SamplerConfig
 from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
-from discoseq.index import CutIndex, build_index
+from discoseq.index import CutIndex, MultiIndex, build_index
 from discoseq.strategy import SamplingStrategy
 
 if TYPE_CHECKING:
     from discoseq.loader import create_dataloader
-    from discoseq.sampler import DiscoSeqSampler
+    from discoseq.sampler import DiscoSeqSampler, EpochView
 
 # The torch-facing names load on first use, so ``import discoseq`` (and the CLI, the index and
 # the engine) stays free of torch.
-_LAZY = {"DiscoSeqSampler": "discoseq.sampler", "create_dataloader": "discoseq.loader"}
+_LAZY = {
+    "DiscoSeqSampler": "discoseq.sampler",
+    "EpochView": "discoseq.sampler",
+    "create_dataloader": "discoseq.loader",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -34,8 +38,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CutIndex",
     "DiscoSeqSampler",
+    "EpochView",
     "IndexFormatError",
     "ManifestError",
+    "MultiIndex",
     "SamplerConfig",
     "SamplingStrategy",
     "StaleIndexError",

@@ -99,7 +99,10 @@ class _RowSampler(Sampler):
             raise RuntimeError("iterate the DiscoSeqDataLoader, not its row sampler")
         plan, ids = view.plan, view.batch_ids.tolist()
         size, k_workers = self.sampler.config.buffer_size, self.workers
-        windows = [read_ahead_windows(plan, ids[w::k_workers], size) for w in range(k_workers)]
+        windows = [
+            read_ahead_windows(plan, view.for_worker(w, k_workers).tolist(), size)
+            for w in range(k_workers)
+        ]
         left = [0] * k_workers  # batches of each worker's open window still to hand out
         for j, i in enumerate(ids):
             w = j % k_workers

@@ -53,10 +53,18 @@ class Position:
     history: History = ()
 
     def state(
-        self, fingerprint: str, config: SamplerConfig, world: int, rank: int
+        self,
+        fingerprint: str,
+        config: SamplerConfig,
+        world: int,
+        rank: int,
+        sources: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The JSON-safe state dict of this position (see ``DiscoSeqSampler.state_dict``)."""
+        """The JSON-safe state dict of this position (see ``DiscoSeqSampler.state_dict``);
+        ``sources``: a mixture's fingerprint per source name (so a refusal can name them)."""
+        extra = {} if sources is None else {"source_fingerprints": dict(sources)}
         return {
+            **extra,
             "type": STATE_TYPE,
             "format_version": STATE_FORMAT_VERSION,
             "index_fingerprint": fingerprint,
@@ -78,7 +86,11 @@ class SavedPosition:
 
 
 def parse_state(
-    state: Mapping[str, Any], fingerprint: str, index_path: object, config: SamplerConfig
+    state: Mapping[str, Any],
+    fingerprint: str,
+    index_path: object,
+    config: SamplerConfig,
+    sources: Mapping[str, str] | None = None,
 ) -> SavedPosition:
     """Validate ``state`` against the index (``fingerprint``, at ``index_path``) and ``config``
     (only :data:`~discoseq.config.RESUME_MUTABLE_FIELDS` may differ); never modifies ``state``.
@@ -100,6 +112,17 @@ def parse_state(
     missing = [k for k in required if k not in state]
     if missing:
         raise ValueError(f"state is missing {missing}")
+    theirs = state.get("source_fingerprints")
+    if state["index_fingerprint"] != fingerprint and isinstance(theirs, Mapping) and sources:
+        changed = sorted(n for n in sources if n in theirs and theirs[n] != sources[n])
+        gone, new = sorted(set(theirs) - set(sources)), sorted(set(sources) - set(theirs))
+        parts = [
+            f"{what} {names}"
+            for what, names in (("changed:", changed), ("only in the state:", gone), ("new:", new))
+            if names
+        ]
+        what = "; ".join(parts) if parts else "in another order"
+        raise ValueError(f"state is of another mixture: sources {what}")
     if state["index_fingerprint"] != fingerprint:
         raise ValueError(
             f"state is of another index: index_fingerprint={state['index_fingerprint']!r} in "

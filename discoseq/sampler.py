@@ -88,8 +88,12 @@ def _open_sources(
         )
     opened_all: list[OpenedIndex] = []
     try:
-        for item in items:
-            opened_all.append(open_source(item, cache_index=cache_index, progress=progress))
+        for k, item in enumerate(items):
+            try:
+                opened_all.append(open_source(item, cache_index=cache_index, progress=progress))
+            except Exception as error:  # name the source: "which one?" is the first question
+                what = f"source {names[k]!r}" if names is not None else f"source {k} of the list"
+                raise type(error)(f"{what}: {error}") from error
     except BaseException:
         _close_all(opened_all)
         raise
@@ -361,7 +365,16 @@ class DiscoSeqSampler(Sampler, IterableDataset):
                     f"batches_delivered={batches_delivered!r} must be a non-negative integer"
                 )
             pos = Position(pos.epoch, int(batches_delivered), pos.history)
-        return pos.state(self.index.fingerprint, self.config, self.world_size, self.rank)
+        return pos.state(
+            self.index.fingerprint, self.config, self.world_size, self.rank, self._source_prints()
+        )
+
+    def _source_prints(self) -> dict[str, str] | None:
+        """A mixture's fingerprint per source name (None for one corpus)."""
+        index = self.index
+        if isinstance(index, MultiIndex) and index.names is not None:
+            return {n: ix.fingerprint for n, ix in zip(index.names, index.indexes, strict=True)}
+        return None
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a position saved by :meth:`state_dict` (of any rank), also with another world
@@ -381,7 +394,9 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         error: Exception | None = None
         restored: Position | None = None
         try:
-            saved = parse_state(state, self.index.fingerprint, self.index.path, self.config)
+            saved = parse_state(
+                state, self.index.fingerprint, self.index.path, self.config, self._source_prints()
+            )
             restored = self._plans.restore(saved, self.world_size)
             agreed: dict[str, Any] = {
                 "state error": None,

@@ -195,7 +195,7 @@ def test_state_is_small_and_refuses_another_mixture(sources) -> None:
     with pytest.raises(ValueError, match="temperature"):
         other.load_state_dict(state)
     shuffled = DiscoSeqSampler({k: sources[k] for k in ("b", "a", "c")}, cfg)
-    with pytest.raises(ValueError, match="another index"):
+    with pytest.raises(ValueError, match="another mixture: sources in another order"):
         shuffled.load_state_dict(state)
 
 
@@ -461,3 +461,17 @@ def test_layouts_and_temperature_are_checked(sources) -> None:
     with pytest.raises(ValueError, match=r"temperature=0.5 has no effect"):
         SamplerConfig(**BASE, mixture={"a": {"weight": 1}, "b": {"weight": 2}}, temperature=0.5)
     SamplerConfig(**BASE, mixture={"a": {}, "b": {}}, temperature=0.5)  # derived: fine
+
+
+def test_a_changed_source_is_named(sources, tmp_path: Path) -> None:
+    cfg = SamplerConfig(**BASE)
+    state = DiscoSeqSampler(sources, cfg).state_dict()
+    other = build_index(write_manifest(tmp_path / "b2.jsonl.gz", 61, seed=7), tmp_path / "b2.idx",
+                        progress=False)  # fmt: skip
+    changed = DiscoSeqSampler({"a": sources["a"], "b": other, "c": sources["c"]}, cfg)
+    with pytest.raises(ValueError, match=r"another mixture: sources changed: \['b'\]"):
+        changed.load_state_dict(state)
+    renamed = DiscoSeqSampler({"a": sources["a"], "bb": sources["b"], "c": sources["c"]},
+                              SamplerConfig(**BASE))  # fmt: skip
+    with pytest.raises(ValueError, match=r"only in the state: \['b'\]; new: \['bb'\]"):
+        renamed.load_state_dict(state)

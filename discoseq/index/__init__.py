@@ -2,8 +2,17 @@
 way to open any source (an index, a manifest, a CutSet) as an index."""
 
 from discoseq.index.builder import build_index
+from discoseq.index.multi import MultiIndex
 from discoseq.index.opener import OpenedIndex, open_source
 from discoseq.index.reader import CutIndex
 from discoseq.index.verify import VerifyReport, verify_index
 
-__all__ = ["CutIndex", "OpenedIndex", "VerifyReport", "build_index", "open_source", "verify_index"]
+__all__ = [
+    "CutIndex",
+    "MultiIndex",
+    "OpenedIndex",
+    "VerifyReport",
+    "build_index",
+    "open_source",
+    "verify_index",
+]

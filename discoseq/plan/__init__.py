@@ -7,7 +7,9 @@ rank computes the same global plan (the rank never enters the randomness) and ta
 The stages, one module each, in data-flow order (each one's exact rule is in its kernel's
 docstring and in its twin in ``tests/reference_plan.py``):
 
-1. :mod:`~discoseq.plan.select` — the rows of the epoch: columns checked, filters applied.
+1. :mod:`~discoseq.plan.select` — the rows of the epoch: columns checked, filters applied;
+   for a mixture, :mod:`~discoseq.plan.quota` then takes each source's exact quota from its
+   stream (the epoch's selection, planned as positions).
 2. :mod:`~discoseq.plan.group` — bucket edges (estimated or given, 1D or 2D) and rows grouped
    into segments (buckets), each shuffled with its own stream.
 3. :mod:`~discoseq.plan.pack` — optional sort within pools, then greedy packing under every cap.
@@ -20,6 +22,7 @@ docstring and in its twin in ``tests/reference_plan.py``):
 
 from discoseq.plan.epoch_plan import EpochPlan, PlanStats
 from discoseq.plan.planner import plan_epoch
+from discoseq.plan.quota import SourceLayout, SourceStats
 from discoseq.plan.select import FILTER_REASONS
 
-__all__ = ["FILTER_REASONS", "EpochPlan", "PlanStats", "plan_epoch"]
+__all__ = ["FILTER_REASONS", "EpochPlan", "PlanStats", "SourceLayout", "SourceStats", "plan_epoch"]
