@@ -178,9 +178,7 @@ def pack(
                 else:
                     nd, nf = float(n + 1) * max(m, c), (n + 1) * max(mf, f)
                     nt = (n + 1) * max(mt, t)
-                dup = identity is not None and int(identity[row]) in {
-                    int(identity[r]) for r in cur
-                }
+                dup = identity is not None and int(identity[row]) in {int(identity[r]) for r in cur}
                 if n + 1 > cap_c[s] or nd > cap_d[s] or nf > maxf or nt > maxt or dup:
                     batches.append(cur)
                     bseg.append(s)

@@ -116,6 +116,10 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                 DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
+                if ident != NULL:
+                    DS_PREFETCH(&ident[rows[i + 64]])
+            if ident != NULL and i + 32 < seg_off[s + 1]:
+                DS_PREFETCH(&last[ident[rows[i + 32]]])
             row = rows[i]
             d = dur[row]
             c = d if q <= 0.0 else d + d * d / q

@@ -53,14 +53,7 @@ def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
     """Segments of the selected rows for ``epoch`` (see the module docstring)."""
-    groups = _group_rows(selection, config, epoch)
-    blocks = selection.blocks
-    shuffled = config.strategy is SamplingStrategy.RANDOM or (
-        config.strategy is SamplingStrategy.BUCKETED and config.effective_shuffle
-    )
-    if blocks is not None and blocks.num_rounds > 1 and shuffled:
-        spread_copies(groups, selection, blocks, config, epoch)
-    return groups
+    return _group_rows(selection, config, epoch)
 
 
 PURPOSE_SPREAD = 6 << 32

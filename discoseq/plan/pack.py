@@ -15,8 +15,9 @@ import numpy as np
 
 from discoseq._core import packing
 from discoseq.config import SamplerConfig
-from discoseq.plan.group import Groups
+from discoseq.plan.group import Groups, spread_copies
 from discoseq.plan.select import Selection
+from discoseq.strategy import SamplingStrategy
 
 __all__ = ["Batches", "pack_batches"]
 
@@ -87,14 +88,39 @@ def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig
     return np.ascontiguousarray(cost, dtype=np.int64)
 
 
-def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) -> Batches:
-    """Pack ``groups`` (their row array is sorted in place by ``sort_pool``)."""
+def pack_batches(
+    groups: Groups, selection: Selection, config: SamplerConfig, epoch: int = 0
+) -> Batches:
+    """Pack ``groups`` (their row array is sorted in place by ``sort_pool``).
+
+    A mixture that takes a cut more than once keeps its copies out of one batch (a copy closes
+    the open batch that holds its cut). When that would cost more than a few batches (pairs of
+    copies per batch above 1% of the batches; likely only for sources upsampled many times
+    over few batches), the copies are first spread over their buckets
+    (:func:`~discoseq.plan.group.spread_copies`) and the epoch packed again."""
+    blocks = selection.blocks
+    repeats = blocks is not None and blocks.num_rounds > 1
+    before = groups.rows.copy() if repeats else None
+    batches = _pack(groups, selection, config, repeats)
+    if repeats and before is not None and blocks is not None:
+        pairs = int((blocks.round * np.diff(blocks.starts)).sum())  # sum of c(c-1)/2 per cut
+        n = max(batches.num_batches, 1)
+        shuffled = config.strategy is SamplingStrategy.RANDOM or (
+            config.strategy is SamplingStrategy.BUCKETED and config.effective_shuffle
+        )
+        if shuffled and config.sort_pool is None and pairs / n > max(1.0, 0.01 * n):
+            groups.rows[:] = before
+            spread_copies(groups, selection, blocks, config, epoch)
+            batches = _pack(groups, selection, config, repeats)
+        warn_if_copies_crowd(groups, batches, selection)
+    return batches
+
+
+def _pack(groups: Groups, selection: Selection, config: SamplerConfig, repeats: bool) -> Batches:
     rows, seg_offsets = groups.rows, groups.seg_offsets
     dur = selection.column("duration")
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
-    # a mixture that takes a cut more than once: its copies never share a batch
-    repeats = selection.blocks is not None and selection.blocks.num_rounds > 1
     if groups.segment_bucket is None:
         cap_d, cap_c = segment_caps(config, seg_offsets.shape[0] - 1)
     else:
@@ -116,27 +142,24 @@ def pack_batches(groups: Groups, selection: Selection, config: SamplerConfig) ->
         identity=selection.epoch_rows if repeats else None,
         num_ids=selection.cuts_in,
     )
-    batches = Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
-    if repeats:
-        warn_if_copies_crowd(groups, batches, selection)
-    return batches
+    return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
 
 
 def warn_if_copies_crowd(groups: Groups, batches: Batches, selection: Selection) -> None:
     """Warn (RuntimeWarning) when a mixture takes a cut so often that its copies, which never
     share a batch, force batches beyond what the caps need: a cut with more copies than half the
     batches of its bucket."""
-    epoch_rows = selection.epoch_rows
-    assert epoch_rows is not None
-    nseg = groups.seg_offsets.shape[0] - 1
-    seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(groups.seg_offsets))[
-        : len(groups.rows)
-    ]
-    width = selection.cuts_in + 1
-    pairs, counts = np.unique(seg * width + epoch_rows[groups.rows], return_counts=True)
-    most = np.zeros(nseg, dtype=np.int64)  # the most copies of one cut, per segment
-    np.maximum.at(most, pairs // width, counts)
+    epoch_rows, blocks = selection.epoch_rows, selection.blocks
+    assert epoch_rows is not None and blocks is not None
     per_seg = np.diff(batches.seg_batch_offsets)
+    nseg = per_seg.shape[0]
+    most = np.zeros(nseg, dtype=np.int64)  # the most copies of one cut, per segment
+    # only a segment with fewer than 2 x (the most copies of any cut) batches can be crowded
+    for s in np.flatnonzero(2 * blocks.num_rounds > per_seg).tolist():
+        lo = batches.offsets[batches.seg_batch_offsets[s]]
+        hi = batches.offsets[batches.seg_batch_offsets[s + 1]]
+        if hi > lo:
+            most[s] = int(np.unique(epoch_rows[batches.rows[lo:hi]], return_counts=True)[1].max())
     crowded = np.flatnonzero((most > 1) & (2 * most > per_seg))
     if crowded.size:
         import warnings

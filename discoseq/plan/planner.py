@@ -76,7 +76,7 @@ def plan_epoch(
             selection_size=selection.num_positions,
         )
     groups = group_rows(selection, config, epoch)
-    batches = pack_batches(groups, selection, config)
+    batches = pack_batches(groups, selection, config, epoch)
     ordered = order_batches(batches, config, epoch, world_size, groups.segment_source)
     stats = plan_stats(selection, batches, ordered, config)
     warn_if_empty(selection, batches, config, world_size)
