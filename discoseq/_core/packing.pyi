@@ -16,6 +16,7 @@ def pack(
     max_tokens: int | None = ...,
     identity: npt.NDArray[np.int64] | None = ...,
     num_ids: int = ...,
+    audio_rate: float | None = ...,
 ) -> tuple[
     int,
     npt.NDArray[np.int64],

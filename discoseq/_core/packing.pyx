@@ -14,6 +14,7 @@ counted. Rows are compacted in place (excluded rows removed).
 
 import numpy as np
 
+from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -94,7 +95,8 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
 
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
-                   int64_t max_frames, const int64_t* tokens, int64_t max_tokens, double q,
+                   int64_t max_frames, const int64_t* tokens, int64_t max_tokens, double rate,
+                   double q,
                    bint sum_mode, bint exclude, const int64_t* ident, int64_t* last,
                    BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code. With ``ident`` (the cut of
@@ -124,7 +126,11 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             d = dur[row]
             c = d if q <= 0.0 else d + d * d / q
             f = frames[row] if use_frames else 0
-            t = tokens[row] if use_tokens else 0
+            t = 0
+            if use_tokens:  # text tokens (0 without text) + audio tokens at ``rate`` per second
+                t = tokens[row] if tokens[row] > 0 else 0
+                if rate > 0.0:
+                    t += <int64_t>ceil(d * rate - 1e-9)
             if c > capd or f > max_frames or t > max_tokens:
                 n_oversize[0] += 1
                 if exclude:
@@ -175,12 +181,14 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
          max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
          const int64_t[::1] tokens=None, max_tokens=None, const int64_t[::1] identity=None,
-         int64_t num_ids=0):
+         int64_t num_ids=0, audio_rate=None):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
-    may be empty when ``max_frames`` is None; ``tokens`` (each cut's token cost, >= 0) is needed
-    with ``max_tokens`` only, which caps it like frames (cuts x most, or the sum). Every row must
+    may be empty when ``max_frames`` is None; ``tokens`` (each cut's text tokens, -1 for none)
+    is needed with ``max_tokens`` only, which caps a cut's token cost like frames (cuts x most,
+    or the sum): its text tokens (0 for none) plus ``ceil(duration x audio_rate - 1e-9)``
+    audio tokens when ``audio_rate`` is given (the rule of ``plan.pack.token_costs_of``). Every row must
     be a row of ``duration`` (else ValueError). ``identity`` (one id in ``[0, num_ids)`` per
     row of ``duration``), when given, keeps two rows of one id out of one batch (a mixture's
     copies of a cut): such a row closes the open batch first.
@@ -208,6 +216,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if num_frames.shape[0] > 0:
             fp = &num_frames[0]
     cdef int64_t mt = INT64_MAX if max_tokens is None else int(max_tokens)
+    cdef double ar = 0.0 if audio_rate is None else float(audio_rate)
     cdef const int64_t* tp = NULL
     if max_tokens is not None:
         if tokens is None or tokens.shape[0] != duration.shape[0]:
@@ -248,7 +257,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
-                             &cap_cuts[0], mf, tp, mt, q, sum_mode, exclude_oversize, ip, lp,
+                             &cap_cuts[0], mf, tp, mt, ar, q, sum_mode, exclude_oversize, ip, lp,
                              &buf, &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")

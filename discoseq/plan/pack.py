@@ -63,9 +63,18 @@ def segment_caps(config: SamplerConfig, num_segments: int) -> tuple[np.ndarray, 
     return cap_d, cap_c
 
 
-def token_costs(selection: Selection, config: SamplerConfig) -> np.ndarray:
-    """Each row's token cost (see :func:`token_costs_of`) over the selection's columns."""
-    return token_costs_of(selection.column("num_tokens"), selection.column("duration"), config)
+def text_tokens(selection: Selection, config: SamplerConfig) -> np.ndarray:
+    """The text tokens the packing kernel turns into token costs (the rule of
+    :func:`token_costs_of`, computed per cut in the kernel: no array of costs); refuses a cap
+    with no token source at all."""
+    text = np.ascontiguousarray(selection.column("num_tokens"), dtype=np.int64)
+    if config.audio_tokens_per_second is None and text.shape[0] and text.max() < 0:
+        raise ValueError(
+            f"max_tokens={config.max_tokens} has no token source: the column "
+            f"{config.token_column!r} holds no text for any cut and audio_tokens_per_second is "
+            "not set"
+        )
+    return text
 
 
 def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig) -> np.ndarray:
@@ -137,8 +146,9 @@ def _pack(groups: Groups, selection: Selection, config: SamplerConfig, repeats: 
         config.quadratic_constant,
         config.limit_mode == "sum",
         config.oversize == "exclude",
-        tokens=None if config.max_tokens is None else token_costs(selection, config),
+        tokens=None if config.max_tokens is None else text_tokens(selection, config),
         max_tokens=config.max_tokens,
+        audio_rate=config.audio_tokens_per_second,
         identity=selection.epoch_rows if repeats else None,
         num_ids=selection.cuts_in,
     )
