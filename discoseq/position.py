@@ -31,9 +31,10 @@ import numpy as np
 from discoseq._checks import MAX_WORLD_SIZE, U64_MAX, is_int
 from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
 from discoseq.plan import EpochPlan, plan_epoch
+from discoseq.plan.epoch_plan import check_worker
 from discoseq.plan.quota import SourceLayout
 
-__all__ = ["STATE_FORMAT_VERSION", "EpochPlans", "Position", "parse_state"]
+__all__ = ["STATE_FORMAT_VERSION", "EpochPlans", "EpochView", "Position", "parse_state"]
 
 STATE_FORMAT_VERSION = 1
 """Version of the ``state_dict`` layout (not the package version)."""
@@ -75,6 +76,32 @@ class Position:
             "batches_delivered": self.steps,
             "history": [[w, s] for w, s in self.history],
         }
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """This rank's batches of an epoch from a position on.
+
+    :param plan: the epoch plan (every rank's batches).
+    :param batch_ids: global ids of this rank's batches still to deliver, in order.
+    :param start: batches of this rank delivered before the view (its first is step ``start``).
+    :param generation: which iteration of the sampler the view belongs to (stale once another
+        begins).
+    """
+
+    plan: EpochPlan
+    batch_ids: np.ndarray
+    start: int
+    generation: int = 0
+
+    def __len__(self) -> int:
+        return int(self.batch_ids.shape[0])
+
+    def for_worker(self, worker: int, num_workers: int) -> np.ndarray:
+        """The batch ids DataLoader worker ``worker`` of ``num_workers`` yields: every
+        ``num_workers``-th from the ``worker``-th (PyTorch's round-robin restores the order)."""
+        check_worker(worker, num_workers)
+        return self.batch_ids[worker::num_workers]
 
 
 @dataclass(frozen=True)

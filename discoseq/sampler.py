@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,38 +30,11 @@ from discoseq.index import CutIndex, OpenedIndex, open_source
 from discoseq.index.multi import MultiIndex
 from discoseq.mixture import check_sources
 from discoseq.plan import EpochPlan
-from discoseq.plan.epoch_plan import check_worker
 from discoseq.plan.quota import SourceLayout
-from discoseq.position import STATE_FORMAT_VERSION, EpochPlans, Position, parse_state
+from discoseq.position import STATE_FORMAT_VERSION, EpochPlans, EpochView, Position, parse_state
 from discoseq.stateful import BatchIterator
 
 __all__ = ["STATE_FORMAT_VERSION", "DiscoSeqSampler", "EpochView"]
-
-
-@dataclass(frozen=True)
-class EpochView:
-    """This rank's batches of an epoch from a position on.
-
-    :param plan: the epoch plan (every rank's batches).
-    :param batch_ids: global ids of this rank's batches still to deliver, in order.
-    :param start: batches of this rank delivered before the view (its first is step ``start``).
-    :param generation: which iteration of the sampler the view belongs to (stale once another
-        begins).
-    """
-
-    plan: EpochPlan
-    batch_ids: np.ndarray
-    start: int
-    generation: int = 0
-
-    def __len__(self) -> int:
-        return int(self.batch_ids.shape[0])
-
-    def for_worker(self, worker: int, num_workers: int) -> np.ndarray:
-        """The batch ids DataLoader worker ``worker`` of ``num_workers`` yields: every
-        ``num_workers``-th from the ``worker``-th (PyTorch's round-robin restores the order)."""
-        check_worker(worker, num_workers)
-        return self.batch_ids[worker::num_workers]
 
 
 def _open_sources(

@@ -32,19 +32,32 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from torch.utils.data import BatchSampler, get_worker_info
 
 from discoseq._checks import is_int
+from discoseq.config import SamplerConfig
+from discoseq.index.multi import AnyIndex
+from discoseq.position import EpochView
 from discoseq.resolve import resolve_batches
-
-if TYPE_CHECKING:
-    from discoseq.sampler import DiscoSeqSampler, EpochView
 
 __all__ = ["BatchIterator", "resume_epoch", "sampler_state"]
 
 ITERATOR_STATE_TYPE = "DiscoSeqSampler.iterator"
+
+
+class PositionedSampler(Protocol):
+    """What a :class:`BatchIterator` needs of its sampler (a ``DiscoSeqSampler``): the position
+    protocol, its index and its config. Named here so this module does not import the sampler
+    module, which imports it."""
+
+    index: AnyIndex
+    config: SamplerConfig
+
+    def begin_epoch(self) -> EpochView: ...
+
+    def advance(self, n: int = 1, view: EpochView | None = None) -> None: ...
 
 
 class BatchIterator(Iterator[Any]):
@@ -54,7 +67,7 @@ class BatchIterator(Iterator[Any]):
     :param sampler: the :class:`~discoseq.DiscoSeqSampler` (or its copy in a DataLoader worker).
     """
 
-    def __init__(self, sampler: DiscoSeqSampler) -> None:
+    def __init__(self, sampler: PositionedSampler) -> None:
         self._sampler = sampler
         info = get_worker_info()
         self._worker: tuple[int, int] | None = (
@@ -124,7 +137,7 @@ class BatchIterator(Iterator[Any]):
         self._yielded = int(yielded) if self._worker is not None else 0
 
 
-def _check_consumer(frame: FrameType | None, sampler: DiscoSeqSampler) -> None:
+def _check_consumer(frame: FrameType | None, sampler: PositionedSampler) -> None:
     """Refuse a DataLoader that batches the sampler's batches again (its default
     ``batch_size=1``), which would otherwise fail deep in ``default_collate`` ("found CutSet").
 
