@@ -51,11 +51,6 @@ def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.empty(0, dtype=np.float64), np.zeros((B, max(T - 1, 0)), dtype=np.float64)
 
 
-def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
-    """Segments of the selected rows for ``epoch`` (see the module docstring)."""
-    return _group_rows(selection, config, epoch)
-
-
 PURPOSE_SPREAD = 6 << 32
 
 
@@ -86,7 +81,8 @@ def spread_copies(
     groups.rows[:] = pos[np.lexsort((due, seg))]
 
 
-def _group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
+def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
+    """Segments of the selected rows for ``epoch`` (see the module docstring)."""
     blocks = selection.blocks
     if blocks is not None and config.mix_batches == "per_source":
         return _per_source(selection, blocks, config, epoch)
@@ -108,16 +104,8 @@ def _per_source(selection: Selection, blocks: Blocks, config: SamplerConfig, epo
     The selection is ordered by block (source, round) and grouping by bucket is stable, so
     inside a bucket each block is a contiguous run found by binary search: no per-position
     label, no sort."""
-    bucketed = config.strategy is SamplingStrategy.BUCKETED
-    if bucketed:
-        edges = estimate_edges(selection, config)
-        token_edges = estimate_token_edges(selection, config, edges)
-        col = selection.column
-        rows, offsets = bucketing.group_by_bucket(
-            selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
-            col("num_frames"), col("num_features"), col("num_tokens"), edges,
-            token_edges.reshape(-1), config.token_buckets,
-        )  # fmt: skip
+    if config.strategy is SamplingStrategy.BUCKETED:
+        rows, offsets, edges, token_edges = _group_by_bucket(selection, config)
     else:
         picked = selection.rows
         rows = np.arange(selection.num_positions, dtype=np.int64) if picked is None else picked
@@ -141,13 +129,8 @@ def _per_source(selection: Selection, blocks: Blocks, config: SamplerConfig, epo
         seg_offsets.append(seg_offsets[-1] + size)
     out = np.concatenate(slices) if slices else np.empty(0, dtype=np.int64)
     offs = np.array(seg_offsets, dtype=np.int64)
-    shuffle = config.strategy is SamplingStrategy.RANDOM or (bucketed and config.effective_shuffle)
-    if shuffle:
-        keys = np.array(
-            [rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS | i) for i in range(len(order))],
-            dtype=np.uint64,
-        )
-        rng.shuffle_segments(out, offs, keys)
+    if config.effective_shuffle:
+        _shuffle_segments(out, offs, config, epoch)
     return Groups(
         out,
         offs,
@@ -159,24 +142,40 @@ def _per_source(selection: Selection, blocks: Blocks, config: SamplerConfig, epo
 
 
 def _bucketed(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
+    rows, seg_offsets, edges, token_edges = _group_by_bucket(selection, config)
+    if config.effective_shuffle:
+        _shuffle_segments(rows, seg_offsets, config, epoch)
+    return Groups(rows, seg_offsets, edges, token_edges)
+
+
+def _group_by_bucket(
+    selection: Selection, config: SamplerConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The selected rows grouped by flat bucket (stable), with the edges that made them."""
     col = selection.column
-    kind = bucketing.KEY_KINDS[config.bucket_method]
     edges = estimate_edges(selection, config)
     token_edges = estimate_token_edges(selection, config, edges)
-    rows, seg_offsets = bucketing.group_by_bucket(
-        selection.rows, kind, col("duration"), col("num_frames"), col("num_features"),
-        col("num_tokens"), edges, token_edges.reshape(-1), config.token_buckets,
+    rows, offsets = bucketing.group_by_bucket(
+        selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
+        col("num_frames"), col("num_features"), col("num_tokens"), edges,
+        token_edges.reshape(-1), config.token_buckets,
     )  # fmt: skip
-    if config.effective_shuffle:  # each bucket with its own stream
-        keys = np.array(
-            [
-                rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS | s)
-                for s in range(config.total_buckets)
-            ],
-            dtype=np.uint64,
-        )
-        rng.shuffle_segments(rows, seg_offsets, keys)
-    return Groups(rows, seg_offsets, edges, token_edges)
+    return rows, offsets, edges, token_edges
+
+
+def _shuffle_segments(
+    rows: np.ndarray, offsets: np.ndarray, config: SamplerConfig, epoch: int
+) -> None:
+    """Shuffle segment ``s`` of ``rows`` in place with the stream of
+    ``(seed, epoch, PURPOSE_CUTS | s)``."""
+    keys = np.array(
+        [
+            rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS | s)
+            for s in range(offsets.shape[0] - 1)
+        ],
+        dtype=np.uint64,
+    )
+    rng.shuffle_segments(rows, offsets, keys)
 
 
 def estimate_edges(selection: Selection, config: SamplerConfig) -> np.ndarray:

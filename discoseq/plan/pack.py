@@ -17,7 +17,6 @@ from discoseq._core import packing
 from discoseq.config import SamplerConfig
 from discoseq.plan.group import Groups, spread_copies
 from discoseq.plan.select import Selection
-from discoseq.strategy import SamplingStrategy
 
 __all__ = ["Batches", "pack_batches"]
 
@@ -68,13 +67,18 @@ def text_tokens(selection: Selection, config: SamplerConfig) -> np.ndarray:
     :func:`token_costs_of`, computed per cut in the kernel: no array of costs); refuses a cap
     with no token source at all."""
     text = np.ascontiguousarray(selection.column("num_tokens"), dtype=np.int64)
+    _check_token_source(text, config)
+    return text
+
+
+def _check_token_source(text: np.ndarray, config: SamplerConfig) -> None:
+    """A token cap needs text on some cut, or audio tokens."""
     if config.audio_tokens_per_second is None and text.shape[0] and text.max() < 0:
         raise ValueError(
             f"max_tokens={config.max_tokens} has no token source: the column "
             f"{config.token_column!r} holds no text for any cut and audio_tokens_per_second is "
             "not set"
         )
-    return text
 
 
 def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig) -> np.ndarray:
@@ -82,18 +86,13 @@ def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig
     ``audio_tokens_per_second``, ``ceil(duration x rate)`` (a hair below an integer counts as
     it, so ``0.08 s x 12.5`` is 1 token, not 2)."""
     text = np.asarray(text)
+    _check_token_source(text, config)
     rate = config.audio_tokens_per_second
     if rate is None and text.shape[0] and text.min() >= 0:  # every cut has text: the column
         return np.ascontiguousarray(text, dtype=np.int64)
     cost = np.maximum(text, 0)
     if rate is not None:
         cost = cost + np.ceil(np.asarray(duration) * rate - 1e-9).astype(np.int64)
-    elif cost.shape[0] and not (text >= 0).any():
-        raise ValueError(
-            f"max_tokens={config.max_tokens} has no token source: the column "
-            f"{config.token_column!r} holds no text for any cut and audio_tokens_per_second is "
-            "not set"
-        )
     return np.ascontiguousarray(cost, dtype=np.int64)
 
 
@@ -114,10 +113,8 @@ def pack_batches(
     if repeats and before is not None and blocks is not None:
         pairs = int((blocks.round * np.diff(blocks.starts)).sum())  # sum of c(c-1)/2 per cut
         n = max(batches.num_batches, 1)
-        shuffled = config.strategy is SamplingStrategy.RANDOM or (
-            config.strategy is SamplingStrategy.BUCKETED and config.effective_shuffle
-        )
-        if shuffled and config.sort_pool is None and pairs / n > max(1.0, 0.01 * n):
+        spread = config.effective_shuffle and config.sort_pool is None  # order is random
+        if spread and pairs / n > max(1.0, 0.01 * n):
             groups.rows[:] = before
             spread_copies(groups, selection, blocks, config, epoch)
             batches = _pack(groups, selection, config, repeats)

@@ -222,13 +222,13 @@ def _check_present(
     cols: dict[str, np.ndarray], keep: np.ndarray | None, config: SamplerConfig
 ) -> None:
     """The columns that bucketing and caps read hold no -1 (missing) in a kept row."""
-    names = []
-    if config.max_frames is not None or _keyed_on_frames(config):
-        names.append("num_frames")
-    if config.strategy is SamplingStrategy.BUCKETED and config.bucket_method == "num_features":
-        names.append("num_features")
-    if config.token_buckets > 1:
-        names.append("num_tokens")
+    # every needed column but duration; tokens only as 2D keys (the filter keeps cuts without
+    # text, the token cap counts them as 0)
+    names = [
+        n
+        for n in needed_columns(config)
+        if n != "duration" and (n != "num_tokens" or config.token_buckets > 1)
+    ]
     for name in names:
         neg = cols[name] < 0
         bad = int(np.count_nonzero(neg if keep is None else neg & keep))
