@@ -65,7 +65,6 @@ from typing import Any
 import numpy as np
 
 from discoseq.config import SamplerConfig
-from discoseq.index.multi import MultiIndex
 from discoseq.plan import EpochPlan, plan_epoch
 from discoseq.plan.pack import token_costs_of
 from discoseq.plan.quota import SourceLayout
@@ -337,9 +336,7 @@ def analyze(
     :param bins: number of histogram bins.
     """
     columns: Mapping[str, np.ndarray] = source if isinstance(source, Mapping) else source.columns
-    layout = None
-    if isinstance(source, MultiIndex) and source.names is not None:
-        layout = SourceLayout(source.names, source.offsets)
+    layout = SourceLayout.of(source)
     world = world_size or config.world_size or 1
     plan = plan_epoch(columns, config, epoch, world, sources=layout)
     tokens = None

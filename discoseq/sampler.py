@@ -80,12 +80,12 @@ def _close_all(opened: list[OpenedIndex]) -> None:
 
 def _layout(index: CutIndex | MultiIndex, config: SamplerConfig) -> SourceLayout | None:
     """The named sources of a mixture (None for one corpus), checked against the config."""
-    if isinstance(index, MultiIndex) and index.names is not None:
-        if config.mixture_spec is not None:
-            check_sources(config.mixture_spec, index.names)
-        return SourceLayout(index.names, index.offsets)
-    config.check_one_corpus()
-    return None
+    layout = SourceLayout.of(index)
+    if layout is None:
+        config.check_one_corpus()
+    elif config.mixture_spec is not None:
+        check_sources(config.mixture_spec, layout.names)
+    return layout
 
 
 class DiscoSeqSampler(Sampler, IterableDataset):

@@ -215,9 +215,8 @@ def benchmark(
     report: dict[str, Any] = {"config": config.to_dict(), "epochs": epochs}
     with opened_source(chosen, progress=not quiet, check_sources=not no_check_sources) as index:
         report["cuts"] = len(index)
-        layout = None
+        layout = SourceLayout.of(index)
         if isinstance(index, MultiIndex):
-            layout = SourceLayout(index.names or (), index.offsets)
             manifests = []
         else:
             manifests = [Path(s["path"]) for s in index.header.sources]

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from discoseq.index.format import CUT_COLUMNS
-from discoseq.index.reader import CutIndex
+from discoseq.index.reader import CutIndex, checked_rows
 
 __all__ = ["SOURCE_FIELD", "AnyIndex", "MultiIndex"]
 
@@ -102,19 +102,18 @@ class MultiIndex:
 
     def source_of(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """The index (source) number of each global row."""
-        rows = self._check_rows(rows)
+        return self._source_of(self._check_rows(rows))
+
+    def _source_of(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.offsets, rows, side="right") - 1
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        n = len(self)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f"rows out of range for an index of {n} rows")
-        return rows
+        return checked_rows(rows, len(self))
 
     def _split(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(source, positions in rows, local rows)`` for every source that ``rows`` touch."""
-        src = self.source_of(rows)
+        """``(source, positions in rows, local rows)`` for every source that ``rows`` (checked
+        by the caller) touch."""
+        src = self._source_of(rows)
         for s in np.unique(src).tolist():
             at = np.flatnonzero(src == s)
             yield s, at, rows[at] - self.offsets[s]

@@ -195,11 +195,7 @@ class CutIndex:
         return out
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.int64)
-        n = len(self)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f"rows out of range for an index of {n} rows")
-        return rows
+        return checked_rows(rows, len(self))
 
     def row_of(self, cut_id: str) -> int:
         """The row of a cut id (binary search over sorted id hashes; no dict of all ids)."""
@@ -404,6 +400,14 @@ class CutIndex:
                 self.close()
         except Exception:
             pass
+
+
+def checked_rows(rows: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    """``rows`` as int64, each a row of an index of ``n`` rows (IndexError otherwise)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise IndexError(f"rows out of range for an index of {n} rows")
+    return rows
 
 
 def _reopen(path: str) -> CutIndex:

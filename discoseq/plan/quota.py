@@ -20,7 +20,6 @@ second, ...) keeps two copies of a cut out of one batch.
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 
 from discoseq._core import rng
 from discoseq.config import SamplerConfig
+from discoseq.index.multi import MultiIndex
 from discoseq.mixture import Mixture, MixtureEntry, check_sources
 
 __all__ = ["SourceLayout", "SourceStats", "select_epoch"]
@@ -44,6 +44,13 @@ class SourceLayout:
 
     names: tuple[str, ...]
     offsets: np.ndarray
+
+    @classmethod
+    def of(cls, index: object) -> SourceLayout | None:
+        """The named sources of a mixture's index (a named ``MultiIndex``), else None."""
+        if isinstance(index, MultiIndex) and index.names is not None:
+            return cls(index.names, index.offsets)
+        return None
 
     def __post_init__(self) -> None:
         offsets = np.asarray(self.offsets)
@@ -93,17 +100,6 @@ class _Quota:
 
 def _source_id(name: str) -> int:
     return zlib.crc32(name.encode())
-
-
-def _largest_remainder(total: int, shares: Sequence[float]) -> list[int]:
-    """Integers proportional to ``shares`` that add up to ``total`` exactly."""
-    exact = [total * s for s in shares]
-    out = [math.floor(x) for x in exact]
-    left = total - sum(out)
-    order = sorted(range(len(shares)), key=lambda i: (-(exact[i] - out[i]), i))
-    for i in order[:left]:
-        out[i] += 1
-    return out
 
 
 def _largest_remainder_rows(total: int, shares: np.ndarray) -> np.ndarray:
