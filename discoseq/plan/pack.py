@@ -108,14 +108,17 @@ def pack_batches(
     (:func:`~discoseq.plan.group.spread_copies`) and the epoch packed again."""
     blocks = selection.blocks
     repeats = blocks is not None and blocks.num_rounds > 1
-    before = groups.rows.copy() if repeats else None
+    # spreading reorders a random order; packing leaves the rows as they were unless it
+    # excludes oversize cuts (then keep a copy to spread and pack again)
+    spreadable = repeats and config.effective_shuffle and config.sort_pool is None
+    before = groups.rows.copy() if spreadable and config.oversize == "exclude" else None
     batches = _pack(groups, selection, config, repeats)
-    if repeats and before is not None and blocks is not None:
+    if repeats and blocks is not None:
         pairs = int((blocks.round * np.diff(blocks.starts)).sum())  # sum of c(c-1)/2 per cut
         n = max(batches.num_batches, 1)
-        spread = config.effective_shuffle and config.sort_pool is None  # order is random
-        if spread and pairs / n > max(1.0, 0.01 * n):
-            groups.rows[:] = before
+        if spreadable and pairs / n > max(1.0, 0.01 * n):
+            if before is not None:
+                groups.rows[:] = before
             spread_copies(groups, selection, blocks, config, epoch)
             batches = _pack(groups, selection, config, repeats)
         warn_if_copies_crowd(groups, batches, selection)
