@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from discoseq._version import __version__
 from discoseq.config import SamplerConfig
-from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
+from discoseq.errors import IndexFormatError, IndexWriteError, ManifestError, StaleIndexError
 from discoseq.index import CutIndex, MultiIndex, build_index
 from discoseq.strategy import SamplingStrategy
 
@@ -40,6 +40,7 @@ __all__ = [
     "DiscoSeqSampler",
     "EpochView",
     "IndexFormatError",
+    "IndexWriteError",
     "ManifestError",
     "MultiIndex",
     "SamplerConfig",
