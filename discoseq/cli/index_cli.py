@@ -65,7 +65,8 @@ def build(
     quiet: bool,
 ) -> None:
     """Compile Lhotse cut MANIFESTS (.jsonl, .jsonl.gz, .json; rows in the order given) into an
-    index directory."""
+    index directory. A Lhotse Shar directory (cuts.NNNNNN.jsonl.gz + field .tar/.jsonl.gz
+    shards) given alone is indexed by its tar headers; its fields are read at resolution."""
     from discoseq.index import build_index
 
     try:
@@ -80,7 +81,15 @@ def build(
     except (ManifestError, FileExistsError, FileNotFoundError, IndexWriteError) as e:
         fail(str(e))
     build_info = index.header.build
-    click.echo(f"indexed {len(index)} cuts from {len(manifests)} manifest(s) into {out}")
+    shar = index.header.raw.get("shar")
+    if shar is not None:
+        names = ", ".join(f["name"] for f in shar["fields"]) or "none"
+        click.echo(
+            f"indexed {len(index)} cuts from {len(index.header.sources)} Lhotse Shar shard(s) "
+            f"(fields: {names}) into {out}"
+        )
+    else:
+        click.echo(f"indexed {len(index)} cuts from {len(manifests)} manifest(s) into {out}")
     if build_info.get("skipped"):
         click.echo(f"skipped {build_info['skipped']} bad record(s); first ones:")
         for message in build_info.get("skipped_examples", [])[:5]:

@@ -31,6 +31,16 @@ from discoseq.index.format import (
     write_header,
 )
 from discoseq.index.owner import claim, release, remove_abandoned
+from discoseq.index.records import (
+    CODEC,
+    DICT_FILE,
+    LEVEL,
+    RecordEncoder,
+    dictionary_fingerprint,
+    take_sample,
+    train_dictionary,
+)
+from discoseq.index.shar import index_fields, shar_input
 from discoseq.index.sources import (
     Chunk,
     Source,
@@ -115,7 +125,7 @@ def scan_chunk(
 class _IndexWriter:
     """Appends scanned chunks to the column files of an index being built in ``tmp``."""
 
-    def __init__(self, tmp: Path, on_error: str) -> None:
+    def __init__(self, tmp: Path, on_error: str, dictionary: bytes = b"") -> None:
         from discoseq._core.idhash import hash_spans
 
         self._hash_spans = hash_spans
@@ -130,15 +140,32 @@ class _IndexWriter:
         self.id_hash = ColumnWriter(tmp / "id_hash_unsorted.npy", COLUMNS["id_hash_sorted"])
         self.records = open(tmp / RECORDS_FILE, "wb")
         self.records_size = 0
+        self.encoder = RecordEncoder(dictionary)
+        self.raw_records_size = 0  # stored records' bytes before compression
+        self.max_record_bytes = 0  # the longest stored record, uncompressed
         self.rows = 0
         self.skipped = 0
         self.errors: list[str] = []
 
-    def scanned(self, chunks: Iterable[Chunk]) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
+    def scanned(
+        self, chunks: Iterable[Chunk], stored: bool = False
+    ) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
         """Chunks with their compiled scan, produced in a background thread (reading,
-        decompressing and scanning all release the GIL) while this thread writes columns."""
+        decompressing, scanning and compressing all release the GIL) while this thread writes
+        columns. With ``stored``, every scanned line is also compressed there, a frame each
+        (``scan["frames"]``, ``scan["frame_lengths"]``)."""
         scan = self._scan
-        return prefetch(iter((chunk, scan(chunk.data)) for chunk in chunks))
+        compress = self.encoder.compress_spans
+
+        def work(chunk: Chunk) -> tuple[Chunk, dict[str, np.ndarray]]:
+            cols = scan(chunk.data)
+            if stored:
+                frames, lengths = compress(chunk.data, cols["start"], cols["end"])
+                cols["frames"] = np.frombuffer(frames, np.uint8)
+                cols["frame_lengths"] = lengths
+            return chunk, cols
+
+        return prefetch(iter(work(chunk) for chunk in chunks))
 
     def add(
         self,
@@ -174,11 +201,20 @@ class _IndexWriter:
             source.update_fingerprint(buf)
         if source.records == "inplace":
             self.columns["record_offset"].append(chunk.offset + starts)
-        else:
-            self.columns["record_offset"].append(self.records_size + starts)
-            self.records.write(buf)
-            self.records_size += len(buf)
-        self.columns["record_length"].append(ends - starts)
+            self.columns["record_length"].append(ends - starts)
+        else:  # the kept records' frames (compressed by ``scanned``), one after another
+            frame_ends = np.cumsum(scan["frame_lengths"])
+            frames, lengths = gather_spans(
+                scan["frames"], (frame_ends - scan["frame_lengths"])[rows], frame_ends[rows]
+            )
+            offsets = np.cumsum(lengths) - lengths
+            self.columns["record_offset"].append(self.records_size + offsets)
+            self.columns["record_length"].append(lengths)
+            self.records.write(frames.data)
+            self.records_size += int(lengths.sum())
+            raw = ends - starts
+            self.raw_records_size += int(raw.sum())
+            self.max_record_bytes = max(self.max_record_bytes, int(raw.max()))
         blob, lengths = gather_spans(
             np.frombuffer(id_source, np.uint8), scan["id_start"][rows], scan["id_end"][rows]
         )
@@ -308,7 +344,9 @@ def build_index(
     """Compile Lhotse cut manifests into an index directory and open it.
 
     :param inputs: a manifest path (``.jsonl``, ``.jsonl.gz``, ``.json``), a Lhotse ``CutSet``
-        (eager or lazy), or a sequence of these; rows keep the order given.
+        (eager or lazy), or a sequence of these; rows keep the order given. Or a Lhotse Shar
+        set, alone: its directory, or Lhotse's dict ``{"cuts": [...], "<field>": [...]}``
+        (:mod:`discoseq.index.shar`: field data is read from its files at resolution).
     :param out: the index directory to create.
     :param force: replace an existing index at ``out``.
     :param on_error: ``"raise"`` stops at the first bad record naming file and line; ``"skip"``
@@ -325,7 +363,8 @@ def build_index(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
     out = Path(out)
-    items = _as_sources(inputs)
+    shar = shar_input(inputs)  # a Lhotse Shar set: its cut shards are the sources
+    items = _as_sources(inputs if shar is None else shar.cut_paths)
     if not items:
         raise ManifestError("no inputs given; pass at least one cut manifest or CutSet")
     sources: list[Source] = []
@@ -376,6 +415,10 @@ def build_index(
                     source.path,
                 )
         columns = writer.finish(sources)
+        shar_entry = None
+        if shar is not None:  # the byte ranges of every cut's members in the field files
+            shar_columns, shar_entry = index_fields(shar, tmp, sources, writer.skipped)
+            columns.update(shar_columns)
         header = {
             "magic": MAGIC,
             "format_version": FORMAT_VERSION,
@@ -392,6 +435,8 @@ def build_index(
             "discoseq_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if shar_entry is not None:
+            header["shar"] = shar_entry
         write_header(tmp, header)
         release(tmp)
         _replace_dir(tmp, out, force)

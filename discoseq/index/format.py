@@ -21,6 +21,23 @@ An index is a directory::
                      absolute but not resolved (a symlink's own path; ``path`` is resolved)
 ``records``          ``{"file": "records.bin", "codec": "none", "size": bytes}``
 ``build``            the build options; ``discoseq_version``; ``created`` (UTC ISO time)
+``shar``             optional, for a Lhotse Shar corpus (:mod:`discoseq.index.shar`; the sources
+                     are its cut shards): ``{"fields": [{"name", "kind", "files"}], "origins",
+                     "origins_are_paths"}`` (each cut shard as given: ``cut.shard_origin``);
+                     ``kind`` ``"tar"`` or ``"jsonl"``; ``files`` one ``{"path", "size", "mtime_ns",
+                     "fingerprint"}`` per cut shard (a tar's also ``"suffix"``, its data members'
+                     extension; its fingerprint is of its member table); a jsonl field also has
+                     ``"file": "shar_<name>.bin"`` (its lines, copied) and ``"size"``. Columns
+                     per field (<i8, -1: no value): ``shar_<name>_offset``, ``shar_<name>_size``
+                     (a tar field also ``shar_<name>_meta_offset``, ``shar_<name>_meta_size``:
+                     its ``.json`` member)
+``extra_columns``    optional: ``{name: {"file", "dtype", "length", "tokenizer",
+                     "tokenizer_fingerprint", "created"}}``, the columns added after the build by
+                     ``discoseq-index add-column`` (:mod:`discoseq.index.columns`): ``<i8`` token
+                     counts of length N (-1: no supervision has a text), in ``<name>.<hex8>.npy``;
+                     ``tokenizer`` is the spec (a model file's absolute path or
+                     ``module:function``), ``tokenizer_fingerprint`` ``blake2b-128:<hex>`` of the
+                     model file or of the function's module source (null: no source)
 
 Columns, all of length N unless noted; ``-1`` is the one sentinel for "this cut has no such
 value" (Lhotse returns ``None``):
@@ -47,15 +64,18 @@ value" (Lhotse returns ``None``):
 
 ``id_hash_sorted`` + ``id_hash_rows`` give id -> row lookup by binary search plus one id
 comparison, with no Python dict of all ids. Every file is written into a temporary sibling
-directory that is renamed into place only when complete.
+directory that is renamed into place only when complete. An added column's file is renamed into
+the index, then the header is replaced atomically (:func:`replace_header`): a file no header
+names is a leftover of an interrupted ``add-column`` and is ignored (and removed by the next one).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -172,6 +192,7 @@ class Header:
     discoseq_version: str
     created: str
     raw: Mapping[str, Any]
+    extra_columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def write_header(directory: Path, header: Mapping[str, Any]) -> None:
@@ -181,6 +202,27 @@ def write_header(directory: Path, header: Mapping[str, Any]) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def replace_header(directory: Path, header: Mapping[str, Any]) -> None:
+    """Replace the header of a finished index atomically: a temporary file, fsynced, renamed
+    over ``header.json``, and the directory fsynced (readers see the old or the new header)."""
+    data = json.dumps(header, indent=2, sort_keys=False).encode()
+    tmp = directory / f".{HEADER_FILE}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / HEADER_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_header(directory: Path) -> Header:
@@ -273,6 +315,9 @@ def read_header(directory: Path) -> Header:
     if not is_json_int(size) or size < 0:
         raise IndexFormatError(f"{path}: records.size expected a byte count, found {size!r}")
     _check_build(path, raw["build"])
+    if "shar" in raw:
+        _check_shar(path, raw, n)
+    extra_columns = _check_extra_columns(path, raw.get("extra_columns", {}), n)
     return Header(
         num_rows=n,
         columns=columns,
@@ -282,6 +327,7 @@ def read_header(directory: Path) -> Header:
         discoseq_version=raw["discoseq_version"],
         created=raw["created"],
         raw=raw,
+        extra_columns=extra_columns,
     )
 
 
@@ -352,6 +398,102 @@ def _check_build(path: Path, build: Mapping[str, Any]) -> None:
         raise IndexFormatError(f"{path}: build.skipped_examples expected a list of messages")
 
 
+#: An added column's name: an identifier, not a built-in column's name.
+EXTRA_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: An added column's file: ``<name>.<8 hex digits>.npy`` (a new file for every version).
+EXTRA_COLUMN_FILE = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,63})\.[0-9a-f]{8}\.npy")
+EXTRA_COLUMN_DTYPE = "<i8"
+
+
+def _check_extra_columns(path: Path, extra: Any, n: int) -> dict[str, Mapping[str, Any]]:
+    """``extra_columns``: each entry named like an identifier that is no built-in column, an
+    ``<i8`` column of length ``n`` in its own ``<name>.<hex8>.npy``, with its tokenizer."""
+    if not isinstance(extra, dict):
+        raise IndexFormatError(
+            f"{path}: field 'extra_columns' expected an object, found {type(extra).__name__}"
+        )
+    for name, meta in extra.items():
+        where = f"{path}: extra_columns[{name!r}]"
+        if not EXTRA_COLUMN_NAME.fullmatch(name) or name in COLUMNS:
+            raise IndexFormatError(f"{where}: not a valid added column name")
+        if not isinstance(meta, dict):
+            raise IndexFormatError(f"{where} expected an object, found {type(meta).__name__}")
+        file = meta.get("file")
+        match = EXTRA_COLUMN_FILE.fullmatch(file) if isinstance(file, str) else None
+        if match is None or match.group(1) != name:
+            raise IndexFormatError(f"{where}.file expected '{name}.<hex8>.npy', found {file!r}")
+        if meta.get("dtype") != EXTRA_COLUMN_DTYPE:
+            raise IndexFormatError(
+                f"{where}.dtype expected {EXTRA_COLUMN_DTYPE!r}, found {meta.get('dtype')!r}"
+            )
+        if not is_json_int(meta.get("length")) or meta["length"] != n:
+            raise IndexFormatError(f"{where}.length expected {n}, found {meta.get('length')!r}")
+        for key in ("tokenizer", "created"):
+            if not isinstance(meta.get(key), str):
+                raise IndexFormatError(f"{where}.{key} expected a string, found {meta.get(key)!r}")
+        fingerprint = meta.get("tokenizer_fingerprint")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise IndexFormatError(
+                f"{where}.tokenizer_fingerprint expected a fingerprint or null, found "
+                f"{fingerprint!r}"
+            )
+    return extra
+
+
+SHAR_FIELD_KINDS = ("tar", "jsonl")
+SHAR_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def shar_columns(field_name: str, kind: str) -> dict[str, str]:
+    """The columns (name -> dtype) holding a Shar field's byte ranges, in their order."""
+    parts = ("offset", "size", "meta_offset", "meta_size") if kind == "tar" else ("offset", "size")
+    return {f"shar_{field_name}_{part}": "<i8" for part in parts}
+
+
+def _check_shar(path: Path, raw: Mapping[str, Any], n: int) -> None:
+    """The optional ``shar`` entry: well-typed fields, one file per source, their columns."""
+    shar = raw["shar"]
+    fields = shar.get("fields") if isinstance(shar, dict) else None
+    if not isinstance(fields, list):
+        raise IndexFormatError(f"{path}: field 'shar' expected {{'fields': [...]}}")
+    origins = shar.get("origins")
+    if (
+        not isinstance(origins, list)
+        or len(origins) != len(raw["sources"])
+        or not all(isinstance(o, str) for o in origins)
+        or not isinstance(shar.get("origins_are_paths"), bool)
+    ):
+        raise IndexFormatError(f"{path}: shar.origins expected one cut shard name per source")
+    seen = set()
+    for i, f in enumerate(fields):
+        where = f"{path}: shar.fields[{i}]"
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise IndexFormatError(f"{where} expected an object with a 'name'")
+        name, kind, files = f["name"], f.get("kind"), f.get("files")
+        if not SHAR_FIELD_NAME.fullmatch(name) or name in seen or kind not in SHAR_FIELD_KINDS:
+            raise IndexFormatError(f"{where}: bad or repeated name {name!r} or kind {kind!r}")
+        seen.add(name)
+        if not isinstance(files, list) or len(files) != len(raw["sources"]):
+            raise IndexFormatError(f"{where}.files expected one entry per source")
+        for e in files:
+            ok = isinstance(e, dict) and isinstance(e.get("path"), str)
+            ok = ok and all(is_json_int(e.get(k)) for k in ("size", "mtime_ns"))
+            ok = ok and isinstance(e.get("fingerprint"), str)
+            if not ok or (kind == "tar" and not isinstance(e.get("suffix"), str)):
+                raise IndexFormatError(f"{where}.files: entry {e!r} is not a field file")
+        if kind == "jsonl" and (
+            f.get("file") != f"shar_{name}.bin" or not is_json_int(f.get("size")) or f["size"] < 0
+        ):
+            raise IndexFormatError(f"{where}: expected file 'shar_{name}.bin' and its size")
+        for column, dtype in shar_columns(name, kind).items():
+            meta = raw["columns"].get(column)
+            expected = {"file": f"{column}.npy", "dtype": dtype, "length": n}
+            if meta != expected:
+                raise IndexFormatError(
+                    f"{path}: column {column!r} expected {expected}, found {meta!r}"
+                )
+
+
 def _expected_length(name: str, n: int, columns: Mapping[str, Any]) -> int:
     if name == "id_offsets":
         return n + 1
@@ -361,10 +503,16 @@ def _expected_length(name: str, n: int, columns: Mapping[str, Any]) -> int:
     return n
 
 
-def open_column(directory: Path, name: str, length: int) -> np.ndarray:
-    """Map one column read-only, checking its ``.npy`` header against the expected layout."""
-    path = directory / f"{name}.npy"
-    dtype = np.dtype(COLUMNS[name])
+def open_column(
+    directory: Path, name: str, length: int, file: str | None = None, dtype_str: str | None = None
+) -> np.ndarray:
+    """Map one column read-only, checking its ``.npy`` header against the expected layout.
+
+    :param file: the file name (default ``<name>.npy``); ``dtype_str`` the dtype (default the
+        built-in column's): an added column's entry in ``extra_columns`` gives both.
+    """
+    path = directory / (file if file is not None else f"{name}.npy")
+    dtype = np.dtype(dtype_str if dtype_str is not None else COLUMNS[name])
     if not path.is_file():
         raise IndexFormatError(f"{path}: column file is missing; rebuild the index")
     try:

@@ -11,6 +11,7 @@ manifest file            True               ``<manifest>.discoseq-index`` next t
 manifest file            a path             that directory
 ``CutSet``               False              built into a new temporary directory
 ``CutSet``               a path             that directory (opened if it holds an index)
+Lhotse Shar directory    as a manifest      as a manifest (``<dir>.discoseq-index`` beside it)
 =======================  =================  =================================================
 
 A cached index is opened if it is there and current, rebuilt in place if its manifest changed
@@ -37,6 +38,7 @@ from discoseq.index.builder import build_index
 from discoseq.index.format import HEADER_FILE
 from discoseq.index.owner import claim, remove_abandoned
 from discoseq.index.reader import CutIndex
+from discoseq.index.shar import is_shar_dir, shar_input
 
 __all__ = ["CACHE_SUFFIX", "OpenedIndex", "open_source"]
 
@@ -96,8 +98,8 @@ def open_source(
     """Open ``source`` as a :class:`~discoseq.index.CutIndex`, building its index if needed.
 
     :param source: a :class:`~discoseq.index.CutIndex`, a path to an index directory, a path
-        to a cut manifest (``.jsonl``, ``.jsonl.gz``, ``.json``), or a Lhotse ``CutSet`` (eager
-        or lazy).
+        to a cut manifest (``.jsonl``, ``.jsonl.gz``, ``.json``) or to a Lhotse Shar directory
+        (indexed like a manifest), or a Lhotse ``CutSet`` (eager or lazy).
     :param cache_index: for a manifest: ``True`` keeps the index next to it
         (``<manifest>.discoseq-index``), a path keeps it there (also for a CutSet); it is
         rebuilt when the manifest changes. ``False`` (default) builds into a temporary
@@ -118,6 +120,8 @@ def open_source(
         return OpenedIndex(source)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
+        if is_shar_dir(path):
+            return _shar_index(path, cache_index, progress)
         if path.is_dir():
             if cache_index:
                 raise ValueError(f"cache_index applies to manifests; {path} is an index directory")
@@ -154,6 +158,37 @@ def open_source(
         "source must be a CutIndex, a path to an index directory or a cut manifest, or a Lhotse "
         f"CutSet; got {type(source).__name__}"
     )
+
+
+def _shar_index(
+    directory: Path, cache_index: bool | str | os.PathLike[str], progress: bool
+) -> OpenedIndex:
+    """A Lhotse Shar directory: indexed into a temporary directory, or kept in ``cache_index``
+    (``True``: ``<dir>.discoseq-index`` beside it), rebuilt when a shard changed."""
+    if not cache_index:
+        return _temporary_index(directory, progress)
+    target = (
+        directory.with_name(directory.name + CACHE_SUFFIX)
+        if cache_index is True
+        else Path(cache_index)
+    )
+    with _cache_lock(target):
+        if (target / HEADER_FILE).exists():
+            try:
+                index = CutIndex.open(target)
+            except StaleIndexError:
+                return OpenedIndex(build_index(directory, target, force=True, progress=progress))
+            spec = shar_input(directory)
+            assert spec is not None
+            if [s["path"] for s in index.header.sources] == [
+                str(p.resolve()) for p in spec.cut_paths
+            ]:
+                return OpenedIndex(index)
+            raise ValueError(
+                f"cache_index={str(target)!r} holds an index of other manifests, not of the "
+                f"Shar directory {str(directory)!r}; choose another cache directory"
+            )
+        return OpenedIndex(build_index(directory, target, progress=progress))
 
 
 def _temporary_index(source: Any, progress: bool) -> OpenedIndex:

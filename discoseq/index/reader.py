@@ -22,6 +22,8 @@ from discoseq.index.format import (
     open_column,
     read_header,
 )
+from discoseq.index.shar import SharFields, stale_field_file
+from discoseq.index.shar import open_columns as shar_columns_of
 from discoseq.index.sources import stat_matches
 
 
@@ -43,6 +45,8 @@ class CutIndex:
         self._inplace = np.array(
             [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
         )
+        shar = header.raw.get("shar")  # a Lhotse Shar corpus: fields attached at resolution
+        self._shar = SharFields(path, shar, self._arrays) if shar else None
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -52,6 +56,11 @@ class CutIndex:
         :param check_sources: check cheaply (size, mtime) that the source manifests are unchanged
             and raise :class:`StaleIndexError` if not; pass False to opt out.
         """
+        if isinstance(path, list | tuple):
+            raise TypeError(
+                "CutIndex.open opens one index directory; open a list of shard indexes as one "
+                "corpus with discoseq.open_index([...]) (a MultiIndex)"
+            )
         # absolute: records.bin is opened lazily, possibly after the working directory changed
         # (and a pickled index travels as this path to workers that may start elsewhere)
         directory = Path(path).absolute()
@@ -61,6 +70,10 @@ class CutIndex:
         for name in COLUMNS:
             length = header.columns[name]["length"]
             arrays[name] = open_column(directory, name, length)
+        for name, meta in header.extra_columns.items():  # added by add-column, validated
+            arrays[name] = open_column(directory, name, n, meta["file"], meta["dtype"])
+        if "shar" in header.raw:  # a Shar corpus's field byte ranges (validated header entry)
+            arrays.update(shar_columns_of(directory, header.raw["shar"], n))
         records = directory / RECORDS_FILE
         expected = header.records.get("size")
         if not records.is_file() or records.stat().st_size != expected:
@@ -88,14 +101,19 @@ class CutIndex:
             if source["records"] == "stored" and not os.path.exists(source["path"]):
                 continue
             problem = stat_matches(source)
-            if problem is not None:
-                raise StaleIndexError(
-                    f"index {self.path} is stale: {problem}. Rebuild it with "
-                    f"`discoseq-index build ... -o {self.path} --force`, or open it with "
-                    "check_sources=False to use it as it is",
-                    path=self.path,
-                    problem=problem,
-                )
+            self._raise_stale(problem)
+        if self._shar is not None:  # a Shar corpus's field files are read in place
+            self._raise_stale(stale_field_file(self.header.raw["shar"]))
+
+    def _raise_stale(self, problem: str | None) -> None:
+        if problem is not None:
+            raise StaleIndexError(
+                f"index {self.path} is stale: {problem}. Rebuild it with "
+                f"`discoseq-index build ... -o {self.path} --force`, or open it with "
+                "check_sources=False to use it as it is",
+                path=self.path,
+                problem=problem,
+            )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (str(self.path),))
@@ -109,11 +127,17 @@ class CutIndex:
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
-        """The per-cut columns (read-only arrays of length ``len(self)``)."""
-        return {name: self._arrays[name] for name in CUT_COLUMNS}
+        """The per-cut columns (read-only arrays of length ``len(self)``): the built-in ones,
+        then the :attr:`extra_columns`."""
+        return {name: self._arrays[name] for name in (*CUT_COLUMNS, *self.extra_columns)}
+
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """The names of the columns added after the build (``discoseq-index add-column``)."""
+        return tuple(self.header.extra_columns)
 
     def column(self, name: str) -> np.ndarray:
-        """One column by name (any of :data:`discoseq.index.format.COLUMNS`)."""
+        """One column by name (any of :data:`discoseq.index.format.COLUMNS`, or an added one)."""
         if name not in self._arrays:
             raise KeyError(f"no column {name!r}; columns are {sorted(self._arrays)}")
         return self._arrays[name]
@@ -150,6 +174,10 @@ class CutIndex:
             "sources": [(s["format"], s["fingerprint"], s["rows"]) for s in h.sources],
             "skipped": h.build.get("skipped", 0),
         }
+        if "shar" in h.raw:  # a Shar corpus: its field files too
+            content["shar"] = [
+                (f["name"], [e["fingerprint"] for e in f["files"]]) for f in h.raw["shar"]["fields"]
+            ]
         digest = hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=8)
         return digest.hexdigest()
 
@@ -368,13 +396,14 @@ class CutIndex:
         for row, record in zip(rows.tolist(), self.record_dicts(rows, records), strict=True):
             cut_id = record.get("id")
             try:
-                cuts.append(deserialize_cut(record))
+                cut = deserialize_cut(record)
             except Exception as e:  # whatever Lhotse raises: say which cut and where it is
                 raise ManifestError(
                     f"Lhotse cannot load cut {cut_id!r} (row {row} of index {self.path}): "
                     f"{type(e).__name__}: {e}; fix the record and rebuild the index",
                     *self._source_line(row),
                 ) from e
+            cuts.append(cut if self._shar is None else self._shar.attach(row, cut))
         return CutSet.from_cuts(cuts)
 
     def _source_line(self, row: int) -> tuple[str | None, int | None]:
@@ -393,6 +422,8 @@ class CutIndex:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
+        if self._shar is not None:
+            self._shar.close()
 
     def __del__(self) -> None:
         try:

@@ -12,6 +12,7 @@ from discoseq.errors import IndexFormatError
 from discoseq.index.builder import SCANNED, line_scanner, scan_chunk
 from discoseq.index.format import RECORDS_FILE
 from discoseq.index.reader import CutIndex
+from discoseq.index.shar import verify_fields
 from discoseq.index.sources import fingerprint_file, stat_matches
 
 MAX_PROBLEMS = 50
@@ -106,6 +107,9 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
         if limit >= 0 and int(end[mask].max()) > limit:
             where = src["path"] if src["records"] == "inplace" else RECORDS_FILE
             report.add(f"records of source {i} point past the end of {where}")
+    if "shar" in index.header.raw:  # a Shar corpus: its field files and member ranges
+        for problem in verify_fields(index):
+            report.add(problem)
     if not report.ok:
         return report
 

@@ -1,0 +1,275 @@
+"""Lhotse Shar corpora: a Shar set indexed by tar headers, each resolved cut equal to the one
+``CutSet.from_shar`` gives (audio, features, custom fields), and bad Shar input named."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, Recording
+from lhotse.supervision import SupervisionSegment
+
+from discoseq.cli.index_cli import main as index_main
+from discoseq.errors import ManifestError, StaleIndexError
+from discoseq.index import CutIndex, build_index, verify_index
+from discoseq.index.opener import open_source
+
+FULL = {"recording": "wav", "features": "numpy", "emb": "numpy", "lang": "jsonl"}
+FIELD_SETS = {
+    "recording": {"recording": "flac"},
+    "features": {"features": "numpy"},
+    "recording+features+custom": FULL,
+}
+
+
+def make_cuts(directory: Path, custom: bool, n: int = 7) -> CutSet:
+    """Cuts of real WAV and FLAC audio with numpy-stored features; with ``custom``, every cut
+    but one has a custom array ``emb``, two in three a custom string ``lang``."""
+    rng = np.random.default_rng(0)
+    writer = NumpyFilesWriter(str(directory / "feats"))
+    cuts = []
+    for i in range(n):
+        sr = 16000
+        audio = (rng.standard_normal(int(sr * (0.5 + 0.1 * i))) * 0.1).astype(np.float32)
+        path = directory / f"a{i}.{'wav' if i % 2 else 'flac'}"
+        sf.write(path, audio, sr)
+        rec = Recording.from_file(path, recording_id=f"rec-{i}")
+        sup = SupervisionSegment(
+            id=f"sup-{i}", recording_id=rec.id, start=0, duration=rec.duration, text=f"text {i}"
+        )
+        cut = MonoCut(
+            id=f"cut-{i}", start=0, duration=rec.duration, channel=0, recording=rec,
+            supervisions=[sup],
+        )  # fmt: skip
+        frames = round(rec.duration * 100)
+        key = writer.write(f"f{i}", rng.standard_normal((frames, 20)).astype(np.float32))
+        cut.features = Features(
+            type="fbank", num_frames=frames, num_features=20, frame_shift=0.01,
+            sampling_rate=sr, start=0, duration=rec.duration, storage_type=writer.name,
+            storage_path=str(writer.storage_path), storage_key=key,
+        )  # fmt: skip
+        if custom and i != 3:
+            cut = cut.attach_tensor("emb", rng.standard_normal(8).astype(np.float32))
+        if custom and i % 3:
+            cut.lang = "en"
+        cuts.append(cut)
+    return CutSet.from_cuts(cuts)
+
+
+def write_shar(tmp_path: Path, fields: dict[str, str], name: str = "shar") -> Path:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    out = tmp_path / name
+    out.mkdir()
+    make_cuts(src, custom="emb" in fields).to_shar(
+        out, fields=fields, shard_size=3, warn_unused_fields=False
+    )
+    return out
+
+
+def assert_same_cut(ours: Any, theirs: Any) -> None:
+    """The same cut as Lhotse's Shar reader gives: manifest, audio, features, custom fields
+    (the data of each field the Shar set was read with: the others are placeholders)."""
+    assert ours.id == theirs.id
+    mine, ref = ours.to_dict(), theirs.to_dict()
+    ref.get("custom", {}).pop("shar_epoch", None)  # Lhotse's iteration counter (not set)
+    assert mine == ref
+    assert ours.has_recording == theirs.has_recording
+    if theirs.has_recording and theirs.recording.sources[0].type != "shar":
+        np.testing.assert_array_equal(ours.load_audio(), theirs.load_audio())
+    assert ours.has_features == theirs.has_features
+    if theirs.has_features and theirs.features.storage_type != "shar":
+        np.testing.assert_array_equal(ours.load_features(), theirs.load_features())
+    for key, value in (theirs.custom or {}).items():
+        if key == "shar_epoch":
+            continue
+        if getattr(value, "storage_type", None) == "shar":
+            continue
+        if hasattr(value, "load"):
+            np.testing.assert_array_equal(ours.load_custom(key), theirs.load_custom(key))
+        else:
+            assert getattr(ours, key) == value
+
+
+@pytest.mark.parametrize("fields", list(FIELD_SETS))
+def test_resolved_cuts_equal_lhotse_shar_reader(tmp_path, fields):
+    shar = write_shar(tmp_path, FIELD_SETS[fields])
+    index = build_index(shar, tmp_path / "idx")
+    reference = {cut.id: cut for cut in CutSet.from_shar(in_dir=shar)}
+    assert len(index) == len(reference) == 7
+    assert index.header.sources[0]["path"].endswith("cuts.000000.jsonl.gz")
+    rows = np.random.default_rng(1).permutation(len(index))  # any order, one cut at a time
+    for cut in index.resolve(rows):
+        assert_same_cut(cut, reference[cut.id])
+    np.testing.assert_allclose(
+        index.duration, [reference[i].duration for i in index.cut_ids(range(len(index)))]
+    )
+    assert verify_index(index.path).ok
+
+
+def test_dict_form_reads_the_fields_it_names(tmp_path):
+    shar = write_shar(tmp_path, FULL)
+    fields = {
+        "cuts": sorted(str(p) for p in shar.glob("cuts.*")),
+        "features": sorted(str(p) for p in shar.glob("features.*")),
+        "lang": sorted(str(p) for p in shar.glob("lang.*")),
+    }
+    index = build_index(fields, tmp_path / "idx")
+    reference = {cut.id: cut for cut in CutSet.from_shar(fields=fields)}
+    for cut in index.resolve(range(len(index))):
+        assert_same_cut(cut, reference[cut.id])
+        # not asked for: the recording stays the placeholder the cut shard holds
+        assert cut.recording.sources[0].type == "shar"
+
+
+def test_each_field_is_one_pread_of_its_members(tmp_path, monkeypatch):
+    shar = write_shar(tmp_path, FULL)
+    index = build_index(shar, tmp_path / "idx")
+    reads: list[tuple[str, int, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), size, offset))
+        return real_pread(fd, size, offset)
+
+    index.records([0, 1, 2, 3, 4, 5, 6])  # open the records file first
+    monkeypatch.setattr(os, "pread", pread)
+    row = index.row_of("cut-4")
+    index.resolve([row])
+    by_file = {Path(path).name: (size, offset) for path, size, offset in reads}
+    field_reads = [name for name, _, _ in ((Path(p).name, s, o) for p, s, o in reads)]
+    # the record, then one read per field: three tars and the copied jsonl lines
+    assert sorted(field_reads) == sorted(
+        ["records.bin", "emb.000001.tar", "features.000001.tar", "recording.000001.tar",
+         "shar_lang.bin"]
+    )  # fmt: skip
+    with tarfile.open(shar / "recording.000001.tar") as tar:
+        members = {m.name: m for m in tar}
+    data, meta = members["cut-4.wav"], members["cut-4.json"]
+    assert by_file["recording.000001.tar"] == (
+        meta.offset_data + meta.size - data.offset_data,
+        data.offset_data,
+    )
+
+
+def test_cli_build_and_sampler_on_a_shar_directory(tmp_path):
+    from discoseq import DiscoSeqSampler, SamplerConfig
+
+    shar = write_shar(tmp_path, {"recording": "wav"})
+    result = CliRunner().invoke(index_main, ["build", str(shar), "-o", str(tmp_path / "x.idx")])
+    assert result.exit_code == 0, result.output
+    assert "indexed 7 cuts" in result.output and "Shar" in result.output
+    sampler = DiscoSeqSampler(str(shar), SamplerConfig(max_duration=3.0), progress=False)
+    seen = [cut.id for batch in sampler for cut in batch]
+    assert sorted(seen) == [f"cut-{i}" for i in range(7)]
+    batch = next(iter(sampler))
+    reference = {cut.id: cut for cut in CutSet.from_shar(in_dir=shar)}
+    for cut in batch:
+        np.testing.assert_array_equal(cut.load_audio(), reference[cut.id].load_audio())
+
+
+def test_open_source_caches_a_shar_index_beside_the_directory(tmp_path):
+    shar = write_shar(tmp_path, {"recording": "wav"})
+    with open_source(shar, cache_index=True, progress=False) as opened:
+        assert opened.index.path == (tmp_path / "shar.discoseq-index").absolute()
+    with open_source(shar, cache_index=True, progress=False) as again:
+        assert again.index.header.created == opened.index.header.created
+
+
+def test_a_changed_tar_makes_the_index_stale(tmp_path):
+    shar = write_shar(tmp_path, {"recording": "wav"})
+    index = build_index(shar, tmp_path / "idx")
+    tar = shar / "recording.000001.tar"
+    with open(tar, "ab") as f:
+        f.write(b"\0" * 512)
+    with pytest.raises(StaleIndexError, match=r"recording\.000001\.tar changed size"):
+        CutIndex.open(index.path)
+    report = verify_index(index.path)  # the member table is the same: only the size changed
+    assert report.ok, report.problems
+
+
+def _rewrite_tar(path: Path, edit: Any) -> None:
+    """Rewrite a tar with ``edit(list of (name, bytes))`` applied to its members."""
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    members = edit(members)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _build_fails(shar: Path, out: Path, match: str) -> None:
+    with pytest.raises(ManifestError, match=match):
+        build_index(shar, out)
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_bad_shar_input_is_named(tmp_path):
+    shar = write_shar(tmp_path, {"recording": "wav", "features": "numpy"})
+    out = tmp_path / "idx"
+    tar = shar / "recording.000001.tar"
+    original = tar.read_bytes()
+
+    # members out of the cut order
+    _rewrite_tar(tar, lambda m: m[2:4] + m[0:2] + m[4:])
+    _build_fails(shar, out, r"recording.000001.tar: .*item 1 is 'cut-4'.*follow")
+
+    # a member missing
+    tar.write_bytes(original)
+    _rewrite_tar(tar, lambda m: m[:4])
+    _build_fails(shar, out, r"recording.000001.tar: .*2 items for the 3 cuts.*'cut-5'")
+
+    # a truncated member
+    tar.write_bytes(original)
+    with tarfile.open(tar) as t:
+        last = list(t)[-2]  # the last data member
+    tar.write_bytes(original[: last.offset_data + last.size // 2])
+    _build_fails(shar, out, r"recording.000001.tar: .*'cut-5.wav' is truncated")
+
+    # a data member without its metadata member
+    tar.write_bytes(original)
+    _rewrite_tar(tar, lambda m: m[:5])
+    _build_fails(shar, out, r"recording.000001.tar: .*has no partner")
+
+    # a cut shard without its field tar
+    tar.unlink()
+    _build_fails(shar, out, r"cuts.000001.jsonl.gz has no 'recording' shard")
+
+    # a compressed field file
+    tar.write_bytes(original)
+    (shar / "features.000002.tar").rename(shar / "features.000002.tar.gz")
+    _build_fails(shar, out, r"features.000002.tar.gz: .*compressed tar")
+
+
+def test_mismatched_shard_counts_are_named(tmp_path):
+    shar = write_shar(tmp_path, {"recording": "wav"})
+    fields = {
+        "cuts": sorted(str(p) for p in shar.glob("cuts.*")),
+        "recording": sorted(str(p) for p in shar.glob("recording.*"))[:2],
+    }
+    with pytest.raises(ManifestError, match="field 'recording' has 2 shards, 'cuts' has 3"):
+        build_index(fields, tmp_path / "idx")
+    (shar / "recording.000003.tar").write_bytes((shar / "recording.000002.tar").read_bytes())
+    with pytest.raises(ManifestError, match=r"recording.000003.tar has no cut shard"):
+        build_index(shar, tmp_path / "idx")
+
+
+def test_a_jsonl_field_out_of_order_is_named(tmp_path):
+    import gzip
+
+    shar = write_shar(tmp_path, {"lang": "jsonl"})
+    path = shar / "lang.000000.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).splitlines(keepends=True)
+    path.write_bytes(gzip.compress(b"".join([lines[1], lines[0], lines[2]])))
+    with pytest.raises(ManifestError, match=r"lang.000000.jsonl.gz: field 'lang': item 1 is"):
+        build_index(shar, tmp_path / "idx")
