@@ -68,6 +68,7 @@ _POSITIVE_REALS = (
     "max_duration_per_cut",
     "max_tokens_per_second",
     "audio_tokens_per_second",
+    "quadratic_tokens",
 )
 _CHOICES: dict[str, tuple[str, ...]] = {
     "limit_mode": ("padded", "sum"),
@@ -96,6 +97,7 @@ _UPPER_BOUNDS = {
     "max_cuts": 1 << 62,
     "max_frames": 1 << 62,
     "max_tokens": 1 << 62,
+    "pack_tokens": 1 << 62,
     "bucket_max_cuts": 1 << 62,
     "num_buckets": 1 << 16,
     "num_token_buckets": 1 << 10,
@@ -204,6 +206,25 @@ class SamplerConfig:
         ``audio_tokens_per_second``, ``ceil(duration x rate)``.
     :param audio_tokens_per_second: the audio encoder's token rate (e.g. 12.5 for 80 ms
         frames): adds each cut's audio tokens to its token cost (needs ``max_tokens``).
+    :param quadratic_tokens: ``None``: off. A number ``q``: a cut of token cost ``t`` (text +
+        audio tokens, as above) costs ``t + t**2 / q`` against ``max_tokens``, the rule of
+        ``quadratic_duration`` (and of Lhotse's ``quadratic_length``) for models whose cost
+        grows quadratically with the sequence (needs ``max_tokens``).
+
+    Packing (whole-epoch bin packing of cuts into fixed-length rows for padding-free, THD /
+    ``cu_seqlens`` batches; see :mod:`discoseq.plan.packrows` and :mod:`discoseq.packs`):
+
+    :param pack_duration: seconds per pack: the cuts of an epoch are bin-packed
+        (best-fit-decreasing over the whole shuffled epoch) into *packs* of at most this many
+        seconds, and a batch is a number of packs under the batch caps: ``max_cuts`` counts
+        packs, ``max_duration`` (at least ``pack_duration``) caps packs x the longest pack
+        (``limit_mode="sum"``: the sum). A batch resolves to a ``CutSet`` of packs, each one
+        Lhotse cut of its members appended. A cut longer than a pack is ``oversize``.
+        Needs ``strategy="random"`` or ``"sequential"``; not with ``pack_tokens``.
+    :param pack_tokens: the same in tokens: a pack holds cuts of at most this token cost in
+        total (a cut's cost as for ``max_tokens``: text tokens of ``token_column`` plus
+        ``audio_tokens_per_second`` audio tokens); ``max_tokens`` (at least ``pack_tokens``)
+        then caps a batch's packs.
 
     Mixtures (the sampler's source is a mapping of name -> source; see
     :mod:`discoseq.mixture` for the exact rules):
@@ -224,6 +245,17 @@ class SamplerConfig:
         packed together, so padding stays as low as for one corpus) or ``"per_source"`` (every
         batch from one source, and the W batches of a step too; steps interleaved so each
         source's steps are spread evenly over the epoch, following its quota).
+
+    Read locality (:mod:`discoseq.plan.shardblock`):
+
+    :param shard_block: ``None`` (default): every batch is drawn from the whole corpus. ``k``:
+        the sources (a Lhotse Shar corpus's cut shards, an index's manifests) are taken in
+        blocks of ``k`` consecutive ones; every batch holds cuts of one bucket and one block,
+        and the epoch visits the blocks one at a time in a random order (keyed by seed and
+        epoch), its batches shuffled, so a worker's reads stay within a few shards (MosaicML's
+        ``py1b`` shuffle). Bucket edges and caps are unchanged; the cost is a partial batch per
+        bucket and block, reported by ``discoseq analyze``. Needs a shuffled, unpacked plan of
+        one corpus.
     """
 
     strategy: SamplingStrategy | str = SamplingStrategy.BUCKETED
@@ -258,6 +290,10 @@ class SamplerConfig:
     token_column: str = "num_tokens"
     max_tokens: int | None = None
     audio_tokens_per_second: float | None = None
+    quadratic_tokens: float | None = None
+    # -- packing ---------------------------------------------------------------------------
+    pack_duration: float | None = None
+    pack_tokens: int | None = None
     # -- mixtures --------------------------------------------------------------------------
     mixture: Mixture | Mapping[str, Any] | None = None
     mixture_schedule: MixtureSchedule | Sequence[Any] | None = None
@@ -265,6 +301,8 @@ class SamplerConfig:
     epoch_cuts: int | None = None
     temperature: float = 1.0
     mix_batches: MixBatches = "pooled"
+    # -- read locality ---------------------------------------------------------------------
+    shard_block: int | None = None
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -272,6 +310,8 @@ class SamplerConfig:
         self._check_strategy()
         self._check_buckets()
         self._check_mixture()
+        self._check_shard_block()
+        self._check_packing()
         if all(getattr(self, name) is None for name in _LIMIT_FIELDS):
             raise ValueError(f"no batch limit: set at least one of {', '.join(_LIMIT_FIELDS)}")
 
@@ -317,10 +357,19 @@ class SamplerConfig:
                 _positive(name, getattr(self, name), integer=True)
         if not isinstance(self.token_column, str) or not self.token_column:
             raise ValueError(f"token_column={self.token_column!r} must be a column name")
-        if self.audio_tokens_per_second is not None and self.max_tokens is None:
+        if (
+            self.audio_tokens_per_second is not None
+            and self.max_tokens is None
+            and self.pack_tokens is None
+        ):
             raise ValueError(
                 f"audio_tokens_per_second={self.audio_tokens_per_second} counts audio tokens "
-                "against max_tokens: set max_tokens too"
+                "against max_tokens or pack_tokens: set one of them too"
+            )
+        if self.quadratic_tokens is not None and self.max_tokens is None:
+            raise ValueError(
+                f"quadratic_tokens={self.quadratic_tokens} weighs token costs against max_tokens: "
+                "set max_tokens too"
             )
         _positive("num_buckets", self.num_buckets, integer=True)
         if self.num_token_buckets is not None:
@@ -433,6 +482,57 @@ class SamplerConfig:
                 "from its hours (give {} entries, or a group its own temperature)"
             )
 
+    def _check_packing(self) -> None:
+        """``pack_duration`` / ``pack_tokens``: one of them, and only with the options that keep
+        a meaning for a batch of packs."""
+        if self.pack_duration is not None:
+            _positive("pack_duration", self.pack_duration)
+        if self.pack_tokens is not None:
+            _positive("pack_tokens", self.pack_tokens, integer=True)
+        name, length = self.packing
+        if name is None:
+            return
+        if self.pack_duration is not None and self.pack_tokens is not None:
+            raise ValueError(
+                f"pack_duration={self.pack_duration} and pack_tokens={self.pack_tokens}: packs "
+                "have one length, give one of them"
+            )
+        if self.strategy is SamplingStrategy.BUCKETED:
+            raise ValueError(
+                f"{name}={length} packs cuts of every length into rows of one length, so "
+                "buckets of cut lengths have nothing to do (and packing inside one would waste "
+                "room): set strategy='random' (or 'sequential')"
+            )
+        for other in ("quadratic_duration", "quadratic_tokens", "sort_pool", "max_frames"):
+            if hasattr(self, other) and getattr(self, other) not in (None, False):
+                raise ValueError(
+                    f"{other}={getattr(self, other)!r} has no meaning for a batch of packs "
+                    f"({name}={length}): leave it unset"
+                )
+        cross = "max_tokens" if name == "pack_duration" else "max_duration"
+        if getattr(self, cross) is not None:
+            raise ValueError(
+                f"{cross}={getattr(self, cross)} with {name}={length}: a batch of packs is "
+                f"capped by max_cuts (packs per batch) and "
+                f"{'max_duration' if name == 'pack_duration' else 'max_tokens'} only"
+            )
+        cap_name = "max_duration" if name == "pack_duration" else "max_tokens"
+        cap = getattr(self, cap_name)
+        if cap is not None and cap < length:
+            raise ValueError(
+                f"{cap_name}={cap} is smaller than {name}={length}: no batch could hold one "
+                "full pack"
+            )
+
+    @property
+    def packing(self) -> tuple[str | None, float]:
+        """``("pack_duration", seconds)``, ``("pack_tokens", tokens)`` or ``(None, 0.0)``."""
+        if self.pack_duration is not None:
+            return "pack_duration", float(self.pack_duration)
+        if self.pack_tokens is not None:
+            return "pack_tokens", float(self.pack_tokens)
+        return None, 0.0
+
     @property
     def mixture_spec(self) -> Mixture | None:
         """``mixture`` as the validated :class:`~discoseq.mixture.Mixture` it became."""
@@ -443,6 +543,28 @@ class SamplerConfig:
         """``mixture_schedule`` as the validated schedule it became."""
         s = self.mixture_schedule
         return s if isinstance(s, MixtureSchedule) else None
+
+    def _check_shard_block(self) -> None:
+        """``shard_block``: a block size, only where batches are shuffled and not packed."""
+        k = self.shard_block
+        if k is None:
+            return
+        if not is_int(k) or not 1 <= k <= 1 << 31:
+            raise ValueError(f"shard_block={k!r} must be an integer in [1, 2**31] (or None)")
+        if self.strategy is SamplingStrategy.SEQUENTIAL or not self.effective_shuffle:
+            raise ValueError(
+                f"shard_block={k} shuffles by blocks of sources, but this plan is not shuffled "
+                "(strategy='sequential' or shuffle=False already reads the sources in order)"
+            )
+        if self.pack_duration is not None or self.pack_tokens is not None:
+            raise ValueError(
+                f"shard_block={k} does not apply to packed plans (pack_duration, pack_tokens)"
+            )
+        if self.mixture is not None or self.mix_batches != _DEFAULTS["mix_batches"]:
+            raise ValueError(
+                f"shard_block={k} applies to one corpus: a mixture takes its cuts by quotas, "
+                "not by blocks of shards"
+            )
 
     def check_one_corpus(self) -> None:
         """Raise if a mixture option is set: those need named sources (a mapping)."""

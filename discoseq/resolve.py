@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from discoseq.index.multi import AnyIndex
+from discoseq.packs import pack_batch
 from discoseq.plan import EpochPlan
 
 __all__ = ["read_ahead_windows", "resolve_batches"]
@@ -46,11 +47,12 @@ def resolve_batches(
     index: AnyIndex, plan: EpochPlan, batch_ids: Sequence[int], buffer_size: int
 ) -> Iterator[Any]:
     """The ``CutSet`` of each batch of ``batch_ids`` in order, reading records a window ahead
-    (``buffer_size`` cuts; 0 reads batch by batch)."""
+    (``buffer_size`` cuts; 0 reads batch by batch); a plan with packs yields ``CutSet``s of
+    packs (:func:`~discoseq.packs.pack_batch`)."""
     for window in read_ahead_windows(plan, batch_ids, buffer_size):
         if buffer_size == 0:
-            yield index.resolve(plan.batch(window[0]))
+            yield pack_batch(plan, window[0], index.resolve(plan.batch(window[0])))
             continue
         records = index.records_in_file_order(window_rows(plan, window))
         for i in window:
-            yield index.resolve(plan.batch(i), records)
+            yield pack_batch(plan, i, index.resolve(plan.batch(i), records))

@@ -28,6 +28,11 @@ class PlanStats:
     :param total_duration: seconds of the distinct cuts in the plan.
     :param sources: for a mixture, one :class:`~discoseq.plan.quota.SourceStats` per source
         (the quota asked, what was selected, and what the plan holds after drop/pad).
+    :param packs: with ``pack_duration``/``pack_tokens``, the packs of the planned batches
+        (distinct: tail repeats not counted, dropped batches left out); 0 without packing.
+    :param pack_efficiency: their real cost (seconds or tokens) / (packs x the pack length),
+        over the packs within the length (not the packs of one oversize cut); None without
+        packing, NaN with no pack.
     """
 
     cuts_in: int
@@ -39,6 +44,8 @@ class PlanStats:
     cuts_planned: int
     total_duration: float
     sources: tuple[Any, ...] = ()
+    packs: int = 0
+    pack_efficiency: float | None = None
 
     @property
     def filtered_total(self) -> int:
@@ -66,6 +73,9 @@ class EpochPlan:
     same cuts as positions of the epoch's selection (a cut taken twice is two positions), and
     ``selection_size`` the number of those positions; without one, ``positions`` is None (they
     are the rows) and ``selection_size`` the number of index rows.
+    With ``pack_duration``/``pack_tokens``, ``pack_offsets`` cuts ``rows`` into packs (pack
+    ``k`` is ``rows[pack_offsets[k]:pack_offsets[k + 1]]``; every batch is whole packs, see
+    :meth:`pack_bounds`); None without packing.
     """
 
     batch_offsets: np.ndarray
@@ -82,10 +92,11 @@ class EpochPlan:
     stats: PlanStats
     positions: np.ndarray | None = None
     selection_size: int = 0
+    pack_offsets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_offsets", "rows", "bucket", "cost", "duration", "padding_batches",
-                     "bucket_edges", "token_edges", "positions"):  # fmt: skip
+                     "bucket_edges", "token_edges", "positions", "pack_offsets"):  # fmt: skip
             if getattr(self, name) is not None:
                 getattr(self, name).flags.writeable = False
 
@@ -132,6 +143,24 @@ class EpochPlan:
             raise IndexError(f"batch {i!r} out of range for a plan of {n} batches")
         i = int(i) % n
         return self.rows[self.batch_offsets[i] : self.batch_offsets[i + 1]]
+
+    @property
+    def num_packs(self) -> int:
+        """Packs in the plan (repeats included); 0 without packing."""
+        return 0 if self.pack_offsets is None else int(self.pack_offsets.shape[0] - 1)
+
+    def pack_bounds(self, i: int) -> np.ndarray:
+        """The packs of global batch ``i`` as offsets into :meth:`batch` (``[0, ..., len]``:
+        pack ``k`` is ``batch(i)[b[k]:b[k + 1]]``); ValueError without packing."""
+        if self.pack_offsets is None:
+            raise ValueError("pack_bounds: this plan has no packs (set pack_duration/pack_tokens)")
+        n = self.num_batches
+        if not is_int(i) or not -n <= i < n:
+            raise IndexError(f"batch {i!r} out of range for a plan of {n} batches")
+        i = int(i) % n
+        lo, hi = int(self.batch_offsets[i]), int(self.batch_offsets[i + 1])
+        a, b = np.searchsorted(self.pack_offsets, [lo, hi])
+        return self.pack_offsets[a : b + 1] - lo
 
     def batch_sizes(self) -> np.ndarray:
         """Number of cuts of every batch."""

@@ -16,8 +16,10 @@ from discoseq.plan.epoch_plan import EpochPlan
 from discoseq.plan.group import empty_edges, group_rows
 from discoseq.plan.order import order_batches
 from discoseq.plan.pack import pack_batches
+from discoseq.plan.packrows import Packs, pack_rows, packed_offsets
 from discoseq.plan.quota import SourceLayout
 from discoseq.plan.select import select_rows
+from discoseq.plan.shardblock import order_by_block, split_by_block
 from discoseq.plan.stats import empty_stats, plan_stats, warn_if_empty
 
 __all__ = ["plan_epoch"]
@@ -74,11 +76,26 @@ def plan_epoch(
             stats=empty_stats(selection, config),
             positions=None if selection.epoch_rows is None else empty.copy(),
             selection_size=selection.num_positions,
+            pack_offsets=None if config.packing[0] is None else np.zeros(1, np.int64),
         )
     groups = group_rows(selection, config, epoch)
-    batches = pack_batches(groups, selection, config, epoch)
-    ordered = order_batches(batches, config, epoch, world_size, groups.segment_source)
-    stats = plan_stats(selection, batches, ordered, config)
+    segment_block = None
+    if config.shard_block is not None:  # read locality: batches within blocks of shards
+        if sources is not None:
+            raise ValueError(
+                f"shard_block={config.shard_block} applies to one corpus, not to a mixture"
+            )
+        groups, segment_block = split_by_block(groups, selection, config)
+    packs: Packs | None = None
+    if config.packing[0] is None:
+        batches = pack_batches(groups, selection, config, epoch)
+    else:  # pack_duration / pack_tokens: cuts into packs, packs into batches
+        batches, packs = pack_rows(groups, selection, config, epoch)
+    if segment_block is None:
+        ordered = order_batches(batches, config, epoch, world_size, groups.segment_source)
+    else:
+        ordered = order_by_block(batches, segment_block, config, epoch, world_size)
+    stats = plan_stats(selection, batches, ordered, config, packs)
     warn_if_empty(selection, batches, config, world_size)
     segment = batches.segment[ordered.order]
     bucket = segment if groups.segment_bucket is None else groups.segment_bucket[segment]
@@ -101,4 +118,5 @@ def plan_epoch(
         stats=stats,
         positions=positions,
         selection_size=selection.num_positions,
+        pack_offsets=None if packs is None else packed_offsets(packs, ordered.order),
     )

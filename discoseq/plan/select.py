@@ -82,8 +82,11 @@ def needed_columns(config: SamplerConfig) -> list[str]:
         config.token_buckets > 1
         or config.max_tokens_per_second is not None
         or config.max_tokens is not None
+        or config.pack_tokens is not None
     ):
         needed.add("num_tokens")  # read from the config's token_column
+    if config.shard_block is not None:
+        needed.add("source_id")  # the shard blocks (discoseq.plan.shardblock)
     return sorted(needed)
 
 

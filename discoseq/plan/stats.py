@@ -13,17 +13,24 @@ from discoseq.config import SamplerConfig
 from discoseq.plan.epoch_plan import PlanStats
 from discoseq.plan.order import Ordered
 from discoseq.plan.pack import Batches
+from discoseq.plan.packrows import Packs, pack_efficiency
 from discoseq.plan.select import Selection
 
 __all__ = ["empty_stats", "plan_stats", "warn_if_empty"]
 
 
 def plan_stats(
-    selection: Selection, batches: Batches, ordered: Ordered, config: SamplerConfig
+    selection: Selection,
+    batches: Batches,
+    ordered: Ordered,
+    config: SamplerConfig,
+    packs: Packs | None = None,
 ) -> PlanStats:
-    """Counts of the planned, filtered, oversize and dropped cuts."""
+    """Counts of the planned, filtered, oversize and dropped cuts (and, with ``packs``, the
+    planned packs and their efficiency)."""
     planned = np.ones(batches.num_batches, dtype=bool)
     planned[ordered.dropped] = False
+    num_packs, efficiency = (0, None) if packs is None else pack_efficiency(packs, planned)
     sizes = np.diff(batches.offsets)
     dropped_cuts = int(sizes[ordered.dropped].sum())
     return PlanStats(
@@ -36,6 +43,8 @@ def plan_stats(
         cuts_planned=int(batches.rows.shape[0]) - dropped_cuts,
         total_duration=float(batches.duration[planned].sum()),
         sources=_source_stats(selection, batches, ordered),
+        packs=num_packs,
+        pack_efficiency=efficiency,
     )
 
 
@@ -86,7 +95,16 @@ def _source_stats(selection: Selection, batches: Batches, ordered: Ordered) -> t
 def empty_stats(selection: Selection, config: SamplerConfig) -> PlanStats:
     """The statistics of an epoch whose filters left no row."""
     return PlanStats(
-        selection.cuts_in, selection.filtered, 0, config.oversize, 0, 0, 0, 0.0, selection.sources
+        selection.cuts_in,
+        selection.filtered,
+        0,
+        config.oversize,
+        0,
+        0,
+        0,
+        0.0,
+        selection.sources,
+        pack_efficiency=None if config.packing[0] is None else float("nan"),
     )
 
 

@@ -1,0 +1,95 @@
+"""Packs as Lhotse cuts: with ``pack_duration`` / ``pack_tokens`` a batch is a ``CutSet`` of
+packs, each pack one Lhotse cut made of its member cuts with Lhotse's own ``Cut.append`` (what
+Lhotse's ``CutConcatenate`` uses, without the gaps), so ``pack.load_audio()`` is the members'
+audio one after another and ``pack.supervisions`` carry their offsets in the pack.
+
+Each pack names its members in ``pack.custom["pack_members"]`` (also ``pack.pack_members``): one
+``{"id", "offset", "duration"}`` per member in order, seconds from the start of the pack, which
+is what a dataset needs for the sequence boundaries (``cu_seqlens``) of a padding-free batch
+(:func:`cu_seqlens`). A pack's id is ``pack-<epoch>-<k>``, ``k`` its place in the epoch plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from discoseq.plan import EpochPlan
+
+__all__ = ["PACK_MEMBERS", "build_pack", "cu_seqlens", "pack_batch", "pack_members"]
+
+PACK_MEMBERS = "pack_members"
+"""The custom field of a pack that lists its members."""
+
+
+def build_pack(cuts: Sequence[Any], pack_id: str) -> Any:
+    """One Lhotse cut of ``cuts`` appended in order (a ``MixedCut``; one cut: a copy of it),
+    with id ``pack_id`` and its members in ``custom["pack_members"]``."""
+    if not cuts:
+        raise ValueError(f"pack {pack_id!r} has no cuts")
+    members = [{"id": cuts[0].id, "offset": 0.0, "duration": float(cuts[0].duration)}]
+    pack = cuts[0]
+    for cut in cuts[1:]:
+        members.append(
+            {"id": cut.id, "offset": float(pack.duration), "duration": float(cut.duration)}
+        )
+        try:
+            pack = pack.append(cut, preserve_id="left")
+        except Exception as e:  # Lhotse refuses e.g. two sampling rates in one mix
+            raise ValueError(
+                f"pack {pack_id!r}: Lhotse cannot append cut {cut.id!r} to "
+                f"{[m['id'] for m in members[:-1]]}: {type(e).__name__}: {e}"
+            ) from e
+    pack = pack.with_id(pack_id)
+    if len(cuts) == 1 and getattr(pack, "custom", None) is not None:
+        pack.custom = dict(pack.custom)  # the copy shares the member's dict: do not touch it
+    setattr(pack, PACK_MEMBERS, members)
+    return pack
+
+
+def pack_batch(plan: EpochPlan, i: int, cuts: Iterable[Any]) -> Any:
+    """The ``CutSet`` of packs of global batch ``i`` of ``plan``, from the batch's cuts in
+    plan order (``cuts``, as resolved); ``cuts`` unchanged for a plan without packs."""
+    if plan.pack_offsets is None:
+        return cuts
+    from lhotse import CutSet
+
+    members = list(cuts)
+    bounds = plan.pack_bounds(i)
+    if bounds[-1] != len(members):
+        raise ValueError(f"batch {i}: {len(members)} cuts, the plan's packs hold {bounds[-1]}")
+    first = int(np.searchsorted(plan.pack_offsets, plan.batch_offsets[int(i) % plan.num_batches]))
+    return CutSet(
+        [
+            build_pack(members[bounds[k] : bounds[k + 1]], f"pack-{plan.epoch}-{first + k}")
+            for k in range(bounds.shape[0] - 1)
+        ]
+    )
+
+
+def pack_members(pack: Any) -> list[dict[str, Any]]:
+    """The members of a pack built by :func:`build_pack`: ``[{"id", "offset", "duration"}]``."""
+    members = pack.custom.get(PACK_MEMBERS) if pack.custom else None
+    if members is None:
+        raise ValueError(f"cut {pack.id!r} is not a pack (no custom[{PACK_MEMBERS!r}])")
+    return list(members)
+
+
+def cu_seqlens(
+    packs: Iterable[Any], length_of: Callable[[dict[str, Any]], int] | None = None
+) -> np.ndarray:
+    """The cumulative sequence lengths of a padding-free batch of ``packs``: ``[0, l1, l1 + l2,
+    ...]`` over every member of every pack in order (int32, as flash-attention's varlen kernels
+    take them). ``length_of(member)`` is a member's length in the model's units (e.g. frames:
+    ``round(member["duration"] / frame_shift)``); default: 10 ms frames."""
+    if length_of is None:
+
+        def length_of(member: dict[str, Any]) -> int:
+            return round(member["duration"] * 100.0)
+
+    lengths = [length_of(m) for pack in packs for m in pack_members(pack)]
+    out = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=out[1:])
+    return out
