@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from discoseq._version import __version__
 from discoseq.config import SamplerConfig
 from discoseq.errors import IndexFormatError, IndexWriteError, ManifestError, StaleIndexError
-from discoseq.index import CutIndex, MultiIndex, build_index
+from discoseq.index import CutIndex, MultiIndex, build_index, open_index
 from discoseq.strategy import SamplingStrategy
 
 if TYPE_CHECKING:
@@ -49,4 +49,5 @@ __all__ = [
     "__version__",
     "build_index",
     "create_dataloader",
+    "open_index",
 ]

@@ -2,7 +2,7 @@
 way to open any source (an index, a manifest, a CutSet) as an index."""
 
 from discoseq.index.builder import build_index
-from discoseq.index.multi import MultiIndex
+from discoseq.index.multi import MultiIndex, open_index
 from discoseq.index.opener import OpenedIndex, open_source
 from discoseq.index.reader import CutIndex
 from discoseq.index.verify import VerifyReport, verify_index
@@ -13,6 +13,7 @@ __all__ = [
     "OpenedIndex",
     "VerifyReport",
     "build_index",
+    "open_index",
     "open_source",
     "verify_index",
 ]

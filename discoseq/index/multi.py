@@ -1,16 +1,20 @@
 """``MultiIndex``: several cut indexes used as one, rows numbered across them in order.
 
 Source ``s`` holds the global rows ``offsets[s]:offsets[s + 1]``; each index keeps its own
-files (nothing is copied on disk). The planner reads concatenated value columns, built once per
-process on first use (the bytes per row of the columns it reads, as for one index); resolution
-reads each row from its own index. A named ``MultiIndex`` is a mixture's sources: every cut it
-resolves carries its source's name in ``custom["source"]`` (for a ``MixedCut``, on its first
-track, where Lhotse's ``cut.source`` finds it).
+files (nothing is copied on disk). A list of shard indexes built separately (on any machines)
+is one corpus: :func:`open_index`. The planner reads the columns it needs concatenated in
+memory while it plans (the column's bytes per row, e.g. 8 for ``duration``; freed with the
+plan's temporaries); resolution reads each row from its own index, so DataLoader workers never
+copy a column. A named ``MultiIndex`` is a mixture's sources: every cut it resolves carries its
+source's name in ``custom["source"]`` (for a ``MixedCut``, on its first track, where Lhotse's
+``cut.source`` finds it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,24 +24,32 @@ import orjson
 from discoseq.index.format import CUT_COLUMNS
 from discoseq.index.reader import CutIndex, checked_rows
 
-__all__ = ["SOURCE_FIELD", "AnyIndex", "MultiIndex"]
+__all__ = ["SOURCE_FIELD", "AnyIndex", "MultiIndex", "open_index"]
 
 SOURCE_FIELD = "source"
 """The custom field that names a resolved cut's source in a mixture."""
 
 
 class _ConcatColumns(Mapping[str, np.ndarray]):
-    """The value columns of several indexes, each concatenated on first access (read-only)."""
+    """The value columns of several indexes, each concatenated when asked (read-only).
+
+    The copy lives as long as someone holds it (a weak cache): a plan holds it while it plans
+    and nothing keeps it after, so a rank does not carry a second copy of the planned columns
+    (8 B/row each) next to its plan, and a DataLoader worker, which only resolves rows, never
+    makes one. One index: its own mapped column, no copy.
+    """
 
     def __init__(self, indexes: Sequence[CutIndex]) -> None:
         self._indexes = indexes
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: weakref.WeakValueDictionary[str, np.ndarray] = weakref.WeakValueDictionary()
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if name not in CUT_COLUMNS:
+            raise KeyError(name)
+        if len(self._indexes) == 1:
+            return self._indexes[0].column(name)
         col = self._cache.get(name)
         if col is None:
-            if name not in CUT_COLUMNS:
-                raise KeyError(name)
             col = np.concatenate([ix.column(name) for ix in self._indexes])
             col.flags.writeable = False
             self._cache[name] = col
@@ -69,6 +81,21 @@ class MultiIndex:
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.columns: Mapping[str, np.ndarray] = _ConcatColumns(self.indexes)
 
+    @classmethod
+    def open(
+        cls,
+        paths: Sequence[str | os.PathLike[str]],
+        names: Sequence[str] | None = None,
+        check_sources: bool = True,
+    ) -> MultiIndex:
+        """Map the index directories ``paths`` (e.g. the shards of one corpus, each built on
+        its own) as one index, in the order given; see :func:`open_index`."""
+        if isinstance(paths, str | os.PathLike):
+            raise TypeError(
+                "MultiIndex.open takes a list of index paths; for one use CutIndex.open"
+            )
+        return cls([CutIndex.open(p, check_sources=check_sources) for p in paths], names)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (MultiIndex, (self.indexes, self.names))
 
@@ -84,9 +111,15 @@ class MultiIndex:
         return ", ".join(str(ix.path) for ix in self.indexes)
 
     @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """Each index's own fingerprint (:attr:`CutIndex.fingerprint`), in order."""
+        return tuple(ix.fingerprint for ix in self.indexes)
+
+    @property
     def fingerprint(self) -> str:
-        """A hash of the indexes' fingerprints in order (and their names, for a mixture)."""
-        content = {"names": self.names, "indexes": [ix.fingerprint for ix in self.indexes]}
+        """A hash of :attr:`fingerprints` in order (and the names, for a mixture): the same
+        shards in the same order give the same fingerprint wherever each was built."""
+        content = {"names": self.names, "indexes": list(self.fingerprints)}
         return hashlib.blake2b(orjson.dumps(content), digest_size=8).hexdigest()
 
     @property
@@ -174,6 +207,41 @@ class MultiIndex:
 
 AnyIndex = CutIndex | MultiIndex
 """What the planner and resolution read: one index, or several as one."""
+
+
+def open_index(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Mapping[str, Any],
+    check_sources: bool = True,
+) -> AnyIndex:
+    """Open built indexes: one path is a :class:`CutIndex`; a list of paths is one corpus in
+    shards (an unnamed :class:`MultiIndex`: rows numbered across the shards in the order
+    given, nothing copied); a mapping of name -> path is a mixture's sources (a named one).
+
+    :param check_sources: check that each index's source manifests are unchanged
+        (:meth:`CutIndex.open`).
+    :raises TypeError: for a source of another kind (a manifest or a ``CutSet`` is opened by
+        :func:`~discoseq.index.open_source` or the sampler, which index it first).
+    :raises ValueError: for an empty list or mapping.
+    """
+    if isinstance(source, str | os.PathLike):
+        return CutIndex.open(source, check_sources=check_sources)
+    if isinstance(source, Mapping):
+        names, paths = [str(k) for k in source], list(source.values())
+    elif isinstance(source, Sequence):
+        names, paths = None, list(source)
+    else:
+        raise TypeError(
+            "open_index takes an index path, a list of index paths or a mapping of name -> "
+            f"index path; got {type(source).__name__}"
+        )
+    if not paths:
+        raise ValueError("open_index: no index paths given")
+    for k, p in enumerate(paths):
+        if not isinstance(p, str | os.PathLike):
+            raise TypeError(
+                f"open_index: entry {k} is a {type(p).__name__}, not a path to an index directory"
+            )
+    return MultiIndex.open(paths, names, check_sources=check_sources)
 
 
 def tag_source(cut: Any, name: str) -> Any:
