@@ -57,6 +57,7 @@ selected / size). Floats that are undefined (an empty plan) are ``null``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,6 +69,7 @@ from discoseq.config import SamplerConfig
 from discoseq.plan import EpochPlan, plan_epoch
 from discoseq.plan.pack import token_costs_of
 from discoseq.plan.quota import SourceLayout
+from discoseq.plan.shardblock import sources_per_window
 
 __all__ = ["SCHEMA", "analyze", "analyze_plan", "format_table", "plot_analysis"]
 
@@ -342,7 +344,44 @@ def analyze(
     tokens = None
     if config.max_tokens is not None:
         tokens = token_costs_of(columns[config.token_column], columns["duration"], config)
-    return analyze_plan(plan, columns["duration"], bins=bins, tokens=tokens)
+    stats = analyze_plan(plan, columns["duration"], bins=bins, tokens=tokens)
+    if config.shard_block is not None:
+        stats["shard_block"] = shard_block_cost(columns, config, epoch, world, plan, stats)
+    return stats
+
+
+def shard_block_cost(
+    columns: Mapping[str, np.ndarray],
+    config: SamplerConfig,
+    epoch: int,
+    world: int,
+    plan: EpochPlan,
+    stats: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What ``shard_block`` costs and buys: batches, mean fill and padding efficiency with and
+    without it (the same epoch planned again without), and the distinct sources that 100
+    consecutive batches of worker 0 of rank 0 read (``num_workers`` of the config, at least 1)."""
+    base_config = dataclasses.replace(config, shard_block=None)
+    base = plan_epoch(columns, base_config, epoch, world)
+    base_stats = analyze_plan(base, columns["duration"])
+    workers = max(config.num_workers, 1)
+    src = np.asarray(columns["source_id"])
+
+    def fill(s: Mapping[str, Any]) -> float | None:
+        return None if s["fill"] is None else s["fill"]["mean"]
+
+    return {
+        "shard_block": config.shard_block,
+        "num_batches": plan.num_batches,
+        "num_batches_without": base.num_batches,
+        "extra_batches": plan.num_batches - base.num_batches,
+        "mean_fill": fill(stats),
+        "mean_fill_without": fill(base_stats),
+        "padding_efficiency": stats["padding"]["efficiency"],
+        "padding_efficiency_without": base_stats["padding"]["efficiency"],
+        "sources_per_100_batches": sources_per_window(plan, src, num_workers=workers),
+        "sources_per_100_batches_without": sources_per_window(base, src, num_workers=workers),
+    }
 
 
 # -- terminal ---------------------------------------------------------------------------------
@@ -417,6 +456,21 @@ def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
             f"{stats['drops']['batches']} batches, {stats['drops']['cuts']:,} cuts",
         ),
         ("oversize cuts", f"{stats['oversize']['cuts']:,} ({stats['oversize']['policy']})"),
+    ]
+    if stats.get("shard_block") is not None:  # the option's padding cost and what it buys
+        sb = stats["shard_block"]
+        rows.append(
+            (
+                f"shard_block={sb['shard_block']}",
+                f"{sb['num_batches']:,} batches vs {sb['num_batches_without']:,} without "
+                f"(+{sb['extra_batches']:,}); mean fill {_fmt(sb['mean_fill'])} vs "
+                f"{_fmt(sb['mean_fill_without'])}; padding efficiency "
+                f"{_fmt(sb['padding_efficiency'])} vs {_fmt(sb['padding_efficiency_without'])}; "
+                f"sources per 100 batches of a worker {sb['sources_per_100_batches']:.1f} vs "
+                f"{sb['sources_per_100_batches_without']:.1f}",
+            )
+        )
+    rows += [
         ("filtered", ", ".join(f"{k} {v:,}" for k, v in stats["filtered"].items() if v) or "none"),
     ]
     width = max(len(k) for k, _ in rows)

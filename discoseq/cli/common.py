@@ -205,6 +205,12 @@ _CONFIG_OPTIONS = (
         help="The index column of text tokens (default num_tokens: characters).",
     ),
     click.option("--seed", type=click.IntRange(min=0), help="Random seed (default 42)."),
+    click.option(
+        "--shard-block",
+        type=click.IntRange(min=1),
+        help="Batches within blocks of this many consecutive sources (shards), visited one "
+        "block at a time: fewer files per worker (off); analyze reports its padding cost.",
+    ),
 )
 _LIST_OPTIONS = {"bucket_edges": floats, "bucket_max_duration": floats, "bucket_max_cuts": ints}
 CONFIG_OPTION_NAMES = (
@@ -233,6 +239,7 @@ CONFIG_OPTION_NAMES = (
     "audio_tokens_per_second",
     "token_column",
     "seed",
+    "shard_block",
 )
 """The keyword arguments :func:`config_options` adds to a command (what
 :func:`config_data` takes)."""
