@@ -155,7 +155,8 @@ def pack(
             d = float(dur[row])
             c = d if q is None else d + d * d / q
             f = int(frames[row]) if (max_frames is not None and frames is not None) else 0
-            t = int(tokens[row]) if (max_tokens is not None and tokens is not None) else 0
+            # a token cost: an int, or a float with quadratic_tokens
+            t = tokens[row].item() if (max_tokens is not None and tokens is not None) else 0
             if c > cap_d[s] or f > maxf or t > maxt:
                 n_over += 1
                 if exclude:
@@ -202,7 +203,8 @@ def pack(
 
 
 def token_costs(cols: dict[str, np.ndarray], config: Any) -> np.ndarray:
-    """Text tokens (0 without text) + ceil(duration x audio rate), one cut at a time."""
+    """Text tokens (0 without text) + ceil(duration x audio rate), one cut at a time; with
+    ``quadratic_tokens = q`` that count ``t`` costs ``t + t * t / q`` (a float)."""
     import math
 
     out = []
@@ -211,6 +213,9 @@ def token_costs(cols: dict[str, np.ndarray], config: Any) -> np.ndarray:
         if config.audio_tokens_per_second is not None:
             cost += math.ceil(d * config.audio_tokens_per_second - 1e-9)
         out.append(cost)
+    q = config.quadratic_tokens
+    if q is not None:
+        return np.array([float(c) + float(c) * float(c) / q for c in out], dtype=np.float64)
     return np.array(out, dtype=np.int64)
 
 

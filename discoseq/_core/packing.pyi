@@ -17,6 +17,7 @@ def pack(
     identity: npt.NDArray[np.int64] | None = ...,
     num_ids: int = ...,
     audio_rate: float | None = ...,
+    quadratic_tokens: float | None = ...,
 ) -> tuple[
     int,
     npt.NDArray[np.int64],

@@ -4,7 +4,8 @@ Specification (reference twin: ``tests/reference_plan.py::pack``). Within each s
 or the whole input), rows are taken in plan order. A cut's duration cost is ``c = d`` or, with
 ``quadratic_duration = q``, ``c = d + d * d / q``. A batch of ``n`` cuts with largest cost ``m``
 and cost sum ``s`` has cost ``n * m`` (``padded``, Lhotse's meaning of max_duration) or ``s``
-(``sum``); frames likewise with ``num_frames``, and tokens with each cut's token cost. Before a
+(``sum``); frames likewise with ``num_frames``, and tokens with each cut's token cost ``t`` (or,
+with ``quadratic_tokens = p``, ``t + t * t / p`` in floating point, as duration). Before a
 cut joins the current batch, the batch *with* the cut is checked against every active limit
 (segment's duration cap, segment's cut cap, frame cap, token cap); if any would be exceeded the current batch is closed first. So no batch ever exceeds
 a cap, except a cut that alone exceeds one ("oversize"): it is put in a batch of its own
@@ -69,9 +70,9 @@ cdef int _push(BatchBuf* b, int64_t end, int32_t seg, double cost, double dur) n
 
 cdef struct OpenBatch:
     # the batch being filled: cuts, longest cost, cost sum, duration sum, most and sum of frames
-    # and of tokens
+    # and of tokens, most and sum of quadratic token costs
     int64_t n, mf, sf, mt, st
-    double m, sm, dsum
+    double m, sm, dsum, mq, sq
 
 
 cdef inline void _reset(OpenBatch* b) noexcept nogil:
@@ -83,6 +84,8 @@ cdef inline void _reset(OpenBatch* b) noexcept nogil:
     b.sf = 0
     b.mt = 0
     b.st = 0
+    b.mq = 0.0
+    b.sq = 0.0
 
 
 cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
@@ -93,21 +96,48 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
     return rc
 
 
+cdef struct DurTok:
+    # a row's duration and token count side by side: with a token cap, packing reads both from
+    # one cache line (two columns read through shuffled rows cost two cache misses per row)
+    double d
+    int64_t t
+
+
+cdef void _dur_tokens(DurTok* out, const double* dur, const int64_t* tokens, int64_t n,
+                      double rate) noexcept nogil:
+    """One sequential pass: each row's duration and token count, its text tokens (0 without
+    text) plus ``ceil(duration x rate - 1e-9)`` audio tokens when ``rate > 0``."""
+    cdef int64_t r, t
+    for r in range(n):
+        t = tokens[r] if tokens[r] > 0 else 0
+        if rate > 0.0:
+            t += <int64_t>ceil(dur[r] * rate - 1e-9)
+        out[r].d = dur[r]
+        out[r].t = t
+
+
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
-                   int64_t max_frames, const int64_t* tokens, int64_t max_tokens, double rate,
+                   int64_t max_frames, const DurTok* dt, int64_t max_tokens, double tq,
                    double q,
                    bint sum_mode, bint exclude, const int64_t* ident, int64_t* last,
                    BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code. With ``ident`` (the cut of
     each row, ``last`` a scratch of -1 per cut), a row whose cut is already in the open batch
-    closes it first: no batch holds a cut twice."""
+    closes it first: no batch holds a cut twice. With ``dt`` (a token cap) durations and token
+    counts are read from it, not from ``dur``; with ``tq > 0`` a cut's token cost is
+    ``t + t * t / tq`` (a double) and ``max_tokens`` caps it, else the integer ``t``."""
     cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc
     cdef bint dup
-    cdef double d, c, nd, capd
+    cdef double d, c, nd, capd, tc = 0.0, ntc = 0.0
     cdef OpenBatch b
     cdef bint use_frames = frames != NULL
-    cdef bint use_tokens = tokens != NULL
+    cdef bint use_tokens = dt != NULL
+    cdef bint quad_tokens = use_tokens and tq > 0.0
+    # with quadratic token costs the cap applies to them (as a double), not to the integers
+    cdef double max_tq = <double>max_tokens if quad_tokens else 0.0
+    if quad_tokens:
+        max_tokens = INT64_MAX
     seg_batch_off[0] = 0
     for s in range(nseg):
         capd = cap_dur[s]
@@ -115,7 +145,10 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
         _reset(&b)
         for i in range(seg_off[s], seg_off[s + 1]):
             if i + 64 < seg_off[s + 1]:
-                DS_PREFETCH(&dur[rows[i + 64]])
+                if use_tokens:
+                    DS_PREFETCH(&dt[rows[i + 64]])
+                else:
+                    DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
                 if ident != NULL:
@@ -123,15 +156,17 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             if ident != NULL and i + 32 < seg_off[s + 1]:
                 DS_PREFETCH(&last[ident[rows[i + 32]]])
             row = rows[i]
-            d = dur[row]
+            t = 0
+            if use_tokens:
+                d = dt[row].d
+                t = dt[row].t
+                if quad_tokens:
+                    tc = <double>t + <double>t * <double>t / tq
+            else:
+                d = dur[row]
             c = d if q <= 0.0 else d + d * d / q
             f = frames[row] if use_frames else 0
-            t = 0
-            if use_tokens:  # text tokens (0 without text) + audio tokens at ``rate`` per second
-                t = tokens[row] if tokens[row] > 0 else 0
-                if rate > 0.0:
-                    t += <int64_t>ceil(d * rate - 1e-9)
-            if c > capd or f > max_frames or t > max_tokens:
+            if c > capd or f > max_frames or t > max_tokens or tc > max_tq:
                 n_oversize[0] += 1
                 if exclude:
                     continue
@@ -147,12 +182,15 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     nd = b.sm + c
                     nf = b.sf + f
                     nt = b.st + t
+                    ntc = b.sq + tc
                 else:
                     nd = (b.n + 1) * (b.m if b.m > c else c)
                     nf = (b.n + 1) * (b.mf if b.mf > f else f)
                     nt = (b.n + 1) * (b.mt if b.mt > t else t)
+                    ntc = (b.n + 1) * (b.mq if b.mq > tc else tc)
                 dup = ident != NULL and last[ident[row]] == out.n
-                if b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens or dup:
+                if (b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens
+                        or ntc > max_tq or dup):
                     if _close(out, w, <int32_t>s, &b, sum_mode) < 0:
                         return DS_ERR_NOMEM
             if ident != NULL:
@@ -170,6 +208,9 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             if t > b.mt:
                 b.mt = t
             b.st += t
+            if tc > b.mq:
+                b.mq = tc
+            b.sq = b.sq + tc
         if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
             return DS_ERR_NOMEM
         seg_batch_off[s + 1] = out.n
@@ -181,17 +222,20 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
          max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
          const int64_t[::1] tokens=None, max_tokens=None, const int64_t[::1] identity=None,
-         int64_t num_ids=0, audio_rate=None):
+         int64_t num_ids=0, audio_rate=None, quadratic_tokens=None):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
     may be empty when ``max_frames`` is None; ``tokens`` (each cut's text tokens, -1 for none)
     is needed with ``max_tokens`` only, which caps a cut's token cost like frames (cuts x most,
     or the sum): its text tokens (0 for none) plus ``ceil(duration x audio_rate - 1e-9)``
-    audio tokens when ``audio_rate`` is given (the rule of ``plan.pack.token_costs_of``). Every row must
+    audio tokens when ``audio_rate`` is given, and with ``quadratic_tokens = p`` that cost ``t``
+    counts as ``t + t * t / p`` (the rule of ``plan.pack.token_costs_of``). Every row must
     be a row of ``duration`` (else ValueError). ``identity`` (one id in ``[0, num_ids)`` per
     row of ``duration``), when given, keeps two rows of one id out of one batch (a mixture's
-    copies of a cut): such a row closes the open batch first.
+    copies of a cut): such a row closes the open batch first. With ``max_tokens`` the kernel
+    first lays out each row's duration and token count side by side (16 B per row of
+    ``duration``, freed on return), so a shuffled row costs one cache miss, not two.
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -217,12 +261,12 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             fp = &num_frames[0]
     cdef int64_t mt = INT64_MAX if max_tokens is None else int(max_tokens)
     cdef double ar = 0.0 if audio_rate is None else float(audio_rate)
-    cdef const int64_t* tp = NULL
+    cdef double tq = 0.0 if quadratic_tokens is None else float(quadratic_tokens)
+    if quadratic_tokens is not None and not tq > 0.0:
+        raise ValueError(f"quadratic_tokens={quadratic_tokens!r} must be > 0")
     if max_tokens is not None:
         if tokens is None or tokens.shape[0] != duration.shape[0]:
-            raise ValueError("max_tokens needs the tokens column (one cost per row)")
-        if tokens.shape[0] > 0:
-            tp = &tokens[0]
+            raise ValueError("max_tokens needs the tokens column (one value per row)")
     check_rows(rows, duration.shape[0], "pack", "rows", "duration")
     cdef const int64_t* ip = NULL
     cdef int64_t* lp = NULL
@@ -253,12 +297,23 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef int32_t[::1] sv
     cdef double[::1] cv, dv
     cdef const double* dp = &duration[0] if duration.shape[0] > 0 else NULL
+    cdef int64_t ncol = duration.shape[0]
+    cdef DurTok* dt = NULL
+    cdef int64_t[::1] dt_mem
+    if max_tokens is not None and ncol > 0:
+        # allocated by NumPy, which asks the kernel for huge pages for large arrays: packing
+        # reads it through shuffled rows, and with 4 kB pages nearly every read would also miss
+        # the TLB (measured 1.5x slower on 10M rows)
+        dt_mem = np.empty(2 * ncol, dtype=np.int64)
+        dt = <DurTok*>&dt_mem[0]
     try:
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
+                if dt != NULL and ncol > 0:
+                    _dur_tokens(dt, dp, &tokens[0], ncol, ar)
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
-                             &cap_cuts[0], mf, tp, mt, ar, q, sum_mode, exclude_oversize, ip, lp,
-                             &buf, &sb[0], &n_over)
+                             &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
+                             ip, lp, &buf, &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)

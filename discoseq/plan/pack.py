@@ -3,8 +3,10 @@
 Optionally (``sort_pool``) each run of that many rows of a segment is first sorted by duration
 (stable). Then greedy, in that order, within a segment: a cut joins the open batch only if no cap
 (``max_duration`` or the bucket's ``bucket_max_duration`` as cuts x longest cost or the sum, with
-``quadratic_duration``; ``max_cuts`` or ``bucket_max_cuts``; ``max_frames``) would be exceeded.
-A cut that alone exceeds a cap is *oversize*: a batch of its own or left out (``oversize``).
+``quadratic_duration``; ``max_cuts`` or ``bucket_max_cuts``; ``max_frames``; ``max_tokens`` on
+token costs, with ``quadratic_tokens``) would be exceeded. A cut that alone exceeds a cap is
+*oversize*: a batch of its own or left out (``oversize``). Memory: with ``max_tokens`` the kernel
+holds each row's duration and token count side by side while packing (16 B/cut).
 """
 
 from __future__ import annotations
@@ -84,16 +86,22 @@ def _check_token_source(text: np.ndarray, config: SamplerConfig) -> None:
 def token_costs_of(text: np.ndarray, duration: np.ndarray, config: SamplerConfig) -> np.ndarray:
     """Each row's token cost: its text tokens (``token_column``; 0 without text) plus, with
     ``audio_tokens_per_second``, ``ceil(duration x rate)`` (a hair below an integer counts as
-    it, so ``0.08 s x 12.5`` is 1 token, not 2)."""
+    it, so ``0.08 s x 12.5`` is 1 token, not 2); int64. With ``quadratic_tokens = q`` that
+    count ``t`` costs ``t + t * t / q`` (float64)."""
     text = np.asarray(text)
     _check_token_source(text, config)
     rate = config.audio_tokens_per_second
     if rate is None and text.shape[0] and text.min() >= 0:  # every cut has text: the column
-        return np.ascontiguousarray(text, dtype=np.int64)
-    cost = np.maximum(text, 0)
-    if rate is not None:
-        cost = cost + np.ceil(np.asarray(duration) * rate - 1e-9).astype(np.int64)
-    return np.ascontiguousarray(cost, dtype=np.int64)
+        cost = np.ascontiguousarray(text, dtype=np.int64)
+    else:
+        cost = np.maximum(text, 0).astype(np.int64, copy=False)
+        if rate is not None:
+            cost = cost + np.ceil(np.asarray(duration) * rate - 1e-9).astype(np.int64)
+    q = config.quadratic_tokens
+    if q is None:
+        return np.ascontiguousarray(cost, dtype=np.int64)
+    t = cost.astype(np.float64)
+    return t + t * t / float(q)
 
 
 def pack_batches(
@@ -149,6 +157,7 @@ def _pack(groups: Groups, selection: Selection, config: SamplerConfig, repeats: 
         tokens=None if config.max_tokens is None else text_tokens(selection, config),
         max_tokens=config.max_tokens,
         audio_rate=config.audio_tokens_per_second,
+        quadratic_tokens=config.quadratic_tokens,
         identity=selection.epoch_rows if repeats else None,
         num_ids=selection.cuts_in,
     )

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from discoseq._core import bucketing, packing, rng, sharding
+from discoseq.config import SamplerConfig
 from tests import reference_plan as ref
 
 U64 = st.integers(0, (1 << 64) - 1)
@@ -205,6 +206,57 @@ def test_pack_matches_reference(
     assert bseg.tolist() == eseg and bcost.tolist() == ecost and bdur.tolist() == edur
     assert nover == enover
     assert np.diff(sb).tolist() == [eseg.count(0), eseg.count(1)]
+
+
+@given(
+    durations,
+    st.sampled_from([5, 40, 300]),
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.sampled_from([12.5, 25.0]),
+    st.none() | st.sampled_from([1.0, 7.5, 100.0]),
+)
+def test_pack_token_cap_matches_reference(
+    values: list[float],
+    cap: int,
+    sum_mode: bool,
+    exclude: bool,
+    rate: float | None,
+    quadratic: float | None,
+) -> None:
+    """The kernel's own token costs (text, audio tokens at ``rate``, the quadratic term) pack
+    as the reference packs an array of those costs."""
+    d = readonly(np.array(values))
+    text = readonly(np.where(np.arange(d.size) % 5 == 0, -1, (d * 3).astype(np.int64)))
+    rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
+    seg = np.array([0, d.size], dtype=np.int64)
+    order = rows.tolist()  # pack compacts rows in place
+    kept, off, _, bcost, _, _, nover = packing.pack(
+        rows, seg, d, EMPTY_I, np.array([np.inf]), np.array([2**62]), None, None, sum_mode,
+        exclude, tokens=text, max_tokens=cap, audio_rate=rate, quadratic_tokens=quadratic,
+    )  # fmt: skip
+    config = SamplerConfig(max_tokens=cap, audio_tokens_per_second=rate, quadratic_tokens=quadratic)
+    costs = ref.token_costs({"duration": d, "num_tokens": text}, config)
+    assert costs.dtype == (np.int64 if quadratic is None else np.float64)
+    batches, _, ecost, _, enover = ref.pack(
+        [order], d, None, [np.inf], [2**62], None, None, sum_mode, exclude,
+        costs, cap,
+    )  # fmt: skip
+    assert kept == sum(len(b) for b in batches)
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+    assert bcost.tolist() == ecost and nover == enover
+
+
+def test_pack_quadratic_tokens_validation() -> None:
+    d = np.array([1.0, 2.0])
+    seg = np.array([0, 2], dtype=np.int64)
+    for bad in (0.0, -3.0, float("nan")):
+        with pytest.raises(ValueError, match="quadratic_tokens"):
+            packing.pack(
+                np.arange(2, dtype=np.int64), seg, d, EMPTY_I, np.array([np.inf]),
+                np.array([5]), None, None, False, False, tokens=np.array([1, 2]), max_tokens=9,
+                quadratic_tokens=bad,
+            )  # fmt: skip
 
 
 @given(durations, st.integers(2, 30))

@@ -1,5 +1,6 @@
 """Token budgets: max_tokens caps a batch's token cost (text tokens of token_column + audio
-tokens), checked before a cut joins, padded or summed; the token column is chosen by name."""
+tokens, optionally + their square / quadratic_tokens), checked before a cut joins, padded or
+summed; the token column is chosen by name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 
 from discoseq.config import SamplerConfig
 from discoseq.plan import plan_epoch
+from discoseq.plan.pack import token_costs_of
+from tests import reference_plan as ref
 
 
 def columns(n: int = 600, seed: int = 3) -> dict[str, np.ndarray]:
@@ -76,9 +79,13 @@ def test_token_column_feeds_every_token_feature() -> None:
         ({"max_tokens": 10, "token_column": "spm"}, "full", "token_column='spm' is not a column"),
         ({"max_tokens": 10}, "no_text", "no token source"),
         ({"max_tokens": 0}, "full", "max_tokens=0"),
-        ({"max_cuts": 3, "audio_tokens_per_second": 12.5}, "full", "set max_tokens too"),
+        ({"max_cuts": 3, "audio_tokens_per_second": 12.5}, "full", "counts audio tokens"),
         ({"max_tokens": 10, "audio_tokens_per_second": -1.0}, "full", "audio_tokens_per_second"),
         ({"max_tokens": 10, "token_column": ""}, "full", "token_column=''"),
+        ({"max_cuts": 3, "quadratic_tokens": 50.0}, "full", "quadratic_tokens=50.0 .*max_tokens"),
+        ({"max_tokens": 10, "quadratic_tokens": 0.0}, "full", "quadratic_tokens=0.0"),
+        ({"max_tokens": 10, "quadratic_tokens": -5}, "full", "quadratic_tokens=-5"),
+        ({"max_tokens": 10, "quadratic_tokens": float("inf")}, "full", "quadratic_tokens=inf"),
     ],
 )
 def test_token_errors(kw: dict, cols_kind: str, match: str) -> None:
@@ -102,3 +109,64 @@ def test_analysis_shows_token_fill() -> None:
     assert 0 < tk["padding_efficiency"] <= 1.0
     assert "token fill" in format_table(stats)
     assert analyze(cols, SamplerConfig(max_cuts=4))["tokens"] is None
+
+
+@pytest.mark.parametrize("mode", ["padded", "sum"])
+@pytest.mark.parametrize("rate", [None, 12.5])
+def test_quadratic_tokens_cap_no_batch(mode: str, rate: float | None) -> None:
+    """With quadratic_tokens=q a cut of token count t costs t + t*t/q: no batch exceeds the cap
+    in those costs, and long cuts get smaller batches than without the term."""
+    cols = columns()
+    cap, q = 3000, 200.0
+    cfg = SamplerConfig(max_tokens=cap, audio_tokens_per_second=rate, token_column="num_tokens",
+                        quadratic_tokens=q, limit_mode=mode, num_buckets=4, seed=1)  # fmt: skip
+    plan = plan_epoch(cols, cfg, 0, 2)
+    t = costs(cols, "num_tokens", rate).astype(np.float64)
+    cost = t + t * t / q
+    assert np.array_equal(token_costs_of(cols["num_tokens"], cols["duration"], cfg), cost)
+    for i in range(plan.num_batches):
+        c = cost[plan.batch(i)]
+        total = c.sum() if mode == "sum" else len(c) * c.max()
+        assert total <= cap or (len(c) == 1 and c[0] > cap)
+    linear = plan_epoch(cols, cfg.replace(quadratic_tokens=None), 0, 2)
+    assert plan.num_batches > linear.num_batches
+    assert plan.stats.cuts_planned == linear.stats.cuts_planned == 600
+
+
+def test_quadratic_tokens_exact_costs() -> None:
+    """Tokens 10, 10, 20, 30 with q = 10 cost 20, 20, 60, 120: under a summed cap of 60 the
+    first two share a batch, 60 fits alone exactly, 120 is oversize."""
+    cols = {"duration": np.ones(4), "num_tokens": np.array([10, 10, 20, 30])}
+    cfg = SamplerConfig(max_tokens=60, quadratic_tokens=10.0, limit_mode="sum",
+                        strategy="sequential")  # fmt: skip
+    plan = plan_epoch(cols, cfg, 0, 1)
+    assert [plan.batch(i).tolist() for i in range(plan.num_batches)] == [[0, 1], [2], [3]]
+    assert plan.stats.oversize == 1
+    padded = plan_epoch(cols, cfg.replace(limit_mode="padded", max_tokens=40), 0, 1)
+    assert [padded.batch(i).tolist() for i in range(padded.num_batches)] == [[0, 1], [2], [3]]
+    assert padded.stats.oversize == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_quadratic_tokens_equal_the_reference(seed: int) -> None:
+    """The plan with quadratic token costs equals the pure-Python twin's, bit for bit."""
+    gen = np.random.default_rng(seed)
+    cols = columns(n=int(gen.integers(50, 400)), seed=seed)
+    cols["num_tokens"] = cols["bpe"]
+    strategy = ["bucketed", "random", "sequential"][seed % 3]
+    cfg = SamplerConfig(
+        strategy=strategy,
+        max_tokens=int(gen.choice([60, 400, 3000])),
+        quadratic_tokens=float(gen.choice([3.0, 50.0, 1000.0])),
+        audio_tokens_per_second=[None, 12.5][seed % 2],
+        max_duration=[None, 120.0][seed // 3],
+        limit_mode=["padded", "sum"][(seed // 2) % 2],
+        oversize=["single", "exclude"][seed % 2],
+        num_buckets=3 if strategy == "bucketed" else 10,
+        seed=seed,
+    )
+    plan = plan_epoch(cols, cfg, seed, 2)
+    expect = ref.reference_plan(cols, cfg, seed, 2)
+    for name in ("batch_offsets", "rows", "bucket", "cost", "duration", "padding_batches"):
+        assert getattr(plan, name).tolist() == getattr(expect, name).tolist(), name
+    assert plan.stats.oversize == expect.stats["oversize"]
