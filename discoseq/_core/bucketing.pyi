@@ -39,3 +39,14 @@ def estimate_token_edges(
     num_token_buckets: int,
     max_token: int,
 ) -> npt.NDArray[np.float64]: ...
+def group_by_bucket_2d(
+    rows: npt.NDArray[np.int64] | None,
+    kind: int,
+    duration: npt.NDArray[np.float64],
+    num_frames: npt.NDArray[np.int64],
+    num_features: npt.NDArray[np.int64],
+    num_tokens: npt.NDArray[np.int64],
+    edges: npt.NDArray[np.float64],
+    num_token_buckets: int,
+    max_token: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...

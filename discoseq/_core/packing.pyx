@@ -15,7 +15,6 @@ counted. Rows are compacted in place (excluded rows removed).
 
 import numpy as np
 
-from libc.math cimport ceil
 from libc.stdint cimport int32_t, int64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
@@ -107,11 +106,16 @@ cdef void _dur_tokens(DurTok* out, const double* dur, const int64_t* tokens, int
                       double rate) noexcept nogil:
     """One sequential pass: each row's duration and token count, its text tokens (0 without
     text) plus ``ceil(duration x rate - 1e-9)`` audio tokens when ``rate > 0``."""
-    cdef int64_t r, t
+    cdef int64_t r, t, a
+    cdef double x
     for r in range(n):
         t = tokens[r] if tokens[r] > 0 else 0
         if rate > 0.0:
-            t += <int64_t>ceil(dur[r] * rate - 1e-9)
+            # ceil(x) for x > -1 (durations are positive), without a call into libm: the
+            # truncation, one more when it lies below x
+            x = dur[r] * rate - 1e-9
+            a = <int64_t>x
+            t += a + (1 if <double>a < x else 0)
         out[r].d = dur[r]
         out[r].t = t
 

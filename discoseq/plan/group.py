@@ -154,6 +154,15 @@ def _group_by_bucket(
     """The selected rows grouped by flat bucket (stable), with the edges that made them."""
     col = selection.column
     edges = estimate_edges(selection, config)
+    max_token = _token_histogram_bound(selection, config)
+    if max_token is not None and config.total_buckets <= 256:
+        # estimated token edges, and grouping: one call, each row's first bucket found once
+        rows, offsets, token_edges = bucketing.group_by_bucket_2d(
+            selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
+            col("num_frames"), col("num_features"), col("num_tokens"), edges,
+            config.token_buckets, max_token,
+        )  # fmt: skip
+        return rows, offsets, edges, token_edges
     token_edges = estimate_token_edges(selection, config, edges)
     rows, offsets = bucketing.group_by_bucket(
         selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
@@ -192,6 +201,18 @@ def estimate_edges(selection: Selection, config: SamplerConfig) -> np.ndarray:
     )  # fmt: skip
 
 
+def _token_histogram_bound(selection: Selection, config: SamplerConfig) -> int | None:
+    """The largest token value, when token edges are to be estimated (2D, no given edges) and
+    a histogram of token values per bucket fits ``MAX_TOKEN_HISTOGRAM``; else None."""
+    if config.token_buckets <= 1 or config.token_bucket_edges is not None:
+        return None
+    tokens = selection.column("num_tokens")
+    max_token = int(tokens.max()) if tokens.shape[0] else 0
+    if config.duration_buckets * (max_token + 1) > bucketing.MAX_TOKEN_HISTOGRAM:
+        return None
+    return max_token
+
+
 def estimate_token_edges(
     selection: Selection, config: SamplerConfig, edges: np.ndarray
 ) -> np.ndarray:
@@ -205,8 +226,8 @@ def estimate_token_edges(
     col = selection.column
     empty = np.empty(0, dtype=np.int64)
     tokens = col("num_tokens")
-    max_token = int(tokens.max()) if tokens.shape[0] else 0
-    if B * (max_token + 1) <= bucketing.MAX_TOKEN_HISTOGRAM:
+    max_token = _token_histogram_bound(selection, config)
+    if max_token is not None:
         # one pass: a histogram of tokens per bucket (the same edges as estimating each
         # bucket's tokens on their own, see the kernel)
         return bucketing.estimate_token_edges(

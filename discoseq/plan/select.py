@@ -155,7 +155,9 @@ def _prepare_columns(
     if "num_tokens" in needed and config.token_column not in columns:
         raise ValueError(
             f"token_column={config.token_column!r} is not a column of the index (columns: "
-            f"{sorted(columns)}); this configuration reads text tokens from it"
+            f"{sorted(columns)}); this configuration reads text tokens from it: add it with "
+            f"`discoseq-index add-column INDEX --name {config.token_column} --tokenizer SPEC` "
+            "(to every index of a mixture or of shards)"
         )
     missing = sorted(set(source.values()) - set(columns))
     if missing:
@@ -233,7 +235,10 @@ def _check_present(
         if n != "duration" and (n != "num_tokens" or config.token_buckets > 1)
     ]
     for name in names:
-        neg = cols[name] < 0
+        col = cols[name]
+        if col.shape[0] == 0 or col.min() >= 0:  # nothing missing: one reduction, no mask
+            continue
+        neg = col < 0
         bad = int(np.count_nonzero(neg if keep is None else neg & keep))
         if bad:
             column = config.token_column if name == "num_tokens" else name

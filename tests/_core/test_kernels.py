@@ -469,6 +469,64 @@ def test_token_edges_in_one_pass_equal_per_bucket_estimates(n, nb, nt, seed, top
         assert got[k].tolist() == expect.tolist(), k
 
 
+@given(
+    n=st.integers(1, 400),
+    nb=st.integers(1, 8),
+    nt=st.integers(2, 5),
+    seed=st.integers(0, 2**32 - 1),
+    top=st.sampled_from([0, 3, 50, 2000]),
+    use_rows=st.booleans(),
+    kind=st.sampled_from(["duration", "num_frames", "num_features"]),
+)
+def test_group_by_bucket_2d_equals_the_two_kernels(n, nb, nt, seed, top, use_rows, kind):
+    """One call = estimate_token_edges then group_by_bucket with those edges (and the
+    reference's bucket ids); many segments exercise the staged scatter."""
+    gen = np.random.default_rng(seed)
+    dur = readonly(np.round(gen.uniform(0.5, 30.0, n), 2))
+    frames = readonly(np.ceil(dur * 100).astype(np.int64))
+    feats = readonly(gen.integers(1, 4, n).astype(np.int64))
+    tokens = readonly(gen.integers(0, top + 1, n).astype(np.int64))
+    k = bucketing.KEY_KINDS[kind]
+    keys = {"duration": dur, "num_frames": frames, "num_features": frames * feats}[kind]
+    edges = np.sort(gen.choice(keys, nb - 1)).astype(np.float64)
+    rows = np.flatnonzero(gen.random(n) < 0.7).astype(np.int64) if use_rows else None
+    top_token = int(tokens.max())
+    cols = (dur, frames, feats, tokens)
+    grouped, off, tedges = bucketing.group_by_bucket_2d(rows, k, *cols, edges, nt, top_token)
+    expect_te = bucketing.estimate_token_edges(rows, k, *cols, edges, nt, top_token)
+    expect_g, expect_off = bucketing.group_by_bucket(
+        rows, k, *cols, edges, expect_te.reshape(-1), nt
+    )
+    assert tedges.tolist() == expect_te.tolist()
+    assert grouped.tolist() == expect_g.tolist() and off.tolist() == expect_off.tolist()
+    sel = np.arange(n) if rows is None else rows
+    ids = ref.bucket_ids(keys[sel].astype(np.float64), tokens[sel], edges, tedges, nt)
+    order = np.concatenate([sel[ids == s] for s in range(nb * nt)])
+    assert grouped.tolist() == order.tolist()
+
+
+def test_group_by_bucket_2d_refuses() -> None:
+    dur = np.array([1.0, 2.0, 3.0])
+    tokens = np.array([5, 1, 7], dtype=np.int64)
+    kind = bucketing.KEY_KINDS["duration"]
+    with pytest.raises(ValueError, match="exceed 256"):
+        bucketing.group_by_bucket_2d(
+            None, kind, dur, EMPTY_I, EMPTY_I, tokens, np.arange(1.0, 65.0), 4, 7
+        )
+    with pytest.raises(ValueError, match=r"outside \[0, 6\]"):
+        bucketing.group_by_bucket_2d(
+            None, kind, dur, EMPTY_I, EMPTY_I, tokens, np.array([2.5]), 2, 6
+        )
+    with pytest.raises(ValueError, match="histogram cells"):
+        bucketing.group_by_bucket_2d(
+            None, kind, dur, EMPTY_I, EMPTY_I, tokens, np.array([2.5]), 2, 2**40
+        )
+    with pytest.raises(ValueError, match="not a row"):
+        bucketing.group_by_bucket_2d(
+            np.array([5]), kind, dur, EMPTY_I, EMPTY_I, tokens, np.array([2.5]), 2, 7
+        )
+
+
 def test_token_edges_refuse_bad_bounds() -> None:
     dur = np.array([1.0, 2.0, 3.0])
     tokens = np.array([5, -1, 7], dtype=np.int64)
