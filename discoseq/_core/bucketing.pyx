@@ -244,22 +244,36 @@ cdef enum:
     WC = 16  # rows staged per bucket before they are written out together (2 cache lines)
 
 
-cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, int64_t* out,
-                   int64_t* cursor, int64_t nseg) noexcept nogil:
-    """Row ``i`` to ``out[cursor[ids[i]]++]``, in order. Rows are staged per bucket and written
-    ``WC`` at a time: writing each row straight to one of many buckets (90 for 30 x 3 2D
-    buckets) touches a different page per row and thrashes the TLB (measured 1.8x slower)."""
+cdef inline int64_t _sub_bucket(const uint8_t* ids, int64_t i, const int64_t* rows,
+                               const Columns* c, const double* tedges,
+                               int64_t nt) noexcept nogil:
+    """The flat bucket of row ``i``: ``ids[i]``, or with ``tedges`` (2D) the first-dimension
+    bucket ``ids[i]`` refined by the row's token sub-bucket."""
+    cdef int64_t b = ids[i]
+    if tedges == NULL:
+        return b
+    return b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1,
+                                 <double>c.num_tokens[_row(rows, i)])
+
+
+cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Columns* c,
+                   const double* tedges, int64_t nt, int64_t* out, int64_t* cursor,
+                   int64_t nseg) noexcept nogil:
+    """Row ``i`` to ``out[cursor[s]++]``, in order, ``s`` its flat bucket (see
+    :func:`_sub_bucket`). Rows are staged per bucket and written ``WC`` at a time: writing
+    each row straight to one of many buckets (90 for 30 x 3 2D buckets) touches a different
+    page per row and thrashes the TLB (measured 1.8x slower)."""
     cdef int64_t i, s, k
     cdef int64_t* stage = <int64_t*>malloc(nseg * WC * sizeof(int64_t))
     cdef int64_t* fill = <int64_t*>calloc(nseg, sizeof(int64_t))
     if stage == NULL or fill == NULL:  # no room to stage: write row by row
         for i in range(n):
-            s = ids[i]
+            s = _sub_bucket(ids, i, rows, c, tedges, nt)
             out[cursor[s]] = _row(rows, i)
             cursor[s] += 1
     else:
         for i in range(n):
-            s = ids[i]
+            s = _sub_bucket(ids, i, rows, c, tedges, nt)
             k = fill[s]
             stage[s * WC + k] = _row(rows, i)
             k += 1
@@ -300,7 +314,7 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
         offsets[s + 1] += offsets[s]
     # offsets[s] now doubles as the write cursor of bucket s; restored below.
     if ids != NULL:
-        _scatter(rows, n, ids, out, offsets, nseg)
+        _scatter(rows, n, ids, c, NULL, 1, out, offsets, nseg)
         free(ids)
     else:
         for i in range(n):
@@ -458,40 +472,42 @@ cdef int _token_edges(const int64_t* rows, int64_t n, const Columns* c, int kind
     ``nt * W(<= v) >= k * W`` (``W``: the token sum; the rule of ``_estimate`` on integer keys,
     so the result equals estimating each bucket's tokens on their own). ``out`` is the
     ``(ne + 1, nt - 1)`` grid, zero for an empty bucket. Tokens must lie in ``[0, maxv]``."""
-    return _token_edges_ids(rows, n, c, kind, edges, ne, nt, maxv, out, NULL)
-
-
-cdef int _token_edges_ids(const int64_t* rows, int64_t n, const Columns* c, int kind,
-                          const double* edges, int64_t ne, int64_t nt, int64_t maxv,
-                          double* out, uint8_t* ids) noexcept nogil:
-    """:func:`_token_edges`; with ``ids`` (``ne + 1 <= 256``) it also keeps each row's
-    first-dimension bucket in ``ids[i]``, for the grouping that follows."""
     cdef int64_t nb = ne + 1, width = maxv + 1
-    cdef int64_t i, b, v, row
-    cdef BucketTable t
-    if _build_table(&t, edges, ne) < 0:
-        return DS_ERR_NOMEM
     cdef int64_t* hist = <int64_t*>calloc(nb * width, sizeof(int64_t))
     cdef int64_t* sums = <int64_t*>calloc(nb, sizeof(int64_t))
-    cdef int rc = DS_OK
-    if hist == NULL or sums == NULL:
-        rc = DS_ERR_NOMEM
-    else:
-        for i in range(n):
-            row = _row(rows, i)
-            v = c.num_tokens[row]
-            if v < 0 or v > maxv:
-                rc = DS_ERR_BOUNDS
-                break
-            b = _bucket1(&t, edges, ne, key_of(c, kind, row))
-            if ids != NULL:
-                ids[i] = <uint8_t>b
-            hist[b * width + v] += 1
-            sums[b] += v
+    cdef int rc = DS_ERR_NOMEM
+    if hist != NULL and sums != NULL:
+        rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, sums, NULL)
     if rc == DS_OK:
         rc = _edges_of_histogram(hist, sums, nb, width, nt, out)
     free(hist)
     free(sums)
+    return rc
+
+
+cdef int _token_histogram(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                          const double* edges, int64_t ne, int64_t maxv, int64_t* hist,
+                          int64_t* sums, uint8_t* ids) noexcept nogil:
+    """Count the token values of each first-dimension bucket into ``hist`` (``ne + 1`` rows of
+    ``maxv + 1`` zeros) and their sums into ``sums``; with ``ids`` (``ne + 1 <= 256``) also keep
+    each row's bucket in ``ids[i]``, for the grouping that follows."""
+    cdef int64_t width = maxv + 1
+    cdef int64_t i, b, v, row
+    cdef BucketTable t
+    if _build_table(&t, edges, ne) < 0:
+        return DS_ERR_NOMEM
+    cdef int rc = DS_OK
+    for i in range(n):
+        row = _row(rows, i)
+        v = c.num_tokens[row]
+        if v < 0 or v > maxv:
+            rc = DS_ERR_BOUNDS
+            break
+        b = _bucket1(&t, edges, ne, key_of(c, kind, row))
+        if ids != NULL:
+            ids[i] = <uint8_t>b
+        hist[b * width + v] += 1
+        sums[b] += v
     free(t.table)
     return rc
 
@@ -523,35 +539,41 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
                    const double* edges, int64_t ne, int64_t nt, int64_t maxv, double* tedges,
                    int64_t* out, int64_t* offsets) noexcept nogil:
     """Token edges (as :func:`_token_edges`) and the stable grouping by flat bucket (as
-    :func:`_group`) in three passes instead of five: the first-dimension bucket of each row is
-    found once, kept in a byte, and refined by its token sub-bucket. Needs
-    ``(ne + 1) * nt <= 256``."""
-    cdef int64_t i, s, b, nseg = (ne + 1) * nt
+    :func:`_group`) in two passes over the rows instead of five: the first finds each row's
+    first-dimension bucket once (kept in a byte) and the token histogram; the histogram gives
+    the edges and every flat bucket's size; the second refines each row's bucket by its token
+    sub-bucket and writes the row out. Needs ``(ne + 1) * nt <= 256``."""
+    cdef int64_t nb = ne + 1, width = maxv + 1
+    cdef int64_t s, b, v, nseg = nb * nt
     cdef uint8_t* ids = <uint8_t*>malloc(n if n > 0 else 1)
-    if ids == NULL:
-        return DS_ERR_NOMEM
-    cdef int rc = _token_edges_ids(rows, n, c, kind, edges, ne, nt, maxv, tedges, ids)
-    if rc != DS_OK:
-        free(ids)
-        return rc
-    for s in range(nseg + 1):
-        offsets[s] = 0
-    for i in range(n):
-        b = ids[i]
-        s = b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1,
-                                  <double>c.num_tokens[_row(rows, i)])
-        ids[i] = <uint8_t>s
-        offsets[s + 1] += 1
-    for s in range(nseg):
-        offsets[s + 1] += offsets[s]
-    _scatter(rows, n, ids, out, offsets, nseg)  # offsets[s]: the cursor of bucket s
-    s = nseg
-    while s > 0:
-        offsets[s] = offsets[s - 1]
-        s -= 1
-    offsets[0] = 0
+    cdef int64_t* hist = <int64_t*>calloc(nb * width, sizeof(int64_t))
+    cdef int64_t* sums = <int64_t*>calloc(nb, sizeof(int64_t))
+    cdef int rc = DS_ERR_NOMEM
+    if ids != NULL and hist != NULL and sums != NULL:
+        rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, sums, ids)
+    if rc == DS_OK:
+        rc = _edges_of_histogram(hist, sums, nb, width, nt, tedges)
+    if rc == DS_OK:
+        for s in range(nseg + 1):
+            offsets[s] = 0
+        for b in range(nb):  # sub-bucket sizes: token value v lies in sub-bucket #edges < v
+            for v in range(width):
+                if hist[b * width + v]:
+                    s = b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1, <double>v)
+                    offsets[s + 1] += hist[b * width + v]
+        for s in range(nseg):
+            offsets[s + 1] += offsets[s]
+        # offsets[s] is now the write cursor of bucket s; restored below
+        _scatter(rows, n, ids, c, tedges, nt, out, offsets, nseg)
+        s = nseg
+        while s > 0:
+            offsets[s] = offsets[s - 1]
+            s -= 1
+        offsets[0] = 0
     free(ids)
-    return DS_OK
+    free(hist)
+    free(sums)
+    return rc
 
 
 ctypedef int (*token_edges_fn)(const int64_t*, int64_t, const Columns*, int, const double*,
