@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from discoseq.config import SamplerConfig
 from discoseq.index.multi import AnyIndex
+from discoseq.packs import batch_packs, packs_of
 from discoseq.resolve import read_ahead_windows, window_rows
 from discoseq.sampler import DiscoSeqSampler, EpochView
 
@@ -54,17 +54,21 @@ class ResolvingDataset(Dataset):
         state["_window"] = None
         return state
 
-    def __getitem__(self, item: tuple[np.ndarray, np.ndarray | None]) -> Any:
+    def __getitem__(self, item: tuple[Any, ...]) -> Any:
         """``item`` is ``(rows, ahead)``: the batch's rows, and, at the start of a read-ahead
         window, the rows of this worker's next batches (see ``buffer_size``), read together
-        in file order and kept until the next window."""
-        rows, ahead = item
+        in file order and kept until the next window; a plan with packs adds the batch's
+        packs (:func:`~discoseq.packs.batch_packs`) as a third element."""
+        rows, ahead = item[0], item[1]
+        packs = item[2] if len(item) > 2 else None
         if ahead is not None:
             self._window = self.index.records_in_file_order(ahead)
         window = getattr(self, "_window", None)
         if window is None or any(r not in window for r in rows.tolist()):
             window = self.index.records_in_file_order(rows)  # not in the window: read directly
         cuts = self.index.resolve(rows, window)
+        if packs is not None:
+            cuts = packs_of(cuts, *packs)
         return cuts if self.dataset is None else self.dataset[cuts]
 
     def _main(self) -> DiscoSeqSampler:
@@ -81,8 +85,8 @@ class ResolvingDataset(Dataset):
 
 
 class _RowSampler(Sampler):
-    """Yields ``(rows, ahead)`` per batch of the view the loader began; never moves the
-    position (the loader counts). ``ahead`` opens a read-ahead window
+    """Yields ``(rows, ahead)`` per batch of the view the loader began (``(rows, ahead, packs)``
+    with packing); never moves the position (the loader counts). ``ahead`` opens a read-ahead window
     (:func:`~discoseq.resolve.read_ahead_windows` over the batches the same worker resolves).
     PyTorch hands map-style items to workers round-robin, so batch ``j`` goes to worker
     ``j % K``; if it ever did not, a worker reads a batch outside its window directly: the
@@ -93,7 +97,7 @@ class _RowSampler(Sampler):
         self.workers = max(1, num_workers)
         self.view: EpochView | None = None
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
         view, self.view = self.view, None
         if view is None:
             raise RuntimeError("iterate the DiscoSeqDataLoader, not its row sampler")
@@ -108,11 +112,13 @@ class _RowSampler(Sampler):
             w = j % k_workers
             if size == 0 or left[w] > 0:
                 left[w] -= 1
-                yield plan.batch(i), None
-                continue
-            window = next(windows[w])
-            left[w] = len(window) - 1
-            yield plan.batch(i), window_rows(plan, window)
+                item: tuple[Any, ...] = (plan.batch(i), None)
+            else:
+                window = next(windows[w])
+                left[w] = len(window) - 1
+                item = (plan.batch(i), window_rows(plan, window))
+            packs = batch_packs(plan, i)
+            yield item if packs is None else (*item, packs)
 
     def __len__(self) -> int:
         return len(self.sampler)

@@ -18,7 +18,15 @@ import numpy as np
 
 from discoseq.plan import EpochPlan
 
-__all__ = ["PACK_MEMBERS", "build_pack", "cu_seqlens", "pack_batch", "pack_members"]
+__all__ = [
+    "PACK_MEMBERS",
+    "batch_packs",
+    "build_pack",
+    "cu_seqlens",
+    "pack_batch",
+    "pack_members",
+    "packs_of",
+]
 
 PACK_MEMBERS = "pack_members"
 """The custom field of a pack that lists its members."""
@@ -49,24 +57,34 @@ def build_pack(cuts: Sequence[Any], pack_id: str) -> Any:
     return pack
 
 
-def pack_batch(plan: EpochPlan, i: int, cuts: Iterable[Any]) -> Any:
-    """The ``CutSet`` of packs of global batch ``i`` of ``plan``, from the batch's cuts in
-    plan order (``cuts``, as resolved); ``cuts`` unchanged for a plan without packs."""
+def batch_packs(plan: EpochPlan, i: int) -> tuple[np.ndarray, list[str]] | None:
+    """The packs of global batch ``i`` of ``plan``: their bounds in the batch (see
+    :meth:`~discoseq.plan.EpochPlan.pack_bounds`) and their ids; None without packing."""
     if plan.pack_offsets is None:
-        return cuts
+        return None
+    bounds = plan.pack_bounds(i)
+    first = int(np.searchsorted(plan.pack_offsets, plan.batch_offsets[int(i) % plan.num_batches]))
+    return bounds, [f"pack-{plan.epoch}-{first + k}" for k in range(bounds.shape[0] - 1)]
+
+
+def packs_of(cuts: Iterable[Any], bounds: np.ndarray, ids: Sequence[str]) -> Any:
+    """The ``CutSet`` of packs ``ids`` made of ``cuts`` (in plan order) cut at ``bounds``."""
     from lhotse import CutSet
 
     members = list(cuts)
-    bounds = plan.pack_bounds(i)
-    if bounds[-1] != len(members):
-        raise ValueError(f"batch {i}: {len(members)} cuts, the plan's packs hold {bounds[-1]}")
-    first = int(np.searchsorted(plan.pack_offsets, plan.batch_offsets[int(i) % plan.num_batches]))
-    return CutSet(
-        [
-            build_pack(members[bounds[k] : bounds[k + 1]], f"pack-{plan.epoch}-{first + k}")
-            for k in range(bounds.shape[0] - 1)
-        ]
-    )
+    if int(bounds[-1]) != len(members) or len(ids) != bounds.shape[0] - 1:
+        raise ValueError(
+            f"{len(members)} cuts and {len(ids)} pack ids do not match the pack bounds "
+            f"{bounds.tolist()}"
+        )
+    return CutSet([build_pack(members[bounds[k] : bounds[k + 1]], ids[k]) for k in range(len(ids))])
+
+
+def pack_batch(plan: EpochPlan, i: int, cuts: Iterable[Any]) -> Any:
+    """The ``CutSet`` of packs of global batch ``i`` of ``plan``, from the batch's cuts in
+    plan order (``cuts``, as resolved); ``cuts`` unchanged for a plan without packs."""
+    packs = batch_packs(plan, i)
+    return cuts if packs is None else packs_of(cuts, *packs)
 
 
 def pack_members(pack: Any) -> list[dict[str, Any]]:

@@ -405,3 +405,14 @@ def test_mixture_quotas_hold_with_packing(tmp_path: Path) -> None:
     assert sum(delivered.values()) == 350 + sum(
         len(plan.batch(int(b))) for b in plan.padding_batches
     )
+
+
+def test_create_dataloader_with_workers_delivers_packs(index: CutIndex) -> None:
+    from discoseq import create_dataloader
+
+    cfg = CFG.replace(num_workers=2, buffer_size=20)
+    loader = create_dataloader(index, cfg)
+    got = [[pack_members(p) for p in batch] for batch in loader]
+    sampler = DiscoSeqSampler(index, CFG)
+    want = [[pack_members(p) for p in batch] for batch in sampler]
+    assert got == want and len(got) == len(sampler)
