@@ -463,16 +463,27 @@ def reference_select(
         us = {r: int(np.rint(duration[r] * 1_000_000)) for r in rows}
         streams[name] = (rows, us)
 
-    def cycle(name: str, c: int) -> list[int]:
-        rows, _ = streams[name]
+    def plain(name: str, c: int) -> list[int]:
+        """Cycle ``c`` by key: each cut's key is output ``i`` of the SplitMix64 stream of the
+        cycle's key (``i``: its offset in the source), ties by ``i``; unshuffled: index order."""
+        rows = streams[name][0]
         if not shuffle_streams:
             return list(rows)
+        base = int(offsets[names.index(name)])
         key = derive_key(seed, c, PURPOSE_SOURCE | zlib.crc32(name.encode()))
-        return [rows[i] for i in shuffle(list(range(len(rows))), key)]
+        u = {r: mix64(key + (r - base + 1) * GOLDEN) for r in rows}
+        return sorted(rows, key=lambda r: (u[r], r))
 
-    def at(name: str, p: int) -> int:
-        n = len(streams[name][0])
-        return cycle(name, p // n)[p % n]
+    def nearest(us: list[int], r: int) -> int:
+        """The boundary (count of leading cuts) whose microseconds are nearest ``r`` (ties:
+        the earlier), scanning."""
+        p, acc = 0, 0
+        while p < len(us):
+            nxt = acc + us[p]
+            if nxt >= r:
+                return p if r - acc <= nxt - r else p + 1
+            acc, p = nxt, p + 1
+        return p
 
     def quotas() -> dict[str, tuple[str, int]]:
         out: dict[str, tuple[str, int]] = {}
@@ -508,29 +519,62 @@ def reference_select(
             out[n] = (unit, a)
         return out
 
-    def boundary(name: str, t: int) -> int:
-        """The position whose cumulative microseconds are nearest ``t`` (ties: earlier)."""
-        _rows, us = streams[name]
-        p, acc = 0, 0
-        while True:
-            nxt = acc + us[at(name, p)]
-            if nxt >= t:
-                return p if t - acc <= nxt - t else p + 1
-            acc, p = nxt, p + 1
-
     q = quotas()
     result = {}
     for name in names:
         unit, amount = q[name]
-        start = epoch * amount  # no schedule: every epoch asks the same
-        if unit == "cuts":
-            a, b = start, start + amount
-        else:
-            a, b = (boundary(name, start), boundary(name, start + amount)) if amount else (0, 0)
+        rows, us = streams[name]
+        n = len(rows)
+        span = n if unit == "cuts" else sum(us.values())
+        cycles: list[list[int]] = []
+        ends: list[int] = []  # per cycle: the axis end of the epoch crossing into it (or -1)
+
+        heads: list[int] = []
+        a = 0  # every epoch from 0 in turn: epoch e spans [e * amount, (e + 1) * amount)
+        taken: list[int] = []
+        for e in range(epoch + 1):
+            x0, x1 = e * amount, (e + 1) * amount
+            if amount == 0:
+                a = b = 0
+            else:
+                # enter every cycle the epoch reaches; the last one may be reordered
+                last = (x1 - 1) // span
+                for c in range(len(cycles), last + 1):
+                    order, h, end = plain(name, c), 0, -1
+                    cross = c >= 1 and x0 < c * span < x1 and x0 > (c - 1) * span
+                    t = c * n - a if cross else 0
+                    if cross and 0 < t < n:
+                        tail = set(cycles[c - 1][n - t :])
+                        rest = [row for row in order if row not in tail]
+                        r = x1 - c * span
+                        if unit == "cuts":
+                            fits, h = r <= len(rest), r
+                        else:
+                            rest_us = [us[row] for row in rest]
+                            fits = r <= sum(rest_us)
+                            h = nearest(rest_us, r) if fits else 0
+                        if fits:  # else the epoch asks more than the source: copies are due
+                            head = rest[:h]
+                            order = head + [row for row in order if row not in set(head)]
+                            end = x1  # the epoch's end is position h (0: the cycle's start)
+                    cycles.append(order)
+                    heads.append(h)
+                    ends.append(end)
+                cb, r = divmod(x1, span)
+                if r == 0:
+                    b = cb * n
+                elif unit == "cuts":
+                    b = x1
+                elif x1 == ends[cb]:
+                    b = cb * n + heads[cb]
+                else:
+                    b = cb * n + nearest([us[row] for row in cycles[cb]], r)
+            if e == epoch:
+                taken = [cycles[p // n][p % n] for p in range(a, b)]
+            a = b
         seen: dict[int, int] = {}
         pairs = []
-        for p in range(a, b):
-            r = at(name, p)
+        for r in taken:
             pairs.append((r, seen.get(r, 0)))
             seen[r] = seen.get(r, 0) + 1
         result[name] = pairs

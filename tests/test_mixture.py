@@ -328,7 +328,7 @@ def test_analysis_reports_sources(sources) -> None:
         st.sampled_from(["weight", "derived", "repeat", "choose"]), min_size=3, max_size=3
     ),
     budget=st.sampled_from(["natural", "cuts", "hours"]),
-    epoch=st.integers(0, 5),
+    epoch=st.integers(0, 14),
     seed=st.integers(0, 2**64 - 1),
     shuffle=st.booleans(),
     use_filter=st.booleans(),
@@ -529,3 +529,83 @@ def test_elastic_resume_delivers_each_position_once(sources, extra: dict, restor
     if not cfg.drop_last:
         assert total == selected
     assert full.num_batches > 0
+
+
+def _selections(sizes: list[int], epochs: int, seed: int = 5, **kw: Any):
+    """Per epoch, the rows select_epoch takes of every source (durations 0.5..20 s)."""
+    from discoseq.plan.quota import select_epoch
+
+    names = tuple(f"s{i}" for i in range(len(sizes)))
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    duration = np.round(np.random.default_rng(seed).uniform(0.5, 20.0, int(offsets[-1])), 3)
+    cfg = SamplerConfig(max_cuts=4, seed=seed, **kw)
+    lay = SourceLayout(names, offsets)
+    for e in range(epochs):
+        rows, blocks, stats = select_epoch(duration, None, lay, cfg, e)
+        yield e, offsets, rows, blocks, stats
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mixture": {"s0": {"choose": 61}, "s1": {"repeat": 0.9}, "s2": {"choose": 50}}},
+        {"mixture": {"s0": {"repeat": 0.55}, "s1": {"choose": 99}, "s2": {"repeat": 1.0}}},
+        {"mixture": {"s0": {"weight": 3}, "s1": {"weight": 2}, "s2": {"weight": 1}},
+         "epoch_hours": 0.3},
+        {"mixture": {"s0": {"weight": 1}, "s1": {"weight": 1}, "s2": {"weight": 1}},
+         "mixture_schedule": [[0, {"s0": 1, "s1": 3, "s2": 1}], [9, {"s0": 3, "s1": 1, "s2": 2}]],
+         "epoch_hours": 0.35},
+        {"mixture": {"s0": {"weight": 1}, "s1": {"weight": 1}, "s2": {"weight": 1}},
+         "mixture_schedule": [[2, {"s0": 1, "s1": 4, "s2": 1}], [11, {"s0": 2, "s1": 1, "s2": 1}]],
+         "epoch_cuts": 130},
+    ],
+)  # fmt: skip
+def test_no_cut_twice_in_an_epoch_whose_quota_fits(kw: dict) -> None:
+    """A quota of at most the source's size never takes a cut twice in one epoch, also when
+    the epoch crosses from one permutation into the next (every quota here <= size, most
+    epochs cross); after every epoch each cut has been taken floor or ceil of its fair count."""
+    sizes = [70, 110, 57]
+    counts = [np.zeros(n, dtype=np.int64) for n in sizes]
+    taken = [0, 0, 0]
+    crossing = 0
+    for e, offsets, rows, blocks, stats in _selections(sizes, 40, **kw):
+        assert blocks.num_rounds == 1, e
+        for s, st_ in enumerate(stats):
+            assert st_.selected <= sizes[s] and st_.repeats == 0, (e, st_)
+            mine = rows[(rows >= offsets[s]) & (rows < offsets[s + 1])] - offsets[s]
+            assert len(np.unique(mine)) == mine.shape[0] == st_.selected, (e, s)
+            crossing += (taken[s] // sizes[s]) != ((taken[s] + st_.selected - 1) // sizes[s])
+            taken[s] += st_.selected
+            np.add.at(counts[s], mine, 1)
+            fair = taken[s] / sizes[s]
+            assert counts[s].min() >= np.floor(fair) and counts[s].max() <= np.ceil(fair), (e, s)
+    assert crossing >= 20  # the epochs do cross cycle boundaries
+
+
+def test_far_epochs_match_a_walk_from_epoch_zero() -> None:
+    """An epoch's selection is a pure function of the epoch: planning epoch 23 alone (a chain of
+    epochs each crossing into the next cycle, reordered heads) gives what the walk gives."""
+    from discoseq.plan.quota import select_epoch
+
+    kw = {"mixture": {"s0": {"repeat": 0.85}, "s1": {"weight": 1}}, "epoch_hours": 0.6}
+    walk = {e: rows.copy() for e, _, rows, _, _ in _selections([90, 40], 24, **kw)}
+    offsets = np.array([0, 90, 130])
+    duration = np.round(np.random.default_rng(5).uniform(0.5, 20.0, 130), 3)
+    lay = SourceLayout(("s0", "s1"), offsets)
+    for e in (23, 17, 4):
+        rows, _, _ = select_epoch(duration, None, lay, SamplerConfig(max_cuts=4, seed=5, **kw), e)
+        assert np.array_equal(rows, walk[e]), e
+
+
+def test_upsampled_sources_still_cycle_and_never_share_a_batch(sources) -> None:
+    """Above the source's size copies are due (reported as repeats), floor/ceil still holds."""
+    counts = collections.Counter()
+    for e in range(5):
+        p = plan(sources, e, world=1, mixture={"a": {"choose": 100}, "b": {"repeat": 1.5},
+                                                 "c": {"repeat": 2.3}})  # fmt: skip
+        s = by_source(p)
+        assert s["b"].repeats == 90 - 60 and s["c"].repeats == round(2.3 * 25) - 25
+        counts.update(p.rows.tolist())
+        for i in range(p.num_batches):
+            rows = p.batch(i)
+            assert len(set(rows.tolist())) == rows.shape[0]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from discoseq._core import quota as quota_core
 from discoseq._core import rng
 from discoseq.config import SamplerConfig
 from discoseq.index.multi import MultiIndex
@@ -36,6 +37,7 @@ __all__ = ["SourceLayout", "SourceStats", "select_epoch"]
 PURPOSE_SOURCE = 4 << 32
 US_PER_SECOND = 1_000_000
 US_PER_HOUR = 3600 * US_PER_SECOND
+U64_MAX = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class _Quotas:
         self.sizes = sizes
         self.us = us
         self.schedule = config.schedule
+        self._starts: dict[int, dict[str, int]] = {}
 
     def _hours_of(self, entry: MixtureEntry) -> float:
         return sum(self.us[leaf.name] for leaf in entry.leaves() if not leaf.fixed) / US_PER_HOUR
@@ -241,90 +244,320 @@ class _Quotas:
                 starts[name] += (epoch - last - 1) * q.amount
         return starts
 
-
-class _Stream:
-    """The endless stream of one source's (filtered) rows: cycle ``c`` is a keyed permutation."""
-
-    def __init__(self, rows: np.ndarray, dur_us: np.ndarray, seed: int, name: str, shuffle: bool):
-        self.rows = rows
-        self.dur_us = dur_us  # of ``rows``, in microseconds (exact integer sums)
-        self.n = int(rows.shape[0])
-        self.total_us = int(dur_us.sum())
-        self.seed = seed
-        self.sid = _source_id(name)
-        self.shuffle = shuffle
-        self._cycles: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.contiguous = _contiguous(rows)
-
-    def cycle(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """Cycle ``c``: its rows in stream order, and their durations (microseconds)."""
-        got = self._cycles.get(c)
+    def start(self, name: str, epoch: int) -> int:
+        """Where ``epoch`` starts on ``name``'s stream axis (cuts or microseconds)."""
+        got = self._starts.get(epoch)
         if got is None:
-            if not self.shuffle:
-                got = (self.rows, self.dur_us)
-            else:
-                order = np.arange(self.n, dtype=np.int64)
-                rng.shuffle(order, rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid))
-                if self.contiguous:  # no filter removed a row: the row is an offset
-                    rows = order + int(self.rows[0]) if self.n else order
-                else:
-                    rows = self.rows[order]
-                got = (rows, self.dur_us[order])
-            self._cycles[c] = got
+            got = self._starts[epoch] = self.stream_starts(epoch)
+        return got[name]
+
+    def epoch_before(self, name: str, x: int) -> int:
+        """The last epoch that starts before axis point ``x > 0`` of ``name``'s stream (the
+        first epoch past every schedule point when no epoch reaches ``x``)."""
+        if self.schedule is None:
+            step = self.of_epoch(0)[name].amount
+            return (x - 1) // step if step else 0
+        lo, hi = 0, 1
+        while self.start(name, hi) < x:
+            if hi > U64_MAX // 2:
+                return hi
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:  # start(lo) < x <= start(hi)
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.start(name, mid) < x else (lo, mid)
+        return lo
+
+
+class _Keyed:
+    """A set of one source's cuts (``member``: one flag per cut, empty for all) in the order of
+    one cycle's keys (:mod:`discoseq._core.quota`); ranks and microsecond sums from a histogram
+    of the keys, exact within a bin by sorting its few members."""
+
+    def __init__(self, src: _Source, member: np.ndarray, key: int) -> None:
+        self.src, self.member, self.key = src, member, key
+        h = quota_core.histogram(src.dur, member, key, src.shuffled, src.shift)
+        self.counts, self.us = h
+        self.cum_counts = np.cumsum(self.counts)
+        self.cum_us = np.cumsum(self.us)
+        self.size = int(self.cum_counts[-1])
+        self.total_us = int(self.cum_us[-1])
+        self._bins: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _bin(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        got = self._bins.get(b)
+        if got is None:
+            src = self.src
+            got = quota_core.bin_members(src.dur, self.member, self.key, src.shuffled, src.shift,
+                                         b, int(self.counts[b]))  # fmt: skip
+            self._bins[b] = got
         return got
 
-    def take(self, start: int, stop: int) -> tuple[list[np.ndarray], int]:
-        """The rows at stream positions ``[start, stop)`` as one array per round (round ``r``:
-        the rows the run takes for the ``r + 1``-th time), and their total microseconds."""
-        n = self.n
-        parts: list[tuple[bool, np.ndarray]] = []
-        total = 0
-        for c in range(start // n, (stop - 1) // n + 1) if stop > start else range(0):
-            lo, hi = max(start - c * n, 0), min(stop - c * n, n)
-            if (lo, hi) == (0, n):  # a whole cycle: its order is the later stages' to choose
-                parts.append((True, self.rows))
-                total += self.total_us
-            else:
-                rows, dur = self.cycle(c)
-                parts.append((False, rows[lo:hi]))
-                total += int(dur[lo:hi].sum())
-        if len(parts) <= 1:  # one cycle holds each row once: one round
-            return [parts[0][1] if parts else np.empty(0, dtype=np.int64)], total
-        by_round: list[list[np.ndarray]] = []
-        seen = np.zeros(n, dtype=np.int32)  # how often the run took each row so far
-        base, contiguous = int(self.rows[0]), self.contiguous
-        for whole, rows in parts:
-            if whole:
-                r = seen.copy()
-                seen += 1
-            else:
-                idx = rows - base if contiguous else np.searchsorted(self.rows, rows)
-                r = seen[idx]
-                seen[idx] += 1  # a cycle holds each row once: no clash in the update
-            low, high = int(r.min()), int(r.max())
-            for k in range(low, high + 1):
-                while len(by_round) <= k:
-                    by_round.append([])
-                by_round[k].append(rows if low == high else rows[r == k])
-        return [np.concatenate(p) for p in by_round], total
+    def _locate(self, rank: int) -> tuple[int, int]:
+        """The bin of the cut at ``rank`` and its index in the sorted bin."""
+        b = int(np.searchsorted(self.cum_counts, rank, side="right"))
+        return b, rank - int(self.cum_counts[b] - self.counts[b])
 
-    def boundary(self, t_us: int) -> int:
-        """The stream position of the cut boundary nearest to ``t_us`` microseconds into the
-        stream (ties: the earlier boundary)."""
-        c, r = divmod(t_us, self.total_us)
+    def threshold(self, rank: int) -> tuple[int, int]:
+        """``(u, i)`` of the cut at ``rank``: the cuts below it are the first ``rank``."""
+        if rank <= 0:
+            return 0, 0
+        if rank >= self.size:
+            return U64_MAX, self.src.n_all
+        b, j = self._locate(rank)
+        ids, keys, _ = self._bin(b)
+        return int(keys[j]), int(ids[j])
+
+    def prefix_us(self, rank: int) -> int:
+        """Microseconds of the first ``rank`` cuts."""
+        if rank <= 0:
+            return 0
+        if rank >= self.size:
+            return self.total_us
+        b, j = self._locate(rank)
+        return int(self.cum_us[b] - self.us[b]) + int(self._bin(b)[2][:j].sum())
+
+    def nearest(self, r: int) -> int:
+        """The rank whose prefix microseconds are nearest ``r`` (ties: the lower rank)."""
+        if r <= 0:
+            return 0
+        if r >= self.total_us:
+            return self.size
+        b = int(np.searchsorted(self.cum_us, r, side="left"))
+        first = int(self.cum_counts[b] - self.counts[b])
+        cum = int(self.cum_us[b] - self.us[b]) + np.cumsum(self._bin(b)[2])
+        k = int(np.searchsorted(cum, r, side="left"))  # cum[k - 1] < r <= cum[k]
+        below = int(cum[k - 1]) if k else int(self.cum_us[b] - self.us[b])
+        return first + k if int(cum[k]) - r >= r - below else first + k + 1
+
+    def bounds(self, lo: int, hi: int) -> tuple[int, int, int, int]:
+        return (*self.threshold(lo), *self.threshold(hi))
+
+    def mask(self, lo: int, hi: int, out: np.ndarray) -> None:
+        """Flag the cuts at ranks ``[lo, hi)`` in ``out``."""
+        if hi > lo:
+            quota_core.collect_mask(self.member, self.key, self.src.shuffled,
+                                    *self.bounds(lo, hi), out)  # fmt: skip
+
+
+@dataclass
+class _Cycle:
+    """Cycle ``c`` of a source's stream: its cuts by key (``plain``), unless the epoch that
+    crosses into it from cycle ``c - 1`` took a tail of that cycle and asks at most the
+    source's size: then its first ``h`` cuts are the first ``h`` by key of the cuts *not* in
+    that tail (``head``), and the rest follow by key (``rest``) — the tail's cuts moved from the
+    head to just after it, so that epoch holds no cut twice. ``end``: that epoch's end on the
+    stream axis (its position is ``h`` by definition)."""
+
+    plain: _Keyed
+    head: _Keyed | None = None
+    h: int = 0
+    rest: _Keyed | None = None
+    head_us: int = 0
+    end: int = -1
+
+    def parts(self, lo: int, hi: int) -> list[tuple[_Keyed, int, int]]:
+        """Positions ``[lo, hi)`` of the cycle as rank ranges of its keyed sets."""
+        if self.head is None or self.rest is None:
+            return [(self.plain, lo, hi)]
+        out = []
+        if lo < self.h:
+            out.append((self.head, lo, min(hi, self.h)))
+        if hi > self.h:
+            out.append((self.rest, max(lo, self.h) - self.h, hi - self.h))
+        return out
+
+    def nearest(self, r: int) -> int:
+        if self.head is None or self.rest is None:
+            return self.plain.nearest(r)
+        if r <= self.head_us:
+            return self.head.nearest(r)
+        return self.h + self.rest.nearest(r - self.head_us)
+
+    def prefix_us(self, k: int) -> int:
+        if self.head is None or self.rest is None:
+            return self.plain.prefix_us(k)
+        if k <= self.h:
+            return self.head.prefix_us(k)
+        return self.head_us + self.rest.prefix_us(k - self.h)
+
+
+class _Source:
+    """One source's endless stream of cycles and where the epochs cut it.
+
+    The stream axis is positions (a quota in cuts) or microseconds (hours); one cycle spans
+    ``span`` of it. Epoch ``e`` spans ``[start(e), start(e + 1))`` of the axis, and its
+    positions are the cut boundaries there (hours: nearest, see :meth:`position`)."""
+
+    def __init__(self, duration: np.ndarray, member: np.ndarray, base: int, name: str,
+                 config: SamplerConfig) -> None:  # fmt: skip
+        self.dur = duration
+        self.member = member
+        self.base = base
+        self.name = name
+        self.n_all = int(duration.shape[0])
+        self.shuffled = config.effective_shuffle
+        self.shift = quota_core.bin_shift(self.n_all, self.shuffled)
+        self.seed = config.seed
+        self.sid = _source_id(name)
+        self._keyed: dict[tuple[int, int], _Keyed] = {}
+        self._cycles: dict[int, _Cycle] = {}
+        counts, us = quota_core.histogram(duration, member, 0, False, 63)  # one bin: the sums
+        self.n, self.total_us = int(counts[0]), int(us[0])
+        self.quotas: _Quotas | None = None
+        self.unit = "cuts"
+        self.span = self.margin = 0
+
+    def set_quota(self, quotas: _Quotas, unit: str) -> None:
+        """The epochs' quotas and their unit: the stream axis is cuts or microseconds."""
+        self.quotas, self.unit = quotas, unit
+        self.span = self.n if unit == "cuts" else self.total_us
+        if unit != "cuts":
+            kept = self.dur if self.member.shape[0] == 0 else self.dur[self.member.view(np.bool_)]
+            longest = float(kept.max()) if kept.shape[0] else 0.0
+            self.margin = 2 * round(longest * US_PER_SECOND) + 1
+
+    def key(self, c: int) -> int:
+        return rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid) if self.shuffled else 0
+
+    def keyed(self, c: int, member: np.ndarray | None = None) -> _Keyed:
+        if member is not None:
+            return _Keyed(self, member, self.key(c))
+        k = (c, 0) if self.shuffled else (0, 0)  # unshuffled: every cycle is the index order
+        got = self._keyed.get(k)
+        if got is None:
+            got = self._keyed[k] = _Keyed(self, self.member, self.key(c))
+        return got
+
+    def start(self, e: int) -> int:
+        assert self.quotas is not None
+        return self.quotas.start(self.name, e)
+
+    def crossing(self, c: int) -> tuple[int, int] | None:
+        """The axis span of the epoch that crosses into cycle ``c`` from cycle ``c - 1`` (it
+        starts inside cycle ``c - 1`` and ends inside cycle ``c``), else None."""
+        if c <= 0:
+            return None
+        x = c * self.span
+        assert self.quotas is not None
+        e = self.quotas.epoch_before(self.name, x)
+        s0, s1 = self.start(e), self.start(e + 1)
+        if s1 <= x or s0 <= x - self.span:
+            return None
+        return s0, s1
+
+    def _needs_prev(self, c: int) -> bool:
+        """Cycle ``c``'s order depends on cycle ``c - 1``'s reordered head: the epoch crossing
+        into ``c`` starts before the end of what cycle ``c - 1``'s reordering may move (within
+        the cuts of the epoch crossing into it; hours: plus a margin of two longest cuts)."""
+        cross = self.crossing(c)
+        prev = self.crossing(c - 1) if cross is not None else None
+        if cross is None or prev is None:
+            return False
+        return cross[0] - (c - 1) * self.span < prev[1] - prev[0] + self.margin
+
+    def cycle(self, c: int) -> _Cycle:
+        got = self._cycles.get(c)
+        if got is not None:
+            return got
+        first = c
+        while first > 0 and first - 1 not in self._cycles and self._needs_prev(first):
+            first -= 1  # a chain of epochs that each cross into the next cycle
+        for j in range(first, c + 1):
+            self._cycles[j] = self._make(j)
+            if j - 1 >= first and j - 1 != c:
+                del self._cycles[j - 1]  # a chain needs one cycle at a time
+        return self._cycles[c]
+
+    def _make(self, c: int) -> _Cycle:
+        plain = self.keyed(c)
+        cross = self.crossing(c)
+        if cross is None:
+            return _Cycle(plain)
+        s0, s1 = cross
+        prev = self._cycles[c - 1] if self._needs_prev(c) else _Cycle(self.keyed(c - 1))
+        a = self._in_cycle(prev, s0 - (c - 1) * self.span, s0)
+        t = self.n - a  # the tail of cycle c - 1 the crossing epoch takes
+        if not 0 < t < self.n:
+            return _Cycle(plain)
+        tail = np.zeros(self.n_all, dtype=np.uint8)
+        for keyed, lo, hi in prev.parts(a, self.n):
+            keyed.mask(lo, hi, tail)
+        member = np.logical_not(tail.view(np.bool_))
+        if self.member.shape[0]:
+            member &= self.member.view(np.bool_)
+        head = self.keyed(c, member.view(np.uint8))
+        r = s1 - c * self.span
+        if self.unit == "cuts":
+            if r > head.size:
+                return _Cycle(plain)  # the epoch asks more than the source: copies are due
+            h = r
+        else:
+            if r > head.total_us:
+                return _Cycle(plain)
+            h = head.nearest(r)
+        if h == 0:  # the epoch ends at the cycle's start: that end is kept (a search of
+            return _Cycle(plain, head, 0, plain, 0, s1)  # the cycle by key could differ)
+        taken = np.zeros(self.n_all, dtype=np.uint8)
+        head.mask(0, h, taken)
+        rest_member = np.logical_not(taken.view(np.bool_))
+        if self.member.shape[0]:
+            rest_member &= self.member.view(np.bool_)
+        rest = self.keyed(c, rest_member.view(np.uint8))
+        return _Cycle(plain, head, h, rest, head.prefix_us(h), s1)
+
+    def _in_cycle(self, cyc: _Cycle, r: int, x: int) -> int:
+        """The position in cycle ``cyc`` of axis point ``x`` (``r`` into the cycle)."""
+        if self.unit == "cuts":
+            return r
+        if x == cyc.end:
+            return cyc.h
+        return cyc.nearest(r)
+
+    def position(self, x: int) -> int:
+        """The stream position of axis point ``x``: itself for cuts; for hours the cut
+        boundary nearest to ``x`` microseconds (ties: the earlier)."""
+        c, r = divmod(x, self.span)
         if r == 0:
             return c * self.n
-        cum = np.cumsum(self.cycle(c)[1])
-        k = int(np.searchsorted(cum, r))  # cum[k-1] < r <= cum[k] (cum[-1] = 0)
-        below = int(cum[k - 1]) if k else 0
-        if int(cum[k]) - r >= r - below:
-            return c * self.n + k
-        return c * self.n + k + 1
+        return c * self.n + self._in_cycle(self.cycle(c), r, x)
 
+    def cum_us(self, p: int) -> int:
+        """Microseconds of the stream before position ``p``."""
+        c, k = divmod(p, self.n)
+        return c * self.total_us + (self.cycle(c).prefix_us(k) if k else 0)
 
-def _contiguous(rows: np.ndarray) -> bool:
-    """Rows ``lo, lo + 1, ...`` (no filter removed any): a row's index is ``row - lo``."""
-    return bool(rows.shape[0] == 0 or int(rows[-1]) - int(rows[0]) == rows.shape[0] - 1)
+    def take(self, a: int, b: int) -> list[np.ndarray]:
+        """The rows at stream positions ``[a, b)``, one array per round (round ``r``: the rows
+        the run takes for the ``r + 1``-th time), each in stream order of its cycles and index
+        order within a cycle."""
+        n = self.n
+        pieces: list[tuple[_Keyed, int, int]] = []
+        for c in range(a // n, (b - 1) // n + 1) if b > a else range(0):
+            lo, hi = max(a - c * n, 0), min(b - c * n, n)
+            if (lo, hi) == (0, n):
+                pieces.append((self.keyed(c), 0, n))
+            else:
+                pieces.extend(self.cycle(c).parts(lo, hi))
+        empty32 = np.empty(0, dtype=np.int32)
+        seen = np.zeros(self.n_all, dtype=np.int32) if len(pieces) > 1 else empty32
+        rows = np.empty(b - a, dtype=np.int64)
+        rounds = np.zeros(b - a if seen.shape[0] else 0, dtype=np.int32)
+        at = 0
+        for keyed, lo, hi in pieces:
+            if hi <= lo:
+                continue
+            out = rows[at : at + hi - lo]
+            rnd = rounds[at : at + hi - lo] if seen.shape[0] else rounds
+            lo_u, lo_i, hi_u, hi_i = keyed.bounds(lo, hi)
+            got = quota_core.collect_rows(keyed.member, self.n_all, keyed.key, self.shuffled,
+                                          lo_u, lo_i, hi_u, hi_i, self.base, out, seen,
+                                          rnd)  # fmt: skip
+            assert got == hi - lo
+            at += hi - lo
+        top = int(rounds.max()) if rounds.shape[0] else 0
+        if top == 0:
+            return [rows]
+        return [rows[rounds == k] for k in range(top + 1)]
 
 
 @dataclass(frozen=True)
@@ -354,17 +587,19 @@ def select_epoch(
     mixture = config.mixture_spec or Mixture.natural(layout.names)
     check_sources(mixture, layout.names)
     by_name = {leaf.name: leaf for leaf in mixture.leaves()}
-    streams: dict[str, _Stream] = {}
-    sizes: dict[str, int] = {}
-    totals: dict[str, int] = {}
-    for s, name in enumerate(layout.names):
-        lo, hi = int(layout.offsets[s]), int(layout.offsets[s + 1])
-        rows = np.arange(lo, hi, dtype=np.int64)
-        if keep is not None:
-            rows = rows[keep[lo:hi]]
-        dur_us = np.rint(duration[rows] * US_PER_SECOND).astype(np.int64)  # exact sums
-        stream = _Stream(rows, dur_us, config.seed, name, config.effective_shuffle)
-        streams[name], sizes[name], totals[name] = stream, stream.n, stream.total_us
+    d = np.asarray(duration, dtype=np.float64)
+    spans = [(int(layout.offsets[s]), int(layout.offsets[s + 1])) for s in range(len(layout.names))]
+    members = [
+        np.empty(0, dtype=np.uint8) if keep is None else
+        np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
+        for lo, hi in spans
+    ]  # fmt: skip
+    streams = {
+        name: _Source(np.ascontiguousarray(d[lo:hi]), member, lo, name, config)
+        for name, (lo, hi), member in zip(layout.names, spans, members, strict=True)
+    }
+    sizes = {name: st.n for name, st in streams.items()}
+    totals = {name: st.total_us for name, st in streams.items()}
     empty = [name for name in layout.names if sizes[name] == 0]
     if empty:
         raise ValueError(
@@ -375,31 +610,23 @@ def select_epoch(
         )  # fmt: skip
     quotas = _Quotas(mixture, config, sizes, totals)
     this_epoch = quotas.of_epoch(epoch)
-    begin = quotas.stream_starts(epoch)
     parts: list[np.ndarray] = []
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, name in enumerate(layout.names):
-        q, stream, leaf = this_epoch[name], streams[name], by_name[name]
-        if q.amount > 0 and stream.n == 0:
-            raise ValueError(
-                f"mixture source {name!r} has no cuts (after the filters) but a quota of "
-                f"{q.amount if q.unit == 'cuts' else q.amount / US_PER_HOUR} {q.unit}"
-            )
-        start = begin[name]
-        if q.unit == "cuts":
-            a, b = start, start + q.amount
-        else:
-            a, b = (
-                (stream.boundary(start), stream.boundary(start + q.amount)) if q.amount else (0, 0)
-            )
+        q, leaf = this_epoch[name], by_name[name]
+        stream = streams[name]
+        stream.set_quota(quotas, q.unit)
+        x = quotas.start(name, epoch)
+        a, b = (stream.position(x), stream.position(x + q.amount)) if q.amount else (0, 0)
         if leaf.unique and b - a > stream.n:
             asked = q.amount if q.unit == "cuts" else f"{q.amount / US_PER_HOUR:.3f} h"
             raise ValueError(
                 f"mixture source {name!r} is unique but its quota ({asked}) needs {b - a} cuts "
                 f"of its {stream.n}: a cut would be taken twice in one epoch"
             )
-        by_round, total_us = stream.take(a, b)
+        by_round = stream.take(a, b)
+        total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         for r, part in enumerate(by_round):
             parts.append(part)
             starts.append(starts[-1] + int(part.shape[0]))
