@@ -474,23 +474,21 @@ cdef int _token_edges(const int64_t* rows, int64_t n, const Columns* c, int kind
     ``(ne + 1, nt - 1)`` grid, zero for an empty bucket. Tokens must lie in ``[0, maxv]``."""
     cdef int64_t nb = ne + 1, width = maxv + 1
     cdef int64_t* hist = <int64_t*>calloc(nb * width, sizeof(int64_t))
-    cdef int64_t* sums = <int64_t*>calloc(nb, sizeof(int64_t))
     cdef int rc = DS_ERR_NOMEM
-    if hist != NULL and sums != NULL:
-        rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, sums, NULL)
+    if hist != NULL:
+        rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, NULL)
     if rc == DS_OK:
-        rc = _edges_of_histogram(hist, sums, nb, width, nt, out)
+        rc = _edges_of_histogram(hist, nb, width, nt, out)
     free(hist)
-    free(sums)
     return rc
 
 
 cdef int _token_histogram(const int64_t* rows, int64_t n, const Columns* c, int kind,
                           const double* edges, int64_t ne, int64_t maxv, int64_t* hist,
-                          int64_t* sums, uint8_t* ids) noexcept nogil:
+                          uint8_t* ids) noexcept nogil:
     """Count the token values of each first-dimension bucket into ``hist`` (``ne + 1`` rows of
-    ``maxv + 1`` zeros) and their sums into ``sums``; with ``ids`` (``ne + 1 <= 256``) also keep
-    each row's bucket in ``ids[i]``, for the grouping that follows."""
+    ``maxv + 1`` zeros); with ``ids`` (``ne + 1 <= 256``) also keep each row's bucket in
+    ``ids[i]``, for the grouping that follows."""
     cdef int64_t width = maxv + 1
     cdef int64_t i, b, v, row
     cdef BucketTable t
@@ -507,18 +505,24 @@ cdef int _token_histogram(const int64_t* rows, int64_t n, const Columns* c, int 
         if ids != NULL:
             ids[i] = <uint8_t>b
         hist[b * width + v] += 1
-        sums[b] += v
     free(t.table)
     return rc
 
 
-cdef int _edges_of_histogram(const int64_t* hist, const int64_t* sums, int64_t nb,
-                             int64_t width, int64_t nt, double* out) noexcept nogil:
+cdef int _edges_of_histogram(const int64_t* hist, int64_t nb, int64_t width, int64_t nt,
+                             double* out) noexcept nogil:
     """Per bucket ``b`` edge ``k`` = the smallest present value ``v`` with
-    ``nt * W(<= v) >= k * W`` of its histogram ``hist[b * width : (b + 1) * width]``."""
+    ``nt * W(<= v) >= k * W`` of its histogram ``hist[b * width : (b + 1) * width]``. (The
+    token sum ``W`` comes from the histogram: summing per row would chain every row's update
+    through one counter.)"""
     cdef int64_t b, v, k, cum, total
     for b in range(nb):
-        total = sums[b]
+        total = 0
+        for v in range(width):
+            if hist[b * width + v]:
+                if hist[b * width + v] > (INT64_MAX - total) // (v if v > 0 else 1):
+                    return DS_ERR_OVERFLOW
+                total += v * hist[b * width + v]
         if total > INT64_MAX // nt:
             return DS_ERR_OVERFLOW
         k = 1
@@ -547,12 +551,11 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
     cdef int64_t s, b, v, nseg = nb * nt
     cdef uint8_t* ids = <uint8_t*>malloc(n if n > 0 else 1)
     cdef int64_t* hist = <int64_t*>calloc(nb * width, sizeof(int64_t))
-    cdef int64_t* sums = <int64_t*>calloc(nb, sizeof(int64_t))
     cdef int rc = DS_ERR_NOMEM
-    if ids != NULL and hist != NULL and sums != NULL:
-        rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, sums, ids)
+    if ids != NULL and hist != NULL:
+        rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, ids)
     if rc == DS_OK:
-        rc = _edges_of_histogram(hist, sums, nb, width, nt, tedges)
+        rc = _edges_of_histogram(hist, nb, width, nt, tedges)
     if rc == DS_OK:
         for s in range(nseg + 1):
             offsets[s] = 0
@@ -572,7 +575,6 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
         offsets[0] = 0
     free(ids)
     free(hist)
-    free(sums)
     return rc
 
 
