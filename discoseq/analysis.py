@@ -47,7 +47,10 @@ per flat bucket ``bucket * T + token_bucket``: ``bucket``, ``token_bucket``, ``l
 ``balance``: ``equal_batch_counts``, ``duration_max_over_min``, ``duration_spread`` ((max - min)
 / mean), ``step_balance``; ``tokens`` (with ``max_tokens``, else ``null``): ``cap``,
 ``fill_mean``/``fill_min``/``fill_max`` (a batch's real tokens / the cap) and
-``padding_efficiency`` (real tokens / cuts x the largest cost); ``sources`` (a mixture's,
+``padding_efficiency`` (real tokens / cuts x the largest cost); ``packing`` (with
+``pack_duration``/``pack_tokens``, else ``null``): ``field``, ``length``, ``packs`` (of the
+planned batches), ``efficiency`` (their real seconds or tokens / packs x length, packs of one
+oversize cut left out), ``packs_per_batch`` (mean); ``sources`` (a mixture's,
 else empty): per source ``name``,
 ``size``/``hours`` (after filters), ``unit``/``asked`` (its quota), ``selected``,
 ``selected_hours``, ``repeats``, ``planned``, ``planned_hours``, ``padding``, ``dropped``,
@@ -251,6 +254,7 @@ def analyze_plan(
         "fill": fill_stats,
         "cuts_fill": cuts_fill,
         "tokens": _token_stats(plan, tokens, sizes),
+        "packing": _packing_stats(plan),
         "buckets": {
             "method": cfg.bucket_method if T * cfg.duration_buckets > 1 else None,
             "edges": edges,
@@ -270,6 +274,20 @@ def analyze_plan(
             },
         },
         "sources": source_table(plan),
+    }
+
+
+def _packing_stats(plan: EpochPlan) -> dict[str, Any] | None:
+    """The packs of a plan with ``pack_duration``/``pack_tokens`` (None without)."""
+    field, length = plan.config.packing
+    if field is None:
+        return None
+    return {
+        "field": field,
+        "length": length,
+        "packs": plan.stats.packs,
+        "efficiency": _f(plan.stats.pack_efficiency),
+        "packs_per_batch": _ratio(plan.num_packs, plan.num_batches),
     }
 
 
@@ -432,6 +450,15 @@ def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
                 "token fill",
                 f"mean {_fmt(tk['fill_mean'])} (min {_fmt(tk['fill_min'])}) of max_tokens="
                 f"{tk['cap']:,}; token padding efficiency {_fmt(tk['padding_efficiency'])}",
+            )
+        )
+    if stats.get("packing") is not None:
+        pk = stats["packing"]
+        rows.append(
+            (
+                "packing",
+                f"{pk['packs']:,} packs of {pk['field']}={pk['length']:g}, efficiency "
+                f"{_fmt(pk['efficiency'])}, {_fmt(pk['packs_per_batch'])} packs per batch",
             )
         )
     bc, bd = stats["batch_cuts"], stats["batch_duration"]

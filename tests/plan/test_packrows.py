@@ -416,3 +416,19 @@ def test_create_dataloader_with_workers_delivers_packs(index: CutIndex) -> None:
     sampler = DiscoSeqSampler(index, CFG)
     want = [[pack_members(p) for p in batch] for batch in sampler]
     assert got == want and len(got) == len(sampler)
+
+
+def test_analyze_reports_packing() -> None:
+    from discoseq.analysis import analyze_plan, format_table
+
+    plan = plan_of(SamplerConfig(strategy="random", pack_duration=30.0, max_cuts=8), world=2)
+    stats = analyze_plan(plan, DUR)
+    pk = stats["packing"]
+    assert pk["field"] == "pack_duration" and pk["length"] == 30.0
+    assert pk["packs"] == plan.stats.packs
+    assert pk["efficiency"] == pytest.approx(plan.stats.pack_efficiency)
+    assert pk["packs_per_batch"] == pytest.approx(plan.num_packs / plan.num_batches)
+    json.dumps(stats, allow_nan=False)
+    assert "packs of pack_duration=30, efficiency" in format_table(stats)
+    plain = analyze_plan(plan_of(SamplerConfig(strategy="random", max_cuts=8)), DUR)
+    assert plain["packing"] is None
