@@ -21,7 +21,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -246,39 +246,94 @@ class _TarItems:
     fingerprint: str
 
 
-def _scan_tar(path: Path, field: str) -> _TarItems:
-    """Read a tar's member headers (never its data), pairing each data member with the
-    metadata member Lhotse writes after it."""
-    size = path.stat().st_size
-    members: list[tarfile.TarInfo] = []
-    hasher = hashlib.blake2b(digest_size=16)
+_BLOCK = 512
+
+
+def _ustar_members(fd: int, size: int) -> list[tuple[str, int, int]] | None:
+    """(name, data offset, data size) of every member of a plain tar, from its 512-byte
+    headers read one ``pread`` each (about 20x faster than ``tarfile``); None when a header
+    is anything but a regular file with a plain name and size (a pax or GNU extension, a bad
+    checksum, ...): :mod:`tarfile` then reads it, and names what is wrong."""
+    members = []
+    offset = 0
+    while offset + _BLOCK <= size:
+        header = os.pread(fd, _BLOCK, offset)
+        if header.count(0) == _BLOCK:  # the end-of-archive blocks
+            return members
+        if header[156:157] not in (b"0", b"\0") or header[124] & 0x80:
+            return None
+        try:
+            stored = int(header[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
+            length = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+            name = header[:100].split(b"\0", 1)[0]
+            if header[257:262] == b"ustar" and header[345]:
+                name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+            text = name.decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if stored != sum(header) - sum(header[148:156]) + 8 * 32:  # the checksum's spaces
+            return None
+        members.append((text, offset + _BLOCK, length))
+        offset += _BLOCK + (length + _BLOCK - 1) // _BLOCK * _BLOCK
+    return members  # no end-of-archive blocks (as tarfile, accepted); a cut-off header: below
+
+
+def _tarfile_members(path: Path, field: str) -> list[tuple[str, int, int]]:
+    """The same with :mod:`tarfile` (any format it reads), headers only."""
+    members: list[tuple[str, int, int]] = []
     with open(path, "rb") as f:
         try:
-            tar = tarfile.open(fileobj=f, mode="r:")
-            for m in tar:
+            for m in tarfile.open(fileobj=f, mode="r:"):
                 if not m.isfile():
                     raise ManifestError(
                         f"field {field!r}: member {m.name!r} is not a regular file", str(path)
                     )
-                if m.offset_data + m.size > size:
-                    raise ManifestError(
-                        f"field {field!r}: member {m.name!r} is truncated (its data ends at byte "
-                        f"{m.offset_data + m.size}, the file has {size} bytes)",
-                        str(path),
-                    )
-                hasher.update(f"{m.name}\0{m.offset_data}\0{m.size}\n".encode())
-                members.append(m)
+                members.append((m.name, m.offset_data, m.size))
+                if m.offset_data + m.size > os.fstat(f.fileno()).st_size:
+                    break  # truncated: named below
         except tarfile.TarError as e:
-            after = f" after member {members[-1].name!r}" if members else ""
+            after = f" after member {members[-1][0]!r}" if members else ""
             raise ManifestError(
                 f"field {field!r}: not a readable plain tar{after} ({e}); a truncated or "
                 "compressed file?",
                 str(path),
             ) from e
+    return members
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """(the name without its extension, the extension) as ``pathlib`` splits a member's name:
+    Lhotse's reader takes ``str(path.parent / path.stem)`` as the member's cut id."""
+    if "/" in name:
+        p = PurePosixPath(name)
+        return str(p.parent / p.stem), p.suffix
+    dot = name.rfind(".")
+    return (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")
+
+
+def _scan_tar(path: Path, field: str) -> _TarItems:
+    """Read a tar's member headers (never its data), pairing each data member with the
+    metadata member Lhotse writes after it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        fast = _ustar_members(fd, size)
+    finally:
+        os.close(fd)
+    members = fast if fast is not None else _tarfile_members(path, field)
+    hasher = hashlib.blake2b(digest_size=16)
+    for name, offset, length in members:
+        if offset + length > size:
+            raise ManifestError(
+                f"field {field!r}: member {name!r} is truncated (its data ends at byte "
+                f"{offset + length}, the file has {size} bytes)",
+                str(path),
+            )
+        hasher.update(f"{name}\0{offset}\0{length}\n".encode())
     if len(members) % 2:
         raise ManifestError(
             f"field {field!r}: {len(members)} members, expected data + metadata pairs (member "
-            f"{members[-1].name!r} has no partner)",
+            f"{members[-1][0]!r} has no partner)",
             str(path),
         )
     n = len(members) // 2
@@ -286,22 +341,22 @@ def _scan_tar(path: Path, field: str) -> _TarItems:
     arrays = [np.full(n, MISSING, np.int64) for _ in range(4)]
     suffixes = set()
     for k in range(n):
-        data, meta = members[2 * k], members[2 * k + 1]
-        d, m_path = Path(data.name), Path(meta.name)
-        placeholder = d.suffix == ".nodata"
-        meta_suffix = ".nometa" if placeholder else ".json"
-        if m_path.suffix != meta_suffix or m_path.with_suffix("") != d.with_suffix(""):
+        (data, d_off, d_len), (meta, m_off, m_len) = members[2 * k], members[2 * k + 1]
+        stem, suffix = _split_name(data)
+        meta_stem, meta_suffix = _split_name(meta)
+        placeholder = suffix == ".nodata"
+        if meta_suffix != (".nometa" if placeholder else ".json") or meta_stem != stem:
             raise ManifestError(
-                f"field {field!r}: members {data.name!r} and {meta.name!r} (pair {k + 1}) are "
+                f"field {field!r}: members {data!r} and {meta!r} (pair {k + 1}) are "
                 "not a data member and its .json metadata (or .nodata + .nometa)",
                 str(path),
             )
-        names.append(str(d.parent / d.stem))  # the cut id, as Lhotse's reader derives it
+        names.append(stem)  # the cut id, as Lhotse's reader derives it
         if placeholder:
             continue
-        suffixes.add(d.suffix)
-        arrays[0][k], arrays[1][k] = data.offset_data, data.size
-        arrays[2][k], arrays[3][k] = meta.offset_data, meta.size
+        suffixes.add(suffix)
+        arrays[0][k], arrays[1][k] = d_off, d_len
+        arrays[2][k], arrays[3][k] = m_off, m_len
     if len(suffixes) > 1:
         raise ManifestError(
             f"field {field!r}: data members with different extensions {sorted(suffixes)}",
