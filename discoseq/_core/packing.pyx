@@ -95,17 +95,24 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
     return rc
 
 
+cdef union TokenCost:
+    int64_t t  # a token count
+    double q  # its quadratic cost t + t * t / p
+
+
 cdef struct DurTok:
-    # a row's duration and token count side by side: with a token cap, packing reads both from
+    # a row's duration and token cost side by side: with a token cap, packing reads both from
     # one cache line (two columns read through shuffled rows cost two cache misses per row)
     double d
-    int64_t t
+    TokenCost k
 
 
 cdef void _dur_tokens(DurTok* out, const double* dur, const int64_t* tokens, int64_t n,
-                      double rate) noexcept nogil:
+                      double rate, double tq) noexcept nogil:
     """One sequential pass: each row's duration and token count, its text tokens (0 without
-    text) plus ``ceil(duration x rate - 1e-9)`` audio tokens when ``rate > 0``."""
+    text) plus ``ceil(duration x rate - 1e-9)`` audio tokens when ``rate > 0``; with
+    ``tq > 0`` the count's quadratic cost ``t + t * t / tq`` instead (divisions in a
+    sequential loop rather than in the packing loop)."""
     cdef int64_t r, t, a
     cdef double x
     for r in range(n):
@@ -117,7 +124,10 @@ cdef void _dur_tokens(DurTok* out, const double* dur, const int64_t* tokens, int
             a = <int64_t>x
             t += a + (1 if <double>a < x else 0)
         out[r].d = dur[r]
-        out[r].t = t
+        if tq > 0.0:
+            out[r].k.q = <double>t + <double>t * <double>t / tq
+        else:
+            out[r].k.t = t
 
 
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
@@ -129,8 +139,8 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
     """Returns the number of rows kept, or a negative error code. With ``ident`` (the cut of
     each row, ``last`` a scratch of -1 per cut), a row whose cut is already in the open batch
     closes it first: no batch holds a cut twice. With ``dt`` (a token cap) durations and token
-    counts are read from it, not from ``dur``; with ``tq > 0`` a cut's token cost is
-    ``t + t * t / tq`` (a double) and ``max_tokens`` caps it, else the integer ``t``."""
+    costs are read from it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a
+    double, which ``max_tokens`` caps), else its integer token count."""
     cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc
     cdef bint dup
     cdef double d, c, nd, capd, tc = 0.0, ntc = 0.0
@@ -163,9 +173,10 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             t = 0
             if use_tokens:
                 d = dt[row].d
-                t = dt[row].t
                 if quad_tokens:
-                    tc = <double>t + <double>t * <double>t / tq
+                    tc = dt[row].k.q
+                else:
+                    t = dt[row].k.t
             else:
                 d = dur[row]
             c = d if q <= 0.0 else d + d * d / q
@@ -314,7 +325,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
                 if dt != NULL and ncol > 0:
-                    _dur_tokens(dt, dp, &tokens[0], ncol, ar)
+                    _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
                              &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
                              ip, lp, &buf, &sb[0], &n_over)
