@@ -5,7 +5,10 @@
    each, so the numbers are the build's own).
 2. Opening a 10M-row index (fresh process): wall time and RSS added; id -> row lookup time.
 3. Resolving random batches of 50 rows to ``CutSet``s vs Lhotse deserialising the same records
-   from memory (``deserialize_cut(orjson.loads(line))``).
+   from memory (``deserialize_cut(orjson.loads(line))``), interleaved rounds.
+4. Stored-record layouts: per-record zstd frames with a trained dictionary (what the index
+   stores) vs without one vs blocks of K records: size against the ``.jsonl.gz`` and the cost
+   of one random cut next to Lhotse building it.
 
 Usage: ``python benchmarks/bench_index.py [--quick] [--workdir DIR]`` (generated corpora are cached
 in DIR, default ``benchmarks/out``, which git ignores).
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +162,7 @@ def bench_open(workdir: Path, n: int) -> None:
     )
 
 
-def bench_resolve(workdir: Path, n: int) -> None:
+def bench_resolve(workdir: Path, n: int, rounds: int = 5) -> None:
     print("== resolve random batches of 50 rows")
     import orjson
     from lhotse.cut.set import deserialize_cut
@@ -169,18 +173,74 @@ def bench_resolve(workdir: Path, n: int) -> None:
     rng = np.random.default_rng(2)
     batches = [rng.choice(len(index), 50, replace=False) for _ in range(200)]
     lines = [index.records(b) for b in batches]  # the same records, held in memory
-    t = time.perf_counter()
-    for b in batches:
-        index.resolve(b)
-    ours = 50 * len(batches) / (time.perf_counter() - t)
-    t = time.perf_counter()
-    for batch_lines in lines:
-        [deserialize_cut(orjson.loads(x)) for x in batch_lines]
-    theirs = 50 * len(batches) / (time.perf_counter() - t)
+    ours, theirs = [], []
+    for _ in range(rounds):  # interleaved, so both sides see the same machine load
+        t = time.perf_counter()
+        for b in batches:
+            index.resolve(b)
+        ours.append(50 * len(batches) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for batch_lines in lines:
+            [deserialize_cut(orjson.loads(x)) for x in batch_lines]
+        theirs.append(50 * len(batches) / (time.perf_counter() - t))
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
     print(
-        f"  discoseq resolve {ours:,.0f} cuts/s; Lhotse deserialising the same records from "
-        f"memory {theirs:,.0f} cuts/s -> ratio {ours / theirs:.2f}"
+        f"  discoseq resolve {np.median(ours):,.0f} cuts/s; Lhotse deserialising the same "
+        f"records from memory {np.median(theirs):,.0f} cuts/s -> ratio {np.median(ratios):.2f} "
+        f"(median of {rounds} interleaved rounds; range {ratios[0]:.2f}-{ratios[-1]:.2f})"
     )
+
+
+def bench_layouts(workdir: Path, n: int) -> None:
+    """The stored-record layouts considered: per-record zstd frames with a trained dictionary
+    (what the index stores) against blocks of K records compressed together, by size against
+    the ``.jsonl.gz`` and by the cost of reading one random cut, next to Lhotse building it."""
+    print(f"== stored-record layouts on {n:,} cuts (one random cut: decompress its frame/block)")
+    import gzip
+
+    import orjson
+    import zstandard
+    from lhotse.cut.set import deserialize_cut
+
+    from discoseq.index.records import LEVEL, take_sample, train_dictionary
+
+    path = manifest(workdir, n)
+    gz_size = path.stat().st_size
+    with gzip.open(path, "rb") as f:
+        lines = [line.rstrip(b"\n") for line in f]
+    dictionary = train_dictionary(take_sample(lines))
+    rng = np.random.default_rng(3)
+    picks = rng.integers(0, len(lines), 5000).tolist()
+
+    def per_cut_us(fn: Callable[[int], object]) -> float:
+        t = time.perf_counter()
+        for i in picks:
+            fn(i)
+        return (time.perf_counter() - t) / len(picks) * 1e6
+
+    lhotse_us = per_cut_us(lambda i: deserialize_cut(orjson.loads(lines[i])))
+    print(f"  Lhotse deserialising one cut from memory: {lhotse_us:.1f} µs")
+    for use_dict in (True, False):
+        zdict = zstandard.ZstdCompressionDict(dictionary) if use_dict else None
+        c = zstandard.ZstdCompressor(level=LEVEL, dict_data=zdict, write_checksum=True)
+        frames = [c.compress(line) for line in lines]
+        d = zstandard.ZstdDecompressor(dict_data=zdict)
+        size = sum(map(len, frames)) + (len(dictionary) if use_dict else 0)
+        us = per_cut_us(lambda i, d=d, frames=frames: d.decompress(frames[i]))
+        print(
+            f"  per-record frames{' + dictionary' if use_dict else ''}: "
+            f"{size / gz_size:.2f}x the .gz, {us:.1f} µs per cut"
+        )
+    for k in (8, 32):
+        zdict = zstandard.ZstdCompressionDict(dictionary)
+        c = zstandard.ZstdCompressor(level=LEVEL, dict_data=zdict, write_checksum=True)
+        blocks = [c.compress(b"\n".join(lines[i : i + k])) for i in range(0, len(lines), k)]
+        d = zstandard.ZstdDecompressor(dict_data=zdict)
+        size = sum(map(len, blocks)) + len(dictionary)
+        us = per_cut_us(
+            lambda i, d=d, blocks=blocks, k=k: d.decompress(blocks[i // k]).split(b"\n")[i % k]
+        )
+        print(f"  blocks of {k} + dictionary: {size / gz_size:.2f}x the .gz, {us:.1f} µs per cut")
 
 
 def main() -> None:
@@ -194,6 +254,7 @@ def main() -> None:
     bench_build(args.workdir, sizes)
     bench_open(args.workdir, 200_000 if args.quick else 10_000_000)
     bench_resolve(args.workdir, sizes[-1])
+    bench_layouts(args.workdir, sizes[0])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ memory, into a temporary sibling that is renamed into place only when complete."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import errno
 import glob
@@ -21,6 +22,7 @@ from discoseq.errors import IndexWriteError, ManifestError
 from discoseq.index.fields import RecordError, fields_from_record
 from discoseq.index.format import (
     COLUMNS,
+    DICT_FILE,
     FORMAT_VERSION,
     HEADER_FILE,
     MAGIC,
@@ -33,7 +35,6 @@ from discoseq.index.format import (
 from discoseq.index.owner import claim, release, remove_abandoned
 from discoseq.index.records import (
     CODEC,
-    DICT_FILE,
     LEVEL,
     RecordEncoder,
     dictionary_fingerprint,
@@ -152,20 +153,23 @@ class _IndexWriter:
     ) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
         """Chunks with their compiled scan, produced in a background thread (reading,
         decompressing, scanning and compressing all release the GIL) while this thread writes
-        columns. With ``stored``, every scanned line is also compressed there, a frame each
-        (``scan["frames"]``, ``scan["frame_lengths"]``)."""
+        columns. With ``stored``, every scanned line is also compressed, a frame each
+        (``scan["frames"]``, ``scan["frame_lengths"]``), in a second thread."""
         scan = self._scan
         compress = self.encoder.compress_spans
 
-        def work(chunk: Chunk) -> tuple[Chunk, dict[str, np.ndarray]]:
-            cols = scan(chunk.data)
-            if stored:
-                frames, lengths = compress(chunk.data, cols["start"], cols["end"])
-                cols["frames"] = np.frombuffer(frames, np.uint8)
-                cols["frame_lengths"] = lengths
+        def compressed(
+            item: tuple[Chunk, dict[str, np.ndarray]],
+        ) -> tuple[Chunk, dict[str, np.ndarray]]:
+            chunk, cols = item
+            frames, lengths = compress(chunk.data, cols["start"], cols["end"])
+            cols["frames"] = np.frombuffer(frames, np.uint8)
+            cols["frame_lengths"] = lengths
             return chunk, cols
 
-        return prefetch(iter(work(chunk) for chunk in chunks))
+        scanned = prefetch(iter((chunk, scan(chunk.data)) for chunk in chunks))
+        # compressing is as costly as reading and scanning: a thread of its own
+        return prefetch(map(compressed, scanned)) if stored else scanned
 
     def add(
         self,
@@ -203,10 +207,11 @@ class _IndexWriter:
             self.columns["record_offset"].append(chunk.offset + starts)
             self.columns["record_length"].append(ends - starts)
         else:  # the kept records' frames (compressed by ``scanned``), one after another
-            frame_ends = np.cumsum(scan["frame_lengths"])
-            frames, lengths = gather_spans(
-                scan["frames"], (frame_ends - scan["frame_lengths"])[rows], frame_ends[rows]
-            )
+            frames, lengths = scan["frames"], scan["frame_lengths"]
+            if m < len(keep):
+                frame_ends = np.cumsum(lengths)
+                starts_f = (frame_ends - lengths)[rows]
+                frames, lengths = gather_spans(frames, starts_f, frame_ends[rows])
             offsets = np.cumsum(lengths) - lengths
             self.columns["record_offset"].append(self.records_size + offsets)
             self.columns["record_length"].append(lengths)
@@ -299,6 +304,31 @@ def _check_unique(
         f"duplicate cut id {cut_id(a).decode(errors='replace')!r} at {where_a} and {where_b} "
         f"({len(duplicates)} duplicated ids in all); cut ids must be unique across all inputs"
     )
+
+
+def _records_dictionary(items: Sequence[Any], sources: Sequence[Source]) -> bytes:
+    """The zstd dictionary of the stored records, trained on a fixed sample
+    (:func:`~discoseq.index.records.take_sample`: the first lines of the stored sources, in
+    input order, read ahead of the build); ``b""`` when no source is stored or the sample is
+    too small. A function of the inputs alone, so every build of them gets the same one."""
+
+    def lines() -> Iterator[bytes]:
+        for item, source in zip(items, sources, strict=True):
+            if source.records != "stored":
+                continue
+            if source.format == "cutset":
+                chunks = cutset_chunks(item)
+            else:  # a copy: reading the start must not set the source's fingerprint
+                chunks = file_chunks(dataclasses.replace(source))
+            try:
+                for chunk in chunks:
+                    yield from bytes(chunk.data).split(b"\n")
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+
+    return train_dictionary(take_sample(lines()))
 
 
 def _as_sources(inputs: Any) -> list[Any]:
@@ -394,7 +424,10 @@ def build_index(
                 bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc)
         update_bytes = bar.update if bar is not None and not count_cuts else None
         update_cuts = bar.update if bar is not None and count_cuts else None
-        writer = _IndexWriter(tmp, on_error)
+        dictionary = _records_dictionary(items, sources)
+        if dictionary:
+            (tmp / DICT_FILE).write_bytes(dictionary)
+        writer = _IndexWriter(tmp, on_error, dictionary)
         for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
             chunks = (
                 cutset_chunks(item)
@@ -402,7 +435,7 @@ def build_index(
                 else file_chunks(source, update_bytes)
             )
             line = 1
-            for chunk, scanned in writer.scanned(chunks):
+            for chunk, scanned in writer.scanned(chunks, stored=source.records == "stored"):
                 rows = source.rows
                 line += writer.add(chunk, scanned, source, source_id, line)
                 if update_cuts is not None:
@@ -425,7 +458,21 @@ def build_index(
             "num_rows": writer.rows,
             "columns": columns,
             "sources": [s.describe() for s in sources],
-            "records": {"file": RECORDS_FILE, "codec": "none", "size": writer.records_size},
+            "records": {
+                "file": RECORDS_FILE,
+                "codec": CODEC,
+                "size": writer.records_size,
+                "level": LEVEL,
+                "dictionary": {
+                    "file": DICT_FILE,
+                    "size": len(dictionary),
+                    "fingerprint": dictionary_fingerprint(dictionary),
+                }
+                if dictionary
+                else None,
+                "raw_size": writer.raw_records_size,
+                "max_record_bytes": writer.max_record_bytes,
+            },
             "build": {
                 "on_error": on_error,
                 "store_records": store_records,

@@ -1,11 +1,12 @@
-"""The on-disk format of a discoseq cut index (format version 1).
+"""The on-disk format of a discoseq cut index (format version 2; version 1 is still read).
 
 An index is a directory::
 
     OUT/
       header.json          the header, written last (its presence marks a complete index)
       <column>.npy         one NumPy ``.npy`` file (format 1.0, little-endian) per column
-      records.bin          JSON records of sources that cannot be read in place (may be empty)
+      records.bin          compressed records of sources not read in place (may be empty)
+      records.dict         the zstd dictionary of those records (absent when none was trained)
 
 ``header.json`` is a small JSON object:
 
@@ -19,7 +20,14 @@ An index is a directory::
                      ``blake2b-128:<hex>`` of the file's bytes (for an in-memory CutSet, of the
                      records it contributed); optional ``given``: the file's path as given,
                      absolute but not resolved (a symlink's own path; ``path`` is resolved)
-``records``          ``{"file": "records.bin", "codec": "none", "size": bytes}``
+``records``          ``{"file": "records.bin", "codec": "zstd", "size": bytes, "level": int,
+                     "dictionary": {"file": "records.dict", "size": bytes, "fingerprint":
+                     "blake2b-128:<hex>"} or null, "raw_size": bytes uncompressed,
+                     "max_record_bytes": the longest record uncompressed}``
+                     (:mod:`discoseq.index.records`). Each stored record is one zstd frame
+                     (content size and checksum in it) compressed with the dictionary, so a
+                     cut is read and decompressed alone. Format 1: ``{"file", "codec": "none",
+                     "size"}``, records stored as uncompressed JSON lines.
 ``build``            the build options; ``discoseq_version``; ``created`` (UTC ISO time)
 ``shar``             optional, for a Lhotse Shar corpus (:mod:`discoseq.index.shar`; the sources
                      are its cut shards): ``{"fields": [{"name", "kind", "files"}], "origins",
@@ -53,8 +61,10 @@ value" (Lhotse returns ``None``):
 ``cut_type``       u1     0 MonoCut, 1 MixedCut, 2 PaddingCut, 3 MultiCut
 ``source_id``      <i4    position in ``sources``
 ``source_line``    <i8    1-based line of the record in its source (element for ``.json``)
-``record_offset``  <i8    byte offset of the record in its source file or in ``records.bin``
-``record_length``  <u4    byte length of the record
+``record_offset``  <i8    byte offset of the record: in its source file (read in place) or,
+                          for a stored record, of its zstd frame in ``records.bin``
+``record_length``  <u4    byte length of the record in its source file, or of its frame in
+                          ``records.bin`` (compressed; format 1: the JSON line itself)
 ``id_offsets``     <i8    N+1 offsets into ``id_blob``; cut id of row r is
                           ``id_blob[id_offsets[r]:id_offsets[r+1]]`` (UTF-8)
 ``id_blob``        u1     all cut ids, concatenated
@@ -84,9 +94,12 @@ import numpy as np
 from discoseq.errors import IndexFormatError
 
 MAGIC = "DISCOSEQ-CUT-INDEX"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The oldest format this version reads (format 1: records stored uncompressed).
+OLDEST_READABLE_VERSION = 1
 HEADER_FILE = "header.json"
 RECORDS_FILE = "records.bin"
+DICT_FILE = "records.dict"
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
 CUT_TYPES = ("MonoCut", "MixedCut", "PaddingCut", "MultiCut")
@@ -263,7 +276,7 @@ def read_header(directory: Path) -> Header:
             f"{path}: format_version {version} is newer than this discoseq supports "
             f"({FORMAT_VERSION}); upgrade discoseq or rebuild with `discoseq-index build`"
         )
-    if version < FORMAT_VERSION:
+    if version < OLDEST_READABLE_VERSION:
         raise IndexFormatError(
             f"{path}: format_version {version} is no longer supported (current "
             f"{FORMAT_VERSION}); rebuild with `discoseq-index build`"
@@ -307,13 +320,7 @@ def read_header(directory: Path) -> Header:
                 f"found {meta.get('length')!r}"
             )
     _check_sources(path, raw["sources"], n)
-    if raw["records"].get("codec") != "none":
-        raise IndexFormatError(
-            f"{path}: records.codec expected 'none', found {raw['records'].get('codec')!r}"
-        )
-    size = raw["records"].get("size")
-    if not is_json_int(size) or size < 0:
-        raise IndexFormatError(f"{path}: records.size expected a byte count, found {size!r}")
+    _check_records(path, raw["records"], version)
     _check_build(path, raw["build"])
     if "shar" in raw:
         _check_shar(path, raw, n)
@@ -385,6 +392,42 @@ def _check_sources(path: Path, sources: list[Any], n: int) -> None:
     if total != n:
         raise IndexFormatError(
             f"{path}: the sources' rows add up to {total}, expected num_rows {n}; rebuild the index"
+        )
+
+
+def _check_records(path: Path, records: Mapping[str, Any], version: int) -> None:
+    """``records``: format 1 stores records uncompressed (codec ``"none"``); format 2 as zstd
+    frames, with an optional dictionary."""
+    codec = "none" if version == 1 else "zstd"
+    if records.get("codec") != codec:
+        raise IndexFormatError(
+            f"{path}: records.codec expected {codec!r} (format {version}), "
+            f"found {records.get('codec')!r}"
+        )
+    if records.get("file") != RECORDS_FILE:
+        raise IndexFormatError(
+            f"{path}: records.file expected {RECORDS_FILE!r}, found {records.get('file')!r}"
+        )
+    counts = ("size",) if version == 1 else ("size", "level", "raw_size", "max_record_bytes")
+    for key in counts:
+        value = records.get(key)
+        if not is_json_int(value) or value < 0:
+            raise IndexFormatError(f"{path}: records.{key} expected a count, found {value!r}")
+    if version == 1:
+        return
+    dictionary = records.get("dictionary", "missing")
+    if dictionary is None:
+        return
+    if (
+        not isinstance(dictionary, dict)
+        or dictionary.get("file") != DICT_FILE
+        or not is_json_int(dictionary.get("size"))
+        or dictionary["size"] <= 0
+        or not isinstance(dictionary.get("fingerprint"), str)
+    ):
+        raise IndexFormatError(
+            f"{path}: records.dictionary expected null or {{'file': {DICT_FILE!r}, 'size', "
+            f"'fingerprint'}}, found {dictionary!r}"
         )
 
 

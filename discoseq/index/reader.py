@@ -4,6 +4,7 @@ rows to Lhotse cuts."""
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from discoseq.index.format import (
     open_column,
     read_header,
 )
+from discoseq.index.records import CodecError, RecordDecoder, dictionary_fingerprint
 from discoseq.index.shar import SharFields, stale_field_file
 from discoseq.index.shar import open_columns as shar_columns_of
 from discoseq.index.sources import stat_matches
@@ -31,6 +33,9 @@ class CutIndex:
     """A cut index opened with ``mmap_mode="r"``: columns are shared by every process that maps
     them, and a pickled ``CutIndex`` travels as its path (each DataLoader worker maps it again).
     """
+
+    _decoder: RecordDecoder | None = None  # set by open (format 2: zstd frames)
+    _stored_map: mmap.mmap | None = None  # records.bin, mapped on first use
 
     def __init__(self, path: Path, header: Header, arrays: Mapping[str, np.ndarray]) -> None:
         self.path = path
@@ -56,11 +61,6 @@ class CutIndex:
         :param check_sources: check cheaply (size, mtime) that the source manifests are unchanged
             and raise :class:`StaleIndexError` if not; pass False to opt out.
         """
-        if isinstance(path, list | tuple):
-            raise TypeError(
-                "CutIndex.open opens one index directory; open a list of shard indexes as one "
-                "corpus with discoseq.open_index([...]) (a MultiIndex)"
-            )
         # absolute: records.bin is opened lazily, possibly after the working directory changed
         # (and a pickled index travels as this path to workers that may start elsewhere)
         directory = Path(path).absolute()
@@ -87,6 +87,7 @@ class CutIndex:
                 f"{directory / 'id_offsets.npy'}: offsets do not span id_blob; rebuild the index"
             )
         index = cls(directory, header, arrays)
+        index._open_records_codec()
         if check_sources:
             index.check_sources()
         return index
@@ -254,8 +255,60 @@ class CutIndex:
         return True
 
     # -- records -------------------------------------------------------------------------------
+    def _open_records_codec(self) -> None:
+        """Load the decoder of ``records.bin`` (format 2), checking the dictionary file's size
+        and fingerprint against the header: a damaged dictionary would decode every record
+        wrongly, so it is refused here, not record by record."""
+        self._decoder = None
+        records = self.header.records
+        if records["codec"] == "none":  # format 1: uncompressed JSON lines
+            return
+        dictionary = b""
+        meta = records.get("dictionary")
+        if meta is not None:
+            path = self.path / meta["file"]
+            try:
+                dictionary = path.read_bytes() if path.is_file() else b""
+            except OSError as e:
+                raise IndexFormatError(
+                    f"{path}: cannot be read ({e.strerror}); rebuild the index"
+                ) from e
+            if (
+                len(dictionary) != meta["size"]
+                or dictionary_fingerprint(dictionary) != meta["fingerprint"]
+            ):
+                found = f"{len(dictionary)} bytes" if path.is_file() else "missing"
+                raise IndexFormatError(
+                    f"{path}: the records' dictionary is damaged ({found}, expected "
+                    f"{meta['size']} bytes with fingerprint {meta['fingerprint']}); "
+                    "rebuild the index"
+                )
+        self._decoder = RecordDecoder(dictionary, records["max_record_bytes"])
+
+    def _stored_records(self) -> mmap.mmap | bytes:
+        """``records.bin`` mapped read-only (its size was checked on open): a batch's stored
+        records are sliced from it, with no system call per record."""
+        mapped = self._stored_map
+        if mapped is None:
+            if not self.header.records["size"]:
+                return b""
+            fd = self._fd(-1)
+            with self._lock:
+                if self._stored_map is None:
+                    try:
+                        self._stored_map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    except (OSError, ValueError) as e:
+                        raise StaleIndexError(
+                            f"index {self.path}: cannot map {RECORDS_FILE} ({e}); "
+                            "rebuild the index",
+                            path=self.path,
+                        ) from e
+                mapped = self._stored_map
+        return mapped
+
     def _fd(self, source_id: int) -> int:
-        """A file descriptor for a source's records, opened once per process."""
+        """A file descriptor for a source's records, opened once per process (``-1``:
+        ``records.bin``)."""
         pid = os.getpid()
         if pid != self._fd_pid:  # forked (e.g. a DataLoader worker): never share descriptors
             self._fds = {}
@@ -280,7 +333,7 @@ class CutIndex:
         return fd
 
     def _records_path(self, source_id: int) -> str:
-        if self._inplace[source_id]:
+        if source_id >= 0 and self._inplace[source_id]:
             return str(self.header.sources[source_id]["path"])
         return str(self.path / RECORDS_FILE)
 
@@ -310,16 +363,55 @@ class CutIndex:
             )
 
     def records(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
-        """The raw JSON records of ``rows``, in the order asked (one ``pread`` each)."""
+        """The raw JSON records of ``rows``, in the order asked: a source read in place costs
+        one ``pread`` per record; stored records are sliced from the mapped ``records.bin`` and
+        decompressed (format 2), with no system call."""
         rows = self._check_rows(rows)
         src_a = np.asarray(self._arrays["source_id"][rows], dtype=np.int64)
         off_a = np.asarray(self._arrays["record_offset"][rows], dtype=np.int64)
         len_a = np.asarray(self._arrays["record_length"][rows], dtype=np.int64)
         self._check_record_spans(rows, src_a, off_a, len_a)
-        out = []
+        out: list[bytes] = [b""] * len(rows)
+        stored = ~self._inplace[src_a]
+        if stored.any():
+            self._read_stored(np.flatnonzero(stored), rows, off_a, len_a, out)
+        if not stored.all():
+            self._read_inplace(np.flatnonzero(~stored), rows, src_a, off_a, len_a, out)
+        return out
+
+    def _read_stored(
+        self, at: np.ndarray, rows: np.ndarray, off: np.ndarray, length: np.ndarray, out: list
+    ) -> None:
+        """Fill ``out[i]`` for ``i`` in ``at`` from ``records.bin`` (spans already checked)."""
+        data = memoryview(self._stored_records())
+        decoder = self._decoder
+        for i, o, ln in zip(at.tolist(), off[at].tolist(), length[at].tolist(), strict=True):
+            frame = data[o : o + ln]
+            if decoder is None:  # format 1: the JSON line itself
+                out[i] = bytes(frame)
+                continue
+            try:
+                out[i] = decoder.decompress(frame)
+            except CodecError as e:
+                raise IndexFormatError(
+                    f"{self.path / RECORDS_FILE}: row {int(rows[i])}: its record (bytes "
+                    f"{o}+{ln}) does not decompress ({e}); the index is corrupted, rebuild it"
+                ) from None
+
+    def _read_inplace(
+        self,
+        at: np.ndarray,
+        rows: np.ndarray,
+        src: np.ndarray,
+        off: np.ndarray,
+        length: np.ndarray,
+        out: list,
+    ) -> None:
+        """Fill ``out[i]`` for ``i`` in ``at`` from the sources read in place, a ``pread``
+        each."""
         sizes: dict[int, int] = {}
-        for row, s, o, ln in zip(
-            rows.tolist(), src_a.tolist(), off_a.tolist(), len_a.tolist(), strict=True
+        for i, s, o, ln in zip(
+            at.tolist(), src[at].tolist(), off[at].tolist(), length[at].tolist(), strict=True
         ):
             fd = self._fd(s)
             try:
@@ -329,19 +421,18 @@ class CutIndex:
                 data = os.pread(fd, min(ln, max(sizes[s] - o, 0)), o)
             except OSError as e:  # e.g. the source path is now a directory
                 raise StaleIndexError(
-                    f"index {self.path}: row {row}: cannot read its record from "
+                    f"index {self.path}: row {int(rows[i])}: cannot read its record from "
                     f"{self._records_path(s)} ({e.strerror}); rebuild the index",
                     path=self.path,
                 ) from e
             if len(data) != ln:
                 raise StaleIndexError(
-                    f"index {self.path}: row {row}: record of source "
+                    f"index {self.path}: row {int(rows[i])}: record of source "
                     f"{self.header.sources[s]['path']} is truncated (the source changed after "
                     "the build, or the index is corrupted); rebuild the index",
                     path=self.path,
                 )
-            out.append(data)
-        return out
+            out[i] = data
 
     def records_in_file_order(self, rows: Sequence[int] | np.ndarray) -> dict[int, bytes]:
         """The raw records of ``rows`` by row (duplicates read once), read sorted by source and
@@ -419,6 +510,12 @@ class CutIndex:
         return f"{path}:{line}" if path is not None else "source unknown"
 
     def close(self) -> None:
+        if self._stored_map is not None:
+            try:
+                self._stored_map.close()
+            except BufferError:  # a view of it is still held: unmapped when collected
+                pass
+            self._stored_map = None
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}

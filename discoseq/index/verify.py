@@ -10,6 +10,7 @@ import numpy as np
 
 from discoseq.errors import IndexFormatError
 from discoseq.index.builder import SCANNED, line_scanner, scan_chunk
+from discoseq.index.columns import check_added_columns
 from discoseq.index.format import RECORDS_FILE
 from discoseq.index.reader import CutIndex
 from discoseq.index.shar import verify_fields
@@ -36,9 +37,16 @@ class VerifyReport:
             self.problems.append(problem)
 
 
-def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> VerifyReport:
+def verify_index(
+    path: str | os.PathLike[str], chunk_rows: int = 65536, recount: int = 0
+) -> VerifyReport:
     """Recompute source fingerprints, check every column's invariants, and recompute every
-    cut's columns from its record, comparing with what the index holds."""
+    cut's columns from its record, comparing with what the index holds. Every stored record is
+    decompressed (each zstd frame's checksum checked) and their sizes checked against the header.
+
+    :param recount: rows (evenly spread) of every added token column to count again with its
+        tokenizer (0: check those columns' values and tokenizer fingerprints only).
+    """
     index = CutIndex.open(path, check_sources=False)
     report = VerifyReport(str(path), len(index))
     n = len(index)
@@ -110,10 +118,19 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
     if "shar" in index.header.raw:  # a Shar corpus: its field files and member ranges
         for problem in verify_fields(index):
             report.add(problem)
+    if index.header.extra_columns:  # added by add-column
+        problems, notes = check_added_columns(index, recount)
+        for problem in problems:
+            report.add(problem)
+        report.notes.extend(notes)
     if not report.ok:
         return report
 
     scan = line_scanner()
+    # every stored record is decompressed (its frame's checksum checked) by ``records``
+    is_stored = np.array([s["records"] == "stored" for s in index.header.sources])
+    stored_bytes = 0
+    longest = 0
     for start in range(0, n, chunk_rows):
         rows = np.arange(start, min(start + chunk_rows, n))
         try:
@@ -121,6 +138,9 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
         except Exception as e:
             report.add(f"rows {start}..{rows[-1]}: cannot read records ({e})")
             continue
+        lengths = [len(r) for r, s in zip(records, is_stored[src_ids[rows]], strict=True) if s]
+        stored_bytes += sum(lengths)
+        longest = max(longest, max(lengths, default=0))
         buf = b"\n".join(records) + b"\n"
 
         def on_bad(message: str, line_no: int, start: int = start) -> None:
@@ -149,6 +169,11 @@ def verify_index(path: str | os.PathLike[str], chunk_rows: int = 65536) -> Verif
             if got != held:
                 report.add(f"row {int(rows[j])}: record id {got!r} differs from the index")
                 break
+    meta = index.header.records
+    if meta["codec"] != "none" and report.ok:
+        for key, found in (("raw_size", stored_bytes), ("max_record_bytes", longest)):
+            if found != meta[key]:
+                report.add(f"records.{key} is {meta[key]}, the stored records give {found}")
     return report
 
 

@@ -18,6 +18,7 @@ from discoseq.cli.index_cli import main as index_cli
 from discoseq.errors import IndexFormatError, ManifestError, StaleIndexError
 from discoseq.index import CutIndex, build_index, verify_index
 from discoseq.synth import write_manifest
+from tests.index.stored import rewrite_stored_record
 
 N = 12
 
@@ -147,11 +148,8 @@ def test_resolution_error_names_cut_file_and_line(tmp_path) -> None:
     changed after the build): the error names the cut id, its source file and line."""
     manifest = write_manifest(tmp_path / "cuts.jsonl", 3, seed=2)
     index = build_index(manifest, tmp_path / "idx", store_records=True)
-    records = tmp_path / "idx" / "records.bin"
-    data = records.read_bytes()
-    second = data.index(b"\n") + 1
-    assert b'"start"' in data[second:]
-    records.write_bytes(data[:second] + data[second:].replace(b'"start"', b'"stArt"', 1))
+    assert b'"start"' in index.records([1])[0]
+    rewrite_stored_record(index.path, 1, lambda r: r.replace(b'"start"', b'"stArt"', 1))
     cut_id = index.cut_id(1)
     with pytest.raises(
         ManifestError, match=rf"cut '{cut_id}'.*cuts\.jsonl:2: |cuts\.jsonl:2: .*{cut_id}"

@@ -1,7 +1,9 @@
-"""A tiny index checked into git: today's code must read it, and must write the same bytes.
+"""Tiny indexes checked into git: today's code must read the current one and the older formats it
+still supports, and must write the current one's bytes.
 
 If this fails after a change to the format, that change is a decision: bump FORMAT_VERSION,
-regenerate ``tests/data/golden_index_v*`` and say so in the commit."""
+add ``tests/data/golden_index_v<new>`` (keep the old ones while they are read) and say so in the
+commit."""
 
 from __future__ import annotations
 
@@ -9,21 +11,30 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from lhotse import CutSet
 
 from discoseq import CutIndex, build_index
+from discoseq.index import verify_index
 from discoseq.index.format import COLUMNS, FORMAT_VERSION, RECORDS_FILE
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / f"golden_index_v{FORMAT_VERSION}"
+DATA = Path(__file__).resolve().parents[1] / "data"
+GOLDEN = DATA / f"golden_index_v{FORMAT_VERSION}"
 INPUTS = ("ljspeech_cuts.json", "lsmix_cuts.000000.jsonl.gz")
 
 
-def test_golden_index_opens_and_resolves(fixtures_dir):
-    index = CutIndex.open(GOLDEN, check_sources=False)
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION])
+def test_golden_index_opens_and_resolves(fixtures_dir, version):
+    """Format 1 (records stored uncompressed) is still read, as is the current format."""
+    index = CutIndex.open(DATA / f"golden_index_v{version}", check_sources=False)
+    assert index.header.raw["format_version"] == version
+    assert index.header.records["codec"] == ("none" if version == 1 else "zstd")
     expected = [c for name in INPUTS for c in CutSet.from_file(fixtures_dir / name)]
     assert len(index) == len(expected) == 4
     assert [c.to_dict() for c in index.resolve(np.arange(4))] == [c.to_dict() for c in expected]
     assert index.row_of(expected[2].id) == 2
+    report = verify_index(index.path)  # decompresses (format 2) and rechecks every record
+    assert report.ok, report.problems
 
 
 def test_builder_writes_the_golden_bytes(tmp_path, fixtures_dir):
