@@ -171,9 +171,9 @@ def verify_index(
                 break
     meta = index.header.records
     if meta["codec"] != "none" and report.ok:
-        for key, found in (("raw_size", stored_bytes), ("max_record_bytes", longest)):
-            if found != meta[key]:
-                report.add(f"records.{key} is {meta[key]}, the stored records give {found}")
+        for key, total in (("raw_size", stored_bytes), ("max_record_bytes", longest)):
+            if total != meta[key]:
+                report.add(f"records.{key} is {meta[key]}, the stored records give {total}")
     return report
 
 
