@@ -8,21 +8,25 @@
 2. Open the list of shard indexes as one logical index (``open_index([...])``), fresh process:
    wall time and RSS added; one shard opened the same way is the baseline of the same run.
 3. Plan epoch 0 of the logical index (BUCKETED, 30 buckets, max_duration 600, W=8) in a rank
-   process: time, peak RSS and peak anonymous (private) memory added by planning (sampled every
-   5 ms from ``/proc/self/status``); one shard planned the same way is the baseline.
-4. Restore mid-epoch (epoch 5, rank 3, half the epoch delivered): in a fresh process, sampler
-   construction (opening the shards) + ``load_state_dict`` + ``set_epoch`` + the first batch as
-   a ``CutSet``, same world size (8) and elastic (8 -> 6); state size.
-5. DataLoader worker memory: the rank plans in its process, then 2 workers (fork) resolve its
-   batches; each reports its RSS and private memory (``Private_Dirty`` and ``Private_Clean`` of
-   ``/proc/self/smaps_rollup``).
+   process: time (and per planner stage), peak RSS and peak anonymous (private) memory added
+   by planning (sampled every 5 ms from ``/proc/self/status``); one shard planned the same way,
+   alternated with it, is the baseline. ``--repeat`` fresh processes each; medians.
+4. Restore mid-epoch (epoch 5, rank 3, half the epoch delivered): in a fresh process (Lhotse
+   already imported, as by a training script), sampler construction (opening the shards) +
+   ``load_state_dict`` + ``set_epoch`` + the first batch as a ``CutSet``, same world size (8)
+   and elastic (8 -> 6), ``--repeat`` times each; state size.
+5. DataLoader worker memory: 2 workers (fork) resolve rank 0's batches; each reports its RSS
+   and its private memory (``Private_Clean`` + ``Private_Dirty`` of ``/proc/self/smaps``),
+   split into anonymous memory (its own heap and copy-on-write copies) and file pages only it
+   has mapped so far (index pages it read first: page cache, shared once another process reads
+   them). Once with the rank planning before the workers start, once without.
 
 Everything is generated into a fresh directory under ``--workdir`` (default
 ``benchmarks/out``, git-ignored) and deleted at the end, also after a failure or Ctrl-C
-(``--keep`` keeps it). Disk: about 210 bytes per cut (manifest ~100, index ~110), 21 GB for
-the full run, checked before starting.
+(``--keep`` keeps it; ``--reuse DIR`` measures what a ``--keep`` run left). Disk: about 210
+bytes per cut (manifest ~100, index ~110), 21 GB for the full run, checked before starting.
 
-Usage: ``python benchmarks/bench_scale.py`` (10 x 10M; about 15 minutes here) or
+Usage: ``python benchmarks/bench_scale.py`` (10 x 10M; about 20 minutes here) or
 ``python benchmarks/bench_scale.py --quick`` (10 x 1M).
 """
 
@@ -194,6 +198,18 @@ def bench_plan(paths: list[str]) -> dict[str, Any]:
         from discoseq import DiscoSeqSampler, SamplerConfig
         paths = {paths!r}
         source = paths if len(paths) > 1 else paths[0]
+        import discoseq.plan.planner as planner
+        stages = {{}}
+        def timed(name):  # the planner's stage functions, timed where the planner calls them
+            inner = getattr(planner, name)
+            def run(*args, **kwargs):
+                t = time.perf_counter()
+                out = inner(*args, **kwargs)
+                stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
+                return out
+            setattr(planner, name, run)
+        for name in ("select_rows", "group_rows", "pack_batches", "order_batches"):
+            timed(name)
         sampler = DiscoSeqSampler(source, SamplerConfig(**{CONFIG}, world_size={WORLD}, rank=0))
         with Peak() as peak:
             rss0, anon0 = peak.rss, peak.anon
@@ -211,7 +227,7 @@ def bench_plan(paths: list[str]) -> dict[str, Any]:
         RESULT = {{"plan_s": seconds, "rows": len(index), "batches": plan.num_batches,
                    "peak_rss_added_mb": peak.rss - rss0, "peak_anon_added_mb": peak.anon - anon0,
                    "rss_after_mb": rss1 - rss0, "anon_after_mb": anon1 - anon0,
-                   "duration_copy_s": concat_s, "plan_rows_mb": plan.rows.nbytes / 2**20}}
+                   "duration_copy_s": concat_s, "stages": stages}}
         """
     )
 
@@ -235,6 +251,7 @@ def save_state(paths: list[str]) -> dict[str, Any]:
 def bench_restore(paths: list[str], state: dict[str, Any], world: int) -> dict[str, Any]:
     return run_child(
         f"""
+        import lhotse  # imported by the training script before it restores (not timed)
         from discoseq import DiscoSeqSampler, SamplerConfig
         state = json.loads({json.dumps(json.dumps(state))})
         t0 = time.perf_counter()
@@ -256,7 +273,7 @@ def bench_restore(paths: list[str], state: dict[str, Any], world: int) -> dict[s
 # -- 5. workers ---------------------------------------------------------------------------------
 
 
-def bench_workers(paths: list[str], limit: int) -> dict[str, Any]:
+def bench_workers(paths: list[str], limit: int, plan_first: bool) -> dict[str, Any]:
     return run_child(
         f"""
         import lhotse  # a training script imports it (its dataset) before the workers fork
@@ -298,7 +315,8 @@ def bench_workers(paths: list[str], limit: int) -> dict[str, Any]:
                         "anon": anon, "files": files}}
 
         sampler = DiscoSeqSampler({paths!r}, SamplerConfig(**{CONFIG}, world_size={WORLD}, rank=0))
-        _ = len(sampler)  # the rank plans in its own process before the workers start
+        if {plan_first}:
+            _ = len(sampler)  # the rank plans in its own process before the workers start
         loader = DataLoader(Probe(sampler, {limit}), batch_size=None, num_workers=2,
                             multiprocessing_context="fork")
         reports = []
@@ -323,6 +341,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--keep", action="store_true", help="keep the generated shards")
     ap.add_argument(
+        "--repeat", type=int, default=3, help="runs of each plan and restore (default 3)"
+    )
+    ap.add_argument(
         "--reuse",
         type=Path,
         help="measure the shards a --keep run left in this directory (not built, not deleted)",
@@ -336,7 +357,7 @@ def main() -> None:
 
         rows = len(CutIndex.open(paths[0]))
         print(f"reusing {len(paths)} shards of {rows:,} cuts in {args.reuse}")
-        measure(paths, rows, args.quick)
+        measure(paths, rows, args.quick, args.repeat)
         return
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     total = rows * args.shards
@@ -357,7 +378,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.workdir))
     try:
         paths = build(work, args.shards, rows, args.parts, args.jobs)
-        measure(paths, rows, args.quick)
+        measure(paths, rows, args.quick, args.repeat)
     finally:
         if args.keep:
             print(f"kept {work} ({du(work) / 1e9:.1f} GB)")
@@ -396,7 +417,11 @@ def build(work: Path, shards: int, rows: int, parts: int, jobs: int) -> list[str
     return paths
 
 
-def measure(paths: list[str], rows: int, quick: bool) -> None:
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def measure(paths: list[str], rows: int, quick: bool, repeat: int) -> None:
     measured: dict[str, float] = {}
     shards = len(paths)
     total = shards * rows
@@ -412,54 +437,77 @@ def measure(paths: list[str], rows: int, quick: bool) -> None:
     measured["open_ms"] = many["open_ms"]
 
     print(f"== 3. plan epoch 0, BUCKETED {BUCKETS} buckets, max_duration {CAP:g}, W={WORLD}")
-    p1, pn = bench_plan(paths[:1]), bench_plan(paths)
-    for label, r in zip(labels, (p1, pn), strict=True):
-        print(
-            f"   {label:28s}: plan {r['plan_s']:6.2f} s ({r['batches']:,} batches), peak RSS "
-            f"+{r['peak_rss_added_mb']:6.0f} MB (anonymous +{r['peak_anon_added_mb']:6.0f} MB), "
-            f"after +{r['rss_after_mb']:6.0f} MB (anonymous +{r['anon_after_mb']:6.0f} MB); "
-            f"process peak {r['peak_rss_mb']:6.0f} MB"
+    ones, manys = [], []
+    for _ in range(repeat):  # alternated, so both see the same phases of the machine's load
+        ones.append(bench_plan(paths[:1]))
+        manys.append(bench_plan(paths))
+    for label, runs in zip(labels, (ones, manys), strict=True):
+        r, times = runs[0], [x["plan_s"] for x in runs]
+        stages = ", ".join(
+            f"{k.split('_')[0]} {float(np.median([x['stages'][k] for x in runs])):.2f}"
+            for k in r["stages"]
         )
+        print(
+            f"   {label:28s}: plan {median(times):6.2f} s median of {len(times)} "
+            f"({', '.join(f'{t:.2f}' for t in times)}; stages, median s: {stages}), "
+            f"{r['batches']:,} batches"
+        )
+        print(
+            f"   {'':28s}  peak RSS +{r['peak_rss_added_mb']:5.0f} MB (anonymous "
+            f"+{r['peak_anon_added_mb']:5.0f} MB), after +{r['rss_after_mb']:5.0f} MB (anonymous "
+            f"+{r['anon_after_mb']:5.0f} MB); process peak {r['peak_rss_mb']:5.0f} MB"
+        )
+    t1, tn = median([x["plan_s"] for x in ones]), median([x["plan_s"] for x in manys])
+    pn = manys[0]
     print(
-        f"   ratio {shards} shards / 1 shard: time {pn['plan_s'] / p1['plan_s']:.1f}x, peak "
-        f"anonymous memory {pn['peak_anon_added_mb'] / max(p1['peak_anon_added_mb'], 1):.1f}x "
-        f"(rows {shards}x); one copy of the {shards} duration columns takes "
-        f"{pn['duration_copy_s']:.2f} s"
+        f"   ratio {shards} shards / 1 shard: time {tn / t1:.1f}x, peak anonymous memory "
+        f"{pn['peak_anon_added_mb'] / max(ones[0]['peak_anon_added_mb'], 1):.1f}x (rows "
+        f"{shards}x); one copy of the {shards} duration columns takes "
+        f"{median([x['duration_copy_s'] for x in manys]):.2f} s"
     )
-    measured["plan_s"] = pn["plan_s"]
-    measured["plan_peak_anon_mb"] = pn["peak_anon_added_mb"]
+    measured["plan_s"] = tn
 
     print("== 4. restore mid-epoch (epoch 5, rank 3, half the epoch delivered), fresh processes")
     saved = save_state(paths)
-    restores = {}
+    worst = 0.0
     for label, world in (("same world (8)", WORLD), ("elastic 8 -> 6", 6)):
-        r = bench_restore(paths, saved["state"], world)
-        restores[world] = r
+        runs = [bench_restore(paths, saved["state"], world) for _ in range(repeat)]
+        r, totals = runs[0], [x["total_s"] for x in runs]
         print(
-            f"   {label:16s}: {r['total_s']:6.2f} s = open {r['open_s']:5.2f} s + "
-            f"load_state_dict + first batch {r['restore_s']:6.2f} s ({r['cuts']} cuts; "
+            f"   {label:16s}: {median(totals):6.2f} s median of {len(totals)} "
+            f"({', '.join(f'{t:.2f}' for t in totals)}): open the shards "
+            f"{median([x['open_s'] for x in runs]):.2f} s + load_state_dict + first batch "
+            f"{median([x['restore_s'] for x in runs]):.2f} s ({r['cuts']} cuts; "
             f"{r['left']:,} batches left); peak anonymous +{r['peak_anon_added_mb']:5.0f} MB"
         )
+        worst = max(worst, median(totals))
     print(f"   state size: {saved['size']} bytes of JSON")
-    measured["restore_s"] = max(r["total_s"] for r in restores.values())
+    measured["restore_s"] = worst
 
     limit = 20_000 if quick else 100_000
-    print(f"== 5. DataLoader workers (2, fork), {limit:,} cuts each, the rank planned first")
-    w = bench_workers(paths, limit)
-    for r in sorted(w["workers"], key=lambda r: r["worker"]):
+    print(f"== 5. DataLoader workers (2, fork) of rank 0, {limit:,} cuts each")
+    for plan_first in (True, False):
+        w = bench_workers(paths, limit, plan_first)
         print(
-            f"   worker {r['worker']}: RSS {r['rss']:7.1f} MB (parent {r['parent_rss']:7.1f}); "
-            f"private: anonymous {r['anon']:6.1f} MB ({r['anon_start']:5.1f} MB before its "
-            f"first batch), file pages only it has mapped so far {r['files']:6.1f} MB"
+            "   the rank planned before the workers started (len(sampler); create_dataloader does)"
+            if plan_first
+            else "   the rank did not plan first: each worker plans"
         )
-    measured["worker_private_mb"] = max(r["anon"] for r in w["workers"])
-    measured["worker_private_all_mb"] = max(r["anon"] + r["files"] for r in w["workers"])
+        for r in sorted(w["workers"], key=lambda r: r["worker"]):
+            print(
+                f"   worker {r['worker']}: RSS {r['rss']:7.1f} MB (parent {r['parent_rss']:7.1f}); "
+                f"private: anonymous {r['anon']:7.1f} MB ({r['anon_start']:5.1f} MB before its "
+                f"first batch), file pages only it has mapped so far {r['files']:6.1f} MB"
+            )
+        if plan_first:
+            measured["worker_private_mb"] = max(r["anon"] for r in w["workers"])
+            measured["worker_private_all_mb"] = max(r["anon"] + r["files"] for r in w["workers"])
 
     print(f"== goals at {total:,} cuts (measured above)")
     rows_out = (
         ("open", "open_ms", "ms"),
-        ("plan (W=8, 30 buckets)", "plan_s", "s"),
-        ("restore, worst of same/elastic", "restore_s", "s"),
+        ("plan (median)", "plan_s", "s"),
+        ("restore (worse median of the two)", "restore_s", "s"),
         ("worker private memory, anonymous", "worker_private_mb", "MB"),
         ("  same + private file pages", "worker_private_all_mb", "MB"),
     )
