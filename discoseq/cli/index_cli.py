@@ -1,4 +1,4 @@
-"""``discoseq-index``: build, inspect and verify cut indexes.
+"""``discoseq-index``: build, inspect and verify cut indexes, and add token columns to them.
 
 Exit codes: 0 success; 1 verification found problems; 2 usage error; 3 bad input (manifest
 error, existing output, stale or corrupted index).
@@ -6,6 +6,7 @@ error, existing output, stale or corrupted index).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 import numpy as np
 
 from discoseq._version import __version__
-from discoseq.cli.common import EXIT_BAD_INPUT, fail, index_error_message, quiet_option
+from discoseq.cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail, index_error_message, quiet_option
 from discoseq.errors import IndexFormatError, IndexWriteError, ManifestError
 from discoseq.index import CutIndex
 
@@ -167,17 +168,34 @@ def info(index_path: Path, no_check_sources: bool) -> None:
     types = ", ".join(f"{t} {int(c)}" for t, c in zip(CUT_TYPES, counts, strict=False) if c)
     click.echo(f"  cut_type          {types}")
     click.echo(f"  total duration    {float(np.sum(index.duration)) / 3600:.3f} h")
+    if h.extra_columns:
+        from discoseq.index.columns import describe
+
+        click.echo("added columns (add-column)")
+        for name, meta in h.extra_columns.items():
+            click.echo(_summary(name, index.column(name)))
+            click.echo(f"  {'':<17} {describe(meta)}")
 
 
 @main.command()
 @click.argument("index_path", type=click.Path(path_type=Path))
-def verify(index_path: Path) -> None:
+@click.option(
+    "--recount",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Count this many rows (evenly spread) of every added token column again with its "
+    "tokenizer (0: check their values and the tokenizer files' fingerprints only).",
+)
+def verify(index_path: Path, recount: int) -> None:
     """Recheck an index: source fingerprints, every column's invariants, and every cut's
     columns recomputed from its record. Exit code 1 when a problem is found."""
     from discoseq.index import verify_index
 
     _open(index_path, check_sources=False)
-    report = verify_index(index_path)
+    if recount:
+        _import_from_cwd()
+    report = verify_index(index_path, recount=recount)
     for note in report.notes:
         click.echo(f"note: {note}")
     if report.ok:
@@ -187,6 +205,66 @@ def verify(index_path: Path) -> None:
         click.echo(f"problem: {problem}", err=True)
     click.echo(f"FAILED: {len(report.problems)} problem(s) in {index_path}", err=True)
     sys.exit(EXIT_PROBLEMS)
+
+
+def _import_from_cwd() -> None:
+    """A ``module:function`` tokenizer is imported from the current directory too, as
+    ``python -m`` would (a console script's own ``sys.path`` does not hold it)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+@main.command("add-column")
+@click.argument("index_path", type=click.Path(path_type=Path))
+@click.option(
+    "--name",
+    required=True,
+    help="The column's name (an identifier, not a built-in column's); SamplerConfig("
+    "token_column=NAME) selects it.",
+)
+@click.option(
+    "--tokenizer",
+    "spec",
+    required=True,
+    help="A SentencePiece model (*.model), a Hugging Face tokenizers file (*.json), or "
+    "module:function (a callable text -> int or text -> list, importable from the current "
+    "directory or PYTHONPATH).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes that count (each loads the tokenizer once); the column is the same for any.",
+)
+@click.option("--force", is_flag=True, help="Replace an added column of that name.")
+@quiet_option("No progress bar.")
+def add_column(index_path: Path, name: str, spec: str, jobs: int, force: bool, quiet: bool) -> None:
+    """Add a column NAME of token counts (-1: no text) of each cut's supervision texts, joined
+    as Lhotse joins them, to a built index, without rebuilding it (atomically: an interrupted
+    run leaves the index as it was)."""
+    from discoseq.index.columns import TokenizerError, add_column, check_column_name
+
+    try:
+        check_column_name(name)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    _open(index_path)
+    _import_from_cwd()
+    try:
+        index = add_column(index_path, name, spec, jobs=jobs, force=force, progress=not quiet)
+    except IndexFormatError as e:
+        fail(index_error_message(e))
+    except (TokenizerError, FileExistsError, OSError) as e:
+        fail(str(e))
+    col = np.asarray(index.column(name))
+    text = col[col >= 0]
+    used = index.header.extra_columns[name]["tokenizer"]
+    click.echo(
+        f"added column {name} to {index_path}: {len(col)} cuts, {int(text.sum())} tokens, "
+        f"{len(col) - len(text)} without text (tokenizer {used})"
+    )
 
 
 if __name__ == "__main__":

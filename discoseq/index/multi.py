@@ -36,16 +36,23 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
     The copy lives as long as someone holds it (a weak cache): a plan holds it while it plans
     and nothing keeps it after, so a rank does not carry a second copy of the planned columns
     (8 B/row each) next to its plan, and a DataLoader worker, which only resolves rows, never
-    makes one. One index: its own mapped column, no copy.
+    makes one. One index: its own mapped column, no copy. The columns are the built-in ones
+    and the added ones (``add-column``) that every index has.
     """
 
     def __init__(self, indexes: Sequence[CutIndex]) -> None:
         self._indexes = indexes
         self._cache: weakref.WeakValueDictionary[str, np.ndarray] = weakref.WeakValueDictionary()
+        first, *rest = indexes
+        extra = [n for n in first.extra_columns if all(n in ix.extra_columns for ix in rest)]
+        self._names = (*CUT_COLUMNS, *extra)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in CUT_COLUMNS:
-            raise KeyError(name)
+        if name not in self._names:
+            lacking = [str(ix.path) for ix in self._indexes if name not in ix.extra_columns]
+            if len(lacking) == len(self._indexes):
+                raise KeyError(name)
+            raise KeyError(f"column {name!r} is missing from the indexes {lacking}")
         if len(self._indexes) == 1:
             return self._indexes[0].column(name)
         col = self._cache.get(name)
@@ -55,11 +62,14 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
             self._cache[name] = col
         return col
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
     def __iter__(self) -> Iterator[str]:
-        return iter(CUT_COLUMNS)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(CUT_COLUMNS)
+        return len(self._names)
 
 
 class MultiIndex:
