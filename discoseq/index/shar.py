@@ -254,7 +254,7 @@ def _ustar_members(fd: int, size: int) -> list[tuple[str, int, int]] | None:
     headers read one ``pread`` each (about 20x faster than ``tarfile``); None when a header
     is anything but a regular file with a plain name and size (a pax or GNU extension, a bad
     checksum, ...): :mod:`tarfile` then reads it, and names what is wrong."""
-    members = []
+    members: list[tuple[str, int, int]] = []
     offset = 0
     while offset + _BLOCK <= size:
         header = os.pread(fd, _BLOCK, offset)

@@ -303,3 +303,26 @@ def test_a_jsonl_field_out_of_order_is_named(tmp_path):
     path.write_bytes(gzip.compress(b"".join([lines[1], lines[0], lines[2]])))
     with pytest.raises(ManifestError, match=r"lang.000000.jsonl.gz: field 'lang': item 1 is"):
         build_index(shar, tmp_path / "idx")
+
+
+def test_verify_finds_a_rewritten_tar(tmp_path):
+    shar = write_shar(tmp_path, {"recording": "wav"})
+    index = build_index(shar, tmp_path / "idx")
+    assert verify_index(index.path).ok
+    _rewrite_tar(shar / "recording.000001.tar", lambda m: [(n, d + d) for n, d in m])
+    report = verify_index(index.path)
+    assert not report.ok
+    assert any("recording.000001.tar content changed" in p for p in report.problems)
+
+
+def test_few_field_files_stay_open(tmp_path, monkeypatch):
+    import discoseq.index.shar as shar_module
+
+    monkeypatch.setattr(shar_module, "MAX_OPEN_FILES", 2)
+    shar = write_shar(tmp_path, FULL)
+    index = build_index(shar, tmp_path / "idx")
+    reference = {cut.id: cut for cut in CutSet.from_shar(in_dir=shar)}
+    for row in np.random.default_rng(0).permutation(len(index)).tolist():
+        cut = index.resolve([row])[0]
+        assert_same_cut(cut, reference[cut.id])
+        assert len(index._shar._fds) <= 2
