@@ -3,44 +3,63 @@ import numpy.typing as npt
 
 NUM_BINS: int
 
+_U8 = npt.NDArray[np.uint8]
+_I64 = npt.NDArray[np.int64]
+
 def bin_shift(n: int, shuffled: bool) -> int: ...
 def histogram(
     duration: npt.NDArray[np.float64],
-    member: npt.NDArray[np.uint8],
+    keep: _U8,
+    excl: _U8,
+    mode: int,
     key: int,
     shuffled: bool,
+    tu: int,
+    ti: int,
     shift: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+) -> tuple[_I64, _I64, _I64, _I64]: ...
 def bin_members(
     duration: npt.NDArray[np.float64],
-    member: npt.NDArray[np.uint8],
+    keep: _U8,
+    excl: _U8,
+    mode: int,
     key: int,
     shuffled: bool,
+    tu: int,
+    ti: int,
     shift: int,
     bin: int,
     count: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
+) -> tuple[_I64, npt.NDArray[np.uint64], _I64]: ...
 def collect_rows(
-    member: npt.NDArray[np.uint8],
     n: int,
+    keep: _U8,
+    excl: _U8,
+    mode: int,
     key: int,
     shuffled: bool,
+    tu: int,
+    ti: int,
     lo_u: int,
     lo_i: int,
     hi_u: int,
     hi_i: int,
     base: int,
-    out: npt.NDArray[np.int64],
+    out: _I64,
     seen: npt.NDArray[np.int32],
     rounds: npt.NDArray[np.int32],
 ) -> int: ...
 def collect_mask(
-    member: npt.NDArray[np.uint8],
+    keep: _U8,
+    excl: _U8,
+    mode: int,
     key: int,
     shuffled: bool,
+    tu: int,
+    ti: int,
     lo_u: int,
     lo_i: int,
     hi_u: int,
     hi_i: int,
-    mask: npt.NDArray[np.uint8],
+    mask: _U8,
 ) -> int: ...

@@ -4,9 +4,14 @@ Specification (reference twin: ``tests/reference_plan.py::reference_select``). A
 source is the order of its member cuts by ``(u(i), i)``, ``i`` the cut's offset in the source:
 shuffled, ``u(i)`` is output ``i`` of the SplitMix64 stream of the cycle's key
 (``mix64(key + (i + 1) * 0x9E3779B97F4A7C15)``); not shuffled, ``u(i) = i`` (the index
-order). A run of positions is then a range of keys, so it is found in two passes over the
-source (a histogram of the keys' top bits, then one pass that emits the run) without building
-or shuffling a permutation. Microseconds are ``rint(duration * 1e6)`` as in NumPy.
+order). A run of positions is then a range of keys, so it is found in passes over the source
+(a histogram of the keys' top bits, the few cuts of one bin, then one pass that emits the run)
+without building or shuffling a permutation. Microseconds are ``rint(duration * 1e6)`` as in
+NumPy.
+
+A *set* of a source's cuts, under one key, is given by ``keep`` (one flag per cut, empty: all
+cuts), ``excl`` (one flag per cut, or empty) and ``mode``: 0 every kept cut, 1 the kept cuts
+not flagged in ``excl``, 2 the kept cuts flagged in ``excl`` or at ``(u, i) >= (tu, ti)``.
 Inputs are checked here, at the boundary; the loops run without the GIL.
 """
 
@@ -20,30 +25,61 @@ from discoseq._core.rng cimport ds_mix64
 NUM_BINS = 1 << 16
 
 cdef uint64_t C_BINS = 1 << 16
-
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 
 
-cdef inline uint64_t _u(uint64_t key, int64_t i, bint shuffled) noexcept nogil:
-    if shuffled:
-        return ds_mix64(key + <uint64_t>(i + 1) * GOLDEN)
+cdef struct KeyedSet:
+    const uint8_t* keep
+    const uint8_t* excl
+    int mode
+    uint64_t key
+    bint shuffled
+    uint64_t tu
+    int64_t ti
+
+
+cdef inline uint64_t _u(const KeyedSet* s, int64_t i) noexcept nogil:
+    if s.shuffled:
+        return ds_mix64(s.key + <uint64_t>(i + 1) * GOLDEN)
     return <uint64_t>i
-
-
-cdef inline bint _in(const uint8_t* m, int64_t i) noexcept nogil:
-    return m == NULL or m[i] != 0
 
 
 cdef inline bint _below(uint64_t u, int64_t i, uint64_t tu, int64_t ti) noexcept nogil:
     return u < tu or (u == tu and i < ti)
 
 
-cdef const uint8_t* _member_ptr(const uint8_t[::1] member, Py_ssize_t n) except? NULL:
-    if member.shape[0] == 0:
-        return NULL
-    if member.shape[0] != n:
-        raise ValueError(f"member needs one flag per cut ({n}), got {member.shape[0]}")
-    return &member[0]
+cdef inline bint _has(const KeyedSet* s, int64_t i, uint64_t u) noexcept nogil:
+    if s.keep != NULL and s.keep[i] == 0:
+        return False
+    if s.mode == 0:
+        return True
+    if s.mode == 1:
+        return s.excl[i] == 0
+    return s.excl[i] != 0 or not _below(u, i, s.tu, s.ti)
+
+
+cdef inline uint64_t _bin(uint64_t u, int shift) noexcept nogil:
+    cdef uint64_t b = u >> shift
+    return b if b < C_BINS else C_BINS - 1
+
+
+cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] excl, int mode,
+                   uint64_t key, bint shuffled, uint64_t tu, int64_t ti) except *:
+    cdef KeyedSet s
+    if keep.shape[0] not in (0, n):
+        raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
+    if mode not in (0, 1, 2):
+        raise ValueError(f"mode={mode} must be 0, 1 or 2")
+    if mode != 0 and excl.shape[0] != n:
+        raise ValueError(f"excl needs one flag per cut ({n}), got {excl.shape[0]}")
+    s.keep = &keep[0] if keep.shape[0] else NULL
+    s.excl = &excl[0] if excl.shape[0] else NULL
+    s.mode = mode
+    s.key = key
+    s.shuffled = shuffled
+    s.tu = tu
+    s.ti = ti
+    return s
 
 
 def bin_shift(Py_ssize_t n, bint shuffled) -> int:
@@ -57,72 +93,91 @@ def bin_shift(Py_ssize_t n, bint shuffled) -> int:
     return max(bits - 16, 0)
 
 
-def histogram(const double[::1] duration not None, const uint8_t[::1] member not None,
-              uint64_t key, bint shuffled, int shift):
-    """Per bin of the keys (``u >> shift``): the member cuts and their microseconds."""
-    cdef Py_ssize_t n = duration.shape[0]
-    cdef const uint8_t* m = _member_ptr(member, n)
+def _check_shift(int shift):
     if not 0 <= shift <= 63:
         raise ValueError(f"shift={shift} must be in [0, 63]")
+
+
+def histogram(const double[::1] duration not None, const uint8_t[::1] keep not None,
+              const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
+              uint64_t tu, int64_t ti, int shift):
+    """Per bin of the keys (``u >> shift``): the set's cuts and their microseconds; and the
+    same for the cuts of the set not flagged in ``excl`` (mode 0 with ``excl``; else zeros)."""
+    cdef Py_ssize_t n = duration.shape[0]
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
+    _check_shift(shift)
+    cdef bint split = mode == 0 and excl.shape[0] == n and n > 0
+    if mode == 0 and excl.shape[0] not in (0, n):
+        raise ValueError(f"excl needs one flag per cut ({n}), got {excl.shape[0]}")
     counts = np.zeros(NUM_BINS, dtype=np.int64)
     us = np.zeros(NUM_BINS, dtype=np.int64)
+    counts_out = np.zeros(NUM_BINS, dtype=np.int64)
+    us_out = np.zeros(NUM_BINS, dtype=np.int64)
     cdef int64_t[::1] c = counts
-    cdef int64_t[::1] s = us
+    cdef int64_t[::1] t = us
+    cdef int64_t[::1] c2 = counts_out
+    cdef int64_t[::1] t2 = us_out
+    cdef const uint8_t* ex = &excl[0] if split else NULL
     cdef Py_ssize_t i
-    cdef uint64_t b
+    cdef uint64_t u, b
+    cdef int64_t d
     with nogil:
         for i in range(n):
-            if _in(m, i):
-                b = _u(key, i, shuffled) >> shift
-                if b >= C_BINS:
-                    b = C_BINS - 1
+            u = _u(&s, i)
+            if _has(&s, i, u):
+                b = _bin(u, shift)
+                d = <int64_t>rint(duration[i] * 1e6)
                 c[b] += 1
-                s[b] += <int64_t>rint(duration[i] * 1e6)
-    return counts, us
+                t[b] += d
+                if split and ex[i] == 0:
+                    c2[b] += 1
+                    t2[b] += d
+    return counts, us, counts_out, us_out
 
 
-def bin_members(const double[::1] duration not None, const uint8_t[::1] member not None,
-                uint64_t key, bint shuffled, int shift, uint64_t bin, Py_ssize_t count):
-    """The ``count`` member cuts of one bin, sorted by ``(u, i)``: offsets, keys, microseconds."""
+def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not None,
+                const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
+                uint64_t tu, int64_t ti, int shift, uint64_t bin, Py_ssize_t count):
+    """The ``count`` cuts of the set in one bin, sorted by ``(u, i)``: offsets, keys,
+    microseconds."""
     cdef Py_ssize_t n = duration.shape[0]
-    cdef const uint8_t* m = _member_ptr(member, n)
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
+    _check_shift(shift)
     ids = np.empty(count, dtype=np.int64)
     keys = np.empty(count, dtype=np.uint64)
     us = np.empty(count, dtype=np.int64)
     cdef int64_t[::1] o = ids
     cdef uint64_t[::1] k = keys
-    cdef int64_t[::1] s = us
+    cdef int64_t[::1] t = us
     cdef Py_ssize_t i, j = 0
-    cdef uint64_t u, b
+    cdef uint64_t u
     with nogil:
         for i in range(n):
-            if _in(m, i):
-                u = _u(key, i, shuffled)
-                b = u >> shift
-                if b >= C_BINS:
-                    b = C_BINS - 1
-                if b == bin:
-                    if j == count:
-                        j += 1
-                        break
-                    o[j] = i
-                    k[j] = u
-                    s[j] = <int64_t>rint(duration[i] * 1e6)
+            u = _u(&s, i)
+            if _bin(u, shift) == bin and _has(&s, i, u):
+                if j == count:
                     j += 1
+                    break
+                o[j] = i
+                k[j] = u
+                t[j] = <int64_t>rint(duration[i] * 1e6)
+                j += 1
     if j != count:
-        raise ValueError(f"bin {bin} holds a different number of members than {count}")
+        raise ValueError(f"bin {bin} holds a different number of cuts than {count}")
     order = np.lexsort((ids, keys))
     return ids[order], keys[order], us[order]
 
 
-def collect_rows(const uint8_t[::1] member not None, Py_ssize_t n, uint64_t key, bint shuffled,
-                 uint64_t lo_u, int64_t lo_i, uint64_t hi_u, int64_t hi_i, int64_t base,
-                 int64_t[::1] out not None, int32_t[::1] seen not None,
-                 int32_t[::1] rounds not None) -> int:
-    """Write ``base + i`` of every member with ``(lo_u, lo_i) <= (u, i) < (hi_u, hi_i)`` to
-    ``out`` in index order; with ``seen`` (one counter per cut, else empty) also each one's
-    round (how often it was emitted before) to ``rounds``, and count it. Returns how many."""
-    cdef const uint8_t* m = _member_ptr(member, n)
+def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
+                 const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
+                 uint64_t tu, int64_t ti, uint64_t lo_u, int64_t lo_i, uint64_t hi_u,
+                 int64_t hi_i, int64_t base, int64_t[::1] out not None,
+                 int32_t[::1] seen not None, int32_t[::1] rounds not None) -> int:
+    """Write ``base + i`` of every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
+    hi_i)`` to ``out`` in index order; with ``seen`` (one counter per cut, else empty) also
+    each one's round (how often it was emitted before) to ``rounds``, and count it. Returns how
+    many."""
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
     cdef bint counting = seen.shape[0] != 0
     if counting and (seen.shape[0] != n or rounds.shape[0] < out.shape[0]):
         raise ValueError("seen needs one counter per cut and rounds one slot per output")
@@ -130,36 +185,34 @@ def collect_rows(const uint8_t[::1] member not None, Py_ssize_t n, uint64_t key,
     cdef uint64_t u
     with nogil:
         for i in range(n):
-            if _in(m, i):
-                u = _u(key, i, shuffled)
-                if not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i):
-                    if j == cap:
-                        j += 1
-                        break
-                    out[j] = base + i
-                    if counting:
-                        rounds[j] = seen[i]
-                        seen[i] += 1
+            u = _u(&s, i)
+            if not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i) and _has(&s, i, u):
+                if j == cap:
                     j += 1
+                    break
+                out[j] = base + i
+                if counting:
+                    rounds[j] = seen[i]
+                    seen[i] += 1
+                j += 1
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return j
 
 
-def collect_mask(const uint8_t[::1] member not None, uint64_t key, bint shuffled,
-                 uint64_t lo_u, int64_t lo_i, uint64_t hi_u, int64_t hi_i,
-                 uint8_t[::1] mask not None) -> int:
-    """Set ``mask[i] = 1`` for every member with ``(lo_u, lo_i) <= (u, i) < (hi_u, hi_i)``
-    (``mask`` has one flag per cut). Returns how many."""
+def collect_mask(const uint8_t[::1] keep not None, const uint8_t[::1] excl not None, int mode,
+                 uint64_t key, bint shuffled, uint64_t tu, int64_t ti, uint64_t lo_u,
+                 int64_t lo_i, uint64_t hi_u, int64_t hi_i, uint8_t[::1] mask not None) -> int:
+    """Set ``mask[i] = 1`` for every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
+    hi_i)`` (``mask``: one flag per cut). Returns how many."""
     cdef Py_ssize_t n = mask.shape[0]
-    cdef const uint8_t* m = _member_ptr(member, n)
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
     cdef Py_ssize_t i, j = 0
     cdef uint64_t u
     with nogil:
         for i in range(n):
-            if _in(m, i):
-                u = _u(key, i, shuffled)
-                if not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i):
-                    mask[i] = 1
-                    j += 1
+            u = _u(&s, i)
+            if not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i) and _has(&s, i, u):
+                mask[i] = 1
+                j += 1
     return j

@@ -268,37 +268,53 @@ class _Quotas:
         return lo
 
 
-class _Keyed:
-    """A set of one source's cuts (``member``: one flag per cut, empty for all) in the order of
-    one cycle's keys (:mod:`discoseq._core.quota`); ranks and microsecond sums from a histogram
-    of the keys, exact within a bin by sorting its few members."""
+_EMPTY = np.empty(0, dtype=np.uint8)
 
-    def __init__(self, src: _Source, member: np.ndarray, key: int) -> None:
-        self.src, self.member, self.key = src, member, key
-        h = quota_core.histogram(src.dur, member, key, src.shuffled, src.shift)
-        self.counts, self.us = h
-        self.cum_counts = np.cumsum(self.counts)
-        self.cum_us = np.cumsum(self.us)
+
+class _Keyed:
+    """A set of one source's cuts in the order of one cycle's key (:mod:`discoseq._core.quota`:
+    the source's kept cuts, ``mode`` 1: minus those flagged in ``excl``, ``mode`` 2: those
+    flagged or at keys from ``(tu, ti)``); ranks and microsecond sums from a histogram of the
+    keys, exact within a bin by sorting its few members."""
+
+    def __init__(self, src: _Source, key: int, excl: np.ndarray = _EMPTY, mode: int = 0,
+                 tu: int = 0, ti: int = 0) -> None:  # fmt: skip
+        self.src, self.key = src, key
+        self.spec = (src.keep, excl, mode, key, src.shuffled, tu, ti)
+        self._hist: tuple[np.ndarray, np.ndarray] | None = None
+        self._bins: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def set_hist(self, counts: np.ndarray, us: np.ndarray) -> None:
+        self._hist = (counts, us)
+        self.cum_counts = np.cumsum(counts)
+        self.cum_us = np.cumsum(us)
         self.size = int(self.cum_counts[-1])
         self.total_us = int(self.cum_us[-1])
-        self._bins: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def hist(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._hist is None:
+            counts, us, _, _ = quota_core.histogram(self.src.dur, *self.spec, self.src.shift)
+            self.set_hist(counts, us)
+        assert self._hist is not None
+        return self._hist
 
     def _bin(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         got = self._bins.get(b)
         if got is None:
-            src = self.src
-            got = quota_core.bin_members(src.dur, self.member, self.key, src.shuffled, src.shift,
-                                         b, int(self.counts[b]))  # fmt: skip
+            count = int(self.hist()[0][b])
+            got = quota_core.bin_members(self.src.dur, *self.spec, self.src.shift, b, count)
             self._bins[b] = got
         return got
 
     def _locate(self, rank: int) -> tuple[int, int]:
         """The bin of the cut at ``rank`` and its index in the sorted bin."""
+        counts = self.hist()[0]
         b = int(np.searchsorted(self.cum_counts, rank, side="right"))
-        return b, rank - int(self.cum_counts[b] - self.counts[b])
+        return b, rank - int(self.cum_counts[b] - counts[b])
 
     def threshold(self, rank: int) -> tuple[int, int]:
         """``(u, i)`` of the cut at ``rank``: the cuts below it are the first ``rank``."""
+        self.hist()
         if rank <= 0:
             return 0, 0
         if rank >= self.size:
@@ -309,24 +325,40 @@ class _Keyed:
 
     def prefix_us(self, rank: int) -> int:
         """Microseconds of the first ``rank`` cuts."""
+        us = self.hist()[1]
         if rank <= 0:
             return 0
         if rank >= self.size:
             return self.total_us
         b, j = self._locate(rank)
-        return int(self.cum_us[b] - self.us[b]) + int(self._bin(b)[2][:j].sum())
+        return int(self.cum_us[b] - us[b]) + int(self._bin(b)[2][:j].sum())
+
+    def prefix_hist(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """The histogram of the first ``rank`` cuts."""
+        counts, us = self.hist()
+        if rank >= self.size:
+            return counts, us
+        b, j = self._locate(rank)
+        c, u = counts.copy(), us.copy()
+        c[b + 1 :] = 0
+        u[b + 1 :] = 0
+        c[b] = j
+        u[b] = int(self._bin(b)[2][:j].sum())
+        return c, u
 
     def nearest(self, r: int) -> int:
         """The rank whose prefix microseconds are nearest ``r`` (ties: the lower rank)."""
+        counts, us = self.hist()
         if r <= 0:
             return 0
         if r >= self.total_us:
             return self.size
         b = int(np.searchsorted(self.cum_us, r, side="left"))
-        first = int(self.cum_counts[b] - self.counts[b])
-        cum = int(self.cum_us[b] - self.us[b]) + np.cumsum(self._bin(b)[2])
+        first = int(self.cum_counts[b] - counts[b])
+        below_bin = int(self.cum_us[b] - us[b])
+        cum = below_bin + np.cumsum(self._bin(b)[2])
         k = int(np.searchsorted(cum, r, side="left"))  # cum[k - 1] < r <= cum[k]
-        below = int(cum[k - 1]) if k else int(self.cum_us[b] - self.us[b])
+        below = int(cum[k - 1]) if k else below_bin
         return first + k if int(cum[k]) - r >= r - below else first + k + 1
 
     def bounds(self, lo: int, hi: int) -> tuple[int, int, int, int]:
@@ -335,8 +367,7 @@ class _Keyed:
     def mask(self, lo: int, hi: int, out: np.ndarray) -> None:
         """Flag the cuts at ranks ``[lo, hi)`` in ``out``."""
         if hi > lo:
-            quota_core.collect_mask(self.member, self.key, self.src.shuffled,
-                                    *self.bounds(lo, hi), out)  # fmt: skip
+            quota_core.collect_mask(*self.spec, *self.bounds(lo, hi), out)
 
 
 @dataclass
@@ -388,10 +419,10 @@ class _Source:
     ``span`` of it. Epoch ``e`` spans ``[start(e), start(e + 1))`` of the axis, and its
     positions are the cut boundaries there (hours: nearest, see :meth:`position`)."""
 
-    def __init__(self, duration: np.ndarray, member: np.ndarray, base: int, name: str,
+    def __init__(self, duration: np.ndarray, keep: np.ndarray, base: int, name: str,
                  config: SamplerConfig) -> None:  # fmt: skip
         self.dur = duration
-        self.member = member
+        self.keep = keep
         self.base = base
         self.name = name
         self.n_all = int(duration.shape[0])
@@ -399,33 +430,41 @@ class _Source:
         self.shift = quota_core.bin_shift(self.n_all, self.shuffled)
         self.seed = config.seed
         self.sid = _source_id(name)
-        self._keyed: dict[tuple[int, int], _Keyed] = {}
+        self._keyed: dict[int, _Keyed] = {}
         self._cycles: dict[int, _Cycle] = {}
-        counts, us = quota_core.histogram(duration, member, 0, False, 63)  # one bin: the sums
-        self.n, self.total_us = int(counts[0]), int(us[0])
+        counts, us, _, _ = quota_core.histogram(duration, keep, _EMPTY, 0, 0, False, 0, 0, 63)
+        self.n, self.total_us = int(counts.sum()), int(us.sum())  # one bin: the sums
+        kept = duration if keep.shape[0] == 0 else duration[keep.view(np.bool_)]
+        self.longest_us = round(float(kept.max()) * US_PER_SECOND) if kept.shape[0] else 0
         self.quotas: _Quotas | None = None
+        self.signature: object = None
         self.unit = "cuts"
         self.span = self.margin = 0
 
-    def set_quota(self, quotas: _Quotas, unit: str) -> None:
-        """The epochs' quotas and their unit: the stream axis is cuts or microseconds."""
-        self.quotas, self.unit = quotas, unit
+    def set_quota(self, quotas: _Quotas, unit: str, signature: object) -> None:
+        """The epochs' quotas and their unit (the stream axis is cuts or microseconds); the
+        cycles reordered for other quotas are forgotten."""
+        if signature != self.signature:
+            self._cycles.clear()
+        self.quotas, self.unit, self.signature = quotas, unit, signature
         self.span = self.n if unit == "cuts" else self.total_us
-        if unit != "cuts":
-            kept = self.dur if self.member.shape[0] == 0 else self.dur[self.member.view(np.bool_)]
-            longest = float(kept.max()) if kept.shape[0] else 0.0
-            self.margin = 2 * round(longest * US_PER_SECOND) + 1
+        self.margin = 0 if unit == "cuts" else 2 * self.longest_us + 1
+
+    def forget_before(self, c: int) -> None:
+        """Drop the cycles (and keyed orders) before cycle ``c``: epochs move forward."""
+        for d in (self._cycles, self._keyed):
+            for k in [k for k in d if k < c]:
+                del d[k]
 
     def key(self, c: int) -> int:
         return rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid) if self.shuffled else 0
 
-    def keyed(self, c: int, member: np.ndarray | None = None) -> _Keyed:
-        if member is not None:
-            return _Keyed(self, member, self.key(c))
-        k = (c, 0) if self.shuffled else (0, 0)  # unshuffled: every cycle is the index order
+    def keyed(self, c: int) -> _Keyed:
+        """Cycle ``c`` by key (unshuffled: every cycle is the index order)."""
+        k = c if self.shuffled else 0
         got = self._keyed.get(k)
         if got is None:
-            got = self._keyed[k] = _Keyed(self, self.member, self.key(c))
+            got = self._keyed[k] = _Keyed(self, self.key(c))
         return got
 
     def start(self, e: int) -> int:
@@ -466,6 +505,7 @@ class _Source:
             self._cycles[j] = self._make(j)
             if j - 1 >= first and j - 1 != c:
                 del self._cycles[j - 1]  # a chain needs one cycle at a time
+                self._keyed.pop(j - 1, None)
         return self._cycles[c]
 
     def _make(self, c: int) -> _Cycle:
@@ -482,27 +522,20 @@ class _Source:
         tail = np.zeros(self.n_all, dtype=np.uint8)
         for keyed, lo, hi in prev.parts(a, self.n):
             keyed.mask(lo, hi, tail)
-        member = np.logical_not(tail.view(np.bool_))
-        if self.member.shape[0]:
-            member &= self.member.view(np.bool_)
-        head = self.keyed(c, member.view(np.uint8))
+        counts, us, counts_head, us_head = quota_core.histogram(
+            self.dur, self.keep, tail, 0, plain.key, self.shuffled, 0, 0, self.shift
+        )
+        plain.set_hist(counts, us)
+        head = _Keyed(self, plain.key, tail, 1)  # the cycle's cuts not in the tail
+        head.set_hist(counts_head, us_head)
         r = s1 - c * self.span
-        if self.unit == "cuts":
-            if r > head.size:
-                return _Cycle(plain)  # the epoch asks more than the source: copies are due
-            h = r
-        else:
-            if r > head.total_us:
-                return _Cycle(plain)
-            h = head.nearest(r)
-        if h == 0:  # the epoch ends at the cycle's start: that end is kept (a search of
-            return _Cycle(plain, head, 0, plain, 0, s1)  # the cycle by key could differ)
-        taken = np.zeros(self.n_all, dtype=np.uint8)
-        head.mask(0, h, taken)
-        rest_member = np.logical_not(taken.view(np.bool_))
-        if self.member.shape[0]:
-            rest_member &= self.member.view(np.bool_)
-        rest = self.keyed(c, rest_member.view(np.uint8))
+        if r > (head.size if self.unit == "cuts" else head.total_us):
+            return _Cycle(plain)  # the epoch asks more than the source: copies are due
+        h = r if self.unit == "cuts" else head.nearest(r)
+        # the rest: the cuts not among the head's first h (flagged, or at keys from its h-th)
+        rest = _Keyed(self, plain.key, tail, 2, *head.threshold(h))
+        first_c, first_us = head.prefix_hist(h)
+        rest.set_hist(counts - first_c, us - first_us)
         return _Cycle(plain, head, h, rest, head.prefix_us(h), s1)
 
     def _in_cycle(self, cyc: _Cycle, r: int, x: int) -> int:
@@ -538,26 +571,51 @@ class _Source:
                 pieces.append((self.keyed(c), 0, n))
             else:
                 pieces.extend(self.cycle(c).parts(lo, hi))
-        empty32 = np.empty(0, dtype=np.int32)
-        seen = np.zeros(self.n_all, dtype=np.int32) if len(pieces) > 1 else empty32
+        pieces = [p for p in pieces if p[2] > p[1]]
+        # copies are possible only when the run holds more than one cycle's worth
+        counting = b - a > n and len(pieces) > 1
+        seen = np.zeros(self.n_all if counting else 0, dtype=np.int32)
         rows = np.empty(b - a, dtype=np.int64)
-        rounds = np.zeros(b - a if seen.shape[0] else 0, dtype=np.int32)
+        rounds = np.zeros(b - a if counting else 0, dtype=np.int32)
         at = 0
         for keyed, lo, hi in pieces:
-            if hi <= lo:
-                continue
             out = rows[at : at + hi - lo]
-            rnd = rounds[at : at + hi - lo] if seen.shape[0] else rounds
-            lo_u, lo_i, hi_u, hi_i = keyed.bounds(lo, hi)
-            got = quota_core.collect_rows(keyed.member, self.n_all, keyed.key, self.shuffled,
-                                          lo_u, lo_i, hi_u, hi_i, self.base, out, seen,
-                                          rnd)  # fmt: skip
+            rnd = rounds[at : at + hi - lo] if counting else rounds
+            bounds = (0, 0, U64_MAX, self.n_all) if (lo, hi) == (0, n) else keyed.bounds(lo, hi)
+            got = quota_core.collect_rows(
+                self.n_all, *keyed.spec, *bounds, self.base, out, seen, rnd
+            )
             assert got == hi - lo
             at += hi - lo
         top = int(rounds.max()) if rounds.shape[0] else 0
         if top == 0:
             return [rows]
         return [rows[rounds == k] for k in range(top + 1)]
+
+
+_SOURCES: dict[tuple[object, ...], tuple[np.ndarray, _Source]] = {}
+_SOURCES_KEPT = 8
+
+
+def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, name: str,
+            config: SamplerConfig) -> _Source:  # fmt: skip
+    """The source's stream, reused across the epochs of a process: its cycles are a function
+    of the seed, the durations and the filters, so keeping them is only speed. Keyed by the
+    duration column (held, so its identity is not reused) and a sample of its values."""
+    sample = duration[lo : hi : max((hi - lo) // 64, 1)].tobytes()
+    kept = -1 if keep is None else int(np.count_nonzero(keep[lo:hi]))
+    key = (id(duration), lo, hi, name, config.seed, config.effective_shuffle, kept, sample,
+           config.min_duration, config.max_duration_per_cut, config.max_tokens_per_second,
+           config.token_column)  # fmt: skip
+    got = _SOURCES.get(key)
+    if got is not None and got[0] is duration:
+        return got[1]
+    member = _EMPTY if keep is None else np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
+    src = _Source(np.ascontiguousarray(duration[lo:hi]), member, lo, name, config)
+    while len(_SOURCES) >= _SOURCES_KEPT:
+        del _SOURCES[next(iter(_SOURCES))]
+    _SOURCES[key] = (duration, src)
+    return src
 
 
 @dataclass(frozen=True)
@@ -589,14 +647,9 @@ def select_epoch(
     by_name = {leaf.name: leaf for leaf in mixture.leaves()}
     d = np.asarray(duration, dtype=np.float64)
     spans = [(int(layout.offsets[s]), int(layout.offsets[s + 1])) for s in range(len(layout.names))]
-    members = [
-        np.empty(0, dtype=np.uint8) if keep is None else
-        np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
-        for lo, hi in spans
-    ]  # fmt: skip
     streams = {
-        name: _Source(np.ascontiguousarray(d[lo:hi]), member, lo, name, config)
-        for name, (lo, hi), member in zip(layout.names, spans, members, strict=True)
+        name: _source(d, keep, lo, hi, name, config)
+        for name, (lo, hi) in zip(layout.names, spans, strict=True)
     }
     sizes = {name: st.n for name, st in streams.items()}
     totals = {name: st.total_us for name, st in streams.items()}
@@ -610,13 +663,15 @@ def select_epoch(
         )  # fmt: skip
     quotas = _Quotas(mixture, config, sizes, totals)
     this_epoch = quotas.of_epoch(epoch)
+    signature = (mixture, config.schedule, config.epoch_cuts, config.epoch_hours,
+                 config.temperature, tuple(sizes.items()), tuple(totals.items()))  # fmt: skip
     parts: list[np.ndarray] = []
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, name in enumerate(layout.names):
         q, leaf = this_epoch[name], by_name[name]
         stream = streams[name]
-        stream.set_quota(quotas, q.unit)
+        stream.set_quota(quotas, q.unit, signature)
         x = quotas.start(name, epoch)
         a, b = (stream.position(x), stream.position(x + q.amount)) if q.amount else (0, 0)
         if leaf.unique and b - a > stream.n:
@@ -627,6 +682,7 @@ def select_epoch(
             )
         by_round = stream.take(a, b)
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
+        stream.forget_before(a // stream.n - 1 if stream.n else 0)
         for r, part in enumerate(by_round):
             parts.append(part)
             starts.append(starts[-1] + int(part.shape[0]))
