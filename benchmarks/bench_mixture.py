@@ -6,7 +6,8 @@
 1. Plan time of a 3-source mixture totalling N cuts (6/10, 3/10, 1/10 of N; weights by hours
    with an hours budget, so every source is cut at a stream boundary and the small one is
    upsampled) vs the plan of the same N cuts as one corpus (BUCKETED, 30 buckets, W=8,
-   max_duration=600 s). Goal: at most 1.3x.
+   max_duration=600 s), consecutive epochs as in training. Goal: at most 1.3x. Also the
+   selection stage alone (quotas and the rows they take), warm and cold (a fresh process).
 2. Delivered hours shares vs the asked weights after 1, 10 and 100 batches and after one epoch:
    discoseq (pooled and per_source) vs Lhotse's ``CutSet.mux`` and ``CutSet.infinite_mux`` with the
    same weights under ``DynamicBucketingSampler`` (same max_duration, 30 buckets), over the same
@@ -31,7 +32,8 @@ from bench_plan import librispeech_like, timeit
 
 from discoseq import DiscoSeqSampler, SamplerConfig
 from discoseq.plan import plan_epoch
-from discoseq.plan.quota import SourceLayout
+from discoseq.plan.quota import SourceLayout, forget_streams
+from discoseq.plan.select import select_rows
 
 SHARES = {"big": 0.6, "mid": 0.3, "small": 0.1}  # of the cuts
 WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}  # asked, of the hours
@@ -53,10 +55,16 @@ def plan_time(n: int, repeat: int) -> None:
     ep = iter(range(1, 10_000))
     t1, m1 = timeit(lambda: plan_epoch(cols, base, next(ep), W), repeat)
     t3, m3 = timeit(lambda: plan_epoch(cols, mix, next(ep), W, sources=layout), repeat)
+    ts, ms = timeit(lambda: select_rows(cols, mix, None, next(ep), layout), repeat)
+    cold, _ = timeit(lambda: (forget_streams(), select_rows(cols, mix, None, next(ep), layout)), 1)
     p = plan_epoch(cols, mix, 3, W, sources=layout)
     print(f"   one corpus        : best {t1 * 1e3:8.1f} ms, median {m1 * 1e3:8.1f} ms")
     print(f"   3-source mixture  : best {t3 * 1e3:8.1f} ms, median {m3 * 1e3:8.1f} ms")
     print(f"   ratio             : {t3 / t1:.2f}x best/best, {m3 / m1:.2f}x median (goal <= 1.3x)")
+    print(f"   of which selection: best {ts * 1e3:8.1f} ms, median {ms * 1e3:8.1f} ms "
+          f"({ts / t1:.2f}x the one-corpus plan; the next epochs of a run)")  # fmt: skip
+    print(f"   selection, cold   : {cold * 1e3:8.1f} ms (a new process or a resume: the source's "
+          "cycles computed afresh)")  # fmt: skip
     sel = ", ".join(f"{s.name} {s.selected:,} ({s.planned_hours:,.0f} h)" for s in p.stats.sources)
     print(f"   mixture epoch selects: {sel}")
 

@@ -1,16 +1,26 @@
 """Stage 1b, quotas: the epoch's selection of a mixture — which cuts of each source, how often.
 
-Each source ``s`` (its cuts that pass the filters, in index order: ``n`` cuts, ``D`` microseconds)
-is an endless *stream*: cycle ``c`` is a permutation of its cuts keyed by ``(seed, c, source)``
-(the identity without shuffling), cycles one after another. Epoch ``e`` takes a contiguous run of
-the stream, starting where epoch ``e - 1`` stopped, so a source is drawn without replacement
-across epochs: an upsampled source goes through fresh permutations ("exhaust, then reshuffle"),
-a downsampled one continues where it stopped, and after any number of epochs every cut has been
-taken ``floor`` or ``ceil`` of its fair count. The run's length is the source's quota
-(:mod:`discoseq.mixture`): a count of cuts, or an hours target whose ends are the cut boundaries
-nearest to the cumulative targets (so the hours are within one cut of the target, and epochs
-tile the stream). Positions are a pure function of ``(seed, epoch, config, sources)``: no cursor
-is kept anywhere, and the state stays a few hundred bytes.
+Each source ``s`` (its cuts that pass the filters: ``n`` cuts, ``D`` microseconds) is an endless
+*stream*: cycle ``c`` holds every cut once, ordered by a key per cut derived from
+``(seed, c, source)`` (index order without shuffling; :mod:`discoseq._core.quota`), cycles one
+after another. Epoch ``e`` takes a contiguous run of the stream, starting where epoch ``e - 1``
+stopped, so a source is drawn without replacement across epochs: an upsampled source goes
+through fresh orders ("exhaust, then reshuffle"), a downsampled one continues where it
+stopped, and after any number of epochs every cut has been taken ``floor`` or ``ceil`` of its
+fair count. The run's length is the source's quota (:mod:`discoseq.mixture`): a count of cuts,
+or an hours target whose ends are the cut boundaries nearest to the cumulative targets (so the
+hours are within one cut of the target, and epochs tile the stream).
+
+No cut twice in an epoch whose quota fits the source (at most ``n`` cuts): when such an epoch
+takes the tail of cycle ``c - 1`` and the head of cycle ``c``, cycle ``c`` starts with the cuts
+*not* in that tail (by key), the tail's cuts following right after the head (a cycle is still
+every cut once, so the floor/ceil counts hold). When consecutive epochs each cross into the
+next cycle, a cycle's order depends on the one before; such a chain is followed back to a
+cycle whose order does not matter to it (see ``_Source._needs_prev``).
+
+Positions are a pure function of ``(seed, epoch, config, sources)``: no cursor is kept in the
+state, which stays a few hundred bytes. A process keeps each source's recent cycles across
+epochs (only speed: a resume elsewhere computes the same ones).
 
 The selection is a multiset of rows; the later stages plan *positions* in it (a row taken twice
 is two positions), and a position's *round* (0 for a row's first copy in the epoch, 1 for its
@@ -20,6 +30,7 @@ second, ...) keeps two copies of a cut out of one batch.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +43,7 @@ from discoseq.config import SamplerConfig
 from discoseq.index.multi import MultiIndex
 from discoseq.mixture import Mixture, MixtureEntry, check_sources
 
-__all__ = ["SourceLayout", "SourceStats", "select_epoch"]
+__all__ = ["SourceLayout", "SourceStats", "forget_streams", "select_epoch"]
 
 PURPOSE_SOURCE = 4 << 32
 US_PER_SECOND = 1_000_000
@@ -595,6 +606,13 @@ class _Source:
 
 _SOURCES: dict[tuple[object, ...], tuple[np.ndarray, _Source]] = {}
 _SOURCES_KEPT = 8
+_LOCK = threading.Lock()  # a kept stream changes as epochs move: one selection at a time
+
+
+def forget_streams() -> None:
+    """Forget the sources' streams kept across epochs (the next selection starts cold)."""
+    with _LOCK:
+        _SOURCES.clear()
 
 
 def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, name: str,
@@ -639,9 +657,20 @@ def select_epoch(
     config: SamplerConfig,
     epoch: int,
 ) -> tuple[np.ndarray, Blocks, tuple[SourceStats, ...]]:
-    """The rows of ``epoch`` (a multiset: source by source, round by round, in stream order
-    within), its blocks, and what each source contributed. ``keep``: the rows that passed the
-    filters (None: all)."""
+    """The rows of ``epoch`` (a multiset: source by source, round by round; within, the runs
+    of its cycles in stream order, each in index order), its blocks, and what each source
+    contributed. ``keep``: the rows that passed the filters (None: all)."""
+    with _LOCK:
+        return _select_epoch(duration, keep, layout, config, epoch)
+
+
+def _select_epoch(
+    duration: np.ndarray,
+    keep: np.ndarray | None,
+    layout: SourceLayout,
+    config: SamplerConfig,
+    epoch: int,
+) -> tuple[np.ndarray, Blocks, tuple[SourceStats, ...]]:
     mixture = config.mixture_spec or Mixture.natural(layout.names)
     check_sources(mixture, layout.names)
     by_name = {leaf.name: leaf for leaf in mixture.leaves()}
