@@ -470,3 +470,37 @@ def test_cli_imports_a_tokenizer_module_from_the_working_directory(
     half = np.asarray(index.column("half"))
     single = np.asarray(index.column("num_supervisions")) <= 1  # no join spaces
     assert np.array_equal(half[single & (chars >= 0)], chars[single & (chars >= 0)] // 2)
+
+
+def test_analyze_plans_with_an_added_token_column(corpus: dict, index_path: Path) -> None:
+    from discoseq.cli.main import main as discoseq_main
+
+    add_column(index_path, "spm", corpus["spm"])
+    runner = CliRunner()
+    args = ["analyze", str(index_path), "--max-tokens", "400", "--world-size", "1"]
+    result = runner.invoke(discoseq_main, [*args, "--token-column", "spm"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(discoseq_main, [*args, "--token-column", "bpe"])
+    assert result.exit_code == 3, result.output  # bad input: the index lacks it
+    assert "token_column='bpe' is not a column" in result.output
+
+
+def _add_in_process(path: str, name: str) -> None:
+    add_column(path, name, f"{HERE}:words")
+
+
+def test_concurrent_runs_each_keep_their_column(index_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    names = ["c0", "c1", "c2"]
+    procs = [context.Process(target=_add_in_process, args=(str(index_path), n)) for n in names]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    index = CutIndex.open(index_path)
+    assert sorted(index.extra_columns) == names
+    assert len(list(index_path.glob("c[0-9].*.npy"))) == 3
+    assert all(np.array_equal(index.column(n), index.column("c0")) for n in names)
