@@ -402,14 +402,15 @@ def _describe(path: Path) -> dict[str, Any]:
 
 
 def index_fields(
-    spec: SharSpec, tmp: Path, sources: Sequence[Any], skipped: int
+    spec: SharSpec, tmp: Path, sources: Sequence[Any], skipped: int, progress: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the field columns of the index being built in ``tmp`` (whose rows, ids and source
     lines are written) and return (their column entries, the header's ``shar`` entry).
 
     Row r of cut shard s is line ``source_line[r]`` of it, so it is item ``source_line[r] - 1``
     of each field file of shard s, whose name must be the cut's id. ``skipped`` (records the
-    build skipped) lets a field file hold more items than the shard has rows."""
+    build skipped) lets a field file hold more items than the shard has rows. ``progress``: a
+    progress bar over the field files."""
     source_id = np.load(tmp / "source_id.npy", mmap_mode="r")
     source_line = np.load(tmp / "source_line.npy", mmap_mode="r")
     offsets = np.load(tmp / "id_offsets.npy", mmap_mode="r")
@@ -418,6 +419,12 @@ def index_fields(
     starts = np.searchsorted(source_id, np.arange(len(sources) + 1))  # rows are shard by shard
     columns: dict[str, Any] = {}
     entries = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = sum(len(f.paths) for f in spec.fields)
+        bar = tqdm(total=total, unit=" files", desc="Shar field headers")
     for field in spec.fields:
         names = shar_columns(field.name, field.kind)
         keys = list(names)
@@ -463,6 +470,8 @@ def index_fields(
                     blob_writer.write(b"".join(taken))
                     blob_size += int(sizes.sum())
                 files.append(entry)
+                if bar is not None:
+                    bar.update(1)
         finally:
             if blob_writer is not None:
                 blob_writer.close()
@@ -475,6 +484,8 @@ def index_fields(
         if field.kind == "jsonl":
             entry_out.update(file=f"shar_{field.name}.bin", size=blob_size)
         entries.append(entry_out)
+    if bar is not None:
+        bar.close()
     origins = {"origins": spec.origins, "origins_are_paths": spec.origins_are_paths}
     return columns, {"fields": entries, **origins}
 
