@@ -151,7 +151,9 @@ def build_shard(parts: list[Path], out: Path, jobs: int) -> dict[str, Any]:
         from discoseq.index import build_index
         t = time.perf_counter()
         index = build_index({[str(p) for p in parts]!r}, {str(out)!r}{jobs_arg})
-        RESULT = {{"seconds": time.perf_counter() - t, "rows": len(index)}}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        RESULT = {{"seconds": time.perf_counter() - t, "rows": len(index),
+                   "worker_peak_rss_mb": children}}
         """
     )
 
@@ -397,13 +399,25 @@ def build(work: Path, shards: int, rows: int, parts: int, jobs: int) -> list[str
         manifests = write_shard_manifests(work / f"shard{k:02d}", k, rows, parts)
         gen_s += time.perf_counter() - t
         out = work / f"shard{k:02d}.idx"
+        if k == 0 and jobs > 1 and build_jobs_supported():  # the baseline, in the same run
+            one = build_shard(manifests, work / "baseline.idx", 1)
+            shutil.rmtree(work / "baseline.idx")
+            print(
+                f"   shard 0 with one process (baseline): {one['seconds']:6.1f} s "
+                f"({rows / one['seconds'] / 1e3:5.0f}k cuts/s), peak RSS "
+                f"{one['peak_rss_mb']:5.0f} MB"
+            )
         b = build_shard(manifests, out, jobs)
         builds.append(b)
         paths.append(str(out))
         print(
             f"   shard {k}: built in {b['seconds']:6.1f} s ({rows / b['seconds'] / 1e3:5.0f}k "
-            f"cuts/s), peak RSS {b['peak_rss_mb']:5.0f} MB"
+            f"cuts/s), peak RSS {b['peak_rss_mb']:5.0f} MB (its worker processes "
+            f"{b['worker_peak_rss_mb']:5.0f} MB)"
         )
+        if k == 0 and jobs > 1 and build_jobs_supported():
+            speedup = one["seconds"] / b["seconds"]
+            print(f"   speed-up of jobs={jobs} over one process: {speedup:.2f}x")
     secs = [b["seconds"] for b in builds]
     print(
         f"   generated the manifests in {gen_s:.0f} s; builds {min(secs):.1f}-{max(secs):.1f} s "
