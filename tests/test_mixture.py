@@ -609,3 +609,19 @@ def test_upsampled_sources_still_cycle_and_never_share_a_batch(sources) -> None:
         for i in range(p.num_batches):
             rows = p.batch(i)
             assert len(set(rows.tolist())) == rows.shape[0]
+
+
+def test_an_hours_quota_up_to_half_a_cut_below_the_source_never_repeats() -> None:
+    """The hours form of the guarantee: a quota of at most the source's hours less half its
+    longest cut (here right at that bound) takes no cut twice in an epoch."""
+    sizes = [40, 60]
+    duration = np.round(np.random.default_rng(9).uniform(0.5, 20.0, 100), 3)
+    us = np.rint(duration * 1e6).astype(np.int64)
+    bound = int(us[:40].sum()) - int(us[:40].max()) // 2 - 2
+    other = int(us[40:].sum()) // 3
+    kw = {"mixture": {"s0": {"weight": bound}, "s1": {"weight": other}},
+          "epoch_hours": (bound + other) / 3.6e9}  # fmt: skip
+    for e, offsets, rows, _, stats in _selections(sizes, 30, seed=9, **kw):
+        assert abs(stats[0].asked * 3.6e9 - bound) <= 2
+        mine = rows[rows < offsets[1]]
+        assert len(np.unique(mine)) == mine.shape[0] == stats[0].selected, e

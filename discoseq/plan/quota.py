@@ -280,6 +280,7 @@ class _Quotas:
 
 
 _EMPTY = np.empty(0, dtype=np.uint8)
+_EMPTY32 = np.empty(0, dtype=np.int32)
 
 
 class _Keyed:
@@ -294,6 +295,7 @@ class _Keyed:
         self.spec = (src.keep, excl, mode, key, src.shuffled, tu, ti)
         self._hist: tuple[np.ndarray, np.ndarray] | None = None
         self._bins: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._runs: dict[tuple[int, int], np.ndarray] = {}
 
     def set_hist(self, counts: np.ndarray, us: np.ndarray) -> None:
         self._hist = (counts, us)
@@ -375,10 +377,25 @@ class _Keyed:
     def bounds(self, lo: int, hi: int) -> tuple[int, int, int, int]:
         return (*self.threshold(lo), *self.threshold(hi))
 
-    def mask(self, lo: int, hi: int, out: np.ndarray) -> None:
-        """Flag the cuts at ranks ``[lo, hi)`` in ``out``."""
-        if hi > lo:
-            quota_core.collect_mask(*self.spec, *self.bounds(lo, hi), out)
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """The cuts at ranks ``[lo, hi)`` as offsets in the source, in index order (the last
+        two runs asked are kept: an epoch's tail of a cycle is asked twice)."""
+        got = self._runs.get((lo, hi))
+        if got is None:
+            src = self.src
+            if (lo, hi) == (0, src.n) and self.spec[2] == 0:  # a whole cycle: every kept cut
+                got = np.arange(src.n_all) if src.keep.shape[0] == 0 else np.flatnonzero(src.keep)
+                got = got.astype(np.int64, copy=False)
+            else:
+                got = np.empty(max(hi - lo, 0), dtype=np.int64)
+                if hi > lo:
+                    n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), 0,
+                                                got, _EMPTY32, _EMPTY32)  # fmt: skip
+                    assert n == hi - lo
+            if len(self._runs) >= 2:
+                del self._runs[next(iter(self._runs))]
+            self._runs[(lo, hi)] = got
+        return got
 
 
 @dataclass
@@ -530,18 +547,19 @@ class _Source:
         t = self.n - a  # the tail of cycle c - 1 the crossing epoch takes
         if not 0 < t < self.n:
             return _Cycle(plain)
+        r = s1 - c * self.span
+        # the cuts not in the tail hold the first a cuts' microseconds: does the epoch fit?
+        if r > (a if self.unit == "cuts" else prev.prefix_us(a)):
+            return _Cycle(plain)  # the epoch asks more than the source: copies are due
         tail = np.zeros(self.n_all, dtype=np.uint8)
         for keyed, lo, hi in prev.parts(a, self.n):
-            keyed.mask(lo, hi, tail)
+            tail[keyed.rows(lo, hi)] = 1
         counts, us, counts_head, us_head = quota_core.histogram(
             self.dur, self.keep, tail, 0, plain.key, self.shuffled, 0, 0, self.shift
         )
         plain.set_hist(counts, us)
         head = _Keyed(self, plain.key, tail, 1)  # the cycle's cuts not in the tail
         head.set_hist(counts_head, us_head)
-        r = s1 - c * self.span
-        if r > (head.size if self.unit == "cuts" else head.total_us):
-            return _Cycle(plain)  # the epoch asks more than the source: copies are due
         h = r if self.unit == "cuts" else head.nearest(r)
         # the rest: the cuts not among the head's first h (flagged, or at keys from its h-th)
         rest = _Keyed(self, plain.key, tail, 2, *head.threshold(h))
@@ -582,26 +600,23 @@ class _Source:
                 pieces.append((self.keyed(c), 0, n))
             else:
                 pieces.extend(self.cycle(c).parts(lo, hi))
-        pieces = [p for p in pieces if p[2] > p[1]]
-        # copies are possible only when the run holds more than one cycle's worth
-        counting = b - a > n and len(pieces) > 1
-        seen = np.zeros(self.n_all if counting else 0, dtype=np.int32)
-        rows = np.empty(b - a, dtype=np.int64)
-        rounds = np.zeros(b - a if counting else 0, dtype=np.int32)
-        at = 0
-        for keyed, lo, hi in pieces:
-            out = rows[at : at + hi - lo]
-            rnd = rounds[at : at + hi - lo] if counting else rounds
-            bounds = (0, 0, U64_MAX, self.n_all) if (lo, hi) == (0, n) else keyed.bounds(lo, hi)
-            got = quota_core.collect_rows(
-                self.n_all, *keyed.spec, *bounds, self.base, out, seen, rnd
-            )
-            assert got == hi - lo
-            at += hi - lo
-        top = int(rounds.max()) if rounds.shape[0] else 0
-        if top == 0:
-            return [rows]
-        return [rows[rounds == k] for k in range(top + 1)]
+        runs = [keyed.rows(lo, hi) for keyed, lo, hi in pieces if hi > lo]
+        last = (b - 1) // n if b > a else 0
+        # no copies in one cycle's run, nor across a crossing whose cycle was reordered for it
+        fits = b - a <= n and last == a // n + 1 and self.cycle(last).head is not None
+        if len(runs) <= 1 or fits:
+            return [np.concatenate(runs) + self.base if runs else np.empty(0, dtype=np.int64)]
+        seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
+        by_round: list[list[np.ndarray]] = []
+        for run in runs:
+            r = seen[run]
+            seen[run] += 1  # a run holds each cut once: no clash in the update
+            low, high = int(r.min()), int(r.max())
+            for k in range(low, high + 1):
+                while len(by_round) <= k:
+                    by_round.append([])
+                by_round[k].append(run if low == high else run[r == k])
+        return [np.concatenate(p) + self.base for p in by_round]
 
 
 _SOURCES: dict[tuple[object, ...], tuple[np.ndarray, _Source]] = {}
