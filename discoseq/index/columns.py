@@ -525,7 +525,11 @@ def check_added_columns(index: CutIndex, recount: int = 0) -> tuple[list[str], l
             if not os.path.isfile(spec):
                 notes.append(f"column {name}: tokenizer {spec} no longer exists (not checked)")
                 continue
-            found = _fingerprint_bytes(Path(spec).read_bytes())
+            try:
+                found = _fingerprint_bytes(Path(spec).read_bytes())
+            except OSError as e:
+                problems.append(f"column {name}: tokenizer {spec} cannot be read ({e.strerror})")
+                continue
             if found != meta["tokenizer_fingerprint"]:
                 problems.append(
                     f"column {name}: tokenizer {spec} changed since the column was added "
