@@ -588,10 +588,10 @@ class _Source:
         c, k = divmod(p, self.n)
         return c * self.total_us + (self.cycle(c).prefix_us(k) if k else 0)
 
-    def take(self, a: int, b: int) -> list[np.ndarray]:
-        """The rows at stream positions ``[a, b)``, one array per round (round ``r``: the rows
-        the run takes for the ``r + 1``-th time), each in stream order of its cycles and index
-        order within a cycle."""
+    def take(self, a: int, b: int) -> list[list[np.ndarray]]:
+        """The cuts at stream positions ``[a, b)`` (offsets in the source), per round (round
+        ``r``: the cuts the run takes for the ``r + 1``-th time) the runs of its cycles in
+        stream order, each in index order."""
         n = self.n
         pieces: list[tuple[_Keyed, int, int]] = []
         for c in range(a // n, (b - 1) // n + 1) if b > a else range(0):
@@ -605,7 +605,7 @@ class _Source:
         # no copies in one cycle's run, nor across a crossing whose cycle was reordered for it
         fits = b - a <= n and last == a // n + 1 and self.cycle(last).head is not None
         if len(runs) <= 1 or fits:
-            return [np.concatenate(runs) + self.base if runs else np.empty(0, dtype=np.int64)]
+            return [runs]
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
         for run in runs:
@@ -616,7 +616,7 @@ class _Source:
                 while len(by_round) <= k:
                     by_round.append([])
                 by_round[k].append(run if low == high else run[r == k])
-        return [np.concatenate(p) + self.base for p in by_round]
+        return by_round
 
 
 _SOURCES: dict[tuple[object, ...], tuple[np.ndarray, _Source]] = {}
@@ -709,7 +709,7 @@ def _select_epoch(
     this_epoch = quotas.of_epoch(epoch)
     signature = (mixture, config.schedule, config.epoch_cuts, config.epoch_hours,
                  config.temperature, tuple(sizes.items()), tuple(totals.items()))  # fmt: skip
-    parts: list[np.ndarray] = []
+    parts: list[tuple[int, np.ndarray]] = []
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, name in enumerate(layout.names):
@@ -725,11 +725,12 @@ def _select_epoch(
                 f"of its {stream.n}: a cut would be taken twice in one epoch"
             )
         by_round = stream.take(a, b)
+        counts = [sum(int(run.shape[0]) for run in runs) for runs in by_round]
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
-        for r, part in enumerate(by_round):
-            parts.append(part)
-            starts.append(starts[-1] + int(part.shape[0]))
+        for r, (runs, count) in enumerate(zip(by_round, counts, strict=True)):
+            parts.extend((stream.base, run) for run in runs)
+            starts.append(starts[-1] + count)
             block_source.append(s)
             block_round.append(r)
         stats.append(
@@ -741,13 +742,17 @@ def _select_epoch(
                 asked=float(q.amount) if q.unit == "cuts" else q.amount / US_PER_HOUR,
                 selected=b - a,
                 selected_hours=total_us / US_PER_HOUR,
-                repeats=sum(int(p.shape[0]) for p in by_round[1:]),
+                repeats=sum(counts[1:]),
             )
         )
-    rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    rows = np.empty(starts[-1], dtype=np.int64)
+    at = 0
+    for base, run in parts:  # the source's offsets as index rows, written once
+        np.add(run, base, out=rows[at : at + run.shape[0]])
+        at += run.shape[0]
     blocks = Blocks(
         np.array(starts, dtype=np.int64),
         np.array(block_source, dtype=np.int64),
         np.array(block_round, dtype=np.int64),
     )
-    return rows.astype(np.int64, copy=False), blocks, tuple(stats)
+    return rows, blocks, tuple(stats)
