@@ -138,11 +138,25 @@ def _header_members(path: Path) -> Any:
         os.close(fd)
 
 
-def test_header_parser_agrees_with_tarfile(tmp_path):
+def test_header_parser_agrees_with_tarfile(tmp_path, monkeypatch):
+    import discoseq.index.shar as shar_module
+
     shar = write_shar(tmp_path, FULL)
-    for path in sorted(shar.glob("*.tar")):
-        fast = _header_members(path)
-        assert fast is not None and len(fast) >= 2 and fast == _tarfile_members(path, "f")
+    for scan_members in (1 << 16, 3):  # also in calls of 3 members at a time
+        monkeypatch.setattr(shar_module, "_SCAN_MEMBERS", scan_members)
+        for path in sorted(shar.glob("*.tar")):
+            names, table = _header_members(path)
+            ref_names, ref_table = _tarfile_members(path, "f")
+            assert len(names) >= 2 and names == ref_names
+            np.testing.assert_array_equal(table, ref_table)
+    # a header with a wrong checksum is left to tarfile, which names it
+    path = shar / "recording.000000.tar"
+    data = bytearray(path.read_bytes())
+    data[0] ^= 1  # the first member's name, not its checksum
+    path.write_bytes(bytes(data))
+    assert _header_members(path) is None
+    with pytest.raises(ManifestError, match=r"recording.000000.tar: .*not a readable plain tar"):
+        build_index(shar, tmp_path / "idx")
 
 
 def test_dict_form_reads_the_fields_it_names(tmp_path):
