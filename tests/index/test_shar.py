@@ -210,6 +210,11 @@ def test_cli_build_and_sampler_on_a_shar_directory(tmp_path):
     result = CliRunner().invoke(index_main, ["build", str(shar), "-o", str(tmp_path / "x.idx")])
     assert result.exit_code == 0, result.output
     assert "indexed 7 cuts" in result.output and "Shar" in result.output
+    result = CliRunner().invoke(index_main, ["info", str(tmp_path / "x.idx")])
+    assert "shar field   recording (tar, 3 files" in result.output, result.output
+    assert "7 of 7 cuts have data" in result.output
+    result = CliRunner().invoke(index_main, ["verify", str(tmp_path / "x.idx")])
+    assert result.exit_code == 0 and "ok: 7 rows verified" in result.output
     sampler = DiscoSeqSampler(str(shar), SamplerConfig(max_duration=3.0), progress=False)
     seen = [cut.id for batch in sampler for cut in batch]
     assert sorted(seen) == [f"cut-{i}" for i in range(7)]
