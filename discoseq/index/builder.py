@@ -8,6 +8,7 @@ import datetime as _dt
 import errno
 import glob
 import os
+import queue as queue_module
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +30,7 @@ from discoseq.index.format import (
     RECORDS_FILE,
     VALUE_COLUMNS,
     ColumnWriter,
+    is_json_int,
     write_column,
     write_header,
 )
@@ -270,6 +272,185 @@ class _IndexWriter:
     def abort(self) -> None:
         self.records.close()
 
+    def close_part(self) -> dict[str, Any]:
+        """Close the files of a part (one source indexed in a worker process, see
+        :func:`_index_part`); returns what :meth:`add_part` needs besides the files."""
+        for writer in (*self.columns.values(), self.id_offsets, self.id_blob, self.id_hash):
+            writer.close()
+        self.records.close()
+        return {
+            "rows": self.rows,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "records_size": self.records_size,
+            "raw_records_size": self.raw_records_size,
+            "max_record_bytes": self.max_record_bytes,
+        }
+
+    def add_part(self, part: Path, summary: dict[str, Any], stored: bool) -> None:
+        """Append a part's rows as :meth:`add` would have appended them: the same bytes, with
+        record offsets (of stored records) and id offsets moved past what is already here."""
+        m = summary["rows"]
+        for name, writer in self.columns.items():
+            for values in _column_pieces(part / f"{name}.npy", m):
+                if name == "record_offset" and stored:
+                    values = values + self.records_size
+                writer.append(values)
+        base = self.id_blob.length
+        for k, values in enumerate(_column_pieces(part / "id_offsets.npy", m + 1)):
+            self.id_offsets.append((values[1:] if k == 0 else values) + base)  # 0 is ours
+        blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
+        for values in _column_pieces(part / "id_blob.npy", blob_length):
+            self.id_blob.append(values)
+        for values in _column_pieces(part / "id_hash_unsorted.npy", m):
+            self.id_hash.append(values)
+        with open(part / RECORDS_FILE, "rb") as f:
+            shutil.copyfileobj(f, self.records, PART_COPY_BYTES)
+        self.records_size += summary["records_size"]
+        self.raw_records_size += summary["raw_records_size"]
+        self.max_record_bytes = max(self.max_record_bytes, summary["max_record_bytes"])
+        self.rows += m
+        self.skipped += summary["skipped"]
+        self.errors = (self.errors + summary["errors"])[:MAX_REPORTED_ERRORS]
+
+
+PART_ROWS = 1 << 20  # rows of a part's column appended at a time (bounded memory)
+PART_COPY_BYTES = 4 << 20
+
+
+def _column_pieces(path: Path, length: int) -> Iterator[np.ndarray]:
+    """A part's column file in pieces of :data:`PART_ROWS` values."""
+    if length == 0:
+        return
+    column = np.load(path, mmap_mode="r")
+    for start in range(0, length, PART_ROWS):
+        yield np.asarray(column[start : start + PART_ROWS])
+
+
+def _index_source(
+    writer: _IndexWriter,
+    item: Any,
+    source: Source,
+    source_id: int,
+    update_bytes: Callable[[int], None] | None,
+    update_cuts: Callable[[int], object] | None,
+) -> None:
+    """Read, scan and append every record of one source (``item``: a CutSet source's cuts)."""
+    chunks = cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update_bytes)
+    line = 1
+    for chunk, scanned in writer.scanned(chunks, stored=source.records == "stored"):
+        rows = source.rows
+        line += writer.add(chunk, scanned, source, source_id, line)
+        if update_cuts is not None:
+            update_cuts(source.rows - rows)
+
+
+def _check_not_empty(source: Source, skipped: int) -> None:
+    if source.rows == 0:
+        raise ManifestError(
+            "contains no cuts"
+            + (f" ({skipped} skipped)" if skipped else "")
+            + "; an index of nothing is almost certainly a mistake",
+            source.path,
+        )
+
+
+_progress_queue: Any = None  # a worker process's queue for cut counts (None: no progress)
+
+
+def _init_part_worker(queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _index_part(
+    part: str, source: Source, source_id: int, on_error: str, dictionary: bytes
+) -> tuple[Source | None, dict[str, Any]]:
+    """In a worker process: index one file source into the part directory ``part``; returns
+    the source (rows, fingerprint) and the part's summary, or None and a manifest error's
+    ``{"error": (message, path, line)}`` to raise in the parent."""
+    writer = _IndexWriter(Path(part), on_error, dictionary)
+    queue = _progress_queue
+    try:
+        _index_source(writer, None, source, source_id, None, queue.put if queue else None)
+    except ManifestError as e:
+        writer.close_part()
+        return None, {"error": (str(e), e.path, e.line)}
+    return source, writer.close_part()
+
+
+def _index_in_processes(
+    writer: _IndexWriter,
+    tmp: Path,
+    items: Sequence[Any],
+    sources: list[Source],
+    jobs: int,
+    on_error: str,
+    dictionary: bytes,
+    update_cuts: Callable[[int], object] | None,
+) -> None:
+    """Index the file sources in ``jobs`` worker processes, each into a part directory, and
+    append the parts in input order (CutSet sources are indexed here, in their turn): the
+    same bytes as indexing them one after another. The first error in input order is raised;
+    on any error or interruption the workers are terminated."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # fork: workers start at once and never re-run the caller's script (spawn would, and a
+    # script without a __main__ guard would then start workers of its own)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue() if update_cuts is not None else None
+    files = [i for i, s in enumerate(sources) if s.format != "cutset"]
+    pool = ProcessPoolExecutor(
+        min(jobs, len(files)), mp_context=ctx, initializer=_init_part_worker, initargs=(queue,)
+    )
+
+    def drain() -> None:
+        while queue is not None and update_cuts is not None:
+            try:
+                update_cuts(queue.get_nowait())
+            except queue_module.Empty:
+                return
+
+    try:
+        pending = {}
+        for i in files:
+            (tmp / f"part-{i}").mkdir()
+            args = (str(tmp / f"part-{i}"), sources[i], i, on_error, dictionary)
+            pending[i] = pool.submit(_index_part, *args)
+        for i, (item, source) in enumerate(zip(items, sources, strict=True)):
+            if i not in pending:  # a CutSet: here, in its turn
+                _index_source(writer, item, source, i, None, update_cuts)
+                _check_not_empty(source, writer.skipped)
+                continue
+            while not wait([pending[i]], timeout=0.1, return_when=FIRST_COMPLETED).done:
+                drain()
+            done, summary = pending.pop(i).result()
+            drain()
+            if done is None:
+                message, path, line = summary["error"]
+                error = ManifestError(message)
+                error.path, error.line = path, line
+                raise error
+            sources[i] = done
+            writer.add_part(tmp / f"part-{i}", summary, done.records == "stored")
+            shutil.rmtree(tmp / f"part-{i}")
+            _check_not_empty(done, writer.skipped)
+    except BaseException:
+        # stop the workers now (not after their current file), before the parts are removed
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        if queue is not None:
+            queue.close()
+
 
 def _check_unique(
     tmp: Path, sorted_hashes: np.ndarray, order: np.ndarray, sources: Sequence[Source]
@@ -370,6 +551,7 @@ def build_index(
     on_error: str = "raise",
     store_records: bool = False,
     progress: bool = False,
+    jobs: int = 1,
 ) -> Any:
     """Compile Lhotse cut manifests into an index directory and open it.
 
@@ -385,13 +567,20 @@ def build_index(
     :param store_records: copy ``.jsonl`` records into the index instead of reading them in
         place, so the index keeps working if the manifest is moved or deleted.
     :param progress: show a progress bar over the input bytes (over the cuts when a CutSet
-        is among the inputs).
+        is among the inputs, or with ``jobs`` > 1: the cuts indexed by all processes).
+    :param jobs: index the input files in this many worker processes, one file at a time
+        each (into a part of the temporary directory, appended in input order when done): the
+        index is byte-identical to ``jobs=1`` (same rows, order, records and header apart from
+        ``created``). Useful from two input files on; CutSets are indexed in this process.
+        The temporary directory holds the parts besides the index until they are appended.
     :returns: the opened :class:`~discoseq.index.CutIndex`.
     """
     from discoseq.index.reader import CutIndex
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', found {on_error!r}")
+    if not is_json_int(jobs) or jobs < 1:
+        raise ValueError(f"jobs must be a positive number of processes, found {jobs!r}")
     out = Path(out)
     shar = shar_input(inputs)  # a Lhotse Shar set: its cut shards are the sources
     items = _as_sources(inputs if shar is None else shar.cut_paths)
@@ -411,8 +600,10 @@ def build_index(
     bar = None
     writer = None
     try:
-        # Progress in input bytes, or in cuts when a CutSet is among the inputs (it has no bytes).
-        count_cuts = any(s.format == "cutset" for s in sources)
+        # Progress in input bytes, or in cuts when a CutSet is among the inputs (it has no bytes)
+        # or when worker processes index the files (they count the cuts they append).
+        parallel = jobs > 1 and sum(s.format != "cutset" for s in sources) > 1
+        count_cuts = parallel or any(s.format == "cutset" for s in sources)
         if progress:
             from tqdm import tqdm
 
@@ -428,29 +619,19 @@ def build_index(
         if dictionary:
             (tmp / DICT_FILE).write_bytes(dictionary)
         writer = _IndexWriter(tmp, on_error, dictionary)
-        for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
-            chunks = (
-                cutset_chunks(item)
-                if source.format == "cutset"
-                else file_chunks(source, update_bytes)
+        if parallel:
+            _index_in_processes(
+                writer, tmp, items, sources, jobs, on_error, dictionary, update_cuts
             )
-            line = 1
-            for chunk, scanned in writer.scanned(chunks, stored=source.records == "stored"):
-                rows = source.rows
-                line += writer.add(chunk, scanned, source, source_id, line)
-                if update_cuts is not None:
-                    update_cuts(source.rows - rows)
-            if source.rows == 0:
-                raise ManifestError(
-                    "contains no cuts"
-                    + (f" ({writer.skipped} skipped)" if writer.skipped else "")
-                    + "; an index of nothing is almost certainly a mistake",
-                    source.path,
-                )
+        for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
+            if parallel:
+                break
+            _index_source(writer, item, source, source_id, update_bytes, update_cuts)
+            _check_not_empty(source, writer.skipped)
         columns = writer.finish(sources)
         shar_entry = None
         if shar is not None:  # the byte ranges of every cut's members in the field files
-            shar_columns, shar_entry = index_fields(shar, tmp, sources, writer.skipped)
+            shar_columns, shar_entry = index_fields(shar, tmp, sources, writer.skipped, progress)
             columns.update(shar_columns)
         header = {
             "magic": MAGIC,

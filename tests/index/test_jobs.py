@@ -1,0 +1,172 @@
+"""``jobs=N`` / ``--jobs N``: input files indexed in worker processes give the same bytes as one
+process, the same errors (file and line; the first in input order), and leave nothing behind
+when they fail or are interrupted."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing
+import os
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from lhotse import CutSet
+
+from discoseq.cli.index_cli import main as index_cli
+from discoseq.errors import ManifestError
+from discoseq.index import build_index
+from discoseq.index import builder as builder_module
+from discoseq.index.format import HEADER_FILE
+from discoseq.synth import write_manifest
+
+
+def renamed(src: Path, dst: Path, prefix: str) -> Path:
+    """``src``'s records under ids prefixed with ``prefix`` (synth ids do not depend on the
+    seed), written to ``dst`` (``.jsonl``, ``.jsonl.gz`` or a ``.json`` array)."""
+    records = []
+    for line in src.read_text().splitlines():
+        record = json.loads(line)
+        record["id"] = prefix + record["id"]
+        records.append(record)
+    if dst.name.endswith(".json"):
+        dst.write_text(json.dumps(records))
+    else:
+        opener = gzip.open if dst.suffix == ".gz" else open
+        with opener(dst, "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("jobs")
+    a = write_manifest(root / "a.jsonl", 150, seed=1, mixed_fraction=0.2)
+    b = renamed(write_manifest(root / "b0.jsonl", 120, seed=2), root / "b.jsonl.gz", "b-")
+    c = renamed(
+        write_manifest(root / "c0.jsonl", 40, seed=3, padding_fraction=0.3), root / "c.json", "c-"
+    )
+    return [a, b, c]
+
+
+def index_files(path: Path) -> dict[str, bytes]:
+    """Every file of an index; the header without its build time."""
+    files = {p.name: p.read_bytes() for p in path.iterdir()}
+    header = json.loads(files.pop(HEADER_FILE))
+    header.pop("created")
+    files[HEADER_FILE] = json.dumps(header).encode()
+    return files
+
+
+def test_parallel_build_is_byte_identical(inputs: list[Path], tmp_path: Path) -> None:
+    cuts = CutSet.from_cuts(
+        c.with_id("mem-" + c.id) for c in CutSet.from_file(inputs[0]).subset(first=30)
+    )
+    sources = [inputs[0], inputs[1], cuts, inputs[2]]  # a CutSet between files
+    one = build_index(sources, tmp_path / "one.idx")
+    assert one.header.records["dictionary"] is not None  # enough stored records to train one
+    expected = index_files(one.path)
+    for jobs in (2, 3, 8):
+        many = build_index(sources, tmp_path / f"jobs{jobs}.idx", jobs=jobs)
+        assert index_files(many.path) == expected, jobs
+    assert len(one) == 150 + 120 + 30 + 40
+
+
+def test_skipped_records_are_merged_in_order(inputs: list[Path], tmp_path: Path) -> None:
+    bad = []
+    for k, path in enumerate(inputs[:2]):
+        lines = (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)).read().splitlines()
+        lines[3] = "{not json"
+        lines[7] = json.dumps({"id": f"x{k}", "type": "MonoCut"})
+        bad.append(renamed_lines(tmp_path / f"bad{k}.jsonl", lines))
+    one = build_index(bad, tmp_path / "one.idx", on_error="skip")
+    two = build_index(bad, tmp_path / "two.idx", on_error="skip", jobs=2)
+    assert one.header.build["skipped"] == 4
+    assert index_files(two.path) == index_files(one.path)
+    assert re.search(r"bad1\.jsonl:8: ", one.header.build["skipped_examples"][-1])
+
+
+def renamed_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def no_leftovers(tmp_path: Path, out: Path) -> None:
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]
+    assert not multiprocessing.active_children()
+
+
+def test_worker_error_names_file_and_line(inputs: list[Path], tmp_path: Path) -> None:
+    lines = inputs[0].read_text().splitlines()
+    lines[4] = lines[4].replace('"duration": ', '"duration": -', 1)
+    first = renamed_lines(tmp_path / "first.jsonl", lines)
+    second = renamed_lines(tmp_path / "second.jsonl", ["{broken"])
+    out = tmp_path / "out.idx"
+    with pytest.raises(ManifestError) as one:
+        build_index([inputs[1], second], out)
+    with pytest.raises(ManifestError) as two:
+        build_index([inputs[1], second], out, jobs=2)
+    assert str(two.value) == str(one.value) and two.value.line == 1
+    assert str(two.value).startswith(f"{second}:1: malformed JSON")
+    no_leftovers(tmp_path, out)
+    # two bad files: the first in input order is reported, as with one process
+    with pytest.raises(ManifestError) as one:
+        build_index([inputs[1], first, second], out)
+    with pytest.raises(ManifestError) as two:
+        build_index([inputs[1], first, second], out, jobs=3)
+    assert str(two.value) == str(one.value) and f"{first}:5: " in str(two.value)
+    no_leftovers(tmp_path, out)
+
+
+def test_duplicates_and_empty_files_as_with_one_process(inputs: list[Path], tmp_path: Path) -> None:
+    empty = renamed_lines(tmp_path / "empty.jsonl", [""])
+    out = tmp_path / "out.idx"
+    for bad in ([inputs[0], inputs[1], inputs[0]], [inputs[0], empty]):
+        with pytest.raises(ManifestError) as one:
+            build_index(bad, out)
+        with pytest.raises(ManifestError) as two:
+            build_index(bad, out, jobs=2)
+        assert str(two.value) == str(one.value)
+        no_leftovers(tmp_path, out)
+
+
+def test_interrupted_parallel_build_leaves_nothing(
+    inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the parts are appended: the workers are stopped, the temporary directory
+    with every part removed, and no index appears."""
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder_module._IndexWriter, "add_part", interrupted)
+    out = tmp_path / "out.idx"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(inputs, out, jobs=2)
+    no_leftovers(tmp_path, out)
+
+
+def test_progress_counts_cuts_of_all_processes(
+    inputs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_index(inputs, tmp_path / "idx", jobs=2, progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"310 cuts", err.replace("\r", "\n").strip().splitlines()[-1])
+
+
+def test_jobs_option(inputs: list[Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="jobs must be a positive number"):
+        build_index(inputs, tmp_path / "x.idx", jobs=0)
+    runner = CliRunner()
+    result = runner.invoke(index_cli, ["build", *map(str, inputs), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    args = ["build", *map(str, inputs), "-o", str(tmp_path / "y"), "--jobs", "2", "-q"]
+    result = runner.invoke(index_cli, args)
+    assert result.exit_code == 0, result.output
+    assert index_files(tmp_path / "y") == index_files(tmp_path / "x")
+    result = runner.invoke(index_cli, ["build", str(inputs[0]), "-o", str(tmp_path / "z"), "-j0"])
+    assert result.exit_code == 2 and "--jobs" in result.output
+    assert os.listdir(tmp_path).count("z") == 0
