@@ -48,6 +48,14 @@ def test_advanced_usage_removes_its_temporary_directory(tmp_path):
     assert list(scratch.iterdir()) == []
 
 
+def test_packed_training(tmp_path):
+    args = [EXAMPLES / "packed_training.py", "--num-cuts", "300", "--num-workers", "2"]
+    out = _run(args, tmp_path)
+    assert "packs of 30 s from 300 cuts: packing efficiency" in out
+    assert "cu_seqlens (frames) = [0, " in out
+    assert "every cut once: True" in out
+
+
 def _launch(ranks):
     return ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
 

@@ -8,35 +8,54 @@ same room: the one that reached that room last); if none holds it, a new pack is
 are numbered in the order they were opened, segment after segment.
 
 The open packs are kept in one free list per remaining room ``0..capacity`` and a three-level
-64-ary bitset of the non-empty lists, so finding the best fit is three word scans: a whole epoch
-of 10M rows packs in well under a second. The costs are sorted by a counting sort (``O(n +
-capacity)`` per segment), which is why ``capacity`` is bounded (:data:`MAX_CAPACITY`).
+64-ary bitset of the non-empty lists, so finding the best fit is three word scans. The rows are
+ordered once by a sort of 64-bit keys (cost, then position) and the packing loop prefetches the
+scattered reads and writes of the rows a few places ahead: a whole epoch of 10M rows packs in
+about a second. ``capacity`` is bounded (:data:`MAX_CAPACITY`) because the lists and the bitset
+hold one slot per unit of room.
 """
 
 import numpy as np
 
+from libc.math cimport floor
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport free, malloc, calloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 
 from discoseq._core.types cimport check_rows
 
+DEF AHEAD = 16  # positions the packing loop prefetches ahead
+DEF KEY_SHIFT = 36  # a sort key: (capacity + 1 - cost) << KEY_SHIFT | position in the segment
+
 MAX_CAPACITY = 1 << 22
-"""The largest pack capacity in cost units (the counting sort and the free lists hold one slot
-per unit of room)."""
+"""The largest pack capacity in cost units (the free lists hold one slot per unit of room)."""
 
 cdef extern from *:
     """
     #define DS_CTZ(x) __builtin_ctzll(x)
+    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+    #define DS_PREFETCH_W(p) __builtin_prefetch((p), 1, 0)
+    #define DS_KEY_MASK ((((uint64_t)1) << 36) - 1)
     """
+    const uint64_t DS_KEY_MASK
     int DS_CTZ(uint64_t x) noexcept nogil
+    void DS_PREFETCH(const void* p) noexcept nogil
+    void DS_PREFETCH_W(void* p) noexcept nogil
+
+
+cdef struct Bin:
+    int64_t nxt    # the next bin with the same room (a LIFO list per room)
+    int64_t size   # cuts in the bin
+    double cost    # their costs and durations, summed in packing order
+    double dur
 
 
 cdef struct Rooms:
-    # bins with a given remaining room: head[r] -> bin, nxt[bin] -> bin (LIFO lists), and a
+    # bins with a given remaining room: head[r] -> bin, bins[b].nxt -> bin (LIFO lists), and a
     # three-level bitset of the rooms whose list is not empty
     int64_t* head
-    int64_t* nxt
+    Bin* bins
+    int64_t nbins, cap_bins
     uint64_t* w0
     uint64_t* w1
     uint64_t* w2
@@ -91,80 +110,141 @@ cdef inline int64_t _next_room(const Rooms* s, int64_t x) noexcept nogil:
 cdef inline void _push(Rooms* s, int64_t r, int64_t b) noexcept nogil:
     if s.head[r] < 0:
         _set(s, r)
-    s.nxt[b] = s.head[r]
+    s.bins[b].nxt = s.head[r]
     s.head[r] = b
 
 
 cdef inline int64_t _pop(Rooms* s, int64_t r) noexcept nogil:
     cdef int64_t b = s.head[r]
-    s.head[r] = s.nxt[b]
+    s.head[r] = s.bins[b].nxt
     if s.head[r] < 0:
         _clear(s, r)
     return b
 
 
-cdef void _bfd(const int64_t* seg_off, int64_t nseg, const int64_t* units,
-               int64_t cap, int32_t* u, int64_t* order, int64_t* count, Rooms* s,
-               int64_t* pack_of, int64_t* seg_pack_off) noexcept nogil:
-    cdef int64_t seg, i, lo, hi, k, r, b, nbins = 0, base, top = cap + 1, total
-    cdef int32_t x
+cdef inline int64_t _new_bin(Rooms* s) noexcept nogil:
+    """A new, empty bin (its number), or -1 out of memory."""
+    cdef int64_t newcap
+    cdef void* p
+    if s.nbins == s.cap_bins:
+        newcap = s.cap_bins * 2 + 1024
+        p = realloc(s.bins, newcap * sizeof(Bin))
+        if p == NULL:
+            return -1
+        s.bins = <Bin*>p
+        s.cap_bins = newcap
+    s.bins[s.nbins].nxt = -1
+    s.bins[s.nbins].size = 0
+    s.bins[s.nbins].cost = 0.0
+    s.bins[s.nbins].dur = 0.0
+    s.nbins += 1
+    return s.nbins - 1
+
+
+cdef int _bfd(const int64_t* seg_off, int64_t nseg, const uint64_t* keys, const double* cost,
+              const double* dur, int64_t cap, Rooms* s, int64_t* pack_of,
+              int64_t* seg_pack_off) noexcept nogil:
+    """Returns 0, or -1 out of memory. ``keys`` holds each segment's positions sorted by
+    decreasing cost (see :func:`best_fit_decreasing`). The loop prefetches what it reads and
+    writes of the position ``AHEAD`` places on (scattered accesses, their latency overlapped)."""
+    cdef int64_t seg, i, lo, hi, k, r, b, top = cap + 1
+    cdef int64_t x
     seg_pack_off[0] = 0
     for seg in range(nseg):
         lo = seg_off[seg]
         hi = seg_off[seg + 1]
-        # the costs of the segment's rows, clamped to cap + 1 ("alone"), and a counting sort of
-        # the positions by decreasing cost (stable)
-        memset(count, 0, (top + 2) * sizeof(int64_t))
-        for i in range(lo, hi):
-            x = <int32_t>(units[i] if units[i] <= cap else top)
-            u[i] = x
-            count[top - x] += 1
-        total = 0
-        for k in range(top + 1):
-            r = count[k]
-            count[k] = total
-            total += r
-        for i in range(lo, hi):
-            k = top - u[i]
-            order[lo + count[k]] = i
-            count[k] += 1
         memset(s.w0, 0, s.n0 * sizeof(uint64_t))
         memset(s.w1, 0, s.n1 * sizeof(uint64_t))
         memset(s.w2, 0, s.n2 * sizeof(uint64_t))
         for r in range(cap + 1):
             s.head[r] = -1
-        base = nbins
         for k in range(lo, hi):
-            i = order[k]
-            x = u[i]
+            if k + AHEAD < hi:
+                i = lo + <int64_t>(keys[k + AHEAD] & DS_KEY_MASK)
+                DS_PREFETCH(&cost[i])
+                DS_PREFETCH(&dur[i])
+                DS_PREFETCH_W(&pack_of[i])
+            i = lo + <int64_t>(keys[k] & DS_KEY_MASK)
+            x = top - <int64_t>(keys[k] >> KEY_SHIFT)
             if x > cap:  # alone
-                pack_of[i] = nbins
-                nbins += 1
-                continue
-            r = _next_room(s, x)
-            if r < 0:
-                b = nbins - base
-                nbins += 1
-                r = cap
+                b = _new_bin(s)
+                if b < 0:
+                    return -1
             else:
-                b = _pop(s, r)
-            pack_of[i] = base + b
-            _push(s, r - x, b)
-        seg_pack_off[seg + 1] = nbins
+                r = _next_room(s, x)
+                if r < 0:
+                    b = _new_bin(s)
+                    if b < 0:
+                        return -1
+                    r = cap
+                else:
+                    b = _pop(s, r)
+                _push(s, r - x, b)
+            pack_of[i] = b
+            s.bins[b].size += 1
+            s.bins[b].cost += cost[i]
+            s.bins[b].dur += dur[i]
+        seg_pack_off[seg + 1] = s.nbins
+    return 0
+
+
+def cost_units(const double[::1] cost not None, double length, bint integer,
+               double units_per_second=10000.0):
+    """Integer costs for :func:`best_fit_decreasing` and the capacity in the same units, such
+    that packs within the capacity hold at most ``length`` of real cost: ``integer`` costs
+    (tokens; exact below 2**53) in units of ``f = ceil(length / MAX_CAPACITY)`` rounded up,
+    capacity ``length // f``; other costs (seconds) at ``scale = min(units_per_second,
+    MAX_CAPACITY / length)`` as ``floor(c * scale) + 1``, capacity ``floor(length * scale)``. A
+    cost within ``length`` is at most the capacity (it may fill a pack alone), a cost above it
+    is ``capacity + 1``.
+
+    :return: ``(units, capacity)``.
+    """
+    if not (length > 0 and length < 1e300):
+        raise ValueError(f"length={length} must be a positive finite number")
+    cdef int64_t n = cost.shape[0], i, cap, f = 1, L = 0, c
+    cdef double scale = 0.0, x
+    if integer:
+        L = <int64_t>length
+        f = (L + MAX_CAPACITY - 1) // MAX_CAPACITY
+        if f < 1:
+            f = 1
+        cap = L // f
+    else:
+        scale = units_per_second if units_per_second < MAX_CAPACITY / length else MAX_CAPACITY / length
+        cap = <int64_t>floor(length * scale)
+    units_arr = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] units = units_arr
+    with nogil:
+        for i in range(n):
+            x = cost[i]
+            if x > length:
+                units[i] = cap + 1
+                continue
+            if integer:
+                c = <int64_t>x
+                c = (c + f - 1) // f
+            else:
+                c = <int64_t>floor(x * scale) + 1
+            units[i] = c if c < cap else cap
+    return units_arr, int(cap)
 
 
 def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[::1] units not None,
-                        int64_t capacity):
+                        int64_t capacity, const double[::1] cost=None,
+                        const double[::1] duration=None):
     """Assign each position (grouped into segments by ``seg_offsets``) to a pack, by the rule of
     the module docstring. ``units[i]`` is position ``i``'s cost (``>= 0``), ``capacity`` a
-    pack's room in the same units (``0 <= capacity <= MAX_CAPACITY``).
+    pack's room in the same units (``0 <= capacity <= MAX_CAPACITY``); ``cost`` and
+    ``duration`` (one per position, default zeros) are summed per pack.
 
-    :return: ``(pack_of, segment_pack_offsets)``: the pack of each position, and the packs of
-        segment ``s`` as ``segment_pack_offsets[s]:[s + 1]``.
+    :return: ``(pack_of, segment_pack_offsets, pack_size, pack_cost, pack_duration)``: the pack
+        of each position, the packs of segment ``s`` as ``segment_pack_offsets[s]:[s + 1]``,
+        and per pack its cuts and the sums of their ``cost`` and ``duration``.
     """
     cdef int64_t nseg = seg_offsets.shape[0] - 1, n = units.shape[0], s, i
     if nseg < 0 or seg_offsets[0] != 0 or seg_offsets[nseg] != n:
-        raise ValueError("seg_offsets must start at 0 and end at len(rows)")
+        raise ValueError("seg_offsets must start at 0 and end at len(units)")
     for s in range(nseg):
         if seg_offsets[s] > seg_offsets[s + 1]:
             raise ValueError("seg_offsets must be non-decreasing")
@@ -173,6 +253,13 @@ def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[:
     for i in range(n):
         if units[i] < 0:
             raise ValueError(f"best_fit_decreasing: units[{i}]={units[i]} is negative")
+    zeros = np.zeros(n, dtype=np.float64)
+    if cost is None:
+        cost = zeros
+    if duration is None:
+        duration = zeros
+    if cost.shape[0] != n or duration.shape[0] != n:
+        raise ValueError("cost and duration need one value per position")
     pack_of_arr = np.empty(n, dtype=np.int64)
     seg_pack_arr = np.zeros(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] pack_of = pack_of_arr
@@ -181,80 +268,108 @@ def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[:
     st.n0 = (capacity + 1 + 63) >> 6
     st.n1 = (st.n0 + 63) >> 6
     st.n2 = (st.n1 + 63) >> 6
-    cdef int64_t m = n if n > 0 else 1
-    cdef int32_t* u = <int32_t*>malloc(m * sizeof(int32_t))
-    cdef int64_t* order = <int64_t*>malloc(m * sizeof(int64_t))
-    cdef int64_t* count = <int64_t*>malloc((capacity + 3) * sizeof(int64_t))
+    st.nbins = 0
+    st.cap_bins = 0
+    st.bins = NULL
+    if n >= (<int64_t>1 << KEY_SHIFT):
+        raise ValueError(f"best_fit_decreasing: {n} positions are more than 2**{KEY_SHIFT}")
+    # sort keys: decreasing cost, then position (unique keys: the order is the stable one)
+    keys_arr = np.empty(n, dtype=np.uint64)
+    cdef uint64_t[::1] keys = keys_arr
+    cdef int64_t lo, hi, top = capacity + 1, x
+    for s in range(nseg):
+        lo, hi = seg_offsets[s], seg_offsets[s + 1]
+        with nogil:
+            for i in range(lo, hi):
+                x = units[i] if units[i] <= capacity else top
+                keys[i] = (<uint64_t>(top - x) << KEY_SHIFT) | <uint64_t>(i - lo)
+        keys_arr[lo:hi].sort()
     st.head = <int64_t*>malloc((capacity + 1) * sizeof(int64_t))
-    st.nxt = <int64_t*>malloc(m * sizeof(int64_t))
     st.w0 = <uint64_t*>calloc(st.n0, sizeof(uint64_t))
     st.w1 = <uint64_t*>calloc(st.n1, sizeof(uint64_t))
     st.w2 = <uint64_t*>calloc(st.n2, sizeof(uint64_t))
-    cdef const int64_t* up = &units[0] if n > 0 else NULL
+    cdef const double* cp = &cost[0] if n > 0 else NULL
+    cdef const double* dp = &duration[0] if n > 0 else NULL
+    cdef const uint64_t* kp = &keys[0] if n > 0 else NULL
     cdef int64_t* pp = &pack_of[0] if n > 0 else NULL
+    cdef int rc = -1
+    cdef int64_t b
+    cdef int64_t[::1] size_v
+    cdef double[::1] cost_v, dur_v
     try:
-        if (u == NULL or order == NULL or count == NULL or st.head == NULL or st.nxt == NULL
-                or st.w0 == NULL or st.w1 == NULL or st.w2 == NULL):
+        if st.head == NULL or st.w0 == NULL or st.w1 == NULL or st.w2 == NULL:
             raise MemoryError("best_fit_decreasing: out of memory")
         with nogil:
-            _bfd(&seg_offsets[0], nseg, up, capacity, u, order, count, &st, pp,
-                 &seg_pack[0])
+            rc = _bfd(&seg_offsets[0], nseg, kp, cp, dp, capacity, &st, pp, &seg_pack[0])
+        if rc < 0:
+            raise MemoryError("best_fit_decreasing: out of memory")
+        size_arr = np.empty(st.nbins, dtype=np.int64)
+        cost_arr = np.empty(st.nbins, dtype=np.float64)
+        dur_arr = np.empty(st.nbins, dtype=np.float64)
+        size_v = size_arr
+        cost_v = cost_arr
+        dur_v = dur_arr
+        for b in range(st.nbins):
+            size_v[b] = st.bins[b].size
+            cost_v[b] = st.bins[b].cost
+            dur_v[b] = st.bins[b].dur
     finally:
-        free(u)
-        free(order)
-        free(count)
         free(st.head)
-        free(st.nxt)
+        free(st.bins)
         free(st.w0)
         free(st.w1)
         free(st.w2)
-    return pack_of_arr, seg_pack_arr
+    return pack_of_arr, seg_pack_arr, size_arr, cost_arr, dur_arr
 
 
 def group_packs(const int64_t[::1] rows not None, const int64_t[::1] pack_of not None,
-                const int64_t[::1] pack_rank not None, const double[::1] cost not None,
-                const double[::1] duration not None):
+                const int64_t[::1] pack_rank not None, const int64_t[::1] pack_size not None):
     """The positions of ``rows`` grouped by pack, packs in the order ``pack_rank`` gives them
     (pack ``p`` becomes pack number ``pack_rank[p]``; a permutation), members of a pack in
-    their order in ``rows`` (a stable counting sort); ``cost`` and ``duration`` (one per
-    position) summed per pack, members in that order.
+    their order in ``rows`` (a stable counting sort); ``pack_size[p]``: the members of pack
+    ``p`` (as :func:`best_fit_decreasing` returns them).
 
-    :return: ``(rows_out, pack_offsets, pack_cost, pack_duration)``: pack ``k`` is
-        ``rows_out[pack_offsets[k]:[k + 1]]``.
+    :return: ``(rows_out, pack_offsets)``: pack ``k`` is ``rows_out[pack_offsets[k]:[k + 1]]``.
     """
     cdef int64_t n = rows.shape[0], npk = pack_rank.shape[0], i, p, total
-    if pack_of.shape[0] != n or cost.shape[0] != n or duration.shape[0] != n:
-        raise ValueError("pack_of, cost and duration need one value per row")
+    if pack_of.shape[0] != n:
+        raise ValueError("pack_of needs one pack per row")
+    if pack_size.shape[0] != npk:
+        raise ValueError("pack_size needs one size per pack")
     check_rows(pack_of, npk, "group_packs", "pack_of", "pack_rank")
     seen_arr = np.zeros(npk, dtype=np.uint8)
     cdef unsigned char[::1] seen = seen_arr
+    total = 0
     for p in range(npk):
         if not 0 <= pack_rank[p] < npk or seen[pack_rank[p]]:
             raise ValueError("group_packs: pack_rank must be a permutation of range(len(pack_rank))")
         seen[pack_rank[p]] = 1
+        if pack_size[p] < 0:
+            raise ValueError(f"group_packs: pack_size[{p}]={pack_size[p]} is negative")
+        total += pack_size[p]
+    if total != n:
+        raise ValueError(f"group_packs: the pack sizes add up to {total}, not len(rows)={n}")
     out_arr = np.empty(n, dtype=np.int64)
     off_arr = np.zeros(npk + 1, dtype=np.int64)
-    pc_arr = np.zeros(npk, dtype=np.float64)
-    pd_arr = np.zeros(npk, dtype=np.float64)
     cdef int64_t[::1] out = out_arr
     cdef int64_t[::1] off = off_arr
-    cdef double[::1] pc = pc_arr
-    cdef double[::1] pd = pd_arr
-    with nogil:
-        for i in range(n):
-            off[pack_rank[pack_of[i]] + 1] += 1
-        total = 0
-        for p in range(npk):
-            total += off[p + 1]
-            off[p + 1] = total
-        for i in range(n):
-            p = pack_rank[pack_of[i]]
-            out[off[p]] = rows[i]
-            off[p] += 1
-            pc[p] += cost[i]  # members in their order: the order of the additions is fixed
-            pd[p] += duration[i]
-        # off[p] now ends pack p: shift back
-        for p in range(npk, 0, -1):
-            off[p] = off[p - 1]
-        off[0] = 0
-    return out_arr, off_arr, pc_arr, pd_arr
+    cdef int64_t* nxt = <int64_t*>malloc((npk if npk > 0 else 1) * sizeof(int64_t))
+    if nxt == NULL:
+        raise MemoryError("group_packs: out of memory")
+    try:
+        with nogil:
+            for p in range(npk):
+                off[pack_rank[p] + 1] = pack_size[p]
+            for p in range(npk):
+                off[p + 1] += off[p]
+            for p in range(npk):  # where each pack's next member goes, by the pack's number
+                nxt[p] = off[pack_rank[p]]
+            for i in range(n):
+                if i + AHEAD < n:
+                    DS_PREFETCH_W(&nxt[pack_of[i + AHEAD]])
+                p = pack_of[i]
+                out[nxt[p]] = rows[i]
+                nxt[p] += 1
+    finally:
+        free(nxt)
+    return out_arr, off_arr

@@ -11,7 +11,7 @@ packs, ``max_duration`` / ``max_tokens`` cap packs x the longest pack (``limit_m
 sum of the packs' costs).
 
 Costs in the kernel are integers: tokens exactly (up to ``MAX_CAPACITY`` tokens a pack; beyond,
-in units of ``ceil(L / MAX_CAPACITY)`` tokens, rounded up), durations in units of 0.1 ms (or
+in units of ``ceil(L / MAX_CAPACITY)`` tokens, rounded up), durations in units of 1 ms (or
 coarser for packs over ``MAX_CAPACITY`` units), a cut counting one unit more than its floor, so
 a pack's real cost never exceeds ``L``. A cut whose cost alone exceeds ``L`` is *oversize*: a
 pack of its own (``oversize="single"``) or left out (``"exclude"``); counted either way.
@@ -22,7 +22,6 @@ or a batch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +37,9 @@ __all__ = ["PURPOSE_PACKS", "Packs", "pack_rows", "pack_units", "packed_offsets"
 PURPOSE_PACKS = 9 << 32
 """The purpose of the pack shuffle: segment ``s`` uses ``(seed, epoch, PURPOSE_PACKS | s)``."""
 
-DURATION_UNITS_PER_SECOND = 10_000.0
-"""The duration resolution of the bin packing (0.1 ms), unless the pack length needs coarser."""
+DURATION_UNITS_PER_SECOND = 1000.0
+"""The duration resolution of the bin packing (1 ms: a cut counts at most 1 ms more than it
+lasts), unless the pack length needs coarser."""
 
 
 @dataclass
@@ -81,23 +81,12 @@ def cut_costs(selection: Selection, config: SamplerConfig) -> np.ndarray:
 def pack_units(cost: np.ndarray, length: float, integer: bool) -> tuple[np.ndarray, int]:
     """Integer costs for the bin-packing kernel and the pack capacity in the same units, such
     that a pack of units within the capacity holds at most ``length`` of real cost (see the
-    module docstring). Costs above ``length`` come out above the capacity."""
-    cap_max = binpack.MAX_CAPACITY
-    if integer:
-        L = int(length)
-        f = max(1, -(-L // cap_max))
-        units = -(-np.asarray(cost, dtype=np.int64) // f)
-        capacity = L // f
-        too_big = np.asarray(cost) > L
-    else:
-        scale = min(DURATION_UNITS_PER_SECOND, cap_max / length)
-        capacity = math.floor(length * scale)
-        units = np.floor(np.asarray(cost, dtype=np.float64) * scale).astype(np.int64) + 1
-        too_big = np.asarray(cost) > length
-    # a cut within L whose rounded units exceed the capacity fills a pack alone
-    np.minimum(units, capacity, out=units)
-    units[too_big] = capacity + 1
-    return units, capacity
+    module docstring and :func:`~discoseq._core.binpack.cost_units`). Costs above ``length``
+    come out above the capacity."""
+    return binpack.cost_units(
+        np.ascontiguousarray(cost, dtype=np.float64), float(length), integer,
+        DURATION_UNITS_PER_SECOND,
+    )  # fmt: skip
 
 
 def pack_rows(
@@ -121,8 +110,11 @@ def pack_rows(
         rows, dur, cost = rows[keep], dur[keep], cost[keep]
         seg_offsets = np.zeros(nseg + 1, dtype=np.int64)
         np.cumsum(np.bincount(seg_of[keep], minlength=nseg), out=seg_offsets[1:])
+    cost = np.ascontiguousarray(cost, dtype=np.float64)
     units, capacity = pack_units(cost, length, integer=config.pack_tokens is not None)
-    pack_of, seg_packs = binpack.best_fit_decreasing(seg_offsets, units, capacity)
+    pack_of, seg_packs, sizes, bin_cost, bin_dur = binpack.best_fit_decreasing(
+        seg_offsets, units, capacity, cost, dur
+    )
     num_packs = int(seg_packs[-1])
     order = np.arange(num_packs, dtype=np.int64)  # the pack at each place
     if config.effective_shuffle:
@@ -133,9 +125,11 @@ def pack_rows(
         rng.shuffle_segments(order, seg_packs, keys)
     rank = np.empty(num_packs, dtype=np.int64)
     rank[order] = np.arange(num_packs, dtype=np.int64)
-    packed, pack_offsets, pack_cost, pack_dur = binpack.group_packs(
-        rows, pack_of, rank, np.ascontiguousarray(cost, dtype=np.float64), dur
-    )
+    packed, pack_offsets = binpack.group_packs(rows, pack_of, rank, sizes)
+    pack_cost = np.empty(num_packs, dtype=np.float64)
+    pack_cost[rank] = bin_cost
+    pack_dur = np.empty(num_packs, dtype=np.float64)
+    pack_dur[rank] = bin_dur
     # the packs into batches: one "row" per pack, the batch caps on packs
     if groups.segment_bucket is None:
         cap_d, cap_c = segment_caps(config, nseg)

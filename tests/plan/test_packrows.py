@@ -73,10 +73,17 @@ def test_kernel_matches_reference(seed: int) -> None:
         units[rng.random(n) < 0.3] = 0  # free cuts (no tokens) join any pack
     cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(0, 4))))
     seg_offsets = np.concatenate([[0], cuts, [n]]).astype(np.int64)
-    pack_of, seg_packs = binpack.best_fit_decreasing(seg_offsets, units, capacity)
+    cost = rng.random(n)
+    pack_of, seg_packs, sizes, sums, durs = binpack.best_fit_decreasing(
+        seg_offsets, units, capacity, cost, 2 * cost
+    )
     ref_of, ref_seg = reference_bfd(seg_offsets.tolist(), units.tolist(), capacity)
     assert pack_of.tolist() == ref_of
     assert seg_packs.tolist() == ref_seg
+    npk = int(seg_packs[-1])
+    assert sizes.tolist() == np.bincount(pack_of, minlength=npk).tolist()
+    np.testing.assert_allclose(sums, np.bincount(pack_of, weights=cost, minlength=npk))
+    np.testing.assert_allclose(durs, 2 * sums)
     # every pack within the capacity, unless it holds one cut above it
     loads = np.bincount(pack_of, weights=units, minlength=int(seg_packs[-1]))
     sizes = np.bincount(pack_of, minlength=int(seg_packs[-1]))
@@ -88,9 +95,17 @@ def test_kernel_large_capacity_crosses_bitset_levels() -> None:
     capacity = binpack.MAX_CAPACITY
     units = np.array([capacity - 5, capacity - 70_000, 3, 69_990, 5, 2, capacity], np.int64)
     offsets = np.array([0, units.shape[0]], np.int64)
-    pack_of, seg = binpack.best_fit_decreasing(offsets, units, capacity)
+    pack_of, seg, *_ = binpack.best_fit_decreasing(offsets, units, capacity)
     ref_of, ref_seg = reference_bfd(offsets.tolist(), units.tolist(), capacity)
     assert pack_of.tolist() == ref_of and seg.tolist() == ref_seg
+
+
+def test_group_packs_orders_packs_by_rank_and_members_stably() -> None:
+    rows = np.array([10, 11, 12, 13, 14, 15], np.int64)
+    pack_of = np.array([2, 0, 2, 1, 0, 2], np.int64)
+    out, off = binpack.group_packs(rows, pack_of, np.array([1, 2, 0]), np.array([2, 1, 3]))
+    assert off.tolist() == [0, 3, 5, 6]
+    assert out.tolist() == [10, 12, 15, 11, 14, 13]
 
 
 def test_kernel_refuses_bad_input() -> None:
@@ -100,9 +115,11 @@ def test_kernel_refuses_bad_input() -> None:
         binpack.best_fit_decreasing(np.array([0, 1]), np.array([-1]), 5)
     with pytest.raises(ValueError, match="seg_offsets"):
         binpack.best_fit_decreasing(np.array([0, 2]), np.array([1]), 5)
+    two = np.array([0, 1])
     with pytest.raises(ValueError, match="permutation"):
-        z = np.zeros(2)
-        binpack.group_packs(np.array([0, 1]), np.array([0, 1]), np.array([1, 1]), z, z)
+        binpack.group_packs(two, two, np.array([1, 1]), np.array([1, 1]))
+    with pytest.raises(ValueError, match="add up to 3"):
+        binpack.group_packs(two, two, np.array([1, 0]), np.array([1, 2]))
 
 
 def test_units_never_overfill_a_pack() -> None:
@@ -111,7 +128,7 @@ def test_units_never_overfill_a_pack() -> None:
     for length in (30.0, 7.77, 1e5):
         cost = rng.random(2000) * length * 0.6
         units, capacity = pack_units(cost, length, integer=False)
-        pack_of, _ = binpack.best_fit_decreasing(np.array([0, 2000]), units, capacity)
+        pack_of, *_ = binpack.best_fit_decreasing(np.array([0, 2000]), units, capacity)
         real = np.bincount(pack_of, weights=cost)
         assert real.max() <= length
     cost = np.array([5, 8 << 22, (8 << 22) + 1], np.int64)
