@@ -625,3 +625,37 @@ def test_an_hours_quota_up_to_half_a_cut_below_the_source_never_repeats() -> Non
         assert abs(stats[0].asked * 3.6e9 - bound) <= 2
         mine = rows[rows < offsets[1]]
         assert len(np.unique(mine)) == mine.shape[0] == stats[0].selected, e
+
+
+@pytest.mark.parametrize(
+    ("entries", "kw"),
+    [
+        ({"s0": {"repeat": 0.85}, "s1": {"choose": 7}, "s2": {"repeat": 0.6}}, {}),
+        ({"s0": {"weight": 5}, "s1": {"weight": 3}, "s2": {"weight": 2}}, {"epoch_hours": 0.09}),
+        ({"s0": {"weight": 1}, "s1": {"weight": 1}, "s2": {"weight": 1}}, {"epoch_cuts": 26}),
+        ({"s0": {}, "s1": {}, "s2": {}}, {"epoch_hours": 0.1}),
+    ],
+)
+def test_chains_of_crossing_epochs_equal_the_reference(entries: dict, kw: dict) -> None:
+    """Quotas above half the source make every epoch cross into the next cycle; the selection
+    (which follows such chains back only as far as they matter, and keeps cycles between
+    calls) equals the reference's walk from epoch 0, epoch by epoch and planned alone."""
+    from discoseq.plan.quota import forget_streams, select_epoch
+    from tests import reference_plan as ref
+
+    sizes = [12, 9, 11]
+    names = ["s0", "s1", "s2"]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    duration = np.round(np.random.default_rng(4).uniform(0.5, 20.0, int(offsets[-1])), 3)
+    cfg = SamplerConfig(max_cuts=4, seed=11, mixture=entries, **kw)
+    lay = SourceLayout(tuple(names), offsets)
+    for e in [*range(26), 19, 3]:
+        if e in (19, 3):
+            forget_streams()
+        rows, blocks, _ = select_epoch(duration, None, lay, cfg, e)
+        want = ref.reference_select(duration, None, names, list(offsets), entries, 11, e, True,
+                                    **kw)  # fmt: skip
+        for k in range(blocks.source.shape[0]):
+            name = names[int(blocks.source[k])]
+            got = sorted(rows[blocks.starts[k] : blocks.starts[k + 1]].tolist())
+            assert got == sorted(r for r, rnd in want[name] if rnd == int(blocks.round[k])), (e, k)

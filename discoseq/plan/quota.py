@@ -518,8 +518,8 @@ class _Source:
         the cuts of the epoch crossing into it; hours: plus a margin of two longest cuts)."""
         cross = self.crossing(c)
         prev = self.crossing(c - 1) if cross is not None else None
-        if cross is None or prev is None:
-            return False
+        if cross is None or prev is None or prev[1] - prev[0] > self.span + self.margin:
+            return False  # cycle c - 1 is not reordered (no crossing, or one too long to fit)
         return cross[0] - (c - 1) * self.span < prev[1] - prev[0] + self.margin
 
     def cycle(self, c: int) -> _Cycle:
