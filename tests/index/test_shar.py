@@ -345,3 +345,15 @@ def test_few_field_files_stay_open(tmp_path, monkeypatch):
         cut = index.resolve([row])[0]
         assert_same_cut(cut, reference[cut.id])
         assert len(index._shar._fds) <= 2
+
+
+def test_a_parallel_build_is_the_same(tmp_path):
+    shar = write_shar(tmp_path, FULL)
+    one = build_index(shar, tmp_path / "one")
+    two = build_index(shar, tmp_path / "two", jobs=2)
+    assert two.header.raw["shar"] == one.header.raw["shar"]
+    for name in one.header.raw["columns"]:
+        np.testing.assert_array_equal(two.column(name), one.column(name))
+    assert (tmp_path / "two" / "shar_lang.bin").read_bytes() == (
+        tmp_path / "one" / "shar_lang.bin"
+    ).read_bytes()
