@@ -17,6 +17,9 @@ docstring and in its twin in ``tests/reference_plan.py``):
    makes global batch ``s * W + r`` step ``s`` of rank ``r``.
 5. :mod:`~discoseq.plan.stats` — what happened to the cuts (:class:`PlanStats`).
 
+With ``shard_block``, :mod:`~discoseq.plan.shardblock` splits stage 2's segments by blocks of
+sources and takes stage 4's place (the same order, then steps sorted by block).
+
 :mod:`~discoseq.plan.planner` chains them; :mod:`~discoseq.plan.epoch_plan` holds the result.
 """
 
