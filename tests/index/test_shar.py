@@ -357,3 +357,26 @@ def test_a_parallel_build_is_the_same(tmp_path):
     assert (tmp_path / "two" / "shar_lang.bin").read_bytes() == (
         tmp_path / "one" / "shar_lang.bin"
     ).read_bytes()
+
+
+class _AudioOf:
+    """A dataset run in the DataLoader workers: each cut's audio, loaded there."""
+
+    def __getitem__(self, cuts: Any) -> dict[str, np.ndarray]:
+        return {cut.id: cut.load_audio() for cut in cuts}
+
+
+def test_dataloader_workers_load_shar_audio(tmp_path):
+    from discoseq import SamplerConfig, create_dataloader
+
+    shar = write_shar(tmp_path, {"recording": "flac"})
+    index = build_index(shar, tmp_path / "idx")
+    config = SamplerConfig(max_duration=2.0, num_workers=2, shard_block=1)
+    loader = create_dataloader(index, config, dataset=_AudioOf())
+    reference = {cut.id: cut for cut in CutSet.from_shar(in_dir=shar)}
+    seen = {}
+    for batch in loader:
+        seen.update(batch)
+    assert sorted(seen) == sorted(reference)
+    for cut_id, audio in seen.items():
+        np.testing.assert_array_equal(audio, reference[cut_id].load_audio())
