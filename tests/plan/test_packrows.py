@@ -6,6 +6,7 @@ efficiency, packs as Lhotse cuts, exact and elastic resume, mixtures."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from discoseq import CutIndex, DiscoSeqSampler, SamplerConfig, build_index
 from discoseq._core import binpack
 from discoseq.packs import cu_seqlens, pack_members
 from discoseq.plan import EpochPlan, plan_epoch
-from discoseq.plan.packrows import pack_units
+from discoseq.plan.pack import token_costs_of
+from discoseq.plan.packrows import DURATION_UNITS_PER_SECOND, PURPOSE_PACKS, pack_units
 from discoseq.synth import generate_durations, write_manifest
+from tests import reference_plan as ref
 
 # -- the kernel and its twin -----------------------------------------------------------------
 
@@ -296,6 +299,91 @@ def test_config_round_trip() -> None:
     assert cfg.packing == ("pack_tokens", 4096.0)
 
 
+# -- the whole plan against a plain-Python twin ---------------------------------------------
+
+
+def reference_units(cost: list[float], length: float, integer: bool) -> tuple[list[int], int]:
+    """The rule of ``binpack.cost_units``."""
+    cap_max = binpack.MAX_CAPACITY
+    if integer:
+        f = max(1, -(-int(length) // cap_max))
+        capacity = int(length) // f
+        units = [-(-int(c) // f) for c in cost]
+    else:
+        scale = min(DURATION_UNITS_PER_SECOND, cap_max / length)
+        capacity = math.floor(length * scale)
+        units = [math.floor(c * scale) + 1 for c in cost]
+    pairs = zip(cost, units, strict=True)
+    return [capacity + 1 if c > length else min(u, capacity) for c, u in pairs], capacity
+
+
+def reference_packed_plan(cost: np.ndarray, dur: np.ndarray, cfg: SamplerConfig, world: int):
+    """A RANDOM plan with packing, from the twins: shuffle, oversize, best-fit-decreasing
+    (:func:`reference_bfd`), the keyed pack shuffle, greedy packing of packs into batches and
+    the batch order (``tests/reference_plan.py``). Returns the rows, pack and batch offsets."""
+    name, length = cfg.packing
+    rows = ref.shuffle(list(range(cost.shape[0])), ref.derive_key(cfg.seed, 0, ref.PURPOSE_CUTS))
+    if cfg.oversize == "exclude":
+        rows = [r for r in rows if cost[r] <= length]
+    units, capacity = reference_units([float(cost[r]) for r in rows], length, name == "pack_tokens")
+    pack_of, seg = reference_bfd([0, len(rows)], units, capacity)
+    npk = seg[-1]
+    order = ref.shuffle(list(range(npk)), ref.derive_key(cfg.seed, 0, PURPOSE_PACKS))
+    members: list[list[int]] = [[] for _ in range(npk)]
+    for pos, r in enumerate(rows):
+        members[pack_of[pos]].append(r)
+    # each pack's sums in packing order (decreasing units, then position), as the kernel adds
+    sums = np.zeros(npk)
+    durs = np.zeros(npk)
+    for pos in sorted(range(len(rows)), key=lambda i: -min(units[i], capacity + 1)):
+        sums[pack_of[pos]] += cost[rows[pos]]
+        durs[pack_of[pos]] += dur[rows[pos]]
+    packs = [members[p] for p in order]
+    cap_d = [np.inf if cfg.max_duration is None else cfg.max_duration]
+    cap_c = [(1 << 63) - 1 if cfg.max_cuts is None else cfg.max_cuts]
+    tokens = None if cfg.max_tokens is None else sums[order].astype(np.int64)
+    batches, *_ = ref.pack(
+        [list(range(npk))], durs[order], None, cap_d, cap_c, None, None,
+        cfg.limit_mode == "sum", False, tokens, cfg.max_tokens,
+    )  # fmt: skip
+    border, _, _ = ref.order_batches([len(batches)], world, cfg.seed, 0, False, cfg.drop_last)
+    out_rows: list[int] = []
+    pack_offsets, batch_offsets = [0], [0]
+    for b in border:
+        for p in batches[b]:
+            out_rows += packs[p]
+            pack_offsets.append(len(out_rows))
+        batch_offsets.append(len(out_rows))
+    return out_rows, pack_offsets, batch_offsets
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "world"),
+    [
+        ({"pack_duration": 30.0, "max_cuts": 5}, 1),
+        ({"pack_duration": 20.0, "max_cuts": 3, "oversize": "exclude"}, 3),
+        ({"pack_duration": 30.0, "max_duration": 95.0, "drop_last": True}, 4),
+        ({"pack_duration": 45.0, "max_duration": 200.0, "limit_mode": "sum", "seed": 3}, 2),
+        ({"pack_tokens": 700, "max_tokens": 2000, "audio_tokens_per_second": 12.5}, 3),
+        ({"pack_tokens": 500, "max_cuts": 4, "oversize": "exclude"}, 1),
+    ],
+)
+def test_plan_matches_the_reference(kwargs: dict, world: int) -> None:
+    cfg = SamplerConfig(strategy="random", **kwargs)
+    n = 600
+    dur = DUR[:n]
+    text = np.random.default_rng(9).integers(-1, 200, n).astype(np.int64)
+    cols = {"duration": dur, "num_tokens": text}
+    cost = dur
+    if cfg.pack_tokens is not None:
+        cost = token_costs_of(text, dur, cfg).astype(np.float64)
+    plan = plan_epoch(cols, cfg, 0, world)
+    rows, pack_offsets, batch_offsets = reference_packed_plan(cost, dur, cfg, world)
+    assert plan.rows.tolist() == rows
+    assert plan.pack_offsets is not None and plan.pack_offsets.tolist() == pack_offsets
+    assert plan.batch_offsets.tolist() == batch_offsets
+
+
 # -- through the sampler: packs as Lhotse cuts, resume ------------------------------------------
 
 CFG = SamplerConfig(strategy="random", pack_duration=30.0, max_cuts=3)
@@ -449,3 +537,34 @@ def test_analyze_reports_packing() -> None:
     assert "packs of pack_duration=30, efficiency" in format_table(stats)
     plain = analyze_plan(plan_of(SamplerConfig(strategy="random", max_cuts=8)), DUR)
     assert plain["packing"] is None
+
+
+def test_empty_plans_with_packing() -> None:
+    from discoseq.analysis import analyze_plan
+
+    cfg = SamplerConfig(strategy="random", pack_duration=30.0, max_cuts=4, min_duration=1e4)
+    with pytest.warns(RuntimeWarning, match="no cuts to plan"):
+        plan = plan_of(cfg)
+    assert plan.num_batches == 0 and plan.pack_offsets is not None and plan.num_packs == 0
+    assert analyze_plan(plan, DUR)["packing"]["efficiency"] is None
+    excl = SamplerConfig(strategy="random", pack_duration=0.1, max_cuts=4, oversize="exclude")
+    with pytest.warns(RuntimeWarning, match="excluded as oversize"):
+        plan = plan_of(excl)
+    assert plan.num_batches == 0 and plan.stats.oversize == N and plan.num_packs == 0
+
+
+def test_per_source_mixture_packs_within_a_source(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "a.jsonl", 200, seed=1)
+    write_manifest(tmp_path / "b.jsonl", 120, seed=2)
+    cfg = SamplerConfig(strategy="random", pack_duration=30.0, max_cuts=4,
+                        mix_batches="per_source")  # fmt: skip
+    sampler = DiscoSeqSampler({"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}, cfg)
+    seen = set()
+    for batch in sampler:
+        sources = set()
+        for pack in batch:
+            cuts = [t.cut for t in pack.tracks] if hasattr(pack, "tracks") else [pack]
+            sources |= {c.custom["source"] for c in cuts if c.custom and "source" in c.custom}
+        assert len(sources) == 1  # every pack, and every batch, from one source
+        seen |= sources
+    assert seen == {"a", "b"}
