@@ -476,6 +476,8 @@ class CutIndex:
 
         Uses Lhotse's ``deserialize_cut``, so every cut type (also a standalone ``PaddingCut``
         line, which Lhotse's lazy manifest reader misreads) comes back as Lhotse builds it.
+        A Lhotse Shar corpus's cuts get their fields as ``CutSet.from_shar`` attaches them
+        (:class:`~discoseq.index.shar.SharFields`).
 
         :param records: raw records by row, already read (see :meth:`record_dicts`).
         """
@@ -494,7 +496,9 @@ class CutIndex:
                     f"{type(e).__name__}: {e}; fix the record and rebuild the index",
                     *self._source_line(row),
                 ) from e
-            cuts.append(cut if self._shar is None else self._shar.attach(row, cut))
+            cuts.append(cut)
+        if self._shar is not None:  # a Shar corpus: each cut's field data, read in file order
+            self._shar.attach(rows, cuts)
         return CutSet.from_cuts(cuts)
 
     def _source_line(self, row: int) -> tuple[str | None, int | None]:

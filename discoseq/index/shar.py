@@ -636,49 +636,70 @@ class SharFields:
             )
         return data
 
-    def attach(self, row: int, cut: Any) -> Any:
-        """Set each field of ``cut`` (the cut of ``row``) as ``LazySharIterator`` does: the
-        field's manifest from its ``.json`` member, filled with the data member's bytes by
-        Lhotse's ``fill_shar_placeholder`` (a jsonl field: the line's value); a cut without the
-        field keeps what its record holds. ``shard_origin`` is the cut shard's path."""
+    def _member(self, f: int, row: int) -> bytes | None:
+        """The bytes of field ``f`` of ``row`` (a tar field: its data and metadata members,
+        one ``pread``; a jsonl field: its line), or None when the cut has no member."""
+        field, cols = self.fields[f], self.columns[f]
+        offset = int(cols[0][row])
+        if offset < 0:
+            return None
+        shard = int(self.source_id[row])
+        if field["kind"] != "tar":
+            return self._read(f, shard, offset, int(cols[1][row]))
+        size, meta_offset, meta_size = (int(c[row]) for c in cols[1:])
+        if not offset <= offset + size <= meta_offset <= meta_offset + meta_size:
+            raise IndexFormatError(
+                f"{self.directory}: row {row}: Shar field {field['name']!r} member "
+                "ranges are inconsistent; the index is corrupted, rebuild it"
+            )
+        return self._read(f, shard, offset, meta_offset + meta_size - offset)
+
+    def attach(self, rows: Sequence[int] | np.ndarray, cuts: Sequence[Any]) -> None:
+        """Set the fields of each cut (the cut of the row at the same place) as
+        ``LazySharIterator`` does: the field's manifest from its ``.json`` member, filled with
+        the data member's bytes by Lhotse's ``fill_shar_placeholder`` (a jsonl field: the
+        line's value); a cut without the field keeps what its record holds. ``shard_origin``
+        is the cut shard's path. The members are read sorted by file and offset (a forward
+        pass over each file), one ``pread`` each."""
         from lhotse.serialization import decode_json_line, deserialize_item
         from lhotse.shar.utils import fill_shar_placeholder
 
-        shard = int(self.source_id[row])
-        cut_id = cut.id
-        for f, (field, cols) in enumerate(zip(self.fields, self.columns, strict=True)):
-            offset = int(cols[0][row])
-            if offset < 0:
-                continue
-            if field["kind"] == "tar":
-                size, meta_offset, meta_size = (int(c[row]) for c in cols[1:])
-                end = meta_offset + meta_size
-                if not offset <= offset + size <= meta_offset <= end:
-                    raise IndexFormatError(
-                        f"{self.directory}: row {row}: Shar field {field['name']!r} member "
-                        "ranges are inconsistent; the index is corrupted, rebuild it"
+        rows_a = np.asarray(rows, dtype=np.int64)
+        shards = np.asarray(self.source_id[rows_a], dtype=np.int64)
+        data: list[list[bytes | None]] = []
+        for f, cols in enumerate(self.columns):
+            got: list[bytes | None] = [None] * rows_a.shape[0]
+            for i in np.lexsort((np.asarray(cols[0][rows_a]), shards)).tolist():
+                got[i] = self._member(f, int(rows_a[i]))
+            data.append(got)
+        for i, (row, cut) in enumerate(zip(rows_a.tolist(), cuts, strict=True)):
+            shard, cut_id = int(shards[i]), cut.id
+            for f, field in enumerate(self.fields):
+                buf = data[f][i]
+                if buf is None:
+                    continue
+                if field["kind"] == "tar":
+                    start = int(self.columns[f][2][row]) - int(self.columns[f][0][row])
+                    manifest = deserialize_item(decode_json_line(buf[start:].decode("utf-8")))
+                    suffix = field["files"][shard]["suffix"]
+                    size = int(self.columns[f][1][row])
+                    fill_shar_placeholder(
+                        manifest=manifest, data=buf[:size], tarpath=Path(cut_id + suffix)
                     )
-                buf = self._read(f, shard, offset, end - offset)
-                meta = buf[meta_offset - offset :]
-                manifest = deserialize_item(decode_json_line(meta.decode("utf-8")))
-                suffix = field["files"][shard]["suffix"]
-                fill_shar_placeholder(
-                    manifest=manifest, data=buf[:size], tarpath=Path(cut_id + suffix)
-                )
-            else:
-                item = orjson.loads(self._read(f, shard, offset, int(cols[1][row])))
-                if item.get("cut_id") != cut_id:
-                    raise StaleIndexError(
-                        f"index {self.directory}: row {row}: Shar field {field['name']!r} line "
-                        f"is for cut {item.get('cut_id')!r}, not {cut_id!r}; rebuild the index",
-                        path=self.directory,
-                    )
-                if field["name"] not in item:
-                    continue  # Lhotse's placeholder line: no value for this cut
-                manifest = item[field["name"]]
-            setattr(cut, field["name"], manifest)
-        cut.shard_origin = self.origins[shard]
-        return cut
+                else:
+                    item = orjson.loads(buf)
+                    if item.get("cut_id") != cut_id:
+                        raise StaleIndexError(
+                            f"index {self.directory}: row {row}: Shar field {field['name']!r} "
+                            f"line is for cut {item.get('cut_id')!r}, not {cut_id!r}; rebuild "
+                            "the index",
+                            path=self.directory,
+                        )
+                    if field["name"] not in item:
+                        continue  # Lhotse's placeholder line: no value for this cut
+                    manifest = item[field["name"]]
+                setattr(cut, field["name"], manifest)
+            cut.shard_origin = self.origins[shard]
 
     def close(self) -> None:
         if os.getpid() == self._pid:

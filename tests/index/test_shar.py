@@ -203,6 +203,28 @@ def test_each_field_is_one_pread_of_its_members(tmp_path, monkeypatch):
     )
 
 
+def test_a_batch_reads_each_file_forward(tmp_path, monkeypatch):
+    shar = write_shar(tmp_path, {"recording": "wav", "features": "numpy"})
+    index = build_index(shar, tmp_path / "idx")
+    index.records(range(len(index)))
+    reads: list[tuple[str, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset))
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    rows = np.random.default_rng(5).permutation(len(index))
+    cuts = index.resolve(rows)
+    assert [c.id for c in cuts] == index.cut_ids(rows)  # the order asked
+    tar_reads = [(Path(p).name, o) for p, o in reads if p.endswith(".tar")]
+    assert len(tar_reads) == 2 * len(index)  # one per cut and field
+    for name in {n for n, _ in tar_reads}:
+        offsets = [o for n, o in tar_reads if n == name]
+        assert offsets == sorted(offsets), name  # a forward pass over each file
+
+
 def test_cli_build_and_sampler_on_a_shar_directory(tmp_path):
     from discoseq import DiscoSeqSampler, SamplerConfig
 
