@@ -63,3 +63,21 @@ def collect_mask(
     hi_i: int,
     mask: _U8,
 ) -> int: ...
+def tail_split(
+    duration: npt.NDArray[np.float64],
+    keep: _U8,
+    excl: _U8,
+    mode: int,
+    key: int,
+    shuffled: bool,
+    tu: int,
+    ti: int,
+    lo_u: int,
+    lo_i: int,
+    hi_u: int,
+    hi_i: int,
+    next_key: int,
+    shift: int,
+    out: _I64,
+    mask: _U8,
+) -> tuple[int, _I64, _I64, _I64, _I64]: ...

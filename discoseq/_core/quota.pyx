@@ -216,3 +216,57 @@ def collect_mask(const uint8_t[::1] keep not None, const uint8_t[::1] excl not N
                 mask[i] = 1
                 j += 1
     return j
+
+
+def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not None,
+               const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
+               uint64_t tu, int64_t ti, uint64_t lo_u, int64_t lo_i, uint64_t hi_u, int64_t hi_i,
+               uint64_t next_key, int shift, int64_t[::1] out not None,
+               uint8_t[::1] mask not None):
+    """One pass for an epoch that crosses into the next cycle: the cuts of the set (under
+    ``key``) at keys in ``[(lo_u, lo_i), (hi_u, hi_i))`` — the tail it takes — written to
+    ``out`` (offsets, index order) and flagged in ``mask``; and, under ``next_key``, the
+    histograms of the next cycle's cuts and of those not in the tail (as :func:`histogram`).
+    Returns how many were written and the four histogram arrays."""
+    cdef Py_ssize_t n = duration.shape[0]
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
+    cdef KeyedSet nxt = _set(n, keep, excl, 0, next_key, shuffled, 0, 0)
+    _check_shift(shift)
+    if mask.shape[0] != n:
+        raise ValueError(f"mask needs one flag per cut ({n}), got {mask.shape[0]}")
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
+    us = np.zeros(NUM_BINS, dtype=np.int64)
+    counts_out = np.zeros(NUM_BINS, dtype=np.int64)
+    us_out = np.zeros(NUM_BINS, dtype=np.int64)
+    cdef int64_t[::1] c = counts
+    cdef int64_t[::1] t = us
+    cdef int64_t[::1] c2 = counts_out
+    cdef int64_t[::1] t2 = us_out
+    cdef Py_ssize_t i, j = 0, cap = out.shape[0]
+    cdef uint64_t u, b
+    cdef int64_t d
+    cdef bint in_tail
+    with nogil:
+        for i in range(n):
+            if nxt.keep != NULL and nxt.keep[i] == 0:
+                continue
+            u = _u(&s, i)
+            in_tail = (not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i)
+                       and _has(&s, i, u))
+            if in_tail:
+                if j == cap:
+                    j += 1
+                    break
+                out[j] = i
+                mask[i] = 1
+                j += 1
+            b = _bin(_u(&nxt, i), shift)
+            d = <int64_t>rint(duration[i] * 1e6)
+            c[b] += 1
+            t[b] += d
+            if not in_tail:
+                c2[b] += 1
+                t2[b] += d
+    if j > cap:
+        raise ValueError(f"more than {cap} cuts lie in the range")
+    return j, counts, us, counts_out, us_out

@@ -392,10 +392,13 @@ class _Keyed:
                     n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), 0,
                                                 got, _EMPTY32, _EMPTY32)  # fmt: skip
                     assert n == hi - lo
-            if len(self._runs) >= 2:
-                del self._runs[next(iter(self._runs))]
-            self._runs[(lo, hi)] = got
+            self.remember(lo, hi, got)
         return got
+
+    def remember(self, lo: int, hi: int, rows: np.ndarray) -> None:
+        if len(self._runs) >= 2:
+            del self._runs[next(iter(self._runs))]
+        self._runs[(lo, hi)] = rows
 
 
 @dataclass
@@ -549,15 +552,29 @@ class _Source:
             return _Cycle(plain)
         r = s1 - c * self.span
         # the cuts not in the tail hold the first a cuts' microseconds: does the epoch fit?
-        if r > (a if self.unit == "cuts" else prev.prefix_us(a)):
-            return _Cycle(plain)  # the epoch asks more than the source: copies are due
+        fits = r <= (a if self.unit == "cuts" else prev.prefix_us(a))
         tail = np.zeros(self.n_all, dtype=np.uint8)
-        for keyed, lo, hi in prev.parts(a, self.n):
-            tail[keyed.rows(lo, hi)] = 1
-        counts, us, counts_head, us_head = quota_core.histogram(
-            self.dur, self.keep, tail, 0, plain.key, self.shuffled, 0, 0, self.shift
-        )
-        plain.set_hist(counts, us)
+        parts = prev.parts(a, self.n)
+        if len(parts) == 1:  # one pass: the tail (kept for the epoch's rows), both histograms
+            keyed, lo, hi = parts[0]
+            rows = np.empty(hi - lo, dtype=np.int64)
+            got, counts, us, counts_head, us_head = quota_core.tail_split(
+                self.dur, *keyed.spec, *keyed.bounds(lo, hi), plain.key, self.shift, rows, tail
+            )
+            assert got == hi - lo
+            keyed.remember(lo, hi, rows)
+            plain.set_hist(counts, us)
+        elif not fits:
+            return _Cycle(plain)
+        else:
+            for keyed, lo, hi in parts:
+                tail[keyed.rows(lo, hi)] = 1
+            counts, us, counts_head, us_head = quota_core.histogram(
+                self.dur, self.keep, tail, 0, plain.key, self.shuffled, 0, 0, self.shift
+            )
+            plain.set_hist(counts, us)
+        if not fits:
+            return _Cycle(plain)  # the epoch asks more than the source: copies are due
         head = _Keyed(self, plain.key, tail, 1)  # the cycle's cuts not in the tail
         head.set_hist(counts_head, us_head)
         h = r if self.unit == "cuts" else head.nearest(r)
