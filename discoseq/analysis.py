@@ -17,6 +17,9 @@ For batch ``i`` with ``n_i`` cuts of durations ``d_ij``, longest ``m_i = max_j d
   ``limit_mode="sum"``; each cut's cost is ``d + d**2/q`` with quadratic_duration) divided by
   its duration cap (``bucket_max_duration`` of its bucket, else ``max_duration``); ``null`` when
   no duration cap is set. **Cuts fill** = ``n_i / max_cuts`` likewise.
+* With ``pack_duration``/``pack_tokens`` a batch's rows are its packs: ``n_i`` counts packs and
+  ``m_i`` is the longest pack (a ``[packs, longest]`` tensor); the ``packing`` entry has the
+  efficiency of the packs themselves.
 * **step balance** = mean over steps ``s`` of ``mean_r(n m) / max_r(n m)`` of the ``W`` batches
   ``s*W .. s*W+W-1`` (one per rank): the share of a synchronous DDP step that ranks are not
   waiting for the slowest one, with padded duration as the proxy of work (1.0: equal).
@@ -144,7 +147,14 @@ def analyze_plan(
     else:
         longest = np.zeros(0)
         batch_dur = np.zeros(0)
-    padded = sizes * longest
+    rows_per_batch = sizes  # what max_cuts counts: cuts, or packs with packing
+    if plan.pack_offsets is not None and nb:  # a batch of packs is padded to its longest pack
+        po = plan.pack_offsets
+        pack_dur = np.add.reduceat(x, po[:-1]) if po.shape[0] > 1 else np.zeros(0)
+        first = np.searchsorted(po, offsets)
+        rows_per_batch = np.diff(first).astype(np.int64)
+        longest = np.maximum.reduceat(pack_dur, first[:-1])
+    padded = rows_per_batch * longest
     bucket = np.asarray(plan.bucket, dtype=np.int64)
     is_repeat = np.zeros(nb, dtype=bool)
     is_repeat[plan.padding_batches] = True
@@ -169,7 +179,7 @@ def analyze_plan(
         }
     cuts_fill: dict[str, Any] | None = None
     if not np.isnan(cap_c).all():
-        cf = sizes / cap_c[bucket]
+        cf = rows_per_batch / cap_c[bucket]
         cuts_fill = {
             "cap": None if cfg.bucket_max_cuts is not None else cfg.max_cuts,
             "mean": _f(cf.mean()) if nb else None,

@@ -568,3 +568,21 @@ def test_per_source_mixture_packs_within_a_source(tmp_path: Path) -> None:
         assert len(sources) == 1  # every pack, and every batch, from one source
         seen |= sources
     assert seen == {"a", "b"}
+
+
+def test_analyze_counts_packs_as_the_rows_of_a_batch() -> None:
+    from discoseq.analysis import analyze_plan
+
+    plan = plan_of(SamplerConfig(strategy="random", pack_duration=30.0, max_cuts=8))
+    stats = analyze_plan(plan, DUR)
+    packs = np.add.reduceat(DUR[plan.rows], plan.pack_offsets[:-1])
+    padded = 0.0
+    per_batch = []
+    for i in range(plan.num_batches):
+        b = plan.pack_bounds(i)
+        k = int(np.searchsorted(plan.pack_offsets, plan.batch_offsets[i]))
+        n = b.shape[0] - 1
+        padded += n * packs[k : k + n].max()
+        per_batch.append(n / 8)
+    assert stats["padding"]["efficiency"] == pytest.approx(DUR.sum() / padded)
+    assert stats["cuts_fill"]["mean"] == pytest.approx(np.mean(per_batch))
