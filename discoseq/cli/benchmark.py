@@ -98,6 +98,8 @@ _LHOTSE_UNMATCHED = {  # field: (default, why Lhotse's samplers cannot match it)
     "min_duration": (None, "filter the CutSet before comparing"),
     "max_duration_per_cut": (None, "filter the CutSet before comparing"),
     "max_tokens_per_second": (None, "filter the CutSet before comparing"),
+    "pack_duration": (None, "Lhotse's samplers do not pack cuts (bench_packing.py compares)"),
+    "pack_tokens": (None, "Lhotse's samplers do not pack cuts (bench_packing.py compares)"),
 }
 
 
