@@ -163,13 +163,23 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         """What every rank must hold equal: index, world size and every epoch-shaping field."""
         values: dict[str, Any] = {
             "source": "opened",
-            "index fingerprint": self.index.fingerprint,
+            "index fingerprint": self._fingerprint,
             "world_size": self.world_size,
         }
         for key, value in self.config.to_dict().items():
             if key not in RESUME_MUTABLE_FIELDS:
                 values[f"config field {key!r}"] = value
         return values
+
+    @property
+    def _fingerprint(self) -> str:
+        """The index fingerprint, joined by the identity of the added token column the plan
+        reads (``token_column``): a column replaced by ``add-column --force`` changes plans, so
+        a state saved with the old one is refused."""
+        column = self.index.column_identity(self.config.token_column)
+        if column is None:
+            return self.index.fingerprint
+        return f"{self.index.fingerprint}+{self.config.token_column}:{column}"
 
     @property
     def epoch(self) -> int:
@@ -338,7 +348,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
                 )
             pos = Position(pos.epoch, int(batches_delivered), pos.history)
         return pos.state(
-            self.index.fingerprint, self.config, self.world_size, self.rank, self._source_prints()
+            self._fingerprint, self.config, self.world_size, self.rank, self._source_prints()
         )
 
     def _source_prints(self) -> dict[str, str] | None:
@@ -367,7 +377,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         restored: Position | None = None
         try:
             saved = parse_state(
-                state, self.index.fingerprint, self.index.path, self.config, self._source_prints()
+                state, self._fingerprint, self.index.path, self.config, self._source_prints()
             )
             restored = self._plans.restore(saved, self.world_size)
             agreed: dict[str, Any] = {

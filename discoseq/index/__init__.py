@@ -2,6 +2,7 @@
 way to open any source (an index, a manifest, a CutSet) as an index."""
 
 from discoseq.index.builder import build_index
+from discoseq.index.columns import add_column
 from discoseq.index.multi import MultiIndex, open_index
 from discoseq.index.opener import OpenedIndex, open_source
 from discoseq.index.reader import CutIndex
@@ -12,6 +13,7 @@ __all__ = [
     "MultiIndex",
     "OpenedIndex",
     "VerifyReport",
+    "add_column",
     "build_index",
     "open_index",
     "open_source",

@@ -57,7 +57,11 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
             return self._indexes[0].column(name)
         col = self._cache.get(name)
         if col is None:
-            col = np.concatenate([ix.column(name) for ix in self._indexes])
+            parts = [ix.column(name) for ix in self._indexes]
+            if name == "source_id":  # numbered across the indexes (as one index of them all)
+                first = np.cumsum([0, *(len(ix.header.sources) for ix in self._indexes[:-1])])
+                parts = [p + np.int32(f) for p, f in zip(parts, first.tolist(), strict=True)]
+            col = np.concatenate(parts)
             col.flags.writeable = False
             self._cache[name] = col
         return col
@@ -131,6 +135,14 @@ class MultiIndex:
         shards in the same order give the same fingerprint wherever each was built."""
         content = {"names": self.names, "indexes": list(self.fingerprints)}
         return hashlib.blake2b(orjson.dumps(content), digest_size=8).hexdigest()
+
+    def column_identity(self, name: str) -> str | None:
+        """The shards' :meth:`CutIndex.column_identity` of an added column, in order (None for a
+        built-in column)."""
+        marks = [ix.column_identity(name) for ix in self.indexes]
+        if all(m is None for m in marks):
+            return None
+        return hashlib.blake2b(orjson.dumps(marks), digest_size=8).hexdigest()
 
     @property
     def duration(self) -> np.ndarray:

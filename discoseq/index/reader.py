@@ -137,6 +137,15 @@ class CutIndex:
         """The names of the columns added after the build (``discoseq-index add-column``)."""
         return tuple(self.header.extra_columns)
 
+    def column_identity(self, name: str) -> str | None:
+        """What identifies an added column's values (its file, unique per write, and its
+        tokenizer's fingerprint), so a plan state can tell a replaced column; None for a built-in
+        column (the index fingerprint covers those)."""
+        meta = self.header.extra_columns.get(name)
+        if meta is None:
+            return None
+        return f"{meta['file']}:{meta.get('tokenizer_fingerprint')}"
+
     def column(self, name: str) -> np.ndarray:
         """One column by name (any of :data:`discoseq.index.format.COLUMNS`, or an added one)."""
         if name not in self._arrays:

@@ -205,6 +205,24 @@ def test_plan_with_token_column_uses_the_added_column(corpus: dict, index_path: 
         plan_epoch(index.columns, config.replace(token_column="bpe"), 0, 1)
 
 
+def test_a_state_is_refused_after_its_token_column_was_replaced(
+    corpus: dict, index_path: Path
+) -> None:
+    add_column(index_path, "spm", corpus["spm"])
+    config = SamplerConfig(max_tokens=400, token_column="spm", num_buckets=3, seed=5)
+    sampler = DiscoSeqSampler(str(index_path), config)
+    next(iter(sampler))
+    state = sampler.state_dict()
+    same = DiscoSeqSampler(str(index_path), config)
+    same.load_state_dict(state)  # the same column: accepted
+    chars = DiscoSeqSampler(str(index_path), config.replace(token_column="num_tokens"))
+    assert chars.state_dict()["index_fingerprint"] != state["index_fingerprint"]
+    add_column(index_path, "spm", corpus["bpe"], force=True)  # other values, same name
+    replaced = DiscoSeqSampler(str(index_path), config)
+    with pytest.raises(ValueError, match="state is of another index"):
+        replaced.load_state_dict(state)
+
+
 def test_multi_index_reads_added_columns_all_indexes_have(corpus: dict, tmp_path: Path) -> None:
     a = build_index(corpus["manifests"][0], tmp_path / "a.idx").path
     b = build_index(corpus["manifests"][1:], tmp_path / "b.idx").path
