@@ -126,3 +126,26 @@ def test_a_mixture_is_refused():
     layout = SourceLayout(("a", "b"), np.array([0, 10000, 20000]))
     with pytest.raises(ValueError, match="one corpus"):
         plan_epoch(cols, config(), 0, 1, sources=layout)
+
+
+def test_blocks_of_a_corpus_in_shard_indexes(tmp_path):
+    """A list of shard indexes numbers its sources across the shards, as one index of all
+    their manifests does, so blocks are the same and so is the plan."""
+    from discoseq.index import build_index, open_index
+    from discoseq.synth import write_manifest
+
+    lines = write_manifest(tmp_path / "all.jsonl", 1200).read_text().splitlines(keepends=True)
+    paths = []
+    for k in range(4):  # four manifests of distinct cuts
+        paths.append(tmp_path / f"m{k}.jsonl")
+        paths[-1].write_text("".join(lines[300 * k : 300 * (k + 1)]))
+    build_index(paths[:2], tmp_path / "a.idx")
+    build_index(paths[2:], tmp_path / "b.idx")
+    whole = build_index(paths, tmp_path / "whole.idx")
+    shards = open_index([tmp_path / "a.idx", tmp_path / "b.idx"])
+    np.testing.assert_array_equal(shards.columns["source_id"], whole.column("source_id"))
+    cfg = SamplerConfig(max_duration=60.0, num_buckets=4, shard_block=1)
+    ours = plan_epoch(shards.columns, cfg, 0, 2)
+    ref = plan_epoch(whole.columns, cfg, 0, 2)
+    np.testing.assert_array_equal(ours.rows, ref.rows)
+    np.testing.assert_array_equal(ours.batch_offsets, ref.batch_offsets)
