@@ -6,7 +6,9 @@
 2. Opening a 10M-row index (fresh process): wall time and RSS added; id -> row lookup time.
 3. Resolving random batches of 50 rows to ``CutSet``s vs Lhotse deserialising the same records
    from memory (``deserialize_cut(orjson.loads(line))``), interleaved rounds.
-4. Stored-record layouts: per-record zstd frames with a trained dictionary (what the index
+4. Parallel build (``jobs``): the largest manifest split into 2 shards, built with jobs=1 and
+   jobs=2 (fresh processes, interleaved rounds): speed-up, cores busy, same bytes.
+5. Stored-record layouts: per-record zstd frames with a trained dictionary (what the index
    stores) vs without one vs blocks of K records: size against the ``.jsonl.gz`` and the cost
    of one random cut next to Lhotse building it.
 
@@ -243,18 +245,84 @@ def bench_layouts(workdir: Path, n: int) -> None:
         print(f"  blocks of {k} + dictionary: {size / gz_size:.2f}x the .gz, {us:.1f} µs per cut")
 
 
+def shards(workdir: Path, n: int, k: int) -> list[Path]:
+    """The ``n``-cut manifest split into ``k`` ``.jsonl.gz`` shards of consecutive lines."""
+    paths = [workdir / f"librispeech_like_{n}.shard{i}of{k}.jsonl.gz" for i in range(k)]
+    if all(p.exists() for p in paths):
+        return paths
+    from isal import igzip
+
+    with igzip.open(manifest(workdir, n), "rb") as f:
+        lines = f.readlines()
+    per = -(-len(lines) // k)
+    for i, path in enumerate(paths):
+        tmp = path.with_suffix(".tmp")
+        with igzip.open(tmp, "wb", compresslevel=1) as out:
+            out.writelines(lines[i * per : (i + 1) * per])
+        tmp.rename(path)
+    return paths
+
+
+def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2) -> None:
+    print(f"== parallel build: {n:,} cuts in {k} .jsonl.gz shards, jobs=1 vs jobs={k}")
+    paths = shards(workdir, n, k)
+    code = """
+        import resource
+        from discoseq.index import build_index
+        def cpu():
+            a = resource.getrusage(resource.RUSAGE_SELF)
+            b = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+        c, t = cpu(), time.perf_counter()
+        index = build_index({paths!r}, {out!r}, force=True, jobs={jobs})
+        wall = time.perf_counter() - t
+        RESULT = {{"seconds": wall, "cpu": cpu() - c, "rows": len(index)}}
+    """
+    walls: dict[int, list[float]] = {1: [], k: []}
+    for _ in range(rounds):  # interleaved
+        for jobs in (1, k):
+            out = str(workdir / f"idx_jobs{jobs}")
+            res = run_child(code.format(paths=[str(p) for p in paths], out=out, jobs=jobs))
+            assert res["rows"] == n, res
+            walls[jobs].append(res["seconds"])
+            print(
+                f"  jobs={jobs}: {res['seconds']:.2f} s ({n / res['seconds']:,.0f} cuts/s), "
+                f"{res['cpu'] / res['seconds']:.2f} cores busy"
+            )
+    one, many = workdir / "idx_jobs1", workdir / f"idx_jobs{k}"
+    same = all(
+        (one / name).read_bytes() == (many / name).read_bytes()
+        for name in ("records.bin", "record_offset.npy", "id_blob.npy", "duration.npy")
+    )
+    speedup = min(walls[1]) / min(walls[k])
+    print(f"  speed-up jobs={k} vs jobs=1: {speedup:.2f}x (best of {rounds}); same bytes: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument(
+        "--only",
+        choices=["build", "open", "resolve", "jobs", "layouts"],
+        action="append",
+        help="run only these parts (repeatable; default all)",
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONPATH", str(ROOT))
     sizes = [10_000, 50_000] if args.quick else [100_000, 1_000_000]
-    bench_build(args.workdir, sizes)
-    bench_open(args.workdir, 200_000 if args.quick else 10_000_000)
-    bench_resolve(args.workdir, sizes[-1])
-    bench_layouts(args.workdir, sizes[0])
+    only = set(args.only or ["build", "open", "resolve", "jobs", "layouts"])
+    if "build" in only or ("resolve" in only and not (args.workdir / f"idx_{sizes[-1]}").exists()):
+        bench_build(args.workdir, sizes)
+    if "open" in only:
+        bench_open(args.workdir, 200_000 if args.quick else 10_000_000)
+    if "resolve" in only:
+        bench_resolve(args.workdir, sizes[-1])
+    if "jobs" in only:
+        bench_jobs(args.workdir, sizes[-1])
+    if "layouts" in only:
+        bench_layouts(args.workdir, sizes[0])
 
 
 if __name__ == "__main__":

@@ -67,7 +67,12 @@ def train_dictionary(sample: list[bytes]) -> bytes:
         return b""
     try:
         trained = zstandard.train_dictionary(
-            DICT_BYTES, list[bytes | bytearray | memoryview](sample), k=DICT_K, d=DICT_D, threads=1, level=LEVEL
+            DICT_BYTES,
+            list[bytes | bytearray | memoryview](sample),
+            k=DICT_K,
+            d=DICT_D,
+            threads=1,
+            level=LEVEL,
         )
     except zstandard.ZstdError:  # e.g. samples too small or too alike to train on
         return b""
@@ -89,15 +94,27 @@ class RecordEncoder:
             write_content_size=True,
             write_dict_id=False,
         )
+        # the C backend compresses many records in one call (same frames as one by one)
+        self._multi = getattr(self._compressor, "multi_compress_to_buffer", None)
 
     def compress_spans(
         self, buf: bytes | memoryview, starts: np.ndarray, ends: np.ndarray
     ) -> tuple[bytes, np.ndarray]:
         """Compress ``buf[starts[i]:ends[i]]`` each; returns (the frames concatenated, each
         frame's length)."""
-        compress = self._compressor.compress
-        view = memoryview(buf)
-        frames = [compress(view[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+        if len(starts) == 0:
+            return b"", np.zeros(0, np.int64)
+        multi = self._multi
+        if multi is not None:  # one call for the chunk, without the GIL
+            spans = np.stack([starts, ends - starts], axis=1).astype(np.uint64)
+            out = multi(zstandard.BufferWithSegments(buf, spans.tobytes()), threads=1)
+            frames = [out[i].tobytes() for i in range(len(out))]
+        else:
+            compress = self._compressor.compress
+            view = memoryview(buf)
+            frames = [
+                compress(view[s:e]) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
+            ]
         lengths = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
         return b"".join(frames), lengths
 

@@ -101,6 +101,22 @@ def test_dictionary_sample_rule() -> None:
         assert RecordDecoder(dictionary, len(record)).decompress(frame) == record
 
 
+def test_chunk_compression_equals_one_by_one(corpus: dict) -> None:
+    """The one-call path for a chunk (zstandard's C backend) gives the frames that compressing
+    record by record gives (the path of other backends)."""
+    lines = lines_of(corpus["gz"])
+    buf = b"\n".join(lines) + b"\n"
+    ends = np.cumsum([len(line) + 1 for line in lines]) - 1
+    starts = ends - np.array([len(line) for line in lines])
+    encoder = RecordEncoder(train_dictionary(take_sample(lines)))
+    together = encoder.compress_spans(buf, starts, ends)
+    encoder._multi = None
+    one_by_one = encoder.compress_spans(buf, starts, ends)
+    assert together[0] == one_by_one[0] and together[1].tolist() == one_by_one[1].tolist()
+    empty = encoder.compress_spans(buf, starts[:0], ends[:0])
+    assert empty[0] == b"" and empty[1].size == 0
+
+
 def test_few_stored_records_need_no_dictionary(tmp_path: Path) -> None:
     gz = write_manifest(tmp_path / "small.jsonl.gz", 5, seed=1)
     index = build_index(gz, tmp_path / "idx")
