@@ -172,7 +172,11 @@ def bench_locality(workdir: Path, shard_block: int, world: int, workers: int, wi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small corpus, a smoke run")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small corpus, a smoke run (a worker has fewer than 100 batches: no locality)",
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--shard-block", type=int, default=8)
     parser.add_argument("--world", type=int, default=8)
