@@ -97,6 +97,10 @@ MAGIC = "DISCOSEQ-CUT-INDEX"
 FORMAT_VERSION = 2
 #: The oldest format this version reads (format 1: records stored uncompressed).
 OLDEST_READABLE_VERSION = 1
+#: Formats that changed only how records are kept -> the format whose rows they hold: an
+#: index's fingerprint (which a saved sampler state is checked against) stays the same when
+#: the same manifests are indexed again in the newer format.
+ROWS_FORMAT = {2: 1}
 HEADER_FILE = "header.json"
 RECORDS_FILE = "records.bin"
 DICT_FILE = "records.dict"

@@ -19,6 +19,7 @@ from discoseq.index.format import (
     COLUMNS,
     CUT_COLUMNS,
     RECORDS_FILE,
+    ROWS_FORMAT,
     Header,
     open_column,
     read_header,
@@ -179,7 +180,7 @@ class CutIndex:
         manifests; paths, mtimes and build times do not enter it."""
         h = self.header
         content = {
-            "format_version": h.raw["format_version"],
+            "format_version": ROWS_FORMAT.get(h.raw["format_version"], h.raw["format_version"]),
             "num_rows": h.num_rows,
             "sources": [(s["format"], s["fingerprint"], s["rows"]) for s in h.sources],
             "skipped": h.build.get("skipped", 0),
