@@ -707,9 +707,10 @@ def _disk_full(e: OSError, out: Path, written: int | None) -> IndexWriteError:
     return IndexWriteError(
         f"cannot write the index {out}: {what} while writing {e.filename or out.parent}"
         + (f" ({'; '.join(amounts)})" if amounts else "")
-        + ". The index needs about 100 bytes per cut plus its ids, and the uncompressed size of "
-        "records stored in it (.jsonl.gz, .json, CutSet, --store-records). Nothing was left "
-        "behind; free some space or choose another output directory",
+        + ". The index needs about 100 bytes per cut plus its ids, and the records stored in it "
+        "(.jsonl.gz, .json, CutSet, --store-records), compressed to about the size of a "
+        ".jsonl.gz (twice that while --jobs parts are appended). Nothing was left behind; free "
+        "some space or choose another output directory",
         path=out,
         written=written,
         errno=e.errno or 0,
