@@ -659,3 +659,29 @@ def test_chains_of_crossing_epochs_equal_the_reference(entries: dict, kw: dict) 
             name = names[int(blocks.source[k])]
             got = sorted(rows[blocks.starts[k] : blocks.starts[k + 1]].tolist())
             assert got == sorted(r for r, rnd in want[name] if rnd == int(blocks.round[k])), (e, k)
+
+
+def test_kept_streams_follow_the_durations_and_hold_no_column() -> None:
+    """The cycles a process keeps are found by the source's content: a changed duration is a
+    different stream (the same selection as a cold start), and no column is kept alive."""
+    import gc
+    import weakref
+
+    from discoseq.plan.quota import forget_streams, select_epoch
+
+    offsets = np.array([0, 40, 70])
+    lay = SourceLayout(("s0", "s1"), offsets)
+    cfg = SamplerConfig(max_cuts=4, seed=3, epoch_hours=0.1,
+                        mixture={"s0": {"weight": 3}, "s1": {"weight": 1}})  # fmt: skip
+    duration = np.round(np.random.default_rng(3).uniform(0.5, 20.0, 70), 3)
+    for e in range(4):
+        select_epoch(duration, None, lay, cfg, e)
+    changed = duration.copy()
+    changed[5] += 1.0
+    warm = select_epoch(changed, None, lay, cfg, 4)[0]
+    forget_streams()
+    assert np.array_equal(warm, select_epoch(changed, None, lay, cfg, 4)[0])
+    ref = weakref.ref(changed)
+    del changed, warm
+    gc.collect()
+    assert ref() is None

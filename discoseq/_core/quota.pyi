@@ -81,3 +81,6 @@ def tail_split(
     out: _I64,
     mask: _U8,
 ) -> tuple[int, _I64, _I64, _I64, _I64]: ...
+def fingerprint(
+    duration: npt.NDArray[np.float64], keep: _U8
+) -> tuple[int, int, int, int]: ...

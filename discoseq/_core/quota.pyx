@@ -270,3 +270,26 @@ def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not 
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return j, counts, us, counts_out, us_out
+
+
+def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not None):
+    """A source's kept cuts, their microseconds, the longest one's, and a 64-bit hash of every
+    kept cut's offset and exact duration (a process keeps a source's cycles under it)."""
+    cdef Py_ssize_t n = duration.shape[0]
+    if keep.shape[0] not in (0, n):
+        raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
+    cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
+    cdef Py_ssize_t i
+    cdef int64_t count = 0, total = 0, longest = 0, d
+    cdef uint64_t h = 0
+    cdef const uint64_t* bits = <const uint64_t*>&duration[0] if n else NULL
+    with nogil:
+        for i in range(n):
+            if k == NULL or k[i] != 0:
+                d = <int64_t>rint(duration[i] * 1e6)
+                count += 1
+                total += d
+                if d > longest:
+                    longest = d
+                h += ds_mix64(bits[i] ^ ds_mix64(<uint64_t>(i + 1) * GOLDEN))
+    return count, total, longest, h

@@ -292,10 +292,15 @@ class _Keyed:
     def __init__(self, src: _Source, key: int, excl: np.ndarray = _EMPTY, mode: int = 0,
                  tu: int = 0, ti: int = 0) -> None:  # fmt: skip
         self.src, self.key = src, key
-        self.spec = (src.keep, excl, mode, key, src.shuffled, tu, ti)
+        self._set = (excl, mode, key, src.shuffled, tu, ti)
         self._hist: tuple[np.ndarray, np.ndarray] | None = None
         self._bins: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._runs: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def spec(self) -> tuple[np.ndarray, np.ndarray, int, int, bool, int, int]:
+        """The set as the kernels take it (the source's kept cuts of this call)."""
+        return (self.src.keep, *self._set)
 
     def set_hist(self, counts: np.ndarray, us: np.ndarray) -> None:
         self._hist = (counts, us)
@@ -395,6 +400,9 @@ class _Keyed:
             self.remember(lo, hi, got)
         return got
 
+    def forget_runs(self) -> None:
+        self._runs.clear()
+
     def remember(self, lo: int, hi: int, rows: np.ndarray) -> None:
         if len(self._runs) >= 2:
             del self._runs[next(iter(self._runs))]
@@ -450,27 +458,39 @@ class _Source:
     ``span`` of it. Epoch ``e`` spans ``[start(e), start(e + 1))`` of the axis, and its
     positions are the cut boundaries there (hours: nearest, see :meth:`position`)."""
 
-    def __init__(self, duration: np.ndarray, keep: np.ndarray, base: int, name: str,
-                 config: SamplerConfig) -> None:  # fmt: skip
-        self.dur = duration
-        self.keep = keep
+    def __init__(self, base: int, name: str, config: SamplerConfig,
+                 print_: tuple[int, int, int, int], n_all: int) -> None:  # fmt: skip
+        self.dur = np.empty(0)
+        self.keep = _EMPTY
         self.base = base
         self.name = name
-        self.n_all = int(duration.shape[0])
+        self.n_all = n_all
         self.shuffled = config.effective_shuffle
         self.shift = quota_core.bin_shift(self.n_all, self.shuffled)
         self.seed = config.seed
         self.sid = _source_id(name)
         self._keyed: dict[int, _Keyed] = {}
         self._cycles: dict[int, _Cycle] = {}
-        counts, us, _, _ = quota_core.histogram(duration, keep, _EMPTY, 0, 0, False, 0, 0, 63)
-        self.n, self.total_us = int(counts.sum()), int(us.sum())  # one bin: the sums
-        kept = duration if keep.shape[0] == 0 else duration[keep.view(np.bool_)]
-        self.longest_us = round(float(kept.max()) * US_PER_SECOND) if kept.shape[0] else 0
+        self.n, self.total_us, self.longest_us, _ = print_
         self.quotas: _Quotas | None = None
         self.signature: object = None
         self.unit = "cuts"
         self.span = self.margin = 0
+
+    def bind(self, duration: np.ndarray, keep: np.ndarray) -> None:
+        """This call's columns of the source (the same content: the fingerprint matched)."""
+        self.dur, self.keep = duration, keep
+
+    def release(self) -> None:
+        """Let go of the call's columns (a mixture's concatenated column is not kept alive)
+        and of the runs kept within the call (only the cycles' orders are worth keeping)."""
+        self.dur, self.keep = np.empty(0), _EMPTY
+        for keyed in self._keyed.values():
+            keyed.forget_runs()
+        for cyc in self._cycles.values():
+            for part in (cyc.plain, cyc.head, cyc.rest):
+                if part is not None:
+                    part.forget_runs()
 
     def set_quota(self, quotas: _Quotas, unit: str, signature: object) -> None:
         """The epochs' quotas and their unit (the stream axis is cuts or microseconds); the
@@ -636,7 +656,7 @@ class _Source:
         return by_round
 
 
-_SOURCES: dict[tuple[object, ...], tuple[np.ndarray, _Source]] = {}
+_SOURCES: dict[tuple[object, ...], _Source] = {}
 _SOURCES_KEPT = 8
 _LOCK = threading.Lock()  # a kept stream changes as epochs move: one selection at a time
 
@@ -649,22 +669,21 @@ def forget_streams() -> None:
 
 def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, name: str,
             config: SamplerConfig) -> _Source:  # fmt: skip
-    """The source's stream, reused across the epochs of a process: its cycles are a function
-    of the seed, the durations and the filters, so keeping them is only speed. Keyed by the
-    duration column (held, so its identity is not reused) and a sample of its values."""
-    sample = duration[lo : hi : max((hi - lo) // 64, 1)].tobytes()
-    kept = -1 if keep is None else int(np.count_nonzero(keep[lo:hi]))
-    key = (id(duration), lo, hi, name, config.seed, config.effective_shuffle, kept, sample,
-           config.min_duration, config.max_duration_per_cut, config.max_tokens_per_second,
-           config.token_column)  # fmt: skip
-    got = _SOURCES.get(key)
-    if got is not None and got[0] is duration:
-        return got[1]
+    """The source's stream, reused across the epochs of a process (its cycles are a function
+    of the seed, the durations and the filters, so keeping them is only speed), found by a
+    fingerprint of the source's kept cuts (one pass: a mixture's column may be a new copy on
+    every call, and is not kept alive by this)."""
+    dur = np.ascontiguousarray(duration[lo:hi])
     member = _EMPTY if keep is None else np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
-    src = _Source(np.ascontiguousarray(duration[lo:hi]), member, lo, name, config)
-    while len(_SOURCES) >= _SOURCES_KEPT:
-        del _SOURCES[next(iter(_SOURCES))]
-    _SOURCES[key] = (duration, src)
+    print_ = quota_core.fingerprint(dur, member)
+    key = (name, lo, hi, config.seed, config.effective_shuffle, print_)
+    src = _SOURCES.get(key)
+    if src is None:
+        src = _Source(lo, name, config, print_, hi - lo)
+        while len(_SOURCES) >= _SOURCES_KEPT:
+            del _SOURCES[next(iter(_SOURCES))]
+        _SOURCES[key] = src
+    src.bind(dur, member)
     return src
 
 
@@ -745,6 +764,7 @@ def _select_epoch(
         counts = [sum(int(run.shape[0]) for run in runs) for runs in by_round]
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
+        stream.release()
         for r, (runs, count) in enumerate(zip(by_round, counts, strict=True)):
             parts.extend((stream.base, run) for run in runs)
             starts.append(starts[-1] + count)
