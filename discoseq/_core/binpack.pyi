@@ -16,6 +16,8 @@ def best_fit_decreasing(
     capacity: int,
     cost: npt.NDArray[np.float64] | None = ...,
     duration: npt.NDArray[np.float64] | None = ...,
+    identity: npt.NDArray[np.int64] | None = ...,
+    num_ids: int = ...,
 ) -> tuple[
     npt.NDArray[np.int64],
     npt.NDArray[np.int64],
@@ -29,3 +31,21 @@ def group_packs(
     pack_rank: npt.NDArray[np.int64],
     pack_size: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def pack_batches(
+    seg_packs: npt.NDArray[np.int64],
+    pack_cost: npt.NDArray[np.float64],
+    cap_duration: npt.NDArray[np.float64],
+    cap_cuts: npt.NDArray[np.int64],
+    sum_mode: bool,
+    pack_tokens: npt.NDArray[np.int64] | None = ...,
+    max_tokens: int | None = ...,
+    pack_offsets: npt.NDArray[np.int64] | None = ...,
+    member_ids: npt.NDArray[np.int64] | None = ...,
+    num_ids: int = ...,
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+]: ...

@@ -141,13 +141,27 @@ cdef inline int64_t _new_bin(Rooms* s) noexcept nogil:
     return s.nbins - 1
 
 
+cdef inline bint _holds(const int64_t* pack_of, const int64_t* id_first, const int64_t* pos_next,
+                        int64_t ident, int64_t b) noexcept nogil:
+    """Whether bin ``b`` holds a position of id ``ident`` (the id's placed positions are a list)."""
+    cdef int64_t p = id_first[ident]
+    while p >= 0:
+        if pack_of[p] == b:
+            return True
+        p = pos_next[p]
+    return False
+
+
 cdef int _bfd(const int64_t* seg_off, int64_t nseg, const uint64_t* keys, const double* cost,
               const double* dur, int64_t cap, Rooms* s, int64_t* pack_of,
-              int64_t* seg_pack_off) noexcept nogil:
+              int64_t* seg_pack_off, const int64_t* ident, int64_t* id_first,
+              int64_t* pos_next) noexcept nogil:
     """Returns 0, or -1 out of memory. ``keys`` holds each segment's positions sorted by
     decreasing cost (see :func:`best_fit_decreasing`). The loop prefetches what it reads and
-    writes of the position ``AHEAD`` places on (scattered accesses, their latency overlapped)."""
-    cdef int64_t seg, i, lo, hi, k, r, b, top = cap + 1
+    writes of the position ``AHEAD`` places on (scattered accesses, their latency overlapped).
+    With ``ident`` (an id per position), a bin that holds the id is passed over: the next bin
+    in best-fit order is taken."""
+    cdef int64_t seg, i, lo, hi, k, r, b, prev, top = cap + 1
     cdef int64_t x
     seg_pack_off[0] = 0
     for seg in range(nseg):
@@ -172,14 +186,31 @@ cdef int _bfd(const int64_t* seg_off, int64_t nseg, const uint64_t* keys, const 
                     return -1
             else:
                 r = _next_room(s, x)
-                if r < 0:
+                b = -1
+                prev = -1
+                while r >= 0:  # best fit: smallest room first, then the list's order
+                    b = s.head[r]
+                    prev = -1
+                    while b >= 0 and ident != NULL and _holds(pack_of, id_first, pos_next,
+                                                             ident[i], b):
+                        prev = b
+                        b = s.bins[b].nxt
+                    if b >= 0:
+                        break
+                    r = _next_room(s, r + 1)
+                if b < 0:
                     b = _new_bin(s)
                     if b < 0:
                         return -1
                     r = cap
-                else:
-                    b = _pop(s, r)
+                elif prev < 0:
+                    _pop(s, r)
+                else:  # taken from inside the list (the bins before it hold the id)
+                    s.bins[prev].nxt = s.bins[b].nxt
                 _push(s, r - x, b)
+            if ident != NULL:
+                pos_next[i] = id_first[ident[i]]
+                id_first[ident[i]] = i
             pack_of[i] = b
             s.bins[b].size += 1
             s.bins[b].cost += cost[i]
@@ -232,11 +263,15 @@ def cost_units(const double[::1] cost not None, double length, bint integer,
 
 def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[::1] units not None,
                         int64_t capacity, const double[::1] cost=None,
-                        const double[::1] duration=None):
+                        const double[::1] duration=None, const int64_t[::1] identity=None,
+                        int64_t num_ids=0):
     """Assign each position (grouped into segments by ``seg_offsets``) to a pack, by the rule of
     the module docstring. ``units[i]`` is position ``i``'s cost (``>= 0``), ``capacity`` a
     pack's room in the same units (``0 <= capacity <= MAX_CAPACITY``); ``cost`` and
-    ``duration`` (one per position, default zeros) are summed per pack.
+    ``duration`` (one per position, default zeros) are summed per pack. ``identity`` (one id in
+    ``[0, num_ids)`` per position), when given, keeps two positions of one id out of one pack
+    (a mixture's copies of a cut): a pack that holds the id is passed over for the next one in
+    best-fit order (smallest room, then the room's list order).
 
     :return: ``(pack_of, segment_pack_offsets, pack_size, pack_cost, pack_duration)``: the pack
         of each position, the packs of segment ``s`` as ``segment_pack_offsets[s]:[s + 1]``,
@@ -284,6 +319,15 @@ def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[:
                 x = units[i] if units[i] <= capacity else top
                 keys[i] = (<uint64_t>(top - x) << KEY_SHIFT) | <uint64_t>(i - lo)
         keys_arr[lo:hi].sort()
+    cdef const int64_t* ip = NULL
+    cdef int64_t* id_first = NULL
+    cdef int64_t* pos_next = NULL
+    if identity is not None:
+        if identity.shape[0] != n:
+            raise ValueError("identity needs one id per position")
+        check_rows(identity, num_ids, "best_fit_decreasing", "identity", "the ids")
+        if n > 0:
+            ip = &identity[0]
     st.head = <int64_t*>malloc((capacity + 1) * sizeof(int64_t))
     st.w0 = <uint64_t*>calloc(st.n0, sizeof(uint64_t))
     st.w1 = <uint64_t*>calloc(st.n1, sizeof(uint64_t))
@@ -299,8 +343,16 @@ def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[:
     try:
         if st.head == NULL or st.w0 == NULL or st.w1 == NULL or st.w2 == NULL:
             raise MemoryError("best_fit_decreasing: out of memory")
+        if identity is not None:
+            id_first = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
+            pos_next = <int64_t*>malloc((n if n > 0 else 1) * sizeof(int64_t))
+            if id_first == NULL or pos_next == NULL:
+                raise MemoryError("best_fit_decreasing: out of memory")
+            for i in range(num_ids):
+                id_first[i] = -1
         with nogil:
-            rc = _bfd(&seg_offsets[0], nseg, kp, cp, dp, capacity, &st, pp, &seg_pack[0])
+            rc = _bfd(&seg_offsets[0], nseg, kp, cp, dp, capacity, &st, pp, &seg_pack[0], ip,
+                      id_first, pos_next)
         if rc < 0:
             raise MemoryError("best_fit_decreasing: out of memory")
         size_arr = np.empty(st.nbins, dtype=np.int64)
@@ -314,6 +366,8 @@ def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[:
             cost_v[b] = st.bins[b].cost
             dur_v[b] = st.bins[b].dur
     finally:
+        free(id_first)
+        free(pos_next)
         free(st.head)
         free(st.bins)
         free(st.w0)
@@ -373,3 +427,147 @@ def group_packs(const int64_t[::1] rows not None, const int64_t[::1] pack_of not
     finally:
         free(nxt)
     return out_arr, off_arr
+
+
+def pack_batches(const int64_t[::1] seg_packs not None, const double[::1] pack_cost not None,
+                 const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
+                 bint sum_mode, const int64_t[::1] pack_tokens=None, max_tokens=None,
+                 const int64_t[::1] pack_offsets=None, const int64_t[::1] member_ids=None,
+                 int64_t num_ids=0):
+    """Packs (one segment after another, ``seg_packs``) into batches, greedily in order, by the
+    rule of :func:`discoseq._core.packing.pack` with each pack as one row: before a pack joins
+    the open batch, the batch with it is checked against the segment's duration cap (packs x
+    the largest ``pack_cost``, or the sum with ``sum_mode``), its cut cap (``cap_cuts``: packs)
+    and ``max_tokens`` (``pack_tokens`` likewise); if one would be exceeded, the batch is closed
+    first. A pack that alone exceeds a cap is a batch of its own. With ``member_ids`` (an id in
+    ``[0, num_ids)`` per member, pack ``p``'s members ``pack_offsets[p]:[p + 1]``), a pack
+    holding an id already in the open batch closes it too: no batch holds an id twice.
+
+    :return: ``(batch_pack_offsets, batch_segment int32, batch_cost, batch_duration,
+        segment_batch_offsets)`` (the duration: the sum of ``pack_cost``).
+    """
+    cdef int64_t nseg = seg_packs.shape[0] - 1, npk = pack_cost.shape[0], s, p, j, nb = 0
+    cdef int64_t mt = (1 << 62) if max_tokens is None else int(max_tokens)
+    if nseg < 0 or seg_packs[0] != 0 or seg_packs[nseg] != npk:
+        raise ValueError("seg_packs must start at 0 and end at len(pack_cost)")
+    if cap_duration.shape[0] != nseg or cap_cuts.shape[0] != nseg:
+        raise ValueError("need one duration and one cut cap per segment")
+    for s in range(nseg):
+        if seg_packs[s] > seg_packs[s + 1]:
+            raise ValueError("seg_packs must be non-decreasing")
+        if cap_cuts[s] < 1:
+            raise ValueError(f"cap_cuts[{s}]={cap_cuts[s]} must be >= 1")
+    if max_tokens is not None and (pack_tokens is None or pack_tokens.shape[0] != npk):
+        raise ValueError("max_tokens needs one token cost per pack")
+    cdef bint use_ids = member_ids is not None
+    cdef bint use_tok = max_tokens is not None
+    if use_ids:
+        if pack_offsets is None or pack_offsets.shape[0] != npk + 1 or pack_offsets[0] != 0:
+            raise ValueError("member_ids need pack_offsets (len(pack_cost) + 1, from 0)")
+        if pack_offsets[npk] != member_ids.shape[0]:
+            raise ValueError("pack_offsets must end at len(member_ids)")
+        for p in range(npk):
+            if pack_offsets[p] > pack_offsets[p + 1]:
+                raise ValueError("pack_offsets must be non-decreasing")
+        check_rows(member_ids, num_ids, "pack_batches", "member_ids", "the ids")
+    ends_arr = np.empty(npk + 1, dtype=np.int64)
+    seg_arr = np.empty(npk, dtype=np.int32)
+    cost_arr = np.empty(npk, dtype=np.float64)
+    dur_arr = np.empty(npk, dtype=np.float64)
+    sb_arr = np.zeros(nseg + 1, dtype=np.int64)
+    cdef int64_t[::1] ends = ends_arr
+    cdef int32_t[::1] bseg = seg_arr
+    cdef double[::1] bcost = cost_arr
+    cdef double[::1] bdur = dur_arr
+    cdef int64_t[::1] sb = sb_arr
+    cdef int64_t* last = NULL
+    if use_ids:
+        last = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
+        if last == NULL:
+            raise MemoryError("pack_batches: out of memory")
+        for j in range(num_ids):
+            last[j] = -1
+    cdef int64_t n, t, st, mtk, capc
+    cdef double c, m, sm, capd, nd
+    cdef int64_t nt
+    cdef bint dup
+    ends[0] = 0
+    try:
+        with nogil:
+            for s in range(nseg):
+                capd = cap_duration[s]
+                capc = cap_cuts[s]
+                n = 0
+                m = 0.0
+                sm = 0.0
+                mtk = 0
+                st = 0
+                for p in range(seg_packs[s], seg_packs[s + 1]):
+                    c = pack_cost[p]
+                    t = pack_tokens[p] if use_tok else 0
+                    if c > capd or t > mt:  # alone above a cap: a batch of its own
+                        if n > 0:
+                            ends[nb + 1] = p
+                            bseg[nb] = <int32_t>s
+                            bcost[nb] = sm if sum_mode else n * m
+                            bdur[nb] = sm
+                            nb += 1
+                        ends[nb + 1] = p + 1
+                        bseg[nb] = <int32_t>s
+                        bcost[nb] = c
+                        bdur[nb] = c
+                        nb += 1
+                        n = 0
+                        m = 0.0
+                        sm = 0.0
+                        mtk = 0
+                        st = 0
+                        if use_ids:
+                            for j in range(pack_offsets[p], pack_offsets[p + 1]):
+                                last[member_ids[j]] = nb - 1
+                        continue
+                    if n > 0:
+                        if sum_mode:
+                            nd = sm + c
+                            nt = st + t
+                        else:
+                            nd = (n + 1) * (m if m > c else c)
+                            nt = (n + 1) * (mtk if mtk > t else t)
+                        dup = False
+                        if use_ids:
+                            for j in range(pack_offsets[p], pack_offsets[p + 1]):
+                                if last[member_ids[j]] == nb:
+                                    dup = True
+                                    break
+                        if n + 1 > capc or nd > capd or nt > mt or dup:
+                            ends[nb + 1] = p
+                            bseg[nb] = <int32_t>s
+                            bcost[nb] = sm if sum_mode else n * m
+                            bdur[nb] = sm
+                            nb += 1
+                            n = 0
+                            m = 0.0
+                            sm = 0.0
+                            mtk = 0
+                            st = 0
+                    if use_ids:  # the open batch is batch nb
+                        for j in range(pack_offsets[p], pack_offsets[p + 1]):
+                            last[member_ids[j]] = nb
+                    n += 1
+                    if c > m:
+                        m = c
+                    sm += c
+                    if t > mtk:
+                        mtk = t
+                    st += t
+                if n > 0:
+                    ends[nb + 1] = seg_packs[s + 1]
+                    bseg[nb] = <int32_t>s
+                    bcost[nb] = sm if sum_mode else n * m
+                    bdur[nb] = sm
+                    nb += 1
+                sb[s + 1] = nb
+    finally:
+        free(last)
+    return ends_arr[: nb + 1].copy(), seg_arr[:nb].copy(), cost_arr[:nb].copy(), \
+        dur_arr[:nb].copy(), sb_arr

@@ -16,8 +16,9 @@ coarser for packs over ``MAX_CAPACITY`` units), a cut counting one unit more tha
 a pack's real cost never exceeds ``L``. A cut whose cost alone exceeds ``L`` is *oversize*: a
 pack of its own (``oversize="single"``) or left out (``"exclude"``); counted either way.
 
-Copies of a cut that a mixture takes more than once are not kept apart: they may share a pack
-or a batch.
+Copies of a cut that a mixture takes more than once are kept apart as without packing: a pack
+holding a copy is passed over for the next best fit, and a pack holding a copy of a cut already
+in the open batch closes that batch (:func:`~discoseq._core.binpack.pack_batches`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from discoseq._core import binpack, packing, rng, sharding
+from discoseq._core import binpack, rng, sharding
 from discoseq.config import SamplerConfig
 from discoseq.plan.group import Groups
 from discoseq.plan.pack import Batches, segment_caps, token_costs_of
@@ -112,9 +113,15 @@ def pack_rows(
         np.cumsum(np.bincount(seg_of[keep], minlength=nseg), out=seg_offsets[1:])
     cost = np.ascontiguousarray(cost, dtype=np.float64)
     units, capacity = pack_units(cost, length, integer=config.pack_tokens is not None)
+    blocks = selection.blocks
+    ids = None  # a mixture taking cuts more than once: the cut of each position
+    if blocks is not None and blocks.num_rounds > 1 and selection.epoch_rows is not None:
+        ids = selection.epoch_rows
     pack_of, seg_packs, sizes, bin_cost, bin_dur = binpack.best_fit_decreasing(
-        seg_offsets, units, capacity, cost, dur
-    )
+        seg_offsets, units, capacity, cost, dur,
+        identity=None if ids is None else np.ascontiguousarray(ids[rows]),
+        num_ids=selection.cuts_in,
+    )  # fmt: skip
     num_packs = int(seg_packs[-1])
     order = np.arange(num_packs, dtype=np.int64)  # the pack at each place
     if config.effective_shuffle:
@@ -136,25 +143,16 @@ def pack_rows(
     else:
         cap_d, cap_c = segment_caps(config, config.total_buckets)
         cap_d, cap_c = cap_d[groups.segment_bucket], cap_c[groups.segment_bucket]
-    pack_ids = np.arange(num_packs, dtype=np.int64)
     tokens = None
     if config.max_tokens is not None:
         tokens = np.ascontiguousarray(pack_cost.astype(np.int64))
-    kept, batch_packs, segment, bcost, bdur, seg_batches, _ = packing.pack(
-        pack_ids,
-        seg_packs,
-        pack_dur,
-        np.empty(0, dtype=np.int64),
-        cap_d,
-        cap_c,
-        None,
-        None,
-        config.limit_mode == "sum",
-        False,  # a pack above a batch cap holds one oversize cut, counted above: its own batch
-        tokens=tokens,
-        max_tokens=config.max_tokens,
-    )
-    assert kept == num_packs and np.array_equal(pack_ids, np.arange(num_packs))
+    batch_packs, segment, bcost, bdur, seg_batches = binpack.pack_batches(
+        seg_packs, pack_dur, cap_d, cap_c, config.limit_mode == "sum",
+        pack_tokens=tokens, max_tokens=config.max_tokens,
+        pack_offsets=None if ids is None else pack_offsets,
+        member_ids=None if ids is None else np.ascontiguousarray(ids[packed]),
+        num_ids=selection.cuts_in,
+    )  # fmt: skip
     batches = Batches(
         rows=packed,
         offsets=pack_offsets[batch_packs],

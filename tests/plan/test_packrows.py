@@ -26,11 +26,12 @@ from tests import reference_plan as ref
 
 
 def reference_bfd(
-    seg_offsets: list[int], units: list[int], capacity: int
+    seg_offsets: list[int], units: list[int], capacity: int, ids: list[int] | None = None
 ) -> tuple[list[int], list[int]]:
     """The rule of ``binpack.best_fit_decreasing`` in plain Python: per segment, positions by
     decreasing cost (stable); a cost above the capacity alone; else the open pack with the
-    smallest room that holds it (ties: the one that reached that room last), else a new one."""
+    smallest room that holds it (ties: the one that reached that room last) and, with ``ids``,
+    no position of the same id, else a new one."""
     pack_of = [-1] * len(units)
     seg_packs = [0]
     total = 0
@@ -39,6 +40,7 @@ def reference_bfd(
         order = sorted(range(lo, hi), key=lambda i: -min(units[i], capacity + 1))
         rooms: list[int] = []  # per local pack; None-like -1 for "alone"
         stamp: list[int] = []  # when the pack reached its room
+        held: list[set[int]] = []  # the ids in each pack
         clock = 0
         for i in order:
             u = units[i]
@@ -46,9 +48,12 @@ def reference_bfd(
                 pack_of[i] = total + len(rooms)
                 rooms.append(-1)
                 stamp.append(-1)
+                held.append({ids[i]} if ids is not None else set())
                 continue
             best = -1
             for b, r in enumerate(rooms):
+                if ids is not None and ids[i] in held[b]:
+                    continue
                 if r >= u and (
                     best < 0 or r < rooms[best] or (r == rooms[best] and stamp[b] > stamp[best])
                 ):
@@ -57,6 +62,9 @@ def reference_bfd(
                 best = len(rooms)
                 rooms.append(capacity)
                 stamp.append(-1)
+                held.append(set())
+            if ids is not None:
+                held[best].add(ids[i])
             rooms[best] -= u
             clock += 1
             stamp[best] = clock
@@ -91,6 +99,37 @@ def test_kernel_matches_reference(seed: int) -> None:
     loads = np.bincount(pack_of, weights=units, minlength=int(seg_packs[-1]))
     sizes = np.bincount(pack_of, minlength=int(seg_packs[-1]))
     assert np.all((loads <= capacity) | (sizes == 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kernel_keeps_copies_apart_like_the_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    capacity = int(rng.choice([10, 100, 3000]))
+    n = int(rng.integers(1, 300))
+    ids = rng.integers(0, max(1, n // 3), n).astype(np.int64)  # about 3 copies of each id
+    units = rng.integers(0, capacity + 2, n).astype(np.int64)
+    units = units[ids] if seed % 2 else units  # copies of one cut cost the same (usually)
+    offsets = np.array([0, n // 2, n], np.int64)
+    got, seg, *_ = binpack.best_fit_decreasing(
+        offsets, units, capacity, identity=ids, num_ids=int(ids.max()) + 1
+    )
+    want, want_seg = reference_bfd(offsets.tolist(), units.tolist(), capacity, ids.tolist())
+    assert got.tolist() == want and seg.tolist() == want_seg
+    pairs = set(zip(got.tolist(), ids.tolist(), strict=True))
+    assert len(pairs) == n  # no pack holds an id twice
+
+
+def test_pack_batches_keeps_ids_apart() -> None:
+    # packs 0..3 of one segment; packs 0 and 2 share id 7
+    seg = np.array([0, 4], np.int64)
+    cost = np.array([1.0, 1.0, 1.0, 1.0])
+    offsets = np.array([0, 2, 3, 5, 6], np.int64)
+    members = np.array([7, 1, 2, 7, 3, 4], np.int64)
+    plain = binpack.pack_batches(seg, cost, np.array([np.inf]), np.array([4]), False)
+    assert plain[0].tolist() == [0, 4]
+    kept = binpack.pack_batches(seg, cost, np.array([np.inf]), np.array([4]), False,
+                                pack_offsets=offsets, member_ids=members, num_ids=8)  # fmt: skip
+    assert kept[0].tolist() == [0, 2, 4]  # pack 2 holds id 7 again: it closes the batch
 
 
 def test_kernel_large_capacity_crosses_bitset_levels() -> None:
@@ -489,6 +528,26 @@ def test_elastic_resume_with_packs(index: CutIndex, drop_last: bool) -> None:
         assert sum(c - 1 for c in counts.values()) <= sum(
             len(plan.batch(int(b))) for b in plan.padding_batches
         )
+
+
+def test_upsampled_copies_share_no_pack_and_no_batch(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "a.jsonl", 300, seed=1)
+    write_manifest(tmp_path / "b.jsonl", 40, seed=2)
+    cfg = SamplerConfig(strategy="random", pack_duration=30.0, max_cuts=6,
+                        mixture={"a": {}, "b": {"repeat": 4.0}})  # fmt: skip
+    sampler = DiscoSeqSampler({"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}, cfg)
+    plan = sampler.begin_epoch().plan
+    assert plan.pack_offsets is not None
+    copies = Counter(plan.rows.tolist())
+    assert max(copies.values()) == 4  # the upsampled source's cuts, 4 times each
+    po = plan.pack_offsets
+    for k in range(plan.num_packs):
+        pack = plan.rows[po[k] : po[k + 1]]
+        assert np.unique(pack).shape[0] == pack.shape[0]
+    for i in range(plan.num_batches):
+        batch = plan.batch(i)
+        assert np.unique(batch).shape[0] == batch.shape[0]
+    assert plan.stats.pack_efficiency > 0.95
 
 
 def test_mixture_quotas_hold_with_packing(tmp_path: Path) -> None:
