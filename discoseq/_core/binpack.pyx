@@ -1,4 +1,6 @@
-"""Best-fit-decreasing bin packing of rows into packs of bounded integer cost.
+"""Best-fit-decreasing bin packing of rows into packs of bounded integer cost
+(:func:`best_fit_decreasing`, :func:`group_packs`), and the packs into batches
+(:func:`pack_batches`).
 
 Specification (reference twin: ``tests/plan/test_packrows.py::reference_bfd``). Within each
 segment, rows are taken in decreasing order of their cost ``units[row]`` (ties: their order in
