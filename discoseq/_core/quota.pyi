@@ -7,6 +7,7 @@ _U8 = npt.NDArray[np.uint8]
 _I64 = npt.NDArray[np.int64]
 
 def bin_shift(n: int, shuffled: bool) -> int: ...
+def num_bins(n: int, shuffled: bool, shift: int) -> int: ...
 def histogram(
     duration: npt.NDArray[np.float64],
     keep: _U8,

@@ -24,7 +24,6 @@ from discoseq._core.rng cimport ds_mix64
 
 NUM_BINS = 1 << 16
 
-cdef uint64_t C_BINS = 1 << 16
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 
 
@@ -58,11 +57,6 @@ cdef inline bint _has(const KeyedSet* s, int64_t i, uint64_t u) noexcept nogil:
     return s.excl[i] != 0 or not _below(u, i, s.tu, s.ti)
 
 
-cdef inline uint64_t _bin(uint64_t u, int shift) noexcept nogil:
-    cdef uint64_t b = u >> shift
-    return b if b < C_BINS else C_BINS - 1
-
-
 cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] excl, int mode,
                    uint64_t key, bint shuffled, uint64_t tu, int64_t ti) except *:
     cdef KeyedSet s
@@ -83,19 +77,33 @@ cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] exc
 
 
 def bin_shift(Py_ssize_t n, bint shuffled) -> int:
-    """The right shift from a key to its histogram bin (top 16 bits; the index order: enough
-    bits for ``n``)."""
-    if shuffled:
-        return 48
+    """The right shift from a key to its histogram bin: about 32 cuts per bin, at most
+    ``NUM_BINS`` bins (shuffled: the top bits of the key; the index order: of the offset)."""
     cdef int bits = 0
+    if shuffled:
+        while bits < 16 and (<int64_t>32 << bits) < n:
+            bits += 1
+        return 64 - max(bits, 1)
     while (<int64_t>1 << bits) < n:
         bits += 1
     return max(bits - 16, 0)
 
 
+def num_bins(Py_ssize_t n, bint shuffled, int shift) -> int:
+    """How many bins the keys of ``n`` cuts fall in (see :func:`bin_shift`)."""
+    if shuffled:
+        return min(NUM_BINS, 1 << (64 - shift))
+    return min(NUM_BINS, ((max(n, 1) - 1) >> shift) + 1)
+
+
 def _check_shift(int shift):
     if not 0 <= shift <= 63:
         raise ValueError(f"shift={shift} must be in [0, 63]")
+
+
+cdef inline uint64_t _binc(uint64_t u, int shift, uint64_t nbins) noexcept nogil:
+    cdef uint64_t b = u >> shift
+    return b if b < nbins else nbins - 1
 
 
 def histogram(const double[::1] duration not None, const uint8_t[::1] keep not None,
@@ -109,10 +117,11 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
     cdef bint split = mode == 0 and excl.shape[0] == n and n > 0
     if mode == 0 and excl.shape[0] not in (0, n):
         raise ValueError(f"excl needs one flag per cut ({n}), got {excl.shape[0]}")
-    counts = np.zeros(NUM_BINS, dtype=np.int64)
-    us = np.zeros(NUM_BINS, dtype=np.int64)
-    counts_out = np.zeros(NUM_BINS, dtype=np.int64)
-    us_out = np.zeros(NUM_BINS, dtype=np.int64)
+    cdef uint64_t nb = num_bins(n, shuffled, shift)
+    counts = np.zeros(nb, dtype=np.int64)
+    us = np.zeros(nb, dtype=np.int64)
+    counts_out = np.zeros(nb, dtype=np.int64)
+    us_out = np.zeros(nb, dtype=np.int64)
     cdef int64_t[::1] c = counts
     cdef int64_t[::1] t = us
     cdef int64_t[::1] c2 = counts_out
@@ -125,7 +134,7 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
         for i in range(n):
             u = _u(&s, i)
             if _has(&s, i, u):
-                b = _bin(u, shift)
+                b = _binc(u, shift, nb)
                 d = <int64_t>rint(duration[i] * 1e6)
                 c[b] += 1
                 t[b] += d
@@ -151,10 +160,11 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
     cdef int64_t[::1] t = us
     cdef Py_ssize_t i, j = 0
     cdef uint64_t u
+    cdef uint64_t nb = num_bins(n, shuffled, shift)
     with nogil:
         for i in range(n):
             u = _u(&s, i)
-            if _bin(u, shift) == bin and _has(&s, i, u):
+            if _binc(u, shift, nb) == bin and _has(&s, i, u):
                 if j == count:
                     j += 1
                     break
@@ -234,10 +244,11 @@ def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not 
     _check_shift(shift)
     if mask.shape[0] != n:
         raise ValueError(f"mask needs one flag per cut ({n}), got {mask.shape[0]}")
-    counts = np.zeros(NUM_BINS, dtype=np.int64)
-    us = np.zeros(NUM_BINS, dtype=np.int64)
-    counts_out = np.zeros(NUM_BINS, dtype=np.int64)
-    us_out = np.zeros(NUM_BINS, dtype=np.int64)
+    cdef uint64_t nb = num_bins(n, shuffled, shift)
+    counts = np.zeros(nb, dtype=np.int64)
+    us = np.zeros(nb, dtype=np.int64)
+    counts_out = np.zeros(nb, dtype=np.int64)
+    us_out = np.zeros(nb, dtype=np.int64)
     cdef int64_t[::1] c = counts
     cdef int64_t[::1] t = us
     cdef int64_t[::1] c2 = counts_out
@@ -260,7 +271,7 @@ def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not 
                 out[j] = i
                 mask[i] = 1
                 j += 1
-            b = _bin(_u(&nxt, i), shift)
+            b = _binc(_u(&nxt, i), shift, nb)
             d = <int64_t>rint(duration[i] * 1e6)
             c[b] += 1
             t[b] += d

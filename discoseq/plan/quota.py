@@ -657,7 +657,7 @@ class _Source:
 
 
 _SOURCES: dict[tuple[object, ...], _Source] = {}
-_SOURCES_KEPT = 8
+_SOURCES_KEPT = 64  # sources (a multilingual mixture may have many; each keeps a few cycles)
 _LOCK = threading.Lock()  # a kept stream changes as epochs move: one selection at a time
 
 
