@@ -27,6 +27,7 @@ Durations are generated with NumPy (nothing is written to disk).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import tracemalloc
@@ -209,7 +210,11 @@ def main() -> None:
             plan_epoch(full, variant, next(ep), W)
             times[name].append(time.perf_counter() - t)
     base = times["1D duration (baseline)"]
-    print(f"   every bucketing method and token cap, {rounds} interleaved rounds (goal <= 1.2x):")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"   every bucketing method and token cap, {rounds} interleaved rounds (goal <= 1.2x; "
+        f"load average {load} on {os.cpu_count()} cores):"
+    )
     for name, ts in times.items():
         ratio = statistics.median(t / b for t, b in zip(ts, base, strict=True))
         best, median = min(ts) * 1e3, statistics.median(ts) * 1e3
