@@ -18,8 +18,8 @@ above, temperature optional: the exponent for its children's derived weights, by
 config's ``temperature``); its share is split among its weighted children. Within one level
 either every weighted entry gives ``weight`` or none does. A quota that fits the source (at most
 its cuts, or its hours less half its longest cut) never takes a cut twice in one epoch
-(:mod:`discoseq.plan.quota`); ``"unique": true`` on a leaf makes a larger quota an error instead
-of a repeat.
+(:mod:`discoseq.plan.quota`); ``"unique": true`` on a leaf makes an epoch that would take a cut
+twice an error instead of a repeat.
 
 ``mixture_schedule`` moves weights over epochs: a list of ``[epoch, {name: weight, ...}]``
 points (the names: entries that carry a ``weight``), linear in between, constant before the

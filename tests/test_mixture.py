@@ -685,3 +685,31 @@ def test_kept_streams_follow_the_durations_and_hold_no_column() -> None:
     del changed, warm
     gc.collect()
     assert ref() is None
+
+
+def test_unique_refuses_an_hours_quota_that_would_repeat() -> None:
+    """Just above the hours bound an epoch may cross into the next cycle with a repeat while
+    taking no more cuts than the source: ``unique`` refuses it, naming the epoch."""
+    from discoseq.plan.quota import select_epoch
+
+    sizes, offsets = [40, 60], np.array([0, 40, 100])
+    duration = np.round(np.random.default_rng(9).uniform(0.5, 20.0, 100), 3)
+    total = int(np.rint(duration[:40] * 1e6).astype(np.int64).sum())
+    other = int(np.rint(duration[40:] * 1e6).astype(np.int64).sum()) // 3
+    lay = SourceLayout(("s0", "s1"), offsets)
+    refused = 0
+    for extra in range(0, 40):  # quotas from the source's hours up to a fraction of a cut more
+        amount = total + extra * 50_000
+        mix = {"s0": {"weight": amount}, "s1": {"weight": other}}
+        hours = (amount + other) / 3.6e9
+        plain = SamplerConfig(max_cuts=4, seed=9, mixture=mix, epoch_hours=hours)
+        strict = plain.replace(mixture={**mix, "s0": {"weight": amount, "unique": True}})
+        for e in range(6):
+            stats = select_epoch(duration, None, lay, plain, e)[2]
+            if stats[0].repeats and stats[0].selected <= sizes[0]:
+                with pytest.raises(ValueError, match=rf"unique .* in epoch {e} a cut would"):
+                    select_epoch(duration, None, lay, strict, e)
+                refused += 1
+            elif not stats[0].repeats:
+                select_epoch(duration, None, lay, strict, e)  # no repeat: accepted
+    assert refused > 0

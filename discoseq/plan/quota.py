@@ -761,6 +761,13 @@ def _select_epoch(
                 f"of its {stream.n}: a cut would be taken twice in one epoch"
             )
         by_round = stream.take(a, b)
+        if leaf.unique and len(by_round) > 1:  # an hours quota within half a cut of the source
+            raise ValueError(
+                f"mixture source {name!r} is unique but its quota "
+                f"({q.amount / US_PER_HOUR:.3f} h) is within half a cut of its "
+                f"{stream.total_us / US_PER_HOUR:.3f} h: in epoch {epoch} a cut would be taken "
+                "twice (lower its share below its hours less half its longest cut)"
+            )
         counts = [sum(int(run.shape[0]) for run in runs) for runs in by_round]
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
