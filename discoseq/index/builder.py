@@ -395,6 +395,7 @@ def _index_in_processes(
     on any error or interruption the workers are terminated."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start at once and never re-run the caller's script (spawn would, and a
     # script without a __main__ guard would then start workers of its own)
@@ -426,7 +427,13 @@ def _index_in_processes(
                 continue
             while not wait([pending[i]], timeout=0.1, return_when=FIRST_COMPLETED).done:
                 drain()
-            done, summary = pending.pop(i).result()
+            try:
+                done, summary = pending.pop(i).result()
+            except BrokenProcessPool as e:  # killed (e.g. out of memory), not an exception
+                raise RuntimeError(
+                    f"the worker process indexing {source.path} died ({e}); nothing was "
+                    "written. Retry with fewer --jobs (memory?) or --jobs 1"
+                ) from e
             drain()
             if done is None:
                 message, path, line = summary["error"]

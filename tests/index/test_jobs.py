@@ -149,6 +149,24 @@ def test_interrupted_parallel_build_leaves_nothing(
     no_leftovers(tmp_path, out)
 
 
+def worker_dies(*args: object) -> None:
+    """Stands for a worker killed while indexing a file."""
+    os._exit(9)
+
+
+def test_a_worker_that_dies_is_named(
+    inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed (say by the out-of-memory killer) is no Python exception: the build
+    says which file it was indexing and leaves nothing behind."""
+
+    monkeypatch.setattr(builder_module, "_index_part", worker_dies)
+    out = tmp_path / "out.idx"
+    with pytest.raises(RuntimeError, match=rf"worker process indexing {inputs[0]} died"):
+        build_index(inputs, out, jobs=2)
+    no_leftovers(tmp_path, out)
+
+
 def test_progress_counts_cuts_of_all_processes(
     inputs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
