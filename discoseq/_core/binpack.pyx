@@ -222,16 +222,16 @@ cdef int _bfd(const int64_t* seg_off, int64_t nseg, const uint64_t* keys, const 
 
 
 def cost_units(const double[::1] cost not None, double length, bint integer,
-               double units_per_second=10000.0):
+               double units_per_second=10000.0, const int64_t[::1] rows=None):
     """Integer costs for :func:`best_fit_decreasing` and the capacity in the same units, such
     that packs within the capacity hold at most ``length`` of real cost: ``integer`` costs
     (tokens; exact below 2**53) in units of ``f = ceil(length / MAX_CAPACITY)`` rounded up,
     capacity ``length // f``; other costs (seconds) at ``scale = min(units_per_second,
     MAX_CAPACITY / length)`` as ``floor(c * scale) + 1``, capacity ``floor(length * scale)``. A
     cost within ``length`` is at most the capacity (it may fill a pack alone), a cost above it
-    is ``capacity + 1``.
+    is ``capacity + 1``. With ``rows``, the costs are ``cost[rows]`` (gathered, and returned).
 
-    :return: ``(units, capacity)``.
+    :return: ``(units, capacity)``, or with ``rows`` ``(units, capacity, cost[rows])``.
     """
     if not (length > 0 and length < 1e300):
         raise ValueError(f"length={length} must be a positive finite number")
@@ -246,11 +246,25 @@ def cost_units(const double[::1] cost not None, double length, bint integer,
     else:
         scale = units_per_second if units_per_second < MAX_CAPACITY / length else MAX_CAPACITY / length
         cap = <int64_t>floor(length * scale)
+    cdef const int64_t* rp = NULL
+    if rows is not None:
+        check_rows(rows, n, "cost_units", "rows", "cost")
+        n = rows.shape[0]
+        if n > 0:
+            rp = &rows[0]
     units_arr = np.empty(n, dtype=np.int64)
+    gathered_arr = np.empty(n if rows is not None else 0, dtype=np.float64)
     cdef int64_t[::1] units = units_arr
+    cdef double[::1] gathered = gathered_arr
     with nogil:
         for i in range(n):
-            x = cost[i]
+            if rp != NULL:
+                if i + AHEAD < n:
+                    DS_PREFETCH(&cost[rp[i + AHEAD]])
+                x = cost[rp[i]]
+                gathered[i] = x
+            else:
+                x = cost[i]
             if x > length:
                 units[i] = cap + 1
                 continue
@@ -260,6 +274,8 @@ def cost_units(const double[::1] cost not None, double length, bint integer,
             else:
                 c = <int64_t>floor(x * scale) + 1
             units[i] = c if c < cap else cap
+    if rows is not None:
+        return units_arr, int(cap), gathered_arr
     return units_arr, int(cap)
 
 
@@ -379,27 +395,25 @@ def best_fit_decreasing(const int64_t[::1] seg_offsets not None, const int64_t[:
 
 
 def group_packs(const int64_t[::1] rows not None, const int64_t[::1] pack_of not None,
-                const int64_t[::1] pack_rank not None, const int64_t[::1] pack_size not None):
-    """The positions of ``rows`` grouped by pack, packs in the order ``pack_rank`` gives them
-    (pack ``p`` becomes pack number ``pack_rank[p]``; a permutation), members of a pack in
-    their order in ``rows`` (a stable counting sort); ``pack_size[p]``: the members of pack
-    ``p`` (as :func:`best_fit_decreasing` returns them).
+                const int64_t[::1] order not None, const int64_t[::1] pack_size not None,
+                const double[::1] pack_cost not None, const double[::1] pack_duration not None):
+    """The positions of ``rows`` grouped by pack, pack ``order[k]`` as the ``k``-th (``order``
+    a permutation of the packs), members of a pack in their order in ``rows`` (a stable
+    counting sort). ``pack_size``, ``pack_cost``, ``pack_duration``: per pack (as
+    :func:`best_fit_decreasing` numbers them), put in the new order.
 
-    :return: ``(rows_out, pack_offsets)``: pack ``k`` is ``rows_out[pack_offsets[k]:[k + 1]]``.
+    :return: ``(rows_out, pack_offsets, cost, duration)``: pack ``k`` is
+        ``rows_out[pack_offsets[k]:[k + 1]]``, its cost and duration ``cost[k]``,
+        ``duration[k]``.
     """
-    cdef int64_t n = rows.shape[0], npk = pack_rank.shape[0], i, p, total
+    cdef int64_t n = rows.shape[0], npk = order.shape[0], i, p, k, total
     if pack_of.shape[0] != n:
         raise ValueError("pack_of needs one pack per row")
-    if pack_size.shape[0] != npk:
-        raise ValueError("pack_size needs one size per pack")
-    check_rows(pack_of, npk, "group_packs", "pack_of", "pack_rank")
-    seen_arr = np.zeros(npk, dtype=np.uint8)
-    cdef unsigned char[::1] seen = seen_arr
+    if pack_size.shape[0] != npk or pack_cost.shape[0] != npk or pack_duration.shape[0] != npk:
+        raise ValueError("pack_size, pack_cost and pack_duration need one value per pack")
+    check_rows(pack_of, npk, "group_packs", "pack_of", "the packs")
     total = 0
     for p in range(npk):
-        if not 0 <= pack_rank[p] < npk or seen[pack_rank[p]]:
-            raise ValueError("group_packs: pack_rank must be a permutation of range(len(pack_rank))")
-        seen[pack_rank[p]] = 1
         if pack_size[p] < 0:
             raise ValueError(f"group_packs: pack_size[{p}]={pack_size[p]} is negative")
         total += pack_size[p]
@@ -407,28 +421,47 @@ def group_packs(const int64_t[::1] rows not None, const int64_t[::1] pack_of not
         raise ValueError(f"group_packs: the pack sizes add up to {total}, not len(rows)={n}")
     out_arr = np.empty(n, dtype=np.int64)
     off_arr = np.zeros(npk + 1, dtype=np.int64)
+    cost_arr = np.empty(npk, dtype=np.float64)
+    dur_arr = np.empty(npk, dtype=np.float64)
     cdef int64_t[::1] out = out_arr
     cdef int64_t[::1] off = off_arr
+    cdef double[::1] oc = cost_arr
+    cdef double[::1] od = dur_arr
     cdef int64_t* nxt = <int64_t*>malloc((npk if npk > 0 else 1) * sizeof(int64_t))
+    cdef bint bad = False
     if nxt == NULL:
         raise MemoryError("group_packs: out of memory")
     try:
         with nogil:
             for p in range(npk):
-                off[pack_rank[p] + 1] = pack_size[p]
-            for p in range(npk):
-                off[p + 1] += off[p]
-            for p in range(npk):  # where each pack's next member goes, by the pack's number
-                nxt[p] = off[pack_rank[p]]
-            for i in range(n):
-                if i + AHEAD < n:
-                    DS_PREFETCH_W(&nxt[pack_of[i + AHEAD]])
-                p = pack_of[i]
-                out[nxt[p]] = rows[i]
-                nxt[p] += 1
+                nxt[p] = -1
+            for k in range(npk):  # where each pack's first member goes
+                if k + AHEAD < npk and 0 <= order[k + AHEAD] < npk:
+                    p = order[k + AHEAD]
+                    DS_PREFETCH_W(&nxt[p])
+                    DS_PREFETCH(&pack_size[p])
+                    DS_PREFETCH(&pack_cost[p])
+                    DS_PREFETCH(&pack_duration[p])
+                p = order[k]
+                if not 0 <= p < npk or nxt[p] >= 0:  # not a permutation
+                    bad = True
+                    break
+                nxt[p] = off[k]
+                off[k + 1] = off[k] + pack_size[p]
+                oc[k] = pack_cost[p]
+                od[k] = pack_duration[p]
+            if not bad:
+                for i in range(n):
+                    if i + AHEAD < n:
+                        DS_PREFETCH_W(&nxt[pack_of[i + AHEAD]])
+                    p = pack_of[i]
+                    out[nxt[p]] = rows[i]
+                    nxt[p] += 1
     finally:
         free(nxt)
-    return out_arr, off_arr
+    if bad:
+        raise ValueError("group_packs: order must be a permutation of range(len(order))")
+    return out_arr, off_arr, cost_arr, dur_arr
 
 
 def pack_batches(const int64_t[::1] seg_packs not None, const double[::1] pack_cost not None,

@@ -100,19 +100,22 @@ def pack_rows(
     assert name is not None, "pack_rows needs pack_duration or pack_tokens"
     rows, seg_offsets = groups.rows, groups.seg_offsets
     nseg = seg_offsets.shape[0] - 1
+    integer = config.pack_tokens is not None
     duration = selection.column("duration")
-    dur = duration[rows]  # one gather: every later pass reads in plan order
-    cost = dur if config.pack_tokens is None else cut_costs(selection, config)[rows]
-    over = cost > length
+    column = np.ascontiguousarray(cut_costs(selection, config), dtype=np.float64)
+    # one pass: each row's cost in plan order and in the kernel's units
+    units, capacity, cost = binpack.cost_units(
+        column, float(length), integer, DURATION_UNITS_PER_SECOND, rows
+    )
+    dur = duration[rows] if integer else cost
+    over = units > capacity
     n_over = int(over.sum())
     if n_over and config.oversize == "exclude":
         seg_of = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(seg_offsets))
         keep = ~over
-        rows, dur, cost = rows[keep], dur[keep], cost[keep]
+        rows, dur, cost, units = rows[keep], dur[keep], cost[keep], units[keep]
         seg_offsets = np.zeros(nseg + 1, dtype=np.int64)
         np.cumsum(np.bincount(seg_of[keep], minlength=nseg), out=seg_offsets[1:])
-    cost = np.ascontiguousarray(cost, dtype=np.float64)
-    units, capacity = pack_units(cost, length, integer=config.pack_tokens is not None)
     blocks = selection.blocks
     ids = None  # a mixture taking cuts more than once: the cut of each position
     if blocks is not None and blocks.num_rounds > 1 and selection.epoch_rows is not None:
@@ -130,13 +133,9 @@ def pack_rows(
             dtype=np.uint64,
         )
         rng.shuffle_segments(order, seg_packs, keys)
-    rank = np.empty(num_packs, dtype=np.int64)
-    rank[order] = np.arange(num_packs, dtype=np.int64)
-    packed, pack_offsets = binpack.group_packs(rows, pack_of, rank, sizes)
-    pack_cost = np.empty(num_packs, dtype=np.float64)
-    pack_cost[rank] = bin_cost
-    pack_dur = np.empty(num_packs, dtype=np.float64)
-    pack_dur[rank] = bin_dur
+    packed, pack_offsets, pack_cost, pack_dur = binpack.group_packs(
+        rows, pack_of, order, sizes, bin_cost, bin_dur
+    )
     # the packs into batches: one "row" per pack, the batch caps on packs
     if groups.segment_bucket is None:
         cap_d, cap_c = segment_caps(config, nseg)

@@ -145,9 +145,13 @@ def test_kernel_large_capacity_crosses_bitset_levels() -> None:
 def test_group_packs_orders_packs_by_rank_and_members_stably() -> None:
     rows = np.array([10, 11, 12, 13, 14, 15], np.int64)
     pack_of = np.array([2, 0, 2, 1, 0, 2], np.int64)
-    out, off = binpack.group_packs(rows, pack_of, np.array([1, 2, 0]), np.array([2, 1, 3]))
+    cost = np.array([0.5, 1.5, 2.5])
+    out, off, c, d = binpack.group_packs(
+        rows, pack_of, np.array([2, 0, 1]), np.array([2, 1, 3]), cost, 2 * cost
+    )
     assert off.tolist() == [0, 3, 5, 6]
     assert out.tolist() == [10, 12, 15, 11, 14, 13]
+    assert c.tolist() == [2.5, 0.5, 1.5] and d.tolist() == [5.0, 1.0, 3.0]
 
 
 def test_kernel_refuses_bad_input() -> None:
@@ -157,11 +161,11 @@ def test_kernel_refuses_bad_input() -> None:
         binpack.best_fit_decreasing(np.array([0, 1]), np.array([-1]), 5)
     with pytest.raises(ValueError, match="seg_offsets"):
         binpack.best_fit_decreasing(np.array([0, 2]), np.array([1]), 5)
-    two = np.array([0, 1])
+    two, z = np.array([0, 1]), np.zeros(2)
     with pytest.raises(ValueError, match="permutation"):
-        binpack.group_packs(two, two, np.array([1, 1]), np.array([1, 1]))
+        binpack.group_packs(two, two, np.array([1, 1]), np.array([1, 1]), z, z)
     with pytest.raises(ValueError, match="add up to 3"):
-        binpack.group_packs(two, two, np.array([1, 0]), np.array([1, 2]))
+        binpack.group_packs(two, two, np.array([1, 0]), np.array([1, 2]), z, z)
 
 
 def test_units_never_overfill_a_pack() -> None:
