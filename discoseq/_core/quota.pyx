@@ -118,14 +118,8 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
     if mode == 0 and excl.shape[0] not in (0, n):
         raise ValueError(f"excl needs one flag per cut ({n}), got {excl.shape[0]}")
     cdef uint64_t nb = num_bins(n, shuffled, shift)
-    counts = np.zeros(nb, dtype=np.int64)
-    us = np.zeros(nb, dtype=np.int64)
-    counts_out = np.zeros(nb, dtype=np.int64)
-    us_out = np.zeros(nb, dtype=np.int64)
-    cdef int64_t[::1] c = counts
-    cdef int64_t[::1] t = us
-    cdef int64_t[::1] c2 = counts_out
-    cdef int64_t[::1] t2 = us_out
+    acc = np.zeros((nb, 4), dtype=np.int64)  # per bin: the four sums side by side (one line)
+    cdef int64_t[:, ::1] a = acc
     cdef const uint8_t* ex = &excl[0] if split else NULL
     cdef Py_ssize_t i
     cdef uint64_t u, b
@@ -136,12 +130,12 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
             if _has(&s, i, u):
                 b = _binc(u, shift, nb)
                 d = <int64_t>rint(duration[i] * 1e6)
-                c[b] += 1
-                t[b] += d
+                a[b, 0] += 1
+                a[b, 1] += d
                 if split and ex[i] == 0:
-                    c2[b] += 1
-                    t2[b] += d
-    return counts, us, counts_out, us_out
+                    a[b, 2] += 1
+                    a[b, 3] += d
+    return tuple(np.ascontiguousarray(acc[:, k]) for k in range(4))
 
 
 def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not None,
@@ -245,14 +239,8 @@ def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not 
     if mask.shape[0] != n:
         raise ValueError(f"mask needs one flag per cut ({n}), got {mask.shape[0]}")
     cdef uint64_t nb = num_bins(n, shuffled, shift)
-    counts = np.zeros(nb, dtype=np.int64)
-    us = np.zeros(nb, dtype=np.int64)
-    counts_out = np.zeros(nb, dtype=np.int64)
-    us_out = np.zeros(nb, dtype=np.int64)
-    cdef int64_t[::1] c = counts
-    cdef int64_t[::1] t = us
-    cdef int64_t[::1] c2 = counts_out
-    cdef int64_t[::1] t2 = us_out
+    acc = np.zeros((nb, 4), dtype=np.int64)  # per bin: the four sums side by side (one line)
+    cdef int64_t[:, ::1] a = acc
     cdef Py_ssize_t i, j = 0, cap = out.shape[0]
     cdef uint64_t u, b
     cdef int64_t d
@@ -273,14 +261,14 @@ def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not 
                 j += 1
             b = _binc(_u(&nxt, i), shift, nb)
             d = <int64_t>rint(duration[i] * 1e6)
-            c[b] += 1
-            t[b] += d
+            a[b, 0] += 1
+            a[b, 1] += d
             if not in_tail:
-                c2[b] += 1
-                t2[b] += d
+                a[b, 2] += 1
+                a[b, 3] += d
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
-    return j, counts, us, counts_out, us_out
+    return (j, *(np.ascontiguousarray(acc[:, k]) for k in range(4)))
 
 
 def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not None):
