@@ -22,7 +22,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 from discoseq._core.rng cimport ds_mix64
 
-NUM_BINS = 1 << 16
+NUM_BINS = 1 << 14  # 512 KiB of sums: the histogram's scattered adds stay in L2
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 
@@ -78,15 +78,16 @@ cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] exc
 
 def bin_shift(Py_ssize_t n, bint shuffled) -> int:
     """The right shift from a key to its histogram bin: about 32 cuts per bin, at most
-    ``NUM_BINS`` bins (shuffled: the top bits of the key; the index order: of the offset)."""
+    ``NUM_BINS`` bins (shuffled: the top bits of the key; the index order: of the offset).
+    More bins would make the histogram's scattered adds miss the cache."""
     cdef int bits = 0
     if shuffled:
-        while bits < 16 and (<int64_t>32 << bits) < n:
+        while bits < 14 and (<int64_t>32 << bits) < n:
             bits += 1
         return 64 - max(bits, 1)
     while (<int64_t>1 << bits) < n:
         bits += 1
-    return max(bits - 16, 0)
+    return max(bits - 14, 0)
 
 
 def num_bins(Py_ssize_t n, bint shuffled, int shift) -> int:
