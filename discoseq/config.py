@@ -671,19 +671,12 @@ class SamplerConfig:
     # -- serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of every field (tuples become lists, the strategy its string)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, SamplingStrategy):
-                value = value.value
-            elif isinstance(value, Mixture):
-                value = value.to_dict()
-            elif isinstance(value, MixtureSchedule):
-                value = value.to_list()
-            elif isinstance(value, tuple):
-                value = [list(v) if isinstance(v, tuple) else v for v in value]
-            out[f.name] = value
-        return out
+        return {f.name: _json_value(getattr(self, f.name)) for f in fields(self)}
+
+    def changed_fields(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that hold their default: what a saved state keeps
+        (a few hundred bytes however many options exist; :meth:`from_dict` restores the rest)."""
+        return {k: v for k, v in self.to_dict().items() if v != _DEFAULT_DICT[k]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SamplerConfig:
@@ -723,3 +716,19 @@ class SamplerConfig:
 
 
 _DEFAULTS.update({f.name: f.default for f in fields(SamplerConfig)})
+
+
+def _json_value(value: Any) -> Any:
+    """A field's value as :meth:`SamplerConfig.to_dict` writes it."""
+    if isinstance(value, SamplingStrategy):
+        return value.value
+    if isinstance(value, Mixture):
+        return value.to_dict()
+    if isinstance(value, MixtureSchedule):
+        return value.to_list()
+    if isinstance(value, tuple):
+        return [list(v) if isinstance(v, tuple) else v for v in value]
+    return value
+
+
+_DEFAULT_DICT: dict[str, Any] = {name: _json_value(v) for name, v in _DEFAULTS.items()}

@@ -69,7 +69,7 @@ class Position:
             "type": STATE_TYPE,
             "format_version": STATE_FORMAT_VERSION,
             "index_fingerprint": fingerprint,
-            "config": config.to_dict(),
+            "config": config.changed_fields(),
             "world_size": world,
             "rank": rank,
             "epoch": self.epoch,

@@ -336,9 +336,10 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             rank (in the current world size), for a loop that counts on its own; by default
             :attr:`batches_delivered`.
 
-        Keys: ``type``, ``format_version``, ``index_fingerprint``, ``config`` (the full config),
-        ``world_size`` and ``rank`` (of the saving process), ``epoch``, ``batches_delivered``,
-        ``history`` (``[world_size, steps]`` pairs of earlier world sizes in this epoch).
+        Keys: ``type``, ``format_version``, ``index_fingerprint``, ``config`` (the config
+        fields that differ from their defaults), ``world_size`` and ``rank`` (of the saving
+        process), ``epoch``, ``batches_delivered``, ``history`` (``[world_size, steps]`` pairs
+        of earlier world sizes in this epoch).
         """
         pos = self._position
         if batches_delivered is not None:

@@ -66,7 +66,7 @@ def _run_phase(rank: int, phase: dict, source: str, model: Any, opt: Any, out: s
     if "refuse_state_rank" in phase:  # every rank loads its own state; one of them is refused
         state = loader.state_dict()
         if phase["refuse_state_rank"] == rank:
-            state["config"]["seed"] += 1
+            state["config"]["seed"] = cfg.seed + 1  # saved: the fields off their defaults
         loader.load_state_dict(state)
     if "bad_history_rank" in phase:  # one rank's state has a corrupted history
         state = loader.state_dict()

@@ -51,6 +51,11 @@ def test_state_is_small_json(index: CutIndex) -> None:
     assert roundtrip(state) == state
     assert len(json.dumps(state)) < 1024
     assert state["batches_delivered"] == 4 and state["epoch"] == 0 and state["history"] == []
+    # the config as the fields off their defaults; a state with every field loads the same
+    assert state["config"] == CFG.changed_fields() and "strategy" not in state["config"]
+    full = DiscoSeqSampler(index, CFG)
+    full.load_state_dict({**state, "config": CFG.to_dict()})
+    assert full.batches_delivered == 4
 
 
 @pytest.mark.parametrize("strategy", ["bucketed", "random", "sequential"])
