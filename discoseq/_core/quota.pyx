@@ -291,5 +291,5 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
                 total += d
                 if d > longest:
                     longest = d
-                h += ds_mix64(bits[i] ^ ds_mix64(<uint64_t>(i + 1) * GOLDEN))
+                h += ds_mix64(bits[i] ^ (<uint64_t>(i + 1) * GOLDEN))
     return count, total, longest, h
