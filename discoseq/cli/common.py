@@ -196,6 +196,21 @@ _CONFIG_OPTIONS = (
         help="Batch cap in tokens: text tokens plus audio tokens (cuts x largest, or the sum).",
     ),
     click.option(
+        "--quadratic-tokens",
+        type=float,
+        help="Token cost of a cut t + t^2/Q against --max-tokens (attention's quadratic cost).",
+    ),
+    click.option(
+        "--pack-duration",
+        type=float,
+        help="Pack cuts into rows of at most this many seconds (padding-free batches of packs).",
+    ),
+    click.option(
+        "--pack-tokens",
+        type=click.IntRange(min=1),
+        help="Pack cuts into rows of at most this many tokens (text + audio tokens).",
+    ),
+    click.option(
         "--audio-tokens-per-second",
         type=float,
         help="Audio tokens per second of audio added to each cut's token cost (e.g. 12.5).",
@@ -236,6 +251,9 @@ CONFIG_OPTION_NAMES = (
     "max_duration_per_cut",
     "max_tokens_per_second",
     "max_tokens",
+    "quadratic_tokens",
+    "pack_duration",
+    "pack_tokens",
     "audio_tokens_per_second",
     "token_column",
     "seed",

@@ -163,3 +163,23 @@ def test_plot_prints_the_path_it_wrote(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output == f"wrote {tmp_path / 's.svg'}\n"
     assert [p.name for p in tmp_path.iterdir()] == ["s.svg"]
+
+
+def test_analyze_packing_options(corpus, tmp_path):
+    """--pack-duration / --pack-tokens / --quadratic-tokens reach the config analyze plans."""
+    _, index = corpus
+    out = tmp_path / "stats.json"
+    args = ("--strategy", "random", "--max-duration", 120, "--pack-duration", 20, "-o", out)
+    r = run("analyze", index.path, *args)
+    assert r.exit_code == 0, r.output
+    assert "packing" in r.output
+    stats = json.loads(out.read_text())
+    cfg = SamplerConfig(strategy="random", max_duration=120.0, pack_duration=20.0)
+    assert stats == json.loads(json.dumps(analyze(index, cfg)))
+    assert 0.5 < stats["packing"]["efficiency"] <= 1.0  # a small corpus: the last packs part-full
+    r = run("analyze", index.path, "--strategy", "random", "--max-tokens", 4000,
+            "--pack-tokens", 800, "--quadratic-tokens", 5000)  # fmt: skip
+    assert r.exit_code != 0 and "quadratic_tokens" in r.output  # packs have no quadratic term
+    r = run("analyze", index.path, "--max-tokens", 4000, "--quadratic-tokens", 5000, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["config"]["quadratic_tokens"] == 5000
