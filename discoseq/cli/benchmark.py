@@ -100,6 +100,10 @@ _LHOTSE_UNMATCHED = {  # field: (default, why Lhotse's samplers cannot match it)
     "max_tokens_per_second": (None, "filter the CutSet before comparing"),
     "pack_duration": (None, "Lhotse's samplers do not pack cuts (bench_packing.py compares)"),
     "pack_tokens": (None, "Lhotse's samplers do not pack cuts (bench_packing.py compares)"),
+    "max_tokens": (None, "Lhotse's dynamic samplers have no token cap"),
+    "audio_tokens_per_second": (None, "Lhotse's dynamic samplers have no token cap"),
+    "quadratic_tokens": (None, "Lhotse's dynamic samplers have no token cap"),
+    "shard_block": (None, "Lhotse's samplers do not shuffle by blocks of shards"),
 }
 
 
@@ -208,12 +212,16 @@ def benchmark(
             "benchmarks/bench_mixture.py"
         )
     if compare == "lhotse":
-        for name, (default, why) in _LHOTSE_UNMATCHED.items():
-            if getattr(config, name) != default:
-                raise click.UsageError(
-                    f"--compare lhotse: {name}={getattr(config, name)!r} has no Lhotse "
-                    f"equivalent ({why}); leave it at its default to compare"
-                )
+        unmatched = [
+            f"{name}={getattr(config, name)!r} ({why})"
+            for name, (default, why) in _LHOTSE_UNMATCHED.items()
+            if getattr(config, name) != default
+        ]
+        if unmatched:
+            raise click.UsageError(
+                f"--compare lhotse: {'; '.join(unmatched)}: no Lhotse equivalent; leave "
+                f"{'it' if len(unmatched) == 1 else 'them'} at the default to compare"
+            )
     report: dict[str, Any] = {"config": config.to_dict(), "epochs": epochs}
     with opened_source(chosen, progress=not quiet, check_sources=not no_check_sources) as index:
         report["cuts"] = len(index)

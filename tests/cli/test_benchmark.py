@@ -99,3 +99,20 @@ def test_benchmark_takes_the_options_of_analyze(corpus, tmp_path):
     r = run("benchmark", index.path, "--config", cfg, "--no-resolve", "--epochs", 1, "-o", out)
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["config"]["num_buckets"] == 5
+
+
+def test_compare_lhotse_refuses_the_token_budget_and_shard_blocks(corpus, tmp_path):
+    """Lhotse's samplers have no token cap nor block shuffle: ``--compare lhotse`` refuses each
+    of those fields by name instead of running Lhotse without it."""
+    _, index = corpus
+    cfg = tmp_path / "c.json"
+    for extra, name in (
+        ({"max_tokens": 4000}, "max_tokens"),
+        ({"max_tokens": 4000, "audio_tokens_per_second": 12.5}, "audio_tokens_per_second"),
+        ({"max_tokens": 4000, "quadratic_tokens": 500.0}, "quadratic_tokens"),
+        ({"shard_block": 2}, "shard_block"),
+    ):
+        cfg.write_text(json.dumps({"max_duration": 60, **extra}))
+        r = run("benchmark", index.path, cfg, "--epochs", 1, "--no-resolve", "--compare", "lhotse")
+        assert r.exit_code == EXIT_USAGE, (extra, r.output)
+        assert f"{name}=" in r.output and "no Lhotse equivalent" in r.output
