@@ -309,12 +309,12 @@ def _token_stats(
     cap = plan.config.max_tokens
     if cap is None or tokens is None:
         return None
-    t = np.asarray(tokens, dtype=np.int64)[plan.rows]
+    t = np.asarray(tokens, dtype=np.float64)[plan.rows]  # quadratic_tokens costs are fractional
     if plan.num_batches == 0:
         return {"cap": cap, "fill_mean": None, "fill_min": None, "fill_max": None,
                 "padding_efficiency": None}  # fmt: skip
     starts = plan.batch_offsets[:-1]
-    real = np.add.reduceat(t, starts).astype(np.float64)
+    real = np.add.reduceat(t, starts)
     padded = sizes * np.maximum.reduceat(t, starts)
     fill = real / cap
     return {

@@ -261,3 +261,28 @@ def test_figure_shows_padding_per_bucket_cuts_per_batch_and_rank_balance(
     rank_bars = [bar.get_height() for bar in ranks.patches][: cfg.world_size]
     assert rank_bars == pytest.approx(list(100 * (speech / speech.mean() - 1)))
     assert fill.get_yscale() == "log"
+
+
+@pytest.mark.parametrize("mode", ["padded", "sum"])
+def test_token_stats_keep_the_fractional_costs_of_quadratic_tokens(mode):
+    """With ``quadratic_tokens`` a cut's token cost is ``t + t*t/q``, a float: the token fill and
+    padding efficiency are computed from those costs, not from them truncated to integers."""
+    from discoseq.plan.pack import token_costs_of
+
+    rng = np.random.default_rng(4)
+    n = 400
+    d = np.round(rng.uniform(0.5, 12.0, n), 2)
+    text = rng.integers(1, 9, n)  # small counts: t*t/q is mostly a fraction
+    cols = {"duration": d, "num_tokens": text}
+    cfg = SamplerConfig(strategy="random", max_tokens=60, quadratic_tokens=7.0, limit_mode=mode)
+    cost = token_costs_of(text, d, cfg)
+    assert not np.array_equal(cost, np.floor(cost))  # the fractions matter here
+    plan = plan_epoch(cols, cfg, 0, 1)
+    batches = [cost[plan.batch(i)] for i in range(plan.num_batches)]
+    real = np.array([b.sum() for b in batches])
+    padded = np.array([len(b) * b.max() for b in batches])
+    tk = analyze(cols, cfg)["tokens"]
+    assert tk["fill_mean"] == pytest.approx(float(np.mean(real / 60)))
+    assert tk["fill_min"] == pytest.approx(float(np.min(real / 60)))
+    assert tk["fill_max"] == pytest.approx(float(np.max(real / 60)))
+    assert tk["padding_efficiency"] == pytest.approx(float(real.sum() / padded.sum()))
