@@ -220,8 +220,13 @@ class EpochPlans:
         saved steps fit the saved plan. For another world size the delivered segment moves to
         ``history`` and the new plan holds only what was not delivered."""
         pos = saved.position
-        mask = self._delivered_mask(pos.epoch, pos.history)
-        saved_plan = self._plan_masked(pos.epoch, saved.world_size, mask)
+        cached = self._plan if self._key == (pos.epoch, pos.history, saved.world_size) else None
+        if cached is not None and saved.world_size == world:
+            # already planned (e.g. by set_epoch in the main process before the workers forked)
+            mask, saved_plan = None, cached
+        else:
+            mask = self._delivered_mask(pos.epoch, pos.history)
+            saved_plan = self._plan_masked(pos.epoch, saved.world_size, mask)
         if pos.steps > saved_plan.batches_per_rank:
             raise ValueError(
                 f"state batches_delivered={pos.steps} exceeds the {saved_plan.batches_per_rank} "

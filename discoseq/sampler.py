@@ -198,6 +198,10 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         Right after :meth:`load_state_dict` of a state of epoch ``e``, ``set_epoch(e)`` keeps the
         restored position (training loops call it at every epoch start); any other call starts
         the epoch from its first batch.
+
+        In the main process it also plans the epoch (the plan is needed to iterate anyway), so
+        the workers of ``DataLoader(sampler, batch_size=None, num_workers=K)`` forked after it
+        share that plan instead of each planning the whole epoch again.
         """
         if not is_int(epoch) or epoch < 0:
             raise ValueError(f"epoch={epoch!r} must be a non-negative integer")
@@ -206,6 +210,8 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         self._position = Position(int(epoch))
         self._resume_pending = False
         self._generation += 1
+        if get_worker_info() is None:
+            self.plan  # noqa: B018  (cached: forked DataLoader workers inherit it)
 
     @property
     def plan(self) -> EpochPlan:

@@ -244,3 +244,58 @@ def test_rank_world_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert detect_rank_world() == (1, 2)
+
+
+def _count_plans(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
+    """Append one line per epoch plan made, in whichever process (forked workers inherit it)."""
+    import discoseq.position
+
+    real = discoseq.position.plan_epoch
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(discoseq.position, "plan_epoch", counted)
+
+
+def _plans_made(log: Path) -> list[int]:
+    return [int(x) for x in log.read_text().split()] if log.exists() else []
+
+
+def test_readme_dataloader_pattern_plans_once_in_the_main_process(corpus, tmp_path, monkeypatch):
+    """``DataLoader(sampler, batch_size=None, num_workers=K)`` after ``set_epoch``: the main
+    process plans the epoch before the workers fork, and the (forked) workers share that plan
+    instead of each planning the whole epoch again."""
+    _, index = corpus
+    log = tmp_path / "plans"
+    _count_plans(monkeypatch, log)
+    s = DiscoSeqSampler(index, CFG)
+    loader = DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    for epoch in (0, 1):
+        s.set_epoch(epoch)
+        got = ids_of(loader)
+        assert got == plan_ids(s, index)
+        assert _plans_made(log) == [os.getpid()] * (epoch + 1)  # once, in this process
+
+
+def test_worker_restore_reuses_the_plan_the_main_process_made(corpus, tmp_path, monkeypatch):
+    """A same-world restore of the epoch already planned (as a forked worker of torchdata's
+    StatefulDataLoader restores its copy) takes the cached plan instead of planning again."""
+    _, index = corpus
+    s = DiscoSeqSampler(index, CFG)
+    s.set_epoch(2)
+    it = iter(s)
+    for _ in range(3):
+        next(it)
+    state = s.state_dict()
+    log = tmp_path / "plans"
+    _count_plans(monkeypatch, log)
+    s.set_epoch(2)  # the plan of epoch 2 is cached
+    s.load_state_dict(state)
+    assert _plans_made(log) == []
+    fresh = DiscoSeqSampler(index, CFG)
+    fresh.load_state_dict(state)  # nothing cached: one plan
+    assert len(_plans_made(log)) == 1
+    assert ids_of(s) == ids_of(fresh) == plan_ids(fresh, index)[3:]

@@ -243,3 +243,35 @@ def test_a_dataloader_that_batches_again_is_refused_in_a_worker(index: CutIndex)
     loader = DataLoader(sampler, num_workers=1, multiprocessing_context="fork")
     with pytest.raises(ValueError, match="pass batch_size=None"):
         next(iter(loader))
+
+
+def test_dataset_form_with_workers_plans_once_in_the_main_process(
+    index: CutIndex, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming ``StatefulDataLoader(sampler, batch_size=None, num_workers=2)``: ``set_epoch``
+    plans the epoch in the main process, and each forked worker restores its share from that
+    plan instead of planning the whole epoch again."""
+    import os
+
+    import discoseq.position
+
+    make = maker(index, "dataset", 2, multiprocessing_context="fork")
+    expected = reference(index, 1)
+    loader, sampler = make()
+    sampler.set_epoch(1)
+    _, state = take(loader, 5)
+
+    log = tmp_path / "plans"
+    real = discoseq.position.plan_epoch
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(discoseq.position, "plan_epoch", counted)
+    resumed, sampler = make()
+    resumed.load_state_dict(state)
+    sampler.set_epoch(resume_epoch(state))
+    assert ids_of(resumed) == expected[5:]
+    assert [int(p) for p in log.read_text().split()] == [os.getpid()]
