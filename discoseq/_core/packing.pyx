@@ -15,7 +15,7 @@ counted. Rows are compacted in place (excluded rows removed).
 
 import numpy as np
 
-from libc.stdint cimport int32_t, int64_t, INT64_MAX
+from libc.stdint cimport int32_t, int64_t, uint8_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -98,6 +98,7 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
 cdef union TokenCost:
     int64_t t  # a token count
     double q  # its quadratic cost t + t * t / p
+    int64_t id  # without a token cap: the row's copy id (-1: not checked)
 
 
 cdef struct DurTok:
@@ -130,23 +131,61 @@ cdef void _dur_tokens(DurTok* out, const double* dur, const int64_t* tokens, int
             out[r].k.t = t
 
 
+cdef int64_t _dur_ids(DurTok* out, const double* dur, const int64_t* ident, int64_t n,
+                      int64_t num_ids) noexcept nogil:
+    """One sequential pass: each row's duration and copy id side by side (a mixture without a
+    token cap: the copy check then costs no read of its own for a row taken once). Returns the
+    first row whose id is outside ``[-1, num_ids)``, else -1."""
+    cdef int64_t r, v
+    for r in range(n):
+        v = ident[r]
+        if v < -1 or v >= num_ids:
+            return r
+        out[r].d = dur[r]
+        out[r].k.id = v
+    return -1
+
+
+cdef inline bint _bit(const uint8_t* bits, int64_t i) noexcept nogil:
+    return (bits[i >> 3] >> (i & 7)) & 1
+
+
+cdef int64_t _id_bits(const int64_t* ident, int64_t n, int64_t num_ids,
+                      uint8_t* bits) noexcept nogil:
+    """One sequential pass: set bit ``r`` of ``bits`` (zeroed, ``(n + 7) // 8`` bytes) where
+    ``ident[r] >= 0``. Returns the first ``r`` whose id is outside ``[-1, num_ids)``, else -1."""
+    cdef int64_t r, v
+    for r in range(n):
+        v = ident[r]
+        if v < -1 or v >= num_ids:
+            return r
+        if v >= 0:
+            bits[r >> 3] |= <uint8_t>(1 << (r & 7))
+    return -1
+
+
 cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
                    int64_t max_frames, const DurTok* dt, int64_t max_tokens, double tq,
                    double q,
-                   bint sum_mode, bint exclude, const int64_t* ident, int64_t* last,
+                   bint sum_mode, bint exclude, bint ids_in_dt, const int64_t* ident,
+                   const uint8_t* has_id, int64_t* last,
                    BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
-    """Returns the number of rows kept, or a negative error code. With ``ident`` (the cut of
-    each row, ``last`` a scratch of -1 per cut), a row whose cut is already in the open batch
-    closes it first: no batch holds a cut twice. With ``dt`` (a token cap) durations and token
-    costs are read from it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a
-    double, which ``max_tokens`` caps), else its integer token count."""
+    """Returns the number of rows kept, or a negative error code. With ``ident`` (the copy id
+    of each row, -1 for a row not checked; ``has_id`` a bit per row, set where ``ident >= 0``,
+    so the check reads a small bitmap for most rows; ``last`` a scratch of -1 per id), a row
+    whose cut is already in the open batch closes it first: no batch holds a cut twice. With
+    ``ids_in_dt`` (no token cap; ``ident`` NULL) ``dt`` holds each row's duration and copy id,
+    read together. Else with ``dt`` (a token cap) durations and token costs are read from it,
+    not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
+    ``max_tokens`` caps), else its integer token count."""
     cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc
-    cdef bint dup
+    cdef bint dup, checked
     cdef double d, c, nd, capd, tc = 0.0, ntc = 0.0
     cdef OpenBatch b
     cdef bint use_frames = frames != NULL
-    cdef bint use_tokens = dt != NULL
+    cdef int64_t cid = -1
+    cdef bint use_tokens = dt != NULL and not ids_in_dt
     cdef bint quad_tokens = use_tokens and tq > 0.0
     # with quadratic token costs the cap applies to them (as a double), not to the integers
     cdef double max_tq = <double>max_tokens if quad_tokens else 0.0
@@ -159,19 +198,28 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
         _reset(&b)
         for i in range(seg_off[s], seg_off[s + 1]):
             if i + 64 < seg_off[s + 1]:
-                if use_tokens:
+                if dt != NULL:
                     DS_PREFETCH(&dt[rows[i + 64]])
                 else:
                     DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
-                if ident != NULL:
+                if ident != NULL and _bit(has_id, rows[i + 64]):
                     DS_PREFETCH(&ident[rows[i + 64]])
-            if ident != NULL and i + 32 < seg_off[s + 1]:
+            if ident != NULL and i + 32 < seg_off[s + 1] and _bit(has_id, rows[i + 32]):
                 DS_PREFETCH(&last[ident[rows[i + 32]]])
+            if ids_in_dt and i + 16 < seg_off[s + 1] and dt[rows[i + 16]].k.id >= 0:
+                DS_PREFETCH(&last[dt[rows[i + 16]].k.id])
             row = rows[i]
+            checked = ident != NULL and _bit(has_id, row)
+            if checked:
+                cid = ident[row]
             t = 0
-            if use_tokens:
+            if ids_in_dt:
+                d = dt[row].d
+                cid = dt[row].k.id
+                checked = cid >= 0
+            elif use_tokens:
                 d = dt[row].d
                 if quad_tokens:
                     tc = dt[row].k.q
@@ -203,13 +251,13 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     nf = (b.n + 1) * (b.mf if b.mf > f else f)
                     nt = (b.n + 1) * (b.mt if b.mt > t else t)
                     ntc = (b.n + 1) * (b.mq if b.mq > tc else tc)
-                dup = ident != NULL and last[ident[row]] == out.n
+                dup = checked and last[cid] == out.n
                 if (b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens
                         or ntc > max_tq or dup):
                     if _close(out, w, <int32_t>s, &b, sum_mode) < 0:
                         return DS_ERR_NOMEM
-            if ident != NULL:
-                last[ident[row]] = out.n  # the open batch is the next one pushed
+            if checked:
+                last[cid] = out.n  # the open batch is the next one pushed
             rows[w] = row
             w += 1
             b.n += 1
@@ -247,10 +295,14 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     audio tokens when ``audio_rate`` is given, and with ``quadratic_tokens = p`` that cost ``t``
     counts as ``t + t * t / p`` (the rule of ``plan.pack.token_costs_of``). Every row must
     be a row of ``duration`` (else ValueError). ``identity`` (one id in ``[0, num_ids)`` per
-    row of ``duration``), when given, keeps two rows of one id out of one batch (a mixture's
-    copies of a cut): such a row closes the open batch first. With ``max_tokens`` the kernel
-    first lays out each row's duration and token count side by side (16 B per row of
-    ``duration``, freed on return), so a shuffled row costs one cache miss, not two.
+    row of ``duration``, or -1 for a row that needs no check), when given, keeps two rows of
+    one id out of one batch (a mixture's copies of a cut): such a row closes the open batch
+    first. Giving ids only to cuts taken more than once (ids ``0..num_ids-1``) keeps the
+    check on a small table, and a row with -1 skips it. With ``max_tokens`` the kernel first
+    lays out each row's duration and token count side by side (16 B per row of ``duration``,
+    freed on return), so a shuffled row costs one cache miss, not two; without it, with
+    ``identity``, each row's duration and id likewise (a token cap and ids: a bitmap of the
+    rows with an id, 1 bit per row, beside the layout).
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -285,12 +337,40 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     check_rows(rows, duration.shape[0], "pack", "rows", "duration")
     cdef const int64_t* ip = NULL
     cdef int64_t* lp = NULL
+    cdef uint8_t[::1] id_bits
+    cdef const uint8_t* bp = NULL
+    cdef int64_t bad = -1
+    cdef int64_t ncol = duration.shape[0]
+    cdef DurTok* dt = NULL
+    cdef int64_t[::1] dt_mem
+    cdef const double* dp = &duration[0] if ncol > 0 else NULL
+    cdef bint ids_in_dt = identity is not None and max_tokens is None and ncol > 0
+    if (max_tokens is not None and ncol > 0) or ids_in_dt:
+        # allocated by NumPy, which asks the kernel for huge pages for large arrays: packing
+        # reads it through shuffled rows, and with 4 kB pages nearly every read would also miss
+        # the TLB (measured 1.5x slower on 10M rows)
+        dt_mem = np.empty(2 * ncol, dtype=np.int64)
+        dt = <DurTok*>&dt_mem[0]
     if identity is not None:
         if identity.shape[0] != duration.shape[0]:
             raise ValueError("identity needs one id per row of duration")
-        check_rows(identity, num_ids, "pack", "identity", "the ids")
-        if identity.shape[0] > 0:
-            ip = &identity[0]
+        if num_ids < 0:
+            raise ValueError(f"num_ids={num_ids} must be >= 0")
+        if ids_in_dt:  # each id beside its row's duration
+            with nogil:
+                bad = _dur_ids(dt, dp, &identity[0], ncol, num_ids)
+        else:  # a token cap holds the other half of dt: a bitmap of the rows with an id
+            id_bits = np.zeros(identity.shape[0] // 8 + 1, dtype=np.uint8)
+            bp = &id_bits[0]
+            if identity.shape[0] > 0:
+                ip = &identity[0]
+                with nogil:
+                    bad = _id_bits(ip, identity.shape[0], num_ids, &id_bits[0])
+        if bad >= 0:
+            raise ValueError(
+                f"pack: identity[{bad}]={identity[bad]} is not an id "
+                f"(expected -1 <= id < {num_ids})"
+            )
         lp = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
         if lp == NULL:
             raise MemoryError("pack: out of memory")
@@ -311,24 +391,14 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef int64_t[::1] ov
     cdef int32_t[::1] sv
     cdef double[::1] cv, dv
-    cdef const double* dp = &duration[0] if duration.shape[0] > 0 else NULL
-    cdef int64_t ncol = duration.shape[0]
-    cdef DurTok* dt = NULL
-    cdef int64_t[::1] dt_mem
-    if max_tokens is not None and ncol > 0:
-        # allocated by NumPy, which asks the kernel for huge pages for large arrays: packing
-        # reads it through shuffled rows, and with 4 kB pages nearly every read would also miss
-        # the TLB (measured 1.5x slower on 10M rows)
-        dt_mem = np.empty(2 * ncol, dtype=np.int64)
-        dt = <DurTok*>&dt_mem[0]
     try:
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
-                if dt != NULL and ncol > 0:
+                if dt != NULL and not ids_in_dt:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
                              &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
-                             ip, lp, &buf, &sb[0], &n_over)
+                             ids_in_dt, ip, bp, lp, &buf, &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)

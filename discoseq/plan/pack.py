@@ -6,7 +6,9 @@ Optionally (``sort_pool``) each run of that many rows of a segment is first sort
 ``quadratic_duration``; ``max_cuts`` or ``bucket_max_cuts``; ``max_frames``; ``max_tokens`` on
 token costs, with ``quadratic_tokens``) would be exceeded. A cut that alone exceeds a cap is
 *oversize*: a batch of its own or left out (``oversize``). Memory: with ``max_tokens`` the kernel
-holds each row's duration and token count side by side while packing (16 B/cut).
+holds each row's duration and token count side by side while packing (16 B/cut); a mixture
+that takes cuts more than once, each row's copy id (8 B/cut, :func:`copy_ids`) and, without a
+token cap, its duration beside that id (16 B/cut).
 """
 
 from __future__ import annotations
@@ -120,7 +122,8 @@ def pack_batches(
     # excludes oversize cuts (then keep a copy to spread and pack again)
     spreadable = repeats and config.effective_shuffle and config.sort_pool is None
     before = groups.rows.copy() if spreadable and config.oversize == "exclude" else None
-    batches = _pack(groups, selection, config, repeats)
+    ids = copy_ids(selection) if repeats else None
+    batches = _pack(groups, selection, config, ids)
     if repeats and blocks is not None:
         pairs = int((blocks.round * np.diff(blocks.starts)).sum())  # sum of c(c-1)/2 per cut
         n = max(batches.num_batches, 1)
@@ -128,12 +131,47 @@ def pack_batches(
             if before is not None:
                 groups.rows[:] = before
             spread_copies(groups, selection, blocks, config, epoch)
-            batches = _pack(groups, selection, config, repeats)
+            batches = _pack(groups, selection, config, ids)
         warn_if_copies_crowd(groups, batches, selection)
     return batches
 
 
-def _pack(groups: Groups, selection: Selection, config: SamplerConfig, repeats: bool) -> Batches:
+def copy_ids(selection: Selection) -> tuple[np.ndarray, int] | None:
+    """For a mixture that takes cuts more than once: an id per position for the packing
+    kernel's copy check, the same for every copy of a cut and -1 for a cut taken once (the
+    kernel skips those), and the number of ids; None when no cut repeats. Ids number the
+    copies after the first (a position of round 1 or later), so the kernel's table of ids is
+    as small as those copies, not the whole index."""
+    blocks, epoch_rows = selection.blocks, selection.epoch_rows
+    assert blocks is not None and epoch_rows is not None
+    starts = blocks.starts.tolist()
+    later = np.flatnonzero(blocks.round > 0).tolist()  # blocks of copies after a cut's first
+    copies = [epoch_rows[starts[k] : starts[k + 1]] for k in later]
+    if not sum(c.size for c in copies):
+        return None
+    copy = np.concatenate(copies)
+    # a source's cuts are its own: only the blocks of sources that repeat can hold a copy
+    spans = [
+        (starts[k], starts[k + 1])
+        for k in np.flatnonzero(np.isin(blocks.source, blocks.source[later])).tolist()
+        if starts[k + 1] > starts[k]
+    ]
+    lo = min(int(epoch_rows[a:b].min()) for a, b in spans)
+    hi = max(int(epoch_rows[a:b].max()) for a, b in spans)
+    table = np.full(hi - lo + 1, -1, dtype=np.int64)  # index row - lo -> id
+    table[copy - lo] = np.arange(copy.size, dtype=np.int64)
+    ids = np.full(epoch_rows.shape[0], -1, dtype=np.int64)
+    for a, b in spans:
+        np.take(table, epoch_rows[a:b] - lo, out=ids[a:b], mode="clip")
+    return ids, int(copy.size)
+
+
+def _pack(
+    groups: Groups,
+    selection: Selection,
+    config: SamplerConfig,
+    ids: tuple[np.ndarray, int] | None,
+) -> Batches:
     rows, seg_offsets = groups.rows, groups.seg_offsets
     dur = selection.column("duration")
     if config.sort_pool is not None:
@@ -158,8 +196,8 @@ def _pack(groups: Groups, selection: Selection, config: SamplerConfig, repeats: 
         max_tokens=config.max_tokens,
         audio_rate=config.audio_tokens_per_second,
         quadratic_tokens=config.quadratic_tokens,
-        identity=selection.epoch_rows if repeats else None,
-        num_ids=selection.cuts_in,
+        identity=None if ids is None else ids[0],
+        num_ids=0 if ids is None else ids[1],
     )
     return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
 

@@ -102,7 +102,8 @@ def plan_epoch(
     positions = None
     rows = ordered.rows
     if selection.epoch_rows is not None:
-        positions, rows = rows, selection.epoch_rows[rows]
+        # rows are positions of the selection (no bounds check per element: clip mode)
+        positions, rows = rows, np.take(selection.epoch_rows, rows, mode="clip")
     return EpochPlan(
         batch_offsets=ordered.offsets,
         rows=rows,

@@ -247,6 +247,55 @@ def test_pack_token_cap_matches_reference(
     assert bcost.tolist() == ecost and nover == enover
 
 
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=60),
+    st.integers(1, 8),
+    st.booleans(),
+    st.none() | st.sampled_from([20, 200]),
+)
+def test_pack_copy_ids_match_reference(cuts: list[int], max_cuts: int, sum_mode: bool, tokens):
+    """Copy ids with -1 for a row checked against nothing (a cut taken once) pack as the
+    reference packs every row's cut: with the ids beside the durations (no token cap) and
+    with the bitmap of rows with an id (a token cap)."""
+    cut = np.array(cuts, dtype=np.int64)  # the cut of each row
+    d = readonly(1.0 + cut * 0.5)
+    counts = np.bincount(cut)
+    dense = np.cumsum(counts > 1) - 1  # ids 0..k-1 for cuts taken more than once
+    ids = readonly(np.where(counts[cut] > 1, dense[cut], -1))
+    rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
+    order = rows.tolist()
+    text = readonly(cut * 7)
+    kept, off, _, bcost, _, _, _ = packing.pack(
+        rows, np.array([0, d.size], dtype=np.int64), d, EMPTY_I, np.array([30.0]),
+        np.array([max_cuts]), None, None, sum_mode, False,
+        tokens=None if tokens is None else text, max_tokens=tokens,
+        identity=ids, num_ids=int((counts > 1).sum()),
+    )  # fmt: skip
+    batches, _, ecost, _, _ = ref.pack(
+        [order], d, None, [30.0], [max_cuts], None, None, sum_mode, False,
+        None if tokens is None else text, tokens, cut,
+    )  # fmt: skip
+    assert kept == d.size
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+    assert bcost.tolist() == ecost
+    for i in range(off.size - 1):  # no batch holds a cut twice
+        got = cut[rows[off[i] : off[i + 1]]]
+        assert np.unique(got).size == got.size
+
+
+@pytest.mark.parametrize("tokens", [None, 50])
+def test_pack_refuses_bad_copy_ids(tokens) -> None:
+    d = np.ones(4)
+    for bad in (-2, 3):
+        ids = np.array([0, -1, bad, 1], dtype=np.int64)
+        with pytest.raises(ValueError, match=rf"identity\[2\]={bad} is not an id"):
+            packing.pack(
+                np.arange(4, dtype=np.int64), np.array([0, 4], dtype=np.int64), d, EMPTY_I,
+                np.array([10.0]), np.array([9]), None, None, False, False,
+                tokens=np.zeros(4, np.int64), max_tokens=tokens, identity=ids, num_ids=3,
+            )  # fmt: skip
+
+
 def test_pack_quadratic_tokens_validation() -> None:
     d = np.array([1.0, 2.0])
     seg = np.array([0, 2], dtype=np.int64)
