@@ -198,7 +198,8 @@ class SamplerConfig:
     Token budgets (speech-LLMs budget what the model sees: text tokens plus audio tokens):
 
     :param token_column: the index column of text tokens that every token feature reads: 2D
-        bucketing, ``max_tokens_per_second``, ``max_tokens``. Default ``"num_tokens"``
+        bucketing, ``max_tokens_per_second``, ``max_tokens``, ``pack_tokens`` (set without
+        one of them it is an error: it would be ignored). Default ``"num_tokens"``
         (characters of the supervision text, Lhotse's joined texts).
     :param max_tokens: a hard cap on a batch's token cost, checked before a cut joins like
         every cap: cuts x the largest cost (``limit_mode="padded"``) or the sum (``"sum"``). A
@@ -312,6 +313,7 @@ class SamplerConfig:
         self._check_mixture()
         self._check_shard_block()
         self._check_packing()
+        self._check_token_column()
         if all(getattr(self, name) is None for name in _LIMIT_FIELDS):
             raise ValueError(f"no batch limit: set at least one of {', '.join(_LIMIT_FIELDS)}")
 
@@ -522,6 +524,22 @@ class SamplerConfig:
             raise ValueError(
                 f"{cap_name}={cap} is smaller than {name}={length}: no batch could hold one "
                 "full pack"
+            )
+
+    def _check_token_column(self) -> None:
+        """``token_column`` only where a token feature reads it."""
+        if self.token_column == _DEFAULTS["token_column"]:
+            return
+        if (
+            self.token_buckets == 1
+            and self.max_tokens_per_second is None
+            and self.max_tokens is None
+            and self.pack_tokens is None
+        ):
+            raise ValueError(
+                f"token_column={self.token_column!r} has no effect: no token feature reads it "
+                "(num_token_buckets/token_bucket_edges, max_tokens_per_second, max_tokens, "
+                "pack_tokens)"
             )
 
     @property

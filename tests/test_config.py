@@ -69,6 +69,11 @@ def test_strategy_accepts_strings_and_resolves_shuffle() -> None:
         ({"max_cuts": 2, "oversize": "drop"}, "oversize='drop'"),
         ({"max_cuts": 2, "bucket_max_cuts": [1, 2]}, "bucket_max_cuts has 2 values"),
         ({"max_cuts": 2, "min_duration": 5.0, "max_duration_per_cut": 1.0}, "min_duration=5.0"),
+        ({"max_cuts": 2, "token_column": "bpe"}, "token_column='bpe' has no effect"),
+        (
+            {"strategy": "random", "pack_duration": 30.0, "max_cuts": 2, "token_column": "bpe"},
+            "token_column='bpe' has no effect",
+        ),
     ],
 )
 def test_invalid_values_fail_naming_the_field(kwargs: dict, needle: str) -> None:
