@@ -6,7 +6,10 @@ audio one after another and ``pack.supervisions`` carry their offsets in the pac
 Each pack names its members in ``pack.custom["pack_members"]`` (also ``pack.pack_members``): one
 ``{"id", "offset", "duration"}`` per member in order, seconds from the start of the pack, which
 is what a dataset needs for the sequence boundaries (``cu_seqlens``) of a padding-free batch
-(:func:`cu_seqlens`). A pack's id is ``pack-<epoch>-<k>``, ``k`` its place in the epoch plan.
+(:func:`cu_seqlens`). A pack's id is ``pack-<epoch>-<k>``, ``k`` its place in the epoch plan;
+after an elastic restore (a change of world size mid-epoch) ``pack-<epoch>-r<n>-<k>``, ``n`` the
+cuts delivered before the change, so the packs of the rest of the epoch do not take the ids of
+packs already delivered.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ def batch_packs(plan: EpochPlan, i: int) -> tuple[np.ndarray, list[str]] | None:
         return None
     bounds = plan.pack_bounds(i)
     first = int(np.searchsorted(plan.pack_offsets, plan.batch_offsets[int(i) % plan.num_batches]))
-    return bounds, [f"pack-{plan.epoch}-{first + k}" for k in range(bounds.shape[0] - 1)]
+    before = plan.stats.filtered.get("mask", 0)  # cuts delivered before a change of world size
+    prefix = f"pack-{plan.epoch}-" if not before else f"pack-{plan.epoch}-r{before}-"
+    return bounds, [f"{prefix}{first + k}" for k in range(bounds.shape[0] - 1)]
 
 
 def packs_of(cuts: Iterable[Any], bounds: np.ndarray, ids: Sequence[str]) -> Any:

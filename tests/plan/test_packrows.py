@@ -649,3 +649,26 @@ def test_analyze_counts_packs_as_the_rows_of_a_batch() -> None:
         per_batch.append(n / 8)
     assert stats["padding"]["efficiency"] == pytest.approx(DUR.sum() / padded)
     assert stats["cuts_fill"]["mean"] == pytest.approx(np.mean(per_batch))
+
+
+def test_pack_ids_stay_unique_in_an_epoch_across_an_elastic_restore(index: CutIndex) -> None:
+    """A pack's id names one pack of the epoch: the packs planned after a change of world size
+    do not take the ids of packs delivered before it (``pack-<epoch>-<k>`` restarts ``k``)."""
+    cfg = CFG.replace(drop_last=True)
+    members: dict[str, tuple[str, ...]] = {}
+    state = None
+    for world, steps in ((1, 4), (2, 3), (3, None)):
+        for r in range(world):
+            s = DiscoSeqSampler(index, cfg.replace(world_size=world, rank=r))
+            if state is not None:
+                s.load_state_dict(state)
+            s.set_epoch(0)
+            it = iter(s)
+            for _ in range(len(s) if steps is None else steps):
+                for pack in next(it):
+                    ids = tuple(m["id"] for m in pack_members(pack))
+                    assert members.setdefault(pack.id, ids) == ids, pack.id
+            if r == 0:
+                next_state = json.loads(json.dumps(s.state_dict()))
+        state = next_state
+    assert len({m for ms in members.values() for m in ms}) == sum(map(len, members.values()))
