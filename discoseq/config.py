@@ -329,9 +329,21 @@ class SamplerConfig:
         for name in ("bucket_edges", "bucket_max_duration", "bucket_max_cuts"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str | bytes):
+                if not isinstance(value, Sequence):
+                    raise ValueError(f"{name}={value!r} must be a list of numbers")
                 set_(self, name, tuple(value))
-        if self.token_bucket_edges is not None:
-            set_(self, "token_bucket_edges", tuple(tuple(r) for r in self.token_bucket_edges))
+        rows = self.token_bucket_edges
+        if rows is not None:
+            if (
+                isinstance(rows, str | bytes)
+                or not isinstance(rows, Sequence)
+                or not all(isinstance(r, Sequence) and not isinstance(r, str | bytes) for r in rows)
+            ):
+                raise ValueError(
+                    f"token_bucket_edges={rows!r} must be a list of rows (one list of token "
+                    "edges per bucket)"
+                )
+            set_(self, "token_bucket_edges", tuple(tuple(r) for r in rows))
 
     def _check_scalars(self) -> None:
         """Each field on its own: type and range."""

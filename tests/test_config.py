@@ -70,6 +70,10 @@ def test_strategy_accepts_strings_and_resolves_shuffle() -> None:
         ({"max_cuts": 2, "bucket_max_cuts": [1, 2]}, "bucket_max_cuts has 2 values"),
         ({"max_cuts": 2, "min_duration": 5.0, "max_duration_per_cut": 1.0}, "min_duration=5.0"),
         ({"max_cuts": 2, "token_column": "bpe"}, "token_column='bpe' has no effect"),
+        ({"max_cuts": 2, "bucket_edges": 5}, "bucket_edges=5 must be a list"),
+        ({"max_cuts": 2, "bucket_max_cuts": 3}, "bucket_max_cuts=3 must be a list"),
+        ({"max_cuts": 2, "token_bucket_edges": [1, 2]}, "token_bucket_edges=[1, 2] must be"),
+        ({"max_cuts": 2, "token_bucket_edges": "ab"}, "token_bucket_edges='ab' must be"),
         (
             {"strategy": "random", "pack_duration": 30.0, "max_cuts": 2, "token_column": "bpe"},
             "token_column='bpe' has no effect",
