@@ -50,7 +50,8 @@ per flat bucket ``bucket * T + token_bucket``: ``bucket``, ``token_bucket``, ``l
 ``balance``: ``equal_batch_counts``, ``duration_max_over_min``, ``duration_spread`` ((max - min)
 / mean), ``step_balance``; ``tokens`` (with ``max_tokens``, else ``null``): ``cap``,
 ``fill_mean``/``fill_min``/``fill_max`` (a batch's real tokens / the cap) and
-``padding_efficiency`` (real tokens / cuts x the largest cost); ``packing`` (with
+``padding_efficiency`` (real tokens / cuts x the largest cost; with packs, packs x the largest
+pack's cost); ``packing`` (with
 ``pack_duration``/``pack_tokens``, else ``null``): ``field``, ``length``, ``packs`` (of the
 planned batches), ``efficiency`` (their real seconds or tokens / packs x length, packs of one
 oversize cut left out), ``packs_per_batch`` (mean); ``sources`` (a mixture's,
@@ -315,7 +316,13 @@ def _token_stats(
                 "padding_efficiency": None}  # fmt: skip
     starts = plan.batch_offsets[:-1]
     real = np.add.reduceat(t, starts)
-    padded = sizes * np.maximum.reduceat(t, starts)
+    if plan.pack_offsets is None:
+        padded = sizes * np.maximum.reduceat(t, starts)
+    else:  # a batch of packs is padded to its largest pack, as its duration is
+        po = plan.pack_offsets
+        pack_cost = np.add.reduceat(t, po[:-1])
+        first = np.searchsorted(po, plan.batch_offsets)
+        padded = np.diff(first) * np.maximum.reduceat(pack_cost, first[:-1])
     fill = real / cap
     return {
         "cap": cap,

@@ -1,6 +1,7 @@
 """``discoseq.analysis``: every number against a brute-force loop over the plan's batches, and
 hand-computed values on a tiny plan."""
 
+import itertools
 import json
 import math
 
@@ -286,3 +287,25 @@ def test_token_stats_keep_the_fractional_costs_of_quadratic_tokens(mode):
     assert tk["fill_min"] == pytest.approx(float(np.min(real / 60)))
     assert tk["fill_max"] == pytest.approx(float(np.max(real / 60)))
     assert tk["padding_efficiency"] == pytest.approx(float(real.sum() / padded.sum()))
+
+
+def test_token_padding_of_packs_is_packs_times_the_largest_pack():
+    """With ``pack_tokens`` a batch is padded to its largest pack, as the duration padding of
+    packs is: the token padding efficiency is real tokens / (packs x the largest pack's cost),
+    not / (cuts x the largest cut's cost)."""
+    rng = np.random.default_rng(5)
+    n = 300
+    d = np.round(rng.uniform(0.5, 10.0, n), 2)
+    text = rng.integers(5, 60, n)
+    cols = {"duration": d, "num_tokens": text}
+    cfg = SamplerConfig(strategy="random", pack_tokens=150, max_tokens=450, world_size=2)
+    plan = plan_epoch(cols, cfg, 0, 2)
+    real, padded = [], []
+    for i in range(plan.num_batches):
+        rows, bounds = plan.batch(i), plan.pack_bounds(i)
+        packs = [int(text[rows[a:b]].sum()) for a, b in itertools.pairwise(bounds)]
+        real.append(sum(packs))
+        padded.append(len(packs) * max(packs))
+    tk = analyze(cols, cfg)["tokens"]
+    assert tk["padding_efficiency"] == pytest.approx(sum(real) / sum(padded))
+    assert tk["fill_mean"] == pytest.approx(np.mean(np.array(real) / 450))
