@@ -194,6 +194,7 @@ def benchmark(
     """
     from discoseq.index.multi import MultiIndex
     from discoseq.loader import create_dataloader
+    from discoseq.packs import pack_members
     from discoseq.plan import plan_epoch
     from discoseq.plan.quota import SourceLayout
     from discoseq.sampler import DiscoSeqSampler
@@ -272,12 +273,14 @@ def benchmark(
             if config.num_workers > 0:
                 loader = create_dataloader(sampler)
 
+            packed = config.packing[0] is not None
+
             def resolved_epoch(e: int) -> tuple[int, int]:
                 sampler.set_epoch(e)
                 b = c = 0
                 for cuts in loader:
-                    b += 1
-                    c += len(cuts)
+                    b += 1  # a batch of packs counts its packs' member cuts
+                    c += sum(len(pack_members(p)) for p in cuts) if packed else len(cuts)
                 return b, c
 
             cut_run = _timed_epochs(epochs, resolved_epoch)

@@ -116,3 +116,16 @@ def test_compare_lhotse_refuses_the_token_budget_and_shard_blocks(corpus, tmp_pa
         r = run("benchmark", index.path, cfg, "--epochs", 1, "--no-resolve", "--compare", "lhotse")
         assert r.exit_code == EXIT_USAGE, (extra, r.output)
         assert f"{name}=" in r.output and "no Lhotse equivalent" in r.output
+
+
+def test_benchmark_with_packs_counts_the_cuts_inside_the_packs(corpus, tmp_path):
+    """With packing a resolved batch is a CutSet of packs: its cuts/s counts the member cuts,
+    as the index-array run does, not the packs."""
+    _, index = corpus
+    out = tmp_path / "b.json"
+    args = ["--strategy", "random", "--pack-duration", 60, "--max-cuts", 2]
+    r = run("benchmark", index.path, *args, "--epochs", 1, "-q", "-o", out)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    assert rep["cutsets"]["batches"] == rep["indices"]["batches"]
+    assert rep["cutsets"]["cuts"] == rep["indices"]["cuts"] == 400
