@@ -215,6 +215,15 @@ class EpochPlans:
             self._key = key
         return self._plan
 
+    @property
+    def cached(self) -> tuple[EpochPlan | None, tuple[int, History, int] | None]:
+        """The plan kept and its key (to put back with :meth:`keep` after a look elsewhere)."""
+        return self._plan, self._key
+
+    def keep(self, cached: tuple[EpochPlan | None, tuple[int, History, int] | None]) -> None:
+        """Keep ``cached`` (a value of :attr:`cached`) as the plan."""
+        self._plan, self._key = cached
+
     def restore(self, saved: SavedPosition, world: int) -> Position:
         """The position of ``saved`` in ``world`` ranks (its plan is cached); checks that the
         saved steps fit the saved plan. For another world size the delivered segment moves to

@@ -382,6 +382,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
         """
         error: Exception | None = None
         restored: Position | None = None
+        before = self._plans.cached  # e.g. the plan of the epoch set_epoch selected
         try:
             saved = parse_state(
                 state, self._fingerprint, self.index.path, self.config, self._source_prints()
@@ -411,6 +412,7 @@ class DiscoSeqSampler(Sampler, IterableDataset):
             and selected.epoch > restored.epoch
             and restored.steps == done.batches_per_rank
         ):
+            self._plans.keep(before)  # the selected epoch's plan, if it was made, stays
             return
         self._position = restored
         self._resume_pending = True

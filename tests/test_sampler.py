@@ -299,3 +299,26 @@ def test_worker_restore_reuses_the_plan_the_main_process_made(corpus, tmp_path, 
     fresh.load_state_dict(state)  # nothing cached: one plan
     assert len(_plans_made(log)) == 1
     assert ids_of(s) == ids_of(fresh) == plan_ids(fresh, index)[3:]
+
+
+def test_a_finished_state_loaded_after_set_epoch_of_the_next_epoch_keeps_its_plan(
+    corpus, tmp_path, monkeypatch
+):
+    """torchdata's order: ``set_epoch(e + 1)`` (which plans it), then a state saved at the end
+    of epoch ``e`` restored when iteration starts: epoch ``e`` is planned once to check the
+    state, and epoch ``e + 1`` is not planned a second time."""
+    _, index = corpus
+    s = DiscoSeqSampler(index, CFG)
+    s.set_epoch(0)
+    ids_of(s)
+    state = s.state_dict()
+    log = tmp_path / "plans"
+    _count_plans(monkeypatch, log)
+    fresh = DiscoSeqSampler(index, CFG)
+    fresh.set_epoch(1)
+    fresh.load_state_dict(state)
+    got = ids_of(fresh)
+    assert len(_plans_made(log)) == 2  # epoch 1 by set_epoch, epoch 0 by the restore
+    expected = DiscoSeqSampler(index, CFG)
+    expected.set_epoch(1)
+    assert got == ids_of(expected)
