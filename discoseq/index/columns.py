@@ -27,6 +27,8 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -345,11 +347,47 @@ def _counted_chunks(
     # fork where there is one: spawn would run the caller's __main__ again in every worker (a
     # script without a main guard, stdin). Workers load the tokenizer themselves, after the
     # fork, and the pool starts before the progress bar's thread.
+    # A ProcessPoolExecutor, not a Pool: a worker killed outright (out of memory) breaks it,
+    # where a Pool replaces the worker and waits forever for the chunk it was counting.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     args = (str(index.path), tokenizer.spec, tokenizer.fingerprint)
-    with context.Pool(min(jobs, len(spans)), _init_worker, args) as pool:
-        yield from pool.imap(_count_span, spans)
+    workers = min(jobs, len(spans))
+    pool = ProcessPoolExecutor(workers, context, _init_worker, args)
+    try:
+        ahead: list[tuple[tuple[int, int], Future[np.ndarray]]] = []
+        todo = iter(spans)
+        for span in todo:  # a few chunks ahead of the one being written, in order
+            ahead.append((span, pool.submit(_count_span, span)))
+            if len(ahead) < 2 * workers:
+                continue
+            yield _chunk_result(*ahead.pop(0), tokenizer)
+        for span, future in ahead:
+            yield _chunk_result(span, future, tokenizer)
+    except BaseException:  # an error, Ctrl-C or the caller closing: stop the workers now
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _chunk_result(
+    span: tuple[int, int], future: Future[np.ndarray], tokenizer: Tokenizer
+) -> np.ndarray:
+    """A chunk's counts; a worker that died is named with the rows it may have counted."""
+    try:
+        return future.result()
+    except BrokenProcessPool as e:  # killed (e.g. out of memory), not an exception
+        raise TokenizerError(
+            f"a worker process counting tokens with {tokenizer.spec} died ({e}) at or before "
+            f"rows {span[0]}-{span[1] - 1}; nothing was written. Retry with fewer --jobs "
+            "(memory?) or --jobs 1"
+        ) from e
 
 
 # -- writing the column -------------------------------------------------------------------------

@@ -58,6 +58,15 @@ def returns_negative(text: str) -> int:
     return -3
 
 
+def killed_on_zebra(text: str) -> int:
+    """A worker killed outright (as by the out-of-memory killer) on one text."""
+    if "ZEBRA" in text:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    return len(text)
+
+
 NOT_CALLABLE = 7
 
 
@@ -282,6 +291,17 @@ def test_a_failing_tokenizer_names_the_cut_and_leaves_the_index(
     row = CutIndex.open(index_path).row_of("two-sups")
     assert "cut 'two-sups'" in message and f"row {row}" in message
     assert "edited.jsonl:1" in message and "no zebras" in message and "ZEBRA ONE" in message
+    assert (index_path / HEADER_FILE).read_bytes() == header
+    assert sorted(os.listdir(index_path)) == files
+
+
+def test_a_worker_killed_outright_is_named_not_waited_for(index_path: Path) -> None:
+    """A worker process that dies (SIGKILL, out of memory) is an error naming the rows it was
+    counting; a Pool replaced it and waited forever for its chunk."""
+    header = (index_path / HEADER_FILE).read_bytes()
+    files = sorted(os.listdir(index_path))
+    with pytest.raises(TokenizerError, match=r"worker process .* died .*rows \d+-\d+"):
+        add_column(index_path, "toks", f"{HERE}:killed_on_zebra", jobs=2, chunk_rows=50)
     assert (index_path / HEADER_FILE).read_bytes() == header
     assert sorted(os.listdir(index_path)) == files
 
