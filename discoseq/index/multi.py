@@ -91,6 +91,16 @@ class MultiIndex:
             raise ValueError(f"{len(names)} names for {len(indexes)} indexes")
         self.indexes = tuple(indexes)
         self.names = None if names is None else tuple(names)
+        if names is None:  # shards of one corpus: the same content twice is every cut twice
+            first: dict[str, int] = {}
+            for k, ix in enumerate(self.indexes):
+                j = first.setdefault(ix.fingerprint, k)
+                if j != k:
+                    raise ValueError(
+                        f"shards {j} and {k} ({self.indexes[j].path} and {ix.path}) "
+                        "hold the same cuts (the same fingerprint): each would be planned "
+                        "twice an epoch; list every shard once"
+                    )
         sizes = [len(ix) for ix in self.indexes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.columns: Mapping[str, np.ndarray] = _ConcatColumns(self.indexes)

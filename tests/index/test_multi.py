@@ -172,6 +172,21 @@ def test_workers_resolve_across_shards(corpus) -> None:
     assert got == [multi.cut_ids(b) for b in plan_sampler.iter_batches_indices()]
 
 
+def test_a_shard_listed_twice_is_refused(corpus, tmp_path) -> None:
+    """Two shards of the same content hold the same cut ids: every cut of the shard would be
+    planned twice an epoch (one index of the same manifests refuses duplicate ids)."""
+    paths = corpus["paths"]
+    again = build_index(corpus["manifests"][1], tmp_path / "again.idx").path  # a copy elsewhere
+    for listed in ([paths[0], paths[1], paths[1]], [paths[0], paths[1], str(again)]):
+        with pytest.raises(ValueError, match=r"shards 1 and 2 .* same cuts") as err:
+            open_index(listed)
+        assert listed[1] in str(err.value) and listed[2] in str(err.value)
+    with pytest.raises(ValueError, match="same cuts"):
+        DiscoSeqSampler([paths[0], paths[0]], CFG)
+    # a mixture may name one index twice (two sources, each with its weight)
+    assert len(open_index({"a": paths[0], "b": paths[0]})) == 2 * SIZES[0]
+
+
 def test_open_index_errors_name_the_shard(corpus, tmp_path) -> None:
     paths = corpus["paths"]
     with pytest.raises(ValueError, match="no index paths"):
