@@ -19,6 +19,7 @@ from discoseq._version import __version__
 from discoseq.cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail, index_error_message, quiet_option
 from discoseq.errors import IndexFormatError, IndexWriteError, ManifestError
 from discoseq.index import CutIndex
+from discoseq.index.builder import WorkerDiedError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_PROBLEMS", "main"]
 
@@ -92,6 +93,8 @@ def build(
         )
     except (ManifestError, FileExistsError, FileNotFoundError, IndexWriteError) as e:
         fail(str(e))
+    except WorkerDiedError as e:  # killed (out of memory): not bad input
+        fail(str(e), EXIT_PROBLEMS)
     build_info = index.header.build
     shar = index.header.raw.get("shar")
     if shar is not None:
@@ -279,6 +282,8 @@ def add_column(index_path: Path, name: str, spec: str, jobs: int, force: bool, q
         fail(index_error_message(e))
     except (TokenizerError, FileExistsError, OSError) as e:
         fail(str(e))
+    except WorkerDiedError as e:  # killed (out of memory): not bad input
+        fail(str(e), EXIT_PROBLEMS)
     col = np.asarray(index.column(name))
     text = col[col >= 0]
     used = index.header.extra_columns[name]["tokenizer"]

@@ -57,6 +57,11 @@ SCANNED = (*VALUE_COLUMNS, "cut_type")  # what the scanner (or the exact path) c
 MAX_REPORTED_ERRORS = 20
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process of ``jobs`` > 1 was killed (out of memory, a signal): no Python
+    exception to report, so this names what it was working on. Nothing was written."""
+
+
 def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
     """The compiled scanner of cut JSON lines, :func:`discoseq._core.cutscan.scan_cut_lines`:
     the :data:`SCANNED` values, line span and id span of every non-blank line of a buffer, with
@@ -430,7 +435,7 @@ def _index_in_processes(
             try:
                 done, summary = pending.pop(i).result()
             except BrokenProcessPool as e:  # killed (e.g. out of memory), not an exception
-                raise RuntimeError(
+                raise WorkerDiedError(
                     f"the worker process indexing {source.path} died ({e}); nothing was "
                     "written. Retry with fewer --jobs (memory?) or --jobs 1"
                 ) from e

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from discoseq.errors import IndexWriteError
+from discoseq.index.builder import WorkerDiedError
 from discoseq.index.format import (
     COLUMNS,
     EXTRA_COLUMN_DTYPE,
@@ -383,7 +384,7 @@ def _chunk_result(
     try:
         return future.result()
     except BrokenProcessPool as e:  # killed (e.g. out of memory), not an exception
-        raise TokenizerError(
+        raise WorkerDiedError(
             f"a worker process counting tokens with {tokenizer.spec} died ({e}) at or before "
             f"rows {span[0]}-{span[1] - 1}; nothing was written. Retry with fewer --jobs "
             "(memory?) or --jobs 1"

@@ -5,6 +5,7 @@ read like built-in columns (also through a MultiIndex), used by ``token_column``
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from discoseq import DiscoSeqSampler, SamplerConfig, build_index
 from discoseq.cli.index_cli import main as index_main
 from discoseq.errors import IndexFormatError
 from discoseq.index import CutIndex, MultiIndex, verify_index
+from discoseq.index.builder import WorkerDiedError
 from discoseq.index.columns import TokenizerError, add_column, load_tokenizer
 from discoseq.index.format import HEADER_FILE
 from discoseq.index.owner import OWNER_FILE
@@ -295,15 +297,24 @@ def test_a_failing_tokenizer_names_the_cut_and_leaves_the_index(
     assert sorted(os.listdir(index_path)) == files
 
 
-def test_a_worker_killed_outright_is_named_not_waited_for(index_path: Path) -> None:
+def test_a_worker_killed_outright_is_named_not_waited_for(
+    index_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker process that dies (SIGKILL, out of memory) is an error naming the rows it was
     counting; a Pool replaced it and waited forever for its chunk."""
     header = (index_path / HEADER_FILE).read_bytes()
     files = sorted(os.listdir(index_path))
-    with pytest.raises(TokenizerError, match=r"worker process .* died .*rows \d+-\d+"):
+    with pytest.raises(WorkerDiedError, match=r"worker process .* died .*rows \d+-\d+"):
         add_column(index_path, "toks", f"{HERE}:killed_on_zebra", jobs=2, chunk_rows=50)
     assert (index_path / HEADER_FILE).read_bytes() == header
     assert sorted(os.listdir(index_path)) == files
+    # on the command line (chunks of 50 rows, so that workers count them): the message, exit 1
+    monkeypatch.setattr(columns_module, "add_column", functools.partial(add_column, chunk_rows=50))
+    runner = CliRunner()
+    args = ["add-column", str(index_path), "--name", "t", "--tokenizer", f"{HERE}:killed_on_zebra"]
+    result = runner.invoke(index_main, [*args, "--jobs", "2", "-q"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "error: a worker process counting tokens" in result.output
 
 
 @pytest.mark.parametrize(

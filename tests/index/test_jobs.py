@@ -19,6 +19,7 @@ from discoseq.cli.index_cli import main as index_cli
 from discoseq.errors import ManifestError
 from discoseq.index import build_index
 from discoseq.index import builder as builder_module
+from discoseq.index.builder import WorkerDiedError
 from discoseq.index.format import HEADER_FILE
 from discoseq.synth import write_manifest
 
@@ -162,8 +163,13 @@ def test_a_worker_that_dies_is_named(
 
     monkeypatch.setattr(builder_module, "_index_part", worker_dies)
     out = tmp_path / "out.idx"
-    with pytest.raises(RuntimeError, match=rf"worker process indexing {inputs[0]} died"):
+    with pytest.raises(WorkerDiedError, match=rf"worker process indexing {inputs[0]} died"):
         build_index(inputs, out, jobs=2)
+    no_leftovers(tmp_path, out)
+    # on the command line: the message and exit 1, not a traceback
+    result = CliRunner().invoke(index_cli, ["build", *map(str, inputs), "-o", str(out), "-j2"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"error: the worker process indexing {inputs[0]} died" in result.output
     no_leftovers(tmp_path, out)
 
 
