@@ -711,18 +711,22 @@ class SharFields:
 def verify_fields(index: Any) -> list[str]:
     """Recheck a Shar index's field files: each tar's member table (read again from its
     headers) and each jsonl file's bytes against their fingerprints, and every row's member
-    ranges against the tar's; the copied jsonl lines' ranges inside ``shar_<field>.bin``."""
+    ranges against the tar's; the copied jsonl lines' ranges inside ``shar_<field>.bin``, and
+    each copied line against the field file's."""
     problems: list[str] = []
     src = np.asarray(index.column("source_id"))
     line = np.asarray(index.column("source_line"), dtype=np.int64)
     for field in index.header.raw["shar"]["fields"]:
         name, kind = field["name"], field["kind"]
         cols = [np.asarray(index.column(c)) for c in shar_columns(name, kind)]
+        copy = b""
+        if kind == "jsonl" and (index.path / field["file"]).is_file():
+            copy = (index.path / field["file"]).read_bytes()
         for s, entry in enumerate(field["files"]):
             path = Path(entry["path"])
             try:
                 if kind == "jsonl":
-                    fingerprint = _jsonl_lines(path)[1]
+                    raw, fingerprint = _jsonl_lines(path)
                 else:
                     items = _scan_tar(path, name)
                     fingerprint = items.fingerprint
@@ -733,6 +737,7 @@ def verify_fields(index: Any) -> list[str]:
                 problems.append(f"Shar field {name!r}: {path} content changed ({fingerprint})")
                 continue
             if kind == "jsonl":
+                problems.extend(_check_copied_lines(field, copy, cols, src == s, line, raw, path))
                 continue
             rows = np.flatnonzero(src == s)
             k = line[rows] - 1
@@ -757,3 +762,26 @@ def verify_fields(index: Any) -> list[str]:
             ):
                 problems.append(f"Shar field {name!r}: line ranges point outside {blob}")
     return problems
+
+
+def _check_copied_lines(
+    field: Mapping[str, Any],
+    copy: bytes,
+    cols: list[np.ndarray],
+    of_shard: np.ndarray,
+    line: np.ndarray,
+    raw: list[bytes],
+    path: Path,
+) -> list[str]:
+    """The rows of one shard whose line copied into ``shar_<field>.bin`` is not the field
+    file's line (the first named; ranges outside the copy are reported by the caller)."""
+    off, length = cols
+    for row in np.flatnonzero(of_shard & (off >= 0)).tolist():
+        k = int(line[row]) - 1
+        start, size = int(off[row]), int(length[row])
+        if k >= len(raw) or copy[start : start + size] != raw[k]:
+            return [
+                f"Shar field {field['name']!r}: {field['file']} row {row}: the copied line is "
+                f"not line {k + 1} of {path}"
+            ]
+    return []

@@ -356,6 +356,25 @@ def test_verify_finds_a_rewritten_tar(tmp_path):
     assert any("recording.000001.tar content changed" in p for p in report.problems)
 
 
+def test_verify_finds_a_changed_copy_of_a_jsonl_field(tmp_path):
+    """A jsonl field's lines are copied into the index: verify compares every copied line with
+    the field file's (a changed byte of the copy changed what resolution gives, unreported)."""
+    shar = write_shar(tmp_path, {"emb": "numpy", "lang": "jsonl"})
+    index = build_index(shar, tmp_path / "idx")
+    assert verify_index(index.path).ok
+    blob = index.path / "shar_lang.bin"
+    data = blob.read_bytes()
+    at = data.index(b'"en"', data.index(b"cut-4"))  # cut-4's line, same size
+    blob.write_bytes(data[:at] + b'"xn"' + data[at + 4 :])
+    assert CutIndex.open(index.path).resolve([4])[0].lang == "xn"  # what training would get
+    report = verify_index(index.path)
+    assert not report.ok
+    assert any(
+        "shar_lang.bin row 4" in p and "line 2 of" in p and "lang.000001.jsonl.gz" in p
+        for p in report.problems
+    ), report.problems
+
+
 def test_few_field_files_stay_open(tmp_path, monkeypatch):
     import discoseq.index.shar as shar_module
 
