@@ -462,6 +462,7 @@ def add_column(
     :param chunk_rows: rows read and counted together.
     :returns: the index, opened again (with the new column).
     :raises TokenizerError: the tokenizer cannot be loaded, or fails on a cut.
+    :raises WorkerDiedError: a worker process (``jobs`` > 1) was killed, e.g. out of memory.
     :raises FileExistsError: the column exists and ``force`` is False.
     """
     check_column_name(name)
