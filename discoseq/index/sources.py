@@ -256,20 +256,24 @@ def prefetch(chunks: Iterator[T], depth: int = 2) -> Iterator[T]:
     stop = threading.Event()
     done = object()
 
+    def put(item: Any) -> bool:
+        """Queue ``item`` unless the consumer stopped (then a full queue is never emptied)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(chunk):
                     return
-            q.put(done)
+            put(done)
         except BaseException as e:
-            q.put(e)
+            put(e)
 
     thread = threading.Thread(target=produce, name="discoseq-read", daemon=True)
     thread.start()

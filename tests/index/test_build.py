@@ -668,3 +668,27 @@ def test_records_in_file_order_feed_resolve(tmp_path, mono):
     raw[3] = raw[0]
     with pytest.raises(StaleIndexError, match="row 3"):
         index.resolve(rows, raw)
+
+
+def test_reading_ahead_stops_when_the_build_stops_near_the_end_of_a_file() -> None:
+    """A build that stops (a bad record, Ctrl-C) while the reader thread has read the whole
+    file and waits to queue its end mark returns at once: the thread waited forever on the full
+    queue, and the build on the thread (the guard below only keeps a failure from hanging)."""
+    import threading
+
+    from discoseq.index.sources import prefetch
+
+    at_end = threading.Event()
+
+    def chunks():
+        yield from (1, 2, 3)
+        at_end.set()  # next, the reader queues its end mark: the queue holds 2 and 3
+
+    reading = prefetch(chunks(), depth=2)
+    assert next(reading) == 1
+    assert at_end.wait(30)
+    stopper = threading.Thread(target=reading.close, daemon=True)  # the consumer stops
+    stopper.start()
+    stopper.join(30)
+    assert not stopper.is_alive(), "the reader thread was never stopped"
+    assert not any(t.name == "discoseq-read" for t in threading.enumerate())
