@@ -62,6 +62,17 @@ class WorkerDiedError(RuntimeError):
     exception to report, so this names what it was working on. Nothing was written."""
 
 
+def stop_workers(pool: Any) -> None:
+    """Stop a ``ProcessPoolExecutor``'s workers now (an error, Ctrl-C): cancel what is queued
+    and terminate the running ones instead of waiting for their current task."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
+
+
 def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
     """The compiled scanner of cut JSON lines, :func:`discoseq._core.cutscan.scan_cut_lines`:
     the :data:`SCANNED` values, line span and id span of every non-blank line of a buffer, with
@@ -451,12 +462,7 @@ def _index_in_processes(
             _check_not_empty(done, writer.skipped)
     except BaseException:
         # stop the workers now (not after their current file), before the parts are removed
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join()
+        stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True)

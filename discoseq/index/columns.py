@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from discoseq.errors import IndexWriteError
-from discoseq.index.builder import WorkerDiedError
+from discoseq.index.builder import WorkerDiedError, stop_workers
 from discoseq.index.format import (
     COLUMNS,
     EXTRA_COLUMN_DTYPE,
@@ -366,12 +366,7 @@ def _counted_chunks(
         for span, future in ahead:
             yield _chunk_result(span, future, tokenizer)
     except BaseException:  # an error, Ctrl-C or the caller closing: stop the workers now
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join()
+        stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True)
