@@ -281,6 +281,19 @@ def order_batches(
 # ---------------------------------------------------------------------------------- the plan
 
 
+PLAN_ARRAYS = (
+    "batch_offsets",
+    "rows",
+    "bucket",
+    "cost",
+    "duration",
+    "padding_batches",
+    "bucket_edges",
+    "token_edges",
+)
+"""The arrays of an ``EpochPlan`` the twin reproduces (the golden hashes cover the same)."""
+
+
 @dataclass
 class RefPlan:
     batch_offsets: np.ndarray

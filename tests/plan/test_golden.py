@@ -17,6 +17,7 @@ import pytest
 
 from discoseq.plan import EpochPlan, plan_epoch
 from tests.plan_configs import make_config
+from tests.reference_plan import PLAN_ARRAYS
 
 _M64 = (1 << 64) - 1
 
@@ -98,16 +99,7 @@ def _mask(kind: str | None, n: int) -> np.ndarray | None:
 
 def plan_hash(plan: EpochPlan) -> str:
     h = hashlib.blake2b(digest_size=12)
-    for name in (
-        "batch_offsets",
-        "rows",
-        "bucket",
-        "cost",
-        "duration",
-        "padding_batches",
-        "bucket_edges",
-        "token_edges",
-    ):
+    for name in PLAN_ARRAYS:
         a = np.ascontiguousarray(getattr(plan, name))
         h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())

@@ -116,16 +116,7 @@ def plan_both(
 
 
 def assert_equal(plan: EpochPlan, expect: ref.RefPlan) -> None:
-    for name in (
-        "batch_offsets",
-        "rows",
-        "bucket",
-        "cost",
-        "duration",
-        "padding_batches",
-        "bucket_edges",
-        "token_edges",
-    ):
+    for name in ref.PLAN_ARRAYS:
         got, exp = getattr(plan, name), getattr(expect, name)
         assert got.dtype == exp.dtype or got.size == exp.size == 0, name
         assert got.tolist() == exp.tolist(), name
