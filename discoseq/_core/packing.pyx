@@ -146,6 +146,42 @@ cdef int64_t _dur_ids(DurTok* out, const double* dur, const int64_t* ident, int6
     return -1
 
 
+# The side-by-side layout of ``pack`` (16 B per row of the columns) is kept between calls up to
+# this many rows (256 MB), so planning epoch after epoch reuses it: a fresh one is allocated
+# by NumPy, which asks the kernel for huge pages (packing reads it through shuffled rows; with
+# 4 kB pages nearly every read would also miss the TLB, measured 1.5x slower on 10M rows),
+# and on a machine whose memory is fragmented the kernel then spends 0.1-0.3 s per 10M rows
+# compacting memory to find them. Larger layouts are allocated per call (a plan of that size
+# takes seconds anyway, and keeping 16 B per row of a 100M-row corpus would cost 1.6 GB).
+_KEEP_LAYOUT_ROWS = 16_000_000
+_layout = None
+
+
+def _take_layout(int64_t rows):
+    """A layout of at least ``rows`` rows: the kept one when it is large enough (taken, so a
+    second thread planning at the same time allocates its own), else a fresh one."""
+    global _layout
+    kept, _layout = _layout, None  # with the GIL held: one thread takes it
+    if kept is not None and kept.shape[0] >= 2 * rows:
+        return kept
+    kept = None  # freed before the new one is allocated
+    return np.empty(2 * rows, dtype=np.int64)
+
+
+def _keep_layout(layout):
+    """Keep ``layout`` for the next call, unless it is too large to keep."""
+    global _layout
+    if layout is not None and layout.shape[0] <= 2 * _KEEP_LAYOUT_ROWS:
+        if _layout is None or _layout.shape[0] < layout.shape[0]:
+            _layout = layout
+
+
+def release_layout():
+    """Free the layout kept between calls (up to 256 MB), e.g. once a job stops planning."""
+    global _layout
+    _layout = None
+
+
 cdef inline bint _bit(const uint8_t* bits, int64_t i) noexcept nogil:
     return (bits[i >> 3] >> (i & 7)) & 1
 
@@ -343,13 +379,12 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef int64_t ncol = duration.shape[0]
     cdef DurTok* dt = NULL
     cdef int64_t[::1] dt_mem
+    layout = None
     cdef const double* dp = &duration[0] if ncol > 0 else NULL
     cdef bint ids_in_dt = identity is not None and max_tokens is None and ncol > 0
     if (max_tokens is not None and ncol > 0) or ids_in_dt:
-        # allocated by NumPy, which asks the kernel for huge pages for large arrays: packing
-        # reads it through shuffled rows, and with 4 kB pages nearly every read would also miss
-        # the TLB (measured 1.5x slower on 10M rows)
-        dt_mem = np.empty(2 * ncol, dtype=np.int64)
+        layout = _take_layout(ncol)
+        dt_mem = layout
         dt = <DurTok*>&dt_mem[0]
     if identity is not None:
         if identity.shape[0] != duration.shape[0]:
@@ -421,6 +456,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         free(buf.seg)
         free(buf.cost)
         free(buf.dur)
+    _keep_layout(layout)
     return kept, offsets, bseg, bcost, bdur, seg_batch, n_over
 
 

@@ -170,3 +170,46 @@ def test_quadratic_tokens_equal_the_reference(seed: int) -> None:
     for name in ("batch_offsets", "rows", "bucket", "cost", "duration", "padding_batches"):
         assert getattr(plan, name).tolist() == getattr(expect, name).tolist(), name
     assert plan.stats.oversize == expect.stats["oversize"]
+
+
+def test_kept_layout_is_reused_and_never_changes_a_plan() -> None:
+    """The token cap's side-by-side layout is kept between plans (no fresh huge pages each
+    epoch); reusing it, a larger corpus after a smaller one and a freed one give the same
+    plans, and two threads planning at once each get a layout of their own."""
+    import threading
+
+    from discoseq._core import packing
+
+    cfg = SamplerConfig(max_tokens=900, audio_tokens_per_second=12.5, token_column="bpe",
+                        num_buckets=4, seed=1)  # fmt: skip
+    small, large = columns(600), columns(2000, seed=5)
+    packing.release_layout()
+    first = plan_epoch(small, cfg, 0, 2).rows.copy()
+    kept = packing._layout
+    assert kept is not None and kept.shape[0] >= 2 * 600
+    assert np.array_equal(plan_epoch(small, cfg, 0, 2).rows, first)
+    assert packing._layout is kept  # the same buffer, taken and given back
+    big = plan_epoch(large, cfg, 1, 2).rows.copy()  # grows it
+    assert packing._layout.shape[0] >= 2 * 2000
+    assert np.array_equal(plan_epoch(small, cfg, 0, 2).rows, first)  # a larger, dirty layout
+    packing.release_layout()
+    assert packing._layout is None
+    assert np.array_equal(plan_epoch(large, cfg, 1, 2).rows, big)
+
+    taken = packing._take_layout(600)  # while one caller holds it, another gets its own
+    assert packing._layout is None and packing._take_layout(600) is not taken
+    packing._keep_layout(taken)
+    out: dict[int, np.ndarray] = {}
+
+    def run(k: int) -> None:
+        for _ in range(5):
+            rows = plan_epoch(large if k % 2 else small, cfg, k % 2, 2).rows
+            assert np.array_equal(rows, big if k % 2 else first)
+        out[k] = rows
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out) == [0, 1, 2, 3]
