@@ -7,12 +7,17 @@ that position plus what makes the plan reproducible (the config and the index fi
 hundred bytes of JSON whatever the corpus size; restoring recomputes the plan and skips into it.
 
 Elastic resumption: when a state saved with ``W_old`` ranks is loaded with ``W_new != W_old``, the
-old plan is recomputed, the cuts of its first ``steps * W_old`` batches are marked delivered, and
-the remaining cuts alone are planned for ``W_new`` ranks (``plan_epoch(..., mask=...)``, same seed
-and epoch). Each such change appends one ``(world_size, steps)`` pair to ``history``, so the state
-stays small however often a job is resized within an epoch. Every cut not yet delivered is
-delivered once more, none delivered before the change is delivered again, and repeats appear
-only as the new plan's tail padding (``drop_last=False``).
+saved segment ``(W_old, steps)`` joins ``history`` and the epoch is planned once with that
+history (``plan_epoch(..., history=...)``, :mod:`discoseq.plan.redeal`): the epoch's batches
+(selection, grouping, packing) do not depend on the world size, so they are made once; the
+order stage for ``W_old`` says which batches its first ``steps * W_old`` global batches were,
+and the batches left (``drop_last``'s dropped ones included) are ordered again for ``W_new``
+ranks, same seed and epoch, with their own tail padding or dropping. Each change of world size
+appends one ``(world_size, steps)`` pair to ``history`` and the segments apply in turn, so the
+state stays small however often a job is resized within an epoch. Every cut not yet delivered
+is delivered once more (in the very batch it was packed in), none delivered before the change
+is delivered again, and repeats appear only as the new plan's tail padding
+(``drop_last=False``).
 
 Neither torch nor Lhotse is imported here: :class:`~discoseq.DiscoSeqSampler` holds a
 :class:`Position` and an :class:`EpochPlans`, and the DataLoader side moves the position only
@@ -21,8 +26,7 @@ through the sampler's public methods.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +37,7 @@ from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
 from discoseq.plan import EpochPlan, plan_epoch
 from discoseq.plan.epoch_plan import check_worker
 from discoseq.plan.quota import SourceLayout
+from discoseq.plan.redeal import HistoryError
 
 __all__ = ["STATE_FORMAT_VERSION", "EpochPlans", "EpochView", "Position", "parse_state"]
 
@@ -211,7 +216,7 @@ class EpochPlans:
         """The plan of ``epoch`` for ``world`` ranks after the ``history`` segments."""
         key = (epoch, history, world)
         if self._key != key or self._plan is None:
-            self._plan = self._plan_masked(epoch, world, self._delivered_mask(epoch, history))
+            self._plan = self._plan_epoch(epoch, world, history)
             self._key = key
         return self._plan
 
@@ -227,64 +232,33 @@ class EpochPlans:
     def restore(self, saved: SavedPosition, world: int) -> Position:
         """The position of ``saved`` in ``world`` ranks (its plan is cached); checks that the
         saved steps fit the saved plan. For another world size the delivered segment moves to
-        ``history`` and the new plan holds only what was not delivered."""
+        ``history`` and the new plan holds only the batches not delivered: one plan, whose
+        check of that last segment is the check of the saved steps."""
         pos = saved.position
-        cached = self._plan if self._key == (pos.epoch, pos.history, saved.world_size) else None
-        if cached is not None and saved.world_size == world:
-            # already planned (e.g. by set_epoch in the main process before the workers forked)
-            mask, saved_plan = None, cached
+        before = self.cached  # kept if the state is refused
+        if saved.world_size != world and pos.steps > 0:  # elastic
+            restored = Position(pos.epoch, 0, (*pos.history, (saved.world_size, pos.steps)))
         else:
-            mask = self._delivered_mask(pos.epoch, pos.history)
-            saved_plan = self._plan_masked(pos.epoch, saved.world_size, mask)
-        if pos.steps > saved_plan.batches_per_rank:
+            restored = pos
+        try:
+            plan = self.plan(restored.epoch, restored.history, world)
+        except HistoryError as error:
+            self.keep(before)
+            if restored is not pos and error.entry == len(restored.history) - 1:
+                raise ValueError(
+                    f"state batches_delivered={pos.steps} exceeds the {error.per_rank} batches "
+                    f"per rank of epoch {pos.epoch} with world_size={saved.world_size}"
+                ) from None
+            raise ValueError(f"state {error}") from None
+        if restored is pos and pos.steps > plan.batches_per_rank:
+            self.keep(before)
             raise ValueError(
-                f"state batches_delivered={pos.steps} exceeds the {saved_plan.batches_per_rank} "
+                f"state batches_delivered={pos.steps} exceeds the {plan.batches_per_rank} "
                 f"batches per rank of epoch {pos.epoch} with world_size={saved.world_size}"
             )
-        if saved.world_size == world:
-            restored, plan = pos, saved_plan
-        elif pos.steps > 0:  # elastic: plan what is left for the new world, from the saved plan
-            history = (*pos.history, (saved.world_size, pos.steps))
-            restored = Position(pos.epoch, 0, history)
-            plan = self._plan_masked(
-                pos.epoch, world, self._undelivered(mask, saved_plan, pos.steps)
-            )
-        else:  # nothing delivered in the saved world: plan the rest for this one
-            restored = pos
-            plan = self._plan_masked(pos.epoch, world, mask)
-        self._plan, self._key = plan, (restored.epoch, restored.history, world)
         return restored
 
-    def _delivered_mask(self, epoch: int, history: Sequence[tuple[int, int]]) -> np.ndarray | None:
-        """False for every cut delivered in the ``history`` segments of ``epoch`` (None: none)."""
-        mask: np.ndarray | None = None
-        for world, steps in history:
-            plan = self._plan_masked(epoch, world, mask)
-            if steps > plan.batches_per_rank:
-                raise ValueError(
-                    f"state history entry [{world}, {steps}] exceeds the {plan.batches_per_rank} "
-                    f"batches per rank of that segment of epoch {epoch}"
-                )
-            mask = self._undelivered(mask, plan, steps)
-        return mask
-
-    def _undelivered(self, mask: np.ndarray | None, plan: EpochPlan, steps: int) -> np.ndarray:
-        """A copy of ``mask`` (all True for None) without the cuts of ``plan``'s first ``steps``
-        steps: ranks move in lockstep, so those are exactly what was delivered. The mask is
-        over the epoch's selection: index rows, or a mixture's positions (a cut taken twice is
-        two positions, delivered separately)."""
-        left = np.ones(plan.selection_size, dtype=bool) if mask is None else mask.copy()
-        left[plan.planned_positions[: plan.batch_offsets[steps * plan.world_size]]] = False
-        return left
-
-    def _plan_masked(self, epoch: int, world: int, mask: np.ndarray | None) -> EpochPlan:
-        if mask is not None and not mask.any():
-            with warnings.catch_warnings():  # everything was delivered: empty is expected
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return self._plan_epoch(epoch, world, mask)
-        return self._plan_epoch(epoch, world, mask)
-
-    def _plan_epoch(self, epoch: int, world: int, mask: np.ndarray | None) -> EpochPlan:
+    def _plan_epoch(self, epoch: int, world: int, history: History) -> EpochPlan:
         return plan_epoch(
-            self._columns, self._config, epoch, world, mask=mask, sources=self._sources
+            self._columns, self._config, epoch, world, sources=self._sources, history=history
         )

@@ -313,8 +313,14 @@ def reference_plan(
     epoch: int,
     world_size: int,
     mask: np.ndarray | None = None,
+    history: tuple[tuple[int, int], ...] = (),
 ) -> RefPlan:
-    """The plan of ``discoseq.plan.plan_epoch``, computed the slow, obvious way."""
+    """The plan of ``discoseq.plan.plan_epoch``, computed the slow, obvious way.
+
+    ``history``: ``(world size, steps)`` segments delivered before (elastic resumption). The
+    batches are packed as without it; each segment orders the batches the ones before it left
+    (the same order rule, for its world size) and delivers its first ``steps * W`` global
+    batches; the batches left after the last segment are ordered for ``world_size``."""
     dur = np.asarray(cols["duration"], dtype=np.float64)
     n = dur.shape[0]
     strategy = str(config.strategy)
@@ -371,6 +377,8 @@ def reference_plan(
     nseg = len(segments)
 
     if not rows.size:
+        if history:
+            raise ValueError(f"history entry {list(history[0])} exceeds the 0 batches per rank")
         return RefPlan(
             np.zeros(1, np.int64),
             np.empty(0, np.int64),
@@ -410,14 +418,27 @@ def reference_plan(
         token_costs(cols, config) if config.max_tokens is not None else None,
         config.max_tokens,
     )
+    shuffle_order = strategy == "bucketed" and config.effective_shuffle
+    left = list(range(len(batches)))  # batch ids, in packing order (so by segment)
+    for world, steps in history:
+        counts = [sum(1 for b in left if bseg[b] == s) for s in range(nseg)]
+        seen, _, _ = order_batches(
+            counts, world, config.seed, epoch, shuffle_order, config.drop_last
+        )
+        if steps * world > len(seen):
+            raise ValueError(f"history entry {[world, steps]} exceeds the batches per rank")
+        delivered = {left[i] for i in seen[: steps * world]}
+        left = [b for b in left if b not in delivered]
+    if history:
+        gone = set(range(len(batches))) - set(left)
+        filtered["mask"] += sum(len(batches[b]) for b in gone)
+        batches = [batches[b] for b in left]
+        bseg = [bseg[b] for b in left]
+        bcost = [bcost[b] for b in left]
+        bdur = [bdur[b] for b in left]
     seg_counts = [bseg.count(s) for s in range(nseg)]
     order, padding, dropped = order_batches(
-        seg_counts,
-        world_size,
-        config.seed,
-        epoch,
-        strategy == "bucketed" and config.effective_shuffle,
-        config.drop_last,
+        seg_counts, world_size, config.seed, epoch, shuffle_order, config.drop_last
     )
     out_rows = [r for b in order for r in batches[b]]
     offsets = np.cumsum([0] + [len(batches[b]) for b in order]).astype(np.int64)

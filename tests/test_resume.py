@@ -245,12 +245,14 @@ def expected_plan(
     index: CutIndex, cfg: SamplerConfig, epoch: int, history: Sequence[tuple[int, int]], world: int
 ) -> RefPlan:
     """The reference twin's plan of ``epoch`` for ``world`` ranks after the world-size segments
-    ``history`` (``(world size, steps)`` pairs, oldest first): each segment's plan is made over
-    what the segments before left, and its first ``steps * W`` batches are delivered."""
+    ``history`` (``(world size, steps)`` pairs, oldest first): the epoch's batches, each
+    segment ordering the batches the ones before it left and delivering its first
+    ``steps * W``, and the batches left ordered for ``world``."""
     key = (index.fingerprint, cfg.to_json(), epoch, tuple(history), world)
     if key not in PLANS:
-        mask = undelivered(index, cfg, epoch, history)
-        PLANS[key] = reference_plan(index.columns, engine_config(cfg), epoch, world, mask)
+        PLANS[key] = reference_plan(
+            index.columns, engine_config(cfg), epoch, world, history=tuple(history)
+        )
     return PLANS[key]
 
 

@@ -6,7 +6,8 @@ arrays at the peak (16 B/cut); the finished plan keeps one (8 B/cut) plus small 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -14,10 +15,17 @@ from discoseq._checks import U64_MAX, is_int
 from discoseq.config import SamplerConfig
 from discoseq.plan.epoch_plan import EpochPlan
 from discoseq.plan.group import empty_edges, group_rows
-from discoseq.plan.order import order_batches
-from discoseq.plan.pack import pack_batches
+from discoseq.plan.order import Ordered, order_batches
+from discoseq.plan.pack import Batches, pack_batches
 from discoseq.plan.packrows import Packs, pack_rows, packed_offsets
 from discoseq.plan.quota import SourceLayout
+from discoseq.plan.redeal import (
+    HistoryError,
+    check_history,
+    remaining_batches,
+    subset_batches,
+    subset_packs,
+)
 from discoseq.plan.select import select_rows
 from discoseq.plan.shardblock import order_by_block, split_by_block
 from discoseq.plan.stats import empty_stats, plan_stats, warn_if_empty
@@ -33,6 +41,7 @@ def plan_epoch(
     *,
     mask: np.ndarray | None = None,
     sources: SourceLayout | None = None,
+    history: Sequence[tuple[int, int]] = (),
 ) -> EpochPlan:
     """Plan one epoch: select → group → pack → order/shard → statistics.
 
@@ -46,6 +55,10 @@ def plan_epoch(
         configuration so it stays small and hashable.
     :param sources: the named sources of a mixture as row ranges of the columns (the
         :class:`~discoseq.plan.quota.SourceLayout`); the config's mixture options apply.
+    :param history: ``(world_size, steps)`` segments of the epoch already delivered in other
+        world sizes, oldest first (elastic resumption, :mod:`discoseq.plan.redeal`): the plan
+        then holds only the batches they left, ordered for ``world_size`` ranks, and counts
+        the cuts they delivered as ``"mask"``.
     :return: the :class:`~discoseq.plan.EpochPlan`.
     """
     if not isinstance(config, SamplerConfig):
@@ -55,9 +68,13 @@ def plan_epoch(
     if not is_int(world_size) or world_size < 1:
         raise ValueError(f"world_size={world_size!r} must be a positive integer")
     epoch, world_size = int(epoch), int(world_size)
+    history = check_history(history)
 
     selection = select_rows(columns, config, mask, epoch, sources)
     if selection.num_rows == 0:
+        if history:  # no batch: no step of a segment can have been delivered
+            world, steps = history[0]
+            raise HistoryError(0, world, steps, 0, epoch)
         warn_if_empty(selection, None, config, world_size)
         edges, token_edges = empty_edges(config)
         empty = np.empty(0, dtype=np.int64)
@@ -91,12 +108,25 @@ def plan_epoch(
         batches = pack_batches(groups, selection, config, epoch)
     else:  # pack_duration / pack_tokens: cuts into packs, packs into batches
         batches, packs = pack_rows(groups, selection, config, epoch)
-    if segment_block is None:
-        ordered = order_batches(batches, config, epoch, world_size, groups.segment_source)
-    else:
-        ordered = order_by_block(batches, segment_block, config, epoch, world_size)
+
+    def order(batches: Batches, world: int) -> Ordered:
+        if segment_block is None:
+            return order_batches(batches, config, epoch, world, groups.segment_source)
+        return order_by_block(batches, segment_block, config, epoch, world)
+
+    delivered = 0
+    if history:  # elastic: the batches the segments left, dealt to this world
+        keep = remaining_batches(batches, history, order, epoch)
+        delivered = int(batches.rows.shape[0]) - int(np.diff(batches.offsets)[keep].sum())
+        batches = subset_batches(batches, keep)
+        packs = None if packs is None else subset_packs(packs, keep)
+    ordered = order(batches, world_size)
     stats = plan_stats(selection, batches, ordered, config, packs)
-    warn_if_empty(selection, batches, config, world_size)
+    if delivered:
+        filtered = {**stats.filtered, "mask": stats.filtered.get("mask", 0) + delivered}
+        stats = dataclasses.replace(stats, filtered=filtered)
+    if not history or batches.num_batches:  # all delivered: an empty rest is expected
+        warn_if_empty(selection, batches, config, world_size)
     segment = batches.segment[ordered.order]
     bucket = segment if groups.segment_bucket is None else groups.segment_bucket[segment]
     positions = None
