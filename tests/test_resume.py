@@ -235,6 +235,26 @@ def test_elastic_state_saved_after_resize_restores_on_the_same_world(index: CutI
     assert [tuple(b) for b in got + rest_direct] == [tuple(b) for b in whole]
 
 
+@pytest.mark.parametrize("history", [[], [[2, 3]]])
+def test_elastic_restore_packs_the_epoch_once(
+    index: CutIndex, history: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An elastic restore (also of a state already resized once) groups and packs the epoch
+    once: the batches not delivered are dealt again, the cuts never re-planned."""
+    import discoseq.plan.planner as planner
+
+    calls: list[int] = []
+    group_rows = planner.group_rows
+    monkeypatch.setattr(planner, "group_rows", lambda *a: calls.append(1) or group_rows(*a))
+    state = DiscoSeqSampler(index, CFG.replace(world_size=4)).state_dict(batches_delivered=2)
+    state = {**state, "history": history}
+    resumed = DiscoSeqSampler(index, CFG.replace(world_size=3, rank=1))
+    resumed.load_state_dict(state)
+    next(resumed.iter_batches_indices())
+    assert len(calls) == 1
+    assert resumed.state_dict()["history"] == [*history, [4, 2]]
+
+
 # -- against the reference twin, through DataLoader workers ----------------------------------
 
 Rows = tuple[int, ...]
