@@ -2,6 +2,7 @@
 
     python benchmarks/bench_mixture.py            # 10M-cut plans, 3 sources vs Lhotse's mux
     python benchmarks/bench_mixture.py --quick    # small smoke run
+    python benchmarks/bench_mixture.py --plan-only  # part 1 only (plan times)
 
 1. Plan time of a 3-source mixture totalling N cuts (6/10, 3/10, 1/10 of N; weights by hours
    with an hours budget, so every source is cut at a stream boundary and the small one is
@@ -152,10 +153,12 @@ def share_errors(n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run")
+    ap.add_argument("--plan-only", action="store_true", help="part 1 only (plan times)")
     args = ap.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
     plan_time(300_000 if args.quick else 10_000_000, 3 if args.quick else 5)
-    share_errors(6_000 if args.quick else 40_000)
+    if not args.plan_only:
+        share_errors(6_000 if args.quick else 40_000)
 
 
 if __name__ == "__main__":

@@ -377,7 +377,8 @@ def test_selection_equals_reference(sizes, kinds, budget, epoch, seed, shuffle, 
                         strategy="bucketed" if shuffle else "sequential", **kw)  # fmt: skip
     layout = SourceLayout(tuple(names), offsets)
     try:
-        rows, blocks, stats = select_epoch(duration, keep, layout, cfg, epoch)
+        got = select_epoch(duration, keep, layout, cfg, epoch)
+        rows, blocks, stats = got.rows, got.blocks, got.sources
     except ValueError as e:  # a budget the fixed sources already exceed (hours: expected)
         assert "is less than" in str(e) or "is smaller than" in str(e)
         return
@@ -541,7 +542,8 @@ def _selections(sizes: list[int], epochs: int, seed: int = 5, **kw: Any):
     cfg = SamplerConfig(max_cuts=4, seed=seed, **kw)
     lay = SourceLayout(names, offsets)
     for e in range(epochs):
-        rows, blocks, stats = select_epoch(duration, None, lay, cfg, e)
+        got = select_epoch(duration, None, lay, cfg, e)
+        rows, blocks, stats = got.rows, got.blocks, got.sources
         yield e, offsets, rows, blocks, stats
 
 
@@ -593,7 +595,7 @@ def test_far_epochs_match_a_walk_from_epoch_zero() -> None:
     duration = np.round(np.random.default_rng(5).uniform(0.5, 20.0, 130), 3)
     lay = SourceLayout(("s0", "s1"), offsets)
     for e in (23, 17, 4):
-        rows, _, _ = select_epoch(duration, None, lay, SamplerConfig(max_cuts=4, seed=5, **kw), e)
+        rows = select_epoch(duration, None, lay, SamplerConfig(max_cuts=4, seed=5, **kw), e).rows
         assert np.array_equal(rows, walk[e]), e
 
 
@@ -652,7 +654,8 @@ def test_chains_of_crossing_epochs_equal_the_reference(entries: dict, kw: dict) 
     for e in [*range(26), 19, 3]:
         if e in (19, 3):
             forget_streams()
-        rows, blocks, _ = select_epoch(duration, None, lay, cfg, e)
+        got = select_epoch(duration, None, lay, cfg, e)
+        rows, blocks = got.rows, got.blocks
         want = ref.reference_select(duration, None, names, list(offsets), entries, 11, e, True,
                                     **kw)  # fmt: skip
         for k in range(blocks.source.shape[0]):
@@ -678,9 +681,9 @@ def test_kept_streams_follow_the_durations_and_hold_no_column() -> None:
         select_epoch(duration, None, lay, cfg, e)
     changed = duration.copy()
     changed[5] += 1.0
-    warm = select_epoch(changed, None, lay, cfg, 4)[0]
+    warm = select_epoch(changed, None, lay, cfg, 4).rows
     forget_streams()
-    assert np.array_equal(warm, select_epoch(changed, None, lay, cfg, 4)[0])
+    assert np.array_equal(warm, select_epoch(changed, None, lay, cfg, 4).rows)
     ref = weakref.ref(changed)
     del changed, warm
     gc.collect()
@@ -705,7 +708,7 @@ def test_unique_refuses_an_hours_quota_that_would_repeat() -> None:
         plain = SamplerConfig(max_cuts=4, seed=9, mixture=mix, epoch_hours=hours)
         strict = plain.replace(mixture={**mix, "s0": {"weight": amount, "unique": True}})
         for e in range(6):
-            stats = select_epoch(duration, None, lay, plain, e)[2]
+            stats = select_epoch(duration, None, lay, plain, e).sources
             if stats[0].repeats and stats[0].selected <= sizes[0]:
                 with pytest.raises(ValueError, match=rf"unique .* in epoch {e} a cut would"):
                     select_epoch(duration, None, lay, strict, e)
@@ -732,3 +735,67 @@ def test_exact_resume_in_a_fresh_process_mid_chain(sources) -> None:
     fresh = DiscoSeqSampler(sources, cfg)
     fresh.load_state_dict(state)
     assert [b.tolist() for b in fresh.iter_batches_indices()] == whole[3:]
+
+
+def test_kernel_microseconds_round_as_numpy() -> None:
+    """The quota kernels' microseconds are NumPy's rint(duration x 1e6), halves to even and
+    beyond 2**52 us included."""
+    from discoseq._core import quota as quota_core
+
+    d = np.array([0.5e-6, 1.5e-6, 2.5e-6, 1.0000005, 3.25, 12.3456785, 7e9, 4.6e9, 1e300 / 1e290])
+    want = np.rint(d * 1e6).astype(np.int64)
+    count, total, longest, _ = quota_core.fingerprint(d, np.empty(0, np.uint8))
+    assert (count, total, longest) == (d.shape[0], int(want.sum()), int(want.max()))
+    shift = quota_core.bin_shift(d.shape[0], False)
+    _, us, _, _ = quota_core.histogram(d, np.empty(0, np.uint8), np.empty(0, np.uint8), 0, 0,
+                                       False, 0, 0, shift)  # fmt: skip
+    assert int(us.sum()) == int(want.sum())
+
+
+def test_place_run_writes_rows_durations_and_copy_bits() -> None:
+    from discoseq._core import quota as quota_core
+
+    duration = np.arange(1.0, 21.0)
+    rows = np.full(8, -1, np.int64)
+    picked = np.zeros(8)
+    bits = np.zeros(1, np.uint8)
+    mark = np.zeros(5, np.uint8)
+    mark[[1, 3]] = 1
+    lo, hi = quota_core.place_run(np.array([3, 0, 4], np.int64), 10, 5, duration, mark, 2,
+                                  rows, picked, bits)  # fmt: skip
+    assert rows.tolist() == [-1, -1, 13, 10, 14, -1, -1, -1]
+    assert picked.tolist() == [0, 0, 14.0, 11.0, 15.0, 0, 0, 0]
+    assert (lo, hi) == (11.0, 15.0)
+    assert bits.tolist() == [1 << 2]  # position 2 holds row 13, offset 3: flagged
+    with pytest.raises(ValueError, match=r"run\[1\]=5 is not a cut of the source"):
+        quota_core.place_run(np.array([0, 5], np.int64), 10, 5, duration, mark, 0, rows, picked,
+                             bits)  # fmt: skip
+    with pytest.raises(ValueError, match="do not fit the selection"):
+        quota_core.place_run(np.array([0, 1], np.int64), 10, 5, duration, mark, 7, rows, picked,
+                             bits)  # fmt: skip
+    with pytest.raises(ValueError, match="are not rows of duration"):
+        quota_core.place_run(np.array([0], np.int64), 18, 5, duration, mark, 0, rows, picked,
+                             bits)  # fmt: skip
+
+
+def test_copies_flag_exactly_the_positions_of_cuts_taken_twice() -> None:
+    """The selection's copy bits mark every position whose row the epoch takes more than once,
+    and only those; their ids (row - lo) lie in [0, size); its durations are the column's."""
+    from discoseq.plan.quota import select_epoch
+
+    rng = np.random.default_rng(4)
+    duration = np.round(rng.uniform(0.5, 20.0, 130), 3)
+    lay = SourceLayout(("a", "b", "c"), np.array([0, 50, 110, 130]))
+    weights = {"a": {"weight": 0.2}, "b": {"weight": 0.3}, "c": {"weight": 0.5}}
+    cfg = SamplerConfig(max_cuts=4, seed=2, epoch_cuts=150, mixture=weights)
+    for e in range(4):
+        got = select_epoch(duration, None, lay, cfg, e)
+        counts = np.bincount(got.rows, minlength=130)
+        twice = counts[got.rows] > 1
+        assert twice.any() and got.copies is not None
+        bits = np.unpackbits(got.copies.bits, bitorder="little")[: got.rows.shape[0]]
+        assert np.array_equal(bits.astype(bool), twice), e
+        ids = got.rows[twice] - got.copies.lo
+        assert ids.min() >= 0 and ids.max() < got.copies.size
+        assert np.array_equal(got.duration, duration[got.rows])
+        assert got.bounds == (float(duration[got.rows].min()), float(duration[got.rows].max()))

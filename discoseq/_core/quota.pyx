@@ -25,6 +25,16 @@ from discoseq._core.rng cimport ds_mix64
 NUM_BINS = 1 << 14  # 512 KiB of sums: the histogram's scattered adds stay in L2
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
+cdef double TWO52 = 4503599627370496.0
+
+
+cdef inline int64_t _us(double duration) noexcept nogil:
+    """``rint(duration * 1e6)`` without a call into libm (the loops call it per cut): below
+    2**52, adding and taking away 2**52 rounds to an integer in the nearest-even mode, as rint."""
+    cdef double x = duration * 1e6
+    if 0.0 <= x < TWO52:
+        return <int64_t>((x + TWO52) - TWO52)
+    return <int64_t>rint(x)
 
 
 cdef struct KeyedSet:
@@ -45,6 +55,14 @@ cdef inline uint64_t _u(const KeyedSet* s, int64_t i) noexcept nogil:
 
 cdef inline bint _below(uint64_t u, int64_t i, uint64_t tu, int64_t ti) noexcept nogil:
     return u < tu or (u == tu and i < ti)
+
+
+cdef inline bint _within(uint64_t u, int64_t i, uint64_t lo_u, int64_t lo_i, uint64_t hi_u,
+                         int64_t hi_i) noexcept nogil:
+    """``(lo_u, lo_i) <= (u, i) < (hi_u, hi_i)``, without branches: shuffled keys fall in or
+    out of a run at random, and a mispredicted branch per cut costs more than the test."""
+    return (((u > lo_u) | ((u == lo_u) & (i >= lo_i)))
+            & ((u < hi_u) | ((u == hi_u) & (i < hi_i))))
 
 
 cdef inline bint _has(const KeyedSet* s, int64_t i, uint64_t u) noexcept nogil:
@@ -125,17 +143,19 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
     cdef Py_ssize_t i
     cdef uint64_t u, b
     cdef int64_t d
+    cdef int64_t out
     with nogil:
         for i in range(n):
             u = _u(&s, i)
             if _has(&s, i, u):
                 b = _binc(u, shift, nb)
-                d = <int64_t>rint(duration[i] * 1e6)
+                d = _us(duration[i])
                 a[b, 0] += 1
                 a[b, 1] += d
-                if split and ex[i] == 0:
-                    a[b, 2] += 1
-                    a[b, 3] += d
+                if split:
+                    out = ex[i] == 0
+                    a[b, 2] += out
+                    a[b, 3] += d * out
     return tuple(np.ascontiguousarray(acc[:, k]) for k in range(4))
 
 
@@ -165,7 +185,7 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
                     break
                 o[j] = i
                 k[j] = u
-                t[j] = <int64_t>rint(duration[i] * 1e6)
+                t[j] = _us(duration[i])
                 j += 1
     if j != count:
         raise ValueError(f"bin {bin} holds a different number of cuts than {count}")
@@ -188,18 +208,26 @@ def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
         raise ValueError("seen needs one counter per cut and rounds one slot per output")
     cdef Py_ssize_t i, j = 0, cap = out.shape[0]
     cdef uint64_t u
+    cdef bint hit
     with nogil:
-        for i in range(n):
-            u = _u(&s, i)
-            if not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i) and _has(&s, i, u):
-                if j == cap:
-                    j += 1
-                    break
-                out[j] = base + i
-                if counting:
+        if counting:
+            for i in range(n):
+                u = _u(&s, i)
+                if _within(u, i, lo_u, lo_i, hi_u, hi_i) and _has(&s, i, u):
+                    if j == cap:
+                        j += 1
+                        break
+                    out[j] = base + i
                     rounds[j] = seen[i]
                     seen[i] += 1
-                j += 1
+                    j += 1
+        else:
+            for i in range(n):  # every cut written at the next slot, which a hit keeps
+                u = _u(&s, i)
+                hit = _within(u, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i, u)
+                if j < cap:
+                    out[j] = base + i
+                j += hit
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return j
@@ -251,22 +279,17 @@ def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not 
             if nxt.keep != NULL and nxt.keep[i] == 0:
                 continue
             u = _u(&s, i)
-            in_tail = (not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i)
-                       and _has(&s, i, u))
-            if in_tail:
-                if j == cap:
-                    j += 1
-                    break
+            in_tail = _within(u, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i, u)
+            if j < cap:  # written at the next slot, which a cut of the tail keeps
                 out[j] = i
-                mask[i] = 1
-                j += 1
+            j += in_tail
+            mask[i] |= in_tail
             b = _binc(_u(&nxt, i), shift, nb)
-            d = <int64_t>rint(duration[i] * 1e6)
+            d = _us(duration[i])
             a[b, 0] += 1
             a[b, 1] += d
-            if not in_tail:
-                a[b, 2] += 1
-                a[b, 3] += d
+            a[b, 2] += 1 - in_tail
+            a[b, 3] += d * (1 - in_tail)
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return (j, *(np.ascontiguousarray(acc[:, k]) for k in range(4)))
@@ -286,10 +309,54 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
     with nogil:
         for i in range(n):
             if k == NULL or k[i] != 0:
-                d = <int64_t>rint(duration[i] * 1e6)
+                d = _us(duration[i])
                 count += 1
                 total += d
                 if d > longest:
                     longest = d
                 h += ds_mix64(bits[i] ^ (<uint64_t>(i + 1) * GOLDEN))
     return count, total, longest, h
+
+
+def place_run(const int64_t[::1] run not None, int64_t base, Py_ssize_t n_src,
+              const double[::1] duration not None, const uint8_t[::1] mark not None,
+              int64_t at, int64_t[::1] rows not None, double[::1] picked not None,
+              uint8_t[::1] bits not None):
+    """Write a run of one source's cuts (offsets in the source, each ``< n_src``; the source
+    holds rows ``base:base + n_src`` of ``duration``) to positions ``at, at + 1, ...`` of the
+    selection: each one's index row ``base + offset`` to ``rows`` and its duration to
+    ``picked``, in one pass (no gather afterwards); with ``mark`` (one flag per cut of the
+    source, else empty) also bit ``p`` of ``bits`` for each position ``p`` whose cut is flagged.
+    Returns the smallest and largest duration written (``(inf, -inf)`` for none)."""
+    cdef Py_ssize_t k, m = run.shape[0]
+    if base < 0 or n_src < 0 or base + n_src > duration.shape[0]:
+        raise ValueError(f"rows {base}:{base + n_src} are not rows of duration "
+                         f"({duration.shape[0]})")
+    if at < 0 or at + m > rows.shape[0] or picked.shape[0] != rows.shape[0]:
+        raise ValueError(f"positions {at}:{at + m} do not fit the selection ({rows.shape[0]}, "
+                         f"picked {picked.shape[0]})")
+    cdef bint marking = mark.shape[0] != 0
+    if marking and (mark.shape[0] != n_src or bits.shape[0] < (rows.shape[0] + 7) // 8):
+        raise ValueError("mark needs one flag per cut of the source and bits one bit per position")
+    cdef const double* d = &duration[base] if n_src else NULL
+    cdef double lo = float("inf"), hi = float("-inf"), x
+    cdef int64_t i, p, bad = -1
+    with nogil:
+        for k in range(m):
+            i = run[k]
+            if i < 0 or i >= n_src:
+                bad = k
+                break
+            x = d[i]
+            p = at + k
+            rows[p] = base + i
+            picked[p] = x
+            if x < lo:
+                lo = x
+            if x > hi:
+                hi = x
+            if marking and mark[i]:
+                bits[p >> 3] |= <uint8_t>(1 << (p & 7))
+    if bad >= 0:
+        raise ValueError(f"run[{bad}]={run[bad]} is not a cut of the source ({n_src} cuts)")
+    return lo, hi

@@ -43,7 +43,14 @@ from discoseq.config import SamplerConfig
 from discoseq.index.multi import MultiIndex
 from discoseq.mixture import Mixture, MixtureEntry, check_sources
 
-__all__ = ["SourceLayout", "SourceStats", "forget_streams", "select_epoch"]
+__all__ = [
+    "Copies",
+    "EpochSelection",
+    "SourceLayout",
+    "SourceStats",
+    "forget_streams",
+    "select_epoch",
+]
 
 PURPOSE_SOURCE = 4 << 32
 US_PER_SECOND = 1_000_000
@@ -701,16 +708,42 @@ class Blocks:
         return int(self.round.max()) + 1 if self.round.size else 1
 
 
+@dataclass(frozen=True)
+class Copies:
+    """The positions whose cut the epoch takes more than once: bit ``p`` of ``bits`` (bit
+    ``p % 8`` of byte ``p // 8``) is set for each; such a cut's id (the same for its copies) is
+    its index row minus ``lo``, in ``[0, size)``. Packing keeps two copies out of one batch."""
+
+    bits: np.ndarray
+    lo: int
+    size: int
+
+
+@dataclass(frozen=True)
+class EpochSelection:
+    """A mixture's epoch: ``rows``, the index row of each position (a multiset: source by
+    source, round by round; within, the runs of its cycles in stream order, each in index
+    order), ``duration`` the duration of each (the column in position order) and ``bounds``
+    its min and max (``(1.0, 0.0)`` when empty), the ``copies`` to check (None: no cut twice),
+    the ``blocks``, and what each source contributed."""
+
+    rows: np.ndarray
+    duration: np.ndarray
+    bounds: tuple[float, float]
+    copies: Copies | None
+    blocks: Blocks
+    sources: tuple[SourceStats, ...]
+
+
 def select_epoch(
     duration: np.ndarray,
     keep: np.ndarray | None,
     layout: SourceLayout,
     config: SamplerConfig,
     epoch: int,
-) -> tuple[np.ndarray, Blocks, tuple[SourceStats, ...]]:
-    """The rows of ``epoch`` (a multiset: source by source, round by round; within, the runs
-    of its cycles in stream order, each in index order), its blocks, and what each source
-    contributed. ``keep``: the rows that passed the filters (None: all)."""
+) -> EpochSelection:
+    """The positions of ``epoch`` (see :class:`EpochSelection`). ``keep``: the rows that
+    passed the filters (None: all)."""
     with _LOCK:
         return _select_epoch(duration, keep, layout, config, epoch)
 
@@ -721,11 +754,11 @@ def _select_epoch(
     layout: SourceLayout,
     config: SamplerConfig,
     epoch: int,
-) -> tuple[np.ndarray, Blocks, tuple[SourceStats, ...]]:
+) -> EpochSelection:
     mixture = config.mixture_spec or Mixture.natural(layout.names)
     check_sources(mixture, layout.names)
     by_name = {leaf.name: leaf for leaf in mixture.leaves()}
-    d = np.asarray(duration, dtype=np.float64)
+    d = np.ascontiguousarray(duration, dtype=np.float64)
     spans = [(int(layout.offsets[s]), int(layout.offsets[s + 1])) for s in range(len(layout.names))]
     streams = {
         name: _source(d, keep, lo, hi, name, config)
@@ -745,7 +778,8 @@ def _select_epoch(
     this_epoch = quotas.of_epoch(epoch)
     signature = (mixture, config.schedule, config.epoch_cuts, config.epoch_hours,
                  config.temperature, tuple(sizes.items()), tuple(totals.items()))  # fmt: skip
-    parts: list[tuple[int, np.ndarray]] = []
+    parts: list[tuple[_Source, np.ndarray, np.ndarray]] = []  # source, its marks, a run
+    repeating: list[_Source] = []
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, name in enumerate(layout.names):
@@ -772,8 +806,15 @@ def _select_epoch(
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
         stream.release()
+        mark = _EMPTY
+        if len(by_round) > 1:  # flag the cuts taken again: every position of theirs is checked
+            mark = np.zeros(stream.n_all, dtype=np.uint8)
+            for runs in by_round[1:]:
+                for run in runs:
+                    mark[run] = 1
+            repeating.append(stream)
         for r, (runs, count) in enumerate(zip(by_round, counts, strict=True)):
-            parts.extend((stream.base, run) for run in runs)
+            parts.extend((stream, mark, run) for run in runs)
             starts.append(starts[-1] + count)
             block_source.append(s)
             block_round.append(r)
@@ -789,14 +830,23 @@ def _select_epoch(
                 repeats=sum(counts[1:]),
             )
         )
-    rows = np.empty(starts[-1], dtype=np.int64)
-    at = 0
-    for base, run in parts:  # the source's offsets as index rows, written once
-        np.add(run, base, out=rows[at : at + run.shape[0]])
+    m = starts[-1]
+    rows = np.empty(m, dtype=np.int64)
+    picked = np.empty(m, dtype=np.float64)
+    bits = np.zeros((m + 7) // 8 if repeating else 0, dtype=np.uint8)
+    lo, hi, at = float("inf"), float("-inf"), 0
+    for stream, mark, run in parts:  # index rows, durations and copy flags, written once
+        least, most = quota_core.place_run(run, stream.base, stream.n_all, d, mark, at, rows,
+                                           picked, bits)  # fmt: skip
+        lo, hi = min(lo, least), max(hi, most)
         at += run.shape[0]
+    copies = None
+    if repeating:
+        first = min(st.base for st in repeating)
+        copies = Copies(bits, first, max(st.base + st.n_all for st in repeating) - first)
     blocks = Blocks(
         np.array(starts, dtype=np.int64),
         np.array(block_source, dtype=np.int64),
         np.array(block_round, dtype=np.int64),
     )
-    return rows, blocks, tuple(stats)
+    return EpochSelection(rows, picked, (lo, hi) if m else (1.0, 0.0), copies, blocks, tuple(stats))

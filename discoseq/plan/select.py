@@ -8,7 +8,8 @@ that removes it: the caller's ``mask``, ``min_duration``, ``max_duration_per_cut
 judge). Memory: one boolean mask (1 B/cut) and the kept row ids (8 B/cut), only when a filter is
 active. For a mixture the filters remove rows before the quotas are taken, and ``mask`` (what an
 elastic resume has delivered) then removes *positions* of the selection; the needed columns are
-gathered into selection order (8 B per position and column).
+in selection order (8 B per position and column: the selection writes the durations, the others
+are gathered).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from discoseq.config import SamplerConfig
-from discoseq.plan.quota import Blocks, SourceLayout, SourceStats, select_epoch
+from discoseq.plan.quota import Blocks, Copies, SourceLayout, SourceStats, select_epoch
 from discoseq.strategy import SamplingStrategy
 
 __all__ = ["FILTER_REASONS", "Selection", "select_rows"]
@@ -43,6 +44,8 @@ class Selection:
     :param blocks: the selection's runs of one source and one round (0 for a row's first copy
         in the epoch, 1 for its second, ...), see :class:`~discoseq.plan.quota.Blocks`.
     :param sources: what each source of a mixture contributed.
+    :param copies: the positions whose cut a mixture takes more than once (None: none), see
+        :class:`~discoseq.plan.quota.Copies`.
     """
 
     columns: dict[str, np.ndarray]
@@ -53,6 +56,7 @@ class Selection:
     epoch_rows: np.ndarray | None = None
     blocks: Blocks | None = None
     sources: tuple[SourceStats, ...] = ()
+    copies: Copies | None = None
 
     @property
     def num_positions(self) -> int:
@@ -125,11 +129,14 @@ def _select_mixture(
 ) -> Selection:
     n = int(cols["duration"].shape[0])
     keep, filtered = _apply_filters(cols, config, None)
-    epoch_rows, blocks, stats = select_epoch(cols["duration"], keep, sources, config, epoch)
-    # the rows are valid by construction: a gather without bounds checks (about 2x faster)
-    picked = {name: np.take(col, epoch_rows, mode="clip") for name, col in cols.items()}
-    d = picked["duration"]
-    bounds = (float(d.min()), float(d.max())) if d.shape[0] else (1.0, 0.0)
+    chosen = select_epoch(cols["duration"], keep, sources, config, epoch)
+    epoch_rows = chosen.rows
+    # durations come in position order from the selection; the rows are valid by construction:
+    # the other columns gathered without bounds checks (about 2x faster)
+    picked = {
+        name: chosen.duration if name == "duration" else np.take(col, epoch_rows, mode="clip")
+        for name, col in cols.items()
+    }
     m = epoch_rows.shape[0]
     keep_pos = None
     if mask is not None:
@@ -142,7 +149,8 @@ def _select_mixture(
         filtered["mask"] = int(m - np.count_nonzero(keep_pos))
     _check_present(picked, keep_pos, config)
     rows = None if keep_pos is None else np.flatnonzero(keep_pos).astype(np.int64, copy=False)
-    return Selection(picked, rows, n, filtered, bounds, epoch_rows, blocks, stats)
+    return Selection(picked, rows, n, filtered, chosen.bounds, epoch_rows, chosen.blocks,
+                     chosen.sources, chosen.copies)  # fmt: skip
 
 
 def _prepare_columns(
