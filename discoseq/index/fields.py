@@ -227,8 +227,14 @@ TRANSFORMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 
 
 #: Keyword arguments that Lhotse's transform constructors convert with ``int()`` (Resample's;
-#: null fails there). Others (Speed's factor, ...) are stored as given, so any value loads.
+#: null, NaN and infinities fail there). Others (Speed's factor, ...) are stored as given, so
+#: any value loads.
 _NUMERIC_KWARGS = frozenset({"source_sampling_rate", "target_sampling_rate"})
+
+
+def _int_convertible(value: Any) -> bool:
+    """A number ``int()`` converts: finite (``int(inf)`` and ``int(nan)`` raise)."""
+    return is_json_number(value) and math.isfinite(value)
 
 
 def _transform_ok(t: Any) -> bool:
@@ -240,7 +246,7 @@ def _transform_ok(t: Any) -> bool:
         spec is not None
         and spec[0].issuperset(kwargs)
         and spec[1].issubset(kwargs)
-        and all(is_json_number(kwargs[k]) for k in _NUMERIC_KWARGS.intersection(kwargs))
+        and all(_int_convertible(kwargs[k]) for k in _NUMERIC_KWARGS.intersection(kwargs))
     )
 
 
@@ -263,9 +269,9 @@ def check_transforms(transforms: Any, where: str) -> None:
         kwargs = t.get("kwargs")
         if isinstance(kwargs, dict):
             for key in sorted(_NUMERIC_KWARGS.intersection(kwargs)):
-                if not is_json_number(kwargs[key]):
+                if not _int_convertible(kwargs[key]):
                     raise RecordError(
-                        f"field '{where}[{i}].kwargs.{key}' expected a number, "
+                        f"field '{where}[{i}].kwargs.{key}' expected a finite number, "
                         f"found {kwargs[key]!r}"
                     )
         raise RecordError(

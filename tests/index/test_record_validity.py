@@ -306,3 +306,16 @@ def test_transforms_lhotse_rejects(transforms, where) -> None:
     # all its transforms: Lhotse "loads" that record, silently changed; we refuse it.
     lenient = where == "recording" and isinstance(transforms, list) and transforms[0] is not None
     assert lhotse_loads(record) == (lenient and not {"name", "kwargs"} <= transforms[0].keys())
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), None])
+def test_resample_rate_that_int_refuses_is_refused_by_name(value: Any) -> None:
+    """Lhotse's Resample converts its rates with ``int()``: infinities and NaN fail there, so the
+    build refuses them by field (found by the random replacement test)."""
+    record = copy.deepcopy(RECORDS[-1])
+    transforms = record["recording"]["transforms"]
+    k = next(i for i, t in enumerate(transforms) if t["name"] == "Resample")
+    transforms[k]["kwargs"]["source_sampling_rate"] = value
+    assert not lhotse_loads(record)
+    with pytest.raises(RecordError, match=rf"transforms\[{k}\]\.kwargs\.source_sampling_rate"):
+        fields_from_record(record)
