@@ -316,6 +316,7 @@ class SamplerConfig:
         self._check_token_column()
         if all(getattr(self, name) is None for name in _LIMIT_FIELDS):
             raise ValueError(f"no batch limit: set at least one of {', '.join(_LIMIT_FIELDS)}")
+        self._check_cap_modes()
 
     # -- validation (the one home of every rule) ----------------------------------------------
     def _normalise(self) -> None:
@@ -536,6 +537,28 @@ class SamplerConfig:
             raise ValueError(
                 f"{cap_name}={cap} is smaller than {name}={length}: no batch could hold one "
                 "full pack"
+            )
+
+    def _check_cap_modes(self) -> None:
+        """The options that change how a cap counts need a cap they act on: a cut count alone
+        has no cost to square or sum and no cut exceeds it alone."""
+        duration_cap = self.max_duration is not None or self.bucket_max_duration is not None
+        cost_caps = duration_cap or self.max_frames is not None or self.max_tokens is not None
+        if self.quadratic_duration not in (None, False) and not duration_cap:
+            raise ValueError(
+                f"quadratic_duration={self.quadratic_duration!r} has no effect: it weighs "
+                "durations against max_duration/bucket_max_duration, and neither is set"
+            )
+        if self.limit_mode == "sum" and not cost_caps:
+            raise ValueError(
+                "limit_mode='sum' has no effect: it changes how max_duration, "
+                "bucket_max_duration, max_frames and max_tokens count a batch, and none is set"
+            )
+        if self.oversize == "exclude" and not cost_caps and self.packing[0] is None:
+            raise ValueError(
+                "oversize='exclude' has no effect: no cut alone can exceed a cut count; it "
+                "applies to max_duration, bucket_max_duration, max_frames, max_tokens and "
+                "pack_duration/pack_tokens"
             )
 
     def _check_token_column(self) -> None:

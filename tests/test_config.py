@@ -89,9 +89,32 @@ def test_invalid_values_fail_naming_the_field(kwargs: dict, needle: str) -> None
 def test_quadratic_duration_forms() -> None:
     assert SamplerConfig(max_cuts=2).quadratic_constant is None
     assert SamplerConfig(max_cuts=2, quadratic_duration=None).quadratic_constant is None
-    c = SamplerConfig(max_cuts=2, quadratic_duration=True)
+    c = SamplerConfig(max_duration=60.0, quadratic_duration=True)
     assert c.quadratic_constant == DEFAULT_QUADRATIC_DURATION
-    assert SamplerConfig(max_cuts=2, quadratic_duration=15).quadratic_constant == 15.0
+    assert SamplerConfig(max_duration=60.0, quadratic_duration=15).quadratic_constant == 15.0
+    per_bucket = SamplerConfig(max_cuts=2, num_buckets=2, bucket_max_duration=[30.0, 60.0],
+                               quadratic_duration=15)  # fmt: skip
+    assert per_bucket.quadratic_constant == 15.0
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"max_cuts": 2, "quadratic_duration": True}, "quadratic_duration=True has no effect"),
+        ({"max_cuts": 2, "limit_mode": "sum"}, "limit_mode='sum' has no effect"),
+        ({"max_cuts": 2, "oversize": "exclude"}, "oversize='exclude' has no effect"),
+        ({"max_tokens": 90, "quadratic_duration": 15.0}, "quadratic_duration=15.0 has no"),
+    ],
+)
+def test_cap_modes_without_a_cap_they_act_on_are_refused(kw: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SamplerConfig(**kw)
+    # each is accepted beside a cap it changes
+    for cap in ({"max_frames": 900}, {"max_tokens": 90}, {"max_duration": 30.0}):
+        if "quadratic_duration" in kw and "max_duration" not in cap:
+            continue
+        assert SamplerConfig(**{**kw, **cap})
+    assert SamplerConfig(max_cuts=3, pack_duration=20.0, strategy="random", oversize="exclude")
 
 
 def test_bucket_edges_set_the_bucket_count() -> None:
@@ -157,6 +180,8 @@ def test_round_trip_property(
 ) -> None:
     if max_duration is None and max_cuts is None:
         max_cuts = 5
+    if max_duration is None and quadratic not in (None, False):
+        max_duration = 30.0  # quadratic_duration weighs durations against max_duration
     c = SamplerConfig(
         strategy=strategy,
         max_duration=max_duration,

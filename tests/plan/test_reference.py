@@ -98,6 +98,13 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             )
         if draw(st.integers(0, 3)) == 0:
             kw["bucket_max_cuts"] = tuple(draw(st.integers(1, 9)) for _ in range(nb * ntb))
+    # options that change how a cap counts only with a cap they act on (the config refuses them)
+    duration_cap = "max_duration" in kw or "bucket_max_duration" in kw
+    if not duration_cap:
+        kw.pop("quadratic_duration", None)
+    if not (duration_cap or "max_frames" in kw or "max_tokens" in kw):
+        kw.pop("limit_mode")
+        kw.pop("oversize")
     return kw
 
 
