@@ -296,12 +296,12 @@ def count_rows(index: CutIndex, tokenizer: Tokenizer, rows: np.ndarray) -> np.nd
         counts = tokenizer.count_many(texts)
         if len(counts) != len(texts):
             raise ValueError(f"{len(counts)} counts for {len(texts)} texts")
-    except Exception:  # find the text it fails on, one by one
+    except (Exception, SystemExit):  # find the text it fails on, one by one
         counts = []
         for i, text in zip(at, texts, strict=True):
             try:
                 counts.append(tokenizer.count(text))
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # a sys.exit() in a tokenizer is a failure
                 row = int(rows[i])
                 raise TokenizerError(
                     f"tokenizer {tokenizer.spec} failed on cut {records[i]['id']!r} (row {row}, "
@@ -466,6 +466,23 @@ def add_column(
     if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows={chunk_rows!r} must be a positive integer")
     index = CutIndex.open(index_path)
+    try:
+        directory = _write_column(index, name, tokenizer, jobs, force, progress, chunk_rows)
+    finally:
+        index.close()
+    return CutIndex.open(directory, check_sources=False)
+
+
+def _write_column(
+    index: CutIndex,
+    name: str,
+    tokenizer: str | os.PathLike[str] | Tokenizer,
+    jobs: int,
+    force: bool,
+    progress: bool,
+    chunk_rows: int,
+) -> Path:
+    """:func:`add_column`'s work on the open index; returns the index directory."""
     directory = index.path
     _check_absent(directory, index.header.extra_columns, name, force)
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
@@ -525,8 +542,7 @@ def add_column(
         if bar is not None:
             bar.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    index.close()
-    return CutIndex.open(directory, check_sources=False)
+    return directory
 
 
 # -- verification -------------------------------------------------------------------------------

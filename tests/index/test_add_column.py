@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,12 @@ def letters(text: str) -> int:
 def fails_on_zebra(text: str) -> int:
     if "ZEBRA" in text:
         raise RuntimeError("no zebras")
+    return len(text)
+
+
+def exits_on_zebra(text: str) -> int:
+    if "ZEBRA" in text:
+        sys.exit("no zebras, exiting")
     return len(text)
 
 
@@ -295,6 +302,16 @@ def test_a_failing_tokenizer_names_the_cut_and_leaves_the_index(
     assert "edited.jsonl:1" in message and "no zebras" in message and "ZEBRA ONE" in message
     assert (index_path / HEADER_FILE).read_bytes() == header
     assert sorted(os.listdir(index_path)) == files
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_tokenizer_calling_sys_exit_is_a_named_failure(index_path: Path, jobs: int) -> None:
+    """sys.exit() inside a tokenizer would end the command without a word: it is a failure on
+    that cut, and the index is left as it was (and closed)."""
+    header = (index_path / HEADER_FILE).read_bytes()
+    with pytest.raises(TokenizerError, match=r"failed on cut 'two-sups'.*SystemExit: no zebras"):
+        add_column(index_path, "toks", f"{HERE}:exits_on_zebra", jobs=jobs, chunk_rows=50)
+    assert (index_path / HEADER_FILE).read_bytes() == header
 
 
 def test_a_worker_killed_outright_is_named_not_waited_for(
