@@ -216,8 +216,9 @@ class DiscoSeqSampler(Sampler, IterableDataset):
     @property
     def plan(self) -> EpochPlan:
         """The :class:`~discoseq.plan.EpochPlan` of the current position: the one being (or
-        last) iterated, or the one a restored state resumes. After an elastic restore it plans
-        only the cuts not delivered before the world-size change."""
+        last) iterated, or the one a restored state resumes. After an elastic restore it holds
+        only the epoch's batches not delivered before the world-size change, dealt to this
+        world size (see :mod:`discoseq.position`)."""
         pos = self._position
         return self._plans.plan(pos.epoch, pos.history, self.world_size)
 

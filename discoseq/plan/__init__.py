@@ -18,7 +18,9 @@ docstring and in its twin in ``tests/reference_plan.py``):
 5. :mod:`~discoseq.plan.stats` — what happened to the cuts (:class:`PlanStats`).
 
 With ``shard_block``, :mod:`~discoseq.plan.shardblock` splits stage 2's segments by blocks of
-sources and takes stage 4's place (the same order, then steps sorted by block).
+sources and takes stage 4's place (the same order, then steps sorted by block). With a
+``history`` of world-size changes (elastic resumption), :mod:`~discoseq.plan.redeal` keeps stage
+3's batches that were not delivered and stage 4 orders only those.
 
 :mod:`~discoseq.plan.planner` chains them; :mod:`~discoseq.plan.epoch_plan` holds the result.
 """

@@ -58,7 +58,8 @@ def plan_epoch(
     :param history: ``(world_size, steps)`` segments of the epoch already delivered in other
         world sizes, oldest first (elastic resumption, :mod:`discoseq.plan.redeal`): the plan
         then holds only the batches they left, ordered for ``world_size`` ranks, and counts
-        the cuts they delivered as ``"mask"``.
+        the cuts they delivered as ``"mask"`` (``oversize`` stays the epoch's count). Memory:
+        the epoch's rows and a copy of those left (up to 8 B/cut more at the peak).
     :return: the :class:`~discoseq.plan.EpochPlan`.
     """
     if not isinstance(config, SamplerConfig):
