@@ -24,7 +24,7 @@ from discoseq.index.format import (
     open_column,
     read_header,
 )
-from discoseq.index.records import CodecError, RecordDecoder, dictionary_fingerprint
+from discoseq.index.records import FrameError, RecordDecoder, dictionary_fingerprint
 from discoseq.index.shar import SharFields, stale_field_file
 from discoseq.index.shar import open_columns as shar_columns_of
 from discoseq.index.sources import stat_matches
@@ -51,6 +51,7 @@ class CutIndex:
         self._inplace = np.array(
             [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
         )
+        self._all_stored = not self._inplace.any()  # every record in records.bin
         shar = header.raw.get("shar")  # a Lhotse Shar corpus: fields attached at resolution
         self._shar = SharFields(path, shar, self._arrays) if shar else None
 
@@ -208,7 +209,10 @@ class CutIndex:
 
     def cut_ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         """The ids of ``rows``, in order."""
-        rows = self._check_rows(rows)
+        return self._ids_of(self._check_rows(rows))
+
+    def _ids_of(self, rows: np.ndarray) -> list[str]:
+        """:meth:`cut_ids` of rows already checked."""
         offsets = self._arrays["id_offsets"]
         starts, ends = offsets[rows], offsets[rows + 1]
         if rows.size and (
@@ -222,15 +226,16 @@ class CutIndex:
                 f"({len(self._id_bytes)} bytes); the index is corrupted, rebuild it"
             )
         blob = self._id_bytes
-        out = []
-        for row, s, e in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True):
-            try:
-                out.append(str(blob[s:e], "utf-8"))
-            except UnicodeDecodeError as err:
-                raise IndexFormatError(
-                    f"{self.path / 'id_blob.npy'}: row {row}: the cut id is not UTF-8 ({err}); "
-                    "the index is corrupted, rebuild it"
-                ) from None
+        out: list[str] = []
+        append = out.append
+        try:
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                append(str(blob[s:e], "utf-8"))
+        except UnicodeDecodeError as err:
+            raise IndexFormatError(
+                f"{self.path / 'id_blob.npy'}: row {int(rows[len(out)])}: the cut id is not "
+                f"UTF-8 ({err}); the index is corrupted, rebuild it"
+            ) from None
         return out
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -375,38 +380,59 @@ class CutIndex:
     def records(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
         """The raw JSON records of ``rows``, in the order asked: a source read in place costs
         one ``pread`` per record; stored records are sliced from the mapped ``records.bin`` and
-        decompressed (format 2), with no system call."""
-        rows = self._check_rows(rows)
-        src_a = np.asarray(self._arrays["source_id"][rows], dtype=np.int64)
-        off_a = np.asarray(self._arrays["record_offset"][rows], dtype=np.int64)
-        len_a = np.asarray(self._arrays["record_length"][rows], dtype=np.int64)
-        self._check_record_spans(rows, src_a, off_a, len_a)
+        decompressed (format 2) in one loop, with no system call."""
+        return self._records_of(self._check_rows(rows))
+
+    def _records_of(self, rows: np.ndarray) -> list[bytes]:
+        """:meth:`records` of rows already checked."""
+        a = self._arrays
+        src = a["source_id"][rows]
+        off = a["record_offset"][rows]
+        length = a["record_length"][rows]
+        if not rows.size:
+            return []
+        if self._all_stored:  # every record in records.bin: four reductions check the spans
+            end = off + length  # int64: a wrapped sum is negative
+            if (
+                src.min() < 0
+                or src.max() >= len(self.header.sources)
+                or off.min() < 0
+                or end.min() < 0
+                or end.max() > self.header.records["size"]
+            ):
+                self._check_record_spans(rows, src.astype(np.int64), off, length)
+            return self._read_stored(rows, off, length)
+        src_a = src.astype(np.int64)
+        self._check_record_spans(rows, src_a, off, length)
         out: list[bytes] = [b""] * len(rows)
         stored = ~self._inplace[src_a]
         if stored.any():
-            self._read_stored(np.flatnonzero(stored), rows, off_a, len_a, out)
+            at = np.flatnonzero(stored)
+            for i, data in zip(
+                at.tolist(), self._read_stored(rows[at], off[at], length[at]), strict=True
+            ):
+                out[i] = data
         if not stored.all():
-            self._read_inplace(np.flatnonzero(~stored), rows, src_a, off_a, len_a, out)
+            self._read_inplace(np.flatnonzero(~stored), rows, src_a, off, length, out)
         return out
 
-    def _read_stored(
-        self, at: np.ndarray, rows: np.ndarray, off: np.ndarray, length: np.ndarray, out: list
-    ) -> None:
-        """Fill ``out[i]`` for ``i`` in ``at`` from ``records.bin`` (spans already checked)."""
-        data = memoryview(self._stored_records())
+    def _read_stored(self, rows: np.ndarray, off: np.ndarray, length: np.ndarray) -> list[bytes]:
+        """The records of ``rows`` (stored in ``records.bin``, spans already checked)."""
+        data = self._stored_records()
         decoder = self._decoder
-        for i, o, ln in zip(at.tolist(), off[at].tolist(), length[at].tolist(), strict=True):
-            frame = data[o : o + ln]
-            if decoder is None:  # format 1: the JSON line itself
-                out[i] = bytes(frame)
-                continue
-            try:
-                out[i] = decoder.decompress(frame)
-            except CodecError as e:
-                raise IndexFormatError(
-                    f"{self.path / RECORDS_FILE}: row {int(rows[i])}: its record (bytes "
-                    f"{o}+{ln}) does not decompress ({e}); the index is corrupted, rebuild it"
-                ) from None
+        if decoder is None:  # format 1: the JSON lines themselves
+            view = memoryview(data)
+            spans = zip(off.tolist(), length.tolist(), strict=True)
+            return [bytes(view[o : o + n]) for o, n in spans]
+        try:
+            return decoder.decompress_spans(data, off.tolist(), length.tolist())
+        except FrameError as e:
+            i = e.position
+            raise IndexFormatError(
+                f"{self.path / RECORDS_FILE}: row {int(rows[i])}: its record (bytes "
+                f"{int(off[i])}+{int(length[i])}) does not decompress ({e.reason}); the index "
+                "is corrupted, rebuild it"
+            ) from None
 
     def _read_inplace(
         self,
@@ -462,22 +488,31 @@ class CutIndex:
         :param records: raw records by row, already read (e.g. by
             :meth:`records_in_file_order`); read now when None.
         """
-        rows = self._check_rows(rows)
-        raw = self.records(rows) if records is None else [records[r] for r in rows.tolist()]
-        out = []
-        for row, cut_id, data in zip(rows.tolist(), self.cut_ids(rows), raw, strict=True):
+        return self._checked_dicts(self._check_rows(rows), records)[0]
+
+    def _checked_dicts(
+        self, rows: np.ndarray, records: Mapping[int, bytes] | None
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """(:meth:`record_dicts`, the cut ids) of rows already checked."""
+        raw = self._records_of(rows) if records is None else [records[r] for r in rows.tolist()]
+        ids = self._ids_of(rows)
+        loads = orjson.loads
+        out: list[dict[str, Any]] = []
+        append = out.append
+        for cut_id, data in zip(ids, raw, strict=True):
             try:
-                record = orjson.loads(data)
+                record = loads(data)
             except orjson.JSONDecodeError:
                 record = None
             if not isinstance(record, dict) or record.get("id") != cut_id:
+                row = int(rows[len(out)])
                 raise StaleIndexError(
                     f"index {self.path}: the record of row {row} (cut {cut_id!r}, "
                     f"{self.where(row)}) does not match its source any more; rebuild the index",
                     path=self.path,
                 )
-            out.append(record)
-        return out
+            append(record)
+        return out, ids
 
     def resolve(
         self, rows: Sequence[int] | np.ndarray, records: Mapping[int, bytes] | None = None
@@ -495,18 +530,19 @@ class CutIndex:
         from lhotse.cut.set import deserialize_cut
 
         rows = self._check_rows(rows)
-        cuts = []
-        for row, record in zip(rows.tolist(), self.record_dicts(rows, records), strict=True):
-            cut_id = record.get("id")
-            try:
-                cut = deserialize_cut(record)
-            except Exception as e:  # whatever Lhotse raises: say which cut and where it is
-                raise ManifestError(
-                    f"Lhotse cannot load cut {cut_id!r} (row {row} of index {self.path}): "
-                    f"{type(e).__name__}: {e}; fix the record and rebuild the index",
-                    *self._source_line(row),
-                ) from e
-            cuts.append(cut)
+        dicts, ids = self._checked_dicts(rows, records)
+        cuts: list[Any] = []
+        append = cuts.append
+        try:
+            for record in dicts:
+                append(deserialize_cut(record))
+        except Exception as e:  # whatever Lhotse raises: say which cut and where it is
+            row = int(rows[len(cuts)])
+            raise ManifestError(
+                f"Lhotse cannot load cut {ids[len(cuts)]!r} (row {row} of index {self.path}): "
+                f"{type(e).__name__}: {e}; fix the record and rebuild the index",
+                *self._source_line(row),
+            ) from e
         if self._shar is not None:  # a Shar corpus: each cut's field data, read in file order
             self._shar.attach(rows, cuts)
         return CutSet.from_cuts(cuts)

@@ -23,6 +23,7 @@ from discoseq.index import CutIndex, build_index, verify_index
 from discoseq.index.format import DICT_FILE, HEADER_FILE, RECORDS_FILE
 from discoseq.index.records import (
     MIN_SAMPLE_RECORDS,
+    FrameError,
     RecordDecoder,
     RecordEncoder,
     take_sample,
@@ -272,3 +273,67 @@ def test_corrupted_bytes_are_never_misread(
     # a flipped byte lands in some frame: its checksum (or its header) refuses it
     assert (bad > 0) == changed
     assert verify_index(idx).ok == (not changed)
+
+
+def test_batch_decompression_equals_one_by_one_and_names_the_bad_frame(corpus: dict) -> None:
+    """``decompress_spans`` (a batch's records in one loop) gives what ``decompress`` gives
+    frame by frame, and a frame that does not decode is named by its position in the batch."""
+    lines = lines_of(corpus["gz"])
+    dictionary = train_dictionary(take_sample(lines))
+    frames, lengths = RecordEncoder(dictionary).compress_spans(
+        b"".join(lines), *_spans([len(line) for line in lines])
+    )
+    decoder = RecordDecoder(dictionary, max(map(len, lines)))
+    offsets = (np.cumsum(lengths) - lengths).tolist()
+    picks = np.random.default_rng(5).permutation(len(lines))[:60].tolist()
+    got = decoder.decompress_spans(frames, [offsets[i] for i in picks], [lengths[i] for i in picks])
+    assert got == [decoder.decompress(frames[offsets[i] : offsets[i] + lengths[i]]) for i in picks]
+    assert got == [lines[i] for i in picks]
+    damaged = bytearray(frames)
+    bad = picks[7]
+    damaged[offsets[bad] + int(lengths[bad]) // 2] ^= 0x5A
+    with pytest.raises(FrameError) as caught:
+        decoder.decompress_spans(
+            bytes(damaged), [offsets[i] for i in picks], [lengths[i] for i in picks]
+        )
+    assert caught.value.position == 7
+    assert decoder.decompress_spans(frames, [], []) == []
+
+
+def _spans(sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    ends = np.cumsum(sizes)
+    return ends - np.array(sizes), ends
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("source_id", 1),
+        ("source_id", -1),
+        ("record_offset", -7),
+        ("record_offset", 2**40),
+        ("record_offset", 2**63 - 2),  # offset + length wraps around
+        ("record_length", 2**32 - 1),
+    ],
+)
+def test_all_stored_index_checks_record_addresses(
+    corpus: dict, tmp_path: Path, column: str, value: int
+) -> None:
+    """An index whose records are all in records.bin checks a batch's addresses with a few
+    reductions; a bad one is still named by file and row."""
+    index = build_index(corpus["gz"], tmp_path / "idx")
+    assert all(s["records"] == "stored" for s in index.header.sources)
+    rows = np.random.default_rng(1).permutation(N)[:50]
+    expected = index.records(rows)
+    row = int(rows[23])
+    path = tmp_path / "idx" / f"{column}.npy"
+    values = np.load(path)
+    values[row] = value
+    np.save(path, values)
+    damaged = CutIndex.open(tmp_path / "idx")
+    assert damaged.records(rows[:23]) == expected[:23]
+    named = "source_id" if column == "source_id" else "record_offset"  # the span's start
+    with pytest.raises(IndexFormatError, match=rf"{named}\.npy: row {row}: "):
+        damaged.records(rows)
+    with pytest.raises(IndexFormatError, match=rf"row {row}"):
+        damaged.resolve(rows)
