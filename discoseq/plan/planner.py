@@ -59,7 +59,7 @@ def plan_epoch(
         world sizes, oldest first (elastic resumption, :mod:`discoseq.plan.redeal`): the plan
         then holds only the batches they left, ordered for ``world_size`` ranks, and counts
         the cuts they delivered as ``"mask"`` (``oversize`` stays the epoch's count). Memory:
-        the epoch's rows and a copy of those left (up to 8 B/cut more at the peak).
+        the epoch's rows and a copy of those left while copying, then as without it.
     :return: the :class:`~discoseq.plan.EpochPlan`.
     """
     if not isinstance(config, SamplerConfig):
@@ -109,6 +109,9 @@ def plan_epoch(
         batches = pack_batches(groups, selection, config, epoch)
     else:  # pack_duration / pack_tokens: cuts into packs, packs into batches
         batches, packs = pack_rows(groups, selection, config, epoch)
+    # the grouped rows are read no more (the batches' rows may be a view of them): drop this
+    # reference, so that an elastic plan frees the epoch's rows once it has copied those left
+    groups = dataclasses.replace(groups, rows=np.empty(0, dtype=np.int64))
 
     def order(batches: Batches, world: int) -> Ordered:
         if segment_block is None:
