@@ -235,6 +235,25 @@ def test_elastic_state_saved_after_resize_restores_on_the_same_world(index: CutI
     assert [tuple(b) for b in got + rest_direct] == [tuple(b) for b in whole]
 
 
+def test_diagnostics_after_an_elastic_restore_count_the_rest(index: CutIndex) -> None:
+    """After a resize, ``diagnostics()`` describes the plan of the rest of the epoch: the cuts
+    delivered before the resize, the cuts left (together: every cut) and each rank's share."""
+    got, state, _ = run_ranks(index, CFG, 4, None, 3)
+    delivered = sum(len(b) for b in got)
+    ranks = []
+    for r in range(3):
+        s = DiscoSeqSampler(index, CFG.replace(world_size=3, rank=r))
+        s.load_state_dict(state)
+        ranks.append(s.diagnostics())
+    d = ranks[0]
+    assert d["history"] == [[4, 3]] and d["batches_delivered"] == 0
+    assert d["cuts_delivered_before_resize"] == delivered
+    assert d["cuts_planned"] + delivered == N and d["dropped_cuts"] == 0
+    padded = sum(len(s.plan.batch(int(i))) for i in s.plan.padding_batches)  # repeats
+    assert sum(x["rank_cuts"] for x in ranks) == d["cuts_planned"] + padded
+    assert {x["batches_per_rank"] for x in ranks} == {d["num_batches"] // 3}
+
+
 @pytest.mark.parametrize("history", [[], [[2, 3]]])
 def test_elastic_restore_packs_the_epoch_once(
     index: CutIndex, history: list, monkeypatch: pytest.MonkeyPatch
