@@ -6,8 +6,8 @@ Filters are vectorised masks applied in this order; a row is counted under the f
 that removes it: the caller's ``mask``, ``min_duration``, ``max_duration_per_cut``,
 ``max_tokens_per_second`` (rows without text, ``num_tokens == -1``, are kept: there is nothing to
 judge). Memory: one boolean mask (1 B/cut) and the kept row ids (8 B/cut), only when a filter is
-active. For a mixture the filters remove rows before the quotas are taken, and ``mask`` (what an
-elastic resume has delivered) then removes *positions* of the selection; the needed columns are
+active. For a mixture the filters remove rows before the quotas are taken, and the caller's
+``mask`` then removes *positions* of the selection; the needed columns are
 in selection order (8 B per position and column: the selection writes the durations, the others
 are gathered).
 """
