@@ -13,6 +13,7 @@ def estimate_edges(
     num_buckets: int,
     lo: float = ...,
     hi: float = ...,
+    sizes: npt.NDArray[np.int64] | None = ...,
 ) -> npt.NDArray[np.float64]: ...
 def group_by_bucket(
     rows: npt.NDArray[np.int64] | None,
@@ -24,6 +25,7 @@ def group_by_bucket(
     edges: npt.NDArray[np.float64],
     token_edges: npt.NDArray[np.float64],
     num_token_buckets: int,
+    sizes: npt.NDArray[np.int64] | None = ...,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
 MAX_TOKEN_HISTOGRAM: int

@@ -60,9 +60,11 @@ cdef int _cmp_f64(const void* a, const void* b) noexcept nogil:
 
 
 cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t nb,
-                   double* out, double lo, double hi) noexcept nogil:
+                   double* out, double lo, double hi, int64_t* sizes) noexcept nogil:
     """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code. Requires n >= 1, nb >= 2.
-    ``lo <= hi`` are known bounds of the keys (saves a pass), or ``lo > hi`` when unknown."""
+    ``lo <= hi`` are known bounds of the keys (saves a pass), or ``lo > hi`` when unknown.
+    ``sizes`` (or NULL): the rows of each of the ``nb`` buckets, from the histogram (see
+    :func:`_bucket_sizes`)."""
     cdef int64_t i, k, j, w, total = 0
     cdef uint64_t b, minb = UINT64_MAX, maxb = 0, base
     cdef double x
@@ -153,6 +155,8 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
                     if nb * acc >= target:
                         out[k - 1] = buf[e]
                         break
+            if sizes != NULL:
+                _bucket_sizes(hist, nbins, slot_of, buf, soff, shift, base, out, nb, sizes)
     free(hist)
     free(slot_of)
     free(tbin)
@@ -177,11 +181,34 @@ cdef inline int64_t _lower_bound(const double* edges, int64_t ne, double x) noex
     return (base - edges) + (1 if base[0] < x else 0)
 
 
+cdef void _bucket_sizes(const int64_t* hist, int64_t nbins, const int64_t* slot_of,
+                        const double* buf, const int64_t* soff, int shift, uint64_t base,
+                        const double* edges, int64_t nb, int64_t* sizes) noexcept nogil:
+    """The number of keys in each bucket of ``edges`` (``bucket(x)`` = edges < x), from the
+    histogram of :func:`_estimate`: no edge lies in a bin without a slot, so all its keys share
+    one bucket (the edges of earlier bins); the keys of a bin with a slot are in ``buf``. Grouping
+    then needs no counting pass over the rows."""
+    cdef int64_t j, e = 0, i, sl
+    for j in range(nb):
+        sizes[j] = 0
+    for j in range(nbins):
+        sl = slot_of[j]
+        if sl >= 0:
+            for i in range(soff[sl], soff[sl + 1]):
+                sizes[_lower_bound(edges, nb - 1, buf[i])] += 1
+        elif hist[2 * j] > 0:
+            while e < nb - 1 and <int64_t>((_bits(edges[e]) >> shift) - base) < j:
+                e += 1
+            sizes[e] += hist[2 * j]
+
+
 cdef struct BucketTable:
     # Direct lookup of the bucket of a key by its IEEE bit pattern (monotone for keys >= 0):
-    # bins ``(bits >> shift) - lo``; an entry >= 0 is the bucket of every key in the bin, -1 marks
-    # a bin that holds an edge (then binary search). Keys below/above the table's range are in
-    # the first/last bucket.
+    # bins ``(bits >> shift) - lo``, from the bin of the first edge to that of the last. An
+    # entry ``e >= 0`` counts the edges before the bin, which holds at most one edge (then
+    # ``edges[e]``, else ``edges[e]`` lies beyond it): the bucket of ``x`` is
+    # ``e + (edges[e] < x)``, with no branch on the key. -1 marks a bin holding two or more edges
+    # (then binary search). Keys below/above the table's range take its first/last bin.
     int32_t* table
     int64_t nbins
     int shift
@@ -203,31 +230,29 @@ cdef int _build_table(BucketTable* t, const double* edges, int64_t ne) noexcept 
     t.table = <int32_t*>malloc(t.nbins * sizeof(int32_t))
     if t.table == NULL:
         return DS_ERR_NOMEM
-    cdef int64_t j, e = 0
+    cdef int64_t j, e = 0, inside
     for j in range(t.nbins):
-        # edges before bin j: count them; an edge inside bin j marks it.
+        # edges before bin j: count them; then those inside bin j.
         while e < ne and <int64_t>((_bits(edges[e]) >> shift) - t.lo) < j:
             e += 1
-        if e < ne and <int64_t>((_bits(edges[e]) >> shift) - t.lo) == j:
-            t.table[j] = -1
-        else:
-            t.table[j] = <int32_t>e
+        inside = 0
+        while e + inside < ne and <int64_t>((_bits(edges[e + inside]) >> shift) - t.lo) == j:
+            inside += 1
+        t.table[j] = -1 if inside > 1 else <int32_t>e
     return DS_OK
 
 
 cdef inline int64_t _bucket1(const BucketTable* t, const double* edges, int64_t ne,
                              double x) noexcept nogil:
-    cdef uint64_t kb
-    cdef int64_t j
+    cdef uint64_t kb, j
+    cdef int64_t e
     if t.table != NULL:
         kb = _bits(x) >> t.shift
-        if kb < t.lo:
-            return 0
-        j = <int64_t>(kb - t.lo)
-        if j >= t.nbins:
-            return ne
-        if t.table[j] >= 0:
-            return t.table[j]
+        j = kb - t.lo if kb >= t.lo else 0
+        j = j if j < <uint64_t>t.nbins else <uint64_t>(t.nbins - 1)
+        e = t.table[j]
+        if e >= 0:
+            return e + (1 if edges[e] < x else 0)
     return _lower_bound(edges, ne, x)
 
 
@@ -242,6 +267,7 @@ cdef inline int64_t _bucket(const Columns* c, int kind, int64_t row, const Bucke
 
 cdef enum:
     WC = 16  # rows staged per bucket before they are written out together (2 cache lines)
+    CHUNK = 2048  # rows whose buckets are found before they are staged
 
 
 cdef inline int64_t _sub_bucket(const uint8_t* ids, int64_t i, const int64_t* rows,
@@ -289,14 +315,77 @@ cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Col
     free(fill)
 
 
+cdef int _scatter_sized(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                        const BucketTable* t, const double* edges, int64_t ne,
+                        const double* tedges, int64_t nt, int64_t* out,
+                        const int64_t* offsets, int64_t nseg) noexcept nogil:
+    """Row ``i`` to the next free place of its bucket ``s`` (found from its key) within
+    ``out[offsets[s]:offsets[s + 1]]``, in order, staged as :func:`_scatter`. DS_ERR_BOUNDS
+    when a bucket's rows do not fill its range exactly (the sizes were not those of the rows):
+    nothing is written outside a bucket's range."""
+    cdef int64_t i, s, k, i0, i1
+    cdef int rc = DS_OK
+    cdef int32_t ids[CHUNK]
+    cdef int64_t* stage = <int64_t*>malloc(nseg * WC * sizeof(int64_t))
+    cdef int64_t* fill = <int64_t*>calloc(nseg, sizeof(int64_t))
+    cdef int64_t* cursor = <int64_t*>malloc(nseg * sizeof(int64_t))
+    if stage == NULL or fill == NULL or cursor == NULL:
+        rc = DS_ERR_NOMEM
+    else:
+        memcpy(cursor, offsets, nseg * sizeof(int64_t))
+        i0 = 0
+        while i0 < n and rc == DS_OK:
+            # a block's buckets first, then its rows: two short loops run faster than one
+            i1 = i0 + CHUNK if n - i0 > CHUNK else n
+            for i in range(i0, i1):
+                ids[i - i0] = <int32_t>_bucket(c, kind, _row(rows, i), t, edges, ne, tedges, nt)
+            for i in range(i0, i1):
+                s = ids[i - i0]
+                k = fill[s]
+                stage[s * WC + k] = _row(rows, i)
+                k += 1
+                if k == WC:
+                    if cursor[s] + WC > offsets[s + 1]:
+                        rc = DS_ERR_BOUNDS
+                        break
+                    memcpy(&out[cursor[s]], &stage[s * WC], WC * sizeof(int64_t))
+                    cursor[s] += WC
+                    k = 0
+                fill[s] = k
+            i0 = i1
+        if rc == DS_OK:
+            for s in range(nseg):
+                if cursor[s] + fill[s] != offsets[s + 1]:
+                    rc = DS_ERR_BOUNDS
+                    break
+        if rc == DS_OK:
+            for s in range(nseg):
+                if fill[s] > 0:
+                    memcpy(&out[cursor[s]], &stage[s * WC], fill[s] * sizeof(int64_t))
+    free(stage)
+    free(fill)
+    free(cursor)
+    return rc
+
+
 cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
                 const double* edges, int64_t ne, const double* tedges, int64_t nt,
-                int64_t* out, int64_t* offsets, int64_t nseg) noexcept nogil:
-    """Stable counting sort by bucket (two passes: count, scatter)."""
+                int64_t* out, int64_t* offsets, int64_t nseg,
+                const int64_t* sizes) noexcept nogil:
+    """Stable counting sort by bucket (two passes: count, scatter). With ``sizes`` (the rows of
+    each bucket, known from estimating the edges) one pass: the scatter."""
     cdef int64_t i, s, row
+    cdef int rc
     cdef BucketTable t
     if _build_table(&t, edges, ne) < 0:
         return DS_ERR_NOMEM
+    if sizes != NULL:
+        offsets[0] = 0
+        for s in range(nseg):
+            offsets[s + 1] = offsets[s] + sizes[s]
+        rc = _scatter_sized(rows, n, c, kind, &t, edges, ne, tedges, nt, out, offsets, nseg)
+        free(t.table)
+        return rc
     # With <= 256 buckets, pass 1 keeps each row's bucket id in a byte, so the scatter pass reads
     # 1 byte per row instead of the key column and the lookup again.
     cdef uint8_t* ids = <uint8_t*>malloc(n if n > 0 else 1) if nseg <= 256 else NULL
@@ -336,9 +425,10 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
 # called once, and the machine code of the hot loops then changes with every edit of the wrapper
 # (measured: estimate_edges 20% slower after a validation was added to its wrapper).
 ctypedef int (*estimate_fn)(const int64_t*, int64_t, const Columns*, int, int64_t, double*, double,
-                            double) noexcept nogil
+                            double, int64_t*) noexcept nogil
 ctypedef int (*group_fn)(const int64_t*, int64_t, const Columns*, int, const double*, int64_t,
-                         const double*, int64_t, int64_t*, int64_t*, int64_t) noexcept nogil
+                         const double*, int64_t, int64_t*, int64_t*, int64_t,
+                         const int64_t*) noexcept nogil
 cdef estimate_fn estimate_kernel = _estimate
 cdef group_fn group_kernel = _group
 
@@ -391,10 +481,12 @@ def _column_length(str kernel, int kind, bint tokens, const double[::1] duration
 def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration,
                    const int64_t[::1] num_frames, const int64_t[::1] num_features,
                    const int64_t[::1] num_tokens, Py_ssize_t num_buckets, double lo=1.0,
-                   double hi=0.0):
+                   double hi=0.0, int64_t[::1] sizes=None):
     """Equal-total-cost interior edges (``num_buckets - 1`` of them) of the keys of ``rows``
     (``None``: every row of the columns). ``lo <= hi``, when given, must bracket every key (they
-    save one pass; a key outside them raises ValueError).
+    save one pass; a key outside them raises ValueError). ``sizes`` (int64, ``num_buckets``
+    values), when given, receives the number of rows in each bucket of these edges, as
+    :func:`group_by_bucket` assigns them (pass it there: grouping then skips its counting pass).
 
     The columns the key reads must have one length, and every row must lie in it (else
     ValueError). Reference: ``reference_plan.estimate_edges``.
@@ -404,16 +496,22 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
     ncol, column = _column_length("estimate_edges", kind, False, duration, num_frames,
                                   num_features, num_tokens)
     check_rows(rows, ncol, "estimate_edges", "rows", column)
+    if sizes is not None and sizes.shape[0] != num_buckets:
+        raise ValueError(f"sizes has {sizes.shape[0]} values, expected num_buckets={num_buckets}")
     cdef int64_t n = ncol if rows is None else rows.shape[0]
     out = np.zeros(max(num_buckets - 1, 0), dtype=np.float64)
     if num_buckets == 1 or n == 0:
+        if sizes is not None:
+            sizes[:] = 0
+            sizes[0] = n
         return out
     cdef double[::1] o = out
     cdef Columns c = _columns(duration, num_frames, num_features, num_tokens)
     cdef const int64_t* rp = i64_ptr(rows)
+    cdef int64_t* sp = &sizes[0] if sizes is not None else NULL
     cdef int rc
     with nogil:
-        rc = estimate_kernel(rp, n, &c, kind, num_buckets, &o[0], lo, hi)
+        rc = estimate_kernel(rp, n, &c, kind, num_buckets, &o[0], lo, hi, sp)
     if rc == DS_ERR_NOMEM:
         raise MemoryError("estimate_edges: out of memory")
     if rc == DS_ERR_BOUNDS:
@@ -427,9 +525,12 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
 def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duration,
                     const int64_t[::1] num_frames, const int64_t[::1] num_features,
                     const int64_t[::1] num_tokens, const double[::1] edges not None,
-                    const double[::1] token_edges not None, Py_ssize_t num_token_buckets):
+                    const double[::1] token_edges not None, Py_ssize_t num_token_buckets,
+                    const int64_t[::1] sizes=None):
     """Stable counting sort of ``rows`` (``None``: every row) by (flat) bucket id. The columns
-    read must have one length, and every row must lie in it (else ValueError).
+    read must have one length, and every row must lie in it (else ValueError). ``sizes``: the
+    number of rows of each (flat) bucket when known (from :func:`estimate_edges`), which saves
+    the counting pass; sizes that are not those of the rows raise ValueError.
 
     :return: ``(grouped_rows, offsets)`` with ``offsets`` of length ``num_buckets + 1``.
     ``token_edges`` is the row-major ``(len(edges) + 1, num_token_buckets - 1)`` grid (empty in 1D).
@@ -447,6 +548,13 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
             raise ValueError("edges must be non-decreasing")
     check_rows(rows, ncol, "group_by_bucket", "rows", column)
     cdef int64_t n = ncol if rows is None else rows.shape[0]
+    cdef const int64_t* szp = NULL
+    if sizes is not None:
+        if sizes.shape[0] != nseg:
+            raise ValueError(f"sizes has {sizes.shape[0]} values, expected {nseg} buckets")
+        if sizes.shape[0] and (np.asarray(sizes).min() < 0 or np.asarray(sizes).sum() != n):
+            raise ValueError(f"sizes must be non-negative and sum to the {n} rows")
+        szp = &sizes[0]
     grouped = np.empty(n, dtype=np.int64)
     offsets = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] g = grouped
@@ -458,7 +566,9 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
     cdef int64_t* gp = &g[0] if n > 0 else NULL
     cdef int rc
     with nogil:
-        rc = group_kernel(rp, n, &c, kind, ep, ne, tp, nt, gp, &off[0], nseg)
+        rc = group_kernel(rp, n, &c, kind, ep, ne, tp, nt, gp, &off[0], nseg, szp)
+    if rc == DS_ERR_BOUNDS:
+        raise ValueError("group_by_bucket: sizes are not the numbers of rows in each bucket")
     if rc < 0:
         raise MemoryError("group_by_bucket: out of memory")
     return grouped, offsets

@@ -153,7 +153,11 @@ def _group_by_bucket(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The selected rows grouped by flat bucket (stable), with the edges that made them."""
     col = selection.column
-    edges = estimate_edges(selection, config)
+    # 1D with estimated edges: the estimate also counts each bucket's rows, so grouping is one
+    # pass (the scatter) instead of two
+    sized = config.token_buckets <= 1 and config.bucket_edges is None
+    sizes = np.empty(config.duration_buckets, dtype=np.int64) if sized else None
+    edges = estimate_edges(selection, config, sizes)
     max_token = _token_histogram_bound(selection, config)
     if max_token is not None and config.total_buckets <= 256:
         # estimated token edges, and grouping: one call, each row's first bucket found once
@@ -167,7 +171,7 @@ def _group_by_bucket(
     rows, offsets = bucketing.group_by_bucket(
         selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
         col("num_frames"), col("num_features"), col("num_tokens"), edges,
-        token_edges.reshape(-1), config.token_buckets,
+        token_edges.reshape(-1), config.token_buckets, sizes,
     )  # fmt: skip
     return rows, offsets, edges, token_edges
 
@@ -187,9 +191,14 @@ def _shuffle_segments(
     rng.shuffle_segments(rows, offsets, keys)
 
 
-def estimate_edges(selection: Selection, config: SamplerConfig) -> np.ndarray:
-    """The interior edges of the first bucketing dimension: given, or of equal total cost."""
+def estimate_edges(
+    selection: Selection, config: SamplerConfig, sizes: np.ndarray | None = None
+) -> np.ndarray:
+    """The interior edges of the first bucketing dimension: given, or of equal total cost
+    (then ``sizes``, when given, receives the rows of each bucket)."""
     if config.bucket_edges is not None:
+        if sizes is not None:
+            raise ValueError("sizes are counted only when the edges are estimated")
         return np.asarray(config.bucket_edges, dtype=np.float64)
     col = selection.column
     # the duration column's bounds (known from selection) bracket every key: one pass less
@@ -197,7 +206,7 @@ def estimate_edges(selection: Selection, config: SamplerConfig) -> np.ndarray:
     return bucketing.estimate_edges(
         selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
         col("num_frames"), col("num_features"), col("num_tokens"), config.duration_buckets,
-        lo, hi,
+        lo, hi, sizes,
     )  # fmt: skip
 
 
