@@ -87,21 +87,28 @@ def check_chain(
 chains = st.lists(st.tuples(st.integers(1, 9), st.floats(0.0, 1.0)), min_size=1, max_size=3)
 
 
-@given(columns(), configs(), chains, st.integers(1, 9))
+@given(columns(), configs(), chains, st.integers(1, 9), st.booleans())
 def test_elastic_plan_equals_reference(
-    cols: dict[str, np.ndarray], kw: dict[str, Any], chain: list[tuple[int, float]], W: int
+    cols: dict[str, np.ndarray],
+    kw: dict[str, Any],
+    chain: list[tuple[int, float]],
+    W: int,
+    use_mask: bool,
 ) -> None:
     config = SamplerConfig(**kw)
-    plan = quiet_plan(cols, config, chain[0][0])
+    mask = (np.arange(cols["duration"].size) % 7 != 3) if use_mask else None
+    plan = quiet_plan(cols, config, chain[0][0], mask=mask)
     history: list[tuple[int, int]] = []
     for i, (w, fraction) in enumerate(chain):
         if plan.batches_per_rank == 0:
             break
         history.append((w, max(1, int(np.ceil(fraction * plan.batches_per_rank)))))
         nxt = chain[i + 1][0] if i + 1 < len(chain) else W
-        plan = quiet_plan(cols, config, nxt, history=history)
-        assert_equal(plan, ref.reference_plan(cols, config, 3, nxt, history=tuple(history)))
-    check_chain(cols, config, chain, W)
+        plan = quiet_plan(cols, config, nxt, history=history, mask=mask)
+        expect = ref.reference_plan(cols, config, 3, nxt, mask, history=tuple(history))
+        assert_equal(plan, expect)
+    if mask is None:
+        check_chain(cols, config, chain, W)
 
 
 def durations(n: int, seed: int = 5) -> dict[str, np.ndarray]:
