@@ -1,8 +1,10 @@
 """Index benchmarks, each a ratio against a baseline measured in the same run.
 
 1. Build rate on a generated 1M-cut ``.jsonl.gz`` vs Lhotse iterating the same file lazily
-   (``for c in CutSet.from_file(p)``); peak RSS of the build at 100k and 1M cuts (fresh process
-   each, so the numbers are the build's own).
+   (``for c in CutSet.from_file(p)``), also as CPU time (the build's threads overlap reading,
+   scanning and compressing: on a busy machine its wall rate falls with the cores it gets);
+   peak RSS of the build at 100k and 1M cuts (fresh process each, so the numbers are the
+   build's own).
 2. Opening a 10M-row index (fresh process): wall time and RSS added; id -> row lookup time.
 3. Resolving random batches of 50 rows to ``CutSet``s vs Lhotse deserialising the same records
    from memory (``deserialize_cut(orjson.loads(line))``), interleaved batch by batch: ratios of
@@ -72,19 +74,20 @@ def bench_build(workdir: Path, sizes: list[int]) -> None:
         ours = run_child(
             f"""
             from discoseq.index import build_index
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             index = build_index({str(path)!r}, {str(out)!r}, force=True)
             dt = time.perf_counter() - t
-            RESULT = {{"rows": len(index), "seconds": dt,
+            RESULT = {{"rows": len(index), "seconds": dt, "cpu": time.process_time() - c,
                        "records_mb": index.header.records["size"] / 1e6}}
             """
         )
         theirs = run_child(
             f"""
             from lhotse import CutSet
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             n = sum(1 for _ in CutSet.from_file({str(path)!r}))
-            RESULT = {{"rows": n, "seconds": time.perf_counter() - t}}
+            RESULT = {{"rows": n, "seconds": time.perf_counter() - t,
+                       "cpu": time.process_time() - c}}
             """
         )
         assert ours["rows"] == theirs["rows"] == n, (ours, theirs)
@@ -94,6 +97,13 @@ def bench_build(workdir: Path, sizes: list[int]) -> None:
             f"  {n:>9,} cuts ({path.stat().st_size / 1e6:.0f} MB gz): discoseq build "
             f"{r_ours:,.0f} cuts/s, Lhotse lazy iteration {r_theirs:,.0f} cuts/s -> "
             f"ratio {r_ours / r_theirs:.1f}x (target >= 8x)"
+        )
+        print(
+            f"      CPU time: build {ours['cpu'] / n * 1e6:.1f} µs/cut "
+            f"({ours['cpu'] / ours['seconds']:.2f} cores busy), Lhotse "
+            f"{theirs['cpu'] / n * 1e6:.1f} µs/cut ({theirs['cpu'] / theirs['seconds']:.2f}) -> "
+            f"CPU ratio {theirs['cpu'] / ours['cpu']:.1f}x; load average "
+            f"{os.getloadavg()[0]:.2f}"
         )
         print(
             f"      peak RSS: build {ours['peak_rss_mb']:.0f} MB "
