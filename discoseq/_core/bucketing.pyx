@@ -59,6 +59,45 @@ cdef int _cmp_f64(const void* a, const void* b) noexcept nogil:
     return (x > y) - (x < y)
 
 
+cdef inline int _histogram(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                           int shift, uint64_t base, int64_t nbins, int64_t* hist,
+                           int64_t* total_out) noexcept nogil:
+    """Pass 1 of :func:`_estimate`: count and weight of the keys in each bin, their total
+    weight. Inline so that each call with a constant ``kind`` gets its own loop."""
+    cdef int64_t i, j, w, total = 0
+    cdef uint64_t b
+    cdef double x
+    for i in range(n):
+        x = key_of(c, kind, _row(rows, i))
+        b = (_bits(x) >> shift) - base
+        if b >= <uint64_t>nbins:  # a key outside the given bounds
+            return DS_ERR_BOUNDS
+        j = <int64_t>b
+        w = weight_of(kind, x)
+        if total > INT64_MAX - w:
+            return DS_ERR_OVERFLOW
+        total += w
+        hist[2 * j] += 1
+        hist[2 * j + 1] += w
+    total_out[0] = total
+    return DS_OK
+
+
+cdef inline void _collect(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                          int shift, uint64_t base, const int32_t* slot_of, double* buf,
+                          const int64_t* soff, int64_t* sfill) noexcept nogil:
+    """Pass 2 of :func:`_estimate`: the keys of the bins with a slot (those holding an edge)
+    into ``buf``. Inline for the same reason as :func:`_histogram`."""
+    cdef int64_t i, sl
+    cdef double x
+    for i in range(n):
+        x = key_of(c, kind, _row(rows, i))
+        sl = slot_of[<int64_t>((_bits(x) >> shift) - base)]
+        if sl >= 0:
+            buf[soff[sl] + sfill[sl]] = x
+            sfill[sl] += 1
+
+
 cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t nb,
                    double* out, double lo, double hi, int64_t* sizes) noexcept nogil:
     """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code. Requires n >= 1, nb >= 2.
@@ -85,7 +124,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
     cdef int64_t nbins = <int64_t>((maxb >> shift) - base + 1)
     # counts[j] and weight sums wsum[j] of bin j side by side: one cache line per increment
     cdef int64_t* hist = <int64_t*>calloc(2 * nbins, sizeof(int64_t))
-    cdef int64_t* slot_of = <int64_t*>malloc(nbins * sizeof(int64_t))
+    cdef int32_t* slot_of = <int32_t*>malloc(nbins * sizeof(int32_t))
     cdef int64_t* tbin = <int64_t*>malloc(nb * sizeof(int64_t))
     cdef int64_t* tprev = <int64_t*>malloc(nb * sizeof(int64_t))
     cdef int64_t* soff = <int64_t*>malloc((nb + 1) * sizeof(int64_t))
@@ -97,20 +136,13 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
             or soff == NULL or sfill == NULL):
         rc = DS_ERR_NOMEM
     else:
-        for i in range(n):
-            x = key_of(c, kind, _row(rows, i))
-            b = (_bits(x) >> shift) - base
-            if b >= <uint64_t>nbins:  # a key outside the given bounds
-                rc = DS_ERR_BOUNDS
-                break
-            j = <int64_t>b
-            w = weight_of(kind, x)
-            if total > INT64_MAX - w:
-                rc = DS_ERR_OVERFLOW
-                break
-            total += w
-            hist[2 * j] += 1
-            hist[2 * j + 1] += w
+        # the common cases with a constant key kind / no row array: loops without their tests
+        if kind == KEY_DURATION and rows == NULL:
+            rc = _histogram(NULL, n, c, KEY_DURATION, shift, base, nbins, hist, &total)
+        elif kind == KEY_DURATION:
+            rc = _histogram(rows, n, c, KEY_DURATION, shift, base, nbins, hist, &total)
+        else:
+            rc = _histogram(rows, n, c, kind, shift, base, nbins, hist, &total)
         if rc == DS_OK and total > INT64_MAX // nb:
             rc = DS_ERR_OVERFLOW
     if rc == DS_OK:
@@ -130,7 +162,7 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
         soff[0] = 0
         for k in range(1, nb):
             if slot_of[tbin[k]] < 0:
-                slot_of[tbin[k]] = nslots
+                slot_of[tbin[k]] = <int32_t>nslots
                 soff[nslots + 1] = soff[nslots] + hist[2 * tbin[k]]
                 sfill[nslots] = 0
                 nslots += 1
@@ -138,12 +170,12 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
         if buf == NULL:
             rc = DS_ERR_NOMEM
         else:
-            for i in range(n):
-                x = key_of(c, kind, _row(rows, i))
-                sl = slot_of[<int64_t>((_bits(x) >> shift) - base)]
-                if sl >= 0:
-                    buf[soff[sl] + sfill[sl]] = x
-                    sfill[sl] += 1
+            if kind == KEY_DURATION and rows == NULL:
+                _collect(NULL, n, c, KEY_DURATION, shift, base, slot_of, buf, soff, sfill)
+            elif kind == KEY_DURATION:
+                _collect(rows, n, c, KEY_DURATION, shift, base, slot_of, buf, soff, sfill)
+            else:
+                _collect(rows, n, c, kind, shift, base, slot_of, buf, soff, sfill)
             for sl in range(nslots):
                 qsort(&buf[soff[sl]], soff[sl + 1] - soff[sl], sizeof(double), _cmp_f64)
             for k in range(1, nb):
@@ -181,7 +213,7 @@ cdef inline int64_t _lower_bound(const double* edges, int64_t ne, double x) noex
     return (base - edges) + (1 if base[0] < x else 0)
 
 
-cdef void _bucket_sizes(const int64_t* hist, int64_t nbins, const int64_t* slot_of,
+cdef void _bucket_sizes(const int64_t* hist, int64_t nbins, const int32_t* slot_of,
                         const double* buf, const int64_t* soff, int shift, uint64_t base,
                         const double* edges, int64_t nb, int64_t* sizes) noexcept nogil:
     """The number of keys in each bucket of ``edges`` (``bucket(x)`` = edges < x), from the
