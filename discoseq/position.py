@@ -37,7 +37,7 @@ from discoseq.config import RESUME_MUTABLE_FIELDS, SamplerConfig
 from discoseq.plan import EpochPlan, plan_epoch
 from discoseq.plan.epoch_plan import check_worker
 from discoseq.plan.quota import SourceLayout
-from discoseq.plan.redeal import HistoryError
+from discoseq.plan.redeal import HistoryError, check_history
 
 __all__ = ["STATE_FORMAT_VERSION", "EpochPlans", "EpochView", "Position", "parse_state"]
 
@@ -176,24 +176,8 @@ def parse_state(
                                   ("batches_delivered", steps, 0, U64_MAX)):  # fmt: skip
         if not is_int(value) or not low <= value <= high:
             raise ValueError(f"state {key}={value!r} must be an integer in [{low}, {high}]")
-    raw = state.get("history", [])
-    if not isinstance(raw, list | tuple):
-        raise ValueError(f"state history={raw!r} must be a list of [world_size, steps]")
-    history = []
-    for item in raw:
-        if (
-            not isinstance(item, list | tuple)
-            or len(item) != 2
-            or not all(is_int(v) for v in item)
-            or not 1 <= item[0] <= MAX_WORLD_SIZE
-            or not 1 <= item[1] <= U64_MAX
-        ):
-            raise ValueError(
-                f"state history entry {item!r} must be [world_size in [1, {MAX_WORLD_SIZE}], "
-                "steps >= 1]"
-            )
-        history.append((int(item[0]), int(item[1])))
-    return SavedPosition(Position(int(epoch), int(steps), tuple(history)), int(world))
+    history = check_history(state.get("history", []), "state history")
+    return SavedPosition(Position(int(epoch), int(steps), history), int(world))
 
 
 class EpochPlans:

@@ -46,10 +46,11 @@ class HistoryError(ValueError):
         self.entry, self.world, self.steps, self.per_rank = entry, world, steps, per_rank
 
 
-def check_history(history: object) -> tuple[tuple[int, int], ...]:
-    """``history`` as a tuple of ``(world_size, steps)`` pairs (ValueError naming the entry)."""
+def check_history(history: object, name: str = "history") -> tuple[tuple[int, int], ...]:
+    """``history`` as a tuple of ``(world_size, steps)`` pairs (ValueError naming the entry;
+    ``name`` says where it came from, e.g. ``"state history"``)."""
     if not isinstance(history, Sequence) or isinstance(history, str | bytes):
-        raise ValueError(f"history={history!r} must be a sequence of (world_size, steps) pairs")
+        raise ValueError(f"{name}={history!r} must be a sequence of (world_size, steps) pairs")
     out = []
     for item in history:
         if (
@@ -61,7 +62,7 @@ def check_history(history: object) -> tuple[tuple[int, int], ...]:
             or not 1 <= item[1] <= U64_MAX
         ):
             raise ValueError(
-                f"history entry {item!r} must be (world_size in [1, {MAX_WORLD_SIZE}], steps >= 1)"
+                f"{name} entry {item!r} must be (world_size in [1, {MAX_WORLD_SIZE}], steps >= 1)"
             )
         out.append((int(item[0]), int(item[1])))
     return tuple(out)
