@@ -29,6 +29,13 @@ from discoseq.index.shar import SharFields, stale_field_file
 from discoseq.index.shar import open_columns as shar_columns_of
 from discoseq.index.sources import stat_matches
 
+#: Records of a source read in place, asked one after another and at most this many bytes apart,
+#: are read with one ``pread`` (the bytes between them are read and dropped: cheaper than a
+#: system call each) ...
+COALESCE_GAP = 4096
+#: ... and one ``pread`` reads at most this many bytes (unless one record is longer).
+COALESCE_BYTES = 1 << 20
+
 
 class CutIndex:
     """A cut index opened with ``mmap_mode="r"``: columns are shared by every process that maps
@@ -52,6 +59,7 @@ class CutIndex:
             [s["records"] == "inplace" for s in header.sources] or [False], dtype=bool
         )
         self._all_stored = not self._inplace.any()  # every record in records.bin
+        self._all_inplace = bool(self._inplace.all())  # every record read from its source
         shar = header.raw.get("shar")  # a Lhotse Shar corpus: fields attached at resolution
         self._shar = SharFields(path, shar, self._arrays) if shar else None
 
@@ -379,8 +387,9 @@ class CutIndex:
 
     def records(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
         """The raw JSON records of ``rows``, in the order asked: a source read in place costs
-        one ``pread`` per record; stored records are sliced from the mapped ``records.bin`` and
-        decompressed (format 2) in one loop, with no system call."""
+        one ``pread`` per run of neighbouring records (per record when they lie apart); stored
+        records are sliced from the mapped ``records.bin`` and decompressed (format 2) in one
+        loop, with no system call."""
         return self._records_of(self._check_rows(rows))
 
     def _records_of(self, rows: np.ndarray) -> list[bytes]:
@@ -405,6 +414,11 @@ class CutIndex:
         src_a = src.astype(np.int64)
         self._check_record_spans(rows, src_a, off, length)
         out: list[bytes] = [b""] * len(rows)
+        if self._all_inplace:  # no masks: every record read from its source
+            self._read_inplace(
+                list(range(len(rows))), rows, src_a.tolist(), off.tolist(), length.tolist(), out
+            )
+            return out
         stored = ~self._inplace[src_a]
         if stored.any():
             at = np.flatnonzero(stored)
@@ -413,7 +427,10 @@ class CutIndex:
             ):
                 out[i] = data
         if not stored.all():
-            self._read_inplace(np.flatnonzero(~stored), rows, src_a, off, length, out)
+            at = np.flatnonzero(~stored)
+            self._read_inplace(
+                at.tolist(), rows, src_a[at].tolist(), off[at].tolist(), length[at].tolist(), out
+            )
         return out
 
     def _read_stored(self, rows: np.ndarray, off: np.ndarray, length: np.ndarray) -> list[bytes]:
@@ -436,39 +453,62 @@ class CutIndex:
 
     def _read_inplace(
         self,
-        at: np.ndarray,
+        pos: list[int],
         rows: np.ndarray,
-        src: np.ndarray,
-        off: np.ndarray,
-        length: np.ndarray,
+        srcs: list[int],
+        offs: list[int],
+        lens: list[int],
         out: list,
     ) -> None:
-        """Fill ``out[i]`` for ``i`` in ``at`` from the sources read in place, a ``pread``
-        each."""
+        """Fill ``out[pos[q]]`` with the record of source ``srcs[q]`` at ``offs[q]`` (``lens[q]``
+        bytes), read in place: records that follow one another in the order asked, each starting
+        at most :data:`COALESCE_GAP` bytes after the previous one ends (a sequential batch, a
+        window read in file order), are read with one ``pread`` of at most
+        :data:`COALESCE_BYTES`; others with one each. ``rows[pos[q]]`` names a record in errors."""
         sizes: dict[int, int] = {}
-        for i, s, o, ln in zip(
-            at.tolist(), src[at].tolist(), off[at].tolist(), length[at].tolist(), strict=True
-        ):
+        pread = os.pread
+        k, m = 0, len(pos)
+        while k < m:
+            s, a, n = srcs[k], offs[k], lens[k]
+            b = a + n
+            j = k + 1
+            while j < m and srcs[j] == s and b <= offs[j] <= b + COALESCE_GAP:
+                if offs[j] + lens[j] - a > COALESCE_BYTES:
+                    break
+                b = offs[j] + lens[j]
+                j += 1
             fd = self._fd(s)
             try:
-                if s not in sizes:
-                    sizes[s] = os.fstat(fd).st_size
+                size = sizes.get(s)
+                if size is None:
+                    size = sizes[s] = os.fstat(fd).st_size
                 # past the end: read what is there, so a corrupted length never sizes a buffer
-                data = os.pread(fd, min(ln, max(sizes[s] - o, 0)), o)
+                data = pread(fd, min(b - a, max(size - a, 0)), a)
             except OSError as e:  # e.g. the source path is now a directory
                 raise StaleIndexError(
-                    f"index {self.path}: row {int(rows[i])}: cannot read its record from "
+                    f"index {self.path}: row {int(rows[pos[k]])}: cannot read its record from "
                     f"{self._records_path(s)} ({e.strerror}); rebuild the index",
                     path=self.path,
                 ) from e
-            if len(data) != ln:
-                raise StaleIndexError(
-                    f"index {self.path}: row {int(rows[i])}: record of source "
-                    f"{self.header.sources[s]['path']} is truncated (the source changed after "
-                    "the build, or the index is corrupted); rebuild the index",
-                    path=self.path,
-                )
-            out[i] = data
+            if j == k + 1:
+                if len(data) != n:
+                    self._raise_truncated(rows[pos[k]], s)
+                out[pos[k]] = data
+            else:
+                for q in range(k, j):
+                    record = data[offs[q] - a : offs[q] - a + lens[q]]
+                    if len(record) != lens[q]:
+                        self._raise_truncated(rows[pos[q]], s)
+                    out[pos[q]] = record
+            k = j
+
+    def _raise_truncated(self, row: int, source_id: int) -> None:
+        raise StaleIndexError(
+            f"index {self.path}: row {int(row)}: record of source "
+            f"{self.header.sources[source_id]['path']} is truncated (the source changed after "
+            "the build, or the index is corrupted); rebuild the index",
+            path=self.path,
+        )
 
     def records_in_file_order(self, rows: Sequence[int] | np.ndarray) -> dict[int, bytes]:
         """The raw records of ``rows`` by row (duplicates read once), read sorted by source and
