@@ -799,3 +799,16 @@ def test_copies_flag_exactly_the_positions_of_cuts_taken_twice() -> None:
         assert ids.min() >= 0 and ids.max() < got.copies.size
         assert np.array_equal(got.duration, duration[got.rows])
         assert got.bounds == (float(duration[got.rows].min()), float(duration[got.rows].max()))
+
+
+def test_count_rounds_counts_each_cut_across_runs() -> None:
+    from discoseq._core import quota as quota_core
+
+    seen = np.zeros(6, np.int32)
+    got = []
+    for run in ([1, 4, 5], [0, 1, 2, 3, 4, 5], [4]):
+        r = np.empty(len(run), np.int32)
+        got.append((quota_core.count_rounds(np.array(run, np.int64), seen, r), r.tolist()))
+    assert got == [((0, 0), [0, 0, 0]), ((0, 1), [0, 1, 0, 0, 1, 1]), ((2, 2), [2])]
+    with pytest.raises(ValueError, match=r"run\[0\]=6 is not a cut of the source"):
+        quota_core.count_rounds(np.array([6], np.int64), seen, np.empty(1, np.int32))

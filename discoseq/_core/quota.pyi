@@ -94,3 +94,6 @@ def place_run(
     picked: npt.NDArray[np.float64],
     bits: _U8,
 ) -> tuple[float, float]: ...
+def count_rounds(
+    run: _I64, seen: npt.NDArray[np.int32], rounds: npt.NDArray[np.int32]
+) -> tuple[int, int]: ...

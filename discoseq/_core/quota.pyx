@@ -360,3 +360,33 @@ def place_run(const int64_t[::1] run not None, int64_t base, Py_ssize_t n_src,
     if bad >= 0:
         raise ValueError(f"run[{bad}]={run[bad]} is not a cut of the source ({n_src} cuts)")
     return lo, hi
+
+
+def count_rounds(const int64_t[::1] run not None, int32_t[::1] seen not None,
+                 int32_t[::1] rounds not None):
+    """For each cut of ``run`` (offsets, each once): its round, how often the runs before took
+    it (``seen``, one counter per cut of the source, then counts it), written to ``rounds``.
+    Returns the smallest and largest round (``(0, -1)`` for an empty run)."""
+    cdef Py_ssize_t k, m = run.shape[0], n = seen.shape[0]
+    if rounds.shape[0] != m:
+        raise ValueError(f"rounds needs one slot per cut of the run ({m}), got {rounds.shape[0]}")
+    cdef int64_t i, bad = -1
+    cdef int32_t r, lo = 0x7FFFFFFF, hi = -1
+    with nogil:
+        for k in range(m):
+            i = run[k]
+            if i < 0 or i >= n:
+                bad = k
+                break
+            r = seen[i]
+            seen[i] = r + 1
+            rounds[k] = r
+            if r < lo:
+                lo = r
+            if r > hi:
+                hi = r
+    if bad >= 0:
+        raise ValueError(f"run[{bad}]={run[bad]} is not a cut of the source ({n} cuts)")
+    if m == 0:
+        return 0, -1
+    return lo, hi

@@ -652,10 +652,9 @@ class _Source:
             return [runs]
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
-        for run in runs:
-            r = seen[run]
-            seen[run] += 1  # a run holds each cut once: no clash in the update
-            low, high = int(r.min()), int(r.max())
+        for run in runs:  # a run holds each cut once
+            r = np.empty(run.shape[0], dtype=np.int32)
+            low, high = quota_core.count_rounds(run, seen, r)
             for k in range(low, high + 1):
                 while len(by_round) <= k:
                     by_round.append([])
