@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""64-bit hashes of cut ids for the index's id -> row lookup (FNV-1a, then a murmur3 finaliser).
+"""64-bit hashes of cut ids for the index's id -> row lookup (FNV-1a, then a murmur3 finaliser),
+and the merge of sorted runs of them (a parallel build's parts, each sorted in its worker).
 
 Reference twin: ``tests/_core/test_idhash.py::py_hash``.
 """
@@ -62,6 +63,98 @@ def hash_spans(const uint8_t[::1] blob, const int64_t[::1] offsets):
     with nogil:
         _hash_spans(blob, offsets, out_view)
     return out
+
+
+cdef inline bint _before(const uint64_t[::1] hashes, const int64_t[::1] pos,
+                         Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Run ``a``'s head comes before run ``b``'s: a smaller hash, or an equal one and a lower run
+    (the merge is stable: equal hashes keep their runs' order)."""
+    cdef uint64_t ha = hashes[pos[a]], hb = hashes[pos[b]]
+    return ha < hb or (ha == hb and a < b)
+
+
+cdef void _sift_down(const uint64_t[::1] hashes, const int64_t[::1] pos, int64_t[::1] heap,
+                     Py_ssize_t size, Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t child, top = heap[i]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _before(hashes, pos, heap[child + 1], heap[child]):
+            child += 1
+        if not _before(hashes, pos, heap[child], top):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = top
+
+
+cdef void _merge_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
+                      const int64_t[::1] bounds, int64_t[::1] pos, int64_t[::1] heap,
+                      uint64_t[::1] out_hashes, int64_t[::1] out_rows) noexcept nogil:
+    """k-way merge with a binary heap of the runs' heads: O(n log k)."""
+    cdef Py_ssize_t k = bounds.shape[0] - 1, size = 0, r, o = 0
+    cdef int64_t p
+    for r in range(k):
+        pos[r] = bounds[r]
+        if bounds[r] < bounds[r + 1]:
+            heap[size] = r
+            size += 1
+    for r in range(size // 2 - 1, -1, -1):
+        _sift_down(hashes, pos, heap, size, r)
+    while size > 0:
+        r = heap[0]
+        p = pos[r]
+        out_hashes[o] = hashes[p]
+        out_rows[o] = bounds[r] + rows[p]
+        o += 1
+        pos[r] = p + 1
+        if p + 1 == bounds[r + 1]:  # run exhausted: its place goes to the heap's last run
+            size -= 1
+            heap[0] = heap[size]
+        if size > 0:
+            _sift_down(hashes, pos, heap, size, 0)
+
+
+cdef Py_ssize_t _first_unsorted(const uint64_t[::1] hashes, const int64_t[::1] bounds) noexcept nogil:
+    """The first ``i`` where ``hashes[i] > hashes[i + 1]`` inside one run, or -1."""
+    cdef Py_ssize_t r, i
+    for r in range(bounds.shape[0] - 1):
+        for i in range(bounds[r], bounds[r + 1] - 1):
+            if hashes[i] > hashes[i + 1]:
+                return i
+    return -1
+
+
+def merge_sorted_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
+                      const int64_t[::1] bounds):
+    """Merge the sorted runs ``hashes[bounds[r]:bounds[r+1]]`` into one sorted array, with the
+    row of each hash: ``bounds[r] + rows[i]`` (``rows[i]``: its position within its run, i.e.
+    each run's stable argsort). Equal hashes keep run order, so the rows equal
+    ``argsort(all hashes, kind="stable")`` of the unsorted runs. Returns (hashes, rows)."""
+    cdef Py_ssize_t n = hashes.shape[0], k = bounds.shape[0] - 1, r
+    if rows.shape[0] != n:
+        raise ValueError(f"rows holds {rows.shape[0]} values for {n} hashes")
+    if k < 0 or bounds[0] != 0 or bounds[k] != n:
+        raise ValueError(f"bounds must run from 0 to {n} (the number of hashes)")
+    for r in range(k):
+        if bounds[r] > bounds[r + 1]:
+            raise ValueError(f"bounds must not decrease: bounds[{r}]={bounds[r]} > "
+                             f"bounds[{r + 1}]={bounds[r + 1]}")
+    cdef Py_ssize_t bad
+    with nogil:
+        bad = _first_unsorted(hashes, bounds)
+    if bad >= 0:
+        raise ValueError(f"hashes[{bad}] > hashes[{bad + 1}] inside a run: runs must be sorted")
+    out_hashes = np.empty(n, dtype=np.uint64)
+    out_rows = np.empty(n, dtype=np.int64)
+    pos = np.empty(max(k, 1), dtype=np.int64)
+    heap = np.empty(max(k, 1), dtype=np.int64)
+    cdef uint64_t[::1] oh = out_hashes
+    cdef int64_t[::1] orows = out_rows, pv = pos, hv = heap
+    with nogil:
+        _merge_runs(hashes, rows, bounds, pv, hv, oh, orows)
+    return out_hashes, out_rows
 
 
 cdef class IdLookup:

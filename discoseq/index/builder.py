@@ -157,6 +157,10 @@ class _IndexWriter:
         self.id_offsets.append(np.zeros(1, np.int64))
         self.id_blob = ColumnWriter(tmp / "id_blob.npy", COLUMNS["id_blob"])
         self.id_hash = ColumnWriter(tmp / "id_hash_unsorted.npy", COLUMNS["id_hash_sorted"])
+        # parts (jobs > 1) bring their hashes sorted, with each one's row within the part
+        # (close_part): finish merges these runs instead of sorting every hash here
+        self.runs: list[tuple[int, int]] = []  # (first row, rows) of each sorted run
+        self.run_rows: ColumnWriter | None = None
         self.records = open(tmp / RECORDS_FILE, "wb")
         self.records_size = 0
         self.encoder = RecordEncoder(dictionary)
@@ -266,8 +270,11 @@ class _IndexWriter:
             writer.close()
         self.records.close()
         hashes = np.load(self.tmp / "id_hash_unsorted.npy", mmap_mode="r")
-        order = np.argsort(hashes, kind="stable")
-        sorted_hashes = np.asarray(hashes[order])
+        if self.run_rows is None:
+            order = np.argsort(hashes, kind="stable")
+            sorted_hashes = np.asarray(hashes[order])
+        else:
+            sorted_hashes, order = self._merge_runs(hashes)
         del hashes
         os.unlink(self.tmp / "id_hash_unsorted.npy")
         _check_unique(self.tmp, sorted_hashes, order, sources)
@@ -285,15 +292,59 @@ class _IndexWriter:
             for name, dtype in COLUMNS.items()
         }
 
+    def _merge_runs(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The id hashes sorted, and their rows, from the parts' sorted runs (merged by
+        :func:`~discoseq._core.idhash.merge_sorted_runs`) and the rows added here between them
+        (a CutSet's: sorted here first). The same arrays as a stable argsort of all hashes."""
+        from discoseq._core.idhash import merge_sorted_runs
+
+        assert self.run_rows is not None
+        self.run_rows.close()
+        run_rows = np.load(self.run_rows.path, mmap_mode="r")
+        spans: list[tuple[int, int, bool]] = []  # (first row, end, from a part)
+        row = 0
+        for first, m in self.runs:
+            if first > row:
+                spans.append((row, first, False))
+            spans.append((first, first + m, True))
+            row = first + m
+        if row < self.rows:
+            spans.append((row, self.rows, False))
+        rows: np.ndarray = run_rows  # when the parts' runs cover every row
+        if not all(part for *_, part in spans):  # rows added here: sorted into runs of their own
+            hashes, rows = np.array(hashes), np.empty(self.rows, np.int64)
+            taken = 0
+            for start, end, part in spans:
+                if part:
+                    rows[start:end] = run_rows[taken : taken + end - start]
+                    taken += end - start
+                else:
+                    local = np.argsort(hashes[start:end], kind="stable")
+                    hashes[start:end] = hashes[start:end][local]
+                    rows[start:end] = local
+        bounds = [0] + [end for _, end, _ in spans]
+        merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64))
+        del rows, run_rows
+        os.unlink(self.run_rows.path)
+        return merged
+
     def abort(self) -> None:
         self.records.close()
 
     def close_part(self) -> dict[str, Any]:
         """Close the files of a part (one source indexed in a worker process, see
-        :func:`_index_part`); returns what :meth:`add_part` needs besides the files."""
+        :func:`_index_part`) and sort its id hashes there, in the worker
+        (``id_hash_sorted.npy``, and each one's row in ``id_hash_rows.npy``); returns what
+        :meth:`add_part` needs besides the files."""
         for writer in (*self.columns.values(), self.id_offsets, self.id_blob, self.id_hash):
             writer.close()
         self.records.close()
+        hashes = np.load(self.id_hash.path)
+        order = np.argsort(hashes, kind="stable")
+        write_column(self.tmp / "id_hash_sorted.npy", hashes[order], COLUMNS["id_hash_sorted"])
+        write_column(self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"])
+        del hashes, order
+        os.unlink(self.id_hash.path)
         return {
             "rows": self.rows,
             "skipped": self.skipped,
@@ -305,23 +356,30 @@ class _IndexWriter:
 
     def add_part(self, part: Path, summary: dict[str, Any], stored: bool) -> None:
         """Append a part's rows as :meth:`add` would have appended them: the same bytes, with
-        record offsets (of stored records) and id offsets moved past what is already here."""
+        record offsets (of stored records) and id offsets moved past what is already here.
+        Columns that need no change are copied file to file (:func:`_copy_column`); the part's
+        sorted id hashes become a run for :meth:`finish` to merge."""
         m = summary["rows"]
         for name, writer in self.columns.items():
-            for values in _column_pieces(part / f"{name}.npy", m):
-                if name == "record_offset" and stored:
-                    values = values + self.records_size
-                writer.append(values)
+            if name == "record_offset" and stored:
+                for values in _column_pieces(part / f"{name}.npy", m):
+                    writer.append(values + self.records_size)
+            else:
+                _copy_column(writer, part / f"{name}.npy", m)
         base = self.id_blob.length
         for k, values in enumerate(_column_pieces(part / "id_offsets.npy", m + 1)):
             self.id_offsets.append((values[1:] if k == 0 else values) + base)  # 0 is ours
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
-        for values in _column_pieces(part / "id_blob.npy", blob_length):
-            self.id_blob.append(values)
-        for values in _column_pieces(part / "id_hash_unsorted.npy", m):
-            self.id_hash.append(values)
+        _copy_column(self.id_blob, part / "id_blob.npy", blob_length)
+        _copy_column(self.id_hash, part / "id_hash_sorted.npy", m)
+        if self.run_rows is None:
+            self.run_rows = ColumnWriter(self.tmp / "id_hash_run_rows.npy", "<i8")
+        _copy_column(self.run_rows, part / "id_hash_rows.npy", m)
+        self.runs.append((self.rows, m))
+        self.records.flush()
         with open(part / RECORDS_FILE, "rb") as f:
-            shutil.copyfileobj(f, self.records, PART_COPY_BYTES)
+            _copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
+        self.records.seek(0, os.SEEK_END)
         self.records_size += summary["records_size"]
         self.raw_records_size += summary["raw_records_size"]
         self.max_record_bytes = max(self.max_record_bytes, summary["max_record_bytes"])
@@ -332,6 +390,42 @@ class _IndexWriter:
 
 PART_ROWS = 1 << 20  # rows of a part's column appended at a time (bounded memory)
 PART_COPY_BYTES = 4 << 20
+
+
+def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
+    """Append ``size`` bytes of file ``src`` from ``offset`` at file ``dst``'s position: in the
+    kernel (``os.copy_file_range``, no copy through this process), else read and written."""
+    end = offset + size
+    while offset < end:
+        try:
+            copied = os.copy_file_range(src, dst, end - offset, offset)
+        except OSError as e:  # another file system, or no such call: copy the usual way
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            copied = 0
+        if copied == 0:
+            data = os.pread(src, min(PART_COPY_BYTES, end - offset), offset)
+            if not data:
+                raise OSError(errno.EIO, f"a part file ended {end - offset} bytes early")
+            copied = os.write(dst, data)
+        offset += copied
+
+
+def _copy_column(writer: ColumnWriter, path: Path, length: int) -> None:
+    """Append the first ``length`` values of a part's column file to ``writer``'s file, as
+    bytes (the part's dtype is the column's)."""
+    if length == 0:
+        return
+    column = np.load(path, mmap_mode="r")
+    assert column.dtype == writer.dtype and column.shape[0] >= length, (path, column.dtype)
+    offset = column.offset
+    del column
+    out = writer._file  # a buffered file: flushed before and re-positioned after the copy
+    out.flush()
+    with open(path, "rb") as f:
+        _copy_range(f.fileno(), out.fileno(), offset, length * writer.dtype.itemsize)
+    out.seek(0, os.SEEK_END)
+    writer.length += length
 
 
 def _column_pieces(path: Path, length: int) -> Iterator[np.ndarray]:

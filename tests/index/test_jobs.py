@@ -4,6 +4,7 @@ when they fail or are interrupted."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import multiprocessing
@@ -194,3 +195,27 @@ def test_jobs_option(inputs: list[Path], tmp_path: Path) -> None:
     result = runner.invoke(index_cli, ["build", str(inputs[0]), "-o", str(tmp_path / "z"), "-j0"])
     assert result.exit_code == 2 and "--jobs" in result.output
     assert os.listdir(tmp_path).count("z") == 0
+
+
+def test_cutsets_around_parts_and_copies_without_copy_file_range(
+    inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows indexed in this process before, between and after the parts (CutSets) join the
+    parts' sorted id runs in the merge; without ``os.copy_file_range`` (another file system,
+    an old kernel) the parts are copied by reading and writing: the same bytes either way."""
+    cuts = list(CutSet.from_file(inputs[0]).subset(first=25))
+    first, middle, last = (
+        CutSet.from_cuts(c.with_id(f"{tag}-{c.id}") for c in cuts) for tag in ("p", "q", "r")
+    )
+    sources = [first, inputs[0], inputs[1], middle, inputs[2], last]
+    expected = index_files(build_index(sources, tmp_path / "one.idx").path)
+    assert index_files(build_index(sources, tmp_path / "two.idx", jobs=2).path) == expected
+
+    def unsupported(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    assert index_files(build_index(sources, tmp_path / "three.idx", jobs=3).path) == expected
+    files_only = [inputs[1], inputs[0], inputs[2]]
+    expected = index_files(build_index(files_only, tmp_path / "four.idx").path)
+    assert index_files(build_index(files_only, tmp_path / "five.idx", jobs=2).path) == expected
