@@ -65,55 +65,77 @@ def hash_spans(const uint8_t[::1] blob, const int64_t[::1] offsets):
     return out
 
 
-cdef inline bint _before(const uint64_t[::1] hashes, const int64_t[::1] pos,
-                         Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    """Run ``a``'s head comes before run ``b``'s: a smaller hash, or an equal one and a lower run
-    (the merge is stable: equal hashes keep their runs' order)."""
-    cdef uint64_t ha = hashes[pos[a]], hb = hashes[pos[b]]
-    return ha < hb or (ha == hb and a < b)
-
-
-cdef void _sift_down(const uint64_t[::1] hashes, const int64_t[::1] pos, int64_t[::1] heap,
-                     Py_ssize_t size, Py_ssize_t i) noexcept nogil:
-    cdef Py_ssize_t child, top = heap[i]
-    while True:
-        child = 2 * i + 1
-        if child >= size:
-            break
-        if child + 1 < size and _before(hashes, pos, heap[child + 1], heap[child]):
-            child += 1
-        if not _before(hashes, pos, heap[child], top):
-            break
-        heap[i] = heap[child]
-        i = child
-    heap[i] = top
-
-
-cdef void _merge_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
-                      const int64_t[::1] bounds, int64_t[::1] pos, int64_t[::1] heap,
-                      uint64_t[::1] out_hashes, int64_t[::1] out_rows) noexcept nogil:
-    """k-way merge with a binary heap of the runs' heads: O(n log k)."""
-    cdef Py_ssize_t k = bounds.shape[0] - 1, size = 0, r, o = 0
-    cdef int64_t p
-    for r in range(k):
-        pos[r] = bounds[r]
-        if bounds[r] < bounds[r + 1]:
-            heap[size] = r
-            size += 1
-    for r in range(size // 2 - 1, -1, -1):
-        _sift_down(hashes, pos, heap, size, r)
-    while size > 0:
-        r = heap[0]
-        p = pos[r]
-        out_hashes[o] = hashes[p]
-        out_rows[o] = bounds[r] + rows[p]
+cdef void _merge_two(const uint64_t* ha, const int64_t* ra, int64_t na, int64_t base_a,
+                     const uint64_t* hb, const int64_t* rb, int64_t nb, int64_t base_b,
+                     uint64_t* ho, int64_t* ro) noexcept nogil:
+    """Merge two sorted runs, ``a`` first on equal hashes, adding each run's ``base`` to its
+    rows; branch-free in the loop (which run a value comes from is unpredictable)."""
+    cdef int64_t i = 0, j = 0, o = 0, take_b, x_r, y_r
+    cdef uint64_t x, y
+    while i < na and j < nb:
+        x = ha[i]  # both sides loaded first, so the choice compiles to conditional moves
+        y = hb[j]
+        x_r = ra[i] + base_a
+        y_r = rb[j] + base_b
+        take_b = y < x
+        ho[o] = y if take_b else x
+        ro[o] = y_r if take_b else x_r
+        j += take_b
+        i += 1 - take_b
         o += 1
-        pos[r] = p + 1
-        if p + 1 == bounds[r + 1]:  # run exhausted: its place goes to the heap's last run
-            size -= 1
-            heap[0] = heap[size]
-        if size > 0:
-            _sift_down(hashes, pos, heap, size, 0)
+    while i < na:
+        ho[o] = ha[i]
+        ro[o] = ra[i] + base_a
+        i += 1
+        o += 1
+    while j < nb:
+        ho[o] = hb[j]
+        ro[o] = rb[j] + base_b
+        j += 1
+        o += 1
+
+
+cdef void _merge_runs(const uint64_t* hashes, const int64_t* rows, int64_t* bounds,
+                      Py_ssize_t k, uint64_t* out_h, int64_t* out_r,
+                      uint64_t* tmp_h, int64_t* tmp_r) noexcept nogil:
+    """Merge the ``k`` non-empty runs pairwise, level by level (ceil(log2 k) passes over the
+    data), between ``out`` and ``tmp`` so that the last level lands in ``out``. The first level
+    reads the input and turns each run's positions into rows; ``bounds`` is reused for the
+    merged runs' bounds."""
+    cdef Py_ssize_t levels = 0, width = 1, r, m
+    cdef const uint64_t* src_h = hashes
+    cdef const int64_t* src_r = rows
+    cdef uint64_t* dst_h
+    cdef int64_t* dst_r
+    cdef bint first = True
+    while width < k:
+        width *= 2
+        levels += 1
+    if levels == 0:  # one run: its hashes as they are, its positions as rows (bounds[0] is 0)
+        _merge_two(hashes, rows, bounds[1], 0, hashes, rows, 0, 0, out_h, out_r)
+        return
+    while k > 1:
+        levels -= 1
+        dst_h = out_h if levels % 2 == 0 else tmp_h
+        dst_r = out_r if levels % 2 == 0 else tmp_r
+        m = 0
+        for r in range(0, k, 2):
+            if r + 1 < k:
+                _merge_two(src_h + bounds[r], src_r + bounds[r], bounds[r + 1] - bounds[r],
+                           bounds[r] if first else 0,
+                           src_h + bounds[r + 1], src_r + bounds[r + 1],
+                           bounds[r + 2] - bounds[r + 1], bounds[r + 1] if first else 0,
+                           dst_h + bounds[r], dst_r + bounds[r])
+            else:  # the odd run out is carried to the next level
+                _merge_two(src_h + bounds[r], src_r + bounds[r], bounds[r + 1] - bounds[r],
+                           bounds[r] if first else 0, src_h, src_r, 0, 0,
+                           dst_h + bounds[r], dst_r + bounds[r])
+            bounds[m + 1] = bounds[min(r + 2, k)]
+            m += 1
+        k = m
+        first = False
+        src_h = dst_h
+        src_r = dst_r
 
 
 cdef Py_ssize_t _first_unsorted(const uint64_t[::1] hashes, const int64_t[::1] bounds) noexcept nogil:
@@ -148,12 +170,17 @@ def merge_sorted_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
         raise ValueError(f"hashes[{bad}] > hashes[{bad + 1}] inside a run: runs must be sorted")
     out_hashes = np.empty(n, dtype=np.uint64)
     out_rows = np.empty(n, dtype=np.int64)
-    pos = np.empty(max(k, 1), dtype=np.int64)
-    heap = np.empty(max(k, 1), dtype=np.int64)
-    cdef uint64_t[::1] oh = out_hashes
-    cdef int64_t[::1] orows = out_rows, pv = pos, hv = heap
+    if n == 0:
+        return out_hashes, out_rows
+    runs = np.asarray(bounds)
+    runs = np.concatenate([[0], runs[1:][runs[1:] > runs[:-1]]]).astype(np.int64)  # non-empty
+    k = runs.shape[0] - 1
+    tmp_hashes = np.empty(n if k > 2 else 1, dtype=np.uint64)  # a level between two others
+    tmp_rows = np.empty(n if k > 2 else 1, dtype=np.int64)
+    cdef uint64_t[::1] oh = out_hashes, th = tmp_hashes
+    cdef int64_t[::1] orows = out_rows, tr = tmp_rows, rv = runs
     with nogil:
-        _merge_runs(hashes, rows, bounds, pv, hv, oh, orows)
+        _merge_runs(&hashes[0], &rows[0], &rv[0], k, &oh[0], &orows[0], &th[0], &tr[0])
     return out_hashes, out_rows
 
 
