@@ -2,6 +2,9 @@ import numpy as np
 import numpy.typing as npt
 
 def hash_spans(blob: npt.ArrayLike, offsets: npt.ArrayLike) -> npt.NDArray[np.uint64]: ...
+def sort_hashes(
+    hashes: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
 def merge_sorted_runs(
     hashes: npt.NDArray[np.uint64], rows: npt.NDArray[np.int64], bounds: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...

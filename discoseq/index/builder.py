@@ -339,11 +339,12 @@ class _IndexWriter:
         for writer in (*self.columns.values(), self.id_offsets, self.id_blob, self.id_hash):
             writer.close()
         self.records.close()
-        hashes = np.load(self.id_hash.path)
-        order = np.argsort(hashes, kind="stable")
-        write_column(self.tmp / "id_hash_sorted.npy", hashes[order], COLUMNS["id_hash_sorted"])
+        from discoseq._core.idhash import sort_hashes
+
+        sorted_hashes, order = sort_hashes(np.load(self.id_hash.path))  # a stable argsort
+        write_column(self.tmp / "id_hash_sorted.npy", sorted_hashes, COLUMNS["id_hash_sorted"])
         write_column(self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"])
-        del hashes, order
+        del sorted_hashes, order
         os.unlink(self.id_hash.path)
         return {
             "rows": self.rows,

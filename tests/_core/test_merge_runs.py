@@ -1,5 +1,5 @@
-"""``merge_sorted_runs``: the parts' sorted id hashes of a parallel build merged into the
-index's id lookup arrays, equal to one stable argsort of all the hashes."""
+"""``sort_hashes`` (a part's id hashes, sorted in its worker) and ``merge_sorted_runs`` (the
+parts' sorted runs merged by the parent) give the arrays of one stable argsort of all the hashes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from discoseq._core.idhash import merge_sorted_runs
+from discoseq._core.idhash import merge_sorted_runs, sort_hashes
 
 
 def sorted_runs(hashes: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,3 +55,16 @@ def test_bad_input_is_refused() -> None:
         merge_sorted_runs(hashes, rows, np.array([0, 3], np.int64))
     with pytest.raises(ValueError, match="rows holds 3 values for 4 hashes"):
         merge_sorted_runs(hashes, rows[:3], np.array([0, 2, 4], np.int64))
+
+
+@pytest.mark.parametrize("n,distinct", [(0, 1), (1, 1), (10, 2), (5000, 300), (20000, 1 << 64)])
+def test_sort_hashes_is_a_stable_argsort(n: int, distinct: int) -> None:
+    rng = np.random.default_rng(n)
+    hashes = rng.integers(0, distinct, n, dtype=np.uint64)
+    hashes[: n // 5] = np.uint64((1 << 64) - 1)  # every digit at its largest value
+    rng.shuffle(hashes)
+    sorted_hashes, order = sort_hashes(hashes)
+    expected = np.argsort(hashes, kind="stable")
+    assert order.dtype == np.int64 and sorted_hashes.dtype == np.uint64
+    assert np.array_equal(order, expected)
+    assert np.array_equal(sorted_hashes, hashes[expected])
