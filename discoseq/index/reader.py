@@ -559,23 +559,27 @@ class CutIndex:
     ) -> Any:
         """A Lhotse ``CutSet`` of the cuts at ``rows``, in the order asked; reads only those.
 
-        Uses Lhotse's ``deserialize_cut``, so every cut type (also a standalone ``PaddingCut``
-        line, which Lhotse's lazy manifest reader misreads) comes back as Lhotse builds it.
+        Each cut is built as Lhotse's ``deserialize_cut`` builds it: common ``MonoCut`` shapes
+        directly (:mod:`discoseq.index.decode`, checked equal at first use), every other cut
+        type (also a standalone ``PaddingCut`` line, which Lhotse's lazy manifest reader
+        misreads) by ``deserialize_cut`` itself.
         A Lhotse Shar corpus's cuts get their fields as ``CutSet.from_shar`` attaches them
         (:class:`~discoseq.index.shar.SharFields`).
 
         :param records: raw records by row, already read (see :meth:`record_dicts`).
         """
         from lhotse import CutSet
-        from lhotse.cut.set import deserialize_cut
 
+        from discoseq.index.decode import cut_decoder
+
+        decode = cut_decoder()
         rows = self._check_rows(rows)
         dicts, ids = self._checked_dicts(rows, records)
         cuts: list[Any] = []
         append = cuts.append
         try:
             for record in dicts:
-                append(deserialize_cut(record))
+                append(decode(record))
         except Exception as e:  # whatever Lhotse raises: say which cut and where it is
             row = int(rows[len(cuts)])
             raise ManifestError(
