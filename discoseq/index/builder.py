@@ -359,8 +359,14 @@ class _IndexWriter:
         """Append a part's rows as :meth:`add` would have appended them: the same bytes, with
         record offsets (of stored records) and id offsets moved past what is already here.
         Columns that need no change are copied file to file (:func:`_copy_column`); the part's
-        sorted id hashes become a run for :meth:`finish` to merge."""
+        sorted id hashes become a run for :meth:`finish` to merge. The files of a part with
+        nothing before it are taken as they are (renamed, :meth:`_adopt_part`)."""
         m = summary["rows"]
+        if self.run_rows is None:
+            self.run_rows = ColumnWriter(self.tmp / "id_hash_run_rows.npy", "<i8")
+        if self.rows == 0 and self.records_size == 0 and self.id_blob.length == 0:
+            self._adopt_part(part, summary)
+            return
         for name, writer in self.columns.items():
             if name == "record_offset" and stored:
                 for values in _column_pieces(part / f"{name}.npy", m):
@@ -373,14 +379,35 @@ class _IndexWriter:
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
         _copy_column(self.id_blob, part / "id_blob.npy", blob_length)
         _copy_column(self.id_hash, part / "id_hash_sorted.npy", m)
-        if self.run_rows is None:
-            self.run_rows = ColumnWriter(self.tmp / "id_hash_run_rows.npy", "<i8")
+        assert self.run_rows is not None
         _copy_column(self.run_rows, part / "id_hash_rows.npy", m)
-        self.runs.append((self.rows, m))
         self.records.flush()
         with open(part / RECORDS_FILE, "rb") as f:
             _copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
         self.records.seek(0, os.SEEK_END)
+        self._count_part(summary)
+
+    def _adopt_part(self, part: Path, summary: dict[str, Any]) -> None:
+        """The first part's files become this index's (no offset moves past nothing: they hold
+        the bytes :meth:`add_part` would copy); moved, not copied, as nothing is here yet."""
+        m = summary["rows"]
+        for name, writer in self.columns.items():
+            _adopt_column(writer, part / f"{name}.npy", m)
+        blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
+        _adopt_column(self.id_offsets, part / "id_offsets.npy", m + 1)  # its 0 stands for ours
+        _adopt_column(self.id_blob, part / "id_blob.npy", blob_length)
+        _adopt_column(self.id_hash, part / "id_hash_sorted.npy", m)
+        assert self.run_rows is not None
+        _adopt_column(self.run_rows, part / "id_hash_rows.npy", m)
+        self.records.close()
+        os.replace(part / RECORDS_FILE, self.tmp / RECORDS_FILE)
+        self.records = _reopen(self.tmp / RECORDS_FILE)
+        self._count_part(summary)
+
+    def _count_part(self, summary: dict[str, Any]) -> None:
+        """Count an appended part's rows, records and skipped lines."""
+        m = summary["rows"]
+        self.runs.append((self.rows, m))
         self.records_size += summary["records_size"]
         self.raw_records_size += summary["raw_records_size"]
         self.max_record_bytes = max(self.max_record_bytes, summary["max_record_bytes"])
@@ -410,6 +437,26 @@ def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
                 raise OSError(errno.EIO, f"a part file ended {end - offset} bytes early")
             copied = os.write(dst, data)
         offset += copied
+
+
+def _adopt_column(writer: ColumnWriter, path: Path, length: int) -> None:
+    """Make a part's column file (``length`` values) ``writer``'s, which holds nothing yet (or
+    the id offsets' 0 that the part's file starts with too): renamed into its place."""
+    column = np.load(path, mmap_mode="r")
+    assert column.dtype == writer.dtype and column.shape[0] == length, (path, column.shape)
+    del column
+    writer._file.close()
+    os.replace(path, writer.path)
+    writer._file = _reopen(writer.path)
+    writer.length = length
+
+
+def _reopen(path: Path) -> Any:
+    """``path`` open for writing at its end, not truncated, and not in append mode (a column's
+    header is written at 0 when it is closed; ``os.copy_file_range`` refuses append mode)."""
+    f = open(os.open(path, os.O_WRONLY), "wb")
+    f.seek(0, os.SEEK_END)
+    return f
 
 
 def _copy_column(writer: ColumnWriter, path: Path, length: int) -> None:
