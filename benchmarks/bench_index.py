@@ -293,14 +293,16 @@ def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2) -> None:
     code = """
         import resource
         from discoseq.index import build_index
-        def cpu():
-            a = resource.getrusage(resource.RUSAGE_SELF)
-            b = resource.getrusage(resource.RUSAGE_CHILDREN)
-            return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-        c, t = cpu(), time.perf_counter()
+        def cpu(who):
+            a = resource.getrusage(who)
+            return a.ru_utime + a.ru_stime
+        c, w = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
         index = build_index({paths!r}, {out!r}, force=True, jobs={jobs})
         wall = time.perf_counter() - t
-        RESULT = {{"seconds": wall, "cpu": cpu() - c, "rows": len(index)}}
+        parent, workers = cpu(resource.RUSAGE_SELF) - c, cpu(resource.RUSAGE_CHILDREN) - w
+        RESULT = {{"seconds": wall, "cpu": parent + workers, "parent_cpu": parent,
+                   "workers_cpu": workers, "rows": len(index)}}
     """
     walls: dict[int, list[float]] = {1: [], k: []}
     for _ in range(rounds):  # interleaved
@@ -311,12 +313,17 @@ def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2) -> None:
             walls[jobs].append(res["seconds"])
             print(
                 f"  jobs={jobs}: {res['seconds']:.2f} s ({n / res['seconds']:,.0f} cuts/s), "
-                f"{res['cpu'] / res['seconds']:.2f} cores busy"
+                f"{res['cpu'] / res['seconds']:.2f} cores busy; CPU: building process "
+                f"{res['parent_cpu']:.2f} s, workers {res['workers_cpu']:.2f} s; load average "
+                f"{os.getloadavg()[0]:.2f}"
             )
     one, many = workdir / "idx_jobs1", workdir / f"idx_jobs{k}"
     same = all(
         (one / name).read_bytes() == (many / name).read_bytes()
-        for name in ("records.bin", "record_offset.npy", "id_blob.npy", "duration.npy")
+        for name in (
+            *("records.bin", "record_offset.npy", "id_blob.npy", "duration.npy"),
+            *("id_offsets.npy", "id_hash_sorted.npy", "id_hash_rows.npy"),
+        )
     )
     speedup = min(walls[1]) / min(walls[k])
     print(f"  speed-up jobs={k} vs jobs=1: {speedup:.2f}x (best of {rounds}); same bytes: {same}")
