@@ -812,3 +812,31 @@ def test_count_rounds_counts_each_cut_across_runs() -> None:
     assert got == [((0, 0), [0, 0, 0]), ((0, 1), [0, 1, 0, 0, 1, 1]), ((2, 2), [2])]
     with pytest.raises(ValueError, match=r"run\[0\]=6 is not a cut of the source"):
         quota_core.count_rounds(np.array([6], np.int64), seen, np.empty(1, np.int32))
+
+
+def test_scratch_buffers_are_reused_and_never_shared() -> None:
+    """A mixture's plan hands its per-position arrays back and the next plan reuses them; a
+    plan the caller keeps is not touched by later plans; foreign arrays are never kept."""
+    from discoseq.plan import scratch
+
+    rng = np.random.default_rng(8)
+    duration = np.round(rng.uniform(0.5, 20.0, 3000), 2)
+    lay = SourceLayout(("a", "b"), np.array([0, 2500, 3000]))
+    cfg = SamplerConfig(max_duration=60.0, num_buckets=4, seed=3, epoch_cuts=3000,
+                        mixture={"a": {"weight": 0.5}, "b": {"weight": 0.5}})  # fmt: skip
+    cols = {"duration": duration}
+    scratch.release()
+    first = plan_epoch(cols, cfg, 1, 2, sources=lay)
+    kept = [buf for buf in scratch._KEPT]
+    assert len(kept) == 3  # index rows and durations of the selection, packed index rows
+    copies = {name: np.array(getattr(first, name)) for name in ("rows", "positions")}
+    second = plan_epoch(cols, cfg, 2, 2, sources=lay)  # reuses those buffers
+    assert all(any(buf is k for k in scratch._KEPT) for buf in kept)
+    for name, want in copies.items():
+        assert np.array_equal(getattr(first, name), want)
+    scratch.release()
+    assert np.array_equal(plan_epoch(cols, cfg, 2, 2, sources=lay).rows, second.rows)
+    before = list(scratch._KEPT)
+    scratch.give_back(np.zeros(80, np.uint8).view(np.float64), duration)  # not made by it
+    assert len(scratch._KEPT) == len(before) == 3
+    assert all(a is b for a, b in zip(scratch._KEPT, before, strict=True))

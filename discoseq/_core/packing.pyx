@@ -98,7 +98,7 @@ cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
 cdef union TokenCost:
     int64_t t  # a token count
     double q  # its quadratic cost t + t * t / p
-    int64_t id  # without a token cap: the row's copy id (-1: not checked)
+    int64_t row  # without a token cap: a mixture's index row (~row: its copies are checked)
 
 
 cdef struct DurTok:
@@ -131,18 +131,34 @@ cdef void _dur_tokens(DurTok* out, const double* dur, const int64_t* tokens, int
             out[r].k.t = t
 
 
-cdef int64_t _dur_ids(DurTok* out, const double* dur, const int64_t* ident, int64_t n,
-                      int64_t num_ids) noexcept nogil:
-    """One sequential pass: each row's duration and copy id side by side (a mixture without a
-    token cap: the copy check then costs no read of its own for a row taken once). Returns the
-    first row whose id is outside ``[-1, num_ids)``, else -1."""
+cdef inline bint _bit(const uint8_t* bits, int64_t i) noexcept nogil:
+    return (bits[i >> 3] >> (i & 7)) & 1
+
+
+cdef inline bint _bad_index_row(const int64_t* index_rows, const uint8_t* copies, int64_t id_lo,
+                                int64_t num_ids, int64_t r) noexcept nogil:
+    """Row ``r``'s index row is negative, or ``copies`` flags it and its copy id (index row -
+    ``id_lo``) is outside ``[0, num_ids)``."""
+    cdef int64_t v = index_rows[r]
+    if v < 0:
+        return True
+    return copies != NULL and _bit(copies, r) and not (0 <= v - id_lo < num_ids)
+
+
+cdef int64_t _dur_rows(DurTok* out, const double* dur, const int64_t* index_rows,
+                       const uint8_t* copies, int64_t id_lo, int64_t num_ids,
+                       int64_t n) noexcept nogil:
+    """One sequential pass: each row's duration and index row side by side (a mixture without
+    a token cap: packing then reads both with one cache miss), the index row complemented
+    (``~row``, negative) where ``copies`` flags it. Returns the first row that is not a valid
+    one (:func:`_bad_index_row`), else -1."""
     cdef int64_t r, v
     for r in range(n):
-        v = ident[r]
-        if v < -1 or v >= num_ids:
+        if _bad_index_row(index_rows, copies, id_lo, num_ids, r):
             return r
+        v = index_rows[r]
         out[r].d = dur[r]
-        out[r].k.id = v
+        out[r].k.row = ~v if copies != NULL and _bit(copies, r) else v
     return -1
 
 
@@ -182,21 +198,14 @@ def release_layout():
     _layout = None
 
 
-cdef inline bint _bit(const uint8_t* bits, int64_t i) noexcept nogil:
-    return (bits[i >> 3] >> (i & 7)) & 1
-
-
-cdef int64_t _id_bits(const int64_t* ident, int64_t n, int64_t num_ids,
-                      uint8_t* bits) noexcept nogil:
-    """One sequential pass: set bit ``r`` of ``bits`` (zeroed, ``(n + 7) // 8`` bytes) where
-    ``ident[r] >= 0``. Returns the first ``r`` whose id is outside ``[-1, num_ids)``, else -1."""
-    cdef int64_t r, v
+cdef int64_t _check_index_rows(const int64_t* index_rows, const uint8_t* copies,
+                               int64_t id_lo, int64_t num_ids, int64_t n) noexcept nogil:
+    """One sequential pass (a token cap: the layout holds tokens, the index rows are read in
+    place): the first row that is not a valid one (:func:`_bad_index_row`), else -1."""
+    cdef int64_t r
     for r in range(n):
-        v = ident[r]
-        if v < -1 or v >= num_ids:
+        if _bad_index_row(index_rows, copies, id_lo, num_ids, r):
             return r
-        if v >= 0:
-            bits[r >> 3] |= <uint8_t>(1 << (r & 7))
     return -1
 
 
@@ -204,24 +213,25 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                    const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
                    int64_t max_frames, const DurTok* dt, int64_t max_tokens, double tq,
                    double q,
-                   bint sum_mode, bint exclude, bint ids_in_dt, const int64_t* ident,
-                   const uint8_t* has_id, int64_t* last,
+                   bint sum_mode, bint exclude, bint rows_in_dt, const int64_t* index_rows,
+                   const uint8_t* copies, int64_t id_lo, int64_t* last, int64_t* index_out,
                    BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
-    """Returns the number of rows kept, or a negative error code. With ``ident`` (the copy id
-    of each row, -1 for a row not checked; ``has_id`` a bit per row, set where ``ident >= 0``,
-    so the check reads a small bitmap for most rows; ``last`` a scratch of -1 per id), a row
-    whose cut is already in the open batch closes it first: no batch holds a cut twice. With
-    ``ids_in_dt`` (no token cap; ``ident`` NULL) ``dt`` holds each row's duration and copy id,
-    read together. Else with ``dt`` (a token cap) durations and token costs are read from it,
-    not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
+    """Returns the number of rows kept, or a negative error code. With ``rows_in_dt`` (a
+    mixture, no token cap) ``dt`` holds each row's duration and index row (``~row`` where its
+    copies are checked); else with ``index_rows`` (a mixture and a token cap) the index rows
+    are read from it and ``copies`` (a bit per row) flags those checked. The index row of each
+    kept row is written to ``index_out``. A checked row (copy id: its index row - ``id_lo``;
+    ``last`` a scratch of -1 per id) whose cut is already in the open batch closes it first: no
+    batch holds a cut twice. Else with ``dt`` (a token cap) durations and token costs are read
+    from it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
     ``max_tokens`` caps), else its integer token count."""
-    cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc
-    cdef bint dup, checked
+    cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc, x, irow = -1
+    cdef bint dup, checked = False
     cdef double d, c, nd, capd, tc = 0.0, ntc = 0.0
     cdef OpenBatch b
     cdef bint use_frames = frames != NULL
     cdef int64_t cid = -1
-    cdef bint use_tokens = dt != NULL and not ids_in_dt
+    cdef bint use_tokens = dt != NULL and not rows_in_dt
     cdef bint quad_tokens = use_tokens and tq > 0.0
     # with quadratic token costs the cap applies to them (as a double), not to the integers
     cdef double max_tq = <double>max_tokens if quad_tokens else 0.0
@@ -240,21 +250,25 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
-                if ident != NULL and _bit(has_id, rows[i + 64]):
-                    DS_PREFETCH(&ident[rows[i + 64]])
-            if ident != NULL and i + 32 < seg_off[s + 1] and _bit(has_id, rows[i + 32]):
-                DS_PREFETCH(&last[ident[rows[i + 32]]])
-            if ids_in_dt and i + 16 < seg_off[s + 1] and dt[rows[i + 16]].k.id >= 0:
-                DS_PREFETCH(&last[dt[rows[i + 16]].k.id])
+                if index_rows != NULL:
+                    DS_PREFETCH(&index_rows[rows[i + 64]])
+            if (index_rows != NULL and copies != NULL and i + 32 < seg_off[s + 1]
+                    and _bit(copies, rows[i + 32])):
+                DS_PREFETCH(&last[index_rows[rows[i + 32]] - id_lo])
+            if last != NULL and rows_in_dt and i + 16 < seg_off[s + 1]:
+                x = dt[rows[i + 16]].k.row
+                if x < 0:
+                    DS_PREFETCH(&last[~x - id_lo])
             row = rows[i]
-            checked = ident != NULL and _bit(has_id, row)
-            if checked:
-                cid = ident[row]
+            if index_rows != NULL:
+                irow = index_rows[row]
+                checked = copies != NULL and _bit(copies, row)
             t = 0
-            if ids_in_dt:
+            if rows_in_dt:
                 d = dt[row].d
-                cid = dt[row].k.id
-                checked = cid >= 0
+                x = dt[row].k.row
+                checked = x < 0
+                irow = ~x if checked else x
             elif use_tokens:
                 d = dt[row].d
                 if quad_tokens:
@@ -263,6 +277,8 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     t = dt[row].k.t
             else:
                 d = dur[row]
+            if checked:
+                cid = irow - id_lo
             c = d if q <= 0.0 else d + d * d / q
             f = frames[row] if use_frames else 0
             if c > capd or f > max_frames or t > max_tokens or tc > max_tq:
@@ -271,6 +287,8 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     continue
                 if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
                     return DS_ERR_NOMEM
+                if index_out != NULL:
+                    index_out[w] = irow
                 rows[w] = row
                 w += 1
                 if _push(out, w, <int32_t>s, c, d) < 0:
@@ -294,6 +312,8 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                         return DS_ERR_NOMEM
             if checked:
                 last[cid] = out.n  # the open batch is the next one pushed
+            if index_out != NULL:
+                index_out[w] = irow
             rows[w] = row
             w += 1
             b.n += 1
@@ -320,8 +340,9 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] duration not None, const int64_t[::1] num_frames,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
          max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
-         const int64_t[::1] tokens=None, max_tokens=None, const int64_t[::1] identity=None,
-         int64_t num_ids=0, audio_rate=None, quadratic_tokens=None):
+         const int64_t[::1] tokens=None, max_tokens=None, audio_rate=None,
+         quadratic_tokens=None, const int64_t[::1] index_rows=None, int64_t[::1] index_out=None,
+         const uint8_t[::1] copies=None, int64_t id_lo=0, int64_t num_ids=0):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
@@ -330,15 +351,18 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     or the sum): its text tokens (0 for none) plus ``ceil(duration x audio_rate - 1e-9)``
     audio tokens when ``audio_rate`` is given, and with ``quadratic_tokens = p`` that cost ``t``
     counts as ``t + t * t / p`` (the rule of ``plan.pack.token_costs_of``). Every row must
-    be a row of ``duration`` (else ValueError). ``identity`` (one id in ``[0, num_ids)`` per
-    row of ``duration``, or -1 for a row that needs no check), when given, keeps two rows of
-    one id out of one batch (a mixture's copies of a cut): such a row closes the open batch
-    first. Giving ids only to cuts taken more than once (ids ``0..num_ids-1``) keeps the
-    check on a small table, and a row with -1 skips it. With ``max_tokens`` the kernel first
-    lays out each row's duration and token count side by side (16 B per row of ``duration``,
-    freed on return), so a shuffled row costs one cache miss, not two; without it, with
-    ``identity``, each row's duration and id likewise (a token cap and ids: a bitmap of the
-    rows with an id, 1 bit per row, beside the layout).
+    be a row of ``duration`` (else ValueError). A mixture gives ``index_rows``, the index row
+    of each row of ``duration`` (its rows are positions of the epoch's selection), and
+    ``index_out`` (one slot per row of ``rows``), which receives the index row of each kept
+    row, so no gather through the shuffled rows follows. ``copies`` (with ``index_rows``: a
+    bit per row of ``duration``, bit ``r % 8`` of byte ``r // 8``) flags the rows whose cut
+    the mixture takes more than once: a flagged row whose cut (id: its index row - ``id_lo``,
+    in ``[0, num_ids)``) is already in the open batch closes it first, so no batch holds a cut
+    twice; the check's table is as large as the span of those ids. With ``max_tokens`` the
+    kernel first lays out each row's duration and token count side by side (16 B per row of
+    ``duration``, kept for the next call, see ``_KEEP_LAYOUT_ROWS``), so a shuffled row costs
+    one cache miss, not two; without it, with ``index_rows``, each row's duration and index
+    row likewise.
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -373,7 +397,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     check_rows(rows, duration.shape[0], "pack", "rows", "duration")
     cdef const int64_t* ip = NULL
     cdef int64_t* lp = NULL
-    cdef uint8_t[::1] id_bits
+    cdef int64_t* op = NULL
     cdef const uint8_t* bp = NULL
     cdef int64_t bad = -1
     cdef int64_t ncol = duration.shape[0]
@@ -381,33 +405,44 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef int64_t[::1] dt_mem
     layout = None
     cdef const double* dp = &duration[0] if ncol > 0 else NULL
-    cdef bint ids_in_dt = identity is not None and max_tokens is None and ncol > 0
-    if (max_tokens is not None and ncol > 0) or ids_in_dt:
+    cdef bint rows_in_dt = index_rows is not None and max_tokens is None and ncol > 0
+    if index_rows is not None:
+        if index_rows.shape[0] != ncol:
+            raise ValueError("index_rows needs one index row per row of duration")
+        if index_out is None or index_out.shape[0] < rows.shape[0]:
+            raise ValueError("index_rows needs index_out, one slot per row of rows")
+        if rows.shape[0] > 0:
+            op = &index_out[0]
+        if copies is not None:
+            if copies.shape[0] < (ncol + 7) // 8:
+                raise ValueError("copies needs one bit per row of duration")
+            if num_ids < 0:
+                raise ValueError(f"num_ids={num_ids} must be >= 0")
+            if ncol > 0:
+                bp = &copies[0]
+    elif index_out is not None or copies is not None:
+        raise ValueError("index_out and copies go with index_rows")
+    if (max_tokens is not None and ncol > 0) or rows_in_dt:
         layout = _take_layout(ncol)
         dt_mem = layout
         dt = <DurTok*>&dt_mem[0]
-    if identity is not None:
-        if identity.shape[0] != duration.shape[0]:
-            raise ValueError("identity needs one id per row of duration")
-        if num_ids < 0:
-            raise ValueError(f"num_ids={num_ids} must be >= 0")
-        if ids_in_dt:  # each id beside its row's duration
-            with nogil:
-                bad = _dur_ids(dt, dp, &identity[0], ncol, num_ids)
-        else:  # a token cap holds the other half of dt: a bitmap of the rows with an id
-            id_bits = np.zeros(identity.shape[0] // 8 + 1, dtype=np.uint8)
-            bp = &id_bits[0]
-            if identity.shape[0] > 0:
-                ip = &identity[0]
-                with nogil:
-                    bad = _id_bits(ip, identity.shape[0], num_ids, &id_bits[0])
+    if index_rows is not None and ncol > 0:
+        with nogil:
+            if rows_in_dt:  # each index row beside its row's duration
+                bad = _dur_rows(dt, dp, &index_rows[0], bp, id_lo, num_ids, ncol)
+            else:  # a token cap holds the other half of dt: the index rows read in place
+                ip = &index_rows[0]
+                bad = _check_index_rows(ip, bp, id_lo, num_ids, ncol)
         if bad >= 0:
+            _keep_layout(layout)
             raise ValueError(
-                f"pack: identity[{bad}]={identity[bad]} is not an id "
-                f"(expected -1 <= id < {num_ids})"
+                f"pack: index_rows[{bad}]={index_rows[bad]} is negative, or a flagged copy "
+                f"whose id is outside [0, {num_ids}) (id_lo={id_lo})"
             )
+    if bp != NULL:
         lp = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
         if lp == NULL:
+            _keep_layout(layout)
             raise MemoryError("pack: out of memory")
         for s in range(num_ids):
             lp[s] = -1
@@ -429,11 +464,11 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     try:
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
-                if dt != NULL and not ids_in_dt:
+                if dt != NULL and not rows_in_dt:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
                 kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
                              &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
-                             ids_in_dt, ip, bp, lp, &buf, &sb[0], &n_over)
+                             rows_in_dt, ip, bp, id_lo, lp, op, &buf, &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)

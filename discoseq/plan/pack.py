@@ -6,9 +6,10 @@ Optionally (``sort_pool``) each run of that many rows of a segment is first sort
 ``quadratic_duration``; ``max_cuts`` or ``bucket_max_cuts``; ``max_frames``; ``max_tokens`` on
 token costs, with ``quadratic_tokens``) would be exceeded. A cut that alone exceeds a cap is
 *oversize*: a batch of its own or left out (``oversize``). Memory: with ``max_tokens`` the kernel
-holds each row's duration and token count side by side while packing (16 B/cut); a mixture
-that takes cuts more than once, each row's copy id (8 B/cut, :func:`copy_ids`) and, without a
-token cap, its duration beside that id (16 B/cut). That side-by-side layout is kept between
+holds each row's duration and token count side by side while packing (16 B/cut); for a mixture
+without a token cap, each position's duration and index row (16 B/cut); for a mixture, the
+index rows of the packed positions (8 B/cut, reused by the next plan,
+:mod:`discoseq.plan.scratch`). That side-by-side layout is kept between
 plans for corpora up to 16M rows (at most 256 MB), so epoch after epoch reuses it instead of
 asking the kernel for fresh huge pages (0.1-0.3 s of memory compaction per 10M rows on a
 fragmented machine); :func:`release_layout` frees it.
@@ -22,6 +23,7 @@ import numpy as np
 
 from discoseq._core import packing
 from discoseq.config import SamplerConfig
+from discoseq.plan import scratch
 from discoseq.plan.group import Groups, spread_copies
 from discoseq.plan.select import Selection
 
@@ -41,6 +43,8 @@ class Batches:
     :param duration: each batch's total duration.
     :param seg_batch_offsets: batches of segment ``s`` are ``seg_batch_offsets[s]:[s + 1]``.
     :param oversize: cuts that alone exceed a cap.
+    :param index_rows: for a mixture (``rows`` are positions of its selection), the index row
+        of each of ``rows``, as packing read them (None: not known, gather them).
     """
 
     rows: np.ndarray
@@ -50,6 +54,7 @@ class Batches:
     duration: np.ndarray
     seg_batch_offsets: np.ndarray
     oversize: int
+    index_rows: np.ndarray | None = None
 
     @property
     def num_batches(self) -> int:
@@ -127,8 +132,7 @@ def pack_batches(
     # excludes oversize cuts (then keep a copy to spread and pack again)
     spreadable = repeats and config.effective_shuffle and config.sort_pool is None
     before = groups.rows.copy() if spreadable and config.oversize == "exclude" else None
-    ids = copy_ids(selection) if repeats else None
-    batches = _pack(groups, selection, config, ids)
+    batches = _pack(groups, selection, config)
     if repeats and blocks is not None:
         pairs = int((blocks.round * np.diff(blocks.starts)).sum())  # sum of c(c-1)/2 per cut
         n = max(batches.num_batches, 1)
@@ -136,48 +140,15 @@ def pack_batches(
             if before is not None:
                 groups.rows[:] = before
             spread_copies(groups, selection, blocks, config, epoch)
-            batches = _pack(groups, selection, config, ids)
+            batches = _pack(groups, selection, config)
         warn_if_copies_crowd(groups, batches, selection)
     return batches
 
 
-def copy_ids(selection: Selection) -> tuple[np.ndarray, int] | None:
-    """For a mixture that takes cuts more than once: an id per position for the packing
-    kernel's copy check, the same for every copy of a cut and -1 for a cut taken once (the
-    kernel skips those), and the number of ids; None when no cut repeats. Ids number the
-    copies after the first (a position of round 1 or later), so the kernel's table of ids is
-    as small as those copies, not the whole index."""
-    blocks, epoch_rows = selection.blocks, selection.epoch_rows
-    assert blocks is not None and epoch_rows is not None
-    starts = blocks.starts.tolist()
-    later = np.flatnonzero(blocks.round > 0).tolist()  # blocks of copies after a cut's first
-    copies = [epoch_rows[starts[k] : starts[k + 1]] for k in later]
-    if not sum(c.size for c in copies):
-        return None
-    copy = np.concatenate(copies)
-    # a source's cuts are its own: only the blocks of sources that repeat can hold a copy
-    spans = [
-        (starts[k], starts[k + 1])
-        for k in np.flatnonzero(np.isin(blocks.source, blocks.source[later])).tolist()
-        if starts[k + 1] > starts[k]
-    ]
-    lo = min(int(epoch_rows[a:b].min()) for a, b in spans)
-    hi = max(int(epoch_rows[a:b].max()) for a, b in spans)
-    table = np.full(hi - lo + 1, -1, dtype=np.int64)  # index row - lo -> id
-    table[copy - lo] = np.arange(copy.size, dtype=np.int64)
-    ids = np.full(epoch_rows.shape[0], -1, dtype=np.int64)
-    for a, b in spans:
-        np.take(table, epoch_rows[a:b] - lo, out=ids[a:b], mode="clip")
-    return ids, int(copy.size)
-
-
-def _pack(
-    groups: Groups,
-    selection: Selection,
-    config: SamplerConfig,
-    ids: tuple[np.ndarray, int] | None,
-) -> Batches:
+def _pack(groups: Groups, selection: Selection, config: SamplerConfig) -> Batches:
     rows, seg_offsets = groups.rows, groups.seg_offsets
+    copies = selection.copies  # a mixture's cuts taken more than once: kept out of one batch
+    index_out = None if selection.epoch_rows is None else scratch.empty(rows.shape[0], np.int64)
     dur = selection.column("duration")
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
@@ -201,10 +172,16 @@ def _pack(
         max_tokens=config.max_tokens,
         audio_rate=config.audio_tokens_per_second,
         quadratic_tokens=config.quadratic_tokens,
-        identity=None if ids is None else ids[0],
-        num_ids=0 if ids is None else ids[1],
+        index_rows=selection.epoch_rows,
+        index_out=index_out,
+        copies=None if copies is None else copies.bits,
+        id_lo=0 if copies is None else copies.lo,
+        num_ids=0 if copies is None else copies.size,
     )
-    return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
+    return Batches(
+        rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over),
+        None if index_out is None else index_out[:kept],
+    )  # fmt: skip
 
 
 def warn_if_copies_crowd(groups: Groups, batches: Batches, selection: Selection) -> None:

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from discoseq._checks import U64_MAX, is_int
+from discoseq._core import sharding
 from discoseq.config import SamplerConfig
+from discoseq.plan import scratch
 from discoseq.plan.epoch_plan import EpochPlan
 from discoseq.plan.group import empty_edges, group_rows
 from discoseq.plan.order import Ordered, order_batches
@@ -135,9 +137,14 @@ def plan_epoch(
     bucket = segment if groups.segment_bucket is None else groups.segment_bucket[segment]
     positions = None
     rows = ordered.rows
-    if selection.epoch_rows is not None:
-        # rows are positions of the selection (no bounds check per element: clip mode)
-        positions, rows = rows, np.take(selection.epoch_rows, rows, mode="clip")
+    if selection.epoch_rows is not None:  # rows are positions of the selection
+        positions = rows
+        if batches.index_rows is not None:  # packing wrote their index rows: same order
+            rows = sharding.gather_batches(batches.index_rows, batches.offsets, ordered.order)[0]
+        else:  # no bounds check per element (clip mode): the rows are valid
+            rows = np.take(selection.epoch_rows, rows, mode="clip")
+        # the per-position arrays nothing reads any more: the next plan reuses their memory
+        scratch.give_back(selection.epoch_rows, selection.columns["duration"], batches.index_rows)
     return EpochPlan(
         batch_offsets=ordered.offsets,
         rows=rows,

@@ -42,6 +42,7 @@ from discoseq._core import rng
 from discoseq.config import SamplerConfig
 from discoseq.index.multi import MultiIndex
 from discoseq.mixture import Mixture, MixtureEntry, check_sources
+from discoseq.plan import scratch
 
 __all__ = [
     "Copies",
@@ -830,8 +831,8 @@ def _select_epoch(
             )
         )
     m = starts[-1]
-    rows = np.empty(m, dtype=np.int64)
-    picked = np.empty(m, dtype=np.float64)
+    rows = scratch.empty(m, np.int64)  # the planner hands both back when its plan is built
+    picked = scratch.empty(m, np.float64)
     bits = np.zeros((m + 7) // 8 if repeating else 0, dtype=np.uint8)
     lo, hi, at = float("inf"), float("-inf"), 0
     for stream, mark, run in parts:  # index rows, durations and copy flags, written once

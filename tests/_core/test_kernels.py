@@ -254,23 +254,25 @@ def test_pack_token_cap_matches_reference(
     st.none() | st.sampled_from([20, 200]),
 )
 def test_pack_copy_ids_match_reference(cuts: list[int], max_cuts: int, sum_mode: bool, tokens):
-    """Copy ids with -1 for a row checked against nothing (a cut taken once) pack as the
-    reference packs every row's cut: with the ids beside the durations (no token cap) and
-    with the bitmap of rows with an id (a token cap)."""
+    """Rows flagged as copies (a cut taken more than once; its id: index row - id_lo) pack as
+    the reference packs every row's cut, and the index row of each kept row comes out: with
+    the index rows beside the durations (no token cap) and read in place (a token cap)."""
     cut = np.array(cuts, dtype=np.int64)  # the cut of each row
     d = readonly(1.0 + cut * 0.5)
     counts = np.bincount(cut)
-    dense = np.cumsum(counts > 1) - 1  # ids 0..k-1 for cuts taken more than once
-    ids = readonly(np.where(counts[cut] > 1, dense[cut], -1))
+    index_rows = readonly(cut + 100)  # the index row of each row (position)
+    copies = readonly(np.packbits(counts[cut] > 1, bitorder="little"))
     rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
     order = rows.tolist()
     text = readonly(cut * 7)
+    index_out = np.full(d.size, -1, np.int64)
     kept, off, _, bcost, _, _, _ = packing.pack(
         rows, np.array([0, d.size], dtype=np.int64), d, EMPTY_I, np.array([30.0]),
         np.array([max_cuts]), None, None, sum_mode, False,
-        tokens=None if tokens is None else text, max_tokens=tokens,
-        identity=ids, num_ids=int((counts > 1).sum()),
+        tokens=None if tokens is None else text, max_tokens=tokens, index_rows=index_rows,
+        index_out=index_out, copies=copies, id_lo=100, num_ids=int(cut.max()) + 1,
     )  # fmt: skip
+    assert index_out.tolist() == index_rows[rows].tolist()
     batches, _, ecost, _, _ = ref.pack(
         [order], d, None, [30.0], [max_cuts], None, None, sum_mode, False,
         None if tokens is None else text, tokens, cut,
@@ -285,15 +287,30 @@ def test_pack_copy_ids_match_reference(cuts: list[int], max_cuts: int, sum_mode:
 
 @pytest.mark.parametrize("tokens", [None, 50])
 def test_pack_refuses_bad_copy_ids(tokens) -> None:
+    """A negative index row, or a flagged one whose id lies outside [0, num_ids), is refused
+    (an unflagged row's id is never read); index_out and copies need index_rows."""
     d = np.ones(4)
-    for bad in (-2, 3):
-        ids = np.array([0, -1, bad, 1], dtype=np.int64)
-        with pytest.raises(ValueError, match=rf"identity\[2\]={bad} is not an id"):
+    copies = np.packbits(np.array([1, 0, 1, 1], bool), bitorder="little")
+    args = (np.array([0, 4], dtype=np.int64), d, EMPTY_I, np.array([10.0]), np.array([9]),
+            None, None, False, False)  # fmt: skip
+    for bad, flags in ((-1, None), (13, copies), (9, copies)):
+        index_rows = np.array([10, 99, bad, 11], dtype=np.int64)
+        with pytest.raises(ValueError, match=rf"index_rows\[2\]={bad} is negative, or"):
             packing.pack(
-                np.arange(4, dtype=np.int64), np.array([0, 4], dtype=np.int64), d, EMPTY_I,
-                np.array([10.0]), np.array([9]), None, None, False, False,
-                tokens=np.zeros(4, np.int64), max_tokens=tokens, identity=ids, num_ids=3,
+                np.arange(4, dtype=np.int64), *args, tokens=np.zeros(4, np.int64),
+                max_tokens=tokens, index_rows=index_rows, index_out=np.empty(4, np.int64),
+                copies=flags, id_lo=10, num_ids=3,
             )  # fmt: skip
+    kept = packing.pack(
+        np.arange(4, dtype=np.int64), *args, tokens=np.zeros(4, np.int64), max_tokens=tokens,
+        index_rows=np.array([10, 99, 12, 11], dtype=np.int64),
+        index_out=np.empty(4, np.int64), copies=copies, id_lo=10, num_ids=3,
+    )[0]  # fmt: skip
+    assert kept == 4  # row 1 (index row 99) is not flagged: its id is never formed
+    with pytest.raises(ValueError, match="go with index_rows"):
+        packing.pack(np.arange(4, dtype=np.int64), *args, copies=copies)
+    with pytest.raises(ValueError, match="needs index_out"):
+        packing.pack(np.arange(4, dtype=np.int64), *args, index_rows=np.arange(4))
 
 
 def test_pack_quadratic_tokens_validation() -> None:
