@@ -69,6 +69,19 @@ cdef inline bint _is_sorted(const double* a, int64_t n) noexcept nogil:
     return True
 
 
+cdef inline void _key_bits_range(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                                 uint64_t* minb, uint64_t* maxb) noexcept nogil:
+    """The least and greatest bit pattern of the keys (inline: a loop per constant kind)."""
+    cdef int64_t i
+    cdef uint64_t b, lo = UINT64_MAX, hi = 0
+    for i in range(n):
+        b = _bits(key_of(c, kind, _row(rows, i)))
+        lo = b if b < lo else lo
+        hi = b if b > hi else hi
+    minb[0] = lo
+    maxb[0] = hi
+
+
 cdef inline int _histogram(const int64_t* rows, int64_t n, const Columns* c, int kind,
                            int shift, uint64_t base, int64_t nbins, int64_t* hist,
                            int64_t* total_out) noexcept nogil:
@@ -121,13 +134,14 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
     if lo <= hi:
         minb = _bits(lo)
         maxb = _bits(hi)
+    elif kind == KEY_DURATION:
+        _key_bits_range(rows, n, c, KEY_DURATION, &minb, &maxb)
+    elif kind == KEY_FRAMES:
+        _key_bits_range(rows, n, c, KEY_FRAMES, &minb, &maxb)
+    elif kind == KEY_NUMEL:
+        _key_bits_range(rows, n, c, KEY_NUMEL, &minb, &maxb)
     else:
-        for i in range(n):
-            b = _bits(key_of(c, kind, _row(rows, i)))
-            if b < minb:
-                minb = b
-            if b > maxb:
-                maxb = b
+        _key_bits_range(rows, n, c, KEY_TOKENS, &minb, &maxb)
     while (maxb >> shift) - (minb >> shift) >= NBINS:
         shift += 1
     base = minb >> shift
@@ -146,13 +160,17 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
             or soff == NULL or sfill == NULL):
         rc = DS_ERR_NOMEM
     else:
-        # the common cases with a constant key kind / no row array: loops without their tests
+        # a loop per key kind (and for duration keys without a row array): no test of them per row
         if kind == KEY_DURATION and rows == NULL:
             rc = _histogram(NULL, n, c, KEY_DURATION, shift, base, nbins, hist, &total)
         elif kind == KEY_DURATION:
             rc = _histogram(rows, n, c, KEY_DURATION, shift, base, nbins, hist, &total)
+        elif kind == KEY_FRAMES:
+            rc = _histogram(rows, n, c, KEY_FRAMES, shift, base, nbins, hist, &total)
+        elif kind == KEY_NUMEL:
+            rc = _histogram(rows, n, c, KEY_NUMEL, shift, base, nbins, hist, &total)
         else:
-            rc = _histogram(rows, n, c, kind, shift, base, nbins, hist, &total)
+            rc = _histogram(rows, n, c, KEY_TOKENS, shift, base, nbins, hist, &total)
         if rc == DS_OK and total > INT64_MAX // nb:
             rc = DS_ERR_OVERFLOW
     if rc == DS_OK:
@@ -184,8 +202,12 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
                 _collect(NULL, n, c, KEY_DURATION, shift, base, slot_of, buf, soff, sfill)
             elif kind == KEY_DURATION:
                 _collect(rows, n, c, KEY_DURATION, shift, base, slot_of, buf, soff, sfill)
+            elif kind == KEY_FRAMES:
+                _collect(rows, n, c, KEY_FRAMES, shift, base, slot_of, buf, soff, sfill)
+            elif kind == KEY_NUMEL:
+                _collect(rows, n, c, KEY_NUMEL, shift, base, slot_of, buf, soff, sfill)
             else:
-                _collect(rows, n, c, kind, shift, base, slot_of, buf, soff, sfill)
+                _collect(rows, n, c, KEY_TOKENS, shift, base, slot_of, buf, soff, sfill)
             for sl in range(nslots):
                 if not _is_sorted(&buf[soff[sl]], soff[sl + 1] - soff[sl]):
                     qsort(&buf[soff[sl]], soff[sl + 1] - soff[sl], sizeof(double), _cmp_f64)
