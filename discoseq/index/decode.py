@@ -119,26 +119,34 @@ class _Level:
         self.ignored = ignored
         self.unsupported = unsupported
         self.post = post
-        self.shapes: dict[tuple[str, ...], Callable[[dict[str, Any]], Any] | None] = {}
+        self.shapes: dict[tuple[str, ...], Callable[[Any], Any]] = {}
+        self.build = self._builder()
 
-    def build(self, d: Any) -> Any:
-        if type(d) is not dict:
-            raise _Unsupported
-        shape = tuple(d)
-        try:
-            make = self.shapes[shape]
-        except KeyError:
-            make = self._compile(shape)
-            if len(self.shapes) < MAX_SHAPES:
-                self.shapes[shape] = make
-        if make is None:
-            raise _Unsupported
-        return make(d)
+    def _builder(self) -> Callable[[Any], Any]:
+        """``build(d)``: the object of dict ``d`` (raises :class:`_Unsupported` for the
+        fallback). One dict lookup by the keys in order; a new shape is compiled once."""
+        shapes = self.shapes
+        get = shapes.get
+        compile_shape = self._compile
 
-    def _compile(self, shape: tuple[str, ...]) -> Callable[[dict[str, Any]], Any] | None:
+        def build(d: Any) -> Any:
+            # a non-dict's "shape" never makes an object: compiled as unsupported, or found
+            # equal to a dict's shape and then d[key] raises
+            make = get(tuple(d))
+            if make is None:
+                if type(d) is not dict:
+                    raise _Unsupported
+                make = compile_shape(tuple(d))
+                if len(shapes) < MAX_SHAPES:
+                    shapes[tuple(d)] = make
+            return make(d)
+
+        return build
+
+    def _compile(self, shape: tuple[str, ...]) -> Callable[[Any], Any]:
         keys = frozenset(shape) - self.ignored
         if keys - self.names or self.required - keys or keys & self.unsupported:
-            return None
+            return _refuse
         items = []
         for name, _, default in self.fields:
             conv = self.converters.get(name)
@@ -147,18 +155,31 @@ class _Level:
                 items.append(f"{name!r}: {conv}({value})" if conv else f"{name!r}: {value}")
             else:
                 items.append(f"{name!r}: {self.absent.get(name, repr(default))}")
+        # a class with its own __setattr__ (CustomFieldMixin) must not see "__dict__"
+        plain = self.cls.__setattr__ is object.__setattr__
         src = (
             "def make(d):\n"
             "    obj = new(cls)\n"
             f"    o = {{{', '.join(items)}}}\n"
             f"    {self.post or 'pass'}\n"
-            "    setdict(obj, '__dict__', o)\n"
+            f"    {'obj.__dict__ = o' if plain else 'setdict(obj, dunder_dict, o)'}\n"
             "    return obj\n"
         )
-        ns = dict(self.namespace, cls=self.cls, new=object.__new__, setdict=object.__setattr__)
+        ns = dict(
+            self.namespace,
+            cls=self.cls,
+            new=object.__new__,
+            setdict=object.__setattr__,
+            dunder_dict="__dict__",
+        )
         exec(src, ns)  # generated from the dataclass's own field names
-        make: Callable[[dict[str, Any]], Any] = ns["make"]
+        make: Callable[[Any], Any] = ns["make"]
         return make
+
+
+def _refuse(d: Any) -> Any:
+    """The "constructor" of a shape the fast path does not take."""
+    raise _Unsupported
 
 
 class CutDecoder:

@@ -7,7 +7,7 @@ import hashlib
 import mmap
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -531,13 +531,17 @@ class CutIndex:
         return self._checked_dicts(self._check_rows(rows), records)[0]
 
     def _checked_dicts(
-        self, rows: np.ndarray, records: Mapping[int, bytes] | None
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """(:meth:`record_dicts`, the cut ids) of rows already checked."""
+        self,
+        rows: np.ndarray,
+        records: Mapping[int, bytes] | None,
+        decode: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> tuple[list[Any], list[str]]:
+        """(:meth:`record_dicts`, the cut ids) of rows already checked; with ``decode``, each
+        record's ``decode(record)`` instead of the dict, in the same pass."""
         raw = self._records_of(rows) if records is None else [records[r] for r in rows.tolist()]
         ids = self._ids_of(rows)
         loads = orjson.loads
-        out: list[dict[str, Any]] = []
+        out: list[Any] = []
         append = out.append
         for cut_id, data in zip(ids, raw, strict=True):
             try:
@@ -551,7 +555,18 @@ class CutIndex:
                     f"{self.where(row)}) does not match its source any more; rebuild the index",
                     path=self.path,
                 )
-            append(record)
+            if decode is None:
+                append(record)
+                continue
+            try:
+                append(decode(record))
+            except Exception as e:  # whatever Lhotse raises: say which cut and where it is
+                row = int(rows[len(out)])
+                raise ManifestError(
+                    f"Lhotse cannot load cut {cut_id!r} (row {row} of index {self.path}): "
+                    f"{type(e).__name__}: {e}; fix the record and rebuild the index",
+                    *self._source_line(row),
+                ) from e
         return out, ids
 
     def resolve(
@@ -572,21 +587,8 @@ class CutIndex:
 
         from discoseq.index.decode import cut_decoder
 
-        decode = cut_decoder()
         rows = self._check_rows(rows)
-        dicts, ids = self._checked_dicts(rows, records)
-        cuts: list[Any] = []
-        append = cuts.append
-        try:
-            for record in dicts:
-                append(decode(record))
-        except Exception as e:  # whatever Lhotse raises: say which cut and where it is
-            row = int(rows[len(cuts)])
-            raise ManifestError(
-                f"Lhotse cannot load cut {ids[len(cuts)]!r} (row {row} of index {self.path}): "
-                f"{type(e).__name__}: {e}; fix the record and rebuild the index",
-                *self._source_line(row),
-            ) from e
+        cuts = self._checked_dicts(rows, records, cut_decoder())[0]
         if self._shar is not None:  # a Shar corpus: each cut's field data, read in file order
             self._shar.attach(rows, cuts)
         return CutSet.from_cuts(cuts)
