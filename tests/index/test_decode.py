@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import pickle
 import tempfile
 import warnings
 from pathlib import Path
@@ -378,3 +379,6 @@ def test_resolve_equals_deserialize_cut(tmp_path: Path) -> None:
     assert len(ours) == len(records)
     for a, b in zip(ours, theirs, strict=True):
         assert identical(a, b) is None, identical(a, b)
+        # what a DataLoader worker sends and what Lhotse writes back stay the same too
+        assert identical(pickle.loads(pickle.dumps(a)), b) is None
+        assert identical(a.to_dict(), b.to_dict()) is None
