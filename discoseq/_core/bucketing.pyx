@@ -380,6 +380,16 @@ cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Col
     free(fill)
 
 
+cdef inline void _chunk_buckets(const int64_t* rows, int64_t i0, int64_t i1, const Columns* c,
+                                int kind, const BucketTable* t, const double* edges, int64_t ne,
+                                const double* tedges, int64_t nt, int32_t* ids) noexcept nogil:
+    """The flat bucket of rows ``i0 .. i1 - 1`` into ``ids`` (inline: a loop per constant
+    ``kind``, and one for 1D duration keys without a row array)."""
+    cdef int64_t i
+    for i in range(i0, i1):
+        ids[i - i0] = <int32_t>_bucket(c, kind, _row(rows, i), t, edges, ne, tedges, nt)
+
+
 cdef int _scatter_sized(const int64_t* rows, int64_t n, const Columns* c, int kind,
                         const BucketTable* t, const double* edges, int64_t ne,
                         const double* tedges, int64_t nt, int64_t* out,
@@ -402,8 +412,12 @@ cdef int _scatter_sized(const int64_t* rows, int64_t n, const Columns* c, int ki
         while i0 < n and rc == DS_OK:
             # a block's buckets first, then its rows: two short loops run faster than one
             i1 = i0 + CHUNK if n - i0 > CHUNK else n
-            for i in range(i0, i1):
-                ids[i - i0] = <int32_t>_bucket(c, kind, _row(rows, i), t, edges, ne, tedges, nt)
+            if kind == KEY_DURATION and rows == NULL and nt <= 1:
+                _chunk_buckets(NULL, i0, i1, c, KEY_DURATION, t, edges, ne, NULL, 1, ids)
+            elif kind == KEY_DURATION:
+                _chunk_buckets(rows, i0, i1, c, KEY_DURATION, t, edges, ne, tedges, nt, ids)
+            else:
+                _chunk_buckets(rows, i0, i1, c, kind, t, edges, ne, tedges, nt, ids)
             for i in range(i0, i1):
                 s = ids[i - i0]
                 k = fill[s]
