@@ -131,7 +131,7 @@ class _Level:
 
         def build(d: Any) -> Any:
             # a non-dict's "shape" never makes an object: compiled as unsupported, or found
-            # equal to a dict's shape and then d[key] raises
+            # equal to a dict's shape and then refused by make
             make = get(tuple(d))
             if make is None:
                 if type(d) is not dict:
@@ -147,30 +147,43 @@ class _Level:
         keys = frozenset(shape) - self.ignored
         if keys - self.names or self.required - keys or keys & self.unsupported:
             return _refuse
-        items = []
-        for name, _, default in self.fields:
-            conv = self.converters.get(name)
-            if name in keys:
-                value = f"d[{name!r}]"
-                items.append(f"{name!r}: {conv}({value})" if conv else f"{name!r}: {value}")
-            else:
-                items.append(f"{name!r}: {self.absent.get(name, repr(default))}")
+        names = [name for name, _, _ in self.fields]
+        present = [name for name in shape if name not in self.ignored]
+        if present == names[: len(present)]:
+            # the keys are the first fields in field order (as Lhotse writes them): copy the
+            # dict, convert in place, append the missing fields (the order stays field order)
+            lines = ["o = d.copy()"]
+            lines += [f"del o[{name!r}]" for name in shape if name in self.ignored]
+            for name in present:
+                if name in self.converters:
+                    lines.append(f"o[{name!r}] = {self.converters[name]}(o[{name!r}])")
+            for name, _, default in self.fields[len(present) :]:
+                lines.append(f"o[{name!r}] = {self.absent.get(name, repr(default))}")
+        else:  # one dict display in field order
+            items = []
+            for name, _, default in self.fields:
+                conv = self.converters.get(name)
+                if name in keys:
+                    value = f"d[{name!r}]"
+                    items.append(f"{name!r}: {conv}({value})" if conv else f"{name!r}: {value}")
+                else:
+                    items.append(f"{name!r}: {self.absent.get(name, repr(default))}")
+            lines = [f"o = {{{', '.join(items)}}}"]
+        if self.post:
+            lines.append(self.post)
         # a class with its own __setattr__ (CustomFieldMixin) must not see "__dict__"
         plain = self.cls.__setattr__ is object.__setattr__
-        src = (
-            "def make(d):\n"
-            "    obj = new(cls)\n"
-            f"    o = {{{', '.join(items)}}}\n"
-            f"    {self.post or 'pass'}\n"
-            f"    {'obj.__dict__ = o' if plain else 'setdict(obj, dunder_dict, o)'}\n"
-            "    return obj\n"
-        )
+        lines.append("obj = new(cls)")
+        lines.append("obj.__dict__ = o" if plain else "setdict(obj, dunder_dict, o)")
+        src = "def make(d):\n    if type(d) is not dict: raise Unsupported\n"
+        src += "".join(f"    {line}\n" for line in lines) + "    return obj\n"
         ns = dict(
             self.namespace,
             cls=self.cls,
             new=object.__new__,
             setdict=object.__setattr__,
             dunder_dict="__dict__",
+            Unsupported=_Unsupported,
         )
         exec(src, ns)  # generated from the dataclass's own field names
         make: Callable[[Any], Any] = ns["make"]
