@@ -1,6 +1,7 @@
 # cython: language_level=3
 """64-bit hashes of cut ids for the index's id -> row lookup (FNV-1a, then a murmur3 finaliser),
-and the merge of sorted runs of them (a parallel build's parts, each sorted in its worker).
+their stable sort (a radix sort) and the merge of sorted runs of them (a parallel build's parts,
+each sorted in its worker).
 
 Reference twin: ``tests/_core/test_idhash.py::py_hash``.
 """
