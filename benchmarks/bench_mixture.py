@@ -7,8 +7,11 @@
 1. Plan time of a 3-source mixture totalling N cuts (6/10, 3/10, 1/10 of N; weights by hours
    with an hours budget, so every source is cut at a stream boundary and the small one is
    upsampled) vs the plan of the same N cuts as one corpus (BUCKETED, 30 buckets, W=8,
-   max_duration=600 s), consecutive epochs as in training. Goal: at most 1.3x. Also the
-   selection stage alone (quotas and the rows they take), warm and cold (a fresh process).
+   max_duration=600 s), consecutive epochs as in training, timed in interleaved rounds (one
+   plan of each per round). Goal: at most 1.3x. Wall time, and the process's CPU time (user +
+   system: less disturbed by other jobs on a shared machine) with the load average beside it.
+   Also the selection stage alone (quotas and the rows they take), warm and cold (a fresh
+   process).
 2. Delivered hours shares vs the asked weights after 1, 10 and 100 batches and after one epoch:
    discoseq (pooled and per_source) vs Lhotse's ``CutSet.mux`` and ``CutSet.infinite_mux`` with the
    same weights under ``DynamicBucketingSampler`` (same max_duration, 30 buckets), over the same
@@ -19,11 +22,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +47,23 @@ SHARES = {"big": 0.6, "mid": 0.3, "small": 0.1}  # of the cuts
 WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}  # asked, of the hours
 
 
+def interleaved(
+    fns: list[Callable[[], object]], rounds: int
+) -> list[tuple[list[float], list[float]]]:
+    """Per function, the wall and CPU (user + system) seconds of each round's call; every
+    round calls each once, so a burst of load hits them alike."""
+    out: list[tuple[list[float], list[float]]] = [([], []) for _ in fns]
+    for _ in range(rounds):
+        for fn, (wall, cpu) in zip(fns, out, strict=True):
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t = time.perf_counter()
+            fn()
+            wall.append(time.perf_counter() - t)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return out
+
+
 def plan_time(n: int, repeat: int) -> None:
     sizes = [int(n * s) for s in SHARES.values()]
     d = np.concatenate([librispeech_like(k, seed=i) for i, k in enumerate(sizes)])
@@ -54,14 +78,25 @@ def plan_time(n: int, repeat: int) -> None:
     print(f"== 1. plan time, {n:,} cuts ({parts}), W={W}")
     plan_epoch(cols, base, 0, W)  # warm-up
     ep = iter(range(1, 10_000))
-    t1, m1 = timeit(lambda: plan_epoch(cols, base, next(ep), W), repeat)
-    t3, m3 = timeit(lambda: plan_epoch(cols, mix, next(ep), W, sources=layout), repeat)
+    load = os.getloadavg()
+    (w1, c1), (w3, c3) = interleaved(
+        [
+            lambda: plan_epoch(cols, base, next(ep), W),
+            lambda: plan_epoch(cols, mix, next(ep), W, sources=layout),
+        ],
+        repeat,
+    )
+    t1, m1, t3, m3 = min(w1), statistics.median(w1), min(w3), statistics.median(w3)
     ts, ms = timeit(lambda: select_rows(cols, mix, None, next(ep), layout), repeat)
     cold, _ = timeit(lambda: (forget_streams(), select_rows(cols, mix, None, next(ep), layout)), 1)
     p = plan_epoch(cols, mix, 3, W, sources=layout)
     print(f"   one corpus        : best {t1 * 1e3:8.1f} ms, median {m1 * 1e3:8.1f} ms")
     print(f"   3-source mixture  : best {t3 * 1e3:8.1f} ms, median {m3 * 1e3:8.1f} ms")
     print(f"   ratio             : {t3 / t1:.2f}x best/best, {m3 / m1:.2f}x median (goal <= 1.3x)")
+    print(f"   CPU ratio         : {min(c3) / min(c1):.2f}x best/best, "
+          f"{statistics.median(c3) / statistics.median(c1):.2f}x median (one corpus best "
+          f"{min(c1) * 1e3:.1f} ms, mixture {min(c3) * 1e3:.1f} ms of CPU); load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
     print(f"   of which selection: best {ts * 1e3:8.1f} ms, median {ms * 1e3:8.1f} ms "
           f"({ts / t1:.2f}x the one-corpus plan; the next epochs of a run)")  # fmt: skip
     print(f"   selection, cold   : {cold * 1e3:8.1f} ms (a new process or a resume: the source's "
