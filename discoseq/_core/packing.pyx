@@ -218,9 +218,10 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                    BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code. With ``rows_in_dt`` (a
     mixture, no token cap) ``dt`` holds each row's duration and index row (``~row`` where its
-    copies are checked); else with ``index_rows`` (a mixture and a token cap) the index rows
-    are read from it and ``copies`` (a bit per row) flags those checked. The index row of each
-    kept row is written to ``index_out``. A checked row (copy id: its index row - ``id_lo``;
+    copies are checked); else with ``index_rows`` (a mixture and a token cap) ``copies`` (a
+    bit per row) flags the rows checked, whose index rows are read in place (all rows' with
+    ``index_out``). With ``index_out`` the index row of each kept row is written to it. A
+    checked row (copy id: its index row - ``id_lo``;
     ``last`` a scratch of -1 per id) whose cut is already in the open batch closes it first: no
     batch holds a cut twice. Else with ``dt`` (a token cap) durations and token costs are read
     from it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
@@ -250,7 +251,8 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                     DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
-                if index_rows != NULL:
+                if index_rows != NULL and (index_out != NULL or (
+                        copies != NULL and _bit(copies, rows[i + 64]))):
                     DS_PREFETCH(&index_rows[rows[i + 64]])
             if (index_rows != NULL and copies != NULL and i + 32 < seg_off[s + 1]
                     and _bit(copies, rows[i + 32])):
@@ -260,9 +262,10 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
                 if x < 0:
                     DS_PREFETCH(&last[~x - id_lo])
             row = rows[i]
-            if index_rows != NULL:
-                irow = index_rows[row]
+            if index_rows != NULL:  # read in place: only where needed
                 checked = copies != NULL and _bit(copies, row)
+                if checked or index_out != NULL:
+                    irow = index_rows[row]
             t = 0
             if rows_in_dt:
                 d = dt[row].d
@@ -353,8 +356,10 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     counts as ``t + t * t / p`` (the rule of ``plan.pack.token_costs_of``). Every row must
     be a row of ``duration`` (else ValueError). A mixture gives ``index_rows``, the index row
     of each row of ``duration`` (its rows are positions of the epoch's selection), and
-    ``index_out`` (one slot per row of ``rows``), which receives the index row of each kept
-    row, so no gather through the shuffled rows follows. ``copies`` (with ``index_rows``: a
+    optionally ``index_out`` (one slot per row of ``rows``), which receives the index row of
+    each kept row, so no gather through the shuffled rows follows (cheap without a token cap,
+    where each index row lies beside its duration: with one, the index rows are read in place,
+    a second cache miss per row, more than a gather afterwards costs). ``copies`` (with ``index_rows``: a
     bit per row of ``duration``, bit ``r % 8`` of byte ``r // 8``) flags the rows whose cut
     the mixture takes more than once: a flagged row whose cut (id: its index row - ``id_lo``,
     in ``[0, num_ids)``) is already in the open batch closes it first, so no batch holds a cut
@@ -409,10 +414,11 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     if index_rows is not None:
         if index_rows.shape[0] != ncol:
             raise ValueError("index_rows needs one index row per row of duration")
-        if index_out is None or index_out.shape[0] < rows.shape[0]:
-            raise ValueError("index_rows needs index_out, one slot per row of rows")
-        if rows.shape[0] > 0:
-            op = &index_out[0]
+        if index_out is not None:
+            if index_out.shape[0] < rows.shape[0]:
+                raise ValueError("index_out needs one slot per row of rows")
+            if rows.shape[0] > 0:
+                op = &index_out[0]
         if copies is not None:
             if copies.shape[0] < (ncol + 7) // 8:
                 raise ValueError("copies needs one bit per row of duration")

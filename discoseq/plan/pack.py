@@ -148,7 +148,9 @@ def pack_batches(
 def _pack(groups: Groups, selection: Selection, config: SamplerConfig) -> Batches:
     rows, seg_offsets = groups.rows, groups.seg_offsets
     copies = selection.copies  # a mixture's cuts taken more than once: kept out of one batch
-    index_out = None if selection.epoch_rows is None else scratch.empty(rows.shape[0], np.int64)
+    index_out = None  # a mixture's packed index rows: read beside the durations (no token cap)
+    if selection.epoch_rows is not None and config.max_tokens is None:
+        index_out = scratch.empty(rows.shape[0], np.int64)
     dur = selection.column("duration")
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)

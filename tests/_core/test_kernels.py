@@ -252,8 +252,11 @@ def test_pack_token_cap_matches_reference(
     st.integers(1, 8),
     st.booleans(),
     st.none() | st.sampled_from([20, 200]),
+    st.booleans(),
 )
-def test_pack_copy_ids_match_reference(cuts: list[int], max_cuts: int, sum_mode: bool, tokens):
+def test_pack_copy_ids_match_reference(
+    cuts: list[int], max_cuts: int, sum_mode: bool, tokens, with_out: bool
+):
     """Rows flagged as copies (a cut taken more than once; its id: index row - id_lo) pack as
     the reference packs every row's cut, and the index row of each kept row comes out: with
     the index rows beside the durations (no token cap) and read in place (a token cap)."""
@@ -270,9 +273,10 @@ def test_pack_copy_ids_match_reference(cuts: list[int], max_cuts: int, sum_mode:
         rows, np.array([0, d.size], dtype=np.int64), d, EMPTY_I, np.array([30.0]),
         np.array([max_cuts]), None, None, sum_mode, False,
         tokens=None if tokens is None else text, max_tokens=tokens, index_rows=index_rows,
-        index_out=index_out, copies=copies, id_lo=100, num_ids=int(cut.max()) + 1,
+        index_out=index_out if with_out else None, copies=copies, id_lo=100,
+        num_ids=int(cut.max()) + 1,
     )  # fmt: skip
-    assert index_out.tolist() == index_rows[rows].tolist()
+    assert index_out.tolist() == (index_rows[rows] if with_out else np.full(d.size, -1)).tolist()
     batches, _, ecost, _, _ = ref.pack(
         [order], d, None, [30.0], [max_cuts], None, None, sum_mode, False,
         None if tokens is None else text, tokens, cut,
@@ -309,8 +313,9 @@ def test_pack_refuses_bad_copy_ids(tokens) -> None:
     assert kept == 4  # row 1 (index row 99) is not flagged: its id is never formed
     with pytest.raises(ValueError, match="go with index_rows"):
         packing.pack(np.arange(4, dtype=np.int64), *args, copies=copies)
-    with pytest.raises(ValueError, match="needs index_out"):
-        packing.pack(np.arange(4, dtype=np.int64), *args, index_rows=np.arange(4))
+    with pytest.raises(ValueError, match="index_out needs one slot per row of rows"):
+        packing.pack(np.arange(4, dtype=np.int64), *args, index_rows=np.arange(4),
+                     index_out=np.empty(3, np.int64))  # fmt: skip
 
 
 def test_pack_quadratic_tokens_validation() -> None:
