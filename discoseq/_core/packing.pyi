@@ -21,6 +21,7 @@ def pack(
     copies: npt.NDArray[np.uint8] | None = ...,
     id_lo: int = ...,
     num_ids: int = ...,
+    layout: npt.NDArray[np.int64] | None = ...,
 ) -> tuple[
     int,
     npt.NDArray[np.int64],
@@ -36,8 +37,3 @@ def sort_pools(
     duration: npt.NDArray[np.float64],
     pool: int,
 ) -> None: ...
-def _take_layout(rows: int) -> npt.NDArray[np.int64]: ...
-def _keep_layout(layout: npt.NDArray[np.int64] | None) -> None: ...
-def release_layout() -> None: ...
-
-_layout: npt.NDArray[np.int64] | None

@@ -162,42 +162,6 @@ cdef int64_t _dur_rows(DurTok* out, const double* dur, const int64_t* index_rows
     return -1
 
 
-# The side-by-side layout of ``pack`` (16 B per row of the columns) is kept between calls up to
-# this many rows (256 MB), so planning epoch after epoch reuses it: a fresh one is allocated
-# by NumPy, which asks the kernel for huge pages (packing reads it through shuffled rows; with
-# 4 kB pages nearly every read would also miss the TLB, measured 1.5x slower on 10M rows),
-# and on a machine whose memory is fragmented the kernel then spends 0.1-0.3 s per 10M rows
-# compacting memory to find them. Larger layouts are allocated per call (a plan of that size
-# takes seconds anyway, and keeping 16 B per row of a 100M-row corpus would cost 1.6 GB).
-_KEEP_LAYOUT_ROWS = 16_000_000
-_layout = None
-
-
-def _take_layout(int64_t rows):
-    """A layout of at least ``rows`` rows: the kept one when it is large enough (taken, so a
-    second thread planning at the same time allocates its own), else a fresh one."""
-    global _layout
-    kept, _layout = _layout, None  # with the GIL held: one thread takes it
-    if kept is not None and kept.shape[0] >= 2 * rows:
-        return kept
-    kept = None  # freed before the new one is allocated
-    return np.empty(2 * rows, dtype=np.int64)
-
-
-def _keep_layout(layout):
-    """Keep ``layout`` for the next call, unless it is too large to keep."""
-    global _layout
-    if layout is not None and layout.shape[0] <= 2 * _KEEP_LAYOUT_ROWS:
-        if _layout is None or _layout.shape[0] < layout.shape[0]:
-            _layout = layout
-
-
-def release_layout():
-    """Free the layout kept between calls (up to 256 MB), e.g. once a job stops planning."""
-    global _layout
-    _layout = None
-
-
 cdef int64_t _check_index_rows(const int64_t* index_rows, const uint8_t* copies,
                                int64_t id_lo, int64_t num_ids, int64_t n) noexcept nogil:
     """One sequential pass (a token cap: the layout holds tokens, the index rows are read in
@@ -345,7 +309,8 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
          const int64_t[::1] tokens=None, max_tokens=None, audio_rate=None,
          quadratic_tokens=None, const int64_t[::1] index_rows=None, int64_t[::1] index_out=None,
-         const uint8_t[::1] copies=None, int64_t id_lo=0, int64_t num_ids=0):
+         const uint8_t[::1] copies=None, int64_t id_lo=0, int64_t num_ids=0,
+         int64_t[::1] layout=None):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
@@ -364,10 +329,11 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     the mixture takes more than once: a flagged row whose cut (id: its index row - ``id_lo``,
     in ``[0, num_ids)``) is already in the open batch closes it first, so no batch holds a cut
     twice; the check's table is as large as the span of those ids. With ``max_tokens`` the
-    kernel first lays out each row's duration and token count side by side (16 B per row of
-    ``duration``, kept for the next call, see ``_KEEP_LAYOUT_ROWS``), so a shuffled row costs
-    one cache miss, not two; without it, with ``index_rows``, each row's duration and index
-    row likewise.
+    kernel first lays out each row's duration and token count side by side in ``layout`` (a
+    caller's scratch of at least ``2 x len(duration)`` int64, overwritten, which it may keep
+    for the next call instead of fresh memory; None: allocated for this call), so a shuffled
+    row costs one cache miss, not two; without it, with ``index_rows``, each row's duration and
+    index row likewise.
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -407,8 +373,6 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef int64_t bad = -1
     cdef int64_t ncol = duration.shape[0]
     cdef DurTok* dt = NULL
-    cdef int64_t[::1] dt_mem
-    layout = None
     cdef const double* dp = &duration[0] if ncol > 0 else NULL
     cdef bint rows_in_dt = index_rows is not None and max_tokens is None and ncol > 0
     if index_rows is not None:
@@ -429,9 +393,14 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     elif index_out is not None or copies is not None:
         raise ValueError("index_out and copies go with index_rows")
     if (max_tokens is not None and ncol > 0) or rows_in_dt:
-        layout = _take_layout(ncol)
-        dt_mem = layout
-        dt = <DurTok*>&dt_mem[0]
+        if layout is None:
+            layout = np.empty(2 * ncol, dtype=np.int64)  # NumPy asks for huge pages
+        elif layout.shape[0] < 2 * ncol:
+            raise ValueError(
+                f"pack: layout needs {2 * ncol} int64 (2 per row of duration) with max_tokens "
+                "or index_rows"
+            )
+        dt = <DurTok*>&layout[0]
     if index_rows is not None and ncol > 0:
         with nogil:
             if rows_in_dt:  # each index row beside its row's duration
@@ -440,7 +409,6 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
                 ip = &index_rows[0]
                 bad = _check_index_rows(ip, bp, id_lo, num_ids, ncol)
         if bad >= 0:
-            _keep_layout(layout)
             raise ValueError(
                 f"pack: index_rows[{bad}]={index_rows[bad]} is negative, or a flagged copy "
                 f"whose id is outside [0, {num_ids}) (id_lo={id_lo})"
@@ -448,7 +416,6 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     if bp != NULL:
         lp = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
         if lp == NULL:
-            _keep_layout(layout)
             raise MemoryError("pack: out of memory")
         for s in range(num_ids):
             lp[s] = -1
@@ -497,7 +464,6 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         free(buf.seg)
         free(buf.cost)
         free(buf.dur)
-    _keep_layout(layout)
     return kept, offsets, bseg, bcost, bdur, seg_batch, n_over
 
 

@@ -8,11 +8,8 @@ token costs, with ``quadratic_tokens``) would be exceeded. A cut that alone exce
 *oversize*: a batch of its own or left out (``oversize``). Memory: with ``max_tokens`` the kernel
 holds each row's duration and token count side by side while packing (16 B/cut); for a mixture
 without a token cap, each position's duration and index row (16 B/cut); for a mixture, the
-index rows of the packed positions (8 B/cut, reused by the next plan,
-:mod:`discoseq.plan.scratch`). That side-by-side layout is kept between
-plans for corpora up to 16M rows (at most 256 MB), so epoch after epoch reuses it instead of
-asking the kernel for fresh huge pages (0.1-0.3 s of memory compaction per 10M rows on a
-fragmented machine); :func:`release_layout` frees it.
+index rows of the packed positions (8 B/cut). All are scratch reused by the next plan
+(:mod:`discoseq.plan.scratch`: no fresh huge pages each epoch).
 """
 
 from __future__ import annotations
@@ -27,9 +24,7 @@ from discoseq.plan import scratch
 from discoseq.plan.group import Groups, spread_copies
 from discoseq.plan.select import Selection
 
-__all__ = ["Batches", "pack_batches", "release_layout"]
-
-release_layout = packing.release_layout
+__all__ = ["Batches", "pack_batches"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -152,6 +147,8 @@ def _pack(groups: Groups, selection: Selection, config: SamplerConfig) -> Batche
     if selection.epoch_rows is not None and config.max_tokens is None:
         index_out = scratch.empty(rows.shape[0], np.int64)
     dur = selection.column("duration")
+    side_by_side = config.max_tokens is not None or index_out is not None
+    layout = scratch.empty(2 * dur.shape[0], np.int64) if side_by_side else None
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
     if groups.segment_bucket is None:
@@ -179,7 +176,9 @@ def _pack(groups: Groups, selection: Selection, config: SamplerConfig) -> Batche
         copies=None if copies is None else copies.bits,
         id_lo=0 if copies is None else copies.lo,
         num_ids=0 if copies is None else copies.size,
+        layout=layout,
     )
+    scratch.give_back(layout)
     return Batches(
         rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over),
         None if index_out is None else index_out[:kept],

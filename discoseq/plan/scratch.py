@@ -1,8 +1,10 @@
 """Scratch arrays kept between plans.
 
-A mixture's plan needs a few arrays of one value per position only while it plans (the
-selection's index rows and durations, the packed positions' index rows). The planner hands
-them back when the plan is built, and the next plan reuses them instead of fresh memory: the
+A plan needs a few arrays only while it plans: packing's side-by-side layout (each row's
+duration beside its token count, with ``max_tokens``, or beside its index row, for a mixture;
+16 B/cut) and a mixture's arrays of one value per position (the selection's index rows and
+durations, the packed positions' index rows). Packing and the planner hand them back, and the
+next plan reuses them instead of fresh memory: the
 kernel zeroes every fresh page of a large array (about 7 ms per 80 MB here) and, when memory
 is fragmented, compacts it to find huge pages (0.1-0.3 s per 10M rows). At most ``KEEP``
 buffers of at most ``MAX_BYTES`` each are kept (a larger plan takes seconds anyway).
@@ -18,8 +20,8 @@ import numpy.typing as npt
 
 __all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "release"]
 
-KEEP = 3
-MAX_BYTES = 128 << 20  # 16M values of 8 bytes
+KEEP = 4
+MAX_BYTES = 256 << 20  # packing's layout of 16M rows (16 B each)
 _KEPT: list[np.ndarray] = []  # owning uint8 buffers
 _MADE: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()  # by id
 _LOCK = threading.Lock()

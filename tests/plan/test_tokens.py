@@ -173,32 +173,30 @@ def test_quadratic_tokens_equal_the_reference(seed: int) -> None:
 
 
 def test_kept_layout_is_reused_and_never_changes_a_plan() -> None:
-    """The token cap's side-by-side layout is kept between plans (no fresh huge pages each
-    epoch); reusing it, a larger corpus after a smaller one and a freed one give the same
-    plans, and two threads planning at once each get a layout of their own."""
+    """The token cap's side-by-side layout is scratch kept between plans (no fresh huge pages
+    each epoch); reusing it, a larger corpus after a smaller one and a freed one give the same
+    plans, and threads planning at once never share one."""
     import threading
 
-    from discoseq._core import packing
+    from discoseq.plan import scratch
 
     cfg = SamplerConfig(max_tokens=900, audio_tokens_per_second=12.5, token_column="bpe",
                         num_buckets=4, seed=1)  # fmt: skip
     small, large = columns(600), columns(2000, seed=5)
-    packing.release_layout()
+    scratch.release()
     first = plan_epoch(small, cfg, 0, 2).rows.copy()
-    kept = packing._layout
-    assert kept is not None and kept.shape[0] >= 2 * 600
+    assert [buf.nbytes for buf in scratch._KEPT] == [16 * 600]  # the layout, given back
+    kept = scratch._KEPT[0]
     assert np.array_equal(plan_epoch(small, cfg, 0, 2).rows, first)
-    assert packing._layout is kept  # the same buffer, taken and given back
-    big = plan_epoch(large, cfg, 1, 2).rows.copy()  # grows it
-    assert packing._layout.shape[0] >= 2 * 2000
+    assert scratch._KEPT == [kept]  # the same buffer, taken and given back
+    big = plan_epoch(large, cfg, 1, 2).rows.copy()  # a larger one is made and kept too
+    assert sorted(buf.nbytes for buf in scratch._KEPT) == [16 * 600, 16 * 2000]
+    scratch.release()
+    plan_epoch(large, cfg, 1, 2)  # leaves a layout of 2000 rows, dirty
     assert np.array_equal(plan_epoch(small, cfg, 0, 2).rows, first)  # a larger, dirty layout
-    packing.release_layout()
-    assert packing._layout is None
+    scratch.release()
+    assert scratch._KEPT == []
     assert np.array_equal(plan_epoch(large, cfg, 1, 2).rows, big)
-
-    taken = packing._take_layout(600)  # while one caller holds it, another gets its own
-    assert packing._layout is None and packing._take_layout(600) is not taken
-    packing._keep_layout(taken)
     out: dict[int, np.ndarray] = {}
 
     def run(k: int) -> None:
@@ -213,3 +211,16 @@ def test_kept_layout_is_reused_and_never_changes_a_plan() -> None:
     for t in threads:
         t.join()
     assert sorted(out) == [0, 1, 2, 3]
+
+
+def test_pack_refuses_a_short_layout() -> None:
+    from discoseq._core import packing
+
+    d = np.array([1.0, 2.0, 3.0])
+    args = (np.arange(3), np.array([0, 3]), d, np.empty(0, np.int64), np.array([10.0]),
+            np.array([5]), None, None, False, False)  # fmt: skip
+    tokens = np.array([1, 2, 3])
+    with pytest.raises(ValueError, match="layout needs 6 int64"):
+        packing.pack(*args, tokens=tokens, max_tokens=10, layout=np.empty(5, np.int64))
+    for layout in (None, np.empty(6, np.int64)):  # None: the kernel makes one for the call
+        assert packing.pack(*args, tokens=tokens, max_tokens=10, layout=layout)[0] == 3
