@@ -828,8 +828,9 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     scratch.release()
     first = plan_epoch(cols, cfg, 1, 2, sources=lay)
     kept = [buf for buf in scratch._KEPT]
-    # index rows and durations of the selection, packed index rows, packing's layout
-    assert len(kept) == 4
+    # index rows and durations of the selection, packed index rows, packing's layout, the
+    # grouped positions
+    assert len(kept) == 5
     copies = {name: np.array(getattr(first, name)) for name in ("rows", "positions")}
     second = plan_epoch(cols, cfg, 2, 2, sources=lay)  # reuses those buffers
     assert all(any(buf is k for k in scratch._KEPT) for buf in kept)
@@ -839,5 +840,5 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     assert np.array_equal(plan_epoch(cols, cfg, 2, 2, sources=lay).rows, second.rows)
     before = list(scratch._KEPT)
     scratch.give_back(np.zeros(80, np.uint8).view(np.float64), duration)  # not made by it
-    assert len(scratch._KEPT) == len(before) == 4
+    assert len(scratch._KEPT) == len(before) == 5
     assert all(a is b for a, b in zip(scratch._KEPT, before, strict=True))

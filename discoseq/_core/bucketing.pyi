@@ -26,6 +26,7 @@ def group_by_bucket(
     token_edges: npt.NDArray[np.float64],
     num_token_buckets: int,
     sizes: npt.NDArray[np.int64] | None = ...,
+    out: npt.NDArray[np.int64] | None = ...,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
 MAX_TOKEN_HISTOGRAM: int
@@ -51,4 +52,5 @@ def group_by_bucket_2d(
     edges: npt.NDArray[np.float64],
     num_token_buckets: int,
     max_token: int,
+    out: npt.NDArray[np.int64] | None = ...,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...

@@ -601,15 +601,27 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
     return out
 
 
+def _grouped_out(str name, out, int64_t n):
+    """``out`` checked as the array of ``n`` grouped rows, or a new one."""
+    if out is None:
+        return np.empty(n, dtype=np.int64)
+    if (not isinstance(out, np.ndarray) or out.dtype != np.int64 or out.shape != (n,)
+            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"{name}: out must be a writable contiguous int64 array of {n} rows")
+    return out
+
+
 def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duration,
                     const int64_t[::1] num_frames, const int64_t[::1] num_features,
                     const int64_t[::1] num_tokens, const double[::1] edges not None,
                     const double[::1] token_edges not None, Py_ssize_t num_token_buckets,
-                    const int64_t[::1] sizes=None):
+                    const int64_t[::1] sizes=None, out=None):
     """Stable counting sort of ``rows`` (``None``: every row) by (flat) bucket id. The columns
     read must have one length, and every row must lie in it (else ValueError). ``sizes``: the
     number of rows of each (flat) bucket when known (from :func:`estimate_edges`), which saves
-    the counting pass; sizes that are not those of the rows raise ValueError.
+    the counting pass; sizes that are not those of the rows raise ValueError. ``out``: an int64
+    array of one slot per row to write the grouped rows into (e.g. memory kept from an earlier
+    plan), returned as ``grouped_rows``; None: a new one.
 
     :return: ``(grouped_rows, offsets)`` with ``offsets`` of length ``num_buckets + 1``.
     ``token_edges`` is the row-major ``(len(edges) + 1, num_token_buckets - 1)`` grid (empty in 1D).
@@ -634,7 +646,7 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
         if sizes.shape[0] and (np.asarray(sizes).min() < 0 or np.asarray(sizes).sum() != n):
             raise ValueError(f"sizes must be non-negative and sum to the {n} rows")
         szp = &sizes[0]
-    grouped = np.empty(n, dtype=np.int64)
+    grouped = _grouped_out("group_by_bucket", out, n)
     offsets = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] g = grouped
     cdef int64_t[::1] off = offsets
@@ -824,11 +836,11 @@ def estimate_token_edges(const int64_t[::1] rows, int kind, const double[::1] du
 def group_by_bucket_2d(const int64_t[::1] rows, int kind, const double[::1] duration,
                        const int64_t[::1] num_frames, const int64_t[::1] num_features,
                        const int64_t[::1] num_tokens, const double[::1] edges not None,
-                       Py_ssize_t num_token_buckets, int64_t max_token):
+                       Py_ssize_t num_token_buckets, int64_t max_token, out=None):
     """:func:`estimate_token_edges` then :func:`group_by_bucket` with those edges, in one call
     that finds each row's first-dimension bucket once (the same results, fewer passes). Needs
     ``(len(edges) + 1) * num_token_buckets <= 256`` and the histogram bound of
-    :func:`estimate_token_edges` (else ValueError).
+    :func:`estimate_token_edges` (else ValueError). ``out`` as for :func:`group_by_bucket`.
 
     :return: ``(grouped_rows, offsets, token_edges)``.
     """
@@ -852,7 +864,7 @@ def group_by_bucket_2d(const int64_t[::1] rows, int kind, const double[::1] dura
     cdef int64_t n = ncol if rows is None else rows.shape[0]
     cdef int64_t nseg = (ne + 1) * nt
     token_edges = np.zeros((ne + 1, nt - 1), dtype=np.float64)
-    grouped = np.empty(n, dtype=np.int64)
+    grouped = _grouped_out("group_by_bucket_2d", out, n)
     offsets = np.empty(nseg + 1, dtype=np.int64)
     cdef double[:, ::1] te = token_edges
     cdef int64_t[::1] g = grouped

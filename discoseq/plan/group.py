@@ -18,6 +18,7 @@ import numpy as np
 
 from discoseq._core import bucketing, rng
 from discoseq.config import SamplerConfig
+from discoseq.plan import scratch
 from discoseq.plan.quota import Blocks
 from discoseq.plan.select import Selection
 from discoseq.strategy import SamplingStrategy
@@ -159,19 +160,21 @@ def _group_by_bucket(
     sizes = np.empty(config.duration_buckets, dtype=np.int64) if sized else None
     edges = estimate_edges(selection, config, sizes)
     max_token = _token_histogram_bound(selection, config)
+    # memory an earlier plan handed back (the planner gives these rows back once ordered)
+    out = scratch.empty(selection.num_rows, np.int64)
     if max_token is not None and config.total_buckets <= 256:
         # estimated token edges, and grouping: one call, each row's first bucket found once
         rows, offsets, token_edges = bucketing.group_by_bucket_2d(
             selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
             col("num_frames"), col("num_features"), col("num_tokens"), edges,
-            config.token_buckets, max_token,
+            config.token_buckets, max_token, out,
         )  # fmt: skip
         return rows, offsets, edges, token_edges
     token_edges = estimate_token_edges(selection, config, edges)
     rows, offsets = bucketing.group_by_bucket(
         selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
         col("num_frames"), col("num_features"), col("num_tokens"), edges,
-        token_edges.reshape(-1), config.token_buckets, sizes,
+        token_edges.reshape(-1), config.token_buckets, sizes, out,
     )  # fmt: skip
     return rows, offsets, edges, token_edges
 

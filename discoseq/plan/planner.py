@@ -113,6 +113,7 @@ def plan_epoch(
         batches, packs = pack_rows(groups, selection, config, epoch)
     # the grouped rows are read no more (the batches' rows may be a view of them): drop this
     # reference, so that an elastic plan frees the epoch's rows once it has copied those left
+    grouped: np.ndarray | None = groups.rows
     groups = dataclasses.replace(groups, rows=np.empty(0, dtype=np.int64))
 
     def order(batches: Batches, world: int) -> Ordered:
@@ -124,10 +125,15 @@ def plan_epoch(
     if history:  # elastic: the batches the segments left, dealt to this world
         keep = remaining_batches(batches, history, order, epoch)
         delivered = int(batches.rows.shape[0]) - int(np.diff(batches.offsets)[keep].sum())
+        grouped = None  # freed with the batches that held them (not kept: peak memory)
         batches = subset_batches(batches, keep)
         packs = None if packs is None else subset_packs(packs, keep)
     ordered = order(batches, world_size)
     stats = plan_stats(selection, batches, ordered, config, packs)
+    # the grouped rows, gathered into the plan's order and counted: the next plan groups into
+    # them instead of fresh memory (the plan holds none of them)
+    scratch.give_back(grouped)
+    grouped = None
     if delivered:
         filtered = {**stats.filtered, "mask": stats.filtered.get("mask", 0) + delivered}
         stats = dataclasses.replace(stats, filtered=filtered)

@@ -1,6 +1,7 @@
 """Scratch arrays kept between plans.
 
-A plan needs a few arrays only while it plans: packing's side-by-side layout (each row's
+A plan needs a few arrays only while it plans: the grouped rows (8 B/cut, until the order
+stage has gathered them into the plan's order), packing's side-by-side layout (each row's
 duration beside its token count, with ``max_tokens``, or beside its index row, for a mixture;
 16 B/cut) and a mixture's arrays of one value per position (the selection's index rows and
 durations, the packed positions' index rows). Packing and the planner hand them back, and the
@@ -20,7 +21,7 @@ import numpy.typing as npt
 
 __all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "release"]
 
-KEEP = 4
+KEEP = 5
 MAX_BYTES = 256 << 20  # packing's layout of 16M rows (16 B each)
 _KEPT: list[np.ndarray] = []  # owning uint8 buffers
 _MADE: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()  # by id

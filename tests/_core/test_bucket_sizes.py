@@ -165,3 +165,27 @@ def test_wrong_sizes_are_refused() -> None:
         bucketing.estimate_edges(
             None, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 3, sizes=np.empty(2, np.int64)
         )
+
+
+def test_grouping_into_a_given_array() -> None:
+    """``out``: the grouped rows are written into the caller's array (memory kept from an
+    earlier plan) and it is returned; a wrong one is refused before anything is written."""
+    gen = np.random.default_rng(4)
+    d = np.round(gen.uniform(0.5, 30.0, 500), 2)
+    e = np.array([5.0, 10.0, 20.0])
+    empty_i, empty_f = np.empty(0, np.int64), np.empty(0)
+    args = (None, bucketing.KEY_KINDS["duration"], d, empty_i, empty_i, empty_i, e, empty_f, 1)
+    want, offsets = bucketing.group_by_bucket(*args)
+    out = np.full(500, -7, dtype=np.int64)
+    got, got_offsets = bucketing.group_by_bucket(*args, None, out)
+    assert got is out and np.array_equal(out, want) and np.array_equal(got_offsets, offsets)
+    for bad in (np.empty(499, np.int64), np.empty(500, np.int32), np.empty(1000, np.int64)[::2]):
+        with pytest.raises(ValueError, match="out must be a writable contiguous int64 array"):
+            bucketing.group_by_bucket(*args, None, bad)
+    tokens = np.floor(d * 10).astype(np.int64)
+    args2 = (None, bucketing.KEY_KINDS["duration"], d, empty_i, empty_i, tokens, e, 2, 400)
+    want2 = bucketing.group_by_bucket_2d(*args2)
+    out2 = np.full(500, -7, dtype=np.int64)
+    got2 = bucketing.group_by_bucket_2d(*args2, out2)
+    assert got2[0] is out2 and np.array_equal(out2, want2[0])
+    assert np.array_equal(got2[1], want2[1]) and np.array_equal(got2[2], want2[2])
