@@ -19,6 +19,7 @@ Lhotse's own errors). The first use checks the fast path against ``deserialize_c
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -331,6 +332,16 @@ def identical(a: Any, b: Any, where: str = "cut") -> str | None:
 
 _decoder: CutDecoder | None = None
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A process forked while another thread held ``_lock`` (checking) gets a free lock: the
+    copy of a held lock would never be released in the child (a DataLoader worker hangs)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def cut_decoder() -> CutDecoder:
