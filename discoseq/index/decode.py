@@ -13,11 +13,14 @@ and ``AudioTransform.from_dict``. Any key set (*shape*) it does not know, a valu
 JSON type than expected, a custom field holding a dict (which Lhotse may turn into a manifest),
 a video source, and every cut type but ``MonoCut`` take ``deserialize_cut`` (which also raises
 Lhotse's own errors). The first use checks the fast path against ``deserialize_cut`` on
-:data:`PROBES` and turns it off, with one warning, if anything differs (another Lhotse).
+:data:`PROBES`, and every record that brings a shape met for the first time is compared with
+``deserialize_cut`` too; the fast path turns off, with one warning, if anything differs
+(another Lhotse).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import threading
@@ -98,6 +101,8 @@ class _Level:
     :param ignored: keys of the dict that are not fields (e.g. a cut's ``type``).
     :param unsupported: keys whose presence means the fallback.
     :param post: source of a statement run on ``o`` (the new object's ``__dict__``) at the end.
+    :param compiled: a counter (one item) of the shapes compiled, shared by the levels of a
+        decoder, so it can check every record that brought a new shape.
     """
 
     def __init__(
@@ -109,8 +114,10 @@ class _Level:
         ignored: frozenset[str] = frozenset(),
         unsupported: frozenset[str] = frozenset(),
         post: str = "",
+        compiled: list[int] | None = None,
     ) -> None:
         self.cls = cls
+        self.compiled = [0] if compiled is None else compiled  # shapes compiled (shared)
         self.fields = _dataclass_fields(cls)
         self.names = frozenset(name for name, _, _ in self.fields)
         self.required = frozenset(name for name, req, _ in self.fields if req)
@@ -129,6 +136,7 @@ class _Level:
         shapes = self.shapes
         get = shapes.get
         compile_shape = self._compile
+        compiled = self.compiled
 
         def build(d: Any) -> Any:
             # a non-dict's "shape" never makes an object: compiled as unsupported, or found
@@ -138,6 +146,7 @@ class _Level:
                 if type(d) is not dict:
                     raise _Unsupported
                 make = compile_shape(tuple(d))
+                compiled[0] += 1
                 if len(shapes) < MAX_SHAPES:
                     shapes[tuple(d)] = make
             return make(d)
@@ -239,7 +248,8 @@ class CutDecoder:
             return [transform(t) for t in ts]
 
         ns: dict[str, Any] = {"custom": custom, "alignment": alignment, "transforms": transforms}
-        source = _Level(AudioSource, ns, unsupported=frozenset({"video"}))
+        self._compiled = compiled = [0]
+        source = _Level(AudioSource, ns, unsupported=frozenset({"video"}), compiled=compiled)
         ns["sources"] = objects(source)
         recording = _Level(
             Recording,
@@ -248,11 +258,15 @@ class CutDecoder:
             # Recording.__post_init__: channel_ids None -> every source's channels, sorted
             post="if o['channel_ids'] is None: o['channel_ids'] = "
             "sorted(c for s in o['sources'] for c in s.channels)",
+            compiled=compiled,
         )
         supervision = _Level(
-            SupervisionSegment, ns, converters={"custom": "custom", "alignment": "alignment"}
+            SupervisionSegment,
+            ns,
+            converters={"custom": "custom", "alignment": "alignment"},
+            compiled=compiled,
         )
-        features = _Level(Features, ns)
+        features = _Level(Features, ns, compiled=compiled)
         ns["recording"] = recording.build
         ns["features"] = features.build
         ns["supervisions"] = objects(supervision)
@@ -267,6 +281,7 @@ class CutDecoder:
             },
             absent={"supervisions": "[]"},
             ignored=frozenset({"type"}),
+            compiled=compiled,
         )
         self._levels = (source, recording, supervision, features, self._cut)
 
@@ -274,22 +289,44 @@ class CutDecoder:
         """The cut of ``record`` (a dict as parsed from JSON; ``deserialize_cut`` may pop its
         ``type``)."""
         if self.fast and record.get("type") == "MonoCut":
+            seen = self._compiled[0]
             try:
-                return self._cut.build(record)
+                cut = self._cut.build(record)
             except Exception:  # anything unexpected: Lhotse decides
                 pass
+            else:
+                if self._compiled[0] == seen:
+                    return cut
+                return self._checked(record, cut)  # a shape met for the first time
         self.fallbacks += 1
         return self._deserialize_cut(record)
+
+    def _checked(self, record: dict[str, Any], cut: Any) -> Any:
+        """``cut`` if ``deserialize_cut`` builds the same from ``record``; else Lhotse's cut,
+        and the fast path off (one warning): the probes cannot hold every shape a corpus has,
+        so each new one is compared once (another Lhotse may build it otherwise)."""
+        theirs = self._deserialize_cut(copy.deepcopy(record))
+        problem = identical(cut, theirs)
+        if problem is None:
+            return cut
+        self.fast = False
+        self.fallbacks += 1
+        warnings.warn(
+            "discoseq: the direct cut constructor differs from Lhotse's deserialize_cut on a "
+            f"record of a new shape ({problem}); using deserialize_cut for every record",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return theirs
 
     def check(self) -> str | None:
         """None if the fast path builds every record of :data:`PROBES` identically to
         ``deserialize_cut`` (without falling back), else what differs."""
         for raw in PROBES:
             try:
-                before = self.fallbacks
-                ours = self(orjson.loads(raw))
-                if self.fallbacks != before:
-                    return f"the fast path does not take {raw[:60]!r}..."
+                ours = self._cut.build(orjson.loads(raw))
+            except _Unsupported:
+                return f"the fast path does not take {raw[:60]!r}..."
             except Exception as e:
                 return f"{type(e).__name__}: {e}"
             theirs = self._deserialize_cut(orjson.loads(raw))
@@ -325,7 +362,7 @@ def identical(a: Any, b: Any, where: str = "cut") -> str | None:
             problem = identical(a[k], b[k], f"{where}[{k!r}]")
             if problem is not None:
                 return problem
-    if a != b:
+    if a != b and not (isinstance(a, float) and a != a and b != b):  # NaN is NaN here
         return f"{where}: {a!r} != {b!r}"
     return None
 

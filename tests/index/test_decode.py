@@ -382,3 +382,37 @@ def test_resolve_equals_deserialize_cut(tmp_path: Path) -> None:
         # what a DataLoader worker sends and what Lhotse writes back stay the same too
         assert identical(pickle.loads(pickle.dumps(a)), b) is None
         assert identical(a.to_dict(), b.to_dict()) is None
+
+
+def test_each_new_shape_is_compared_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record that brings a shape the decoder has not met is compared with deserialize_cut
+    (the probes cannot hold every shape); records of known shapes are not. A difference on a
+    new shape turns the fast path off with one warning and returns Lhotse's cut."""
+    decoder = CutDecoder()
+    calls: list[str] = []
+    real = decoder._deserialize_cut
+
+    def counted(record: dict[str, Any]) -> Any:
+        calls.append(record["id"])
+        return real(record)
+
+    monkeypatch.setattr(decoder, "_deserialize_cut", counted)
+    first = _mono()
+    decoder(copy.deepcopy(first))
+    assert len(calls) == 1  # new shapes: checked
+    decoder(copy.deepcopy(first))
+    assert len(calls) == 1  # the same shapes: not again
+    assert decoder.fast and decoder.fallbacks == 0
+
+    def differs(record: dict[str, Any]) -> Any:
+        cut = real(record)
+        cut.supervisions[0].speaker = "someone else"
+        return cut
+
+    monkeypatch.setattr(decoder, "_deserialize_cut", differs)
+    other = copy.deepcopy(first)
+    other["supervisions"][0]["gender"] = "m"  # a supervision shape not met yet
+    with pytest.warns(RuntimeWarning, match="record of a new shape"):
+        cut = decoder(other)
+    assert cut.supervisions[0].speaker == "someone else"  # Lhotse's cut
+    assert not decoder.fast and decoder.fallbacks == 1
