@@ -833,12 +833,24 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     assert len(kept) == 5
     copies = {name: np.array(getattr(first, name)) for name in ("rows", "positions")}
     second = plan_epoch(cols, cfg, 2, 2, sources=lay)  # reuses those buffers
-    assert all(any(buf is k for k in scratch._KEPT) for buf in kept)
+    # each is kept again, or holds the positions of the plan still held (lent to it)
+    assert all(any(buf is k for k in scratch._KEPT + scratch._LENT) for buf in kept)
     for name, want in copies.items():
         assert np.array_equal(getattr(first, name), want)
+    # the first plan's positions come back once nothing refers to them; never before
+    lent = id(first.positions.base)  # no reference of the test's own
+    assert lent in map(id, scratch._LENT)
+    view = first.positions[5:9]
+    del first
+    scratch.empty(1, np.int64)  # a later call looks at the lent buffers
+    assert lent not in map(id, scratch._KEPT)  # a view of it is still held
+    del view
+    scratch.empty(1, np.int64)
+    assert lent in map(id, scratch._KEPT)
     scratch.release()
     assert np.array_equal(plan_epoch(cols, cfg, 2, 2, sources=lay).rows, second.rows)
     before = list(scratch._KEPT)
     scratch.give_back(np.zeros(80, np.uint8).view(np.float64), duration)  # not made by it
-    assert len(scratch._KEPT) == len(before) == 5
+    # four kept; the fifth holds the dropped plan's positions until a later call takes it back
+    assert len(scratch._KEPT) == len(before) == 4 and len(scratch._LENT) == 1
     assert all(a is b for a, b in zip(scratch._KEPT, before, strict=True))

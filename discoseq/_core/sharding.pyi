@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -13,4 +15,5 @@ def gather_batches(
     rows: npt.NDArray[np.int64],
     batch_offsets: npt.NDArray[np.int64],
     order: npt.NDArray[np.int64],
+    alloc: Callable[[int], npt.NDArray[np.int64]] | None = ...,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...

@@ -106,10 +106,11 @@ def order_batches(const int64_t[::1] seg_batch_offsets not None, int64_t world_s
 
 
 def gather_batches(const int64_t[::1] rows not None, const int64_t[::1] batch_offsets not None,
-                   const int64_t[::1] order not None):
+                   const int64_t[::1] order not None, alloc=None):
     """CSR of the batches ``order[0], order[1], ...`` taken from ``(batch_offsets, rows)``.
     ``batch_offsets`` must be non-decreasing within ``[0, len(rows)]`` and every ``order[i]`` a
-    batch id (else ValueError).
+    batch id (else ValueError). ``alloc(n)``, when given, makes the int64 array of the ``n``
+    rows out (e.g. from memory kept between plans); else a new one.
 
     :return: ``(rows_out, offsets_out)``.
     """
@@ -132,7 +133,10 @@ def gather_batches(const int64_t[::1] rows not None, const int64_t[::1] batch_of
             raise ValueError(f"order[{i}]={b} is not a batch id in [0, {nb})")
         total += batch_offsets[b + 1] - batch_offsets[b]
         off[i + 1] = total
-    out_arr = np.empty(total, dtype=np.int64)
+    out_arr = np.empty(total, dtype=np.int64) if alloc is None else alloc(total)
+    if alloc is not None and (not isinstance(out_arr, np.ndarray) or out_arr.dtype != np.int64
+                              or out_arr.shape != (total,)):
+        raise ValueError(f"gather_batches: alloc({total}) must return an int64 array of {total}")
     cdef int64_t[::1] out = out_arr
     with nogil:
         for i in range(n):

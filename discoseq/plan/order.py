@@ -17,6 +17,7 @@ import numpy as np
 
 from discoseq._core import rng, sharding
 from discoseq.config import SamplerConfig
+from discoseq.plan import scratch
 from discoseq.plan.pack import Batches
 from discoseq.strategy import SamplingStrategy
 
@@ -66,8 +67,13 @@ def order_batches(
         key = rng.derive_key(config.seed, epoch, PURPOSE_INTERLEAVE)
         steps = interleave_steps(step_source, key, keep_last=padding.shape[0] > 0)
         order = order.reshape(-1, world_size)[steps].reshape(-1)
-    rows, offsets = sharding.gather_batches(batches.rows, batches.offsets, order)
+    # the plan's rows: memory of an earlier plan nothing refers to any more, when there is one
+    rows, offsets = sharding.gather_batches(batches.rows, batches.offsets, order, _lend_rows)
     return Ordered(rows, offsets, order, padding, dropped)
+
+
+def _lend_rows(n: int) -> np.ndarray:
+    return scratch.lend(n, np.int64)
 
 
 def interleave_steps(step_source: np.ndarray, key: int, keep_last: bool) -> np.ndarray:

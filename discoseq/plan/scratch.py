@@ -13,28 +13,34 @@ buffers of at most ``MAX_BYTES`` each are kept (a larger plan takes seconds anyw
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "release"]
+__all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "lend", "release"]
 
 KEEP = 5
 MAX_BYTES = 256 << 20  # packing's layout of 16M rows (16 B each)
 _KEPT: list[np.ndarray] = []  # owning uint8 buffers
 _MADE: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()  # by id
+_LENT: list[np.ndarray] = []  # buffers of arrays a caller keeps (:func:`lend`), newest last
 _LOCK = threading.Lock()
 
 
 def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
     """An uninitialised array of ``n`` values: the first bytes of the smallest kept buffer
-    that holds them (taken: no other plan gets it), else a new buffer."""
+    that holds them in less than twice their size (taken: no other plan gets it), else a new
+    buffer."""
     dt = np.dtype(dtype)
     nbytes = n * dt.itemsize
     with _LOCK:
-        fits = [k for k, buf in enumerate(_KEPT) if buf.nbytes >= nbytes]
+        _reclaim()
+        # one that fits, and less than twice the size: an array kept by a plan should not hold
+        # a buffer twice its size
+        fits = [k for k, buf in enumerate(_KEPT) if nbytes <= buf.nbytes < 2 * nbytes]
         if fits:
             best = min(fits, key=lambda k: _KEPT[k].nbytes)
             return _KEPT.pop(best)[:nbytes].view(dt)
@@ -42,6 +48,31 @@ def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
     with _LOCK:
         _MADE[id(buf)] = buf  # the buffers empty() made
     return buf.view(dt)
+
+
+def lend(n: int, dtype: npt.DTypeLike) -> np.ndarray:
+    """As :func:`empty`, for an array the caller keeps (a plan's rows): its buffer comes back
+    by itself once nothing refers to it any more (no array, view or slice of it: its reference
+    count, checked by later calls), so the plan of the next epoch reuses the memory of a plan
+    that was dropped. The newest ``KEEP`` lent buffers are watched; older ones are freed as
+    usual when their last user goes."""
+    a = empty(n, dtype)
+    buf = a.base
+    with _LOCK:
+        if isinstance(buf, np.ndarray) and _MADE.get(id(buf)) is buf and buf.nbytes <= MAX_BYTES:
+            _LENT.append(buf)
+            if len(_LENT) > KEEP:
+                del _LENT[0]
+    return a
+
+
+def _reclaim() -> None:
+    """Lent buffers nothing refers to any more join the kept ones (under ``_LOCK``)."""
+    for k in range(len(_LENT) - 1, -1, -1):
+        if sys.getrefcount(_LENT[k]) == 2:  # the list's reference and the argument's: no user
+            _KEPT.append(_LENT.pop(k))
+    while len(_KEPT) > KEEP:  # the smallest go
+        del _KEPT[min(range(len(_KEPT)), key=lambda k: _KEPT[k].nbytes)]
 
 
 def give_back(*arrays: np.ndarray | None) -> None:
@@ -63,3 +94,4 @@ def release() -> None:
     """Free the kept buffers (up to ``KEEP x MAX_BYTES``), e.g. once a job stops planning."""
     with _LOCK:
         _KEPT.clear()
+        _LENT.clear()
