@@ -617,3 +617,21 @@ def test_token_edges_refuse_bad_bounds() -> None:
         bucketing.estimate_token_edges(
             np.array([5]), kind, dur, empty, empty, tokens, np.array([2.5]), 2, 7
         )
+
+
+def test_gather_batches_into_an_allocated_array() -> None:
+    rows = np.arange(10, dtype=np.int64)
+    offsets = np.array([0, 3, 7, 10], dtype=np.int64)
+    order = np.array([2, 0, 2], dtype=np.int64)
+    want, want_off = sharding.gather_batches(rows, offsets, order)
+    made: list[np.ndarray] = []
+
+    def alloc(n: int) -> np.ndarray:
+        made.append(np.full(n, -1, dtype=np.int64))
+        return made[-1]
+
+    got, got_off = sharding.gather_batches(rows, offsets, order, alloc)
+    assert got is made[0] and got.tolist() == want.tolist() == [7, 8, 9, 0, 1, 2, 7, 8, 9]
+    assert got_off.tolist() == want_off.tolist()
+    with pytest.raises(ValueError, match=r"alloc\(9\) must return an int64 array of 9"):
+        sharding.gather_batches(rows, offsets, order, lambda n: np.empty(n, np.int32))
