@@ -23,6 +23,7 @@ import numpy.typing as npt
 __all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "lend", "release"]
 
 KEEP = 5
+_PAGE = 2 << 20  # a huge page
 MAX_BYTES = 256 << 20  # packing's layout of 16M rows (16 B each)
 _KEPT: list[np.ndarray] = []  # owning uint8 buffers
 _MADE: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()  # by id
@@ -44,10 +45,13 @@ def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
         if fits:
             best = min(fits, key=lambda k: _KEPT[k].nbytes)
             return _KEPT.pop(best)[:nbytes].view(dt)
-    buf = np.empty(nbytes, dtype=np.uint8)
+    # large buffers in whole 2 MiB pages: a later call a little larger (a plan's rows vary by
+    # the padding of its last step) still fits
+    size = -(-nbytes // _PAGE) * _PAGE if nbytes >= 8 * _PAGE else nbytes
+    buf = np.empty(size, dtype=np.uint8)
     with _LOCK:
         _MADE[id(buf)] = buf  # the buffers empty() made
-    return buf.view(dt)
+    return buf[:nbytes].view(dt)
 
 
 def lend(n: int, dtype: npt.DTypeLike) -> np.ndarray:
