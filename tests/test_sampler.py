@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from discoseq import CutIndex, DiscoSeqSampler, SamplerConfig, build_index
 from discoseq.distributed import detect_rank_world
 from discoseq.synth import write_manifest
+from tests.plan_log import count_plans, plans_made
 
 N = 240
 CFG = SamplerConfig(max_duration=80.0, num_buckets=4, buffer_size=40)
@@ -246,38 +247,20 @@ def test_rank_world_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert detect_rank_world() == (1, 2)
 
 
-def _count_plans(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
-    """Append one line per epoch plan made, in whichever process (forked workers inherit it)."""
-    import discoseq.position
-
-    real = discoseq.position.plan_epoch
-
-    def counted(*args, **kwargs):
-        with open(log, "a") as f:
-            f.write(f"{os.getpid()}\n")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(discoseq.position, "plan_epoch", counted)
-
-
-def _plans_made(log: Path) -> list[int]:
-    return [int(x) for x in log.read_text().split()] if log.exists() else []
-
-
 def test_readme_dataloader_pattern_plans_once_in_the_main_process(corpus, tmp_path, monkeypatch):
     """``DataLoader(sampler, batch_size=None, num_workers=K)`` after ``set_epoch``: the main
     process plans the epoch before the workers fork, and the (forked) workers share that plan
     instead of each planning the whole epoch again."""
     _, index = corpus
     log = tmp_path / "plans"
-    _count_plans(monkeypatch, log)
+    count_plans(monkeypatch, log)
     s = DiscoSeqSampler(index, CFG)
     loader = DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context="fork")
     for epoch in (0, 1):
         s.set_epoch(epoch)
         got = ids_of(loader)
         assert got == plan_ids(s, index)
-        assert _plans_made(log) == [os.getpid()] * (epoch + 1)  # once, in this process
+        assert plans_made(log) == [os.getpid()] * (epoch + 1)  # once, in this process
 
 
 def test_worker_restore_reuses_the_plan_the_main_process_made(corpus, tmp_path, monkeypatch):
@@ -291,13 +274,13 @@ def test_worker_restore_reuses_the_plan_the_main_process_made(corpus, tmp_path, 
         next(it)
     state = s.state_dict()
     log = tmp_path / "plans"
-    _count_plans(monkeypatch, log)
+    count_plans(monkeypatch, log)
     s.set_epoch(2)  # the plan of epoch 2 is cached
     s.load_state_dict(state)
-    assert _plans_made(log) == []
+    assert plans_made(log) == []
     fresh = DiscoSeqSampler(index, CFG)
     fresh.load_state_dict(state)  # nothing cached: one plan
-    assert len(_plans_made(log)) == 1
+    assert len(plans_made(log)) == 1
     assert ids_of(s) == ids_of(fresh) == plan_ids(fresh, index)[3:]
 
 
@@ -313,12 +296,12 @@ def test_a_finished_state_loaded_after_set_epoch_of_the_next_epoch_keeps_its_pla
     ids_of(s)
     state = s.state_dict()
     log = tmp_path / "plans"
-    _count_plans(monkeypatch, log)
+    count_plans(monkeypatch, log)
     fresh = DiscoSeqSampler(index, CFG)
     fresh.set_epoch(1)
     fresh.load_state_dict(state)
     got = ids_of(fresh)
-    assert len(_plans_made(log)) == 2  # epoch 1 by set_epoch, epoch 0 by the restore
+    assert len(plans_made(log)) == 2  # epoch 1 by set_epoch, epoch 0 by the restore
     expected = DiscoSeqSampler(index, CFG)
     expected.set_epoch(1)
     assert got == ids_of(expected)

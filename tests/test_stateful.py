@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from discoseq import CutIndex, DiscoSeqSampler, SamplerConfig, build_index, create_dataloader
 from discoseq.stateful import BatchIterator, resume_epoch, sampler_state
 from discoseq.synth import write_manifest
+from tests.plan_log import count_plans, plans_made
 
 torchdata = pytest.importorskip("torchdata.stateful_dataloader")
 StatefulDataLoader = torchdata.StatefulDataLoader
@@ -253,8 +254,6 @@ def test_dataset_form_with_workers_plans_once_in_the_main_process(
     plan instead of planning the whole epoch again."""
     import os
 
-    import discoseq.position
-
     make = maker(index, "dataset", 2, multiprocessing_context="fork")
     expected = reference(index, 1)
     loader, sampler = make()
@@ -262,16 +261,9 @@ def test_dataset_form_with_workers_plans_once_in_the_main_process(
     _, state = take(loader, 5)
 
     log = tmp_path / "plans"
-    real = discoseq.position.plan_epoch
-
-    def counted(*args, **kwargs):
-        with open(log, "a") as f:
-            f.write(f"{os.getpid()}\n")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(discoseq.position, "plan_epoch", counted)
+    count_plans(monkeypatch, log)
     resumed, sampler = make()
     resumed.load_state_dict(state)
     sampler.set_epoch(resume_epoch(state))
     assert ids_of(resumed) == expected[5:]
-    assert [int(p) for p in log.read_text().split()] == [os.getpid()]
+    assert plans_made(log) == [os.getpid()]
