@@ -133,7 +133,6 @@ def plan_epoch(
     # the grouped rows, gathered into the plan's order and counted: the next plan groups into
     # them instead of fresh memory (the plan holds none of them)
     scratch.give_back(grouped)
-    grouped = None
     if delivered:
         filtered = {**stats.filtered, "mask": stats.filtered.get("mask", 0) + delivered}
         stats = dataclasses.replace(stats, filtered=filtered)

@@ -4,11 +4,12 @@ A plan needs a few arrays only while it plans: the grouped rows (8 B/cut, until 
 stage has gathered them into the plan's order), packing's side-by-side layout (each row's
 duration beside its token count, with ``max_tokens``, or beside its index row, for a mixture;
 16 B/cut) and a mixture's arrays of one value per position (the selection's index rows and
-durations, the packed positions' index rows). Packing and the planner hand them back, and the
-next plan reuses them instead of fresh memory: the
-kernel zeroes every fresh page of a large array (about 7 ms per 80 MB here) and, when memory
-is fragmented, compacts it to find huge pages (0.1-0.3 s per 10M rows). At most ``KEEP``
-buffers of at most ``MAX_BYTES`` each are kept (a larger plan takes seconds anyway).
+durations, the packed positions' index rows). Packing and the planner hand them back
+(:func:`give_back`), and a plan's own rows come back by themselves once the plan is dropped
+(:func:`lend`); the next plan reuses them instead of fresh memory: the kernel zeroes every
+fresh page of a large array (about 7 ms per 80 MB here) and, when memory is fragmented,
+compacts it to find huge pages (0.1-0.3 s per 10M rows). At most ``KEEP`` buffers of at most
+``MAX_BYTES`` each are kept (a larger plan takes seconds anyway).
 """
 
 from __future__ import annotations
@@ -61,37 +62,48 @@ def lend(n: int, dtype: npt.DTypeLike) -> np.ndarray:
     that was dropped. The newest ``KEEP`` lent buffers are watched; older ones are freed as
     usual when their last user goes."""
     a = empty(n, dtype)
-    buf = a.base
-    with _LOCK:
-        if isinstance(buf, np.ndarray) and _MADE.get(id(buf)) is buf and buf.nbytes <= MAX_BYTES:
+    buf = _keepable(a)
+    if buf is not None:
+        with _LOCK:
             _LENT.append(buf)
             if len(_LENT) > KEEP:
                 del _LENT[0]
     return a
 
 
+def _keepable(a: np.ndarray | None) -> np.ndarray | None:
+    """The buffer of ``a`` when :func:`empty` made it and it is small enough to keep."""
+    buf = None if a is None else a.base
+    if isinstance(buf, np.ndarray) and buf.nbytes <= MAX_BYTES and _MADE.get(id(buf)) is buf:
+        return buf
+    return None
+
+
+def _keep(buf: np.ndarray) -> None:
+    """Keep ``buf`` for later calls, at most ``KEEP`` buffers: the smallest goes (under
+    ``_LOCK``)."""
+    _KEPT.append(buf)
+    if len(_KEPT) > KEEP:
+        del _KEPT[min(range(len(_KEPT)), key=lambda k: _KEPT[k].nbytes)]
+
+
 def _reclaim() -> None:
     """Lent buffers nothing refers to any more join the kept ones (under ``_LOCK``)."""
     for k in range(len(_LENT) - 1, -1, -1):
         if sys.getrefcount(_LENT[k]) == 2:  # the list's reference and the argument's: no user
-            _KEPT.append(_LENT.pop(k))
-    while len(_KEPT) > KEEP:  # the smallest go
-        del _KEPT[min(range(len(_KEPT)), key=lambda k: _KEPT[k].nbytes)]
+            _keep(_LENT.pop(k))
 
 
 def give_back(*arrays: np.ndarray | None) -> None:
     """Keep the buffers of ``arrays`` for later calls; the caller guarantees that nothing
     reads or writes them any more. Arrays that :func:`empty` did not make are ignored."""
     for a in arrays:
-        buf = None if a is None else a.base
-        if not isinstance(buf, np.ndarray) or buf.nbytes > MAX_BYTES:
+        buf = _keepable(a)
+        if buf is None:
             continue
         with _LOCK:
-            if _MADE.get(id(buf)) is not buf or any(kept is buf for kept in _KEPT):
-                continue
-            _KEPT.append(buf)
-            if len(_KEPT) > KEEP:  # the smallest goes
-                del _KEPT[min(range(len(_KEPT)), key=lambda k: _KEPT[k].nbytes)]
+            if not any(kept is buf for kept in _KEPT):
+                _keep(buf)
 
 
 def release() -> None:
