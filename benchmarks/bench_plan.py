@@ -248,7 +248,7 @@ def main() -> None:
         plan_epoch(cols, cfg, epoch, W)  # dropped at once, as a run drops the last epoch's plan
         peaks.append(tracemalloc.get_traced_memory()[1] - base)
         tracemalloc.stop()
-    kept = sum(buf.nbytes for buf in scratch._KEPT + scratch._LENT)
+    kept = scratch.kept_bytes()
     print(
         f"   finished plan: {plan_bytes / n_plan:5.1f} B/cut; peak while planning: "
         f"{peaks[0] / n_plan:5.1f} B/cut (target <= ~24), of new memory in the next plan "

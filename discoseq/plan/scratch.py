@@ -21,7 +21,7 @@ import weakref
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "lend", "release"]
+__all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "kept_bytes", "lend", "release"]
 
 KEEP = 5
 _PAGE = 2 << 20  # a huge page
@@ -104,6 +104,13 @@ def give_back(*arrays: np.ndarray | None) -> None:
         with _LOCK:
             if not any(kept is buf for kept in _KEPT):
                 _keep(buf)
+
+
+def kept_bytes() -> int:
+    """The memory this module holds between plans: kept buffers and the lent ones it watches
+    (which a plan may still hold)."""
+    with _LOCK:
+        return sum(buf.nbytes for buf in _KEPT + _LENT)
 
 
 def release() -> None:

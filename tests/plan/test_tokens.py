@@ -187,6 +187,7 @@ def test_kept_layout_is_reused_and_never_changes_a_plan() -> None:
     first = plan_epoch(small, cfg, 0, 2).rows.copy()
     # given back: the layout (16 B per row) and the grouped rows (8 B per row)
     assert sorted(buf.nbytes for buf in scratch._KEPT) == [8 * 600, 16 * 600]
+    assert scratch.kept_bytes() >= 24 * 600  # and the dropped plan's rows, watched (lent)
     kept = list(scratch._KEPT)
     assert np.array_equal(plan_epoch(small, cfg, 0, 2).rows, first)
     assert sorted(map(id, scratch._KEPT)) == sorted(map(id, kept))  # the same buffers again
@@ -196,7 +197,7 @@ def test_kept_layout_is_reused_and_never_changes_a_plan() -> None:
     plan_epoch(large, cfg, 1, 2)  # leaves buffers of 2000 rows, dirty
     assert np.array_equal(plan_epoch(small, cfg, 0, 2).rows, first)  # larger, dirty buffers
     scratch.release()
-    assert scratch._KEPT == []
+    assert scratch._KEPT == [] and scratch.kept_bytes() == 0
     assert np.array_equal(plan_epoch(large, cfg, 1, 2).rows, big)
     out: dict[int, np.ndarray] = {}
 
