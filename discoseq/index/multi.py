@@ -30,6 +30,9 @@ SOURCE_FIELD = "source"
 """The custom field that names a resolved cut's source in a mixture."""
 
 
+_SLACK_ROWS = 1 << 18  # room for a plan's padding repeats beyond the rows (2 MiB of int64)
+
+
 class _ConcatColumns(Mapping[str, np.ndarray]):
     """The value columns of several indexes, each concatenated when asked (read-only).
 
@@ -61,7 +64,11 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
             if name == "source_id":  # numbered across the indexes (as one index of them all)
                 first = np.cumsum([0, *(len(ix.header.sources) for ix in self._indexes[:-1])])
                 parts = [p + np.int32(f) for p, f in zip(parts, first.tolist(), strict=True)]
-            col = np.concatenate(parts)
+            # the copy is a read-only view of a buffer of its own, a little longer (pages never
+            # touched cost nothing): a plan that holds the only reference to it writes its rows
+            # there once it has read the column (discoseq.plan.scratch.take_buffer)
+            n = sum(len(p) for p in parts)
+            col = np.concatenate(parts, out=np.empty(n + _SLACK_ROWS, np.result_type(*parts))[:n])
             col.flags.writeable = False
             self._cache[name] = col
         return col

@@ -50,9 +50,11 @@ def order_batches(
     epoch: int,
     world_size: int,
     segment_source: np.ndarray | None = None,
+    into: np.ndarray | None = None,
 ) -> Ordered:
     """Order, pad or drop, and gather ``batches`` for ``world_size`` ranks (with
-    ``segment_source``, a ``per_source`` mixture: steps interleaved by source)."""
+    ``segment_source``, a ``per_source`` mixture: steps interleaved by source). ``into``: a
+    buffer nothing else uses that the gathered rows may take when they fit in it."""
     shuffle = config.strategy is SamplingStrategy.BUCKETED and config.effective_shuffle
     order, padding, dropped = sharding.order_batches(
         batches.seg_batch_offsets,
@@ -67,13 +69,16 @@ def order_batches(
         key = rng.derive_key(config.seed, epoch, PURPOSE_INTERLEAVE)
         steps = interleave_steps(step_source, key, keep_last=padding.shape[0] > 0)
         order = order.reshape(-1, world_size)[steps].reshape(-1)
-    # the plan's rows: memory of an earlier plan nothing refers to any more, when there is one
-    rows, offsets = sharding.gather_batches(batches.rows, batches.offsets, order, _lend_rows)
+
+    # the plan's rows: in ``into``, else memory of an earlier plan nothing refers to any more,
+    # when there is one
+    def alloc(n: int) -> np.ndarray:
+        if into is not None and into.nbytes >= 8 * n:
+            return into.reshape(-1).view(np.uint8)[: 8 * n].view(np.int64)
+        return scratch.lend(n, np.int64)
+
+    rows, offsets = sharding.gather_batches(batches.rows, batches.offsets, order, alloc)
     return Ordered(rows, offsets, order, padding, dropped)
-
-
-def _lend_rows(n: int) -> np.ndarray:
-    return scratch.lend(n, np.int64)
 
 
 def interleave_steps(step_source: np.ndarray, key: int, keep_last: bool) -> np.ndarray:

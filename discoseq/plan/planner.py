@@ -116,9 +116,9 @@ def plan_epoch(
     grouped: np.ndarray | None = groups.rows
     groups = dataclasses.replace(groups, rows=np.empty(0, dtype=np.int64))
 
-    def order(batches: Batches, world: int) -> Ordered:
+    def order(batches: Batches, world: int, into: np.ndarray | None = None) -> Ordered:
         if segment_block is None:
-            return order_batches(batches, config, epoch, world, groups.segment_source)
+            return order_batches(batches, config, epoch, world, groups.segment_source, into)
         return order_by_block(batches, segment_block, config, epoch, world)
 
     delivered = 0
@@ -128,7 +128,15 @@ def plan_epoch(
         grouped = None  # freed with the batches that held them (not kept: peak memory)
         batches = subset_batches(batches, keep)
         packs = None if packs is None else subset_packs(packs, keep)
-    ordered = order(batches, world_size)
+    # one corpus: the durations are read no more; a copy of them the plan alone holds (a
+    # MultiIndex's concatenated column) takes the plan's rows instead of fresh memory
+    spare = (
+        None
+        if selection.epoch_rows is not None
+        else scratch.take_buffer(selection.columns, "duration")
+    )
+    ordered = order(batches, world_size, spare)
+    del spare
     stats = plan_stats(selection, batches, ordered, config, packs)
     # the grouped rows, gathered into the plan's order and counted: the next plan groups into
     # them instead of fresh memory (the plan holds none of them)

@@ -21,7 +21,16 @@ import weakref
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KEEP", "MAX_BYTES", "empty", "give_back", "kept_bytes", "lend", "release"]
+__all__ = [
+    "KEEP",
+    "MAX_BYTES",
+    "empty",
+    "give_back",
+    "kept_bytes",
+    "lend",
+    "release",
+    "take_buffer",
+]
 
 KEEP = 5
 _PAGE = 2 << 20  # a huge page
@@ -104,6 +113,31 @@ def give_back(*arrays: np.ndarray | None) -> None:
         with _LOCK:
             if not any(kept is buf for kept in _KEPT):
                 _keep(buf)
+
+
+def take_buffer(holder: dict[str, np.ndarray], key: str) -> np.ndarray | None:
+    """The writable buffer behind ``holder[key]``, taken from it (the entry becomes empty), when
+    that array is a read-only view of a buffer that nothing else refers to — as a shard
+    corpus's concatenated column is (:class:`~discoseq.index.multi.MultiIndex`) once the plan
+    has read it: its memory, often a few hundred MB, then holds the plan's rows instead of
+    fresh pages. Else None, and ``holder`` is unchanged."""
+    a = holder[key]
+    buf = a.base
+    if not (
+        isinstance(buf, np.ndarray)
+        and type(buf) is np.ndarray
+        and buf.base is None
+        and buf.flags.owndata
+        and buf.flags.writeable
+        and buf.flags.c_contiguous
+        # references: the holder's, ``a`` and the argument's; the view's, ``buf`` and the
+        # argument's: nobody else can read or write them
+        and sys.getrefcount(a) == 3
+        and sys.getrefcount(buf) == 3
+    ):
+        return None
+    holder[key] = np.empty(0, dtype=a.dtype)
+    return buf
 
 
 def kept_bytes() -> int:

@@ -109,6 +109,26 @@ def test_plans_equal_one_index_of_the_same_rows(corpus) -> None:
             assert np.array_equal(ours.batch_offsets, theirs.batch_offsets)
 
 
+def test_a_plan_writes_its_rows_into_the_column_copy_only_it_holds(corpus) -> None:
+    multi, reference = open_index(corpus["paths"]), corpus["reference"]
+    theirs = plan_epoch(reference.columns, CFG, 1, 3)
+    held = multi.columns["duration"]  # the caller holds the shards' column copy: not taken
+    ours = plan_epoch(multi.columns, CFG, 1, 3)
+    assert ours.rows.base is None or ours.rows.base.dtype != np.float64
+    assert np.array_equal(held, reference.duration) and not held.flags.writeable
+    del held
+    # nobody else holds the copy: the plan's rows take its buffer (no fresh memory for them),
+    # and the next reader of the column gets a new, intact copy
+    again = plan_epoch(multi.columns, CFG, 1, 3)
+    assert again.rows.base is not None and again.rows.base.dtype == np.float64
+    assert again.rows.base.shape[0] > len(multi)
+    for plan in (ours, again):
+        assert np.array_equal(plan.rows, theirs.rows)
+        assert np.array_equal(plan.batch_offsets, theirs.batch_offsets)
+    assert np.array_equal(multi.columns["duration"], reference.duration)
+    assert np.array_equal(plan_epoch(multi.columns, CFG, 1, 3).rows, theirs.rows)
+
+
 def test_exact_resume_over_shards(corpus) -> None:
     paths = corpus["paths"]
     for rank in range(3):
