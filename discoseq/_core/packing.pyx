@@ -303,6 +303,62 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
     return w
 
 
+cdef int64_t _pack_durations(int64_t* rows, const int64_t* seg_off, int64_t nseg,
+                             const double* dur, const double* cap_dur, const int64_t* cap_cuts,
+                             double q, bint sum_mode, bint exclude, BatchBuf* out,
+                             int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
+    """:func:`_pack` for the common plan, caps on duration and cuts only: the same rule and the
+    same arithmetic (so the same batches, bit for bit; a test compares the two), with the open
+    batch in registers and no branch for the limits it does not have (half the time per row)."""
+    cdef int64_t s, i, row, w = 0, n, capc, end
+    cdef double d, c, nd, capd, m, sm, dsum
+    seg_batch_off[0] = 0
+    for s in range(nseg):
+        capd = cap_dur[s]
+        capc = cap_cuts[s]
+        end = seg_off[s + 1]
+        n = 0
+        m = sm = dsum = 0.0
+        for i in range(seg_off[s], end):
+            if i + 64 < end:
+                DS_PREFETCH(&dur[rows[i + 64]])
+            row = rows[i]
+            d = dur[row]
+            c = d if q <= 0.0 else d + d * d / q
+            if c > capd:
+                n_oversize[0] += 1
+                if exclude:
+                    continue
+                if n > 0:
+                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+                        return DS_ERR_NOMEM
+                    n = 0
+                    m = sm = dsum = 0.0
+                rows[w] = row
+                w += 1
+                if _push(out, w, <int32_t>s, c, d) < 0:
+                    return DS_ERR_NOMEM
+                continue
+            if n > 0:
+                nd = sm + c if sum_mode else (n + 1) * (m if m > c else c)
+                if n + 1 > capc or nd > capd:
+                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+                        return DS_ERR_NOMEM
+                    n = 0
+                    m = sm = dsum = 0.0
+            rows[w] = row
+            w += 1
+            n += 1
+            if c > m:
+                m = c
+            sm = sm + c
+            dsum = dsum + d
+        if n > 0 and _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+            return DS_ERR_NOMEM
+        seg_batch_off[s + 1] = out.n
+    return w
+
+
 def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] duration not None, const int64_t[::1] num_frames,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
@@ -439,9 +495,14 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             with nogil:
                 if dt != NULL and not rows_in_dt:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
-                kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
-                             &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
-                             rows_in_dt, ip, bp, id_lo, lp, op, &buf, &sb[0], &n_over)
+                if dt == NULL and fp == NULL and ip == NULL:  # caps on duration and cuts only
+                    kept = _pack_durations(rp, &seg_offsets[0], nseg, dp, &cap_duration[0],
+                                           &cap_cuts[0], q, sum_mode, exclude_oversize, &buf,
+                                           &sb[0], &n_over)
+                else:
+                    kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
+                                 &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
+                                 rows_in_dt, ip, bp, id_lo, lp, op, &buf, &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)

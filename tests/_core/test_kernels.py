@@ -174,12 +174,22 @@ def test_group_by_bucket_2d() -> None:
     st.booleans(),
     st.booleans(),
     st.none() | st.floats(1.0, 30.0),
+    st.booleans(),
 )
 def test_pack_matches_reference(
-    values: list[float], cap: float, max_cuts: int, sum_mode: bool, exclude: bool, q: float | None
+    values: list[float],
+    cap: float,
+    max_cuts: int,
+    sum_mode: bool,
+    exclude: bool,
+    q: float | None,
+    frame_cap: bool,
 ) -> None:
+    """Both packing loops: the general one (a frame cap) and the one for duration and cut caps
+    only, which must make the same batches bit for bit."""
     d = readonly(np.array(values))
     frames = readonly((d * 100).astype(np.int64))
+    max_frames = 2500 if frame_cap else None
     rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
     seg = np.array([0, d.size // 2, d.size], dtype=np.int64)
     kept, off, bseg, bcost, bdur, sb, nover = packing.pack(
@@ -189,7 +199,7 @@ def test_pack_matches_reference(
         frames,
         np.array([cap, cap / 2]),
         np.array([max_cuts, 3]),
-        2500,
+        max_frames,
         q,
         sum_mode,
         exclude,
@@ -199,7 +209,7 @@ def test_pack_matches_reference(
         list(range(d.size - 1 - d.size // 2, -1, -1)),
     ]
     batches, eseg, ecost, edur, enover = ref.pack(
-        segs, d, frames, [cap, cap / 2], [max_cuts, 3], 2500, q, sum_mode, exclude
+        segs, d, frames, [cap, cap / 2], [max_cuts, 3], max_frames, q, sum_mode, exclude
     )
     assert kept == sum(len(b) for b in batches)
     assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
