@@ -73,6 +73,11 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
             self._cache[name] = col
         return col
 
+    @property
+    def num_rows(self) -> int:
+        """The rows of every column, known without building one (the planner reads it first)."""
+        return sum(len(ix) for ix in self._indexes)
+
     def __contains__(self, name: object) -> bool:
         return name in self._names
 

@@ -31,6 +31,7 @@ from discoseq.plan.redeal import (
 from discoseq.plan.select import select_rows
 from discoseq.plan.shardblock import order_by_block, split_by_block
 from discoseq.plan.stats import empty_stats, plan_stats, warn_if_empty
+from discoseq.strategy import SamplingStrategy
 
 __all__ = ["plan_epoch"]
 
@@ -73,6 +74,35 @@ def plan_epoch(
     epoch, world_size = int(epoch), int(world_size)
     history = check_history(history)
 
+    rows = _num_rows(columns)
+    if rows is not None and sources is None and config.strategy is SamplingStrategy.BUCKETED:
+        scratch.reserve(rows, np.int64)  # the grouped rows, made while the columns are read
+    try:
+        return _plan_epoch(columns, config, epoch, world_size, mask, sources, history)
+    finally:
+        scratch.cancel_reserve()
+
+
+def _num_rows(columns: Mapping[str, np.ndarray]) -> int | None:
+    """The rows of the columns, when known without building one (a MultiIndex's are
+    concatenated when read)."""
+    n = getattr(columns, "num_rows", None)
+    if isinstance(n, int):
+        return n
+    if isinstance(columns, dict) and isinstance(columns.get("duration"), np.ndarray):
+        return int(columns["duration"].shape[0])
+    return None
+
+
+def _plan_epoch(
+    columns: Mapping[str, np.ndarray],
+    config: SamplerConfig,
+    epoch: int,
+    world_size: int,
+    mask: np.ndarray | None,
+    sources: SourceLayout | None,
+    history: tuple[tuple[int, int], ...],
+) -> EpochPlan:
     selection = select_rows(columns, config, mask, epoch, sources)
     if selection.num_rows == 0:
         if history:  # no batch: no step of a segment can have been delivered
@@ -99,6 +129,7 @@ def plan_epoch(
             pack_offsets=None if config.packing[0] is None else np.zeros(1, np.int64),
         )
     groups = group_rows(selection, config, epoch)
+    scratch.cancel_reserve()  # taken by the grouping, or not needed (most rows filtered out)
     segment_block = None
     if config.shard_block is not None:  # read locality: batches within blocks of shards
         if sources is not None:

@@ -24,11 +24,14 @@ import numpy.typing as npt
 __all__ = [
     "KEEP",
     "MAX_BYTES",
+    "RESERVE_MIN_BYTES",
+    "cancel_reserve",
     "empty",
     "give_back",
     "kept_bytes",
     "lend",
     "release",
+    "reserve",
     "take_buffer",
 ]
 
@@ -42,11 +45,14 @@ _LOCK = threading.Lock()
 
 
 def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
-    """An uninitialised array of ``n`` values: the first bytes of the smallest kept buffer
-    that holds them in less than twice their size (taken: no other plan gets it), else a new
-    buffer."""
+    """An uninitialised array of ``n`` values: the first bytes of the buffer :func:`reserve`
+    made or of the smallest kept buffer that holds them in less than twice their size (taken:
+    no other plan gets it), else a new buffer."""
     dt = np.dtype(dtype)
     nbytes = n * dt.itemsize
+    reserved = _take_reserved(nbytes)
+    if reserved is not None:
+        return reserved[:nbytes].view(dt)
     with _LOCK:
         _reclaim()
         # one that fits, and less than twice the size: an array kept by a plan should not hold
@@ -62,6 +68,63 @@ def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
     with _LOCK:
         _MADE[id(buf)] = buf  # the buffers empty() made
     return buf[:nbytes].view(dt)
+
+
+RESERVE_MIN_BYTES = 32 << 20  # below, a thread costs more than the pages it would fault in
+_RESERVED: list[_Reservation] = []  # at most one
+
+
+class _Reservation:
+    """A buffer made on a thread of its own, every page touched: the kernel's work of handing
+    out fresh pages (zeroing, and compacting memory for huge pages: up to a second per 800 MB
+    here) runs on another core while the planner reads the columns."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.buf: np.ndarray | None = None
+        self.thread = threading.Thread(target=self._make, name="discoseq-reserve", daemon=True)
+        self.thread.start()
+
+    def _make(self) -> None:
+        try:
+            buf = np.empty(self.nbytes, dtype=np.uint8)
+            buf[::4096] = 0  # one write per page; NumPy releases the GIL for it
+        except MemoryError:  # the caller's own allocation will say so
+            return
+        with _LOCK:
+            _MADE[id(buf)] = buf  # as a buffer empty() made: it may be kept after the plan
+        self.buf = buf
+
+
+def reserve(n: int, dtype: npt.DTypeLike) -> None:
+    """Start making an array of ``n`` values in the background, for the next :func:`empty` of
+    about that size (at least half of it) — the first plan of a process, whose large arrays are
+    all fresh memory. Small arrays, or one a kept buffer already holds, need none."""
+    nbytes = n * np.dtype(dtype).itemsize
+    if nbytes < RESERVE_MIN_BYTES:
+        return
+    with _LOCK:
+        if _RESERVED or any(nbytes <= buf.nbytes < 2 * nbytes for buf in _KEPT):
+            return
+        _RESERVED.append(_Reservation(nbytes))
+
+
+def _take_reserved(nbytes: int) -> np.ndarray | None:
+    """The reserved buffer, when there is one for an array of ``nbytes`` (waits for it)."""
+    with _LOCK:
+        if not _RESERVED or not nbytes <= _RESERVED[0].nbytes < 2 * nbytes:
+            return None
+        pending = _RESERVED.pop()
+    pending.thread.join()
+    return pending.buf
+
+
+def cancel_reserve() -> None:
+    """Drop a reservation nothing took (a plan that did not need it, or failed)."""
+    with _LOCK:
+        pending = _RESERVED.pop() if _RESERVED else None
+    if pending is not None:
+        pending.thread.join()
 
 
 def lend(n: int, dtype: npt.DTypeLike) -> np.ndarray:
