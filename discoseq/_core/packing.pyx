@@ -67,34 +67,6 @@ cdef int _push(BatchBuf* b, int64_t end, int32_t seg, double cost, double dur) n
     return DS_OK
 
 
-cdef struct OpenBatch:
-    # the batch being filled: cuts, longest cost, cost sum, duration sum, most and sum of frames
-    # and of tokens, most and sum of quadratic token costs
-    int64_t n, mf, sf, mt, st
-    double m, sm, dsum, mq, sq
-
-
-cdef inline void _reset(OpenBatch* b) noexcept nogil:
-    b.n = 0
-    b.m = 0.0
-    b.sm = 0.0
-    b.dsum = 0.0
-    b.mf = 0
-    b.sf = 0
-    b.mt = 0
-    b.st = 0
-    b.mq = 0.0
-    b.sq = 0.0
-
-
-cdef inline int _close(BatchBuf* out, int64_t end, int32_t seg, OpenBatch* b,
-                       bint sum_mode) noexcept nogil:
-    """Push the open batch (its rows end at ``end``) and start an empty one."""
-    cdef int rc = _push(out, end, seg, b.sm if sum_mode else b.n * b.m, b.dsum)
-    _reset(b)
-    return rc
-
-
 cdef union TokenCost:
     int64_t t  # a token count
     double q  # its quadratic cost t + t * t / p
@@ -173,13 +145,33 @@ cdef int64_t _check_index_rows(const int64_t* index_rows, const uint8_t* copies,
     return -1
 
 
-cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const double* dur,
-                   const int64_t* frames, const double* cap_dur, const int64_t* cap_cuts,
-                   int64_t max_frames, const DurTok* dt, int64_t max_tokens, double tq,
-                   double q,
-                   bint sum_mode, bint exclude, bint rows_in_dt, const int64_t* index_rows,
-                   const uint8_t* copies, int64_t id_lo, int64_t* last, int64_t* index_out,
-                   BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
+ctypedef fused Limits:
+    DurationLimits
+    TokenLimits
+    AnyLimits
+
+
+# The kinds of plan :func:`_pack` is compiled for (empty tags of a fused type: Cython writes one
+# C function per kind, without the code of the limits the kind lacks).
+cdef struct DurationLimits:  # caps on duration and cuts only (the common plan)
+    char tag
+
+
+cdef struct TokenLimits:  # and a token cap
+    char tag
+
+
+cdef struct AnyLimits:  # any limits, a mixture's copies
+    char tag
+
+
+cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, int64_t nseg,
+                   const double* dur, const int64_t* frames, const double* cap_dur,
+                   const int64_t* cap_cuts, int64_t max_frames, const DurTok* dt,
+                   int64_t max_tokens, double tq, double q, bint sum_mode, bint exclude,
+                   bint rows_in_dt, const int64_t* index_rows, const uint8_t* copies,
+                   int64_t id_lo, int64_t* last, int64_t* index_out, BatchBuf* out,
+                   int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code. With ``rows_in_dt`` (a
     mixture, no token cap) ``dt`` holds each row's duration and index row (``~row`` where its
     copies are checked); else with ``index_rows`` (a mixture and a token cap) ``copies`` (a
@@ -189,15 +181,29 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
     ``last`` a scratch of -1 per id) whose cut is already in the open batch closes it first: no
     batch holds a cut twice. Else with ``dt`` (a token cap) durations and token costs are read
     from it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
-    ``max_tokens`` caps), else its integer token count."""
-    cdef int64_t s, i, row, w = 0, f, nf, t, nt, capc, x, irow = -1
-    cdef bint dup, checked = False
-    cdef double d, c, nd, capd, tc = 0.0, ntc = 0.0
-    cdef OpenBatch b
-    cdef bint use_frames = frames != NULL
+    ``max_tokens`` caps), else its integer token count; ``frames`` NULL: no frame cap.
+    ``kind`` (its type only) says which limits the caller has: the rule is written once, and
+    the loop of a kind without frames, tokens or copies carries none of their work (the open
+    batch's sums are locals, kept in registers: half the time per row of a general loop)."""
+    cdef int64_t s, i, row, w = 0, f = 0, nf, t = 0, nt, capc, x, irow = -1, end
+    cdef bint closes, checked = False
+    cdef double d, c, nd, capd, tc = 0.0, ntc
+    # the open batch: cuts, longest cost, cost sum, duration sum, most and sum of frames and of
+    # tokens, most and sum of quadratic token costs
+    cdef int64_t bn, bmf, bsf, bmt, bst
+    cdef double bm, bsm, bdsum, bmq, bsq
     cdef int64_t cid = -1
-    cdef bint use_tokens = dt != NULL and not rows_in_dt
-    cdef bint quad_tokens = use_tokens and tq > 0.0
+    cdef bint use_frames, use_tokens, quad_tokens, mixture
+    if Limits is DurationLimits:
+        use_frames = use_tokens = mixture = False
+    elif Limits is TokenLimits:
+        use_frames = mixture = False
+        use_tokens = True
+    else:
+        use_frames = frames != NULL
+        use_tokens = dt != NULL and not rows_in_dt
+        mixture = rows_in_dt or index_rows != NULL
+    quad_tokens = use_tokens and tq > 0.0
     # with quadratic token costs the cap applies to them (as a double), not to the integers
     cdef double max_tq = <double>max_tokens if quad_tokens else 0.0
     if quad_tokens:
@@ -206,32 +212,34 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
     for s in range(nseg):
         capd = cap_dur[s]
         capc = cap_cuts[s]
-        _reset(&b)
-        for i in range(seg_off[s], seg_off[s + 1]):
-            if i + 64 < seg_off[s + 1]:
-                if dt != NULL:
+        end = seg_off[s + 1]
+        bn = bmf = bsf = bmt = bst = 0
+        bm = bsm = bdsum = bmq = bsq = 0.0
+        for i in range(seg_off[s], end):
+            if i + 64 < end:
+                if use_tokens or rows_in_dt:
                     DS_PREFETCH(&dt[rows[i + 64]])
                 else:
                     DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
-                if index_rows != NULL and (index_out != NULL or (
+                if mixture and index_rows != NULL and (index_out != NULL or (
                         copies != NULL and _bit(copies, rows[i + 64]))):
                     DS_PREFETCH(&index_rows[rows[i + 64]])
-            if (index_rows != NULL and copies != NULL and i + 32 < seg_off[s + 1]
-                    and _bit(copies, rows[i + 32])):
-                DS_PREFETCH(&last[index_rows[rows[i + 32]] - id_lo])
-            if last != NULL and rows_in_dt and i + 16 < seg_off[s + 1]:
-                x = dt[rows[i + 16]].k.row
-                if x < 0:
-                    DS_PREFETCH(&last[~x - id_lo])
+            if mixture:
+                if (index_rows != NULL and copies != NULL and i + 32 < end
+                        and _bit(copies, rows[i + 32])):
+                    DS_PREFETCH(&last[index_rows[rows[i + 32]] - id_lo])
+                if last != NULL and rows_in_dt and i + 16 < end:
+                    x = dt[rows[i + 16]].k.row
+                    if x < 0:
+                        DS_PREFETCH(&last[~x - id_lo])
             row = rows[i]
-            if index_rows != NULL:  # read in place: only where needed
+            if mixture and index_rows != NULL:  # read in place: only where needed
                 checked = copies != NULL and _bit(copies, row)
                 if checked or index_out != NULL:
                     irow = index_rows[row]
-            t = 0
-            if rows_in_dt:
+            if mixture and rows_in_dt:
                 d = dt[row].d
                 x = dt[row].k.row
                 checked = x < 0
@@ -247,113 +255,75 @@ cdef int64_t _pack(int64_t* rows, const int64_t* seg_off, int64_t nseg, const do
             if checked:
                 cid = irow - id_lo
             c = d if q <= 0.0 else d + d * d / q
-            f = frames[row] if use_frames else 0
-            if c > capd or f > max_frames or t > max_tokens or tc > max_tq:
+            if use_frames:
+                f = frames[row]
+            if (c > capd or (use_frames and f > max_frames)
+                    or (use_tokens and (t > max_tokens or tc > max_tq))):
                 n_oversize[0] += 1
                 if exclude:
                     continue
-                if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
-                    return DS_ERR_NOMEM
-                if index_out != NULL:
+                if bn > 0:  # close the open batch
+                    if _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
+                        return DS_ERR_NOMEM
+                    bn = bmf = bsf = bmt = bst = 0
+                    bm = bsm = bdsum = bmq = bsq = 0.0
+                if mixture and index_out != NULL:
                     index_out[w] = irow
                 rows[w] = row
                 w += 1
                 if _push(out, w, <int32_t>s, c, d) < 0:
                     return DS_ERR_NOMEM
                 continue
-            if b.n > 0:
+            if bn > 0:  # does the open batch take this cut?
                 if sum_mode:
-                    nd = b.sm + c
-                    nf = b.sf + f
-                    nt = b.st + t
-                    ntc = b.sq + tc
+                    nd = bsm + c
                 else:
-                    nd = (b.n + 1) * (b.m if b.m > c else c)
-                    nf = (b.n + 1) * (b.mf if b.mf > f else f)
-                    nt = (b.n + 1) * (b.mt if b.mt > t else t)
-                    ntc = (b.n + 1) * (b.mq if b.mq > tc else tc)
-                dup = checked and last[cid] == out.n
-                if (b.n + 1 > capc or nd > capd or nf > max_frames or nt > max_tokens
-                        or ntc > max_tq or dup):
-                    if _close(out, w, <int32_t>s, &b, sum_mode) < 0:
+                    nd = (bn + 1) * (bm if bm > c else c)
+                closes = (bn + 1 > capc) | (nd > capd)
+                if use_frames:
+                    if sum_mode:
+                        nf = bsf + f
+                    else:
+                        nf = (bn + 1) * (bmf if bmf > f else f)
+                    closes = closes | (nf > max_frames)
+                if use_tokens:
+                    if sum_mode:
+                        nt = bst + t
+                        ntc = bsq + tc
+                    else:
+                        nt = (bn + 1) * (bmt if bmt > t else t)
+                        ntc = (bn + 1) * (bmq if bmq > tc else tc)
+                    closes = closes | (nt > max_tokens) | (ntc > max_tq)
+                if checked:
+                    closes = closes | (last[cid] == out.n)
+                if closes:
+                    if _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
                         return DS_ERR_NOMEM
+                    bn = bmf = bsf = bmt = bst = 0
+                    bm = bsm = bdsum = bmq = bsq = 0.0
             if checked:
                 last[cid] = out.n  # the open batch is the next one pushed
-            if index_out != NULL:
+            if mixture and index_out != NULL:
                 index_out[w] = irow
             rows[w] = row
             w += 1
-            b.n += 1
-            if c > b.m:
-                b.m = c
-            b.sm = b.sm + c
-            b.dsum = b.dsum + d
-            if f > b.mf:
-                b.mf = f
-            b.sf += f
-            if t > b.mt:
-                b.mt = t
-            b.st += t
-            if tc > b.mq:
-                b.mq = tc
-            b.sq = b.sq + tc
-        if b.n > 0 and _close(out, w, <int32_t>s, &b, sum_mode) < 0:
-            return DS_ERR_NOMEM
-        seg_batch_off[s + 1] = out.n
-    return w
-
-
-cdef int64_t _pack_durations(int64_t* rows, const int64_t* seg_off, int64_t nseg,
-                             const double* dur, const double* cap_dur, const int64_t* cap_cuts,
-                             double q, bint sum_mode, bint exclude, BatchBuf* out,
-                             int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
-    """:func:`_pack` for the common plan, caps on duration and cuts only: the same rule and the
-    same arithmetic (so the same batches, bit for bit; a test compares the two), with the open
-    batch in registers and no branch for the limits it does not have (half the time per row)."""
-    cdef int64_t s, i, row, w = 0, n, capc, end
-    cdef double d, c, nd, capd, m, sm, dsum
-    seg_batch_off[0] = 0
-    for s in range(nseg):
-        capd = cap_dur[s]
-        capc = cap_cuts[s]
-        end = seg_off[s + 1]
-        n = 0
-        m = sm = dsum = 0.0
-        for i in range(seg_off[s], end):
-            if i + 64 < end:
-                DS_PREFETCH(&dur[rows[i + 64]])
-            row = rows[i]
-            d = dur[row]
-            c = d if q <= 0.0 else d + d * d / q
-            if c > capd:
-                n_oversize[0] += 1
-                if exclude:
-                    continue
-                if n > 0:
-                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
-                        return DS_ERR_NOMEM
-                    n = 0
-                    m = sm = dsum = 0.0
-                rows[w] = row
-                w += 1
-                if _push(out, w, <int32_t>s, c, d) < 0:
-                    return DS_ERR_NOMEM
-                continue
-            if n > 0:
-                nd = sm + c if sum_mode else (n + 1) * (m if m > c else c)
-                if n + 1 > capc or nd > capd:
-                    if _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
-                        return DS_ERR_NOMEM
-                    n = 0
-                    m = sm = dsum = 0.0
-            rows[w] = row
-            w += 1
-            n += 1
-            if c > m:
-                m = c
-            sm = sm + c
-            dsum = dsum + d
-        if n > 0 and _push(out, w, <int32_t>s, sm if sum_mode else n * m, dsum) < 0:
+            bn += 1
+            if c > bm:
+                bm = c
+            bsm = bsm + c
+            bdsum = bdsum + d
+            if use_frames:
+                if f > bmf:
+                    bmf = f
+                bsf += f
+            if use_tokens:
+                if t > bmt:
+                    bmt = t
+                bst += t
+                if tc > bmq:
+                    bmq = tc
+                bsq = bsq + tc
+        if bn > 0 and _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
             return DS_ERR_NOMEM
         seg_batch_off[s + 1] = out.n
     return w
@@ -485,6 +455,9 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     buf.cost = <double*>malloc(buf.cap * sizeof(double))
     buf.dur = <double*>malloc(buf.cap * sizeof(double))
     cdef int64_t kept = DS_ERR_NOMEM
+    cdef DurationLimits durations_only
+    cdef TokenLimits token_cap
+    cdef AnyLimits any_limits
     cdef int64_t n_over = 0
     cdef int64_t* rp = &rows[0] if rows.shape[0] > 0 else NULL
     cdef int64_t[::1] ov
@@ -495,14 +468,21 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             with nogil:
                 if dt != NULL and not rows_in_dt:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
-                if dt == NULL and fp == NULL and ip == NULL:  # caps on duration and cuts only
-                    kept = _pack_durations(rp, &seg_offsets[0], nseg, dp, &cap_duration[0],
-                                           &cap_cuts[0], q, sum_mode, exclude_oversize, &buf,
-                                           &sb[0], &n_over)
+                if dt == NULL and fp == NULL and ip == NULL:  # caps on duration and cuts
+                    kept = _pack(&durations_only, rp, &seg_offsets[0], nseg, dp, NULL,
+                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
+                                 0.0, q, sum_mode, exclude_oversize, False, NULL, NULL, 0, NULL,
+                                 NULL, &buf, &sb[0], &n_over)
+                elif dt != NULL and not rows_in_dt and fp == NULL and ip == NULL:  # and tokens
+                    kept = _pack(&token_cap, rp, &seg_offsets[0], nseg, dp, NULL,
+                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, dt, mt, tq, q,
+                                 sum_mode, exclude_oversize, False, NULL, NULL, 0, NULL, NULL,
+                                 &buf, &sb[0], &n_over)
                 else:
-                    kept = _pack(rp, &seg_offsets[0], nseg, dp, fp, &cap_duration[0],
-                                 &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize,
-                                 rows_in_dt, ip, bp, id_lo, lp, op, &buf, &sb[0], &n_over)
+                    kept = _pack(&any_limits, rp, &seg_offsets[0], nseg, dp, fp,
+                                 &cap_duration[0], &cap_cuts[0], mf, dt, mt, tq, q, sum_mode,
+                                 exclude_oversize, rows_in_dt, ip, bp, id_lo, lp, op, &buf,
+                                 &sb[0], &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)
