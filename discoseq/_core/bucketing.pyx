@@ -336,19 +336,19 @@ cdef enum:
 
 
 cdef inline int64_t _sub_bucket(const uint8_t* ids, int64_t i, const int64_t* rows,
-                               const Columns* c, const double* tedges,
-                               int64_t nt) noexcept nogil:
-    """The flat bucket of row ``i``: ``ids[i]``, or with ``tedges`` (2D) the first-dimension
-    bucket ``ids[i]`` refined by the row's token sub-bucket."""
+                               const Columns* c, const uint8_t* flat,
+                               int64_t width) noexcept nogil:
+    """The flat bucket of row ``i``: ``ids[i]``, or with ``flat`` (2D) that of the
+    first-dimension bucket ``ids[i]`` and the row's token value, from the table of every
+    (bucket, token value) pair (``width`` values per bucket; no search per row)."""
     cdef int64_t b = ids[i]
-    if tedges == NULL:
+    if flat == NULL:
         return b
-    return b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1,
-                                 <double>c.num_tokens[_row(rows, i)])
+    return flat[b * width + c.num_tokens[_row(rows, i)]]
 
 
 cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Columns* c,
-                   const double* tedges, int64_t nt, int64_t* out, int64_t* cursor,
+                   const uint8_t* flat, int64_t width, int64_t* out, int64_t* cursor,
                    int64_t nseg) noexcept nogil:
     """Row ``i`` to ``out[cursor[s]++]``, in order, ``s`` its flat bucket (see
     :func:`_sub_bucket`). Rows are staged per bucket and written ``WC`` at a time: writing
@@ -359,12 +359,12 @@ cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Col
     cdef int64_t* fill = <int64_t*>calloc(nseg, sizeof(int64_t))
     if stage == NULL or fill == NULL:  # no room to stage: write row by row
         for i in range(n):
-            s = _sub_bucket(ids, i, rows, c, tedges, nt)
+            s = _sub_bucket(ids, i, rows, c, flat, width)
             out[cursor[s]] = _row(rows, i)
             cursor[s] += 1
     else:
         for i in range(n):
-            s = _sub_bucket(ids, i, rows, c, tedges, nt)
+            s = _sub_bucket(ids, i, rows, c, flat, width)
             k = fill[s]
             stage[s * WC + k] = _row(rows, i)
             k += 1
@@ -482,7 +482,7 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
         offsets[s + 1] += offsets[s]
     # offsets[s] now doubles as the write cursor of bucket s; restored below.
     if ids != NULL:
-        _scatter(rows, n, ids, c, NULL, 1, out, offsets, nseg)
+        _scatter(rows, n, ids, c, NULL, 0, out, offsets, nseg)
         free(ids)
     else:
         for i in range(n):
@@ -752,8 +752,9 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
     cdef int64_t s, b, v, nseg = nb * nt
     cdef uint8_t* ids = <uint8_t*>malloc(n if n > 0 else 1)
     cdef int64_t* hist = <int64_t*>calloc(nb * width, sizeof(int64_t))
+    cdef uint8_t* flat = <uint8_t*>malloc(nb * width)  # the flat bucket of (bucket, token value)
     cdef int rc = DS_ERR_NOMEM
-    if ids != NULL and hist != NULL:
+    if ids != NULL and hist != NULL and flat != NULL:
         rc = _token_histogram(rows, n, c, kind, edges, ne, maxv, hist, ids)
     if rc == DS_OK:
         rc = _edges_of_histogram(hist, nb, width, nt, tedges)
@@ -762,13 +763,13 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
             offsets[s] = 0
         for b in range(nb):  # sub-bucket sizes: token value v lies in sub-bucket #edges < v
             for v in range(width):
-                if hist[b * width + v]:
-                    s = b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1, <double>v)
-                    offsets[s + 1] += hist[b * width + v]
+                s = b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1, <double>v)
+                flat[b * width + v] = <uint8_t>s
+                offsets[s + 1] += hist[b * width + v]
         for s in range(nseg):
             offsets[s + 1] += offsets[s]
         # offsets[s] is now the write cursor of bucket s; restored below
-        _scatter(rows, n, ids, c, tedges, nt, out, offsets, nseg)
+        _scatter(rows, n, ids, c, flat, width, out, offsets, nseg)
         s = nseg
         while s > 0:
             offsets[s] = offsets[s - 1]
@@ -776,6 +777,7 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
         offsets[0] = 0
     free(ids)
     free(hist)
+    free(flat)
     return rc
 
 
