@@ -201,17 +201,11 @@ def bench_plan(paths: list[str]) -> dict[str, Any]:
         paths = {paths!r}
         source = paths if len(paths) > 1 else paths[0]
         import discoseq.plan.planner as planner
-        stages = {{}}
-        def timed(name):  # the planner's stage functions, timed where the planner calls them
-            inner = getattr(planner, name)
-            def run(*args, **kwargs):
-                t = time.perf_counter()
-                out = inner(*args, **kwargs)
-                stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
-                return out
-            setattr(planner, name, run)
-        for name in ("select_rows", "group_rows", "pack_batches", "order_batches"):
-            timed(name)
+        sys.path.insert(0, "benchmarks")
+        from bench_stages import STAGES, StageClock
+        clock = StageClock()  # the planner's stage functions, timed where the planner calls them
+        for name in STAGES:
+            setattr(planner, name, clock.wrap(name, getattr(planner, name)))
         sampler = DiscoSeqSampler(source, SamplerConfig(**{CONFIG}, world_size={WORLD}, rank=0))
         with Peak() as peak:
             rss0, anon0 = peak.rss, peak.anon
@@ -229,7 +223,8 @@ def bench_plan(paths: list[str]) -> dict[str, Any]:
         RESULT = {{"plan_s": seconds, "rows": len(index), "batches": plan.num_batches,
                    "peak_rss_added_mb": peak.rss - rss0, "peak_anon_added_mb": peak.anon - anon0,
                    "rss_after_mb": rss1 - rss0, "anon_after_mb": anon1 - anon0,
-                   "duration_copy_s": concat_s, "stages": stages}}
+                   "duration_copy_s": concat_s,
+                   "stages": {{name: clock.totals[name][0] for name in STAGES}}}}
         """
     )
 
