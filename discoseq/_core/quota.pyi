@@ -88,11 +88,8 @@ def place_run(
     base: int,
     n_src: int,
     duration: npt.NDArray[np.float64],
-    mark: _U8,
     at: int,
     rows: _I64,
-    picked: npt.NDArray[np.float64],
-    bits: _U8,
 ) -> tuple[float, float]: ...
 def count_rounds(
     run: _I64, seen: npt.NDArray[np.int32], rounds: npt.NDArray[np.int32]

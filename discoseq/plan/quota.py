@@ -22,9 +22,9 @@ Positions are a pure function of ``(seed, epoch, config, sources)``: no cursor i
 state, which stays a few hundred bytes. A process keeps each source's recent cycles across
 epochs (only speed: a resume elsewhere computes the same ones).
 
-The selection is a multiset of rows; the later stages plan *positions* in it (a row taken twice
-is two positions), and a position's *round* (0 for a row's first copy in the epoch, 1 for its
-second, ...) keeps two copies of a cut out of one batch.
+The selection is a multiset of index rows (a row taken twice is there twice), which the later
+stages plan as one corpus plans its kept rows; the rows taken more than once are flagged
+(:class:`Copies`), so packing keeps two copies of a cut out of one batch.
 """
 
 from __future__ import annotations
@@ -710,9 +710,10 @@ class Blocks:
 
 @dataclass(frozen=True)
 class Copies:
-    """The positions whose cut the epoch takes more than once: bit ``p`` of ``bits`` (bit
-    ``p % 8`` of byte ``p // 8``) is set for each; such a cut's id (the same for its copies) is
-    its index row minus ``lo``, in ``[0, size)``. Packing keeps two copies out of one batch."""
+    """The cuts the epoch takes more than once: bit ``k`` of ``bits`` (bit ``k % 8`` of byte
+    ``k // 8``) is set for the cut at index row ``lo + k``, ``k`` in ``[0, size)`` (the span of
+    the sources that repeat cuts; a row outside it is taken once). Packing keeps two copies of
+    a flagged cut out of one batch."""
 
     bits: np.ndarray
     lo: int
@@ -721,14 +722,13 @@ class Copies:
 
 @dataclass(frozen=True)
 class EpochSelection:
-    """A mixture's epoch: ``rows``, the index row of each position (a multiset: source by
-    source, round by round; within, the runs of its cycles in stream order, each in index
-    order), ``duration`` the duration of each (the column in position order) and ``bounds``
-    its min and max (``(1.0, 0.0)`` when empty), the ``copies`` to check (None: no cut twice),
-    the ``blocks``, and what each source contributed."""
+    """A mixture's epoch: ``rows``, the index rows it takes (a multiset: source by source,
+    round by round; within, the runs of its cycles in stream order, each in index order; its
+    *positions* are the places in this array), ``bounds`` the min and max of their durations
+    (``(1.0, 0.0)`` when empty), the ``copies`` to check (None: no cut twice), the
+    ``blocks``, and what each source contributed."""
 
     rows: np.ndarray
-    duration: np.ndarray
     bounds: tuple[float, float]
     copies: Copies | None
     blocks: Blocks
@@ -742,7 +742,7 @@ def select_epoch(
     config: SamplerConfig,
     epoch: int,
 ) -> EpochSelection:
-    """The positions of ``epoch`` (see :class:`EpochSelection`). ``keep``: the rows that
+    """The selection of ``epoch`` (see :class:`EpochSelection`). ``keep``: the rows that
     passed the filters (None: all)."""
     with _LOCK:
         return _select_epoch(duration, keep, layout, config, epoch)
@@ -778,8 +778,8 @@ def _select_epoch(
     this_epoch = quotas.of_epoch(epoch)
     signature = (mixture, config.schedule, config.epoch_cuts, config.epoch_hours,
                  config.temperature, tuple(sizes.items()), tuple(totals.items()))  # fmt: skip
-    parts: list[tuple[_Source, np.ndarray, np.ndarray]] = []  # source, its marks, a run
-    repeating: list[_Source] = []
+    parts: list[tuple[_Source, np.ndarray]] = []  # source, a run
+    repeating: list[tuple[_Source, np.ndarray]] = []  # source, the flags of its cuts taken again
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, name in enumerate(layout.names):
@@ -806,15 +806,14 @@ def _select_epoch(
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
         stream.release()
-        mark = _EMPTY
-        if len(by_round) > 1:  # flag the cuts taken again: every position of theirs is checked
+        if len(by_round) > 1:  # flag the cuts taken again: packing checks each of their copies
             mark = np.zeros(stream.n_all, dtype=np.uint8)
             for runs in by_round[1:]:
                 for run in runs:
                     mark[run] = 1
-            repeating.append(stream)
+            repeating.append((stream, mark))
         for r, (runs, count) in enumerate(zip(by_round, counts, strict=True)):
-            parts.extend((stream, mark, run) for run in runs)
+            parts.extend((stream, run) for run in runs)
             starts.append(starts[-1] + count)
             block_source.append(s)
             block_round.append(r)
@@ -831,22 +830,23 @@ def _select_epoch(
             )
         )
     m = starts[-1]
-    rows = scratch.empty(m, np.int64)  # the planner hands both back when its plan is built
-    picked = scratch.empty(m, np.float64)
-    bits = np.zeros((m + 7) // 8 if repeating else 0, dtype=np.uint8)
+    rows = scratch.empty(m, np.int64)  # the planner hands it back when its plan is built
     lo, hi, at = float("inf"), float("-inf"), 0
-    for stream, mark, run in parts:  # index rows, durations and copy flags, written once
-        least, most = quota_core.place_run(run, stream.base, stream.n_all, d, mark, at, rows,
-                                           picked, bits)  # fmt: skip
+    for stream, run in parts:  # the index rows, written once
+        least, most = quota_core.place_run(run, stream.base, stream.n_all, d, at, rows)
         lo, hi = min(lo, least), max(hi, most)
         at += run.shape[0]
     copies = None
-    if repeating:
-        first = min(st.base for st in repeating)
-        copies = Copies(bits, first, max(st.base + st.n_all for st in repeating) - first)
+    if repeating:  # one bit per row of the repeating sources' span: is it taken again?
+        first = min(st.base for st, _ in repeating)
+        size = max(st.base + st.n_all for st, _ in repeating) - first
+        flags = np.zeros(size, dtype=np.uint8)
+        for stream, mark in repeating:
+            flags[stream.base - first : stream.base - first + stream.n_all] = mark
+        copies = Copies(np.packbits(flags, bitorder="little"), first, size)
     blocks = Blocks(
         np.array(starts, dtype=np.int64),
         np.array(block_source, dtype=np.int64),
         np.array(block_round, dtype=np.int64),
     )
-    return EpochSelection(rows, picked, (lo, hi) if m else (1.0, 0.0), copies, blocks, tuple(stats))
+    return EpochSelection(rows, (lo, hi) if m else (1.0, 0.0), copies, blocks, tuple(stats))
