@@ -752,26 +752,6 @@ def test_kernel_microseconds_round_as_numpy() -> None:
     assert int(us.sum()) == int(want.sum())
 
 
-def test_place_run_writes_rows_and_their_duration_bounds() -> None:
-    from discoseq._core import quota as quota_core
-
-    duration = np.arange(1.0, 21.0)
-    rows = np.full(8, -1, np.int64)
-    lo, hi = quota_core.place_run(np.array([3, 0, 4], np.int64), 10, 5, duration, 2, rows)
-    assert rows.tolist() == [-1, -1, 13, 10, 14, -1, -1, -1]
-    assert (lo, hi) == (11.0, 15.0)
-    assert quota_core.place_run(np.empty(0, np.int64), 10, 5, duration, 8, rows) == (
-        float("inf"),
-        float("-inf"),
-    )
-    with pytest.raises(ValueError, match=r"run\[1\]=5 is not a cut of the source"):
-        quota_core.place_run(np.array([0, 5], np.int64), 10, 5, duration, 0, rows)
-    with pytest.raises(ValueError, match="do not fit the selection"):
-        quota_core.place_run(np.array([0, 1], np.int64), 10, 5, duration, 7, rows)
-    with pytest.raises(ValueError, match="are not rows of duration"):
-        quota_core.place_run(np.array([0], np.int64), 18, 5, duration, 0, rows)
-
-
 def test_copies_flag_exactly_the_rows_taken_twice() -> None:
     """The selection's copy bits (one per id, row - lo) flag every row the epoch takes more
     than once, and only those; the ids lie in [0, size)."""
@@ -790,7 +770,6 @@ def test_copies_flag_exactly_the_rows_taken_twice() -> None:
         flagged = np.zeros(130, bool)
         flagged[lo : lo + size] = np.unpackbits(got.copies.bits, bitorder="little")[:size]
         assert np.array_equal(flagged, counts > 1), e
-        assert got.bounds == (float(duration[got.rows].min()), float(duration[got.rows].max()))
 
 
 def test_count_rounds_counts_each_cut_across_runs() -> None:

@@ -40,8 +40,8 @@ class Selection:
         :class:`~discoseq.plan.quota.EpochSelection`) less the positions the mask removes.
     :param cuts_in: rows in the columns.
     :param filtered: rows removed per reason (see FILTER_REASONS).
-    :param duration_bounds: min and max of the duration column, or of the mixture's selection
-        (``(1.0, 0.0)`` when empty).
+    :param duration_bounds: min and max of the duration column (``(1.0, 0.0)`` when empty):
+        they bracket the durations of the rows to plan.
     :param blocks: a mixture's selection in runs of one source and one round (0 for a row's
         first copy in the epoch, 1 for its second, ...), see
         :class:`~discoseq.plan.quota.Blocks`; None without a mixture.
@@ -122,7 +122,7 @@ def select_rows(
     if sources is not None:
         if int(sources.offsets[-1]) != n:
             raise ValueError(f"the sources hold {int(sources.offsets[-1])} rows, the columns {n}")
-        return _select_mixture(cols, config, mask, epoch, sources)
+        return _select_mixture(cols, bounds, config, mask, epoch, sources)
     config.check_one_corpus()
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
@@ -132,6 +132,7 @@ def select_rows(
 
 def _select_mixture(
     cols: dict[str, np.ndarray],
+    bounds: tuple[float, float],
     config: SamplerConfig,
     mask: np.ndarray | None,
     epoch: int,
@@ -153,7 +154,8 @@ def _select_mixture(
         rows, whole = rows[keep_pos], rows
         scratch.give_back(whole)  # the selection's buffer: the next plan reuses it
     _check_present_rows(cols, rows, config)
-    return Selection(cols, rows, n, filtered, chosen.bounds, chosen.blocks, chosen.sources,
+    # the column's bounds bracket the selection's durations: enough for estimating edges
+    return Selection(cols, rows, n, filtered, bounds, chosen.blocks, chosen.sources,
                      chosen.copies, sources.offsets, m)  # fmt: skip
 
 
