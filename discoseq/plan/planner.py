@@ -2,6 +2,7 @@
 
 Memory: besides the index columns, a boolean mask (1 B/cut, only with filters) and two int64 row
 arrays at the peak (16 B/cut); the finished plan keeps one (8 B/cut) plus small per-batch arrays.
+A mixture also holds its selection's rows (8 B per cut taken) until its plan is built.
 """
 
 from __future__ import annotations
