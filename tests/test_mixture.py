@@ -752,35 +752,9 @@ def test_kernel_microseconds_round_as_numpy() -> None:
     assert int(us.sum()) == int(want.sum())
 
 
-def test_place_run_writes_rows_durations_and_copy_bits() -> None:
-    from discoseq._core import quota as quota_core
-
-    duration = np.arange(1.0, 21.0)
-    rows = np.full(8, -1, np.int64)
-    picked = np.zeros(8)
-    bits = np.zeros(1, np.uint8)
-    mark = np.zeros(5, np.uint8)
-    mark[[1, 3]] = 1
-    lo, hi = quota_core.place_run(np.array([3, 0, 4], np.int64), 10, 5, duration, mark, 2,
-                                  rows, picked, bits)  # fmt: skip
-    assert rows.tolist() == [-1, -1, 13, 10, 14, -1, -1, -1]
-    assert picked.tolist() == [0, 0, 14.0, 11.0, 15.0, 0, 0, 0]
-    assert (lo, hi) == (11.0, 15.0)
-    assert bits.tolist() == [1 << 2]  # position 2 holds row 13, offset 3: flagged
-    with pytest.raises(ValueError, match=r"run\[1\]=5 is not a cut of the source"):
-        quota_core.place_run(np.array([0, 5], np.int64), 10, 5, duration, mark, 0, rows, picked,
-                             bits)  # fmt: skip
-    with pytest.raises(ValueError, match="do not fit the selection"):
-        quota_core.place_run(np.array([0, 1], np.int64), 10, 5, duration, mark, 7, rows, picked,
-                             bits)  # fmt: skip
-    with pytest.raises(ValueError, match="are not rows of duration"):
-        quota_core.place_run(np.array([0], np.int64), 18, 5, duration, mark, 0, rows, picked,
-                             bits)  # fmt: skip
-
-
-def test_copies_flag_exactly_the_positions_of_cuts_taken_twice() -> None:
-    """The selection's copy bits mark every position whose row the epoch takes more than once,
-    and only those; their ids (row - lo) lie in [0, size); its durations are the column's."""
+def test_copies_flag_exactly_the_rows_taken_twice() -> None:
+    """The selection's copy bits (one per id, row - lo) flag every row the epoch takes more
+    than once, and only those; the ids lie in [0, size)."""
     from discoseq.plan.quota import select_epoch
 
     rng = np.random.default_rng(4)
@@ -791,14 +765,11 @@ def test_copies_flag_exactly_the_positions_of_cuts_taken_twice() -> None:
     for e in range(4):
         got = select_epoch(duration, None, lay, cfg, e)
         counts = np.bincount(got.rows, minlength=130)
-        twice = counts[got.rows] > 1
-        assert twice.any() and got.copies is not None
-        bits = np.unpackbits(got.copies.bits, bitorder="little")[: got.rows.shape[0]]
-        assert np.array_equal(bits.astype(bool), twice), e
-        ids = got.rows[twice] - got.copies.lo
-        assert ids.min() >= 0 and ids.max() < got.copies.size
-        assert np.array_equal(got.duration, duration[got.rows])
-        assert got.bounds == (float(duration[got.rows].min()), float(duration[got.rows].max()))
+        assert (counts > 1).any() and got.copies is not None
+        lo, size = got.copies.lo, got.copies.size
+        flagged = np.zeros(130, bool)
+        flagged[lo : lo + size] = np.unpackbits(got.copies.bits, bitorder="little")[:size]
+        assert np.array_equal(flagged, counts > 1), e
 
 
 def test_count_rounds_counts_each_cut_across_runs() -> None:
@@ -815,8 +786,8 @@ def test_count_rounds_counts_each_cut_across_runs() -> None:
 
 
 def test_scratch_buffers_are_reused_and_never_shared() -> None:
-    """A mixture's plan hands its per-position arrays back and the next plan reuses them; a
-    plan the caller keeps is not touched by later plans; foreign arrays are never kept."""
+    """A mixture's plan hands its arrays of rows back and the next plan reuses them; a plan
+    the caller keeps is not touched by later plans; foreign arrays are never kept."""
     from discoseq.plan import scratch
 
     rng = np.random.default_rng(8)
@@ -828,19 +799,16 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     scratch.release()
     first = plan_epoch(cols, cfg, 1, 2, sources=lay)
     kept = [buf for buf in scratch._KEPT]
-    # index rows and durations of the selection, packed index rows, packing's layout, the
-    # grouped positions
-    assert len(kept) == 5
-    copies = {name: np.array(getattr(first, name)) for name in ("rows", "positions")}
+    assert len(kept) == 2  # the selection's rows, the grouped rows
+    want = np.array(first.rows)
     second = plan_epoch(cols, cfg, 2, 2, sources=lay)  # reuses those buffers
-    # each is kept again, or holds the positions of the plan still held (lent to it)
+    # each is kept again, or holds the rows of the plan still held (lent to it)
     assert all(any(buf is k for k in scratch._KEPT + scratch._LENT) for buf in kept)
-    for name, want in copies.items():
-        assert np.array_equal(getattr(first, name), want)
-    # the first plan's positions come back once nothing refers to them; never before
-    lent = id(first.positions.base)  # no reference of the test's own
+    assert np.array_equal(first.rows, want)
+    # the first plan's rows come back once nothing refers to them; never before
+    lent = id(first.rows.base)  # no reference of the test's own
     assert lent in map(id, scratch._LENT)
-    view = first.positions[5:9]
+    view = first.rows[5:9]
     del first
     scratch.empty(1, np.int64)  # a later call looks at the lent buffers
     assert lent not in map(id, scratch._KEPT)  # a view of it is still held
@@ -851,6 +819,6 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     assert np.array_equal(plan_epoch(cols, cfg, 2, 2, sources=lay).rows, second.rows)
     before = list(scratch._KEPT)
     scratch.give_back(np.zeros(80, np.uint8).view(np.float64), duration)  # not made by it
-    # four kept; the fifth holds the dropped plan's positions until a later call takes it back
-    assert len(scratch._KEPT) == len(before) == 4 and len(scratch._LENT) == 1
+    # two kept; the third holds the dropped plan's rows until a later call takes it back
+    assert len(scratch._KEPT) == len(before) == 2 and len(scratch._LENT) == 1
     assert all(a is b for a, b in zip(scratch._KEPT, before, strict=True))

@@ -16,8 +16,6 @@ def pack(
     max_tokens: int | None = ...,
     audio_rate: float | None = ...,
     quadratic_tokens: float | None = ...,
-    index_rows: npt.NDArray[np.int64] | None = ...,
-    index_out: npt.NDArray[np.int64] | None = ...,
     copies: npt.NDArray[np.uint8] | None = ...,
     id_lo: int = ...,
     num_ids: int = ...,

@@ -15,7 +15,7 @@ counted. Rows are compacted in place (excluded rows removed).
 
 import numpy as np
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, INT64_MAX
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
@@ -70,7 +70,6 @@ cdef int _push(BatchBuf* b, int64_t end, int32_t seg, double cost, double dur) n
 cdef union TokenCost:
     int64_t t  # a token count
     double q  # its quadratic cost t + t * t / p
-    int64_t row  # without a token cap: a mixture's index row (~row: its copies are checked)
 
 
 cdef struct DurTok:
@@ -107,42 +106,65 @@ cdef inline bint _bit(const uint8_t* bits, int64_t i) noexcept nogil:
     return (bits[i >> 3] >> (i & 7)) & 1
 
 
-cdef inline bint _bad_index_row(const int64_t* index_rows, const uint8_t* copies, int64_t id_lo,
-                                int64_t num_ids, int64_t r) noexcept nogil:
-    """Row ``r``'s index row is negative, or ``copies`` flags it and its copy id (index row -
-    ``id_lo``) is outside ``[0, num_ids)``."""
-    cdef int64_t v = index_rows[r]
-    if v < 0:
-        return True
-    return copies != NULL and _bit(copies, r) and not (0 <= v - id_lo < num_ids)
+cdef inline bint _flagged(const uint8_t* copies, int64_t id_lo, int64_t num_ids,
+                          int64_t row) noexcept nogil:
+    """``copies`` flags row ``row`` (its id ``row - id_lo`` lies in ``[0, num_ids)`` and its
+    bit is set). Without branches: rows in and out of the ids come in random order, and a
+    mispredicted branch per row costs more than the test."""
+    cdef uint64_t cid = <uint64_t>(row - id_lo)
+    cdef bint inside = cid < <uint64_t>num_ids
+    return inside & _bit(copies, <int64_t>(cid * inside))
 
 
-cdef int64_t _dur_rows(DurTok* out, const double* dur, const int64_t* index_rows,
-                       const uint8_t* copies, int64_t id_lo, int64_t num_ids,
-                       int64_t n) noexcept nogil:
-    """One sequential pass: each row's duration and index row side by side (a mixture without
-    a token cap: packing then reads both with one cache miss), the index row complemented
-    (``~row``, negative) where ``copies`` flags it. Returns the first row that is not a valid
-    one (:func:`_bad_index_row`), else -1."""
-    cdef int64_t r, v
-    for r in range(n):
-        if _bad_index_row(index_rows, copies, id_lo, num_ids, r):
-            return r
-        v = index_rows[r]
-        out[r].d = dur[r]
-        out[r].k.row = ~v if copies != NULL and _bit(copies, r) else v
-    return -1
+cdef struct CopySet:
+    # the flagged rows of the open batch: open addressing over (row, batch) slots, a slot of an
+    # earlier batch counting as empty, so a new batch starts empty without clearing anything;
+    # the table stays as small as the most copies one batch holds (in cache), whatever the
+    # number of cuts the mixture repeats
+    int64_t* row
+    int64_t* batch
+    int64_t mask  # slots - 1 (a power of two)
+    int64_t n  # rows of the open batch in it
+    int64_t open  # the open batch's number
 
 
-cdef int64_t _check_index_rows(const int64_t* index_rows, const uint8_t* copies,
-                               int64_t id_lo, int64_t num_ids, int64_t n) noexcept nogil:
-    """One sequential pass (a token cap: the layout holds tokens, the index rows are read in
-    place): the first row that is not a valid one (:func:`_bad_index_row`), else -1."""
-    cdef int64_t r
-    for r in range(n):
-        if _bad_index_row(index_rows, copies, id_lo, num_ids, r):
-            return r
-    return -1
+cdef inline int64_t _slot(const CopySet* c, int64_t row) noexcept nogil:
+    """The slot of ``row`` in the open batch, or the empty slot where it would go."""
+    cdef int64_t k = <int64_t>((<uint64_t>row * 0x9E3779B97F4A7C15ULL) >> 32) & c.mask
+    while c.batch[k] == c.open and c.row[k] != row:
+        k = (k + 1) & c.mask
+    return k
+
+
+cdef int _copy_add(CopySet* c, int64_t row) noexcept nogil:
+    """Put ``row`` in the open batch's set (twice as many slots once it is half full)."""
+    cdef int64_t k, j, size, old_mask = c.mask
+    cdef int64_t* old_row = c.row
+    cdef int64_t* old_batch = c.batch
+    if 2 * (c.n + 1) > c.mask + 1:
+        size = 2 * (c.mask + 1)
+        c.row = <int64_t*>malloc(size * sizeof(int64_t))
+        c.batch = <int64_t*>malloc(size * sizeof(int64_t))
+        if c.row == NULL or c.batch == NULL:
+            free(c.row)
+            free(c.batch)
+            c.row, c.batch = old_row, old_batch
+            return DS_ERR_NOMEM
+        c.mask = size - 1
+        for j in range(size):
+            c.batch[j] = -1
+        for j in range(old_mask + 1):
+            if old_batch[j] == c.open:
+                k = _slot(c, old_row[j])
+                c.row[k] = old_row[j]
+                c.batch[k] = c.open
+        free(old_row)
+        free(old_batch)
+    k = _slot(c, row)
+    c.row[k] = row
+    c.batch[k] = c.open
+    c.n += 1
+    return DS_OK
 
 
 ctypedef fused Limits:
@@ -169,40 +191,34 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                    const double* dur, const int64_t* frames, const double* cap_dur,
                    const int64_t* cap_cuts, int64_t max_frames, const DurTok* dt,
                    int64_t max_tokens, double tq, double q, bint sum_mode, bint exclude,
-                   bint rows_in_dt, const int64_t* index_rows, const uint8_t* copies,
-                   int64_t id_lo, int64_t* last, int64_t* index_out, BatchBuf* out,
-                   int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
-    """Returns the number of rows kept, or a negative error code. With ``rows_in_dt`` (a
-    mixture, no token cap) ``dt`` holds each row's duration and index row (``~row`` where its
-    copies are checked); else with ``index_rows`` (a mixture and a token cap) ``copies`` (a
-    bit per row) flags the rows checked, whose index rows are read in place (all rows' with
-    ``index_out``). With ``index_out`` the index row of each kept row is written to it. A
-    checked row (copy id: its index row - ``id_lo``;
-    ``last`` a scratch of -1 per id) whose cut is already in the open batch closes it first: no
-    batch holds a cut twice. Else with ``dt`` (a token cap) durations and token costs are read
-    from it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
-    ``max_tokens`` caps), else its integer token count; ``frames`` NULL: no frame cap.
-    ``kind`` (its type only) says which limits the caller has: the rule is written once, and
-    the loop of a kind without frames, tokens or copies carries none of their work (the open
-    batch's sums are locals, kept in registers: half the time per row of a general loop)."""
-    cdef int64_t s, i, row, w = 0, f = 0, nf, t = 0, nt, capc, x, irow = -1, end
+                   const uint8_t* copies, int64_t id_lo, int64_t num_ids, CopySet* open_copies,
+                   BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
+    """Returns the number of rows kept, or a negative error code. With ``copies`` (a bit per
+    copy id ``row - id_lo`` in ``[0, num_ids)``; ``open_copies`` the open batch's flagged rows)
+    a flagged row whose cut is already in the open batch closes it first: no batch holds a cut
+    twice. With ``dt`` (a token cap) durations and token costs are read from it, not from
+    ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which ``max_tokens`` caps),
+    else its integer token count; ``frames`` NULL: no frame cap. ``kind`` (its type only) says
+    which limits the caller has: the rule is written once, and the loop of a kind without
+    frames, tokens or copies carries none of their work (the open batch's sums are locals, kept
+    in registers: half the time per row of a general loop)."""
+    cdef int64_t s, i, row, w = 0, f = 0, nf, t = 0, nt, capc, end
     cdef bint closes, checked = False
     cdef double d, c, nd, capd, tc = 0.0, ntc
     # the open batch: cuts, longest cost, cost sum, duration sum, most and sum of frames and of
     # tokens, most and sum of quadratic token costs
     cdef int64_t bn, bmf, bsf, bmt, bst
     cdef double bm, bsm, bdsum, bmq, bsq
-    cdef int64_t cid = -1
-    cdef bint use_frames, use_tokens, quad_tokens, mixture
+    cdef bint use_frames, use_tokens, quad_tokens, use_copies
     if Limits is DurationLimits:
-        use_frames = use_tokens = mixture = False
+        use_frames = use_tokens = use_copies = False
     elif Limits is TokenLimits:
-        use_frames = mixture = False
+        use_frames = use_copies = False
         use_tokens = True
     else:
         use_frames = frames != NULL
-        use_tokens = dt != NULL and not rows_in_dt
-        mixture = rows_in_dt or index_rows != NULL
+        use_tokens = dt != NULL
+        use_copies = copies != NULL
     quad_tokens = use_tokens and tq > 0.0
     # with quadratic token costs the cap applies to them (as a double), not to the integers
     cdef double max_tq = <double>max_tokens if quad_tokens else 0.0
@@ -217,34 +233,16 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
         bm = bsm = bdsum = bmq = bsq = 0.0
         for i in range(seg_off[s], end):
             if i + 64 < end:
-                if use_tokens or rows_in_dt:
+                if use_tokens:
                     DS_PREFETCH(&dt[rows[i + 64]])
                 else:
                     DS_PREFETCH(&dur[rows[i + 64]])
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
-                if mixture and index_rows != NULL and (index_out != NULL or (
-                        copies != NULL and _bit(copies, rows[i + 64]))):
-                    DS_PREFETCH(&index_rows[rows[i + 64]])
-            if mixture:
-                if (index_rows != NULL and copies != NULL and i + 32 < end
-                        and _bit(copies, rows[i + 32])):
-                    DS_PREFETCH(&last[index_rows[rows[i + 32]] - id_lo])
-                if last != NULL and rows_in_dt and i + 16 < end:
-                    x = dt[rows[i + 16]].k.row
-                    if x < 0:
-                        DS_PREFETCH(&last[~x - id_lo])
             row = rows[i]
-            if mixture and index_rows != NULL:  # read in place: only where needed
-                checked = copies != NULL and _bit(copies, row)
-                if checked or index_out != NULL:
-                    irow = index_rows[row]
-            if mixture and rows_in_dt:
-                d = dt[row].d
-                x = dt[row].k.row
-                checked = x < 0
-                irow = ~x if checked else x
-            elif use_tokens:
+            if use_copies:
+                checked = _flagged(copies, id_lo, num_ids, row)
+            if use_tokens:
                 d = dt[row].d
                 if quad_tokens:
                     tc = dt[row].k.q
@@ -252,8 +250,6 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                     t = dt[row].k.t
             else:
                 d = dur[row]
-            if checked:
-                cid = irow - id_lo
             c = d if q <= 0.0 else d + d * d / q
             if use_frames:
                 f = frames[row]
@@ -267,8 +263,6 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                         return DS_ERR_NOMEM
                     bn = bmf = bsf = bmt = bst = 0
                     bm = bsm = bdsum = bmq = bsq = 0.0
-                if mixture and index_out != NULL:
-                    index_out[w] = irow
                 rows[w] = row
                 w += 1
                 if _push(out, w, <int32_t>s, c, d) < 0:
@@ -294,17 +288,19 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                         nt = (bn + 1) * (bmt if bmt > t else t)
                         ntc = (bn + 1) * (bmq if bmq > tc else tc)
                     closes = closes | (nt > max_tokens) | (ntc > max_tq)
-                if checked:
-                    closes = closes | (last[cid] == out.n)
+                if checked:  # its cut is in the open batch already
+                    closes = closes | (open_copies.batch[_slot(open_copies, row)] == out.n)
                 if closes:
                     if _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
                         return DS_ERR_NOMEM
                     bn = bmf = bsf = bmt = bst = 0
                     bm = bsm = bdsum = bmq = bsq = 0.0
             if checked:
-                last[cid] = out.n  # the open batch is the next one pushed
-            if mixture and index_out != NULL:
-                index_out[w] = irow
+                if open_copies.open != out.n:  # the open batch is the next one pushed
+                    open_copies.open = out.n
+                    open_copies.n = 0
+                if _copy_add(open_copies, row) < 0:
+                    return DS_ERR_NOMEM
             rows[w] = row
             w += 1
             bn += 1
@@ -334,9 +330,8 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
          max_frames, quadratic_duration, bint sum_mode, bint exclude_oversize,
          const int64_t[::1] tokens=None, max_tokens=None, audio_rate=None,
-         quadratic_tokens=None, const int64_t[::1] index_rows=None, int64_t[::1] index_out=None,
-         const uint8_t[::1] copies=None, int64_t id_lo=0, int64_t num_ids=0,
-         int64_t[::1] layout=None):
+         quadratic_tokens=None, const uint8_t[::1] copies=None, int64_t id_lo=0,
+         int64_t num_ids=0, int64_t[::1] layout=None):
     """Pack ``rows`` (grouped into segments by ``seg_offsets``) into batches; ``rows`` is compacted
     in place. ``cap_duration``/``cap_cuts`` hold one cap per segment (``inf`` / ``2**63-1`` for
     none); ``max_frames``, ``max_tokens`` and ``quadratic_duration`` may be None. ``num_frames``
@@ -345,21 +340,17 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     or the sum): its text tokens (0 for none) plus ``ceil(duration x audio_rate - 1e-9)``
     audio tokens when ``audio_rate`` is given, and with ``quadratic_tokens = p`` that cost ``t``
     counts as ``t + t * t / p`` (the rule of ``plan.pack.token_costs_of``). Every row must
-    be a row of ``duration`` (else ValueError). A mixture gives ``index_rows``, the index row
-    of each row of ``duration`` (its rows are positions of the epoch's selection), and
-    optionally ``index_out`` (one slot per row of ``rows``), which receives the index row of
-    each kept row, so no gather through the shuffled rows follows (cheap without a token cap,
-    where each index row lies beside its duration: with one, the index rows are read in place,
-    a second cache miss per row, more than a gather afterwards costs). ``copies`` (with ``index_rows``: a
-    bit per row of ``duration``, bit ``r % 8`` of byte ``r // 8``) flags the rows whose cut
-    the mixture takes more than once: a flagged row whose cut (id: its index row - ``id_lo``,
-    in ``[0, num_ids)``) is already in the open batch closes it first, so no batch holds a cut
-    twice; the check's table is as large as the span of those ids. With ``max_tokens`` the
-    kernel first lays out each row's duration and token count side by side in ``layout`` (a
-    caller's scratch of at least ``2 x len(duration)`` int64, overwritten, which it may keep
-    for the next call instead of fresh memory; None: allocated for this call), so a shuffled
-    row costs one cache miss, not two; without it, with ``index_rows``, each row's duration and
-    index row likewise.
+    be a row of ``duration`` (else ValueError). A mixture's ``rows`` are a multiset (a cut it
+    takes twice is there twice): ``copies`` (a bit per copy id, bit ``k % 8`` of byte
+    ``k // 8``; a row's id is ``row - id_lo``, the rows outside ``[id_lo, id_lo + num_ids)``
+    are not flagged) flags the rows whose cut the mixture takes more than once: a flagged row
+    whose cut is already in the open batch closes it first, so no batch holds a cut twice (the
+    open batch's flagged rows are kept in a small table of their own: its size follows the
+    most copies one batch holds, not the number of ids). With ``max_tokens`` the kernel first
+    lays out each row's duration and token count side by side in ``layout`` (a caller's
+    scratch of at least ``2 x len(duration)`` int64, overwritten, which it may keep for the
+    next call instead of fresh memory; None: allocated for this call), so a shuffled row costs
+    one cache miss, not two.
 
     :return: ``(n_kept, batch_offsets (B+1), batch_segment int32, batch_cost, batch_duration,
         segment_batch_offsets (S+1), n_oversize)``.
@@ -392,59 +383,40 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if tokens is None or tokens.shape[0] != duration.shape[0]:
             raise ValueError("max_tokens needs the tokens column (one value per row)")
     check_rows(rows, duration.shape[0], "pack", "rows", "duration")
-    cdef const int64_t* ip = NULL
-    cdef int64_t* lp = NULL
-    cdef int64_t* op = NULL
     cdef const uint8_t* bp = NULL
-    cdef int64_t bad = -1
+    cdef CopySet cs
+    cs.row = NULL
+    cs.batch = NULL
+    cs.mask = 63
+    cs.n = 0
+    cs.open = -2  # no batch yet (an empty slot holds batch -1)
     cdef int64_t ncol = duration.shape[0]
     cdef DurTok* dt = NULL
     cdef const double* dp = &duration[0] if ncol > 0 else NULL
-    cdef bint rows_in_dt = index_rows is not None and max_tokens is None and ncol > 0
-    if index_rows is not None:
-        if index_rows.shape[0] != ncol:
-            raise ValueError("index_rows needs one index row per row of duration")
-        if index_out is not None:
-            if index_out.shape[0] < rows.shape[0]:
-                raise ValueError("index_out needs one slot per row of rows")
-            if rows.shape[0] > 0:
-                op = &index_out[0]
-        if copies is not None:
-            if copies.shape[0] < (ncol + 7) // 8:
-                raise ValueError("copies needs one bit per row of duration")
-            if num_ids < 0:
-                raise ValueError(f"num_ids={num_ids} must be >= 0")
-            if ncol > 0:
-                bp = &copies[0]
-    elif index_out is not None or copies is not None:
-        raise ValueError("index_out and copies go with index_rows")
-    if (max_tokens is not None and ncol > 0) or rows_in_dt:
+    if copies is not None:
+        if num_ids < 0:
+            raise ValueError(f"num_ids={num_ids} must be >= 0")
+        if copies.shape[0] < (num_ids + 7) // 8:
+            raise ValueError(f"copies needs one bit per copy id ({num_ids})")
+        if num_ids > 0:
+            bp = &copies[0]
+    if max_tokens is not None and ncol > 0:
         if layout is None:
             layout = np.empty(2 * ncol, dtype=np.int64)  # NumPy asks for huge pages
         elif layout.shape[0] < 2 * ncol:
             raise ValueError(
-                f"pack: layout needs {2 * ncol} int64 (2 per row of duration) with max_tokens "
-                "or index_rows"
+                f"pack: layout needs {2 * ncol} int64 (2 per row of duration) with max_tokens"
             )
         dt = <DurTok*>&layout[0]
-    if index_rows is not None and ncol > 0:
-        with nogil:
-            if rows_in_dt:  # each index row beside its row's duration
-                bad = _dur_rows(dt, dp, &index_rows[0], bp, id_lo, num_ids, ncol)
-            else:  # a token cap holds the other half of dt: the index rows read in place
-                ip = &index_rows[0]
-                bad = _check_index_rows(ip, bp, id_lo, num_ids, ncol)
-        if bad >= 0:
-            raise ValueError(
-                f"pack: index_rows[{bad}]={index_rows[bad]} is negative, or a flagged copy "
-                f"whose id is outside [0, {num_ids}) (id_lo={id_lo})"
-            )
     if bp != NULL:
-        lp = <int64_t*>malloc((num_ids if num_ids > 0 else 1) * sizeof(int64_t))
-        if lp == NULL:
+        cs.row = <int64_t*>malloc((cs.mask + 1) * sizeof(int64_t))
+        cs.batch = <int64_t*>malloc((cs.mask + 1) * sizeof(int64_t))
+        if cs.row == NULL or cs.batch == NULL:
+            free(cs.row)
+            free(cs.batch)
             raise MemoryError("pack: out of memory")
-        for s in range(num_ids):
-            lp[s] = -1
+        for s in range(cs.mask + 1):
+            cs.batch[s] = -1
     seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
     cdef BatchBuf buf
@@ -466,23 +438,23 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     try:
         if buf.ends != NULL and buf.seg != NULL and buf.cost != NULL and buf.dur != NULL:
             with nogil:
-                if dt != NULL and not rows_in_dt:
+                if dt != NULL:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
-                if dt == NULL and fp == NULL and ip == NULL:  # caps on duration and cuts
+                if dt == NULL and fp == NULL and bp == NULL:  # caps on duration and cuts
                     kept = _pack(&durations_only, rp, &seg_offsets[0], nseg, dp, NULL,
                                  &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
-                                 0.0, q, sum_mode, exclude_oversize, False, NULL, NULL, 0, NULL,
-                                 NULL, &buf, &sb[0], &n_over)
-                elif dt != NULL and not rows_in_dt and fp == NULL and ip == NULL:  # and tokens
+                                 0.0, q, sum_mode, exclude_oversize, NULL, 0, 0, &cs, &buf,
+                                 &sb[0], &n_over)
+                elif fp == NULL and bp == NULL:  # and a token cap
                     kept = _pack(&token_cap, rp, &seg_offsets[0], nseg, dp, NULL,
                                  &cap_duration[0], &cap_cuts[0], INT64_MAX, dt, mt, tq, q,
-                                 sum_mode, exclude_oversize, False, NULL, NULL, 0, NULL, NULL,
-                                 &buf, &sb[0], &n_over)
+                                 sum_mode, exclude_oversize, NULL, 0, 0, &cs, &buf, &sb[0],
+                                 &n_over)
                 else:
                     kept = _pack(&any_limits, rp, &seg_offsets[0], nseg, dp, fp,
                                  &cap_duration[0], &cap_cuts[0], mf, dt, mt, tq, q, sum_mode,
-                                 exclude_oversize, rows_in_dt, ip, bp, id_lo, lp, op, &buf,
-                                 &sb[0], &n_over)
+                                 exclude_oversize, bp, id_lo, num_ids, &cs, &buf, &sb[0],
+                                 &n_over)
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)
@@ -500,7 +472,8 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             memcpy(&cv[0], buf.cost, buf.n * sizeof(double))
             memcpy(&dv[0], buf.dur, buf.n * sizeof(double))
     finally:
-        free(lp)
+        free(cs.row)
+        free(cs.batch)
         free(buf.ends)
         free(buf.seg)
         free(buf.cost)

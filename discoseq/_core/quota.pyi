@@ -83,17 +83,6 @@ def tail_split(
     mask: _U8,
 ) -> tuple[int, _I64, _I64, _I64, _I64]: ...
 def fingerprint(duration: npt.NDArray[np.float64], keep: _U8) -> tuple[int, int, int, int]: ...
-def place_run(
-    run: _I64,
-    base: int,
-    n_src: int,
-    duration: npt.NDArray[np.float64],
-    mark: _U8,
-    at: int,
-    rows: _I64,
-    picked: npt.NDArray[np.float64],
-    bits: _U8,
-) -> tuple[float, float]: ...
 def count_rounds(
     run: _I64, seen: npt.NDArray[np.int32], rounds: npt.NDArray[np.int32]
 ) -> tuple[int, int]: ...

@@ -318,50 +318,6 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
     return count, total, longest, h
 
 
-def place_run(const int64_t[::1] run not None, int64_t base, Py_ssize_t n_src,
-              const double[::1] duration not None, const uint8_t[::1] mark not None,
-              int64_t at, int64_t[::1] rows not None, double[::1] picked not None,
-              uint8_t[::1] bits not None):
-    """Write a run of one source's cuts (offsets in the source, each ``< n_src``; the source
-    holds rows ``base:base + n_src`` of ``duration``) to positions ``at, at + 1, ...`` of the
-    selection: each one's index row ``base + offset`` to ``rows`` and its duration to
-    ``picked``, in one pass (no gather afterwards); with ``mark`` (one flag per cut of the
-    source, else empty) also bit ``p`` of ``bits`` for each position ``p`` whose cut is flagged.
-    Returns the smallest and largest duration written (``(inf, -inf)`` for none)."""
-    cdef Py_ssize_t k, m = run.shape[0]
-    if base < 0 or n_src < 0 or base + n_src > duration.shape[0]:
-        raise ValueError(f"rows {base}:{base + n_src} are not rows of duration "
-                         f"({duration.shape[0]})")
-    if at < 0 or at + m > rows.shape[0] or picked.shape[0] != rows.shape[0]:
-        raise ValueError(f"positions {at}:{at + m} do not fit the selection ({rows.shape[0]}, "
-                         f"picked {picked.shape[0]})")
-    cdef bint marking = mark.shape[0] != 0
-    if marking and (mark.shape[0] != n_src or bits.shape[0] < (rows.shape[0] + 7) // 8):
-        raise ValueError("mark needs one flag per cut of the source and bits one bit per position")
-    cdef const double* d = &duration[base] if n_src else NULL
-    cdef double lo = float("inf"), hi = float("-inf"), x
-    cdef int64_t i, p, bad = -1
-    with nogil:
-        for k in range(m):
-            i = run[k]
-            if i < 0 or i >= n_src:
-                bad = k
-                break
-            x = d[i]
-            p = at + k
-            rows[p] = base + i
-            picked[p] = x
-            if x < lo:
-                lo = x
-            if x > hi:
-                hi = x
-            if marking and mark[i]:
-                bits[p >> 3] |= <uint8_t>(1 << (p & 7))
-    if bad >= 0:
-        raise ValueError(f"run[{bad}]={run[bad]} is not a cut of the source ({n_src} cuts)")
-    return lo, hi
-
-
 def count_rounds(const int64_t[::1] run not None, int32_t[::1] seen not None,
                  int32_t[::1] rounds not None):
     """For each cut of ``run`` (offsets, each once): its round, how often the runs before took

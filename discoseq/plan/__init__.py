@@ -9,7 +9,7 @@ docstring and in its twin in ``tests/reference_plan.py``):
 
 1. :mod:`~discoseq.plan.select` — the rows of the epoch: columns checked, filters applied;
    for a mixture, :mod:`~discoseq.plan.quota` then takes each source's exact quota from its
-   stream (the epoch's selection, planned as positions).
+   stream (the epoch's selection: a multiset of rows, planned as one corpus's rows).
 2. :mod:`~discoseq.plan.group` — bucket edges (estimated or given, 1D or 2D) and rows grouped
    into segments (buckets), each shuffled with its own stream.
 3. :mod:`~discoseq.plan.pack` — optional sort within pools, then greedy packing under every cap.

@@ -69,10 +69,10 @@ class EpochPlan:
     and ``duration`` (sum of its cuts' durations) are per batch. ``padding_batches`` lists the
     global ids of the batches that repeat another batch (``num_padding < world_size`` of them).
     ``config`` is the configuration that planned it (its loader fields play no part).
-    For a mixture, ``rows`` are index rows of the sources' logical index, ``positions`` the
-    same cuts as positions of the epoch's selection (a cut taken twice is two positions), and
-    ``selection_size`` the number of those positions; without one, ``positions`` is None (they
-    are the rows) and ``selection_size`` the number of index rows.
+    For a mixture, ``rows`` are index rows of the sources' logical index (a cut the epoch
+    takes twice appears twice, never in one batch), and ``selection_size`` the number of
+    positions of the epoch's selection (what ``plan_epoch``'s ``mask`` is over); without one,
+    ``selection_size`` is the number of index rows.
     With ``pack_duration``/``pack_tokens``, ``pack_offsets`` cuts ``rows`` into packs (pack
     ``k`` is ``rows[pack_offsets[k]:pack_offsets[k + 1]]``; every batch is whole packs, see
     :meth:`pack_bounds`); None without packing.
@@ -90,20 +90,14 @@ class EpochPlan:
     bucket_edges: np.ndarray
     token_edges: np.ndarray
     stats: PlanStats
-    positions: np.ndarray | None = None
     selection_size: int = 0
     pack_offsets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_offsets", "rows", "bucket", "cost", "duration", "padding_batches",
-                     "bucket_edges", "token_edges", "positions", "pack_offsets"):  # fmt: skip
+                     "bucket_edges", "token_edges", "pack_offsets"):  # fmt: skip
             if getattr(self, name) is not None:
                 getattr(self, name).flags.writeable = False
-
-    @property
-    def planned_positions(self) -> np.ndarray:
-        """The plan's cuts as positions of the epoch's selection (CSR like ``rows``)."""
-        return self.rows if self.positions is None else self.positions
 
     @property
     def num_batches(self) -> int:

@@ -19,7 +19,6 @@ import numpy as np
 from discoseq._core import bucketing, rng
 from discoseq.config import SamplerConfig
 from discoseq.plan import scratch
-from discoseq.plan.quota import Blocks
 from discoseq.plan.select import Selection
 from discoseq.strategy import SamplingStrategy
 
@@ -55,21 +54,24 @@ def empty_edges(config: SamplerConfig) -> tuple[np.ndarray, np.ndarray]:
 PURPOSE_SPREAD = 6 << 32
 
 
-def spread_copies(
-    groups: Groups, selection: Selection, blocks: Blocks, config: SamplerConfig, epoch: int
-) -> None:
+def spread_copies(groups: Groups, config: SamplerConfig, epoch: int) -> None:
     """Order each segment (in place) so the copies of a cut that a mixture takes ``c`` times
     lie about ``1/c`` of the segment apart: copy ``k`` of a cut is due at ``(k + u) / c``
-    (``u`` uniform per cut, keyed by the epoch), positions sorted by due time. A cut taken once
+    (``u`` uniform per cut, keyed by the epoch), rows sorted by due time. A cut taken once
     gets a uniform place: the order stays a random one. Packing then rarely meets a copy of a
     cut already in the open batch (it would close the batch early, see ``pack``), so batches
-    stay full."""
-    epoch_rows = selection.epoch_rows
-    assert epoch_rows is not None
-    pos = groups.rows
-    rows = epoch_rows[pos]
-    rounds = blocks.round[np.searchsorted(blocks.starts, pos, side="right") - 1]
-    copies = np.bincount(epoch_rows)[rows]
+    stay full. (A cut's copies lie in one segment, a bucket of its source: ``k`` counts them
+    there; which copy gets which ``k`` does not matter, they are the same row.)"""
+    rows = groups.rows
+    by_row = np.argsort(rows, kind="stable")  # equal rows (a cut's copies) side by side
+    sorted_rows = rows[by_row]
+    n = rows.shape[0]
+    first = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]]) if n else by_row
+    sizes = np.diff(np.r_[first, n])
+    copy = np.empty(n, dtype=np.float64)  # k: the copy's number among its cut's copies
+    copy[by_row] = np.arange(n) - np.repeat(first, sizes)
+    copies = np.empty(n, dtype=np.float64)  # c
+    copies[by_row] = np.repeat(sizes, sizes)
     key = np.uint64(rng.derive_key(config.seed, epoch, PURPOSE_SPREAD))
     with np.errstate(over="ignore"):  # splitmix64 of (row ^ key), wrapping arithmetic
         z = rows.astype(np.uint64) ^ key
@@ -77,59 +79,59 @@ def spread_copies(
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z ^= z >> np.uint64(31)
     u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    due = (rounds + u) / copies
+    due = (copy + u) / copies
     seg = np.repeat(np.arange(groups.seg_offsets.shape[0] - 1), np.diff(groups.seg_offsets))
-    groups.rows[:] = pos[np.lexsort((due, seg))]
+    groups.rows[:] = rows[np.lexsort((due, seg))]
 
 
 def group_rows(selection: Selection, config: SamplerConfig, epoch: int) -> Groups:
     """Segments of the selected rows for ``epoch`` (see the module docstring)."""
-    blocks = selection.blocks
-    if blocks is not None and config.mix_batches == "per_source":
-        return _per_source(selection, blocks, config, epoch)
+    offsets = selection.source_offsets
+    if offsets is not None and config.mix_batches == "per_source":
+        return _per_source(selection, offsets, config, epoch)
     if config.strategy is SamplingStrategy.BUCKETED:
         return _bucketed(selection, config, epoch)
     rows = selection.rows
     if rows is None:
-        rows = np.arange(selection.num_positions, dtype=np.int64)
+        rows = np.arange(selection.cuts_in, dtype=np.int64)
     if config.strategy is SamplingStrategy.RANDOM:
         rng.shuffle(rows, rng.derive_key(config.seed, epoch, rng.PURPOSE_CUTS))
     edges, token_edges = empty_edges(config)
     return Groups(rows, np.array([0, rows.shape[0]], dtype=np.int64), edges, token_edges)
 
 
-def _per_source(selection: Selection, blocks: Blocks, config: SamplerConfig, epoch: int) -> Groups:
+def _per_source(
+    selection: Selection, source_offsets: np.ndarray, config: SamplerConfig, epoch: int
+) -> Groups:
     """A ``per_source`` mixture's segments: each bucket split by source, source-major (so the
     batches of a step share a source), each segment shuffled with its own stream.
 
-    The selection is ordered by block (source, round) and grouping by bucket is stable, so
-    inside a bucket each block is a contiguous run found by binary search: no per-position
-    label, no sort."""
+    The selection holds its sources one after another and grouping by bucket is stable, so
+    inside a bucket each source's rows are a contiguous run, and source ``s``'s rows all lie
+    in ``[source_offsets[s], source_offsets[s + 1])``: ``row < source_offsets[s]`` holds on a
+    prefix of the bucket, found by binary search (no per-row label, no sort)."""
     if config.strategy is SamplingStrategy.BUCKETED:
         rows, offsets, edges, token_edges = _group_by_bucket(selection, config)
     else:
-        picked = selection.rows
-        rows = np.arange(selection.num_positions, dtype=np.int64) if picked is None else picked
+        assert selection.rows is not None  # a mixture's selection
+        rows = selection.rows
         offsets = np.array([0, rows.shape[0]], dtype=np.int64)
         edges, token_edges = empty_edges(config)
     nb = offsets.shape[0] - 1
-    # runs[b, k]: the slice of block k inside bucket b
-    runs = np.empty((nb, blocks.source.shape[0] + 1), dtype=np.int64)
+    num_sources = source_offsets.shape[0] - 1
+    bounds = np.asarray(source_offsets, dtype=np.int64)
+    # runs[b, s]: where source s starts inside bucket b (a binary search on the monotone
+    # predicate above; searchsorted compares only, so it finds that boundary)
+    runs = np.empty((nb, num_sources + 1), dtype=np.int64)
     for b in range(nb):
         lo, hi = int(offsets[b]), int(offsets[b + 1])
-        runs[b] = lo + np.searchsorted(rows[lo:hi], blocks.starts)
-    num_sources = int(blocks.source.max()) + 1 if blocks.source.size else 1
+        runs[b] = lo + np.searchsorted(rows[lo:hi], bounds)
     order = [(s, b) for s in range(num_sources) for b in range(nb)]  # segment order
-    slices: list[np.ndarray] = []
-    seg_offsets = [0]
-    for s, b in order:
-        size = 0
-        for k in np.flatnonzero(blocks.source == s).tolist():  # the source's rounds
-            slices.append(rows[runs[b, k] : runs[b, k + 1]])
-            size += int(runs[b, k + 1] - runs[b, k])
-        seg_offsets.append(seg_offsets[-1] + size)
+    slices = [rows[runs[b, s] : runs[b, s + 1]] for s, b in order]
+    seg_offsets = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum([x.shape[0] for x in slices], out=seg_offsets[1:])
     out = np.concatenate(slices) if slices else np.empty(0, dtype=np.int64)
-    offs = np.array(seg_offsets, dtype=np.int64)
+    offs = seg_offsets
     if config.effective_shuffle:
         _shuffle_segments(out, offs, config, epoch)
     return Groups(

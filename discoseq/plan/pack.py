@@ -5,11 +5,11 @@ Optionally (``sort_pool``) each run of that many rows of a segment is first sort
 (``max_duration`` or the bucket's ``bucket_max_duration`` as cuts x longest cost or the sum, with
 ``quadratic_duration``; ``max_cuts`` or ``bucket_max_cuts``; ``max_frames``; ``max_tokens`` on
 token costs, with ``quadratic_tokens``) would be exceeded. A cut that alone exceeds a cap is
-*oversize*: a batch of its own or left out (``oversize``). Memory: with ``max_tokens`` the kernel
-holds each row's duration and token count side by side while packing (16 B/cut); for a mixture
-without a token cap, each position's duration and index row (16 B/cut); for a mixture, the
-index rows of the packed positions (8 B/cut). All are scratch reused by the next plan
-(:mod:`discoseq.plan.scratch`: no fresh huge pages each epoch).
+*oversize*: a batch of its own or left out (``oversize``). A mixture's rows are a multiset (a
+cut it takes twice is there twice): packing keeps a cut's copies out of one batch. Memory: with
+``max_tokens`` the kernel holds each row's duration and token count side by side while packing
+(16 B/cut), scratch reused by the next plan (:mod:`discoseq.plan.scratch`: no fresh huge pages
+each epoch).
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ class Batches:
     :param duration: each batch's total duration.
     :param seg_batch_offsets: batches of segment ``s`` are ``seg_batch_offsets[s]:[s + 1]``.
     :param oversize: cuts that alone exceed a cap.
-    :param index_rows: for a mixture (``rows`` are positions of its selection), the index row
-        of each of ``rows``, as packing read them (None: not known, gather them).
     """
 
     rows: np.ndarray
@@ -49,7 +47,6 @@ class Batches:
     duration: np.ndarray
     seg_batch_offsets: np.ndarray
     oversize: int
-    index_rows: np.ndarray | None = None
 
     @property
     def num_batches(self) -> int:
@@ -134,7 +131,7 @@ def pack_batches(
         if spreadable and pairs / n > max(1.0, 0.01 * n):
             if before is not None:
                 groups.rows[:] = before
-            spread_copies(groups, selection, blocks, config, epoch)
+            spread_copies(groups, config, epoch)
             batches = _pack(groups, selection, config)
         warn_if_copies_crowd(groups, batches, selection)
     return batches
@@ -143,12 +140,8 @@ def pack_batches(
 def _pack(groups: Groups, selection: Selection, config: SamplerConfig) -> Batches:
     rows, seg_offsets = groups.rows, groups.seg_offsets
     copies = selection.copies  # a mixture's cuts taken more than once: kept out of one batch
-    index_out = None  # a mixture's packed index rows: read beside the durations (no token cap)
-    if selection.epoch_rows is not None and config.max_tokens is None:
-        index_out = scratch.empty(rows.shape[0], np.int64)
     dur = selection.column("duration")
-    side_by_side = config.max_tokens is not None or index_out is not None
-    layout = scratch.empty(2 * dur.shape[0], np.int64) if side_by_side else None
+    layout = scratch.empty(2 * dur.shape[0], np.int64) if config.max_tokens is not None else None
     if config.sort_pool is not None:
         packing.sort_pools(rows, seg_offsets, dur, config.sort_pool)
     if groups.segment_bucket is None:
@@ -171,26 +164,21 @@ def _pack(groups: Groups, selection: Selection, config: SamplerConfig) -> Batche
         max_tokens=config.max_tokens,
         audio_rate=config.audio_tokens_per_second,
         quadratic_tokens=config.quadratic_tokens,
-        index_rows=selection.epoch_rows,
-        index_out=index_out,
         copies=None if copies is None else copies.bits,
         id_lo=0 if copies is None else copies.lo,
         num_ids=0 if copies is None else copies.size,
         layout=layout,
     )
     scratch.give_back(layout)
-    return Batches(
-        rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over),
-        None if index_out is None else index_out[:kept],
-    )  # fmt: skip
+    return Batches(rows[:kept], offsets, segment, cost, duration, seg_batch, int(n_over))
 
 
 def warn_if_copies_crowd(groups: Groups, batches: Batches, selection: Selection) -> None:
     """Warn (RuntimeWarning) when a mixture takes a cut so often that its copies, which never
     share a batch, force batches beyond what the caps need: a cut with more copies than half the
     batches of its bucket."""
-    epoch_rows, blocks = selection.epoch_rows, selection.blocks
-    assert epoch_rows is not None and blocks is not None
+    blocks = selection.blocks
+    assert blocks is not None
     per_seg = np.diff(batches.seg_batch_offsets)
     nseg = per_seg.shape[0]
     most = np.zeros(nseg, dtype=np.int64)  # the most copies of one cut, per segment
@@ -199,7 +187,7 @@ def warn_if_copies_crowd(groups: Groups, batches: Batches, selection: Selection)
         lo = batches.offsets[batches.seg_batch_offsets[s]]
         hi = batches.offsets[batches.seg_batch_offsets[s + 1]]
         if hi > lo:
-            most[s] = int(np.unique(epoch_rows[batches.rows[lo:hi]], return_counts=True)[1].max())
+            most[s] = int(np.unique(batches.rows[lo:hi], return_counts=True)[1].max())
     crowded = np.flatnonzero((most > 1) & (2 * most > per_seg))
     if crowded.size:
         import warnings

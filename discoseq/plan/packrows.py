@@ -64,7 +64,7 @@ class Packs:
 
 
 def cut_costs(selection: Selection, config: SamplerConfig) -> np.ndarray:
-    """Each selected position's pack cost: its duration, or its token cost (the rule of
+    """Each row's pack cost: its duration, or its token cost (the rule of
     :func:`~discoseq.plan.pack.token_costs_of`)."""
     duration = selection.column("duration")
     if config.pack_tokens is None:
@@ -117,13 +117,11 @@ def pack_rows(
         seg_offsets = np.zeros(nseg + 1, dtype=np.int64)
         np.cumsum(np.bincount(seg_of[keep], minlength=nseg), out=seg_offsets[1:])
     blocks = selection.blocks
-    ids = None  # a mixture taking cuts more than once: the cut of each position
-    if blocks is not None and blocks.num_rounds > 1 and selection.epoch_rows is not None:
-        ids = selection.epoch_rows
+    # a mixture taking cuts more than once: a row is its cut's identity (copies are equal rows)
+    repeats = blocks is not None and blocks.num_rounds > 1
     pack_of, seg_packs, sizes, bin_cost, bin_dur = binpack.best_fit_decreasing(
         seg_offsets, units, capacity, cost, dur,
-        identity=None if ids is None else np.ascontiguousarray(ids[rows]),
-        num_ids=selection.cuts_in,
+        identity=rows if repeats else None, num_ids=selection.cuts_in,
     )  # fmt: skip
     num_packs = int(seg_packs[-1])
     order = np.arange(num_packs, dtype=np.int64)  # the pack at each place
@@ -148,8 +146,8 @@ def pack_rows(
     batch_packs, segment, bcost, bdur, seg_batches = binpack.pack_batches(
         seg_packs, pack_dur, cap_d, cap_c, config.limit_mode == "sum",
         pack_tokens=tokens, max_tokens=config.max_tokens,
-        pack_offsets=None if ids is None else pack_offsets,
-        member_ids=None if ids is None else np.ascontiguousarray(ids[packed]),
+        pack_offsets=pack_offsets if repeats else None,
+        member_ids=packed if repeats else None,
         num_ids=selection.cuts_in,
     )  # fmt: skip
     batches = Batches(

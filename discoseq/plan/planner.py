@@ -2,6 +2,7 @@
 
 Memory: besides the index columns, a boolean mask (1 B/cut, only with filters) and two int64 row
 arrays at the peak (16 B/cut); the finished plan keeps one (8 B/cut) plus small per-batch arrays.
+A mixture also holds its selection's rows (8 B per cut taken) until its plan is built.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from discoseq._checks import U64_MAX, is_int
-from discoseq._core import sharding
 from discoseq.config import SamplerConfig
 from discoseq.plan import scratch
 from discoseq.plan.epoch_plan import EpochPlan
@@ -54,8 +54,9 @@ def plan_epoch(
     :param epoch: epoch number (an integer in ``[0, 2**64)``), part of every random key.
     :param world_size: number of ranks ``W``; every rank gets ``num_batches / W`` batches.
     :param mask: optional boolean array, False for rows to leave out (counted as ``"mask"``);
-        for a mixture, over the positions of the epoch's selection. Kept out of the
-        configuration so it stays small and hashable.
+        for a mixture, over the positions of the epoch's selection (its rows, source by source,
+        see :class:`~discoseq.plan.quota.EpochSelection`; ``EpochPlan.selection_size`` of
+        them). Kept out of the configuration so it stays small and hashable.
     :param sources: the named sources of a mixture as row ranges of the columns (the
         :class:`~discoseq.plan.quota.SourceLayout`); the config's mixture options apply.
     :param history: ``(world_size, steps)`` segments of the epoch already delivered in other
@@ -124,7 +125,6 @@ def _plan_epoch(
             bucket_edges=edges,
             token_edges=token_edges,
             stats=empty_stats(selection, config),
-            positions=None if selection.epoch_rows is None else empty.copy(),
             selection_size=selection.num_positions,
             pack_offsets=None if config.packing[0] is None else np.zeros(1, np.int64),
         )
@@ -159,13 +159,10 @@ def _plan_epoch(
         grouped = None  # freed with the batches that held them (not kept: peak memory)
         batches = subset_batches(batches, keep)
         packs = None if packs is None else subset_packs(packs, keep)
-    # one corpus: the durations are read no more; a copy of them the plan alone holds (a
-    # MultiIndex's concatenated column) takes the plan's rows instead of fresh memory
-    spare = (
-        None
-        if selection.epoch_rows is not None
-        else scratch.take_buffer(selection.columns, "duration")
-    )
+    # one corpus: the durations are read no more (a mixture's statistics read them); a copy
+    # of them the plan alone holds (a MultiIndex's concatenated column) takes the plan's rows
+    # instead of fresh memory
+    spare = None if selection.is_mixture else scratch.take_buffer(selection.columns, "duration")
     ordered = order(batches, world_size, spare)
     del spare
     stats = plan_stats(selection, batches, ordered, config, packs)
@@ -179,19 +176,11 @@ def _plan_epoch(
         warn_if_empty(selection, batches, config, world_size)
     segment = batches.segment[ordered.order]
     bucket = segment if groups.segment_bucket is None else groups.segment_bucket[segment]
-    positions = None
-    rows = ordered.rows
-    if selection.epoch_rows is not None:  # rows are positions of the selection
-        positions = rows
-        if batches.index_rows is not None:  # packing wrote their index rows: same order
-            rows = sharding.gather_batches(batches.index_rows, batches.offsets, ordered.order)[0]
-        else:  # no bounds check per element (clip mode): the rows are valid
-            rows = np.take(selection.epoch_rows, rows, mode="clip")
-        # the per-position arrays nothing reads any more: the next plan reuses their memory
-        scratch.give_back(selection.epoch_rows, selection.columns["duration"], batches.index_rows)
+    if selection.is_mixture:  # the selection's rows: the next plan reuses their memory
+        scratch.give_back(selection.rows)
     return EpochPlan(
         batch_offsets=ordered.offsets,
-        rows=rows,
+        rows=ordered.rows,
         bucket=bucket.astype(np.int32, copy=False),
         cost=batches.cost[ordered.order],
         duration=batches.duration[ordered.order],
@@ -202,7 +191,6 @@ def _plan_epoch(
         bucket_edges=groups.bucket_edges,
         token_edges=groups.token_edges,
         stats=stats,
-        positions=positions,
         selection_size=selection.num_positions,
         pack_offsets=None if packs is None else packed_offsets(packs, ordered.order),
     )

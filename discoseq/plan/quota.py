@@ -22,9 +22,9 @@ Positions are a pure function of ``(seed, epoch, config, sources)``: no cursor i
 state, which stays a few hundred bytes. A process keeps each source's recent cycles across
 epochs (only speed: a resume elsewhere computes the same ones).
 
-The selection is a multiset of rows; the later stages plan *positions* in it (a row taken twice
-is two positions), and a position's *round* (0 for a row's first copy in the epoch, 1 for its
-second, ...) keeps two copies of a cut out of one batch.
+The selection is a multiset of index rows (a row taken twice is there twice), which the later
+stages plan as one corpus plans its kept rows; the rows taken more than once are flagged
+(:class:`Copies`), so packing keeps two copies of a cut out of one batch.
 """
 
 from __future__ import annotations
@@ -408,6 +408,24 @@ class _Keyed:
             self.remember(lo, hi, got)
         return got
 
+    def write_rows(self, lo: int, hi: int, out: np.ndarray, base: int) -> None:
+        """The cuts at ranks ``[lo, hi)`` as index rows (``base`` + offset), in index order,
+        written to ``out`` (``hi - lo`` slots): a run kept from earlier in this call is copied,
+        else the run is collected straight into ``out`` (no array of its own)."""
+        got = self._runs.get((lo, hi))
+        src = self.src
+        if got is not None:
+            np.add(got, base, out=out)
+        elif (lo, hi) == (0, src.n) and self.spec[2] == 0:  # a whole cycle: every kept cut
+            if src.keep.shape[0] == 0:
+                out[:] = np.arange(base, base + src.n_all, dtype=np.int64)
+            else:
+                np.add(np.flatnonzero(src.keep), base, out=out)
+        else:
+            n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), base, out,
+                                        _EMPTY32, _EMPTY32)  # fmt: skip
+            assert n == hi - lo
+
     def forget_runs(self) -> None:
         self._runs.clear()
 
@@ -633,10 +651,11 @@ class _Source:
         c, k = divmod(p, self.n)
         return c * self.total_us + (self.cycle(c).prefix_us(k) if k else 0)
 
-    def take(self, a: int, b: int) -> list[list[np.ndarray]]:
-        """The cuts at stream positions ``[a, b)`` (offsets in the source), per round (round
-        ``r``: the cuts the run takes for the ``r + 1``-th time) the runs of its cycles in
-        stream order, each in index order."""
+    def take(self, a: int, b: int, out: np.ndarray) -> list[int]:
+        """Write the cuts at stream positions ``[a, b)`` to ``out`` (``b - a`` slots) as index
+        rows (``base`` + offset), round by round (round ``r``: the cuts the run takes for the
+        ``r + 1``-th time), within a round the runs of its cycles in stream order, each in
+        index order. Returns the number of cuts of each round."""
         n = self.n
         pieces: list[tuple[_Keyed, int, int]] = []
         for c in range(a // n, (b - 1) // n + 1) if b > a else range(0):
@@ -645,22 +664,34 @@ class _Source:
                 pieces.append((self.keyed(c), 0, n))
             else:
                 pieces.extend(self.cycle(c).parts(lo, hi))
-        runs = [keyed.rows(lo, hi) for keyed, lo, hi in pieces if hi > lo]
+        pieces = [(keyed, lo, hi) for keyed, lo, hi in pieces if hi > lo]
         last = (b - 1) // n if b > a else 0
         # no copies in one cycle's run, nor across a crossing whose cycle was reordered for it
         fits = b - a <= n and last == a // n + 1 and self.cycle(last).head is not None
-        if len(runs) <= 1 or fits:
-            return [runs]
+        if len(pieces) <= 1 or fits:  # one round: each run straight into its place
+            at = 0
+            for keyed, lo, hi in pieces:
+                keyed.write_rows(lo, hi, out[at : at + hi - lo], self.base)
+                at += hi - lo
+            return [at]
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
-        for run in runs:  # a run holds each cut once
+        for keyed, lo, hi in pieces:  # a run holds each cut once
+            run = keyed.rows(lo, hi)
             r = np.empty(run.shape[0], dtype=np.int32)
             low, high = quota_core.count_rounds(run, seen, r)
             for k in range(low, high + 1):
                 while len(by_round) <= k:
                     by_round.append([])
                 by_round[k].append(run if low == high else run[r == k])
-        return by_round
+        counts = []
+        at = 0
+        for runs in by_round:
+            for run in runs:
+                np.add(run, self.base, out=out[at : at + run.shape[0]])
+                at += run.shape[0]
+            counts.append(sum(int(run.shape[0]) for run in runs))
+        return counts
 
 
 _SOURCES: dict[tuple[object, ...], _Source] = {}
@@ -710,9 +741,10 @@ class Blocks:
 
 @dataclass(frozen=True)
 class Copies:
-    """The positions whose cut the epoch takes more than once: bit ``p`` of ``bits`` (bit
-    ``p % 8`` of byte ``p // 8``) is set for each; such a cut's id (the same for its copies) is
-    its index row minus ``lo``, in ``[0, size)``. Packing keeps two copies out of one batch."""
+    """The cuts the epoch takes more than once: bit ``k`` of ``bits`` (bit ``k % 8`` of byte
+    ``k // 8``) is set for the cut at index row ``lo + k``, ``k`` in ``[0, size)`` (the span of
+    the sources that repeat cuts; a row outside it is taken once). Packing keeps two copies of
+    a flagged cut out of one batch."""
 
     bits: np.ndarray
     lo: int
@@ -721,15 +753,12 @@ class Copies:
 
 @dataclass(frozen=True)
 class EpochSelection:
-    """A mixture's epoch: ``rows``, the index row of each position (a multiset: source by
-    source, round by round; within, the runs of its cycles in stream order, each in index
-    order), ``duration`` the duration of each (the column in position order) and ``bounds``
-    its min and max (``(1.0, 0.0)`` when empty), the ``copies`` to check (None: no cut twice),
+    """A mixture's epoch: ``rows``, the index rows it takes (a multiset: source by source,
+    round by round; within, the runs of its cycles in stream order, each in index order; its
+    *positions* are the places in this array), the ``copies`` to check (None: no cut twice),
     the ``blocks``, and what each source contributed."""
 
     rows: np.ndarray
-    duration: np.ndarray
-    bounds: tuple[float, float]
     copies: Copies | None
     blocks: Blocks
     sources: tuple[SourceStats, ...]
@@ -742,7 +771,7 @@ def select_epoch(
     config: SamplerConfig,
     epoch: int,
 ) -> EpochSelection:
-    """The positions of ``epoch`` (see :class:`EpochSelection`). ``keep``: the rows that
+    """The selection of ``epoch`` (see :class:`EpochSelection`). ``keep``: the rows that
     passed the filters (None: all)."""
     with _LOCK:
         return _select_epoch(duration, keep, layout, config, epoch)
@@ -778,11 +807,8 @@ def _select_epoch(
     this_epoch = quotas.of_epoch(epoch)
     signature = (mixture, config.schedule, config.epoch_cuts, config.epoch_hours,
                  config.temperature, tuple(sizes.items()), tuple(totals.items()))  # fmt: skip
-    parts: list[tuple[_Source, np.ndarray, np.ndarray]] = []  # source, its marks, a run
-    repeating: list[_Source] = []
-    starts, block_source, block_round = [0], [], []
-    stats = []
-    for s, name in enumerate(layout.names):
+    spans_taken = []  # per source: its stream, quota and stream positions [a, b)
+    for name in layout.names:
         q, leaf = this_epoch[name], by_name[name]
         stream = streams[name]
         stream.set_quota(quotas, q.unit, signature)
@@ -794,27 +820,31 @@ def _select_epoch(
                 f"mixture source {name!r} is unique but its quota ({asked}) needs {b - a} cuts "
                 f"of its {stream.n}: a cut would be taken twice in one epoch"
             )
-        by_round = stream.take(a, b)
-        if leaf.unique and len(by_round) > 1:  # an hours quota within half a cut of the source
+        spans_taken.append((stream, q, a, b))
+    m = sum(b - a for _, _, a, b in spans_taken)
+    rows = scratch.empty(m, np.int64)  # the planner hands it back when its plan is built
+    repeating: list[tuple[_Source, np.ndarray]] = []  # source, the flags of its cuts taken again
+    starts, block_source, block_round = [0], [], []
+    stats = []
+    for s, (name, (stream, q, a, b)) in enumerate(zip(layout.names, spans_taken, strict=True)):
+        leaf = by_name[name]
+        at = starts[-1]
+        counts = stream.take(a, b, rows[at : at + b - a])
+        if leaf.unique and len(counts) > 1:  # an hours quota within half a cut of the source
             raise ValueError(
                 f"mixture source {name!r} is unique but its quota "
                 f"({q.amount / US_PER_HOUR:.3f} h) is within half a cut of its "
                 f"{stream.total_us / US_PER_HOUR:.3f} h: in epoch {epoch} a cut would be taken "
                 "twice (lower its share below its hours less half its longest cut)"
             )
-        counts = [sum(int(run.shape[0]) for run in runs) for runs in by_round]
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
         stream.release()
-        mark = _EMPTY
-        if len(by_round) > 1:  # flag the cuts taken again: every position of theirs is checked
+        if len(counts) > 1:  # flag the cuts taken again: packing checks each of their copies
             mark = np.zeros(stream.n_all, dtype=np.uint8)
-            for runs in by_round[1:]:
-                for run in runs:
-                    mark[run] = 1
-            repeating.append(stream)
-        for r, (runs, count) in enumerate(zip(by_round, counts, strict=True)):
-            parts.extend((stream, mark, run) for run in runs)
+            mark[rows[at + counts[0] : at + b - a] - stream.base] = 1
+            repeating.append((stream, mark))
+        for r, count in enumerate(counts):
             starts.append(starts[-1] + count)
             block_source.append(s)
             block_round.append(r)
@@ -830,23 +860,17 @@ def _select_epoch(
                 repeats=sum(counts[1:]),
             )
         )
-    m = starts[-1]
-    rows = scratch.empty(m, np.int64)  # the planner hands both back when its plan is built
-    picked = scratch.empty(m, np.float64)
-    bits = np.zeros((m + 7) // 8 if repeating else 0, dtype=np.uint8)
-    lo, hi, at = float("inf"), float("-inf"), 0
-    for stream, mark, run in parts:  # index rows, durations and copy flags, written once
-        least, most = quota_core.place_run(run, stream.base, stream.n_all, d, mark, at, rows,
-                                           picked, bits)  # fmt: skip
-        lo, hi = min(lo, least), max(hi, most)
-        at += run.shape[0]
     copies = None
-    if repeating:
-        first = min(st.base for st in repeating)
-        copies = Copies(bits, first, max(st.base + st.n_all for st in repeating) - first)
+    if repeating:  # one bit per row of the repeating sources' span: is it taken again?
+        first = min(st.base for st, _ in repeating)
+        size = max(st.base + st.n_all for st, _ in repeating) - first
+        flags = np.zeros(size, dtype=np.uint8)
+        for stream, mark in repeating:
+            flags[stream.base - first : stream.base - first + stream.n_all] = mark
+        copies = Copies(np.packbits(flags, bitorder="little"), first, size)
     blocks = Blocks(
         np.array(starts, dtype=np.int64),
         np.array(block_source, dtype=np.int64),
         np.array(block_round, dtype=np.int64),
     )
-    return EpochSelection(rows, picked, (lo, hi) if m else (1.0, 0.0), copies, blocks, tuple(stats))
+    return EpochSelection(rows, copies, blocks, tuple(stats))

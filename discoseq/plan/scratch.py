@@ -2,9 +2,8 @@
 
 A plan needs a few arrays only while it plans: the grouped rows (8 B/cut, until the order
 stage has gathered them into the plan's order), packing's side-by-side layout (each row's
-duration beside its token count, with ``max_tokens``, or beside its index row, for a mixture;
-16 B/cut) and a mixture's arrays of one value per position (the selection's index rows and
-durations, the packed positions' index rows). Packing and the planner hand them back
+duration beside its token count, with ``max_tokens``; 16 B/cut) and a mixture's selection (its
+rows, 8 B per cut taken). Packing and the planner hand them back
 (:func:`give_back`), and a plan's own rows come back by themselves once the plan is dropped
 (:func:`lend`); the next plan reuses them instead of fresh memory: the kernel zeroes every
 fresh page of a large array (about 7 ms per 80 MB here) and, when memory is fragmented,

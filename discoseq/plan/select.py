@@ -1,15 +1,14 @@
-"""Stage 1, selection: the columns a configuration needs, checked, and the rows (or, for a
-mixture, the positions of the epoch's selection, :mod:`discoseq.plan.quota`) that the later
-stages plan.
+"""Stage 1, selection: the columns a configuration needs, checked, and the rows that the later
+stages plan (for a mixture, the epoch's selection, :mod:`discoseq.plan.quota`: a multiset of
+index rows, planned as one corpus plans its kept rows).
 
 Filters are vectorised masks applied in this order; a row is counted under the first reason
 that removes it: the caller's ``mask``, ``min_duration``, ``max_duration_per_cut``,
 ``max_tokens_per_second`` (rows without text, ``num_tokens == -1``, are kept: there is nothing to
 judge). Memory: one boolean mask (1 B/cut) and the kept row ids (8 B/cut), only when a filter is
 active. For a mixture the filters remove rows before the quotas are taken, and the caller's
-``mask`` then removes *positions* of the selection; the needed columns are
-in selection order (8 B per position and column: the selection writes the durations, the others
-are gathered).
+``mask`` then removes *positions* of the selection (places in its array of rows); the
+selection's rows take 8 B per position.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from discoseq.config import SamplerConfig
+from discoseq.plan import scratch
 from discoseq.plan.quota import Blocks, Copies, SourceLayout, SourceStats, select_epoch
 from discoseq.strategy import SamplingStrategy
 
@@ -34,18 +34,23 @@ class Selection:
 
     :param columns: contiguous typed columns (float64 ``duration``, int64 others), only the
         ones the configuration needs.
-    :param rows: the kept row ids in index order, or None for "every row" (an unfiltered plan
-        allocates no index array for it).
+    :param rows: the rows to plan: one corpus, the kept row ids in index order, or None for
+        "every row" (an unfiltered plan allocates no index array for it); a mixture, the
+        epoch's selection (index rows, a cut taken twice is there twice, see
+        :class:`~discoseq.plan.quota.EpochSelection`) less the positions the mask removes.
     :param cuts_in: rows in the columns.
     :param filtered: rows removed per reason (see FILTER_REASONS).
-    :param duration_bounds: min and max of the duration column (``(1.0, 0.0)`` when empty).
-    :param epoch_rows: for a mixture, the index row of every position of the epoch's selection
-        (the columns above are in this order; ``rows`` are positions); None otherwise.
-    :param blocks: the selection's runs of one source and one round (0 for a row's first copy
-        in the epoch, 1 for its second, ...), see :class:`~discoseq.plan.quota.Blocks`.
+    :param duration_bounds: min and max of the duration column (``(1.0, 0.0)`` when empty):
+        they bracket the durations of the rows to plan.
+    :param blocks: a mixture's selection in runs of one source and one round (0 for a row's
+        first copy in the epoch, 1 for its second, ...), see
+        :class:`~discoseq.plan.quota.Blocks`; None without a mixture.
     :param sources: what each source of a mixture contributed.
-    :param copies: the positions whose cut a mixture takes more than once (None: none), see
+    :param copies: the rows a mixture takes more than once (None: none), see
         :class:`~discoseq.plan.quota.Copies`.
+    :param source_offsets: a mixture's source row ranges (source ``s`` holds rows
+        ``source_offsets[s]:source_offsets[s + 1]``).
+    :param selection_size: a mixture's positions (the selection's rows before the mask).
     """
 
     columns: dict[str, np.ndarray]
@@ -53,20 +58,25 @@ class Selection:
     cuts_in: int
     filtered: dict[str, int]
     duration_bounds: tuple[float, float]
-    epoch_rows: np.ndarray | None = None
     blocks: Blocks | None = None
     sources: tuple[SourceStats, ...] = ()
     copies: Copies | None = None
+    source_offsets: np.ndarray | None = None
+    selection_size: int = 0
+
+    @property
+    def is_mixture(self) -> bool:
+        return self.blocks is not None
 
     @property
     def num_positions(self) -> int:
-        """Positions the planner works on: index rows, or a mixture's selection."""
-        return self.cuts_in if self.epoch_rows is None else int(self.epoch_rows.shape[0])
+        """What the caller's mask is over: index rows, or a mixture's selection."""
+        return self.selection_size if self.is_mixture else self.cuts_in
 
     @property
     def num_rows(self) -> int:
-        """Positions that remain to plan (after the mask)."""
-        return self.num_positions if self.rows is None else int(self.rows.shape[0])
+        """Rows that remain to plan (after the mask)."""
+        return self.cuts_in if self.rows is None else int(self.rows.shape[0])
 
     def column(self, name: str) -> np.ndarray:
         """A column, or an empty one when the configuration does not need it (the kernels take
@@ -112,7 +122,7 @@ def select_rows(
     if sources is not None:
         if int(sources.offsets[-1]) != n:
             raise ValueError(f"the sources hold {int(sources.offsets[-1])} rows, the columns {n}")
-        return _select_mixture(cols, config, mask, epoch, sources)
+        return _select_mixture(cols, bounds, config, mask, epoch, sources)
     config.check_one_corpus()
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
@@ -122,6 +132,7 @@ def select_rows(
 
 def _select_mixture(
     cols: dict[str, np.ndarray],
+    bounds: tuple[float, float],
     config: SamplerConfig,
     mask: np.ndarray | None,
     epoch: int,
@@ -130,15 +141,8 @@ def _select_mixture(
     n = int(cols["duration"].shape[0])
     keep, filtered = _apply_filters(cols, config, None)
     chosen = select_epoch(cols["duration"], keep, sources, config, epoch)
-    epoch_rows = chosen.rows
-    # durations come in position order from the selection; the rows are valid by construction:
-    # the other columns gathered without bounds checks (about 2x faster)
-    picked = {
-        name: chosen.duration if name == "duration" else np.take(col, epoch_rows, mode="clip")
-        for name, col in cols.items()
-    }
-    m = epoch_rows.shape[0]
-    keep_pos = None
+    rows = chosen.rows
+    m = int(rows.shape[0])
     if mask is not None:
         keep_pos = np.asarray(mask)
         if keep_pos.dtype != np.bool_ or keep_pos.shape != (m,):
@@ -147,10 +151,12 @@ def _select_mixture(
                 f"{keep_pos.dtype} {keep_pos.shape}"
             )
         filtered["mask"] = int(m - np.count_nonzero(keep_pos))
-    _check_present(picked, keep_pos, config)
-    rows = None if keep_pos is None else np.flatnonzero(keep_pos).astype(np.int64, copy=False)
-    return Selection(picked, rows, n, filtered, chosen.bounds, epoch_rows, chosen.blocks,
-                     chosen.sources, chosen.copies)  # fmt: skip
+        rows, whole = rows[keep_pos], rows
+        scratch.give_back(whole)  # the selection's buffer: the next plan reuses it
+    _check_present_rows(cols, rows, config)
+    # the column's bounds bracket the selection's durations: enough for estimating edges
+    return Selection(cols, rows, n, filtered, bounds, chosen.blocks, chosen.sources,
+                     chosen.copies, sources.offsets, m)  # fmt: skip
 
 
 def _prepare_columns(
@@ -232,28 +238,49 @@ def _apply_filters(
     return keep, filtered
 
 
-def _check_present(
-    cols: dict[str, np.ndarray], keep: np.ndarray | None, config: SamplerConfig
-) -> None:
-    """The columns that bucketing and caps read hold no -1 (missing) in a kept row."""
-    # every needed column but duration; tokens only as 2D keys (the filter keeps cuts without
-    # text, the token cap counts them as 0)
-    names = [
+def _present_names(config: SamplerConfig) -> list[str]:
+    """The columns that must hold no -1 (missing) in a planned row: every needed column but
+    duration; tokens only as 2D keys (the filter keeps cuts without text, the token cap counts
+    them as 0)."""
+    return [
         n
         for n in needed_columns(config)
         if n != "duration" and (n != "num_tokens" or config.token_buckets > 1)
     ]
-    for name in names:
+
+
+def _check_present(
+    cols: dict[str, np.ndarray], keep: np.ndarray | None, config: SamplerConfig
+) -> None:
+    """The columns that bucketing and caps read hold no -1 (missing) in a kept row."""
+    for name in _present_names(config):
         col = cols[name]
         if col.shape[0] == 0 or col.min() >= 0:  # nothing missing: one reduction, no mask
             continue
         neg = col < 0
-        bad = int(np.count_nonzero(neg if keep is None else neg & keep))
-        if bad:
-            column = config.token_column if name == "num_tokens" else name
-            raise ValueError(
-                f"column {column!r} is -1 (missing) in {bad} rows that survive filtering, but this "
-                f"configuration needs it (bucket_method={config.bucket_method!r}, "
-                f"max_frames={config.max_frames!r}, token buckets={config.token_buckets}); "
-                "exclude those rows with mask=... or choose another bucket_method/limit"
-            )
+        _refuse_missing(name, int(np.count_nonzero(neg if keep is None else neg & keep)), config)
+
+
+def _check_present_rows(
+    cols: dict[str, np.ndarray], rows: np.ndarray, config: SamplerConfig
+) -> None:
+    """As :func:`_check_present`, for a mixture's selected rows (a row taken twice counts
+    twice)."""
+    for name in _present_names(config):
+        col = cols[name]
+        if col.shape[0] == 0 or col.min() >= 0:  # nothing missing: one reduction, no gather
+            continue
+        _refuse_missing(name, int(np.count_nonzero(np.take(col, rows) < 0)), config)
+
+
+def _refuse_missing(name: str, bad: int, config: SamplerConfig) -> None:
+    """ValueError when ``bad`` planned rows miss column ``name`` (-1)."""
+    if not bad:
+        return
+    column = config.token_column if name == "num_tokens" else name
+    raise ValueError(
+        f"column {column!r} is -1 (missing) in {bad} rows that survive filtering, but this "
+        f"configuration needs it (bucket_method={config.bucket_method!r}, "
+        f"max_frames={config.max_frames!r}, token buckets={config.token_buckets}); "
+        "exclude those rows with mask=... or choose another bucket_method/limit"
+    )

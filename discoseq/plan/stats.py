@@ -50,19 +50,19 @@ def plan_stats(
 
 def _source_stats(selection: Selection, batches: Batches, ordered: Ordered) -> tuple[Any, ...]:
     """Each mixture source's planned, padding and dropped cuts (empty without a mixture)."""
-    if selection.blocks is None:
+    if selection.source_offsets is None:
         return ()
     num = len(selection.sources)
     dur = selection.columns["duration"]
-    # the selection holds the sources one after another: source s ends at position ends[s]
-    ends = np.cumsum([s.selected for s in selection.sources])
+    # source s holds index rows [offsets[s], offsets[s + 1])
+    ends = np.asarray(selection.source_offsets[1:])
 
-    def source_of(positions: np.ndarray) -> np.ndarray:
-        return np.searchsorted(ends, positions, side="right")
+    def source_of(rows: np.ndarray) -> np.ndarray:
+        return np.searchsorted(ends, rows, side="right")
 
     planned: np.ndarray
     hours: np.ndarray
-    if batches.rows.shape[0] == selection.num_positions:  # every position packed
+    if batches.rows.shape[0] == selection.selection_size:  # every selected cut packed
         planned = np.array([s.selected for s in selection.sources], dtype=np.int64)
         hours = np.array([s.selected_hours * 3600.0 for s in selection.sources])
     else:  # some were excluded (oversize) or masked: count what was packed

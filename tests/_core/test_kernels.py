@@ -262,70 +262,78 @@ def test_pack_token_cap_matches_reference(
     st.integers(1, 8),
     st.booleans(),
     st.none() | st.sampled_from([20, 200]),
-    st.booleans(),
 )
-def test_pack_copy_ids_match_reference(
-    cuts: list[int], max_cuts: int, sum_mode: bool, tokens, with_out: bool
-):
-    """Rows flagged as copies (a cut taken more than once; its id: index row - id_lo) pack as
-    the reference packs every row's cut, and the index row of each kept row comes out: with
-    the index rows beside the durations (no token cap) and read in place (a token cap)."""
-    cut = np.array(cuts, dtype=np.int64)  # the cut of each row
-    d = readonly(1.0 + cut * 0.5)
+def test_pack_copies_match_reference(cuts: list[int], max_cuts: int, sum_mode: bool, tokens):
+    """A multiset of index rows (a mixture's: a cut taken more than once is there more than
+    once) with its repeated rows flagged by copy id (row - id_lo) packs as the reference packs
+    it with every row's identity checked, with and without a token cap (whose layout holds
+    the tokens)."""
+    lo = 3  # rows below lo hold no copy id
+    cut = np.array(cuts, dtype=np.int64)
+    ncol = lo + int(cut.max()) + 3  # rows above the ids too
+    d = readonly(1.0 + np.arange(ncol) * 0.5)
     counts = np.bincount(cut)
-    index_rows = readonly(cut + 100)  # the index row of each row (position)
-    copies = readonly(np.packbits(counts[cut] > 1, bitorder="little"))
-    rows = np.arange(d.size, dtype=np.int64)[::-1].copy()
+    copies = readonly(np.packbits(counts > 1, bitorder="little"))
+    rows = (cut + lo)[::-1].copy()  # the plan's rows: index rows, some more than once
     order = rows.tolist()
-    text = readonly(cut * 7)
-    index_out = np.full(d.size, -1, np.int64)
+    text = readonly(np.arange(ncol, dtype=np.int64) * 7)
     kept, off, _, bcost, _, _, _ = packing.pack(
-        rows, np.array([0, d.size], dtype=np.int64), d, EMPTY_I, np.array([30.0]),
+        rows, np.array([0, rows.size], dtype=np.int64), d, EMPTY_I, np.array([30.0]),
         np.array([max_cuts]), None, None, sum_mode, False,
-        tokens=None if tokens is None else text, max_tokens=tokens, index_rows=index_rows,
-        index_out=index_out if with_out else None, copies=copies, id_lo=100,
-        num_ids=int(cut.max()) + 1,
+        tokens=None if tokens is None else text, max_tokens=tokens, copies=copies, id_lo=lo,
+        num_ids=counts.size,
     )  # fmt: skip
-    assert index_out.tolist() == (index_rows[rows] if with_out else np.full(d.size, -1)).tolist()
     batches, _, ecost, _, _ = ref.pack(
         [order], d, None, [30.0], [max_cuts], None, None, sum_mode, False,
-        None if tokens is None else text, tokens, cut,
+        None if tokens is None else text, tokens, np.arange(ncol),
     )  # fmt: skip
-    assert kept == d.size
+    assert kept == rows.size
     assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
     assert bcost.tolist() == ecost
     for i in range(off.size - 1):  # no batch holds a cut twice
-        got = cut[rows[off[i] : off[i + 1]]]
+        got = rows[off[i] : off[i + 1]]
         assert np.unique(got).size == got.size
 
 
-@pytest.mark.parametrize("tokens", [None, 50])
-def test_pack_refuses_bad_copy_ids(tokens) -> None:
-    """A negative index row, or a flagged one whose id lies outside [0, num_ids), is refused
-    (an unflagged row's id is never read); index_out and copies need index_rows."""
-    d = np.ones(4)
-    copies = np.packbits(np.array([1, 0, 1, 1], bool), bitorder="little")
+def test_pack_copies_in_large_batches_match_reference() -> None:
+    """Batches holding hundreds of flagged rows (the open batch's table of copies grows many
+    times) pack as the reference does."""
+    gen = np.random.default_rng(3)
+    ncol = 900
+    d = readonly(np.full(ncol, 0.01))
+    flagged = np.zeros(ncol, bool)
+    flagged[100:800] = True
+    # every cut first (700 flagged ones in the first batch), then the copies, shuffled
+    parts = (np.arange(ncol), np.arange(100, 800), np.arange(100, 800))
+    rows = np.concatenate([p[gen.permutation(p.size)] for p in parts]).astype(np.int64)
+    order = rows.tolist()
+    kept, off = packing.pack(
+        rows, np.array([0, rows.size], dtype=np.int64), d, EMPTY_I, np.array([1e9]),
+        np.array([2000]), None, None, False, False,
+        copies=readonly(np.packbits(flagged, bitorder="little")), id_lo=0, num_ids=ncol,
+    )[:2]  # fmt: skip
+    batches = ref.pack(
+        [order], d, None, [1e9], [2000], None, None, False, False, None, None, np.arange(ncol)
+    )[0]
+    assert kept == rows.size and len(batches) > 2 and len(batches[0]) >= ncol
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+
+
+def test_pack_copies_outside_the_ids_are_not_checked() -> None:
+    """Only rows whose id lies in [0, num_ids) and is flagged are checked: a repeated row
+    outside that span may share a batch (its source repeats nothing), one inside may not; too
+    few bits for the ids are refused."""
+    d = np.ones(20)
     args = (np.array([0, 4], dtype=np.int64), d, EMPTY_I, np.array([10.0]), np.array([9]),
             None, None, False, False)  # fmt: skip
-    for bad, flags in ((-1, None), (13, copies), (9, copies)):
-        index_rows = np.array([10, 99, bad, 11], dtype=np.int64)
-        with pytest.raises(ValueError, match=rf"index_rows\[2\]={bad} is negative, or"):
-            packing.pack(
-                np.arange(4, dtype=np.int64), *args, tokens=np.zeros(4, np.int64),
-                max_tokens=tokens, index_rows=index_rows, index_out=np.empty(4, np.int64),
-                copies=flags, id_lo=10, num_ids=3,
-            )  # fmt: skip
-    kept = packing.pack(
-        np.arange(4, dtype=np.int64), *args, tokens=np.zeros(4, np.int64), max_tokens=tokens,
-        index_rows=np.array([10, 99, 12, 11], dtype=np.int64),
-        index_out=np.empty(4, np.int64), copies=copies, id_lo=10, num_ids=3,
-    )[0]  # fmt: skip
-    assert kept == 4  # row 1 (index row 99) is not flagged: its id is never formed
-    with pytest.raises(ValueError, match="go with index_rows"):
-        packing.pack(np.arange(4, dtype=np.int64), *args, copies=copies)
-    with pytest.raises(ValueError, match="index_out needs one slot per row of rows"):
-        packing.pack(np.arange(4, dtype=np.int64), *args, index_rows=np.arange(4),
-                     index_out=np.empty(3, np.int64))  # fmt: skip
+    copies = np.packbits(np.array([1, 0, 1], bool), bitorder="little")
+    rows = np.array([5, 5, 12, 12], dtype=np.int64)  # 5 is outside [10, 13), 12 is id 2
+    kept, off = packing.pack(rows, *args, copies=copies, id_lo=10, num_ids=3)[:2]
+    assert kept == 4 and off.tolist() == [0, 3, 4]  # the second 12 closes the batch
+    with pytest.raises(ValueError, match="copies needs one bit per copy id"):
+        packing.pack(rows.copy(), *args, copies=copies, id_lo=10, num_ids=9)
+    with pytest.raises(ValueError, match="num_ids=-1"):
+        packing.pack(rows.copy(), *args, copies=copies, id_lo=10, num_ids=-1)
 
 
 def test_pack_quadratic_tokens_validation() -> None:

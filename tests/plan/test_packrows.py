@@ -561,12 +561,15 @@ def test_mixture_quotas_hold_with_packing(tmp_path: Path) -> None:
                         mixture={"a": {"choose": 150}, "b": {"repeat": 2.0}})  # fmt: skip
     sampler = DiscoSeqSampler({"a": tmp_path / "a.jsonl", "b": tmp_path / "b.jsonl"}, cfg)
     plan = sampler.begin_epoch().plan
-    assert plan.positions is not None and plan.pack_offsets is not None
+    assert plan.pack_offsets is not None and plan.selection_size == 350
     keep = np.ones(plan.num_batches, bool)
     keep[plan.padding_batches] = False
     offs = plan.batch_offsets
-    got = np.concatenate([plan.positions[offs[i] : offs[i + 1]] for i in np.flatnonzero(keep)])
-    assert sorted(got.tolist()) == list(range(plan.selection_size))  # each position once
+    got = np.concatenate([plan.rows[offs[i] : offs[i + 1]] for i in np.flatnonzero(keep)])
+    taken = Counter(got.tolist())  # a: 150 of its 300 cuts once each; b: its 100 cuts twice
+    assert sorted(Counter(r < 300 for r in got.tolist()).items()) == [(False, 200), (True, 150)]
+    assert all(taken[r] == (1 if r < 300 else 2) for r in taken)
+    assert all(taken[r] == 2 for r in range(300, 400))
     assert {s.name: s.selected for s in plan.stats.sources} == {"a": 150, "b": 200}
     assert {s.name: s.planned for s in plan.stats.sources} == {"a": 150, "b": 200}
     delivered = Counter(m["id"] for b in sampler for p in b for m in pack_members(p))

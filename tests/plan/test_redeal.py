@@ -30,10 +30,10 @@ def quiet_plan(cols: dict[str, np.ndarray], config: SamplerConfig, W: int, **kw:
 
 
 def batches_of(plan: EpochPlan, ids: Any = None) -> list[Batch]:
-    """The batches ``ids`` of ``plan`` (all by default) as tuples of positions."""
+    """The batches ``ids`` of ``plan`` (all by default) as tuples of rows."""
     ids = range(plan.num_batches) if ids is None else ids
-    pos, off = plan.planned_positions, plan.batch_offsets
-    return [tuple(pos[off[i] : off[i + 1]].tolist()) for i in ids]
+    rows, off = plan.rows, plan.batch_offsets
+    return [tuple(rows[off[i] : off[i + 1]].tolist()) for i in ids]
 
 
 def delivered_and_rest(plan: EpochPlan, steps: int) -> tuple[list[Batch], list[Batch]]:
@@ -56,7 +56,9 @@ def check_chain(
     history before it, check that the batches left are dealt again whole and once, and return
     the plan after the last segment for ``world``."""
     epoch_batches = Counter(batches_of(quiet_plan(cols, config.replace(drop_last=False), 1, **kw)))
-    assert max(epoch_batches.values(), default=1) == 1  # distinct positions: distinct batches
+    # distinct batches (a mixture's copies of a cut lie in different batches, with other cuts:
+    # the batches of these epochs are distinct all the same), so a batch names itself
+    assert max(epoch_batches.values(), default=1) == 1
     history: list[tuple[int, int]] = []
     delivered: list[Batch] = []
     plan = quiet_plan(cols, config, chain[0][0] if chain else world, **kw)
@@ -152,7 +154,7 @@ def test_packs_are_dealt_whole(key: str, drop_last: bool) -> None:
 
 
 def test_mixture_sources_count_the_rest() -> None:
-    """A mixture (one source taken twice over): its positions are dealt again like cuts;
+    """A mixture (one source taken twice over): its batches are dealt again as one corpus's;
     per source, what the plan holds plus what was delivered is the source's selection."""
     cols = durations(500)
     layout = SourceLayout(("a", "b"), np.array([0, 400, 500]))
