@@ -692,3 +692,25 @@ def test_reading_ahead_stops_when_the_build_stops_near_the_end_of_a_file() -> No
     stopper.join(30)
     assert not stopper.is_alive(), "the reader thread was never stopped"
     assert not any(t.name == "discoseq-read" for t in threading.enumerate())
+
+
+def test_gather_ids_equals_gathering_from_the_chunk_and_its_extra_ids() -> None:
+    """The build gathers a chunk's ids from the chunk and, for lines the exact path read, from
+    the ids it appended after it (``complete_chunk``), without joining the two: the same
+    bytes as gathering from their concatenation."""
+    rng = np.random.default_rng(5)
+    buf = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    extra = rng.integers(0, 256, 60, dtype=np.uint8).tobytes()
+    both = np.frombuffer(buf + extra, np.uint8)
+    starts = rng.integers(0, len(buf) + len(extra), 200)
+    limit = np.where(starts < len(buf), len(buf), len(buf) + len(extra))  # spans stay in one
+    ends = np.minimum(starts + rng.integers(0, 30, 200), limit)
+    for which in (slice(None), starts < len(buf), starts >= len(buf)):
+        s, e = starts[which].astype(np.int64), ends[which].astype(np.int64)
+        for tail in (extra, b"") if bool((s < len(buf)).all()) else (extra,):
+            blob, lengths = builder.gather_ids(memoryview(buf), tail, s, e)
+            expected = b"".join(
+                bytes(both[a:b]) for a, b in zip(s.tolist(), e.tolist(), strict=True)
+            )
+            assert bytes(blob) == expected
+            assert lengths.tolist() == (e - s).tolist()
