@@ -714,3 +714,28 @@ def test_gather_ids_equals_gathering_from_the_chunk_and_its_extra_ids() -> None:
             )
             assert bytes(blob) == expected
             assert lengths.tolist() == (e - s).tolist()
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 16, 64, 1 << 20])
+@pytest.mark.parametrize("ending", [b"\n", b"", b"\n\n"])
+def test_plain_file_chunks_are_the_files_lines(tmp_path, monkeypatch, chunk_bytes, ending):
+    """A plain ``.jsonl`` is read straight into each chunk's buffer: the chunks still end on a
+    line (a line longer than a chunk makes a larger one), hold every byte once at its offset,
+    and the fingerprint is the file's."""
+    import discoseq.index.sources as sources
+
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(chunk_bytes)
+    lines = [b"x" * int(n) for n in rng.integers(0, 40, 50)]
+    data = b"\n".join(lines) + ending
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(data)
+    source = sources.file_source(path, store_records=False)
+    chunks = list(sources.file_chunks(source))
+    assert b"".join(bytes(c.data) for c in chunks) == data
+    offset = 0
+    for c in chunks:
+        assert c.offset == offset
+        offset += len(c.data)
+    assert all(bytes(c.data).endswith(b"\n") for c in chunks[:-1])
+    assert source.fingerprint == sources.fingerprint_file(path)
