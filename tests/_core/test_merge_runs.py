@@ -117,3 +117,16 @@ def test_gather_spans() -> None:
         gather_spans(data, np.array([0, 3], np.int64), np.array([1, 11], np.int64))
     with pytest.raises(ValueError, match=r"span 0 \[3, 2\)"):
         gather_spans(data, np.array([3], np.int64), np.array([2], np.int64))
+
+
+@pytest.mark.parametrize("n", [2, 5, 100, 50_000])
+def test_evenly_spread_hashes_with_repeats_sort_stably(n: int) -> None:
+    """Hashes spread evenly over the 64-bit range are sorted by buckets (a few a bucket, then
+    insertion): stable for repeated values too (each value here appears about twice)."""
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, (1 << 64) - 1, max(1, n // 2), dtype=np.uint64)
+    hashes = values[rng.integers(0, values.size, n)]
+    sorted_hashes, order = sort_hashes(hashes)
+    expected = np.argsort(hashes, kind="stable")
+    assert np.array_equal(order, expected)
+    assert np.array_equal(sorted_hashes, hashes[expected])
