@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -347,6 +348,7 @@ def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2, kind: str = "
     for _ in range(rounds):  # interleaved
         for name, (jobs, pin) in runs.items():
             out = str(workdir / f"idx_jobs{jobs}_{kind}")
+            shutil.rmtree(out, ignore_errors=True)  # not timed: removing the last one (--force)
             code = JOBS_CHILD.format(paths=[str(p) for p in paths], out=out, jobs=jobs, pin=pin)
             res = run_child(code)
             assert res["rows"] == n, res

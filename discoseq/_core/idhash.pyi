@@ -8,7 +8,7 @@ def gather_spans(
     data: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], ends: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]: ...
 def sort_hashes(
-    hashes: npt.NDArray[np.uint64], threads: int = 1
+    hashes: npt.NDArray[np.uint64],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
 def merge_sorted_runs(
     hashes: npt.NDArray[np.uint64],

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """64-bit hashes of cut ids for the index's id -> row lookup (FNV-1a, then a murmur3 finaliser),
 their stable sort (a radix sort) and the merge of sorted runs of them (a parallel build's parts,
-each sorted in its worker), both optionally in threads; and the gathering of a chunk's ids into
+each sorted in its worker; optionally in threads); and the gathering of a chunk's ids into
 the id blob.
 
 Reference twin: ``tests/_core/test_idhash.py::py_hash``.
@@ -226,8 +226,8 @@ cdef void _radix_sort(const uint64_t* keys, Py_ssize_t n, uint64_t* out_k, int64
         src_i = dst_i
 
 
-#: Fewest hashes a thread of :func:`sort_hashes` / :func:`merge_sorted_runs` is given (fewer:
-#: fewer threads; starting one costs more than sorting this many).
+#: Fewest hashes a thread of :func:`merge_sorted_runs` is given (fewer: fewer threads; starting
+#: one costs more than merging this many).
 MIN_THREAD_HASHES = 1 << 16
 
 
@@ -322,35 +322,21 @@ def _sort_block(const uint64_t[::1] hashes, uint64_t[::1] out_k, int64_t[::1] ou
                     &tmp_i[start], &cv[0])
 
 
-def sort_hashes(const uint64_t[::1] hashes, Py_ssize_t threads=1):
+def sort_hashes(const uint64_t[::1] hashes):
     """``hashes`` sorted, and each one's position: ``(hashes[order], order)`` with
     ``order = argsort(hashes, kind="stable")``: id hashes are spread evenly over the 64-bit
     range, so they are placed into buckets of a few each by their top bits and each bucket is
     sorted by insertion (2 passes over the data); an LSD radix sort (6 passes) when a bucket
     would be large (equal or clustered hashes). Both are several times faster than NumPy's
-    stable sort on random 64-bit keys; 32 bytes of memory a hash while it runs.
-
-    With ``threads`` > 1, blocks of consecutive hashes are sorted each in a thread and merged
-    by :func:`merge_sorted_runs` (also in ``threads``): the same arrays, sooner on idle cores."""
-    cdef Py_ssize_t n = hashes.shape[0], t
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, found {threads}")
-    threads = max(1, min(threads, n // MIN_THREAD_HASHES))
+    stable sort on random 64-bit keys; 16 bytes of memory a hash besides the result (only the
+    radix sort touches them)."""
+    cdef Py_ssize_t n = hashes.shape[0]
     out_hashes = np.empty(n, dtype=np.uint64)
     order = np.empty(n, dtype=np.int64)
-    if n == 0:
-        return out_hashes, order
-    tmp = [np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64)]  # between passes
-    blocks = np.linspace(0, n, threads + 1).astype(np.int64)
-    _in_threads(
-        lambda t: _sort_block(hashes, out_hashes, order, tmp[0], tmp[1], blocks[t],
-                              blocks[t + 1]),
-        threads,
-    )
-    tmp.clear()  # freed before the merge allocates its output
-    if threads == 1:
-        return out_hashes, order
-    return merge_sorted_runs(out_hashes, order, blocks, threads)
+    if n:
+        _sort_block(hashes, out_hashes, order, np.empty(n, dtype=np.uint64),
+                    np.empty(n, dtype=np.int64), 0, n)
+    return out_hashes, order
 
 
 cdef Py_ssize_t _first_unsorted(const uint64_t[::1] hashes, const int64_t[::1] bounds) noexcept nogil:

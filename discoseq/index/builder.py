@@ -73,19 +73,19 @@ def stop_workers(pool: Any) -> None:
         process.join()
 
 
-#: Most threads that sort or merge the id hashes at the end of a build (see :func:`sort_threads`).
-MAX_SORT_THREADS = 4
+#: Most threads that merge the parts' id hashes at the end of a build (:func:`merge_threads`).
+MAX_MERGE_THREADS = 4
 
 
-def sort_threads() -> int:
-    """Threads for the id hashes' sort or merge at the end of a build, when nothing else of it
-    runs: the cores this process may use, at most :data:`MAX_SORT_THREADS` (the arrays are
-    the same however many)."""
+def merge_threads() -> int:
+    """Threads for merging the parts' sorted id hashes at the end of a build, when the workers
+    are done: the cores this process may use, at most :data:`MAX_MERGE_THREADS` (the arrays are
+    the same however many; no memory more)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_SORT_THREADS))
+    return max(1, min(cores, MAX_MERGE_THREADS))
 
 
 def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
@@ -319,10 +319,10 @@ class _IndexWriter:
             writer.close()
         self.records.close()
         hashes = np.load(self.tmp / "id_hash_unsorted.npy", mmap_mode="r")
-        if self.run_rows is None:  # a stable argsort, in threads: nothing else runs now
+        if self.run_rows is None:  # a stable argsort
             from discoseq._core.idhash import sort_hashes
 
-            sorted_hashes, order = sort_hashes(hashes, sort_threads())
+            sorted_hashes, order = sort_hashes(hashes)
         else:
             sorted_hashes, order = self._merge_runs(hashes)
         del hashes
@@ -373,7 +373,7 @@ class _IndexWriter:
                     hashes[start:end] = hashes[start:end][local]
                     rows[start:end] = local
         bounds = [0] + [end for _, end, _ in spans]
-        merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64), sort_threads())
+        merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64), merge_threads())
         del rows, run_rows
         os.unlink(self.run_rows.path)
         return merged

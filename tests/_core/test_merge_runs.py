@@ -73,8 +73,8 @@ def test_sort_hashes_is_a_stable_argsort(n: int, distinct: int) -> None:
 @pytest.mark.parametrize("threads", [2, 3, 5])
 @pytest.mark.parametrize("distinct", [7, 1 << 64])
 def test_threads_give_the_same_arrays(threads: int, distinct: int) -> None:
-    """Sorting in blocks and merging by spans of hash values, in threads: the arrays of one
-    stable argsort, also when most hashes are equal (they fall in one span)."""
+    """Merging by spans of hash values, in threads: the arrays of one stable argsort, also when
+    most hashes are equal (they fall in one span)."""
     from discoseq._core import idhash
 
     n = 3 * idhash.MIN_THREAD_HASHES * threads  # enough for every thread to get some
@@ -83,9 +83,6 @@ def test_threads_give_the_same_arrays(threads: int, distinct: int) -> None:
     hashes[: n // 7] = np.uint64((1 << 64) - 1)
     rng.shuffle(hashes)
     expected = np.argsort(hashes, kind="stable")
-    sorted_hashes, order = sort_hashes(hashes, threads)
-    assert np.array_equal(order, expected)
-    assert np.array_equal(sorted_hashes, hashes[expected])
     cuts = np.sort(rng.integers(0, n + 1, 6))
     bounds = np.concatenate([[0], cuts, [0, n]]).astype(np.int64)  # an empty run too
     bounds.sort()
@@ -96,8 +93,6 @@ def test_threads_give_the_same_arrays(threads: int, distinct: int) -> None:
 
 def test_threads_must_be_positive() -> None:
     hashes = np.arange(4, dtype=np.uint64)
-    with pytest.raises(ValueError, match="threads must be at least 1"):
-        sort_hashes(hashes, 0)
     with pytest.raises(ValueError, match="threads must be at least 1"):
         merge_sorted_runs(hashes, np.arange(4, dtype=np.int64), np.array([0, 4]), 0)
 
