@@ -305,7 +305,7 @@ def _sort_block(const uint64_t[::1] hashes, uint64_t[::1] out_k, int64_t[::1] ou
     """Sort ``hashes[start:end]`` into ``out_*[start:end]`` (positions within the block): by
     buckets (:func:`_bucket_sort`) when the hashes are spread evenly, else by radix."""
     cdef Py_ssize_t n = end - start
-    cdef int bits = max(1, min(24, (n // 4).bit_length()))  # about 4 keys a bucket
+    cdef int bits = max(1, min(26, (n // 16).bit_length()))  # 8-16 keys a bucket
     cdef bint done = False
     if n == 0:
         return
