@@ -9,8 +9,10 @@
 3. Resolving random batches of 50 rows to ``CutSet``s vs Lhotse deserialising the same records
    from memory (``deserialize_cut(orjson.loads(line))``), interleaved batch by batch: ratios of
    wall time and of thread CPU time.
-4. Parallel build (``jobs``): the largest manifest split into 2 shards, built with jobs=1 and
-   jobs=2 (fresh processes, interleaved rounds): speed-up, cores busy, same bytes.
+4. Parallel build (``jobs``): the largest manifest split into 2 ``.jsonl.gz`` shards, and 10x as
+   many minimal records in 10 plain ``.jsonl`` parts (read in place), built with jobs=1, jobs=2
+   and jobs=1 held to one core (fresh processes, interleaved rounds): wall speed-up, process
+   scaling (one core vs two), CPU per cut, cores busy, same bytes.
 5. Stored-record layouts: per-record zstd frames with a trained dictionary (what the index
    stores) vs without one vs blocks of K records: size against the ``.jsonl.gz`` and the cost
    of one random cut next to Lhotse building it.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -287,46 +290,93 @@ def shards(workdir: Path, n: int, k: int) -> list[Path]:
     return paths
 
 
-def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2) -> None:
-    print(f"== parallel build: {n:,} cuts in {k} .jsonl.gz shards, jobs=1 vs jobs={k}")
-    paths = shards(workdir, n, k)
-    code = """
-        import resource
-        from discoseq.index import build_index
-        def cpu(who):
-            a = resource.getrusage(who)
-            return a.ru_utime + a.ru_stime
-        c, w = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        index = build_index({paths!r}, {out!r}, force=True, jobs={jobs})
-        wall = time.perf_counter() - t
-        parent, workers = cpu(resource.RUSAGE_SELF) - c, cpu(resource.RUSAGE_CHILDREN) - w
-        RESULT = {{"seconds": wall, "cpu": parent + workers, "parent_cpu": parent,
-                   "workers_cpu": workers, "rows": len(index)}}
-    """
-    walls: dict[int, list[float]] = {1: [], k: []}
-    for _ in range(rounds):  # interleaved
-        for jobs in (1, k):
-            out = str(workdir / f"idx_jobs{jobs}")
-            res = run_child(code.format(paths=[str(p) for p in paths], out=out, jobs=jobs))
-            assert res["rows"] == n, res
-            walls[jobs].append(res["seconds"])
-            print(
-                f"  jobs={jobs}: {res['seconds']:.2f} s ({n / res['seconds']:,.0f} cuts/s), "
-                f"{res['cpu'] / res['seconds']:.2f} cores busy; CPU: building process "
-                f"{res['parent_cpu']:.2f} s, workers {res['workers_cpu']:.2f} s; load average "
-                f"{os.getloadavg()[0]:.2f}"
+def tiny_parts(workdir: Path, n: int, k: int) -> list[Path]:
+    """``n`` minimal records (:func:`tiny_manifest`'s) in ``k`` plain ``.jsonl`` parts, read in
+    place (the inputs of ``bench_scale.py``'s shard builds)."""
+    paths = [workdir / f"tiny_{n}.part{i}of{k}.jsonl" for i in range(k)]
+    if all(p.exists() for p in paths):
+        return paths
+    durations = np.round(np.random.default_rng(0).uniform(0.5, 35.0, n), 3)
+    per = -(-n // k)
+    for i, path in enumerate(paths):
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(
+                "".join(
+                    f'{{"id":"utt-{j:09d}","start":0.0,"duration":{durations[j]},'
+                    f'"channel":0,"supervisions":[],"type":"MonoCut"}}\n'
+                    for j in range(i * per, min(n, (i + 1) * per))
+                )
             )
-    one, many = workdir / "idx_jobs1", workdir / f"idx_jobs{k}"
+        tmp.rename(path)
+    return paths
+
+
+JOBS_CHILD = """
+    import os, resource
+    from discoseq.index import build_index
+    if {pin}:  # one core only: the build's threads and processes share it
+        os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})
+    def cpu(who):
+        a = resource.getrusage(who)
+        return a.ru_utime + a.ru_stime
+    c, w = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    index = build_index({paths!r}, {out!r}, force=True, jobs={jobs})
+    wall = time.perf_counter() - t
+    parent, workers = cpu(resource.RUSAGE_SELF) - c, cpu(resource.RUSAGE_CHILDREN) - w
+    RESULT = {{"seconds": wall, "cpu": parent + workers, "parent_cpu": parent,
+               "workers_cpu": workers, "rows": len(index), "load": os.getloadavg()[0]}}
+"""
+
+
+def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2, kind: str = "gz") -> None:
+    """``jobs=1`` vs ``jobs=k`` (wall: the speed-up on this machine), and ``jobs=1`` held to
+    one core vs ``jobs=k`` (the process parallelism itself: on a machine of ``k`` cores where
+    ``jobs=1`` already keeps more than one busy with its threads, the wall speed-up is capped
+    near ``k`` / the cores ``jobs=1`` uses), fresh processes, interleaved rounds."""
+    if kind == "gz":
+        paths = shards(workdir, n, k)
+        what = f"{n:,} cuts in {k} .jsonl.gz shards (records stored, zstd)"
+    else:
+        paths = tiny_parts(workdir, n, 10)
+        what = f"{n:,} minimal cuts in 10 plain .jsonl parts (records read in place)"
+    print(f"== parallel build: {what}, jobs=1 vs jobs={k}")
+    runs = {"jobs=1": (1, False), f"jobs={k}": (k, False), "jobs=1 on one core": (1, True)}
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):  # interleaved
+        for name, (jobs, pin) in runs.items():
+            out = str(workdir / f"idx_jobs{jobs}_{kind}")
+            shutil.rmtree(out, ignore_errors=True)  # not timed: removing the last one (--force)
+            code = JOBS_CHILD.format(paths=[str(p) for p in paths], out=out, jobs=jobs, pin=pin)
+            res = run_child(code)
+            assert res["rows"] == n, res
+            walls[name].append(res["seconds"])
+            cpus[name].append(res["cpu"])
+            print(
+                f"  {name:>18}: {res['seconds']:5.2f} s ({n / res['seconds']:,.0f} cuts/s), "
+                f"{res['cpu'] / res['seconds']:.2f} cores busy, CPU {res['cpu'] / n * 1e6:.2f} "
+                f"µs/cut (building process {res['parent_cpu']:.2f} s, workers "
+                f"{res['workers_cpu']:.2f} s); load average {res['load']:.2f}"
+            )
+    one, many = workdir / f"idx_jobs1_{kind}", workdir / f"idx_jobs{k}_{kind}"
     same = all(
         (one / name).read_bytes() == (many / name).read_bytes()
         for name in (
             *("records.bin", "record_offset.npy", "id_blob.npy", "duration.npy"),
             *("id_offsets.npy", "id_hash_sorted.npy", "id_hash_rows.npy"),
         )
+        if (one / name).exists() or (many / name).exists()
     )
-    speedup = min(walls[1]) / min(walls[k])
-    print(f"  speed-up jobs={k} vs jobs=1: {speedup:.2f}x (best of {rounds}); same bytes: {same}")
+    best = {name: min(w) for name, w in walls.items()}
+    print(
+        f"  speed-up jobs={k} vs jobs=1: {best['jobs=1'] / best[f'jobs={k}']:.2f}x wall "
+        f"(best of {rounds}; jobs=1 keeps {min(cpus['jobs=1']) / best['jobs=1']:.2f} cores "
+        f"busy); process scaling, jobs=1 on one core vs jobs={k} on {k}: "
+        f"{best['jobs=1 on one core'] / best[f'jobs={k}']:.2f}x; CPU per cut jobs={k} / "
+        f"jobs=1: {min(cpus[f'jobs={k}']) / min(cpus['jobs=1']):.2f}; same bytes: {same}"
+    )
 
 
 def main() -> None:
@@ -352,6 +402,7 @@ def main() -> None:
         bench_resolve(args.workdir, sizes[-1])
     if "jobs" in only:
         bench_jobs(args.workdir, sizes[-1])
+        bench_jobs(args.workdir, sizes[-1] * 10, kind="jsonl")
     if "layouts" in only:
         bench_layouts(args.workdir, sizes[0])
 

@@ -73,6 +73,21 @@ def stop_workers(pool: Any) -> None:
         process.join()
 
 
+#: Most threads that merge the parts' id hashes at the end of a build (:func:`merge_threads`).
+MAX_MERGE_THREADS = 4
+
+
+def merge_threads() -> int:
+    """Threads for merging the parts' sorted id hashes at the end of a build, when the workers
+    are done: the cores this process may use, at most :data:`MAX_MERGE_THREADS` (the arrays are
+    the same however many; no memory more)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_MERGE_THREADS))
+
+
 def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
     """The compiled scanner of cut JSON lines, :func:`discoseq._core.cutscan.scan_cut_lines`:
     the :data:`SCANNED` values, line span and id span of every non-blank line of a buffer, with
@@ -90,14 +105,37 @@ def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
 def gather_spans(
     data: np.ndarray, starts: np.ndarray, ends: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ``data[starts[i]:ends[i]]``; returns (bytes, lengths)."""
-    lengths = (ends - starts).astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, np.uint8), lengths
-    begins = np.cumsum(lengths) - lengths
-    idx = np.repeat(starts - begins, lengths) + np.arange(total, dtype=np.int64)
-    return data[idx], lengths
+    """Concatenate ``data[starts[i]:ends[i]]``; returns (bytes, lengths): compiled,
+    :func:`discoseq._core.idhash.gather_spans`."""
+    from discoseq._core.idhash import gather_spans as gather
+
+    return gather(
+        data, np.ascontiguousarray(starts, np.int64), np.ascontiguousarray(ends, np.int64)
+    )
+
+
+def gather_ids(
+    buf: bytes | memoryview, extra: bytes, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ids ``starts[i]:ends[i]`` of a chunk ``buf`` concatenated, and their lengths, where
+    a span from ``len(buf)`` on lies in ``extra`` (the ids the exact path read, see
+    :func:`complete_chunk`): as if gathered from ``buf + extra``, without copying ``buf``."""
+    data = np.frombuffer(buf, np.uint8)
+    if not extra:
+        return gather_spans(data, starts, ends)
+    base = len(buf)
+    late = starts >= base
+    # the ids in ``buf`` (the others empty), then those in ``extra``, then interleaved by row
+    blob_buf, len_buf = gather_spans(data, np.where(late, 0, starts), np.where(late, 0, ends))
+    blob_extra, len_extra = gather_spans(
+        np.frombuffer(extra, np.uint8), starts[late] - base, ends[late] - base
+    )
+    lengths = len_buf.copy()
+    lengths[late] = len_extra
+    first = np.cumsum(len_buf) - len_buf
+    first[late] = len(blob_buf) + np.cumsum(len_extra) - len_extra
+    both = np.concatenate([blob_buf, blob_extra])
+    return gather_spans(both, first, first + lengths)
 
 
 def scan_chunk(
@@ -110,10 +148,22 @@ def scan_chunk(
 
     Returns (columns, keep mask, the bytes that ``id_start``/``id_end`` refer to).
     """
+    cols, keep, extra = complete_chunk(cols, buf, on_bad)
+    return cols, keep, (b"".join([buf, extra]) if extra else buf)
+
+
+def complete_chunk(
+    cols: dict[str, np.ndarray],
+    buf: bytes | memoryview,
+    on_bad: Callable[[str, int], None],
+) -> tuple[dict[str, np.ndarray], np.ndarray, bytes]:
+    """:func:`scan_chunk` without joining: returns (columns, keep mask, ``extra``), where the
+    ids the exact path read are in ``extra``, at ``id_start - len(buf)`` (the build gathers
+    them with :func:`gather_ids` and never copies the chunk)."""
     keep = np.ones(len(cols["start"]), dtype=bool)
     # An empty id is valid JSON and the scanner passes it; the exact path rejects it by name.
     slow = np.flatnonzero((cols["status"] != 0) | (cols["id_end"] == cols["id_start"]))
-    extra: list[bytes | memoryview] = [buf]
+    extra: list[bytes] = []
     base = len(buf)
     for i in slow.tolist():
         line_no = int(cols["line_no"][i])
@@ -138,7 +188,7 @@ def scan_chunk(
         cols["id_end"][i] = base + len(cut_id)
         base += len(cut_id)
         extra.append(cut_id)
-    return cols, keep, (b"".join(extra) if len(extra) > 1 else buf)
+    return cols, keep, b"".join(extra)
 
 
 class _IndexWriter:
@@ -208,7 +258,7 @@ class _IndexWriter:
         def on_bad(message: str, line_no: int) -> None:
             self._error(message, source, first_line + line_no)
 
-        scan, keep, id_source = scan_chunk(scanned, buf, on_bad)
+        scan, keep, extra = complete_chunk(scanned, buf, on_bad)
         if len(keep):  # lines = those up to the last record + the blank ones after it
             last_end = int(scan["end"][-1])
             lines = int(scan["line_no"][-1]) + bytes(buf[last_end:]).count(b"\n")
@@ -218,11 +268,12 @@ class _IndexWriter:
         m = int(rows.size)
         if m == 0:
             return lines
+        kept: np.ndarray | slice = rows if m < len(keep) else slice(None)  # no copy if all
         for name in SCANNED:
-            self.columns[name].append(scan[name][rows])
-        starts, ends = scan["start"][rows], scan["end"][rows]
+            self.columns[name].append(scan[name][kept])
+        starts, ends = scan["start"][kept], scan["end"][kept]
         self.columns["source_id"].append(np.full(m, source_id, np.int32))
-        self.columns["source_line"].append(first_line + scan["line_no"][rows])
+        self.columns["source_line"].append(first_line + scan["line_no"][kept])
         if source.format == "cutset":  # no file to fingerprint: fingerprint its records
             source.update_fingerprint(buf)
         if source.records == "inplace":
@@ -242,9 +293,7 @@ class _IndexWriter:
             raw = ends - starts
             self.raw_records_size += int(raw.sum())
             self.max_record_bytes = max(self.max_record_bytes, int(raw.max()))
-        blob, lengths = gather_spans(
-            np.frombuffer(id_source, np.uint8), scan["id_start"][rows], scan["id_end"][rows]
-        )
+        blob, lengths = gather_ids(buf, extra, scan["id_start"][kept], scan["id_end"][kept])
         local = np.zeros(m + 1, np.int64)
         np.cumsum(lengths, out=local[1:])
         self.id_blob.append(blob)
@@ -270,9 +319,10 @@ class _IndexWriter:
             writer.close()
         self.records.close()
         hashes = np.load(self.tmp / "id_hash_unsorted.npy", mmap_mode="r")
-        if self.run_rows is None:
-            order = np.argsort(hashes, kind="stable")
-            sorted_hashes = np.asarray(hashes[order])
+        if self.run_rows is None:  # a stable argsort
+            from discoseq._core.idhash import sort_hashes
+
+            sorted_hashes, order = sort_hashes(hashes)
         else:
             sorted_hashes, order = self._merge_runs(hashes)
         del hashes
@@ -323,7 +373,7 @@ class _IndexWriter:
                     hashes[start:end] = hashes[start:end][local]
                     rows[start:end] = local
         bounds = [0] + [end for _, end, _ in spans]
-        merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64))
+        merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64), merge_threads())
         del rows, run_rows
         os.unlink(self.run_rows.path)
         return merged

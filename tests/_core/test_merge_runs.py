@@ -68,3 +68,60 @@ def test_sort_hashes_is_a_stable_argsort(n: int, distinct: int) -> None:
     assert order.dtype == np.int64 and sorted_hashes.dtype == np.uint64
     assert np.array_equal(order, expected)
     assert np.array_equal(sorted_hashes, hashes[expected])
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+@pytest.mark.parametrize("distinct", [7, 1 << 64])
+def test_threads_give_the_same_arrays(threads: int, distinct: int) -> None:
+    """Merging by spans of hash values, in threads: the arrays of one stable argsort, also when
+    most hashes are equal (they fall in one span)."""
+    from discoseq._core import idhash
+
+    n = 3 * idhash.MIN_THREAD_HASHES * threads  # enough for every thread to get some
+    rng = np.random.default_rng(threads)
+    hashes = rng.integers(0, distinct, n, dtype=np.uint64)
+    hashes[: n // 7] = np.uint64((1 << 64) - 1)
+    rng.shuffle(hashes)
+    expected = np.argsort(hashes, kind="stable")
+    cuts = np.sort(rng.integers(0, n + 1, 6))
+    bounds = np.concatenate([[0], cuts, [0, n]]).astype(np.int64)  # an empty run too
+    bounds.sort()
+    merged, rows = merge_sorted_runs(*sorted_runs(hashes, bounds), bounds, threads)
+    assert np.array_equal(rows, expected)
+    assert np.array_equal(merged, hashes[expected])
+
+
+def test_threads_must_be_positive() -> None:
+    hashes = np.arange(4, dtype=np.uint64)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        merge_sorted_runs(hashes, np.arange(4, dtype=np.int64), np.array([0, 4]), 0)
+
+
+def test_gather_spans() -> None:
+    from discoseq._core.idhash import gather_spans
+
+    data = np.frombuffer(b"abcdefghij", np.uint8)
+    starts = np.array([2, 0, 9, 10, 4], np.int64)
+    ends = np.array([5, 1, 10, 10, 4], np.int64)  # empty spans, one at the very end
+    blob, lengths = gather_spans(data, starts, ends)
+    assert bytes(blob) == b"cde" + b"a" + b"j"
+    assert lengths.tolist() == [3, 1, 1, 0, 0]
+    blob, lengths = gather_spans(data, starts[:0], ends[:0])
+    assert blob.size == 0 and lengths.size == 0
+    with pytest.raises(ValueError, match=r"span 1 \[3, 11\) is not inside the data \[0, 10\)"):
+        gather_spans(data, np.array([0, 3], np.int64), np.array([1, 11], np.int64))
+    with pytest.raises(ValueError, match=r"span 0 \[3, 2\)"):
+        gather_spans(data, np.array([3], np.int64), np.array([2], np.int64))
+
+
+@pytest.mark.parametrize("n", [2, 5, 100, 50_000])
+def test_evenly_spread_hashes_with_repeats_sort_stably(n: int) -> None:
+    """Hashes spread evenly over the 64-bit range are sorted by buckets (a few a bucket, then
+    insertion): stable for repeated values too (each value here appears about twice)."""
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, (1 << 64) - 1, max(1, n // 2), dtype=np.uint64)
+    hashes = values[rng.integers(0, values.size, n)]
+    sorted_hashes, order = sort_hashes(hashes)
+    expected = np.argsort(hashes, kind="stable")
+    assert np.array_equal(order, expected)
+    assert np.array_equal(sorted_hashes, hashes[expected])

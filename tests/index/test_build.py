@@ -692,3 +692,50 @@ def test_reading_ahead_stops_when_the_build_stops_near_the_end_of_a_file() -> No
     stopper.join(30)
     assert not stopper.is_alive(), "the reader thread was never stopped"
     assert not any(t.name == "discoseq-read" for t in threading.enumerate())
+
+
+def test_gather_ids_equals_gathering_from_the_chunk_and_its_extra_ids() -> None:
+    """The build gathers a chunk's ids from the chunk and, for lines the exact path read, from
+    the ids it appended after it (``complete_chunk``), without joining the two: the same
+    bytes as gathering from their concatenation."""
+    rng = np.random.default_rng(5)
+    buf = rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    extra = rng.integers(0, 256, 60, dtype=np.uint8).tobytes()
+    both = np.frombuffer(buf + extra, np.uint8)
+    starts = rng.integers(0, len(buf) + len(extra), 200)
+    limit = np.where(starts < len(buf), len(buf), len(buf) + len(extra))  # spans stay in one
+    ends = np.minimum(starts + rng.integers(0, 30, 200), limit)
+    for which in (slice(None), starts < len(buf), starts >= len(buf)):
+        s, e = starts[which].astype(np.int64), ends[which].astype(np.int64)
+        for tail in (extra, b"") if bool((s < len(buf)).all()) else (extra,):
+            blob, lengths = builder.gather_ids(memoryview(buf), tail, s, e)
+            expected = b"".join(
+                bytes(both[a:b]) for a, b in zip(s.tolist(), e.tolist(), strict=True)
+            )
+            assert bytes(blob) == expected
+            assert lengths.tolist() == (e - s).tolist()
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 16, 64, 1 << 20])
+@pytest.mark.parametrize("ending", [b"\n", b"", b"\n\n"])
+def test_plain_file_chunks_are_the_files_lines(tmp_path, monkeypatch, chunk_bytes, ending):
+    """A plain ``.jsonl`` is read straight into each chunk's buffer: the chunks still end on a
+    line (a line longer than a chunk makes a larger one), hold every byte once at its offset,
+    and the fingerprint is the file's."""
+    import discoseq.index.sources as sources
+
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(chunk_bytes)
+    lines = [b"x" * int(n) for n in rng.integers(0, 40, 50)]
+    data = b"\n".join(lines) + ending
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(data)
+    source = sources.file_source(path, store_records=False)
+    chunks = list(sources.file_chunks(source))
+    assert b"".join(bytes(c.data) for c in chunks) == data
+    offset = 0
+    for c in chunks:
+        assert c.offset == offset
+        offset += len(c.data)
+    assert all(bytes(c.data).endswith(b"\n") for c in chunks[:-1])
+    assert source.fingerprint == sources.fingerprint_file(path)

@@ -76,6 +76,27 @@ def test_parallel_build_is_byte_identical(inputs: list[Path], tmp_path: Path) ->
     assert len(one) == 150 + 120 + 30 + 40
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_id_hashes_sorted_and_merged_in_threads_give_the_same_bytes(
+    inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    """The end of a parallel build merges the parts' id hashes in as many threads as it has
+    cores: the index is the same whatever that number (threads are given a few hashes each
+    here so that every one gets some)."""
+    from discoseq._core import idhash
+
+    cuts = CutSet.from_cuts(
+        c.with_id("mem-" + c.id) for c in CutSet.from_file(inputs[0]).subset(first=30)
+    )
+    sources = [inputs[0], inputs[1], cuts, inputs[2]]
+    expected = index_files(build_index(sources, tmp_path / "one.idx").path)
+    monkeypatch.setattr(idhash, "MIN_THREAD_HASHES", 8)
+    monkeypatch.setattr(builder_module, "merge_threads", lambda: threads)
+    for jobs in (2, 3):
+        index = build_index(sources, tmp_path / f"threads{jobs}.idx", jobs=jobs)
+        assert index_files(index.path) == expected, jobs
+
+
 def test_skipped_records_are_merged_in_order(inputs: list[Path], tmp_path: Path) -> None:
     bad = []
     for k, path in enumerate(inputs[:2]):
