@@ -344,7 +344,10 @@ cdef inline int64_t _sub_bucket(const uint8_t* ids, int64_t i, const int64_t* ro
     cdef int64_t b = ids[i]
     if flat == NULL:
         return b
-    return flat[b * width + c.num_tokens[_row(rows, i)]]
+    cdef uint64_t v = <uint64_t>c.num_tokens[_row(rows, i)]
+    # checked in [0, width) by the histogram pass; clamped all the same (no read out of the
+    # table should the column change meanwhile)
+    return flat[b * width + <int64_t>(v if v < <uint64_t>width else 0)]
 
 
 cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Columns* c,
@@ -763,9 +766,12 @@ cdef int _group_2d(const int64_t* rows, int64_t n, const Columns* c, int kind,
             offsets[s] = 0
         for b in range(nb):  # sub-bucket sizes: token value v lies in sub-bucket #edges < v
             for v in range(width):
-                s = b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1, <double>v)
-                flat[b * width + v] = <uint8_t>s
-                offsets[s + 1] += hist[b * width + v]
+                if hist[b * width + v]:  # the scatter looks up the pairs present only
+                    s = b * nt + _lower_bound(tedges + b * (nt - 1), nt - 1, <double>v)
+                    flat[b * width + v] = <uint8_t>s
+                    offsets[s + 1] += hist[b * width + v]
+                else:
+                    flat[b * width + v] = 0
         for s in range(nseg):
             offsets[s + 1] += offsets[s]
         # offsets[s] is now the write cursor of bucket s; restored below

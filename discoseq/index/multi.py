@@ -3,8 +3,8 @@
 Source ``s`` holds the global rows ``offsets[s]:offsets[s + 1]``; each index keeps its own
 files (nothing is copied on disk). A list of shard indexes built separately (on any machines)
 is one corpus: :func:`open_index`. The planner reads the columns it needs concatenated in
-memory while it plans (the column's bytes per row, e.g. 8 for ``duration``; freed with the
-plan's temporaries); resolution reads each row from its own index, so DataLoader workers never
+memory while it plans (the column's bytes per row, e.g. 8 for ``duration``, whose copy then
+holds the plan's rows); resolution reads each row from its own index, so DataLoader workers never
 copy a column. A named ``MultiIndex`` is a mixture's sources: every cut it resolves carries its
 source's name in ``custom["source"]`` (for a ``MixedCut``, on its first track, where Lhotse's
 ``cut.source`` finds it).
@@ -30,7 +30,10 @@ SOURCE_FIELD = "source"
 """The custom field that names a resolved cut's source in a mixture."""
 
 
-_SLACK_ROWS = 1 << 18  # room for a plan's padding repeats beyond the rows (2 MiB of int64)
+def _slack_rows(n: int) -> int:
+    """Room beyond ``n`` rows in an owned copy, for a plan's padding repeats (at most 2 MiB of
+    int64; a plan takes the copy only if its rows need at least half of it)."""
+    return min(1 << 18, n // 32 + 64)
 
 
 class _ConcatColumns(Mapping[str, np.ndarray]):
@@ -40,7 +43,8 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
     and nothing keeps it after, so a rank does not carry a second copy of the planned columns
     (8 B/row each) next to its plan, and a DataLoader worker, which only resolves rows, never
     makes one. One index: its own mapped column, no copy. The columns are the built-in ones
-    and the added ones (``add-column``) that every index has.
+    and the added ones (``add-column``) that every index has. :meth:`owned_copy` makes a copy
+    for one caller alone (the planner's durations, whose memory then holds the plan's rows).
     """
 
     def __init__(self, indexes: Sequence[CutIndex]) -> None:
@@ -50,28 +54,43 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
         extra = [n for n in first.extra_columns if all(n in ix.extra_columns for ix in rest)]
         self._names = (*CUT_COLUMNS, *extra)
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def _check(self, name: str) -> None:
         if name not in self._names:
             lacking = [str(ix.path) for ix in self._indexes if name not in ix.extra_columns]
             if len(lacking) == len(self._indexes):
                 raise KeyError(name)
             raise KeyError(f"column {name!r} is missing from the indexes {lacking}")
+
+    def _parts(self, name: str) -> list[np.ndarray]:
+        self._check(name)
+        parts = [ix.column(name) for ix in self._indexes]
+        if name == "source_id":  # numbered across the indexes (as one index of them all)
+            first = np.cumsum([0, *(len(ix.header.sources) for ix in self._indexes[:-1])])
+            parts = [p + np.int32(f) for p, f in zip(parts, first.tolist(), strict=True)]
+        return parts
+
+    def __getitem__(self, name: str) -> np.ndarray:
         if len(self._indexes) == 1:
+            self._check(name)
             return self._indexes[0].column(name)
         col = self._cache.get(name)
         if col is None:
-            parts = [ix.column(name) for ix in self._indexes]
-            if name == "source_id":  # numbered across the indexes (as one index of them all)
-                first = np.cumsum([0, *(len(ix.header.sources) for ix in self._indexes[:-1])])
-                parts = [p + np.int32(f) for p, f in zip(parts, first.tolist(), strict=True)]
-            # the copy is a read-only view of a buffer of its own, a little longer (pages never
-            # touched cost nothing): a plan that holds the only reference to it writes its rows
-            # there once it has read the column (discoseq.plan.scratch.take_buffer)
-            n = sum(len(p) for p in parts)
-            col = np.concatenate(parts, out=np.empty(n + _SLACK_ROWS, np.result_type(*parts))[:n])
+            col = np.concatenate(self._parts(name))
             col.flags.writeable = False
             self._cache[name] = col
         return col
+
+    def owned_copy(self, name: str) -> np.ndarray | None:
+        """A new, writable copy of column ``name`` that nobody else holds (not cached), in a
+        buffer a little longer than the column (pages never touched cost nothing): the planner
+        reads its durations from it, then writes the plan's rows over it. None for one index
+        (its mapped column is read in place: nothing to reuse)."""
+        self._check(name)
+        if len(self._indexes) == 1:
+            return None
+        parts = self._parts(name)
+        n = sum(len(p) for p in parts)
+        return np.concatenate(parts, out=np.empty(n + _slack_rows(n), np.result_type(*parts))[:n])
 
     @property
     def num_rows(self) -> int:

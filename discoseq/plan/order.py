@@ -54,7 +54,8 @@ def order_batches(
 ) -> Ordered:
     """Order, pad or drop, and gather ``batches`` for ``world_size`` ranks (with
     ``segment_source``, a ``per_source`` mixture: steps interleaved by source). ``into``: a
-    buffer nothing else uses that the gathered rows may take when they fit in it."""
+    buffer nothing else uses that the gathered rows take when they fit in it and need at least
+    half of it (a plan of few rows does not keep a large buffer alive)."""
     shuffle = config.strategy is SamplingStrategy.BUCKETED and config.effective_shuffle
     order, padding, dropped = sharding.order_batches(
         batches.seg_batch_offsets,
@@ -73,7 +74,7 @@ def order_batches(
     # the plan's rows: in ``into``, else memory of an earlier plan nothing refers to any more,
     # when there is one
     def alloc(n: int) -> np.ndarray:
-        if into is not None and into.nbytes >= 8 * n:
+        if into is not None and 8 * n <= into.nbytes < 16 * n:
             return into.reshape(-1).view(np.uint8)[: 8 * n].view(np.int64)
         return scratch.lend(n, np.int64)
 

@@ -1,7 +1,8 @@
 """``plan_epoch``: the stages of :mod:`discoseq.plan` chained into one epoch plan.
 
 Memory: besides the index columns, a boolean mask (1 B/cut, only with filters) and two int64 row
-arrays at the peak (16 B/cut); the finished plan keeps one (8 B/cut) plus small per-batch arrays.
+arrays at the peak (16 B/cut); the finished plan keeps one (8 B/cut; for a shard corpus, in the
+memory of its duration copy, up to twice the rows it holds) plus small per-batch arrays.
 A mixture also holds its selection's rows (8 B per cut taken) until its plan is built.
 """
 
@@ -28,7 +29,7 @@ from discoseq.plan.redeal import (
     subset_batches,
     subset_packs,
 )
-from discoseq.plan.select import select_rows
+from discoseq.plan.select import filters_rows, select_rows
 from discoseq.plan.shardblock import order_by_block, split_by_block
 from discoseq.plan.stats import empty_stats, plan_stats, warn_if_empty
 from discoseq.strategy import SamplingStrategy
@@ -75,10 +76,15 @@ def plan_epoch(
     epoch, world_size = int(epoch), int(world_size)
     history = check_history(history)
 
-    rows = _num_rows(columns)
-    if rows is not None and sources is None and config.strategy is SamplingStrategy.BUCKETED:
-        scratch.reserve(rows, np.int64)  # the grouped rows, made while the columns are read
     try:
+        rows = _num_rows(columns)
+        if (
+            rows is not None
+            and sources is None
+            and config.strategy is SamplingStrategy.BUCKETED
+            and not filters_rows(config, mask)
+        ):
+            scratch.reserve(rows, np.int64)  # the grouped rows, made while the columns are read
         return _plan_epoch(columns, config, epoch, world_size, mask, sources, history)
     finally:
         scratch.cancel_reserve()
@@ -160,9 +166,9 @@ def _plan_epoch(
         batches = subset_batches(batches, keep)
         packs = None if packs is None else subset_packs(packs, keep)
     # one corpus: the durations are read no more (a mixture's statistics read them); a copy
-    # of them the plan alone holds (a MultiIndex's concatenated column) takes the plan's rows
-    # instead of fresh memory
-    spare = None if selection.is_mixture else scratch.take_buffer(selection.columns, "duration")
+    # of them made for this plan alone (a MultiIndex's) takes the plan's rows instead of fresh
+    # memory, when they need most of it
+    spare = None if selection.is_mixture else selection.take_duration_buffer()
     ordered = order(batches, world_size, spare)
     del spare
     stats = plan_stats(selection, batches, ordered, config, packs)

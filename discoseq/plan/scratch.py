@@ -8,7 +8,9 @@ rows, 8 B per cut taken). Packing and the planner hand them back
 (:func:`lend`); the next plan reuses them instead of fresh memory: the kernel zeroes every
 fresh page of a large array (about 7 ms per 80 MB here) and, when memory is fragmented,
 compacts it to find huge pages (0.1-0.3 s per 10M rows). At most ``KEEP`` buffers of at most
-``MAX_BYTES`` each are kept (a larger plan takes seconds anyway).
+``MAX_BYTES`` each are kept (a larger plan takes seconds anyway). The first plan of a process
+has nothing to reuse: :func:`reserve` makes its grouped rows on another thread while it reads
+the columns.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ __all__ = [
     "lend",
     "release",
     "reserve",
-    "take_buffer",
 ]
 
 KEEP = 5
@@ -76,13 +77,14 @@ _RESERVED: list[_Reservation] = []  # at most one
 class _Reservation:
     """A buffer made on a thread of its own, every page touched: the kernel's work of handing
     out fresh pages (zeroing, and compacting memory for huge pages: up to a second per 800 MB
-    here) runs on another core while the planner reads the columns."""
+    here) runs on another core while the planner reads the columns. ``owner``: the thread that
+    asked (only it cancels it)."""
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = nbytes
+        self.owner = threading.get_ident()
         self.buf: np.ndarray | None = None
         self.thread = threading.Thread(target=self._make, name="discoseq-reserve", daemon=True)
-        self.thread.start()
 
     def _make(self) -> None:
         try:
@@ -100,12 +102,17 @@ def reserve(n: int, dtype: npt.DTypeLike) -> None:
     about that size (at least half of it) — the first plan of a process, whose large arrays are
     all fresh memory. Small arrays, or one a kept buffer already holds, need none."""
     nbytes = n * np.dtype(dtype).itemsize
-    if nbytes < RESERVE_MIN_BYTES:
+    if nbytes < RESERVE_MIN_BYTES or sys.is_finalizing():  # no new thread at shutdown
         return
     with _LOCK:
         if _RESERVED or any(nbytes <= buf.nbytes < 2 * nbytes for buf in _KEPT):
             return
-        _RESERVED.append(_Reservation(nbytes))
+        pending = _Reservation(nbytes)
+        try:
+            pending.thread.start()
+        except RuntimeError:  # no thread to be had: the plan allocates as usual
+            return
+        _RESERVED.append(pending)
 
 
 def _take_reserved(nbytes: int) -> np.ndarray | None:
@@ -119,11 +126,11 @@ def _take_reserved(nbytes: int) -> np.ndarray | None:
 
 
 def cancel_reserve() -> None:
-    """Drop a reservation nothing took (a plan that did not need it, or failed)."""
+    """Drop the calling thread's reservation if nothing took it (a plan that did not need it,
+    or failed), without waiting for it: its thread finishes and its memory goes with it."""
     with _LOCK:
-        pending = _RESERVED.pop() if _RESERVED else None
-    if pending is not None:
-        pending.thread.join()
+        if _RESERVED and _RESERVED[0].owner == threading.get_ident():
+            _RESERVED.pop()
 
 
 def lend(n: int, dtype: npt.DTypeLike) -> np.ndarray:
@@ -175,31 +182,6 @@ def give_back(*arrays: np.ndarray | None) -> None:
         with _LOCK:
             if not any(kept is buf for kept in _KEPT):
                 _keep(buf)
-
-
-def take_buffer(holder: dict[str, np.ndarray], key: str) -> np.ndarray | None:
-    """The writable buffer behind ``holder[key]``, taken from it (the entry becomes empty), when
-    that array is a read-only view of a buffer that nothing else refers to — as a shard
-    corpus's concatenated column is (:class:`~discoseq.index.multi.MultiIndex`) once the plan
-    has read it: its memory, often a few hundred MB, then holds the plan's rows instead of
-    fresh pages. Else None, and ``holder`` is unchanged."""
-    a = holder[key]
-    buf = a.base
-    if not (
-        isinstance(buf, np.ndarray)
-        and type(buf) is np.ndarray
-        and buf.base is None
-        and buf.flags.owndata
-        and buf.flags.writeable
-        and buf.flags.c_contiguous
-        # references: the holder's, ``a`` and the argument's; the view's, ``buf`` and the
-        # argument's: nobody else can read or write them
-        and sys.getrefcount(a) == 3
-        and sys.getrefcount(buf) == 3
-    ):
-        return None
-    holder[key] = np.empty(0, dtype=a.dtype)
-    return buf
 
 
 def kept_bytes() -> int:

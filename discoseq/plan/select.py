@@ -23,7 +23,7 @@ from discoseq.plan import scratch
 from discoseq.plan.quota import Blocks, Copies, SourceLayout, SourceStats, select_epoch
 from discoseq.strategy import SamplingStrategy
 
-__all__ = ["FILTER_REASONS", "Selection", "select_rows"]
+__all__ = ["FILTER_REASONS", "Selection", "filters_rows", "select_rows"]
 
 FILTER_REASONS = ("mask", "min_duration", "max_duration_per_cut", "max_tokens_per_second")
 
@@ -51,6 +51,9 @@ class Selection:
     :param source_offsets: a mixture's source row ranges (source ``s`` holds rows
         ``source_offsets[s]:source_offsets[s + 1]``).
     :param selection_size: a mixture's positions (the selection's rows before the mask).
+    :param owns_duration: the ``duration`` column is a copy made for this plan alone (a shard
+        corpus's, :meth:`~discoseq.index.multi.MultiIndex.columns`' ``owned_copy``): once read,
+        its memory may hold the plan's rows (:meth:`take_duration_buffer`).
     """
 
     columns: dict[str, np.ndarray]
@@ -63,6 +66,7 @@ class Selection:
     copies: Copies | None = None
     source_offsets: np.ndarray | None = None
     selection_size: int = 0
+    owns_duration: bool = False
 
     @property
     def is_mixture(self) -> bool:
@@ -77,6 +81,16 @@ class Selection:
     def num_rows(self) -> int:
         """Rows that remain to plan (after the mask)."""
         return self.cuts_in if self.rows is None else int(self.rows.shape[0])
+
+    def take_duration_buffer(self) -> np.ndarray | None:
+        """The buffer of the duration column when the selection owns it (else None), taken: the
+        column is read no more, and the caller may write over its memory."""
+        if not self.owns_duration:
+            return None
+        col = self.columns["duration"]
+        self.columns["duration"] = np.empty(0, dtype=np.float64)
+        self.owns_duration = False
+        return col if col.base is None else col.base
 
     def column(self, name: str) -> np.ndarray:
         """A column, or an empty one when the configuration does not need it (the kernels take
@@ -117,7 +131,9 @@ def select_rows(
 ) -> Selection:
     """Check and type the needed columns, apply the filters (and a mixture's quotas), check the
     kept rows have the values the configuration needs."""
-    cols, bounds = _prepare_columns(columns, config)
+    # one corpus: the durations in a copy of the plan's own, when the columns are made on
+    # demand (a shard corpus), so the plan can reuse its memory
+    cols, bounds, owned = _prepare_columns(columns, config, own_duration=sources is None)
     n = int(cols["duration"].shape[0])
     if sources is not None:
         if int(sources.offsets[-1]) != n:
@@ -127,7 +143,7 @@ def select_rows(
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
     rows = None if keep is None else np.flatnonzero(keep).astype(np.int64, copy=False)
-    return Selection(cols, rows, n, filtered, bounds)
+    return Selection(cols, rows, n, filtered, bounds, owns_duration=owned)
 
 
 def _select_mixture(
@@ -160,9 +176,11 @@ def _select_mixture(
 
 
 def _prepare_columns(
-    columns: Mapping[str, np.ndarray], config: SamplerConfig
-) -> tuple[dict[str, np.ndarray], tuple[float, float]]:
-    """Contiguous typed columns, and the bounds of the duration column."""
+    columns: Mapping[str, np.ndarray], config: SamplerConfig, own_duration: bool = False
+) -> tuple[dict[str, np.ndarray], tuple[float, float], bool]:
+    """Contiguous typed columns, the bounds of the duration column, and whether that column is
+    a copy nobody else holds (``own_duration``: asked of a mapping that makes one, its
+    ``owned_copy``)."""
     if "duration" not in columns:
         raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
     needed = needed_columns(config)
@@ -179,8 +197,12 @@ def _prepare_columns(
         raise ValueError(f"columns {missing} are needed by this configuration but not given")
     out: dict[str, np.ndarray] = {}
     n = None
+    owned = None
+    make_copy = getattr(columns, "owned_copy", None) if own_duration else None
+    if make_copy is not None:
+        owned = make_copy("duration")
     for name in needed:
-        col = np.asarray(columns[source[name]])
+        col = np.asarray(columns[source[name]]) if name != "duration" or owned is None else owned
         if col.ndim != 1:
             raise ValueError(f"column {name!r} must be one-dimensional, got shape {col.shape}")
         if n is None:
@@ -199,7 +221,15 @@ def _prepare_columns(
             f"column 'duration' has {bad} rows that are not positive finite seconds; "
             "fix or filter them (mask=...) before planning"
         )
-    return out, (lo, hi)
+    return out, (lo, hi), owned is not None
+
+
+def filters_rows(config: SamplerConfig, mask: np.ndarray | None) -> bool:
+    """Whether the selection may leave rows out (a mask or a filter of :func:`_apply_filters`)."""
+    return mask is not None or any(
+        v is not None
+        for v in (config.min_duration, config.max_duration_per_cut, config.max_tokens_per_second)
+    )
 
 
 def _apply_filters(

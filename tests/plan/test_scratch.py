@@ -3,6 +3,8 @@ is taken by the next array of about its size, dropped otherwise, and plans do no
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,30 @@ def test_plans_are_the_same_with_the_grouped_rows_reserved(
     mask[::5] = True
     plan_epoch({"duration": d}, config, 4, 3, mask=mask)
     assert not scratch._RESERVED
+
+
+def test_a_thread_cancels_only_its_own_reservation(small_reserve) -> None:
+    scratch.reserve(1000, np.int64)
+    other = threading.Thread(target=scratch.cancel_reserve)
+    other.start()
+    other.join()
+    assert scratch._RESERVED  # another thread's plan left it
+    scratch.cancel_reserve()
+    assert not scratch._RESERVED
+
+
+def test_a_plan_plans_when_no_thread_can_be_started(
+    small_reserve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = np.random.default_rng(5).uniform(1.0, 30.0, 3000)
+    config = SamplerConfig(max_duration=120.0, num_buckets=6, seed=2)
+    expected = plan_epoch({"duration": d}, config, 1, 2)
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    got = plan_epoch({"duration": d}, config, 1, 2)
+    assert not scratch._RESERVED
+    assert np.array_equal(got.rows, expected.rows)
+    assert np.array_equal(got.batch_offsets, expected.batch_offsets)
