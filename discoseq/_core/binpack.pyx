@@ -24,7 +24,7 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 
-from discoseq._core.types cimport check_rows
+from discoseq._core.types cimport check_rows, with_one_more
 
 DEF AHEAD = 16  # positions the packing loop prefetches ahead
 DEF KEY_SHIFT = 36  # a sort key: (capacity + 1 - cost) << KEY_SHIFT | position in the segment
@@ -562,12 +562,8 @@ def pack_batches(const int64_t[::1] seg_packs not None, const double[::1] pack_c
                                 last[member_ids[j]] = nb - 1
                         continue
                     if n > 0:
-                        if sum_mode:
-                            nd = sm + c
-                            nt = st + t
-                        else:
-                            nd = (n + 1) * (m if m > c else c)
-                            nt = (n + 1) * (mtk if mtk > t else t)
+                        nd = with_one_more(n, m, sm, c, sum_mode)
+                        nt = with_one_more(n, mtk, st, t, sum_mode)
                         dup = False
                         if use_ids:
                             for j in range(pack_offsets[p], pack_offsets[p + 1]):

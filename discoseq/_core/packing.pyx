@@ -19,7 +19,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
-from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK, check_rows
+from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK, check_rows, with_one_more
 
 cdef extern from *:
     """
@@ -269,24 +269,14 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                     return DS_ERR_NOMEM
                 continue
             if bn > 0:  # does the open batch take this cut?
-                if sum_mode:
-                    nd = bsm + c
-                else:
-                    nd = (bn + 1) * (bm if bm > c else c)
+                nd = with_one_more(bn, bm, bsm, c, sum_mode)
                 closes = (bn + 1 > capc) | (nd > capd)
                 if use_frames:
-                    if sum_mode:
-                        nf = bsf + f
-                    else:
-                        nf = (bn + 1) * (bmf if bmf > f else f)
+                    nf = with_one_more(bn, bmf, bsf, f, sum_mode)
                     closes = closes | (nf > max_frames)
                 if use_tokens:
-                    if sum_mode:
-                        nt = bst + t
-                        ntc = bsq + tc
-                    else:
-                        nt = (bn + 1) * (bmt if bmt > t else t)
-                        ntc = (bn + 1) * (bmq if bmq > tc else tc)
+                    nt = with_one_more(bn, bmt, bst, t, sum_mode)
+                    ntc = with_one_more(bn, bmq, bsq, tc, sum_mode)
                     closes = closes | (nt > max_tokens) | (ntc > max_tq)
                 if checked:  # its cut is in the open batch already
                     closes = closes | (open_copies.batch[_slot(open_copies, row)] == out.n)

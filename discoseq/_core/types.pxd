@@ -101,3 +101,18 @@ cdef inline int check_rows(const int64_t[::1] rows, int64_t ncol, str kernel, st
             f"(expected 0 <= row < {ncol})"
         )
     return 0
+
+
+ctypedef fused Amount:
+    int64_t
+    double
+
+
+cdef inline Amount with_one_more(int64_t n, Amount most, Amount total, Amount x,
+                                 bint sum_mode) noexcept nogil:
+    """A batch's cost of one limit once ``x`` joins its ``n`` items (largest ``most``, sum
+    ``total``): the sum, or ``n + 1`` times the largest (Lhotse's padded meaning of a cap). The
+    one rule of packing cuts into batches and packs into batches."""
+    if sum_mode:
+        return total + x
+    return (n + 1) * (most if most > x else x)
