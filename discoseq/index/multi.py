@@ -85,8 +85,8 @@ class _ConcatColumns(Mapping[str, np.ndarray]):
         buffer a little longer than the column (pages never touched cost nothing): the planner
         reads its durations from it, then writes the plan's rows over it. None for one index
         (its mapped column is read in place: nothing to reuse)."""
-        self._check(name)
         if len(self._indexes) == 1:
+            self._check(name)
             return None
         parts = self._parts(name)
         n = sum(len(p) for p in parts)

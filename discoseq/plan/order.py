@@ -74,7 +74,7 @@ def order_batches(
     # the plan's rows: in ``into``, else memory of an earlier plan nothing refers to any more,
     # when there is one
     def alloc(n: int) -> np.ndarray:
-        if into is not None and 8 * n <= into.nbytes < 16 * n:
+        if into is not None and scratch.fits(8 * n, into.nbytes):
             return into.reshape(-1).view(np.uint8)[: 8 * n].view(np.int64)
         return scratch.lend(n, np.int64)
 

@@ -28,6 +28,7 @@ __all__ = [
     "RESERVE_MIN_BYTES",
     "cancel_reserve",
     "empty",
+    "fits",
     "give_back",
     "kept_bytes",
     "lend",
@@ -44,6 +45,13 @@ _LENT: list[np.ndarray] = []  # buffers of arrays a caller keeps (:func:`lend`),
 _LOCK = threading.Lock()
 
 
+def fits(nbytes: int, size: int) -> bool:
+    """Whether a buffer of ``size`` bytes may hold an array of ``nbytes``: it is large enough,
+    and less than twice as large (an array a plan keeps should not pin a buffer twice its
+    size)."""
+    return nbytes <= size < 2 * nbytes
+
+
 def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
     """An uninitialised array of ``n`` values: the first bytes of the buffer :func:`reserve`
     made or of the smallest kept buffer that holds them in less than twice their size (taken:
@@ -55,11 +63,9 @@ def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
         return reserved[:nbytes].view(dt)
     with _LOCK:
         _reclaim()
-        # one that fits, and less than twice the size: an array kept by a plan should not hold
-        # a buffer twice its size
-        fits = [k for k, buf in enumerate(_KEPT) if nbytes <= buf.nbytes < 2 * nbytes]
-        if fits:
-            best = min(fits, key=lambda k: _KEPT[k].nbytes)
+        fitting = [k for k, buf in enumerate(_KEPT) if fits(nbytes, buf.nbytes)]
+        if fitting:
+            best = min(fitting, key=lambda k: _KEPT[k].nbytes)
             return _KEPT.pop(best)[:nbytes].view(dt)
     # large buffers in whole 2 MiB pages: a later call a little larger (a plan's rows vary by
     # the padding of its last step) still fits
@@ -105,7 +111,7 @@ def reserve(n: int, dtype: npt.DTypeLike) -> None:
     if nbytes < RESERVE_MIN_BYTES or sys.is_finalizing():  # no new thread at shutdown
         return
     with _LOCK:
-        if _RESERVED or any(nbytes <= buf.nbytes < 2 * nbytes for buf in _KEPT):
+        if _RESERVED or any(fits(nbytes, buf.nbytes) for buf in _KEPT):
             return
         pending = _Reservation(nbytes)
         try:
@@ -118,7 +124,7 @@ def reserve(n: int, dtype: npt.DTypeLike) -> None:
 def _take_reserved(nbytes: int) -> np.ndarray | None:
     """The reserved buffer, when there is one for an array of ``nbytes`` (waits for it)."""
     with _LOCK:
-        if not _RESERVED or not nbytes <= _RESERVED[0].nbytes < 2 * nbytes:
+        if not _RESERVED or not fits(nbytes, _RESERVED[0].nbytes):
             return None
         pending = _RESERVED.pop()
     pending.thread.join()

@@ -226,10 +226,8 @@ def _prepare_columns(
 
 def filters_rows(config: SamplerConfig, mask: np.ndarray | None) -> bool:
     """Whether the selection may leave rows out (a mask or a filter of :func:`_apply_filters`)."""
-    return mask is not None or any(
-        v is not None
-        for v in (config.min_duration, config.max_duration_per_cut, config.max_tokens_per_second)
-    )
+    # the reasons after "mask" are the config fields of the filters
+    return mask is not None or any(getattr(config, r) is not None for r in FILTER_REASONS[1:])
 
 
 def _apply_filters(
