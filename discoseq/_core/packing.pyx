@@ -203,7 +203,7 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
     frames, tokens or copies carries none of their work (the open batch's sums are locals, kept
     in registers: half the time per row of a general loop)."""
     cdef int64_t s, i, row, w = 0, f = 0, nf, t = 0, nt, capc, end
-    cdef bint closes, checked = False
+    cdef bint closes, oversize, checked = False
     cdef double d, c, nd, capd, tc = 0.0, ntc
     # the open batch: cuts, longest cost, cost sum, duration sum, most and sum of frames and of
     # tokens, most and sum of quadratic token costs
@@ -253,38 +253,37 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
             c = d if q <= 0.0 else d + d * d / q
             if use_frames:
                 f = frames[row]
-            if (c > capd or (use_frames and f > max_frames)
-                    or (use_tokens and (t > max_tokens or tc > max_tq))):
+            oversize = (c > capd or (use_frames and f > max_frames)
+                        or (use_tokens and (t > max_tokens or tc > max_tq)))
+            if oversize:
                 n_oversize[0] += 1
                 if exclude:
                     continue
-                if bn > 0:  # close the open batch
-                    if _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
-                        return DS_ERR_NOMEM
-                    bn = bmf = bsf = bmt = bst = 0
-                    bm = bsm = bdsum = bmq = bsq = 0.0
-                rows[w] = row
-                w += 1
-                if _push(out, w, <int32_t>s, c, d) < 0:
-                    return DS_ERR_NOMEM
-                continue
-            if bn > 0:  # does the open batch take this cut?
-                nd = with_one_more(bn, bm, bsm, c, sum_mode)
-                closes = (bn + 1 > capc) | (nd > capd)
-                if use_frames:
-                    nf = with_one_more(bn, bmf, bsf, f, sum_mode)
-                    closes = closes | (nf > max_frames)
-                if use_tokens:
-                    nt = with_one_more(bn, bmt, bst, t, sum_mode)
-                    ntc = with_one_more(bn, bmq, bsq, tc, sum_mode)
-                    closes = closes | (nt > max_tokens) | (ntc > max_tq)
-                if checked:  # its cut is in the open batch already
-                    closes = closes | (open_copies.batch[_slot(open_copies, row)] == out.n)
+            if bn > 0:  # does the open batch take this cut? (an oversize one goes alone)
+                closes = oversize
+                if not oversize:
+                    nd = with_one_more(bn, bm, bsm, c, sum_mode)
+                    closes = (bn + 1 > capc) | (nd > capd)
+                    if use_frames:
+                        nf = with_one_more(bn, bmf, bsf, f, sum_mode)
+                        closes = closes | (nf > max_frames)
+                    if use_tokens:
+                        nt = with_one_more(bn, bmt, bst, t, sum_mode)
+                        ntc = with_one_more(bn, bmq, bsq, tc, sum_mode)
+                        closes = closes | (nt > max_tokens) | (ntc > max_tq)
+                    if checked:  # its cut is in the open batch already
+                        closes = closes | (open_copies.batch[_slot(open_copies, row)] == out.n)
                 if closes:
                     if _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
                         return DS_ERR_NOMEM
                     bn = bmf = bsf = bmt = bst = 0
                     bm = bsm = bdsum = bmq = bsq = 0.0
+            if oversize:  # a batch of its own
+                rows[w] = row
+                w += 1
+                if _push(out, w, <int32_t>s, c, d) < 0:
+                    return DS_ERR_NOMEM
+                continue
             if checked:
                 if open_copies.open != out.n:  # the open batch is the next one pushed
                     open_copies.open = out.n
