@@ -30,7 +30,9 @@ from discoseq.index.format import (
     RECORDS_FILE,
     VALUE_COLUMNS,
     ColumnWriter,
+    copy_range,
     is_json_int,
+    reopen_for_writing,
     write_column,
     write_header,
 )
@@ -408,8 +410,8 @@ class _IndexWriter:
     def add_part(self, part: Path, summary: dict[str, Any], stored: bool) -> None:
         """Append a part's rows as :meth:`add` would have appended them: the same bytes, with
         record offsets (of stored records) and id offsets moved past what is already here.
-        Columns that need no change are copied file to file (:func:`_copy_column`); the part's
-        sorted id hashes become a run for :meth:`finish` to merge. The files of a part with
+        Columns that need no change are copied file to file (``ColumnWriter.append_file``); the
+        part's sorted id hashes become a run for :meth:`finish` to merge. The files of a part with
         nothing before it are taken as they are (renamed, :meth:`_adopt_part`)."""
         m = summary["rows"]
         if self.run_rows is None:
@@ -422,18 +424,18 @@ class _IndexWriter:
                 for values in _column_pieces(part / f"{name}.npy", m):
                     writer.append(values + self.records_size)
             else:
-                _copy_column(writer, part / f"{name}.npy", m)
+                writer.append_file(part / f"{name}.npy", m)
         base = self.id_blob.length
         for k, values in enumerate(_column_pieces(part / "id_offsets.npy", m + 1)):
             self.id_offsets.append((values[1:] if k == 0 else values) + base)  # 0 is ours
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
-        _copy_column(self.id_blob, part / "id_blob.npy", blob_length)
-        _copy_column(self.id_hash, part / "id_hash_sorted.npy", m)
+        self.id_blob.append_file(part / "id_blob.npy", blob_length)
+        self.id_hash.append_file(part / "id_hash_sorted.npy", m)
         assert self.run_rows is not None
-        _copy_column(self.run_rows, part / "id_hash_rows.npy", m)
+        self.run_rows.append_file(part / "id_hash_rows.npy", m)
         self.records.flush()
         with open(part / RECORDS_FILE, "rb") as f:
-            _copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
+            copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
         self.records.seek(0, os.SEEK_END)
         self._count_part(summary)
 
@@ -442,16 +444,16 @@ class _IndexWriter:
         the bytes :meth:`add_part` would copy); moved, not copied, as nothing is here yet."""
         m = summary["rows"]
         for name, writer in self.columns.items():
-            _adopt_column(writer, part / f"{name}.npy", m)
+            writer.adopt(part / f"{name}.npy", m)
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
-        _adopt_column(self.id_offsets, part / "id_offsets.npy", m + 1)  # its 0 stands for ours
-        _adopt_column(self.id_blob, part / "id_blob.npy", blob_length)
-        _adopt_column(self.id_hash, part / "id_hash_sorted.npy", m)
+        self.id_offsets.adopt(part / "id_offsets.npy", m + 1)  # its 0 stands for ours
+        self.id_blob.adopt(part / "id_blob.npy", blob_length)
+        self.id_hash.adopt(part / "id_hash_sorted.npy", m)
         assert self.run_rows is not None
-        _adopt_column(self.run_rows, part / "id_hash_rows.npy", m)
+        self.run_rows.adopt(part / "id_hash_rows.npy", m)
         self.records.close()
         os.replace(part / RECORDS_FILE, self.tmp / RECORDS_FILE)
-        self.records = _reopen(self.tmp / RECORDS_FILE)
+        self.records = reopen_for_writing(self.tmp / RECORDS_FILE)
         self._count_part(summary)
 
     def _count_part(self, summary: dict[str, Any]) -> None:
@@ -467,63 +469,6 @@ class _IndexWriter:
 
 
 PART_ROWS = 1 << 20  # rows of a part's column appended at a time (bounded memory)
-PART_COPY_BYTES = 4 << 20
-
-
-def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
-    """Append ``size`` bytes of file ``src`` from ``offset`` at file ``dst``'s position: in the
-    kernel (``os.copy_file_range``, no copy through this process), else read and written."""
-    end = offset + size
-    while offset < end:
-        try:
-            copied = os.copy_file_range(src, dst, end - offset, offset)
-        except OSError as e:  # another file system, or no such call: copy the usual way
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            copied = 0
-        if copied == 0:
-            data = os.pread(src, min(PART_COPY_BYTES, end - offset), offset)
-            if not data:
-                raise OSError(errno.EIO, f"a part file ended {end - offset} bytes early")
-            copied = os.write(dst, data)
-        offset += copied
-
-
-def _adopt_column(writer: ColumnWriter, path: Path, length: int) -> None:
-    """Make a part's column file (``length`` values) ``writer``'s, which holds nothing yet (or
-    the id offsets' 0 that the part's file starts with too): renamed into its place."""
-    column = np.load(path, mmap_mode="r")
-    assert column.dtype == writer.dtype and column.shape[0] == length, (path, column.shape)
-    del column
-    writer._file.close()
-    os.replace(path, writer.path)
-    writer._file = _reopen(writer.path)
-    writer.length = length
-
-
-def _reopen(path: Path) -> Any:
-    """``path`` open for writing at its end, not truncated, and not in append mode (a column's
-    header is written at 0 when it is closed; ``os.copy_file_range`` refuses append mode)."""
-    f = open(os.open(path, os.O_WRONLY), "wb")
-    f.seek(0, os.SEEK_END)
-    return f
-
-
-def _copy_column(writer: ColumnWriter, path: Path, length: int) -> None:
-    """Append the first ``length`` values of a part's column file to ``writer``'s file, as
-    bytes (the part's dtype is the column's)."""
-    if length == 0:
-        return
-    column = np.load(path, mmap_mode="r")
-    assert column.dtype == writer.dtype and column.shape[0] >= length, (path, column.dtype)
-    offset = column.offset
-    del column
-    out = writer._file  # a buffered file: flushed before and re-positioned after the copy
-    out.flush()
-    with open(path, "rb") as f:
-        _copy_range(f.fileno(), out.fileno(), offset, length * writer.dtype.itemsize)
-    out.seek(0, os.SEEK_END)
-    writer.length += length
 
 
 def _column_pieces(path: Path, length: int) -> Iterator[np.ndarray]:

@@ -81,6 +81,7 @@ names is a leftover of an interrupted ``add-column`` and is ignored (and removed
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -179,6 +180,62 @@ class ColumnWriter:
         self._file.seek(0)
         self._file.write(header)
         self._file.close()
+
+    def append_file(self, path: Path, length: int) -> None:
+        """Append the first ``length`` values of column file ``path`` (of this dtype), copied
+        file to file (:func:`copy_range`)."""
+        if length == 0:
+            return
+        column = np.load(path, mmap_mode="r")
+        assert column.dtype == self.dtype and column.shape[0] >= length, (path, column.dtype)
+        offset = column.offset
+        del column
+        self._file.flush()  # buffered: flushed before and re-positioned after the copy
+        with open(path, "rb") as f:
+            copy_range(f.fileno(), self._file.fileno(), offset, length * self.dtype.itemsize)
+        self._file.seek(0, os.SEEK_END)
+        self.length += length
+
+    def adopt(self, path: Path, length: int) -> None:
+        """Make column file ``path`` (``length`` values of this dtype) this writer's, which
+        holds nothing yet (or only what ``path`` starts with too): renamed into its place."""
+        column = np.load(path, mmap_mode="r")
+        assert column.dtype == self.dtype and column.shape[0] == length, (path, column.shape)
+        del column
+        self._file.close()
+        os.replace(path, self.path)
+        self._file = reopen_for_writing(self.path)
+        self.length = length
+
+
+COPY_BYTES = 4 << 20  # bytes read and written at a time where the kernel cannot copy
+
+
+def copy_range(src: int, dst: int, offset: int, size: int) -> None:
+    """Append ``size`` bytes of file ``src`` from ``offset`` at file ``dst``'s position: in the
+    kernel (``os.copy_file_range``, no copy through this process), else read and written."""
+    end = offset + size
+    while offset < end:
+        try:
+            copied = os.copy_file_range(src, dst, end - offset, offset)
+        except OSError as e:  # another file system, or no such call: copy the usual way
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            copied = 0
+        if copied == 0:
+            data = os.pread(src, min(COPY_BYTES, end - offset), offset)
+            if not data:
+                raise OSError(errno.EIO, f"a part file ended {end - offset} bytes early")
+            copied = os.write(dst, data)
+        offset += copied
+
+
+def reopen_for_writing(path: Path) -> Any:
+    """``path`` open for writing at its end, not truncated, and not in append mode (a column's
+    header is written at 0 when it is closed; ``os.copy_file_range`` refuses append mode)."""
+    f = open(os.open(path, os.O_WRONLY), "wb")
+    f.seek(0, os.SEEK_END)
+    return f
 
 
 def _npy_header(dtype: np.dtype, length: int) -> bytes:
