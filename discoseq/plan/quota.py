@@ -395,16 +395,8 @@ class _Keyed:
         two runs asked are kept: an epoch's tail of a cycle is asked twice)."""
         got = self._runs.get((lo, hi))
         if got is None:
-            src = self.src
-            if (lo, hi) == (0, src.n) and self.spec[2] == 0:  # a whole cycle: every kept cut
-                got = np.arange(src.n_all) if src.keep.shape[0] == 0 else np.flatnonzero(src.keep)
-                got = got.astype(np.int64, copy=False)
-            else:
-                got = np.empty(max(hi - lo, 0), dtype=np.int64)
-                if hi > lo:
-                    n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), 0,
-                                                got, _EMPTY32, _EMPTY32)  # fmt: skip
-                    assert n == hi - lo
+            got = np.empty(max(hi - lo, 0), dtype=np.int64)
+            self.write_rows(lo, hi, got, 0)
             self.remember(lo, hi, got)
         return got
 
@@ -412,6 +404,8 @@ class _Keyed:
         """The cuts at ranks ``[lo, hi)`` as index rows (``base`` + offset), in index order,
         written to ``out`` (``hi - lo`` slots): a run kept from earlier in this call is copied,
         else the run is collected straight into ``out`` (no array of its own)."""
+        if hi <= lo:
+            return
         got = self._runs.get((lo, hi))
         src = self.src
         if got is not None:
