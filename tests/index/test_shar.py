@@ -26,6 +26,7 @@ FULL = {"recording": "wav", "features": "numpy", "emb": "numpy", "lang": "jsonl"
 FIELD_SETS = {
     "recording": {"recording": "flac"},
     "features": {"features": "numpy"},
+    "recording+lilcom-features": {"recording": "wav", "features": "lilcom"},
     "recording+features+custom": FULL,
 }
 
