@@ -744,11 +744,11 @@ def test_kernel_microseconds_round_as_numpy() -> None:
 
     d = np.array([0.5e-6, 1.5e-6, 2.5e-6, 1.0000005, 3.25, 12.3456785, 7e9, 4.6e9, 1e300 / 1e290])
     want = np.rint(d * 1e6).astype(np.int64)
-    count, total, longest, _ = quota_core.fingerprint(d, np.empty(0, np.uint8))
+    none = np.empty(0, np.uint8)
+    count, total, longest = quota_core.source_totals(d, none)
     assert (count, total, longest) == (d.shape[0], int(want.sum()), int(want.max()))
     shift = quota_core.bin_shift(d.shape[0], False)
-    _, us, _, _ = quota_core.histogram(d, np.empty(0, np.uint8), np.empty(0, np.uint8), 0, 0,
-                                       False, 0, 0, shift)  # fmt: skip
+    _, us, _, _ = quota_core.histogram(d, none, none, 0, 0, False, 0, 0, none, shift)
     assert int(us.sum()) == int(want.sum())
 
 

@@ -289,6 +289,7 @@ class _Quotas:
 
 _EMPTY = np.empty(0, dtype=np.uint8)
 _EMPTY32 = np.empty(0, dtype=np.int32)
+_CODES_KEPT = 3  # per source: the cycles whose keys' codes are kept
 
 
 class _Keyed:
@@ -306,9 +307,15 @@ class _Keyed:
         self._runs: dict[tuple[int, int], np.ndarray] = {}
 
     @property
-    def spec(self) -> tuple[np.ndarray, np.ndarray, int, int, bool, int, int]:
-        """The set as the kernels take it (the source's kept cuts of this call)."""
-        return (self.src.keep, *self._set)
+    def spec(self) -> tuple[np.ndarray, np.ndarray, int, int, bool, int, int, np.ndarray]:
+        """The set as the kernels take it (the source's kept cuts of this call, the codes of
+        its key)."""
+        return (self.src.keep, *self._set, self.src.codes(self.key))
+
+    @property
+    def whole(self) -> bool:
+        """The set is every kept cut of the source (a cycle by its key)."""
+        return self._set[1] == 0 and self._set[0].shape[0] == 0
 
     def set_hist(self, counts: np.ndarray, us: np.ndarray) -> None:
         self._hist = (counts, us)
@@ -319,7 +326,11 @@ class _Keyed:
 
     def hist(self) -> tuple[np.ndarray, np.ndarray]:
         if self._hist is None:
-            counts, us, _, _ = quota_core.histogram(self.src.dur, *self.spec, self.src.shift)
+            src = self.src
+            if self.whole and src.shuffled and not src.has_codes(self.key):
+                counts, us = src.new_codes(self.key)  # one pass: the codes and the histogram
+            else:
+                counts, us, _, _ = quota_core.histogram(src.dur, *self.spec, src.shift)
             self.set_hist(counts, us)
         assert self._hist is not None
         return self._hist
@@ -410,7 +421,7 @@ class _Keyed:
         src = self.src
         if got is not None:
             np.add(got, base, out=out)
-        elif (lo, hi) == (0, src.n) and self.spec[2] == 0:  # a whole cycle: every kept cut
+        elif (lo, hi) == (0, src.n) and self.whole:  # a whole cycle: every kept cut
             if src.keep.shape[0] == 0:
                 out[:] = np.arange(base, base + src.n_all, dtype=np.int64)
             else:
@@ -479,7 +490,7 @@ class _Source:
     positions are the cut boundaries there (hours: nearest, see :meth:`position`)."""
 
     def __init__(self, base: int, name: str, config: SamplerConfig,
-                 print_: tuple[int, int, int, int], n_all: int) -> None:  # fmt: skip
+                 totals: tuple[int, int, int], n_all: int) -> None:  # fmt: skip
         self.dur = np.empty(0)
         self.keep = _EMPTY
         self.base = base
@@ -491,7 +502,8 @@ class _Source:
         self.sid = _source_id(name)
         self._keyed: dict[int, _Keyed] = {}
         self._cycles: dict[int, _Cycle] = {}
-        self.n, self.total_us, self.longest_us, _ = print_
+        self._codes: dict[int, np.ndarray] = {}
+        self.n, self.total_us, self.longest_us = totals
         self.quotas: _Quotas | None = None
         self.signature: object = None
         self.unit = "cuts"
@@ -529,6 +541,35 @@ class _Source:
 
     def key(self, c: int) -> int:
         return rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid) if self.shuffled else 0
+
+    def codes(self, key: int) -> np.ndarray:
+        """The codes of every cut under a cycle's ``key`` (:func:`~discoseq._core.quota.key_codes`:
+        the one pass that hashes the cycle; unshuffled: none). The last few keys' are kept
+        (a crossing reads two cycles, a chain one more), least recently asked first out, its
+        memory reused (a kernel call asks at most two keys, so never one it holds)."""
+        if not self.shuffled:
+            return _EMPTY
+        got = self._codes.pop(key, None)
+        if got is None:
+            got = self._codes_buffer()
+            quota_core.key_codes(key, got)
+        self._codes[key] = got  # the most recently asked
+        return got
+
+    def has_codes(self, key: int) -> bool:
+        return key in self._codes
+
+    def new_codes(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hash the cycle of ``key`` into its codes and return its histogram (one pass)."""
+        got = self._codes_buffer()
+        counts, us = quota_core.key_histogram(self.dur, self.keep, key, got)
+        self._codes[key] = got
+        return counts, us
+
+    def _codes_buffer(self) -> np.ndarray:
+        if len(self._codes) >= _CODES_KEPT:
+            return self._codes.pop(next(iter(self._codes)))
+        return np.empty(self.n_all, dtype=np.uint8)
 
     def keyed(self, c: int) -> _Keyed:
         """Cycle ``c`` by key (unshuffled: every cycle is the index order)."""
@@ -593,28 +634,18 @@ class _Source:
         r = s1 - c * self.span
         # the cuts not in the tail hold the first a cuts' microseconds: does the epoch fit?
         fits = r <= (a if self.unit == "cuts" else prev.prefix_us(a))
-        tail = np.zeros(self.n_all, dtype=np.uint8)
-        parts = prev.parts(a, self.n)
-        if len(parts) == 1:  # one pass: the tail (kept for the epoch's rows), both histograms
-            keyed, lo, hi = parts[0]
-            rows = np.empty(hi - lo, dtype=np.int64)
-            got, counts, us, counts_head, us_head = quota_core.tail_split(
-                self.dur, *keyed.spec, *keyed.bounds(lo, hi), plain.key, self.shift, rows, tail
-            )
-            assert got == hi - lo
-            keyed.remember(lo, hi, rows)
-            plain.set_hist(counts, us)
-        elif not fits:
-            return _Cycle(plain)
-        else:
-            for keyed, lo, hi in parts:
-                tail[keyed.rows(lo, hi)] = 1
-            counts, us, counts_head, us_head = quota_core.histogram(
-                self.dur, self.keep, tail, 0, plain.key, self.shuffled, 0, 0, self.shift
-            )
-            plain.set_hist(counts, us)
         if not fits:
             return _Cycle(plain)  # the epoch asks more than the source: copies are due
+        counts, us = plain.hist()
+        counts_head, us_head = counts.copy(), us.copy()
+        tail = np.zeros(self.n_all, dtype=np.uint8)
+        codes = self.codes(plain.key)
+        for keyed, lo, hi in prev.parts(a, self.n):  # the tail's rows: the epoch takes them
+            c_tail, us_tail = quota_core.rows_histogram(
+                self.dur, keyed.rows(lo, hi), self.shuffled, codes, self.shift, tail
+            )
+            counts_head -= c_tail
+            us_head -= us_tail
         head = _Keyed(self, plain.key, tail, 1)  # the cycle's cuts not in the tail
         head.set_hist(counts_head, us_head)
         h = r if self.unit == "cuts" else head.nearest(r)
@@ -703,15 +734,15 @@ def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, nam
             config: SamplerConfig) -> _Source:  # fmt: skip
     """The source's stream, reused across the epochs of a process (its cycles are a function
     of the seed, the durations and the filters, so keeping them is only speed), found by a
-    fingerprint of the source's kept cuts (one pass: a mixture's column may be a new copy on
-    every call, and is not kept alive by this)."""
+    fingerprint of the source's kept cuts (one pass at memory speed: a mixture's column may be a
+    new copy on every call, and is not kept alive by this)."""
     dur = np.ascontiguousarray(duration[lo:hi])
     member = _EMPTY if keep is None else np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
-    print_ = quota_core.fingerprint(dur, member)
-    key = (name, lo, hi, config.seed, config.effective_shuffle, print_)
+    key = (name, lo, hi, config.seed, config.effective_shuffle,
+           quota_core.fingerprint(dur, member))  # fmt: skip
     src = _SOURCES.get(key)
     if src is None:
-        src = _Source(lo, name, config, print_, hi - lo)
+        src = _Source(lo, name, config, quota_core.source_totals(dur, member), hi - lo)
         while len(_SOURCES) >= _SOURCES_KEPT:
             del _SOURCES[next(iter(_SOURCES))]
         _SOURCES[key] = src
