@@ -53,8 +53,6 @@ def collect_rows(
     hi_i: int,
     base: int,
     out: _I64,
-    seen: npt.NDArray[np.int32],
-    rounds: npt.NDArray[np.int32],
 ) -> int: ...
 def key_histogram(duration: _F64, keep: _U8, key: int, codes: _U8) -> tuple[_I64, _I64]: ...
 def rows_histogram(

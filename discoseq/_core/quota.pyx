@@ -240,39 +240,66 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
     return ids[order], sorted_keys, us[order]
 
 
+cdef enum:
+    BLOCK = 2048  # cuts per block of a coded collect (its flag bytes stay in L1)
+
+
 def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
                  const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
                  uint64_t tu, int64_t ti, const uint8_t[::1] codes not None, uint64_t lo_u,
                  int64_t lo_i, uint64_t hi_u, int64_t hi_i, int64_t base,
-                 int64_t[::1] out not None, int32_t[::1] seen not None,
-                 int32_t[::1] rounds not None) -> int:
+                 int64_t[::1] out not None) -> int:
     """Write ``base + i`` of every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
-    hi_i)`` to ``out`` in index order; with ``seen`` (one counter per cut, else empty) also
-    each one's round (how often it was emitted before) to ``rounds``, and count it. Returns how
-    many."""
+    hi_i)`` to ``out`` in index order. Returns how many. With codes, block by block: the
+    cuts' flags from their codes in vector loops, the few whose code ties a threshold decided
+    by their key, then the rows written."""
     cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
-    cdef bint counting = seen.shape[0] != 0
-    if counting and (seen.shape[0] != n or rounds.shape[0] < out.shape[0]):
-        raise ValueError("seen needs one counter per cut and rounds one slot per output")
-    cdef Py_ssize_t i, j = 0, cap = out.shape[0]
+    cdef Py_ssize_t i, j = 0, cap = out.shape[0], blk, bn, t
     cdef bint hit
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef uint8_t loc = lo_u >> SHIFT, hic = hi_u >> SHIFT, tc = tu >> SHIFT, c
+    cdef const uint8_t* cd
+    cdef const uint8_t* kp
+    cdef const uint8_t* ex
     with nogil:
-        if counting:
-            for i in range(n):
-                if _within(&s, i, lo_u, lo_i, hi_u, hi_i) and _has(&s, i):
-                    if j == cap:
-                        j += 1
-                        break
-                    out[j] = base + i
-                    rounds[j] = seen[i]
-                    seen[i] += 1
-                    j += 1
-        else:
+        if s.codes == NULL:
             for i in range(n):  # every cut written at the next slot, which a hit keeps
                 hit = _within(&s, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i)
                 if j < cap:
                     out[j] = base + i
                 j += hit
+        else:
+            blk = 0
+            while blk < n:
+                bn = min(<Py_ssize_t>BLOCK, n - blk)
+                cd = s.codes + blk
+                for t in range(bn):  # strictly inside by code; a tie is decided below
+                    c = cd[t]
+                    hits[t] = (c > loc) & (c < hic)
+                    ties[t] = (c == loc) | (c == hic)
+                if s.keep != NULL:
+                    kp = s.keep + blk
+                    for t in range(bn):
+                        hits[t] &= kp[t] != 0
+                if s.mode == 1:
+                    ex = s.excl + blk
+                    for t in range(bn):
+                        hits[t] &= ex[t] == 0
+                elif s.mode == 2:
+                    ex = s.excl + blk
+                    for t in range(bn):
+                        hits[t] &= (ex[t] != 0) | (cd[t] > tc)
+                        ties[t] |= cd[t] == tc
+                for t in range(bn):  # every cut written at the next slot, which a hit keeps
+                    hit = hits[t]
+                    if ties[t]:
+                        i = blk + t
+                        hit = _within(&s, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i)
+                    if j < cap:
+                        out[j] = base + blk + t
+                    j += hit
+                blk += bn
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return j

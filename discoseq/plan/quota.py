@@ -288,7 +288,6 @@ class _Quotas:
 
 
 _EMPTY = np.empty(0, dtype=np.uint8)
-_EMPTY32 = np.empty(0, dtype=np.int32)
 _CODES_KEPT = 3  # per source: the cycles whose keys' codes are kept
 
 
@@ -427,8 +426,7 @@ class _Keyed:
             else:
                 np.add(np.flatnonzero(src.keep), base, out=out)
         else:
-            n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), base, out,
-                                        _EMPTY32, _EMPTY32)  # fmt: skip
+            n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), base, out)
             assert n == hi - lo
 
     def forget_runs(self) -> None:
