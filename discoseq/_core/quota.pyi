@@ -63,3 +63,15 @@ def source_totals(duration: _F64, keep: _U8) -> tuple[int, int, int]: ...
 def count_rounds(
     run: _I64, seen: npt.NDArray[np.int32], rounds: npt.NDArray[np.int32]
 ) -> tuple[int, int]: ...
+
+EMIT_PIECES: int
+
+def emit_runs(
+    n: int,
+    keep: _U8,
+    pieces: list[tuple[object, ...]],
+    one_round: bool,
+    base: int,
+    out: _I64,
+    again: _U8,
+) -> list[int]: ...

@@ -21,6 +21,7 @@ bins are the codes. Inputs are checked here, at the boundary; the loops run with
 import numpy as np
 
 from libc.math cimport rint
+from libc.string cimport memcpy, memset
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from discoseq._core.rng cimport ds_mix64
@@ -241,7 +242,51 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
 
 
 cdef enum:
-    BLOCK = 2048  # cuts per block of a coded collect (its flag bytes stay in L1)
+    BLOCK = 2048  # cuts per block of a coded pass (its flag bytes stay in L1)
+    MAX_PIECES = 8  # a cut's pieces as the bits of one byte
+
+EMIT_PIECES = MAX_PIECES
+
+
+cdef void _block_hits(const KeyedSet* s, uint64_t lo_u, int64_t lo_i, uint64_t hi_u,
+                      int64_t hi_i, Py_ssize_t blk, Py_ssize_t bn, uint8_t* hits,
+                      uint8_t* ties) noexcept nogil:
+    """``hits[t]``: cut ``blk + t`` is in the coded set ``s`` at ``(lo_u, lo_i) <= (u, i) <
+    (hi_u, hi_i)``, for ``t < bn``: from the codes in vector loops, then the few cuts whose
+    code ties a threshold decided by their key."""
+    cdef uint8_t loc = lo_u >> SHIFT, hic = hi_u >> SHIFT, tc = s.tu >> SHIFT, c
+    cdef const uint8_t* cd = s.codes + blk
+    cdef const uint8_t* kp
+    cdef const uint8_t* ex
+    cdef Py_ssize_t t, q, w
+    cdef uint64_t word
+    for t in range(bn):  # strictly inside by code; a tie is decided below
+        c = cd[t]
+        hits[t] = (c > loc) & (c < hic)
+        ties[t] = (c == loc) | (c == hic)
+    if s.keep != NULL:
+        kp = s.keep + blk
+        for t in range(bn):
+            hits[t] &= kp[t] != 0
+    if s.mode == 1:
+        ex = s.excl + blk
+        for t in range(bn):
+            hits[t] &= ex[t] == 0
+    elif s.mode == 2:
+        ex = s.excl + blk
+        for t in range(bn):
+            hits[t] &= (ex[t] != 0) | (cd[t] > tc)
+            ties[t] |= cd[t] == tc
+    t = 0
+    while t < bn:  # ties are rare: eight flags looked at at once
+        w = min(<Py_ssize_t>8, bn - t)
+        word = 0
+        memcpy(&word, ties + t, w)
+        if word != 0:
+            for q in range(t, t + w):
+                if ties[q]:
+                    hits[q] = _within(s, blk + q, lo_u, lo_i, hi_u, hi_i) & _has(s, blk + q)
+        t += w
 
 
 def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
@@ -250,18 +295,13 @@ def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
                  int64_t lo_i, uint64_t hi_u, int64_t hi_i, int64_t base,
                  int64_t[::1] out not None) -> int:
     """Write ``base + i`` of every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
-    hi_i)`` to ``out`` in index order. Returns how many. With codes, block by block: the
-    cuts' flags from their codes in vector loops, the few whose code ties a threshold decided
-    by their key, then the rows written."""
+    hi_i)`` to ``out`` in index order. Returns how many. With codes, block by block (see
+    :func:`_block_hits`), then the block's rows written."""
     cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
     cdef Py_ssize_t i, j = 0, cap = out.shape[0], blk, bn, t
     cdef bint hit
     cdef uint8_t hits[BLOCK]
     cdef uint8_t ties[BLOCK]
-    cdef uint8_t loc = lo_u >> SHIFT, hic = hi_u >> SHIFT, tc = tu >> SHIFT, c
-    cdef const uint8_t* cd
-    cdef const uint8_t* kp
-    cdef const uint8_t* ex
     with nogil:
         if s.codes == NULL:
             for i in range(n):  # every cut written at the next slot, which a hit keeps
@@ -273,36 +313,183 @@ def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
             blk = 0
             while blk < n:
                 bn = min(<Py_ssize_t>BLOCK, n - blk)
-                cd = s.codes + blk
-                for t in range(bn):  # strictly inside by code; a tie is decided below
-                    c = cd[t]
-                    hits[t] = (c > loc) & (c < hic)
-                    ties[t] = (c == loc) | (c == hic)
-                if s.keep != NULL:
-                    kp = s.keep + blk
-                    for t in range(bn):
-                        hits[t] &= kp[t] != 0
-                if s.mode == 1:
-                    ex = s.excl + blk
-                    for t in range(bn):
-                        hits[t] &= ex[t] == 0
-                elif s.mode == 2:
-                    ex = s.excl + blk
-                    for t in range(bn):
-                        hits[t] &= (ex[t] != 0) | (cd[t] > tc)
-                        ties[t] |= cd[t] == tc
+                _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
                 for t in range(bn):  # every cut written at the next slot, which a hit keeps
-                    hit = hits[t]
-                    if ties[t]:
-                        i = blk + t
-                        hit = _within(&s, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i)
                     if j < cap:
                         out[j] = base + blk + t
-                    j += hit
+                    j += hits[t]
                 blk += bn
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return j
+
+
+cdef struct Piece:
+    KeyedSet s
+    bint whole  # every kept cut: no key asked
+    uint64_t lo_u
+    int64_t lo_i
+    uint64_t hi_u
+    int64_t hi_i
+
+
+cdef inline bint _in_piece(const Piece* p, int64_t i) noexcept nogil:
+    if p.whole:
+        return p.s.keep == NULL or p.s.keep[i] != 0
+    return _within(&p.s, i, p.lo_u, p.lo_i, p.hi_u, p.hi_i) & _has(&p.s, i)
+
+
+cdef void _marks(const Piece* ps, Py_ssize_t P, Py_ssize_t blk, Py_ssize_t bn,
+                 uint8_t* marks, uint8_t* hits, uint8_t* ties) noexcept nogil:
+    """``marks[t]``: the pieces of cut ``blk + t`` as bits, for ``t < bn`` (a coded piece's
+    flags as :func:`_block_hits` finds them)."""
+    cdef Py_ssize_t t, k
+    for t in range(bn):
+        marks[t] = 0
+    for k in range(P):
+        if ps[k].whole:
+            for t in range(bn):
+                marks[t] |= <uint8_t>((ps[k].s.keep == NULL or ps[k].s.keep[blk + t] != 0) << k)
+        elif ps[k].s.codes != NULL:
+            _block_hits(&ps[k].s, ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i, blk, bn,
+                        hits, ties)
+            for t in range(bn):
+                marks[t] |= <uint8_t>(hits[t] << k)
+        else:
+            for t in range(bn):
+                marks[t] |= <uint8_t>(_in_piece(&ps[k], blk + t) << k)
+
+
+def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not None,
+              bint one_round, int64_t base, int64_t[::1] out not None,
+              uint8_t[::1] again not None):
+    """Write the runs an epoch takes from one source to ``out`` as index rows (``base + i``):
+    round by round (round ``r``: the cuts taken for the ``r + 1``-th time), within a round
+    piece by piece, each in index order. A piece is ``(size, excl, mode, key, shuffled, tu,
+    ti, codes, lo_u, lo_i, hi_u, hi_i)``: the ``size`` cuts of that set at ``(lo_u, lo_i) <=
+    (u, i) < (hi_u, hi_i)``, or ``(size, None)``: every kept cut (a whole cycle, no key
+    asked); at most ``EMIT_PIECES``. One pass over the source, block by block: each cut's
+    pieces (a bit each), then each group's rows from those bits. ``one_round``: the pieces
+    are disjoint, else a first pass counts the groups (round, piece) and sets the bit in
+    ``again`` (one per index row, or empty) of every cut taken more than once. Returns the
+    number of cuts of each round."""
+    cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
+    if P > MAX_PIECES:
+        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
+    if again.shape[0] and again.shape[0] * 8 < base + n:
+        raise ValueError(f"again needs one bit per row up to {base + n}")
+    cdef Piece ps[MAX_PIECES]
+    held = []  # the pieces' arrays, alive while the loops read them
+    cdef const uint8_t[::1] ex, co
+    sizes = []
+    for k, piece in enumerate(pieces):
+        sizes.append(int(piece[0]))
+        if sizes[k] < 0:
+            raise ValueError(f"piece {k} has a negative size")
+        if piece[1] is None:
+            ps[k].s = _set(n, keep, keep, 0, 0, False, 0, 0, keep[:0])
+            ps[k].whole = True
+            continue
+        ex, co = piece[1], piece[7]
+        held.append((ex, co))
+        ps[k].s = _set(n, keep, ex, piece[2], piece[3], piece[4], piece[5], piece[6], co)
+        ps[k].whole = False
+        ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i = piece[8], piece[9], piece[10], piece[11]
+    counts = np.zeros((max(P, 1), max(P, 1)), dtype=np.int64)  # [round, piece]
+    cdef int64_t[:, ::1] cnt = counts
+    cdef int64_t hist[256]
+    cdef int64_t hist4[4][256]
+    cdef uint8_t marks[BLOCK]
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef uint8_t mk
+    cdef Py_ssize_t i
+    cdef int64_t row
+    cdef bint flag_again = again.shape[0] != 0
+    cdef int r
+    if one_round:
+        for k in range(P):
+            cnt[0, k] = sizes[k]
+    else:
+        memset(hist4, 0, sizeof(hist4))
+        with nogil:  # the counting pass: each cut's pieces
+            blk = 0
+            while blk < n:
+                bn = min(<Py_ssize_t>BLOCK, n - blk)
+                _marks(ps, P, blk, bn, marks, hits, ties)
+                for t in range(bn):
+                    mk = marks[t]
+                    hist4[t & 3][mk] += 1  # four tables: a run of equal marks is no chain
+                    if flag_again and (mk & (mk - 1)):  # two pieces or more: taken again
+                        row = base + blk + t
+                        again[row >> 3] |= <uint8_t>(1 << (row & 7))
+                blk += bn
+        for t in range(256):
+            hist[t] = hist4[0][t] + hist4[1][t] + hist4[2][t] + hist4[3][t]
+        # a cut with pieces mk is in group (r, k) for each bit k of mk, r: the bits below k
+        for t in range(1, 256):
+            r = 0
+            for k in range(P):
+                if t >> k & 1:
+                    cnt[r, k] += hist[t]
+                    r += 1
+        got = counts.sum(axis=0)
+        for k in range(P):
+            if got[k] != sizes[k]:
+                raise ValueError(f"piece {k} holds {got[k]} cuts, not {sizes[k]}")
+    if int(counts.sum()) != out.shape[0]:
+        raise ValueError(f"the pieces hold {int(counts.sum())} cuts, out has {out.shape[0]} slots")
+    cdef uint8_t match[MAX_PIECES * MAX_PIECES][256]  # per group: the marks that belong to it
+    cdef int64_t* start[MAX_PIECES * MAX_PIECES]
+    cdef int64_t* stop[MAX_PIECES * MAX_PIECES]
+    cdef int G = 0
+    cdef int64_t at = 0
+    cdef int64_t* o = &out[0] if out.shape[0] else NULL
+    for g in range(P * P):  # the output's order: round, then piece
+        r, k = g // P, g % P
+        if cnt[r, k] == 0:
+            continue
+        for t in range(256):
+            match[G][t] = (t >> k & 1) and _popcount8(t & ((1 << k) - 1)) == r
+        start[G] = o + at
+        at += cnt[r, k]
+        stop[G] = o + at
+        G += 1
+    cdef int64_t* p
+    cdef int64_t* e
+    cdef const uint8_t* tab
+    cdef int64_t sink = 0
+    with nogil:  # block by block: each cut's pieces, then each group's rows
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            _marks(ps, P, blk, bn, marks, hits, ties)
+            for g in range(G):  # every cut written at the next slot, which a match keeps
+                p, e, tab = start[g], stop[g], match[g]
+                if p + bn <= e:
+                    for t in range(bn):
+                        p[0] = base + blk + t
+                        p += tab[marks[t]]
+                else:  # near the group's end: a slot past it is written aside
+                    for t in range(bn):
+                        (p if p < e else &sink)[0] = base + blk + t
+                        p += tab[marks[t]]
+                start[g] = p
+            blk += bn
+    for g in range(G):
+        if start[g] != stop[g]:
+            raise ValueError("the pieces hold a different number of cuts than their sizes")
+    per_round = counts.sum(axis=1)
+    last = int(np.flatnonzero(per_round).max()) + 1 if per_round.any() else 1
+    return [int(c) for c in per_round[:last]]
+
+
+cdef inline int _popcount8(int x) noexcept nogil:
+    cdef int c = 0
+    while x:
+        x &= x - 1
+        c += 1
+    return c
 
 
 def key_histogram(const double[::1] duration not None, const uint8_t[::1] keep not None,

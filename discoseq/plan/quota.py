@@ -674,11 +674,12 @@ class _Source:
         c, k = divmod(p, self.n)
         return c * self.total_us + (self.cycle(c).prefix_us(k) if k else 0)
 
-    def take(self, a: int, b: int, out: np.ndarray) -> list[int]:
+    def take(self, a: int, b: int, out: np.ndarray, again: np.ndarray) -> list[int]:
         """Write the cuts at stream positions ``[a, b)`` to ``out`` (``b - a`` slots) as index
         rows (``base`` + offset), round by round (round ``r``: the cuts the run takes for the
         ``r + 1``-th time), within a round the runs of its cycles in stream order, each in
-        index order. Returns the number of cuts of each round."""
+        index order; set the bit in ``again`` (one per index row) of each cut taken more than
+        once. Returns the number of cuts of each round."""
         n = self.n
         pieces: list[tuple[_Keyed, int, int]] = []
         for c in range(a // n, (b - 1) // n + 1) if b > a else range(0):
@@ -697,6 +698,14 @@ class _Source:
                 keyed.write_rows(lo, hi, out[at : at + hi - lo], self.base)
                 at += hi - lo
             return [at]
+        if len(pieces) <= quota_core.EMIT_PIECES:  # one pass finds every cut's runs, one writes
+            specs: list[tuple[object, ...]] = [
+                (n, None) if (lo, hi) == (0, n) and keyed.whole  # every kept cut: no key asked
+                else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
+                for keyed, lo, hi in pieces
+            ]  # fmt: skip
+            return quota_core.emit_runs(self.n_all, self.keep, specs, False, self.base, out,
+                                        again)  # fmt: skip
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
         for keyed, lo, hi in pieces:  # a run holds each cut once
@@ -714,6 +723,8 @@ class _Source:
                 np.add(run, self.base, out=out[at : at + run.shape[0]])
                 at += run.shape[0]
             counts.append(sum(int(run.shape[0]) for run in runs))
+        twice = np.flatnonzero(seen > 1) + self.base
+        np.bitwise_or.at(again, twice >> 3, (1 << (twice & 7)).astype(np.uint8))
         return counts
 
 
@@ -846,13 +857,14 @@ def _select_epoch(
         spans_taken.append((stream, q, a, b))
     m = sum(b - a for _, _, a, b in spans_taken)
     rows = scratch.empty(m, np.int64)  # the planner hands it back when its plan is built
-    repeating: list[tuple[_Source, np.ndarray]] = []  # source, the flags of its cuts taken again
+    again = np.zeros((int(layout.offsets[-1]) + 7) // 8, dtype=np.uint8)  # a bit per row
+    repeating: list[_Source] = []  # the sources that take a cut more than once
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, (name, (stream, q, a, b)) in enumerate(zip(layout.names, spans_taken, strict=True)):
         leaf = by_name[name]
         at = starts[-1]
-        counts = stream.take(a, b, rows[at : at + b - a])
+        counts = stream.take(a, b, rows[at : at + b - a], again)
         if leaf.unique and len(counts) > 1:  # an hours quota within half a cut of the source
             raise ValueError(
                 f"mixture source {name!r} is unique but its quota "
@@ -863,10 +875,8 @@ def _select_epoch(
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
         stream.release()
-        if len(counts) > 1:  # flag the cuts taken again: packing checks each of their copies
-            mark = np.zeros(stream.n_all, dtype=np.uint8)
-            mark[rows[at + counts[0] : at + b - a] - stream.base] = 1
-            repeating.append((stream, mark))
+        if len(counts) > 1:  # its cuts taken again are flagged: packing checks their copies
+            repeating.append(stream)
         for r, count in enumerate(counts):
             starts.append(starts[-1] + count)
             block_source.append(s)
@@ -884,13 +894,10 @@ def _select_epoch(
             )
         )
     copies = None
-    if repeating:  # one bit per row of the repeating sources' span: is it taken again?
-        first = min(st.base for st, _ in repeating)
-        size = max(st.base + st.n_all for st, _ in repeating) - first
-        flags = np.zeros(size, dtype=np.uint8)
-        for stream, mark in repeating:
-            flags[stream.base - first : stream.base - first + stream.n_all] = mark
-        copies = Copies(np.packbits(flags, bitorder="little"), first, size)
+    if repeating:  # one bit per row of the repeating sources' span (from a whole byte)
+        first = min(st.base for st in repeating) // 8 * 8
+        end = max(st.base + st.n_all for st in repeating)
+        copies = Copies(again[first // 8 : (end + 7) // 8], first, end - first)
     blocks = Blocks(
         np.array(starts, dtype=np.int64),
         np.array(block_source, dtype=np.int64),
