@@ -20,7 +20,7 @@ bins are the codes. Inputs are checked here, at the boundary; the loops run with
 
 import numpy as np
 
-from libc.math cimport rint
+from libc.math cimport INFINITY, rint
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -34,7 +34,7 @@ CODE_SHIFT = SHIFT
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef double TWO52 = 4503599627370496.0
-# a cut the filters removed, in the fingerprint (an exact duration would be this NaN)
+# flips the duration bits of a cut the filters removed, in the fingerprint
 cdef uint64_t DROPPED = 0x7FF4D15C0DE0DEADULL
 
 
@@ -551,8 +551,8 @@ def rows_histogram(const double[::1] duration not None, const int64_t[::1] rows 
 
 
 def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not None) -> int:
-    """A 64-bit hash of a source's kept cuts (each one's offset and exact duration, a removed
-    cut as a marker), under which a process keeps the source's cycles: two independent lanes
+    """A 64-bit hash of a source's cuts (each one's offset, exact duration and whether the
+    filters kept it), under which a process keeps the source's cycles: two independent lanes
     of multiply-add hashing (NH) with keys drawn from the offset, which compile to vector
     multiplies and run at memory speed (the selection pays it every epoch)."""
     cdef Py_ssize_t n = duration.shape[0]
@@ -567,9 +567,8 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
     with nogil:
         for i in range(n):
             x = bits[i]
-            if k != NULL:
-                m = <uint64_t>0 - <uint64_t>(k[i] != 0)
-                x = (x & m) | (DROPPED & ~m)
+            if k != NULL:  # a removed cut's bits flipped by a marker
+                x ^= DROPPED & (<uint64_t>0 - <uint64_t>(k[i] == 0))
             h1 += <uint64_t>(<uint32_t>x + a1) * <uint64_t>(<uint32_t>(x >> 32) + b1)
             h2 += <uint64_t>(<uint32_t>x + a2) * <uint64_t>(<uint32_t>(x >> 32) + b2)
             a1 += 0x6C8E9CF5u
@@ -580,22 +579,29 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
 
 
 def source_totals(const double[::1] duration not None, const uint8_t[::1] keep not None):
-    """A source's kept cuts, their microseconds and the longest one's."""
+    """A source's kept cuts, their microseconds and the longest one's; and over all its cuts
+    the shortest and longest duration (seconds) and how many are not positive finite."""
     cdef Py_ssize_t n = duration.shape[0]
     if keep.shape[0] not in (0, n):
         raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
     cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
     cdef Py_ssize_t i
-    cdef int64_t count = 0, total = 0, longest = 0, d
+    cdef int64_t count = 0, total = 0, longest = 0, d, bad = 0
+    cdef double x, lo = INFINITY, hi = -INFINITY
     with nogil:
         for i in range(n):
+            x = duration[i]
+            if not (x > 0.0 and x < INFINITY):
+                bad += 1
+            lo = x if x < lo else lo
+            hi = x if x > hi else hi
             if k == NULL or k[i] != 0:
-                d = _us(duration[i])
+                d = _us(x)
                 count += 1
                 total += d
                 if d > longest:
                     longest = d
-    return count, total, longest
+    return count, total, longest, lo, hi, bad
 
 
 def count_rounds(const int64_t[::1] run not None, int32_t[::1] seen not None,

@@ -488,7 +488,7 @@ class _Source:
     positions are the cut boundaries there (hours: nearest, see :meth:`position`)."""
 
     def __init__(self, base: int, name: str, config: SamplerConfig,
-                 totals: tuple[int, int, int], n_all: int) -> None:  # fmt: skip
+                 totals: tuple[int, int, int, float, float, int], n_all: int) -> None:  # fmt: skip
         self.dur = np.empty(0)
         self.keep = _EMPTY
         self.base = base
@@ -501,7 +501,9 @@ class _Source:
         self._keyed: dict[int, _Keyed] = {}
         self._cycles: dict[int, _Cycle] = {}
         self._codes: dict[int, np.ndarray] = {}
-        self.n, self.total_us, self.longest_us = totals
+        # kept cuts, their microseconds, the longest one's; over all cuts the shortest and
+        # longest seconds and how many are not positive finite (the column's check)
+        self.n, self.total_us, self.longest_us, self.shortest_s, self.longest_s, self.bad = totals
         self.quotas: _Quotas | None = None
         self.signature: object = None
         self.unit = "cuts"
@@ -743,8 +745,9 @@ def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, nam
             config: SamplerConfig) -> _Source:  # fmt: skip
     """The source's stream, reused across the epochs of a process (its cycles are a function
     of the seed, the durations and the filters, so keeping them is only speed), found by a
-    fingerprint of the source's kept cuts (one pass at memory speed: a mixture's column may be a
-    new copy on every call, and is not kept alive by this)."""
+    fingerprint of the source's durations and filter flags (one pass at memory speed: a
+    mixture's column may be a new copy on every call, and is not kept alive by this); its
+    totals and duration bounds are computed once, on the first call."""
     dur = np.ascontiguousarray(duration[lo:hi])
     member = _EMPTY if keep is None else np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
     key = (name, lo, hi, config.seed, config.effective_shuffle,
@@ -790,12 +793,14 @@ class EpochSelection:
     """A mixture's epoch: ``rows``, the index rows it takes (a multiset: source by source,
     round by round; within, the runs of its cycles in stream order, each in index order; its
     *positions* are the places in this array), the ``copies`` to check (None: no cut twice),
-    the ``blocks``, and what each source contributed."""
+    the ``blocks``, what each source contributed, and the shortest and longest duration of
+    the column (``(1.0, 0.0)`` when empty)."""
 
     rows: np.ndarray
     copies: Copies | None
     blocks: Blocks
     sources: tuple[SourceStats, ...]
+    bounds: tuple[float, float] = (1.0, 0.0)
 
 
 def select_epoch(
@@ -827,6 +832,15 @@ def _select_epoch(
         name: _source(d, keep, lo, hi, name, config)
         for name, (lo, hi) in zip(layout.names, spans, strict=True)
     }
+    bad = sum(st.bad for st in streams.values())
+    if bad:
+        raise ValueError(
+            f"column 'duration' has {bad} rows that are not positive finite seconds; "
+            "fix or filter them (mask=...) before planning"
+        )
+    lo_s = min(st.shortest_s for st in streams.values())
+    hi_s = max(st.longest_s for st in streams.values())
+    bounds = (lo_s, hi_s) if d.shape[0] else (1.0, 0.0)
     sizes = {name: st.n for name, st in streams.items()}
     totals = {name: st.total_us for name, st in streams.items()}
     empty = [name for name in layout.names if sizes[name] == 0]
@@ -903,4 +917,4 @@ def _select_epoch(
         np.array(block_source, dtype=np.int64),
         np.array(block_round, dtype=np.int64),
     )
-    return EpochSelection(rows, copies, blocks, tuple(stats))
+    return EpochSelection(rows, copies, blocks, tuple(stats), bounds)
