@@ -75,3 +75,21 @@ def emit_runs(
     out: _I64,
     again: _U8,
 ) -> list[int]: ...
+def cross_pass(
+    duration: _F64,
+    keep: _U8,
+    key: int,
+    codes: _U8,
+    excl: _U8,
+    mode: int,
+    tail_key: int,
+    tu: int,
+    ti: int,
+    tail_codes: _U8,
+    lo_u: int,
+    lo_i: int,
+    hi_u: int,
+    hi_i: int,
+    rows: _I64,
+    mask: _U8,
+) -> tuple[_I64, _I64, _I64, _I64]: ...

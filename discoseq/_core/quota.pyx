@@ -516,6 +516,58 @@ def key_histogram(const double[::1] duration not None, const uint8_t[::1] keep n
     return counts, us
 
 
+def cross_pass(const double[::1] duration not None, const uint8_t[::1] keep not None,
+               uint64_t key, uint8_t[::1] codes not None, const uint8_t[::1] excl not None,
+               int mode, uint64_t tail_key, uint64_t tu, int64_t ti,
+               const uint8_t[::1] tail_codes not None, uint64_t lo_u, int64_t lo_i,
+               uint64_t hi_u, int64_t hi_i, int64_t[::1] rows not None,
+               uint8_t[::1] mask not None):
+    """One pass, block by block, for an epoch that crosses from a shuffled cycle into the next
+    (under ``key``): that cycle's codes (as :func:`key_codes`) and histogram (as
+    :func:`key_histogram`); the tail it takes of the cycle before — the cuts of the coded set
+    ``(excl, mode, tail_key, tu, ti, tail_codes)`` at ``[(lo_u, lo_i), (hi_u, hi_i))`` —
+    written to ``rows`` (offsets, index order) and flagged in ``mask``; and the tail's
+    histogram under ``key``. Returns how many rows, the cycle's histogram, the tail's."""
+    cdef Py_ssize_t n = duration.shape[0]
+    cdef KeyedSet s = _set(n, keep, excl, mode, tail_key, True, tu, ti, tail_codes)
+    if codes.shape[0] != n or mask.shape[0] != n or tail_codes.shape[0] != n:
+        raise ValueError(f"codes, tail codes and mask need one per cut ({n})")
+    cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
+    acc = np.zeros((NUM_BINS, 4), dtype=np.int64)  # per code: counts, us; the tail's
+    cdef int64_t[:, ::1] a = acc
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef Py_ssize_t i, j = 0, cap = rows.shape[0], blk, bn, t
+    cdef uint8_t b
+    cdef int64_t d, kept, hit
+    with nogil:
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            for t in range(bn):
+                i = blk + t
+                codes[i] = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
+            _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
+            for t in range(bn):
+                i = blk + t
+                b = codes[i]
+                d = _us(duration[i])
+                kept = k == NULL or k[i] != 0
+                hit = hits[t]
+                a[b, 0] += kept
+                a[b, 1] += d & -kept
+                a[b, 2] += hit
+                a[b, 3] += d & -hit
+                if j < cap:  # every cut written at the next slot, which a hit keeps
+                    rows[j] = i
+                j += hit
+            memcpy(&mask[blk], hits, bn)
+            blk += bn
+    if j != cap:
+        raise ValueError(f"the tail holds {j} cuts, not {cap}")
+    return tuple(np.ascontiguousarray(acc[:, c]) for c in range(4))
+
+
 def rows_histogram(const double[::1] duration not None, const int64_t[::1] rows not None,
                    bint shuffled, const uint8_t[::1] codes not None, int shift,
                    uint8_t[::1] mask not None):

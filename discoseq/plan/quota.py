@@ -636,16 +636,34 @@ class _Source:
         fits = r <= (a if self.unit == "cuts" else prev.prefix_us(a))
         if not fits:
             return _Cycle(plain)  # the epoch asks more than the source: copies are due
-        counts, us = plain.hist()
-        counts_head, us_head = counts.copy(), us.copy()
-        tail = np.zeros(self.n_all, dtype=np.uint8)
-        codes = self.codes(plain.key)
-        for keyed, lo, hi in prev.parts(a, self.n):  # the tail's rows: the epoch takes them
-            c_tail, us_tail = quota_core.rows_histogram(
-                self.dur, keyed.rows(lo, hi), self.shuffled, codes, self.shift, tail
-            )
-            counts_head -= c_tail
-            us_head -= us_tail
+        parts = prev.parts(a, self.n)
+        if len(parts) == 1 and self.shuffled and not self.has_codes(plain.key):
+            # one pass: the cycle's codes and histogram, the tail's rows (kept for the
+            # epoch's take) and the tail's histogram under the cycle's key
+            keyed, lo, hi = parts[0]
+            rows = np.empty(hi - lo, dtype=np.int64)
+            tail = np.empty(self.n_all, dtype=np.uint8)
+            codes = self._codes_buffer()
+            _, excl, mode, _, _, tu, ti, tail_codes = keyed.spec
+            counts, us, c_tail, us_tail = quota_core.cross_pass(
+                self.dur, self.keep, plain.key, codes, excl, mode, keyed.key, tu, ti,
+                tail_codes, *keyed.bounds(lo, hi), rows, tail,
+            )  # fmt: skip
+            self._codes[plain.key] = codes
+            keyed.remember(lo, hi, rows)
+            plain.set_hist(counts, us)
+            counts_head, us_head = counts - c_tail, us - us_tail
+        else:
+            counts, us = plain.hist()
+            counts_head, us_head = counts.copy(), us.copy()
+            tail = np.zeros(self.n_all, dtype=np.uint8)
+            codes = self.codes(plain.key)
+            for keyed, lo, hi in parts:  # the tail's rows: the epoch takes them
+                c_tail, us_tail = quota_core.rows_histogram(
+                    self.dur, keyed.rows(lo, hi), self.shuffled, codes, self.shift, tail
+                )
+                counts_head -= c_tail
+                us_head -= us_tail
         head = _Keyed(self, plain.key, tail, 1)  # the cycle's cuts not in the tail
         head.set_hist(counts_head, us_head)
         h = r if self.unit == "cuts" else head.nearest(r)
