@@ -884,6 +884,40 @@ def test_coded_kernels_agree_with_hashing_every_key() -> None:
             assert np.array_equal(out[0][:got], np.flatnonzero(inside & member) + 10)
 
 
+def test_cross_pass_is_the_passes_it_fuses() -> None:
+    """The crossing pass finds the new cycle's codes and histogram, the tail's rows, flags and
+    histogram as the separate kernels do."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(12)
+    n, prev_key, key = 4000, 0xFEED, 0xBEEF
+    d = np.round(rng.uniform(0.5, 20.0, n), 3)
+    keep = (rng.random(n) < 0.9).astype(np.uint8)
+    excl = (rng.random(n) < 0.2).astype(np.uint8)
+    prev_codes = np.empty(n, np.uint8)
+    quota_core.key_codes(prev_key, prev_codes)
+    u = _keys(prev_key, n)
+    order = np.lexsort((np.arange(n), u))
+    tu, ti = int(u[order[n // 2]]), int(order[n // 2])  # the rest: flagged or from here
+    lo = (int(u[order[n // 5]]), int(order[n // 5]))
+    spec = (excl, 2, prev_key, True, tu, ti, prev_codes)
+    want_rows = np.empty(n, np.int64)
+    m = quota_core.collect_rows(n, keep, *spec, *lo, (1 << 64) - 1, n, 0, want_rows)
+    rows, mask, codes = np.empty(m, np.int64), np.empty(n, np.uint8), np.empty(n, np.uint8)
+    got = quota_core.cross_pass(d, keep, key, codes, excl, 2, prev_key, tu, ti, prev_codes,
+                                *lo, (1 << 64) - 1, n, rows, mask)  # fmt: skip
+    want_codes = np.empty(n, np.uint8)
+    plain = quota_core.key_histogram(d, keep, key, want_codes)
+    want_mask = np.zeros(n, np.uint8)
+    tail = quota_core.rows_histogram(d, want_rows[:m], True, want_codes, 56, want_mask)
+    assert np.array_equal(codes, want_codes) and np.array_equal(rows, want_rows[:m])
+    assert np.array_equal(mask, want_mask)
+    assert all(np.array_equal(a, b) for a, b in zip(got, (*plain, *tail), strict=True))
+    with pytest.raises(ValueError, match="the tail holds"):
+        quota_core.cross_pass(d, keep, key, codes, excl, 2, prev_key, tu, ti, prev_codes,
+                              *lo, (1 << 64) - 1, n, rows[:-1], mask)  # fmt: skip
+
+
 def test_emit_runs_writes_rounds_runs_and_copy_bits() -> None:
     """One source's runs written at once: round by round, run by run, each in index order,
     and exactly the cuts taken more than once flagged (a bit per index row)."""
