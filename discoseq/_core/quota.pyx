@@ -400,6 +400,8 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cdef int64_t hist[256]
     cdef int64_t hist4[4][256]
     cdef uint8_t marks[BLOCK]
+    cdef uint8_t* kept_marks = NULL  # the counting pass's marks, read again by the writing one
+    cdef uint8_t[::1] all_marks
     cdef uint8_t hits[BLOCK]
     cdef uint8_t ties[BLOCK]
     cdef uint8_t mk
@@ -412,13 +414,15 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
             cnt[0, k] = sizes[k]
     else:
         memset(hist4, 0, sizeof(hist4))
+        all_marks = np.empty(max(n, 1), dtype=np.uint8)
+        kept_marks = &all_marks[0]
         with nogil:  # the counting pass: each cut's pieces
             blk = 0
             while blk < n:
                 bn = min(<Py_ssize_t>BLOCK, n - blk)
-                _marks(ps, P, blk, bn, marks, hits, ties)
+                _marks(ps, P, blk, bn, kept_marks + blk, hits, ties)
                 for t in range(bn):
-                    mk = marks[t]
+                    mk = kept_marks[blk + t]
                     hist4[t & 3][mk] += 1  # four tables: a run of equal marks is no chain
                     if flag_again and (mk & (mk - 1)):  # two pieces or more: taken again
                         row = base + blk + t
@@ -463,7 +467,10 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
         blk = 0
         while blk < n:
             bn = min(<Py_ssize_t>BLOCK, n - blk)
-            _marks(ps, P, blk, bn, marks, hits, ties)
+            if kept_marks != NULL:
+                memcpy(marks, kept_marks + blk, bn)
+            else:
+                _marks(ps, P, blk, bn, marks, hits, ties)
             for g in range(G):  # every cut written at the next slot, which a match keeps
                 p, e, tab = start[g], stop[g], match[g]
                 if p + bn <= e:
