@@ -370,9 +370,9 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     (u, i) < (hi_u, hi_i)``, or ``(size, None)``: every kept cut (a whole cycle, no key
     asked); at most ``EMIT_PIECES``. One pass over the source, block by block: each cut's
     pieces (a bit each), then each group's rows from those bits. ``one_round``: the pieces
-    are disjoint, else a first pass counts the groups (round, piece) and sets the bit in
-    ``again`` (one per index row, or empty) of every cut taken more than once. Returns the
-    number of cuts of each round."""
+    are disjoint, else a first pass finds the bits (kept, a byte per cut, for the writing
+    pass), counts the groups (round, piece) and sets the bit in ``again`` (one per index row,
+    or empty) of every cut taken more than once. Returns the number of cuts of each round."""
     cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
     if P > MAX_PIECES:
         raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
