@@ -295,7 +295,7 @@ class _Keyed:
     """A set of one source's cuts in the order of one cycle's key (:mod:`discoseq._core.quota`:
     the source's kept cuts, ``mode`` 1: minus those flagged in ``excl``, ``mode`` 2: those
     flagged or at keys from ``(tu, ti)``); ranks and microsecond sums from a histogram of the
-    keys, exact within a bin by sorting its few members."""
+    keys (one bin per code), exact within a bin by sorting its members."""
 
     def __init__(self, src: _Source, key: int, excl: np.ndarray = _EMPTY, mode: int = 0,
                  tu: int = 0, ti: int = 0) -> None:  # fmt: skip
