@@ -744,11 +744,12 @@ def test_kernel_microseconds_round_as_numpy() -> None:
 
     d = np.array([0.5e-6, 1.5e-6, 2.5e-6, 1.0000005, 3.25, 12.3456785, 7e9, 4.6e9, 1e300 / 1e290])
     want = np.rint(d * 1e6).astype(np.int64)
-    count, total, longest, _ = quota_core.fingerprint(d, np.empty(0, np.uint8))
+    none = np.empty(0, np.uint8)
+    count, total, longest, shortest_s, longest_s, bad = quota_core.source_totals(d, none)
+    assert (shortest_s, longest_s, bad) == (d.min(), d.max(), 0)
     assert (count, total, longest) == (d.shape[0], int(want.sum()), int(want.max()))
     shift = quota_core.bin_shift(d.shape[0], False)
-    _, us, _, _ = quota_core.histogram(d, np.empty(0, np.uint8), np.empty(0, np.uint8), 0, 0,
-                                       False, 0, 0, shift)  # fmt: skip
+    _, us, _, _ = quota_core.histogram(d, none, none, 0, 0, False, 0, 0, none, shift)
     assert int(us.sum()) == int(want.sum())
 
 
@@ -822,3 +823,194 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     # two kept; the third holds the dropped plan's rows until a later call takes it back
     assert len(scratch._KEPT) == len(before) == 2 and len(scratch._LENT) == 1
     assert all(a is b for a, b in zip(scratch._KEPT, before, strict=True))
+
+
+def _keys(key: int, n: int) -> np.ndarray:
+    from tests.reference_plan import GOLDEN, mix64
+
+    return np.array([mix64((key + (i + 1) * GOLDEN) % (1 << 64)) for i in range(n)], np.uint64)
+
+
+def test_coded_kernels_agree_with_hashing_every_key() -> None:
+    """A cycle's codes are its keys' top bytes; every kernel given them finds the same
+    histograms, bin members and runs as it does hashing each key (ties at the thresholds'
+    codes included: thresholds are taken at cuts' own keys)."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(11)
+    n, key = 3000, 0x1234_5678_9ABC_DEF0
+    d = np.round(rng.uniform(0.5, 20.0, n), 3)
+    keep = (rng.random(n) < 0.9).astype(np.uint8)
+    excl = (rng.random(n) < 0.3).astype(np.uint8)
+    none = np.empty(0, np.uint8)
+    u = _keys(key, n)
+    codes = np.empty(n, np.uint8)
+    quota_core.key_codes(key, codes)
+    assert np.array_equal(codes, (u >> np.uint64(56)).astype(np.uint8))
+    shift = quota_core.bin_shift(n, True)
+    plain = quota_core.histogram(d, keep, none, 0, key, True, 0, 0, none, shift)
+    codes2 = np.empty(n, np.uint8)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(quota_core.key_histogram(d, keep, key, codes2), plain[:2], strict=True)
+    )
+    assert np.array_equal(codes2, codes)
+    order = np.lexsort((np.arange(n), u))
+    for mode in (0, 1, 2):
+        t = order[n // 3]  # mode 2's own threshold: a cut's key
+        spec = (keep, excl if mode else none, mode, key, True, int(u[t]), int(t))
+        hashed = quota_core.histogram(d, *spec, none, shift)
+        coded = quota_core.histogram(d, *spec, codes, shift)
+        assert all(np.array_equal(a, b) for a, b in zip(hashed, coded, strict=True))
+        for b in (0, int(codes[t]), 255):
+            count = int(coded[0][b])
+            got = quota_core.bin_members(d, *spec, codes, shift, b, count)
+            want = quota_core.bin_members(d, *spec, none, shift, b, count)
+            assert all(np.array_equal(x, y) for x, y in zip(got, want, strict=True))
+        for lo, hi in ((0, n), (5, 900), (n // 2, n - 7), (17, 18)):
+            lo_t = (int(u[order[lo]]), int(order[lo]))
+            hi_t = (int(u[order[hi]]), int(order[hi])) if hi < n else ((1 << 64) - 1, n)
+            out = [np.full(n, -1, np.int64) for _ in range(2)]
+            got = quota_core.collect_rows(n, *spec, codes, *lo_t, *hi_t, 10, out[0])
+            want = quota_core.collect_rows(n, *spec, none, *lo_t, *hi_t, 10, out[1])
+            assert got == want and np.array_equal(out[0][:got], out[1][:want])
+            inside = np.array([lo_t <= (int(u[i]), i) < hi_t for i in range(n)])
+            member = keep.astype(bool)
+            if mode == 1:
+                member &= excl == 0
+            elif mode == 2:
+                member &= (excl != 0) | ~np.array([(int(u[i]), i) < (int(u[t]), int(t))
+                                                   for i in range(n)])  # fmt: skip
+            assert np.array_equal(out[0][:got], np.flatnonzero(inside & member) + 10)
+
+
+def test_cross_pass_is_the_passes_it_fuses() -> None:
+    """The crossing pass finds the new cycle's codes and histogram, the tail's rows, flags and
+    histogram as the separate kernels do."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(12)
+    n, prev_key, key = 4000, 0xFEED, 0xBEEF
+    d = np.round(rng.uniform(0.5, 20.0, n), 3)
+    keep = (rng.random(n) < 0.9).astype(np.uint8)
+    excl = (rng.random(n) < 0.2).astype(np.uint8)
+    prev_codes = np.empty(n, np.uint8)
+    quota_core.key_codes(prev_key, prev_codes)
+    u = _keys(prev_key, n)
+    order = np.lexsort((np.arange(n), u))
+    tu, ti = int(u[order[n // 2]]), int(order[n // 2])  # the rest: flagged or from here
+    lo = (int(u[order[n // 5]]), int(order[n // 5]))
+    spec = (excl, 2, prev_key, True, tu, ti, prev_codes)
+    want_rows = np.empty(n, np.int64)
+    m = quota_core.collect_rows(n, keep, *spec, *lo, (1 << 64) - 1, n, 0, want_rows)
+    rows, mask, codes = np.empty(m, np.int64), np.empty(n, np.uint8), np.empty(n, np.uint8)
+    got = quota_core.cross_pass(d, keep, key, codes, excl, 2, prev_key, tu, ti, prev_codes,
+                                *lo, (1 << 64) - 1, n, rows, mask)  # fmt: skip
+    want_codes = np.empty(n, np.uint8)
+    plain = quota_core.key_histogram(d, keep, key, want_codes)
+    want_mask = np.zeros(n, np.uint8)
+    tail = quota_core.rows_histogram(d, want_rows[:m], True, want_codes, 56, want_mask)
+    assert np.array_equal(codes, want_codes) and np.array_equal(rows, want_rows[:m])
+    assert np.array_equal(mask, want_mask)
+    assert all(np.array_equal(a, b) for a, b in zip(got, (*plain, *tail), strict=True))
+    with pytest.raises(ValueError, match="the tail holds"):
+        quota_core.cross_pass(d, keep, key, codes, excl, 2, prev_key, tu, ti, prev_codes,
+                              *lo, (1 << 64) - 1, n, rows[:-1], mask)  # fmt: skip
+
+
+def test_emit_runs_writes_rounds_runs_and_copy_bits() -> None:
+    """One source's runs written at once: round by round, run by run, each in index order,
+    and exactly the cuts taken more than once flagged (a bit per index row)."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(5)
+    n, base = 500, 13
+    keep = (rng.random(n) < 0.8).astype(np.uint8)
+    none = np.empty(0, np.uint8)
+    keys = [0xABCDEF, 0x123456789]
+    us = [_keys(k, n) for k in keys]
+    codes = []
+    for k in keys:
+        c = np.empty(n, np.uint8)
+        quota_core.key_codes(k, c)
+        codes.append(c)
+    kept = np.flatnonzero(keep)
+    runs, pieces = [], []
+    for (c, lo, hi), u in zip([(0, 100, len(kept)), (1, 0, 250)], us, strict=True):
+        order = kept[np.lexsort((kept, u[kept]))]
+        runs.append(np.sort(order[lo:hi]))
+        bounds = (int(u[order[lo]]), int(order[lo]), *((int(u[order[hi]]), int(order[hi]))
+                  if hi < len(kept) else ((1 << 64) - 1, n)))  # fmt: skip
+        pieces.append((hi - lo, none, 0, keys[c], True, 0, 0, codes[c], *bounds))
+    runs.append(kept)  # a whole cycle: no key asked
+    pieces.append((len(kept), None))
+    seen: collections.Counter[int] = collections.Counter()
+    by_round: dict[int, list[list[int]]] = {}
+    for k, run in enumerate(runs):
+        for i in run.tolist():
+            by_round.setdefault(seen[i], [[] for _ in runs])[k].append(i)
+            seen[i] += 1
+    want = [base + i for r in sorted(by_round) for part in by_round[r] for i in part]
+    out = np.empty(len(want), np.int64)
+    again = np.zeros((base + n + 7) // 8 + 1, np.uint8)
+    counts = quota_core.emit_runs(n, keep, pieces, False, base, out, again)
+    assert out.tolist() == want
+    assert counts == [sum(len(p) for p in by_round[r]) for r in sorted(by_round)]
+    flagged = np.unpackbits(again, bitorder="little")[base : base + n]
+    assert np.array_equal(flagged, np.array([seen[i] > 1 for i in range(n)], np.uint8))
+    with pytest.raises(ValueError, match="piece 0 holds"):
+        quota_core.emit_runs(n, keep, [(pieces[0][0] + 1, *pieces[0][1:])], False, base,
+                             np.empty(pieces[0][0] + 1, np.int64), again)  # fmt: skip
+    with pytest.raises(ValueError, match="different number of cuts"):  # disjoint, not so
+        quota_core.emit_runs(n, keep, [*pieces[:1], (len(kept), None)], True, base,
+                             np.empty(pieces[0][0] + len(kept), np.int64), none)  # fmt: skip
+
+
+def test_source_fingerprint_sees_every_duration_and_filter_flag() -> None:
+    """The hash the sources' streams are kept under changes with any duration (a removed
+    cut's too: the column's bounds are kept with it), its place, or a filter flag."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(2)
+    d = np.round(rng.uniform(0.5, 20.0, 1000), 2)
+    keep = np.ones(1000, np.uint8)
+    keep[::7] = 0
+    base = quota_core.fingerprint(d, keep)
+    assert base == quota_core.fingerprint(d.copy(), keep.copy())
+    swapped = d.copy()
+    swapped[[3, 500]] = swapped[[500, 3]]
+    dropped_changed = d.copy()
+    dropped_changed[7] += 1.0  # a cut the filters removed
+    flipped = keep.copy()
+    flipped[10] = 0
+    prints = {
+        base,
+        quota_core.fingerprint(swapped, keep),
+        quota_core.fingerprint(dropped_changed, keep),
+        quota_core.fingerprint(d, flipped),
+        quota_core.fingerprint(d, np.empty(0, np.uint8)),
+        quota_core.fingerprint(d[:-1], keep[:-1]),
+    }
+    assert len(prints) == 6
+
+
+def test_mixture_refuses_durations_that_are_not_positive_finite() -> None:
+    """A mixture's selection checks the column as one corpus's plan does, also after a good
+    epoch (a changed column is a new source, checked again), and finds its bounds."""
+    from discoseq.plan.quota import forget_streams
+    from discoseq.plan.select import select_rows
+
+    rng = np.random.default_rng(9)
+    d = np.round(rng.uniform(0.5, 20.0, 300), 2)
+    lay = SourceLayout(("a", "b"), np.array([0, 200, 300]))
+    cfg = SamplerConfig(max_cuts=4, seed=1, epoch_cuts=250,
+                        mixture={"a": {"weight": 0.5}, "b": {"weight": 0.5}})  # fmt: skip
+    forget_streams()
+    got = select_rows({"duration": d}, cfg, None, 0, lay)
+    assert got.duration_bounds == (float(d.min()), float(d.max()))
+    bad = d.copy()
+    bad[[3, 250]] = [np.nan, -1.0]
+    with pytest.raises(ValueError, match="has 2 rows that are not positive finite seconds"):
+        select_rows({"duration": bad}, cfg, None, 1, lay)
+    with pytest.raises(ValueError, match="has 2 rows that are not positive finite seconds"):
+        select_rows({"duration": bad}, cfg, None, 1, lay)  # its sources are known: again

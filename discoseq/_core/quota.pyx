@@ -11,21 +11,31 @@ NumPy.
 
 A *set* of a source's cuts, under one key, is given by ``keep`` (one flag per cut, empty: all
 cuts), ``excl`` (one flag per cut, or empty) and ``mode``: 0 every kept cut, 1 the kept cuts
-not flagged in ``excl``, 2 the kept cuts flagged in ``excl`` or at ``(u, i) >= (tu, ti)``.
-Inputs are checked here, at the boundary; the loops run without the GIL.
+not flagged in ``excl``, 2 the kept cuts flagged in ``excl`` or at ``(u, i) >= (tu, ti)``;
+and ``codes``, the top byte of every cut's key (:func:`key_codes`, empty: none). A cycle's keys
+are hashed once, into its codes: the later passes compare a cut's code with a threshold's and
+hash only the cuts whose code ties it (one in 256), so they run at memory speed; the histogram
+bins are the codes. Inputs are checked here, at the boundary; the loops run without the GIL.
 """
 
 import numpy as np
 
-from libc.math cimport rint
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+from libc.math cimport INFINITY, rint
+from libc.string cimport memcpy, memset
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from discoseq._core.rng cimport ds_mix64
 
-NUM_BINS = 1 << 14  # 512 KiB of sums: the histogram's scattered adds stay in L2
+cdef enum:
+    SHIFT = 56  # a key's code: its top byte
+
+NUM_BINS = 256  # shuffled: a bin per value of the key's top byte (its code)
+CODE_SHIFT = SHIFT
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef double TWO52 = 4503599627370496.0
+# flips the duration bits of a cut the filters removed, in the fingerprint
+cdef uint64_t DROPPED = 0x7FF4D15C0DE0DEADULL
 
 
 cdef inline int64_t _us(double duration) noexcept nogil:
@@ -40,6 +50,7 @@ cdef inline int64_t _us(double duration) noexcept nogil:
 cdef struct KeyedSet:
     const uint8_t* keep
     const uint8_t* excl
+    const uint8_t* codes
     int mode
     uint64_t key
     bint shuffled
@@ -53,30 +64,47 @@ cdef inline uint64_t _u(const KeyedSet* s, int64_t i) noexcept nogil:
     return <uint64_t>i
 
 
-cdef inline bint _below(uint64_t u, int64_t i, uint64_t tu, int64_t ti) noexcept nogil:
-    return u < tu or (u == tu and i < ti)
+cdef inline bint _below(const KeyedSet* s, int64_t i, uint64_t tu, int64_t ti) noexcept nogil:
+    """``(u(i), i) < (tu, ti)``: by the cut's code alone unless it ties the threshold's."""
+    cdef uint64_t c, tc, u
+    if s.codes != NULL:
+        c = s.codes[i]
+        tc = tu >> SHIFT
+        if c != tc:
+            return c < tc
+    u = _u(s, i)
+    return (u < tu) | ((u == tu) & (i < ti))
 
 
-cdef inline bint _within(uint64_t u, int64_t i, uint64_t lo_u, int64_t lo_i, uint64_t hi_u,
-                         int64_t hi_i) noexcept nogil:
-    """``(lo_u, lo_i) <= (u, i) < (hi_u, hi_i)``, without branches: shuffled keys fall in or
-    out of a run at random, and a mispredicted branch per cut costs more than the test."""
-    return (((u > lo_u) | ((u == lo_u) & (i >= lo_i)))
-            & ((u < hi_u) | ((u == hi_u) & (i < hi_i))))
+cdef inline bint _within(const KeyedSet* s, int64_t i, uint64_t lo_u, int64_t lo_i,
+                         uint64_t hi_u, int64_t hi_i) noexcept nogil:
+    """``(lo_u, lo_i) <= (u(i), i) < (hi_u, hi_i)``, without branches on the outcome: shuffled
+    keys fall in or out of a run at random, and a mispredicted branch per cut costs more than
+    the test."""
+    return (not _below(s, i, lo_u, lo_i)) & _below(s, i, hi_u, hi_i)
 
 
-cdef inline bint _has(const KeyedSet* s, int64_t i, uint64_t u) noexcept nogil:
+cdef inline bint _has(const KeyedSet* s, int64_t i) noexcept nogil:
     if s.keep != NULL and s.keep[i] == 0:
         return False
     if s.mode == 0:
         return True
     if s.mode == 1:
         return s.excl[i] == 0
-    return s.excl[i] != 0 or not _below(u, i, s.tu, s.ti)
+    return (s.excl[i] != 0) | (not _below(s, i, s.tu, s.ti))
+
+
+cdef inline uint64_t _bin(const KeyedSet* s, int64_t i, int shift, uint64_t nb) noexcept nogil:
+    cdef uint64_t b
+    if s.codes != NULL:
+        return s.codes[i]
+    b = _u(s, i) >> shift
+    return b if b < nb else nb - 1
 
 
 cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] excl, int mode,
-                   uint64_t key, bint shuffled, uint64_t tu, int64_t ti) except *:
+                   uint64_t key, bint shuffled, uint64_t tu, int64_t ti,
+                   const uint8_t[::1] codes) except *:
     cdef KeyedSet s
     if keep.shape[0] not in (0, n):
         raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
@@ -84,8 +112,11 @@ cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] exc
         raise ValueError(f"mode={mode} must be 0, 1 or 2")
     if mode != 0 and excl.shape[0] != n:
         raise ValueError(f"excl needs one flag per cut ({n}), got {excl.shape[0]}")
+    if codes.shape[0] not in (0, n) or (codes.shape[0] and not shuffled):
+        raise ValueError(f"codes: one per cut ({n}) of a shuffled set, got {codes.shape[0]}")
     s.keep = &keep[0] if keep.shape[0] else NULL
     s.excl = &excl[0] if excl.shape[0] else NULL
+    s.codes = &codes[0] if codes.shape[0] else NULL
     s.mode = mode
     s.key = key
     s.shuffled = shuffled
@@ -95,17 +126,14 @@ cdef KeyedSet _set(Py_ssize_t n, const uint8_t[::1] keep, const uint8_t[::1] exc
 
 
 def bin_shift(Py_ssize_t n, bint shuffled) -> int:
-    """The right shift from a key to its histogram bin: about 32 cuts per bin, at most
-    ``NUM_BINS`` bins (shuffled: the top bits of the key; the index order: of the offset).
-    More bins would make the histogram's scattered adds miss the cache."""
+    """The right shift from a key to its histogram bin, at most ``NUM_BINS`` bins (shuffled:
+    the key's top byte, its code; the index order: the offset's top bits)."""
     cdef int bits = 0
     if shuffled:
-        while bits < 14 and (<int64_t>32 << bits) < n:
-            bits += 1
-        return 64 - max(bits, 1)
+        return CODE_SHIFT
     while (<int64_t>1 << bits) < n:
         bits += 1
-    return max(bits - 14, 0)
+    return max(bits - 8, 0)
 
 
 def num_bins(Py_ssize_t n, bint shuffled, int shift) -> int:
@@ -115,24 +143,30 @@ def num_bins(Py_ssize_t n, bint shuffled, int shift) -> int:
     return min(NUM_BINS, ((max(n, 1) - 1) >> shift) + 1)
 
 
-def _check_shift(int shift):
+def _check_shift(int shift, bint shuffled, const uint8_t[::1] codes):
     if not 0 <= shift <= 63:
         raise ValueError(f"shift={shift} must be in [0, 63]")
+    if codes.shape[0] and shift != CODE_SHIFT:
+        raise ValueError(f"with codes the bins are the codes: shift must be {CODE_SHIFT}")
 
 
-cdef inline uint64_t _binc(uint64_t u, int shift, uint64_t nbins) noexcept nogil:
-    cdef uint64_t b = u >> shift
-    return b if b < nbins else nbins - 1
+def key_codes(uint64_t key, uint8_t[::1] codes not None) -> None:
+    """The code of every cut of a shuffled cycle under ``key``: its key's top byte (the one
+    pass that hashes the cycle's cuts; one flag-sized array kept per cycle)."""
+    cdef Py_ssize_t i, n = codes.shape[0]
+    with nogil:
+        for i in range(n):
+            codes[i] = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
 
 
 def histogram(const double[::1] duration not None, const uint8_t[::1] keep not None,
               const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
-              uint64_t tu, int64_t ti, int shift):
+              uint64_t tu, int64_t ti, const uint8_t[::1] codes not None, int shift):
     """Per bin of the keys (``u >> shift``): the set's cuts and their microseconds; and the
     same for the cuts of the set not flagged in ``excl`` (mode 0 with ``excl``; else zeros)."""
     cdef Py_ssize_t n = duration.shape[0]
-    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
-    _check_shift(shift)
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
+    _check_shift(shift, shuffled, codes)
     cdef bint split = mode == 0 and excl.shape[0] == n and n > 0
     if mode == 0 and excl.shape[0] not in (0, n):
         raise ValueError(f"excl needs one flag per cut ({n}), got {excl.shape[0]}")
@@ -141,14 +175,13 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
     cdef int64_t[:, ::1] a = acc
     cdef const uint8_t* ex = &excl[0] if split else NULL
     cdef Py_ssize_t i
-    cdef uint64_t u, b
+    cdef uint64_t b
     cdef int64_t d
     cdef int64_t out
     with nogil:
         for i in range(n):
-            u = _u(&s, i)
-            if _has(&s, i, u):
-                b = _binc(u, shift, nb)
+            if _has(&s, i):
+                b = _bin(&s, i, shift, nb)
                 d = _us(duration[i])
                 a[b, 0] += 1
                 a[b, 1] += d
@@ -161,161 +194,473 @@ def histogram(const double[::1] duration not None, const uint8_t[::1] keep not N
 
 def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not None,
                 const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
-                uint64_t tu, int64_t ti, int shift, uint64_t bin, Py_ssize_t count):
+                uint64_t tu, int64_t ti, const uint8_t[::1] codes not None, int shift,
+                uint64_t bin, Py_ssize_t count):
     """The ``count`` cuts of the set in one bin, sorted by ``(u, i)``: offsets, keys,
-    microseconds."""
+    microseconds. Only the bin's cuts are visited: with codes, those whose code is the bin
+    (found by a vector compare); in the index order, the bin's range of offsets."""
     cdef Py_ssize_t n = duration.shape[0]
-    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
-    _check_shift(shift)
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
+    _check_shift(shift, shuffled, codes)
+    cdef uint64_t nb = num_bins(n, shuffled, shift)
+    cdef int64_t lo, hi
+    if codes.shape[0]:
+        cand = np.flatnonzero(np.asarray(codes) == bin) if bin < nb else np.empty(0, np.intp)
+    elif not shuffled:  # the bin is a range of offsets (the last one to the end)
+        lo = min(<int64_t>(bin << shift), n) if bin < nb else n
+        hi = n if bin == nb - 1 else min(<int64_t>((bin + 1) << shift), n)
+        cand = np.arange(lo, max(lo, hi), dtype=np.intp)
+    else:
+        cand = np.arange(n, dtype=np.intp)
+    cdef const Py_ssize_t[::1] c = cand
     ids = np.empty(count, dtype=np.int64)
     keys = np.empty(count, dtype=np.uint64)
     us = np.empty(count, dtype=np.int64)
     cdef int64_t[::1] o = ids
     cdef uint64_t[::1] k = keys
     cdef int64_t[::1] t = us
-    cdef Py_ssize_t i, j = 0
-    cdef uint64_t u
-    cdef uint64_t nb = num_bins(n, shuffled, shift)
+    cdef Py_ssize_t m, i, j = 0
     with nogil:
-        for i in range(n):
-            u = _u(&s, i)
-            if _binc(u, shift, nb) == bin and _has(&s, i, u):
+        for m in range(c.shape[0]):
+            i = c[m]
+            if _bin(&s, i, shift, nb) == bin and _has(&s, i):
                 if j == count:
                     j += 1
                     break
                 o[j] = i
-                k[j] = u
+                k[j] = _u(&s, i)
                 t[j] = _us(duration[i])
                 j += 1
     if j != count:
         raise ValueError(f"bin {bin} holds a different number of cuts than {count}")
-    order = np.lexsort((ids, keys))
-    return ids[order], keys[order], us[order]
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    if count > 1 and (sorted_keys[1:] == sorted_keys[: count - 1]).any():  # ties of u: by i
+        order = np.lexsort((ids, keys))
+        sorted_keys = keys[order]
+    return ids[order], sorted_keys, us[order]
+
+
+cdef enum:
+    BLOCK = 2048  # cuts per block of a coded pass (its flag bytes stay in L1)
+    MAX_PIECES = 8  # a cut's pieces as the bits of one byte
+
+EMIT_PIECES = MAX_PIECES
+
+
+cdef void _block_hits(const KeyedSet* s, uint64_t lo_u, int64_t lo_i, uint64_t hi_u,
+                      int64_t hi_i, Py_ssize_t blk, Py_ssize_t bn, uint8_t* hits,
+                      uint8_t* ties) noexcept nogil:
+    """``hits[t]``: cut ``blk + t`` is in the coded set ``s`` at ``(lo_u, lo_i) <= (u, i) <
+    (hi_u, hi_i)``, for ``t < bn``: from the codes in vector loops, then the few cuts whose
+    code ties a threshold decided by their key."""
+    cdef uint8_t loc = lo_u >> SHIFT, hic = hi_u >> SHIFT, tc = s.tu >> SHIFT, c
+    cdef const uint8_t* cd = s.codes + blk
+    cdef const uint8_t* kp
+    cdef const uint8_t* ex
+    cdef Py_ssize_t t, q, w
+    cdef uint64_t word
+    for t in range(bn):  # strictly inside by code; a tie is decided below
+        c = cd[t]
+        hits[t] = (c > loc) & (c < hic)
+        ties[t] = (c == loc) | (c == hic)
+    if s.keep != NULL:
+        kp = s.keep + blk
+        for t in range(bn):
+            hits[t] &= kp[t] != 0
+    if s.mode == 1:
+        ex = s.excl + blk
+        for t in range(bn):
+            hits[t] &= ex[t] == 0
+    elif s.mode == 2:
+        ex = s.excl + blk
+        for t in range(bn):
+            hits[t] &= (ex[t] != 0) | (cd[t] > tc)
+            ties[t] |= cd[t] == tc
+    t = 0
+    while t < bn:  # ties are rare: eight flags looked at at once
+        w = min(<Py_ssize_t>8, bn - t)
+        word = 0
+        memcpy(&word, ties + t, w)
+        if word != 0:
+            for q in range(t, t + w):
+                if ties[q]:
+                    hits[q] = _within(s, blk + q, lo_u, lo_i, hi_u, hi_i) & _has(s, blk + q)
+        t += w
 
 
 def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
                  const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
-                 uint64_t tu, int64_t ti, uint64_t lo_u, int64_t lo_i, uint64_t hi_u,
-                 int64_t hi_i, int64_t base, int64_t[::1] out not None,
-                 int32_t[::1] seen not None, int32_t[::1] rounds not None) -> int:
+                 uint64_t tu, int64_t ti, const uint8_t[::1] codes not None, uint64_t lo_u,
+                 int64_t lo_i, uint64_t hi_u, int64_t hi_i, int64_t base,
+                 int64_t[::1] out not None) -> int:
     """Write ``base + i`` of every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
-    hi_i)`` to ``out`` in index order; with ``seen`` (one counter per cut, else empty) also
-    each one's round (how often it was emitted before) to ``rounds``, and count it. Returns how
-    many."""
-    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
-    cdef bint counting = seen.shape[0] != 0
-    if counting and (seen.shape[0] != n or rounds.shape[0] < out.shape[0]):
-        raise ValueError("seen needs one counter per cut and rounds one slot per output")
-    cdef Py_ssize_t i, j = 0, cap = out.shape[0]
-    cdef uint64_t u
+    hi_i)`` to ``out`` in index order. Returns how many. With codes, block by block (see
+    :func:`_block_hits`), then the block's rows written."""
+    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
+    cdef Py_ssize_t i, j = 0, cap = out.shape[0], blk, bn, t
     cdef bint hit
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
     with nogil:
-        if counting:
-            for i in range(n):
-                u = _u(&s, i)
-                if _within(u, i, lo_u, lo_i, hi_u, hi_i) and _has(&s, i, u):
-                    if j == cap:
-                        j += 1
-                        break
-                    out[j] = base + i
-                    rounds[j] = seen[i]
-                    seen[i] += 1
-                    j += 1
-        else:
+        if s.codes == NULL:
             for i in range(n):  # every cut written at the next slot, which a hit keeps
-                u = _u(&s, i)
-                hit = _within(u, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i, u)
+                hit = _within(&s, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i)
                 if j < cap:
                     out[j] = base + i
                 j += hit
+        else:
+            blk = 0
+            while blk < n:
+                bn = min(<Py_ssize_t>BLOCK, n - blk)
+                _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
+                for t in range(bn):  # every cut written at the next slot, which a hit keeps
+                    if j < cap:
+                        out[j] = base + blk + t
+                    j += hits[t]
+                blk += bn
     if j > cap:
         raise ValueError(f"more than {cap} cuts lie in the range")
     return j
 
 
-def collect_mask(const uint8_t[::1] keep not None, const uint8_t[::1] excl not None, int mode,
-                 uint64_t key, bint shuffled, uint64_t tu, int64_t ti, uint64_t lo_u,
-                 int64_t lo_i, uint64_t hi_u, int64_t hi_i, uint8_t[::1] mask not None) -> int:
-    """Set ``mask[i] = 1`` for every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
-    hi_i)`` (``mask``: one flag per cut). Returns how many."""
-    cdef Py_ssize_t n = mask.shape[0]
-    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
-    cdef Py_ssize_t i, j = 0
-    cdef uint64_t u
+cdef struct Piece:
+    KeyedSet s
+    bint whole  # every kept cut: no key asked
+    uint64_t lo_u
+    int64_t lo_i
+    uint64_t hi_u
+    int64_t hi_i
+
+
+cdef inline bint _in_piece(const Piece* p, int64_t i) noexcept nogil:
+    if p.whole:
+        return p.s.keep == NULL or p.s.keep[i] != 0
+    return _within(&p.s, i, p.lo_u, p.lo_i, p.hi_u, p.hi_i) & _has(&p.s, i)
+
+
+cdef void _marks(const Piece* ps, Py_ssize_t P, Py_ssize_t blk, Py_ssize_t bn,
+                 uint8_t* marks, uint8_t* hits, uint8_t* ties) noexcept nogil:
+    """``marks[t]``: the pieces of cut ``blk + t`` as bits, for ``t < bn`` (a coded piece's
+    flags as :func:`_block_hits` finds them)."""
+    cdef Py_ssize_t t, k
+    for t in range(bn):
+        marks[t] = 0
+    for k in range(P):
+        if ps[k].whole:
+            for t in range(bn):
+                marks[t] |= <uint8_t>((ps[k].s.keep == NULL or ps[k].s.keep[blk + t] != 0) << k)
+        elif ps[k].s.codes != NULL:
+            _block_hits(&ps[k].s, ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i, blk, bn,
+                        hits, ties)
+            for t in range(bn):
+                marks[t] |= <uint8_t>(hits[t] << k)
+        else:
+            for t in range(bn):
+                marks[t] |= <uint8_t>(_in_piece(&ps[k], blk + t) << k)
+
+
+def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not None,
+              bint one_round, int64_t base, int64_t[::1] out not None,
+              uint8_t[::1] again not None):
+    """Write the runs an epoch takes from one source to ``out`` as index rows (``base + i``):
+    round by round (round ``r``: the cuts taken for the ``r + 1``-th time), within a round
+    piece by piece, each in index order. A piece is ``(size, excl, mode, key, shuffled, tu,
+    ti, codes, lo_u, lo_i, hi_u, hi_i)``: the ``size`` cuts of that set at ``(lo_u, lo_i) <=
+    (u, i) < (hi_u, hi_i)``, or ``(size, None)``: every kept cut (a whole cycle, no key
+    asked); at most ``EMIT_PIECES``. One pass over the source, block by block: each cut's
+    pieces (a bit each), then each group's rows from those bits. ``one_round``: the pieces
+    are disjoint, else a first pass finds the bits (kept, a byte per cut, for the writing
+    pass), counts the groups (round, piece) and sets the bit in ``again`` (one per index row,
+    or empty) of every cut taken more than once. Returns the number of cuts of each round."""
+    cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
+    if P > MAX_PIECES:
+        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
+    if again.shape[0] and again.shape[0] * 8 < base + n:
+        raise ValueError(f"again needs one bit per row up to {base + n}")
+    cdef Piece ps[MAX_PIECES]
+    held = []  # the pieces' arrays, alive while the loops read them
+    cdef const uint8_t[::1] ex, co
+    sizes = []
+    for k, piece in enumerate(pieces):
+        sizes.append(int(piece[0]))
+        if sizes[k] < 0:
+            raise ValueError(f"piece {k} has a negative size")
+        if piece[1] is None:
+            ps[k].s = _set(n, keep, keep, 0, 0, False, 0, 0, keep[:0])
+            ps[k].whole = True
+            continue
+        ex, co = piece[1], piece[7]
+        held.append((ex, co))
+        ps[k].s = _set(n, keep, ex, piece[2], piece[3], piece[4], piece[5], piece[6], co)
+        ps[k].whole = False
+        ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i = piece[8], piece[9], piece[10], piece[11]
+    counts = np.zeros((max(P, 1), max(P, 1)), dtype=np.int64)  # [round, piece]
+    cdef int64_t[:, ::1] cnt = counts
+    cdef int64_t hist[256]
+    cdef int64_t hist4[4][256]
+    cdef uint8_t marks[BLOCK]
+    cdef uint8_t* kept_marks = NULL  # the counting pass's marks, read again by the writing one
+    cdef uint8_t[::1] all_marks
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef uint8_t mk
+    cdef Py_ssize_t i
+    cdef int64_t row
+    cdef bint flag_again = again.shape[0] != 0
+    cdef int r
+    if one_round:
+        for k in range(P):
+            cnt[0, k] = sizes[k]
+    else:
+        memset(hist4, 0, sizeof(hist4))
+        all_marks = np.empty(max(n, 1), dtype=np.uint8)
+        kept_marks = &all_marks[0]
+        with nogil:  # the counting pass: each cut's pieces
+            blk = 0
+            while blk < n:
+                bn = min(<Py_ssize_t>BLOCK, n - blk)
+                _marks(ps, P, blk, bn, kept_marks + blk, hits, ties)
+                for t in range(bn):
+                    mk = kept_marks[blk + t]
+                    hist4[t & 3][mk] += 1  # four tables: a run of equal marks is no chain
+                    if flag_again and (mk & (mk - 1)):  # two pieces or more: taken again
+                        row = base + blk + t
+                        again[row >> 3] |= <uint8_t>(1 << (row & 7))
+                blk += bn
+        for t in range(256):
+            hist[t] = hist4[0][t] + hist4[1][t] + hist4[2][t] + hist4[3][t]
+        # a cut with pieces mk is in group (r, k) for each bit k of mk, r: the bits below k
+        for t in range(1, 256):
+            r = 0
+            for k in range(P):
+                if t >> k & 1:
+                    cnt[r, k] += hist[t]
+                    r += 1
+        got = counts.sum(axis=0)
+        for k in range(P):
+            if got[k] != sizes[k]:
+                raise ValueError(f"piece {k} holds {got[k]} cuts, not {sizes[k]}")
+    if int(counts.sum()) != out.shape[0]:
+        raise ValueError(f"the pieces hold {int(counts.sum())} cuts, out has {out.shape[0]} slots")
+    cdef uint8_t match[MAX_PIECES * MAX_PIECES][256]  # per group: the marks that belong to it
+    cdef int64_t* start[MAX_PIECES * MAX_PIECES]
+    cdef int64_t* stop[MAX_PIECES * MAX_PIECES]
+    cdef int G = 0
+    cdef int64_t at = 0
+    cdef int64_t* o = &out[0] if out.shape[0] else NULL
+    for g in range(P * P):  # the output's order: round, then piece
+        r, k = g // P, g % P
+        if cnt[r, k] == 0:
+            continue
+        for t in range(256):
+            match[G][t] = (t >> k & 1) and _popcount8(t & ((1 << k) - 1)) == r
+        start[G] = o + at
+        at += cnt[r, k]
+        stop[G] = o + at
+        G += 1
+    cdef int64_t* p
+    cdef int64_t* e
+    cdef const uint8_t* tab
+    cdef int64_t sink = 0
+    with nogil:  # block by block: each cut's pieces, then each group's rows
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            if kept_marks != NULL:
+                memcpy(marks, kept_marks + blk, bn)
+            else:
+                _marks(ps, P, blk, bn, marks, hits, ties)
+            for g in range(G):  # every cut written at the next slot, which a match keeps
+                p, e, tab = start[g], stop[g], match[g]
+                if p + bn <= e:
+                    for t in range(bn):
+                        p[0] = base + blk + t
+                        p += tab[marks[t]]
+                else:  # near the group's end: a slot past it is written aside
+                    for t in range(bn):
+                        (p if p < e else &sink)[0] = base + blk + t
+                        p += tab[marks[t]]
+                start[g] = p
+            blk += bn
+    for g in range(G):
+        if start[g] != stop[g]:
+            raise ValueError("the pieces hold a different number of cuts than their sizes")
+    per_round = counts.sum(axis=1)
+    last = int(np.flatnonzero(per_round).max()) + 1 if per_round.any() else 1
+    return [int(c) for c in per_round[:last]]
+
+
+cdef inline int _popcount8(int x) noexcept nogil:
+    cdef int c = 0
+    while x:
+        x &= x - 1
+        c += 1
+    return c
+
+
+def key_histogram(const double[::1] duration not None, const uint8_t[::1] keep not None,
+                  uint64_t key, uint8_t[::1] codes not None):
+    """One pass over a shuffled cycle under ``key``: every cut's code (as :func:`key_codes`)
+    and, per code, the kept cuts and their microseconds (the cycle's histogram)."""
+    cdef Py_ssize_t i, n = duration.shape[0]
+    if keep.shape[0] not in (0, n) or codes.shape[0] != n:
+        raise ValueError(f"keep (or empty) and codes need one flag per cut ({n})")
+    cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
+    us = np.zeros(NUM_BINS, dtype=np.int64)
+    cdef int64_t[::1] c = counts
+    cdef int64_t[::1] t = us
+    cdef uint8_t b
+    cdef int64_t kept
     with nogil:
         for i in range(n):
-            u = _u(&s, i)
-            if not _below(u, i, lo_u, lo_i) and _below(u, i, hi_u, hi_i) and _has(&s, i, u):
-                mask[i] = 1
-                j += 1
-    return j
+            b = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
+            codes[i] = b
+            kept = k == NULL or k[i] != 0
+            c[b] += kept
+            t[b] += _us(duration[i]) * kept
+    return counts, us
 
 
-def tail_split(const double[::1] duration not None, const uint8_t[::1] keep not None,
-               const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
-               uint64_t tu, int64_t ti, uint64_t lo_u, int64_t lo_i, uint64_t hi_u, int64_t hi_i,
-               uint64_t next_key, int shift, int64_t[::1] out not None,
+def cross_pass(const double[::1] duration not None, const uint8_t[::1] keep not None,
+               uint64_t key, uint8_t[::1] codes not None, const uint8_t[::1] excl not None,
+               int mode, uint64_t tail_key, uint64_t tu, int64_t ti,
+               const uint8_t[::1] tail_codes not None, uint64_t lo_u, int64_t lo_i,
+               uint64_t hi_u, int64_t hi_i, int64_t[::1] rows not None,
                uint8_t[::1] mask not None):
-    """One pass for an epoch that crosses into the next cycle: the cuts of the set (under
-    ``key``) at keys in ``[(lo_u, lo_i), (hi_u, hi_i))`` — the tail it takes — written to
-    ``out`` (offsets, index order) and flagged in ``mask``; and, under ``next_key``, the
-    histograms of the next cycle's cuts and of those not in the tail (as :func:`histogram`).
-    Returns how many were written and the four histogram arrays."""
+    """One pass, block by block, for an epoch that crosses from a shuffled cycle into the next
+    (under ``key``): that cycle's codes (as :func:`key_codes`) and histogram (as
+    :func:`key_histogram`); the tail it takes of the cycle before — the cuts of the coded set
+    ``(excl, mode, tail_key, tu, ti, tail_codes)`` at ``[(lo_u, lo_i), (hi_u, hi_i))`` —
+    written to ``rows`` (offsets, index order) and flagged in ``mask``; and the tail's
+    histogram under ``key``. Returns how many rows, the cycle's histogram, the tail's."""
     cdef Py_ssize_t n = duration.shape[0]
-    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti)
-    cdef KeyedSet nxt = _set(n, keep, excl, 0, next_key, shuffled, 0, 0)
-    _check_shift(shift)
-    if mask.shape[0] != n:
-        raise ValueError(f"mask needs one flag per cut ({n}), got {mask.shape[0]}")
-    cdef uint64_t nb = num_bins(n, shuffled, shift)
-    acc = np.zeros((nb, 4), dtype=np.int64)  # per bin: the four sums side by side (one line)
+    cdef KeyedSet s = _set(n, keep, excl, mode, tail_key, True, tu, ti, tail_codes)
+    if codes.shape[0] != n or mask.shape[0] != n or tail_codes.shape[0] != n:
+        raise ValueError(f"codes, tail codes and mask need one per cut ({n})")
+    cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
+    acc = np.zeros((NUM_BINS, 4), dtype=np.int64)  # per code: counts, us; the tail's
     cdef int64_t[:, ::1] a = acc
-    cdef Py_ssize_t i, j = 0, cap = out.shape[0]
-    cdef uint64_t u, b
-    cdef int64_t d
-    cdef bint in_tail
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef Py_ssize_t i, j = 0, cap = rows.shape[0], blk, bn, t
+    cdef uint8_t b
+    cdef int64_t d, kept, hit
+    with nogil:
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            for t in range(bn):
+                i = blk + t
+                codes[i] = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
+            _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
+            for t in range(bn):
+                i = blk + t
+                b = codes[i]
+                d = _us(duration[i])
+                kept = k == NULL or k[i] != 0
+                hit = hits[t]
+                a[b, 0] += kept
+                a[b, 1] += d & -kept
+                a[b, 2] += hit
+                a[b, 3] += d & -hit
+                if j < cap:  # every cut written at the next slot, which a hit keeps
+                    rows[j] = i
+                j += hit
+            memcpy(&mask[blk], hits, bn)
+            blk += bn
+    if j != cap:
+        raise ValueError(f"the tail holds {j} cuts, not {cap}")
+    return tuple(np.ascontiguousarray(acc[:, c]) for c in range(4))
+
+
+def rows_histogram(const double[::1] duration not None, const int64_t[::1] rows not None,
+                   bint shuffled, const uint8_t[::1] codes not None, int shift,
+                   uint8_t[::1] mask not None):
+    """Per bin of a cycle's keys (its ``codes``; the index order: ``i >> shift``), the cuts at
+    offsets ``rows`` and their microseconds; each one flagged in ``mask`` (one per cut)."""
+    cdef Py_ssize_t n = duration.shape[0], j, m = rows.shape[0]
+    if mask.shape[0] != n or codes.shape[0] != (n if shuffled else 0):
+        raise ValueError(f"mask (and a shuffled cycle's codes) need one flag per cut ({n})")
+    _check_shift(shift, shuffled, codes)
+    cdef uint64_t nb = num_bins(n, shuffled, shift)
+    counts = np.zeros(nb, dtype=np.int64)
+    us = np.zeros(nb, dtype=np.int64)
+    cdef int64_t[::1] c = counts
+    cdef int64_t[::1] t = us
+    cdef int64_t i, bad = -1
+    cdef uint64_t b
+    with nogil:
+        for j in range(m):
+            i = rows[j]
+            if i < 0 or i >= n:
+                bad = j
+                break
+            if shuffled:
+                b = codes[i]
+            else:
+                b = min(<uint64_t>i >> shift, nb - 1)
+            c[b] += 1
+            t[b] += _us(duration[i])
+            mask[i] = 1
+    if bad >= 0:
+        raise ValueError(f"rows[{bad}]={rows[bad]} is not a cut of the source ({n} cuts)")
+    return counts, us
+
+
+def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not None) -> int:
+    """A 64-bit hash of a source's cuts (each one's offset, exact duration and whether the
+    filters kept it), under which a process keeps the source's cycles: two independent lanes
+    of multiply-add hashing (NH) with keys drawn from the offset, which compile to vector
+    multiplies and run at memory speed (the selection pays it every epoch)."""
+    cdef Py_ssize_t n = duration.shape[0]
+    if keep.shape[0] not in (0, n):
+        raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
+    cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
+    cdef const uint64_t* bits = <const uint64_t*>&duration[0] if n else NULL
+    cdef Py_ssize_t i
+    cdef uint64_t x, m, h1 = 0, h2 = 0
+    # the lanes' keys at offset i: k + i * step (mod 2**32), stepped as the loop goes
+    cdef uint32_t a1 = 0x2545F491u, b1 = 0x9E3779B9u, a2 = 0x85EBCA6Bu, b2 = 0xC2B2AE35u
     with nogil:
         for i in range(n):
-            if nxt.keep != NULL and nxt.keep[i] == 0:
-                continue
-            u = _u(&s, i)
-            in_tail = _within(u, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i, u)
-            if j < cap:  # written at the next slot, which a cut of the tail keeps
-                out[j] = i
-            j += in_tail
-            mask[i] |= in_tail
-            b = _binc(_u(&nxt, i), shift, nb)
-            d = _us(duration[i])
-            a[b, 0] += 1
-            a[b, 1] += d
-            a[b, 2] += 1 - in_tail
-            a[b, 3] += d * (1 - in_tail)
-    if j > cap:
-        raise ValueError(f"more than {cap} cuts lie in the range")
-    return (j, *(np.ascontiguousarray(acc[:, k]) for k in range(4)))
+            x = bits[i]
+            if k != NULL:  # a removed cut's bits flipped by a marker
+                x ^= DROPPED & (<uint64_t>0 - <uint64_t>(k[i] == 0))
+            h1 += <uint64_t>(<uint32_t>x + a1) * <uint64_t>(<uint32_t>(x >> 32) + b1)
+            h2 += <uint64_t>(<uint32_t>x + a2) * <uint64_t>(<uint32_t>(x >> 32) + b2)
+            a1 += 0x6C8E9CF5u
+            b1 += 0x7FEB352Du
+            a2 += 0x846CA68Bu
+            b2 += 0x5BD1E995u
+    return ds_mix64(ds_mix64(h1 ^ <uint64_t>n) ^ h2)
 
 
-def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not None):
-    """A source's kept cuts, their microseconds, the longest one's, and a 64-bit hash of every
-    kept cut's offset and exact duration (a process keeps a source's cycles under it)."""
+def source_totals(const double[::1] duration not None, const uint8_t[::1] keep not None):
+    """A source's kept cuts, their microseconds and the longest one's; and over all its cuts
+    the shortest and longest duration (seconds) and how many are not positive finite."""
     cdef Py_ssize_t n = duration.shape[0]
     if keep.shape[0] not in (0, n):
         raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
     cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
     cdef Py_ssize_t i
-    cdef int64_t count = 0, total = 0, longest = 0, d
-    cdef uint64_t h = 0
-    cdef const uint64_t* bits = <const uint64_t*>&duration[0] if n else NULL
+    cdef int64_t count = 0, total = 0, longest = 0, d, bad = 0
+    cdef double x, lo = INFINITY, hi = -INFINITY
     with nogil:
         for i in range(n):
+            x = duration[i]
+            if not (x > 0.0 and x < INFINITY):
+                bad += 1
+            lo = x if x < lo else lo
+            hi = x if x > hi else hi
             if k == NULL or k[i] != 0:
-                d = _us(duration[i])
+                d = _us(x)
                 count += 1
                 total += d
                 if d > longest:
                     longest = d
-                h += ds_mix64(bits[i] ^ (<uint64_t>(i + 1) * GOLDEN))
-    return count, total, longest, h
+    return count, total, longest, lo, hi, bad
 
 
 def count_rounds(const int64_t[::1] run not None, int32_t[::1] seen not None,

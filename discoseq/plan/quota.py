@@ -288,14 +288,14 @@ class _Quotas:
 
 
 _EMPTY = np.empty(0, dtype=np.uint8)
-_EMPTY32 = np.empty(0, dtype=np.int32)
+_CODES_KEPT = 3  # per source: the cycles whose keys' codes are kept
 
 
 class _Keyed:
     """A set of one source's cuts in the order of one cycle's key (:mod:`discoseq._core.quota`:
     the source's kept cuts, ``mode`` 1: minus those flagged in ``excl``, ``mode`` 2: those
     flagged or at keys from ``(tu, ti)``); ranks and microsecond sums from a histogram of the
-    keys, exact within a bin by sorting its few members."""
+    keys (one bin per code), exact within a bin by sorting its members."""
 
     def __init__(self, src: _Source, key: int, excl: np.ndarray = _EMPTY, mode: int = 0,
                  tu: int = 0, ti: int = 0) -> None:  # fmt: skip
@@ -306,9 +306,15 @@ class _Keyed:
         self._runs: dict[tuple[int, int], np.ndarray] = {}
 
     @property
-    def spec(self) -> tuple[np.ndarray, np.ndarray, int, int, bool, int, int]:
-        """The set as the kernels take it (the source's kept cuts of this call)."""
-        return (self.src.keep, *self._set)
+    def spec(self) -> tuple[np.ndarray, np.ndarray, int, int, bool, int, int, np.ndarray]:
+        """The set as the kernels take it (the source's kept cuts of this call, the codes of
+        its key)."""
+        return (self.src.keep, *self._set, self.src.codes(self.key))
+
+    @property
+    def whole(self) -> bool:
+        """The set is every kept cut of the source (a cycle by its key)."""
+        return self._set[1] == 0 and self._set[0].shape[0] == 0
 
     def set_hist(self, counts: np.ndarray, us: np.ndarray) -> None:
         self._hist = (counts, us)
@@ -319,7 +325,11 @@ class _Keyed:
 
     def hist(self) -> tuple[np.ndarray, np.ndarray]:
         if self._hist is None:
-            counts, us, _, _ = quota_core.histogram(self.src.dur, *self.spec, self.src.shift)
+            src = self.src
+            if self.whole and src.shuffled and not src.has_codes(self.key):
+                counts, us = src.new_codes(self.key)  # one pass: the codes and the histogram
+            else:
+                counts, us, _, _ = quota_core.histogram(src.dur, *self.spec, src.shift)
             self.set_hist(counts, us)
         assert self._hist is not None
         return self._hist
@@ -410,14 +420,13 @@ class _Keyed:
         src = self.src
         if got is not None:
             np.add(got, base, out=out)
-        elif (lo, hi) == (0, src.n) and self.spec[2] == 0:  # a whole cycle: every kept cut
+        elif (lo, hi) == (0, src.n) and self.whole:  # a whole cycle: every kept cut
             if src.keep.shape[0] == 0:
                 out[:] = np.arange(base, base + src.n_all, dtype=np.int64)
             else:
                 np.add(np.flatnonzero(src.keep), base, out=out)
         else:
-            n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), base, out,
-                                        _EMPTY32, _EMPTY32)  # fmt: skip
+            n = quota_core.collect_rows(src.n_all, *self.spec, *self.bounds(lo, hi), base, out)
             assert n == hi - lo
 
     def forget_runs(self) -> None:
@@ -479,7 +488,7 @@ class _Source:
     positions are the cut boundaries there (hours: nearest, see :meth:`position`)."""
 
     def __init__(self, base: int, name: str, config: SamplerConfig,
-                 print_: tuple[int, int, int, int], n_all: int) -> None:  # fmt: skip
+                 totals: tuple[int, int, int, float, float, int], n_all: int) -> None:  # fmt: skip
         self.dur = np.empty(0)
         self.keep = _EMPTY
         self.base = base
@@ -491,7 +500,10 @@ class _Source:
         self.sid = _source_id(name)
         self._keyed: dict[int, _Keyed] = {}
         self._cycles: dict[int, _Cycle] = {}
-        self.n, self.total_us, self.longest_us, _ = print_
+        self._codes: dict[int, np.ndarray] = {}
+        # kept cuts, their microseconds, the longest one's; over all cuts the shortest and
+        # longest seconds and how many are not positive finite (the column's check)
+        self.n, self.total_us, self.longest_us, self.shortest_s, self.longest_s, self.bad = totals
         self.quotas: _Quotas | None = None
         self.signature: object = None
         self.unit = "cuts"
@@ -529,6 +541,35 @@ class _Source:
 
     def key(self, c: int) -> int:
         return rng.derive_key(self.seed, c, PURPOSE_SOURCE | self.sid) if self.shuffled else 0
+
+    def codes(self, key: int) -> np.ndarray:
+        """The codes of every cut under a cycle's ``key`` (:func:`~discoseq._core.quota.key_codes`:
+        the one pass that hashes the cycle; unshuffled: none). The last few keys' are kept
+        (a crossing reads two cycles, a chain one more), least recently asked first out, its
+        memory reused (a kernel call asks at most two keys, so never one it holds)."""
+        if not self.shuffled:
+            return _EMPTY
+        got = self._codes.pop(key, None)
+        if got is None:
+            got = self._codes_buffer()
+            quota_core.key_codes(key, got)
+        self._codes[key] = got  # the most recently asked
+        return got
+
+    def has_codes(self, key: int) -> bool:
+        return key in self._codes
+
+    def new_codes(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hash the cycle of ``key`` into its codes and return its histogram (one pass)."""
+        got = self._codes_buffer()
+        counts, us = quota_core.key_histogram(self.dur, self.keep, key, got)
+        self._codes[key] = got
+        return counts, us
+
+    def _codes_buffer(self) -> np.ndarray:
+        if len(self._codes) >= _CODES_KEPT:
+            return self._codes.pop(next(iter(self._codes)))
+        return np.empty(self.n_all, dtype=np.uint8)
 
     def keyed(self, c: int) -> _Keyed:
         """Cycle ``c`` by key (unshuffled: every cycle is the index order)."""
@@ -593,28 +634,36 @@ class _Source:
         r = s1 - c * self.span
         # the cuts not in the tail hold the first a cuts' microseconds: does the epoch fit?
         fits = r <= (a if self.unit == "cuts" else prev.prefix_us(a))
-        tail = np.zeros(self.n_all, dtype=np.uint8)
-        parts = prev.parts(a, self.n)
-        if len(parts) == 1:  # one pass: the tail (kept for the epoch's rows), both histograms
-            keyed, lo, hi = parts[0]
-            rows = np.empty(hi - lo, dtype=np.int64)
-            got, counts, us, counts_head, us_head = quota_core.tail_split(
-                self.dur, *keyed.spec, *keyed.bounds(lo, hi), plain.key, self.shift, rows, tail
-            )
-            assert got == hi - lo
-            keyed.remember(lo, hi, rows)
-            plain.set_hist(counts, us)
-        elif not fits:
-            return _Cycle(plain)
-        else:
-            for keyed, lo, hi in parts:
-                tail[keyed.rows(lo, hi)] = 1
-            counts, us, counts_head, us_head = quota_core.histogram(
-                self.dur, self.keep, tail, 0, plain.key, self.shuffled, 0, 0, self.shift
-            )
-            plain.set_hist(counts, us)
         if not fits:
             return _Cycle(plain)  # the epoch asks more than the source: copies are due
+        parts = prev.parts(a, self.n)
+        if len(parts) == 1 and self.shuffled and not self.has_codes(plain.key):
+            # one pass: the cycle's codes and histogram, the tail's rows (kept for the
+            # epoch's take) and the tail's histogram under the cycle's key
+            keyed, lo, hi = parts[0]
+            rows = np.empty(hi - lo, dtype=np.int64)
+            tail = np.empty(self.n_all, dtype=np.uint8)
+            codes = self._codes_buffer()
+            _, excl, mode, _, _, tu, ti, tail_codes = keyed.spec
+            counts, us, c_tail, us_tail = quota_core.cross_pass(
+                self.dur, self.keep, plain.key, codes, excl, mode, keyed.key, tu, ti,
+                tail_codes, *keyed.bounds(lo, hi), rows, tail,
+            )  # fmt: skip
+            self._codes[plain.key] = codes
+            keyed.remember(lo, hi, rows)
+            plain.set_hist(counts, us)
+            counts_head, us_head = counts - c_tail, us - us_tail
+        else:
+            counts, us = plain.hist()
+            counts_head, us_head = counts.copy(), us.copy()
+            tail = np.zeros(self.n_all, dtype=np.uint8)
+            codes = self.codes(plain.key)
+            for keyed, lo, hi in parts:  # the tail's rows: the epoch takes them
+                c_tail, us_tail = quota_core.rows_histogram(
+                    self.dur, keyed.rows(lo, hi), self.shuffled, codes, self.shift, tail
+                )
+                counts_head -= c_tail
+                us_head -= us_tail
         head = _Keyed(self, plain.key, tail, 1)  # the cycle's cuts not in the tail
         head.set_hist(counts_head, us_head)
         h = r if self.unit == "cuts" else head.nearest(r)
@@ -645,11 +694,12 @@ class _Source:
         c, k = divmod(p, self.n)
         return c * self.total_us + (self.cycle(c).prefix_us(k) if k else 0)
 
-    def take(self, a: int, b: int, out: np.ndarray) -> list[int]:
+    def take(self, a: int, b: int, out: np.ndarray, again: np.ndarray) -> list[int]:
         """Write the cuts at stream positions ``[a, b)`` to ``out`` (``b - a`` slots) as index
         rows (``base`` + offset), round by round (round ``r``: the cuts the run takes for the
         ``r + 1``-th time), within a round the runs of its cycles in stream order, each in
-        index order. Returns the number of cuts of each round."""
+        index order; set the bit in ``again`` (one per index row) of each cut taken more than
+        once. Returns the number of cuts of each round."""
         n = self.n
         pieces: list[tuple[_Keyed, int, int]] = []
         for c in range(a // n, (b - 1) // n + 1) if b > a else range(0):
@@ -668,6 +718,14 @@ class _Source:
                 keyed.write_rows(lo, hi, out[at : at + hi - lo], self.base)
                 at += hi - lo
             return [at]
+        if len(pieces) <= quota_core.EMIT_PIECES:  # one pass finds every cut's runs, one writes
+            specs: list[tuple[object, ...]] = [
+                (n, None) if (lo, hi) == (0, n) and keyed.whole  # every kept cut: no key asked
+                else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
+                for keyed, lo, hi in pieces
+            ]  # fmt: skip
+            return quota_core.emit_runs(self.n_all, self.keep, specs, False, self.base, out,
+                                        again)  # fmt: skip
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
         for keyed, lo, hi in pieces:  # a run holds each cut once
@@ -685,6 +743,8 @@ class _Source:
                 np.add(run, self.base, out=out[at : at + run.shape[0]])
                 at += run.shape[0]
             counts.append(sum(int(run.shape[0]) for run in runs))
+        twice = np.flatnonzero(seen > 1) + self.base
+        np.bitwise_or.at(again, twice >> 3, (1 << (twice & 7)).astype(np.uint8))
         return counts
 
 
@@ -703,15 +763,16 @@ def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, nam
             config: SamplerConfig) -> _Source:  # fmt: skip
     """The source's stream, reused across the epochs of a process (its cycles are a function
     of the seed, the durations and the filters, so keeping them is only speed), found by a
-    fingerprint of the source's kept cuts (one pass: a mixture's column may be a new copy on
-    every call, and is not kept alive by this)."""
+    fingerprint of the source's durations and filter flags (one pass at memory speed: a
+    mixture's column may be a new copy on every call, and is not kept alive by this); its
+    totals and duration bounds are computed once, on the first call."""
     dur = np.ascontiguousarray(duration[lo:hi])
     member = _EMPTY if keep is None else np.ascontiguousarray(keep[lo:hi]).view(np.uint8)
-    print_ = quota_core.fingerprint(dur, member)
-    key = (name, lo, hi, config.seed, config.effective_shuffle, print_)
+    key = (name, lo, hi, config.seed, config.effective_shuffle,
+           quota_core.fingerprint(dur, member))  # fmt: skip
     src = _SOURCES.get(key)
     if src is None:
-        src = _Source(lo, name, config, print_, hi - lo)
+        src = _Source(lo, name, config, quota_core.source_totals(dur, member), hi - lo)
         while len(_SOURCES) >= _SOURCES_KEPT:
             del _SOURCES[next(iter(_SOURCES))]
         _SOURCES[key] = src
@@ -750,12 +811,14 @@ class EpochSelection:
     """A mixture's epoch: ``rows``, the index rows it takes (a multiset: source by source,
     round by round; within, the runs of its cycles in stream order, each in index order; its
     *positions* are the places in this array), the ``copies`` to check (None: no cut twice),
-    the ``blocks``, and what each source contributed."""
+    the ``blocks``, what each source contributed, and the shortest and longest duration of
+    the column (``(1.0, 0.0)`` when empty)."""
 
     rows: np.ndarray
     copies: Copies | None
     blocks: Blocks
     sources: tuple[SourceStats, ...]
+    bounds: tuple[float, float] = (1.0, 0.0)
 
 
 def select_epoch(
@@ -787,6 +850,15 @@ def _select_epoch(
         name: _source(d, keep, lo, hi, name, config)
         for name, (lo, hi) in zip(layout.names, spans, strict=True)
     }
+    bad = sum(st.bad for st in streams.values())
+    if bad:
+        raise ValueError(
+            f"column 'duration' has {bad} rows that are not positive finite seconds; "
+            "fix or filter them (mask=...) before planning"
+        )
+    lo_s = min(st.shortest_s for st in streams.values())
+    hi_s = max(st.longest_s for st in streams.values())
+    bounds = (lo_s, hi_s) if d.shape[0] else (1.0, 0.0)
     sizes = {name: st.n for name, st in streams.items()}
     totals = {name: st.total_us for name, st in streams.items()}
     empty = [name for name in layout.names if sizes[name] == 0]
@@ -817,13 +889,14 @@ def _select_epoch(
         spans_taken.append((stream, q, a, b))
     m = sum(b - a for _, _, a, b in spans_taken)
     rows = scratch.empty(m, np.int64)  # the planner hands it back when its plan is built
-    repeating: list[tuple[_Source, np.ndarray]] = []  # source, the flags of its cuts taken again
+    again = np.zeros((int(layout.offsets[-1]) + 7) // 8, dtype=np.uint8)  # a bit per row
+    repeating: list[_Source] = []  # the sources that take a cut more than once
     starts, block_source, block_round = [0], [], []
     stats = []
     for s, (name, (stream, q, a, b)) in enumerate(zip(layout.names, spans_taken, strict=True)):
         leaf = by_name[name]
         at = starts[-1]
-        counts = stream.take(a, b, rows[at : at + b - a])
+        counts = stream.take(a, b, rows[at : at + b - a], again)
         if leaf.unique and len(counts) > 1:  # an hours quota within half a cut of the source
             raise ValueError(
                 f"mixture source {name!r} is unique but its quota "
@@ -834,10 +907,8 @@ def _select_epoch(
         total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
         stream.release()
-        if len(counts) > 1:  # flag the cuts taken again: packing checks each of their copies
-            mark = np.zeros(stream.n_all, dtype=np.uint8)
-            mark[rows[at + counts[0] : at + b - a] - stream.base] = 1
-            repeating.append((stream, mark))
+        if len(counts) > 1:  # its cuts taken again are flagged: packing checks their copies
+            repeating.append(stream)
         for r, count in enumerate(counts):
             starts.append(starts[-1] + count)
             block_source.append(s)
@@ -855,16 +926,13 @@ def _select_epoch(
             )
         )
     copies = None
-    if repeating:  # one bit per row of the repeating sources' span: is it taken again?
-        first = min(st.base for st, _ in repeating)
-        size = max(st.base + st.n_all for st, _ in repeating) - first
-        flags = np.zeros(size, dtype=np.uint8)
-        for stream, mark in repeating:
-            flags[stream.base - first : stream.base - first + stream.n_all] = mark
-        copies = Copies(np.packbits(flags, bitorder="little"), first, size)
+    if repeating:  # one bit per row of the repeating sources' span (from a whole byte)
+        first = min(st.base for st in repeating) // 8 * 8
+        end = max(st.base + st.n_all for st in repeating)
+        copies = Copies(again[first // 8 : (end + 7) // 8], first, end - first)
     blocks = Blocks(
         np.array(starts, dtype=np.int64),
         np.array(block_source, dtype=np.int64),
         np.array(block_round, dtype=np.int64),
     )
-    return EpochSelection(rows, copies, blocks, tuple(stats))
+    return EpochSelection(rows, copies, blocks, tuple(stats), bounds)

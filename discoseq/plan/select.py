@@ -133,12 +133,14 @@ def select_rows(
     kept rows have the values the configuration needs."""
     # one corpus: the durations in a copy of the plan's own, when the columns are made on
     # demand (a shard corpus), so the plan can reuse its memory
-    cols, bounds, owned = _prepare_columns(columns, config, own_duration=sources is None)
+    cols, bounds, owned = _prepare_columns(
+        columns, config, own_duration=sources is None, check_duration=sources is None
+    )
     n = int(cols["duration"].shape[0])
     if sources is not None:
         if int(sources.offsets[-1]) != n:
             raise ValueError(f"the sources hold {int(sources.offsets[-1])} rows, the columns {n}")
-        return _select_mixture(cols, bounds, config, mask, epoch, sources)
+        return _select_mixture(cols, config, mask, epoch, sources)
     config.check_one_corpus()
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
@@ -148,7 +150,6 @@ def select_rows(
 
 def _select_mixture(
     cols: dict[str, np.ndarray],
-    bounds: tuple[float, float],
     config: SamplerConfig,
     mask: np.ndarray | None,
     epoch: int,
@@ -170,17 +171,22 @@ def _select_mixture(
         rows, whole = rows[keep_pos], rows
         scratch.give_back(whole)  # the selection's buffer: the next plan reuses it
     _check_present_rows(cols, rows, config)
-    # the column's bounds bracket the selection's durations: enough for estimating edges
-    return Selection(cols, rows, n, filtered, bounds, chosen.blocks, chosen.sources,
+    # the column's bounds bracket the selection's durations: enough for estimating edges (the
+    # selection checks the column and finds them with its sources, once per process)
+    return Selection(cols, rows, n, filtered, chosen.bounds, chosen.blocks, chosen.sources,
                      chosen.copies, sources.offsets, m)  # fmt: skip
 
 
 def _prepare_columns(
-    columns: Mapping[str, np.ndarray], config: SamplerConfig, own_duration: bool = False
+    columns: Mapping[str, np.ndarray],
+    config: SamplerConfig,
+    own_duration: bool = False,
+    check_duration: bool = True,
 ) -> tuple[dict[str, np.ndarray], tuple[float, float], bool]:
-    """Contiguous typed columns, the bounds of the duration column, and whether that column is
-    a copy nobody else holds (``own_duration``: asked of a mapping that makes one, its
-    ``owned_copy``)."""
+    """Contiguous typed columns, the bounds of the duration column (``check_duration``: also
+    checked to be positive finite seconds; else ``(1.0, 0.0)``, a mixture's selection does
+    both), and whether that column is a copy nobody else holds (``own_duration``: asked of a
+    mapping that makes one, its ``owned_copy``)."""
     if "duration" not in columns:
         raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
     needed = needed_columns(config)
@@ -214,6 +220,8 @@ def _prepare_columns(
             raise ValueError(f"column {name!r} must hold integers, got dtype {col.dtype}")
         out[name] = np.ascontiguousarray(col, dtype=dtype)
     d = out["duration"]
+    if not check_duration:
+        return out, (1.0, 0.0), owned is not None
     lo, hi = (float(d.min()), float(d.max())) if d.shape[0] else (1.0, 0.0)
     if d.shape[0] and not (lo > 0 and hi < np.inf):
         bad = int(np.count_nonzero(~((d > 0) & (d < np.inf))))
