@@ -319,6 +319,46 @@ def test_pack_copies_in_large_batches_match_reference() -> None:
     assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
 
 
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([2, 9, 40, 120]),
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.just(2000),
+)
+def test_pack_copies_over_segments_and_many_batches_match_reference(
+    seed: int, max_cuts: int, sum_mode: bool, exclude: bool, max_frames: int | None
+) -> None:
+    """Copies packed over several segments and many batches (the open batch's flagged rows
+    emptied at each close and at each segment's start; batches of a few up to a hundred
+    flagged rows, scanned or hashed), with oversize cuts going alone or left out, with and
+    without a frame cap, as the reference packs them."""
+    gen = np.random.default_rng(seed)
+    ncol = 400
+    d = gen.choice([0.05, 0.2, 1.0, 3.0, 50.0], ncol, p=[0.4, 0.3, 0.2, 0.08, 0.02])
+    frames = readonly((d * 100).astype(np.int64))
+    rows = gen.integers(0, ncol, 3000).astype(np.int64)  # most cuts several times
+    rows[gen.random(rows.size) < 0.3] = 7  # one cut very often
+    cuts = np.bincount(rows, minlength=ncol)
+    lo = 5  # rows below lo hold no copy id: their repeats are not checked
+    rows[rows < lo] = lo
+    seg = np.array([0, 700, 700, 2100, 3000], dtype=np.int64)
+    segments = [rows[seg[k] : seg[k + 1]].tolist() for k in range(seg.size - 1)]
+    cap_d = np.array([30.0, 30.0, 10.0, 30.0])
+    kept, off, bseg, bcost, _, _, nover = packing.pack(
+        rows, seg, readonly(d), frames, cap_d, np.full(4, max_cuts), max_frames, None,
+        sum_mode, exclude, copies=readonly(np.packbits(cuts[lo:] > 1, bitorder="little")),
+        id_lo=lo, num_ids=ncol - lo,
+    )  # fmt: skip
+    batches, eseg, ecost, _, enover = ref.pack(
+        segments, d, frames, cap_d.tolist(), [max_cuts] * 4, max_frames, None, sum_mode,
+        exclude, None, None, np.arange(ncol),
+    )  # fmt: skip
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+    assert kept == sum(len(b) for b in batches) and nover == enover
+    assert bseg.tolist() == eseg and bcost.tolist() == ecost
+
+
 def test_pack_copies_outside_the_ids_are_not_checked() -> None:
     """Only rows whose id lies in [0, num_ids) and is flagged are checked: a repeated row
     outside that span may share a batch (its source repeats nothing), one inside may not; too
