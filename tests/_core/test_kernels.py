@@ -337,11 +337,10 @@ def test_pack_copies_over_segments_and_many_batches_match_reference(
     ncol = 400
     d = gen.choice([0.05, 0.2, 1.0, 3.0, 50.0], ncol, p=[0.4, 0.3, 0.2, 0.08, 0.02])
     frames = readonly((d * 100).astype(np.int64))
-    rows = gen.integers(0, ncol, 3000).astype(np.int64)  # most cuts several times
+    lo = 5  # the copy ids start at row 5
+    rows = gen.integers(lo, ncol, 3000).astype(np.int64)  # most cuts several times
     rows[gen.random(rows.size) < 0.3] = 7  # one cut very often
     cuts = np.bincount(rows, minlength=ncol)
-    lo = 5  # rows below lo hold no copy id: their repeats are not checked
-    rows[rows < lo] = lo
     seg = np.array([0, 700, 700, 2100, 3000], dtype=np.int64)
     segments = [rows[seg[k] : seg[k + 1]].tolist() for k in range(seg.size - 1)]
     cap_d = np.array([30.0, 30.0, 10.0, 30.0])
@@ -463,7 +462,8 @@ def test_kernels_on_readonly_memmap(tmp_path) -> None:
 
 # ------------------------------------------------------------------- row ids inside the columns
 # Kernels read the columns through raw pointers (no bounds checks in the release build), so each
-# one checks at its Python boundary that every row id it is given is a row of the columns.
+# one checks at its Python boundary that every row id it is given is a row of the columns (or
+# its first pass over the rows tests each before reading it, and the boundary then names it).
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -480,8 +480,16 @@ def test_first_bad_row_is_reported(bad: int, pos: int) -> None:
     msg = rf"rows\[{pos}\]={bad} is not a row of duration \(expected 0 <= row < 10\)"
     with pytest.raises(ValueError, match="estimate_edges: " + msg):
         bucketing.estimate_edges(readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 3)
+    with pytest.raises(ValueError, match="estimate_edges: " + msg):  # bounds given: no min/max
+        bucketing.estimate_edges(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 3, 1.0, 2.0)
     with pytest.raises(ValueError, match="group_by_bucket: " + msg):
         bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, EMPTY_F, EMPTY_F, 1)
+    with pytest.raises(ValueError, match="group_by_bucket: " + msg):  # sizes known: one pass
+        bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, EMPTY_F, EMPTY_F, 1,
+                                  np.array([n], np.int64))  # fmt: skip
+    many = np.linspace(1.0, 2.0, 300)  # more than 256 buckets: no byte per row's bucket
+    with pytest.raises(ValueError, match="group_by_bucket: " + msg):
+        bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, many, EMPTY_F, 1)
     with pytest.raises(ValueError, match="sort_pools: " + msg):
         packing.sort_pools(rows, np.array([0, n], np.int64), d, 4)
     before = rows.copy()
@@ -503,6 +511,11 @@ def test_row_check_accepts_exactly_the_rows_of_the_column(values: list[int], nco
         lambda: bucketing.group_by_bucket(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, EMPTY_F,
                                           EMPTY_F, 1),
         lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 3),
+        lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 3, 0.0,
+                                         float(ncol)),
+        lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 1),
+        lambda: bucketing.group_by_bucket(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, EMPTY_F,
+                                          EMPTY_F, 1, np.array([rows.size], np.int64)),
         lambda: packing.sort_pools(rows.copy(), np.array([0, rows.size], np.int64), d, 2),
         lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
                              np.array([30.0]), np.array([8], np.int64), None, None, False, False),
