@@ -822,3 +822,32 @@ def test_scratch_buffers_are_reused_and_never_shared() -> None:
     # two kept; the third holds the dropped plan's rows until a later call takes it back
     assert len(scratch._KEPT) == len(before) == 2 and len(scratch._LENT) == 1
     assert all(a is b for a, b in zip(scratch._KEPT, before, strict=True))
+
+
+@pytest.mark.parametrize("mix_batches", ["pooled", "per_source"])
+def test_the_next_plan_of_a_mixture_takes_no_new_buffer(
+    mix_batches: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every array of rows a mixture's plan makes (its selection, the grouped rows, a
+    per_source plan's rows split by source, the plan's rows) comes from memory the plan
+    before it handed back, once that plan is dropped."""
+    from discoseq.plan import scratch
+
+    rng = np.random.default_rng(9)
+    duration = np.round(rng.uniform(0.5, 20.0, 3000), 2)
+    lay = SourceLayout(("a", "b"), np.array([0, 2500, 3000]))
+    cfg = SamplerConfig(max_duration=60.0, num_buckets=4, seed=3, epoch_cuts=3000,
+                        mix_batches=mix_batches,
+                        mixture={"a": {"weight": 0.5}, "b": {"weight": 0.5}})  # fmt: skip
+    cols = {"duration": duration}
+    scratch.release()
+    first = plan_epoch(cols, cfg, 1, 2, sources=lay)
+    want = np.array(first.rows)
+    del first
+    made = []
+    real = scratch._rounded
+    monkeypatch.setattr(scratch, "_rounded", lambda n: made.append(n) or real(n))
+    second = plan_epoch(cols, cfg, 1, 2, sources=lay)
+    assert made == []
+    assert np.array_equal(second.rows, want)
+    scratch.release()
