@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discoseq._core import bucketing, packing, rng, sharding
+from discoseq._core import bucketing, packing, rng, sharding, sources
 from discoseq.config import SamplerConfig
 from tests import reference_plan as ref
 
@@ -706,3 +706,41 @@ def test_gather_batches_into_an_allocated_array() -> None:
     assert got_off.tolist() == want_off.tolist()
     with pytest.raises(ValueError, match=r"alloc\(9\) must return an int64 array of 9"):
         sharding.gather_batches(rows, offsets, order, lambda n: np.empty(n, np.int32))
+
+
+# ------------------------------------------------------------------------- per-source totals
+
+
+@given(
+    st.lists(st.integers(0, 59), max_size=400),
+    st.lists(st.integers(0, 60), min_size=1, max_size=6),
+    st.integers(0, 2**32 - 1),
+)
+def test_source_totals_are_numpy_bincounts_to_the_bit(
+    values: list[int], cuts: list[int], seed: int
+) -> None:
+    """Per source (consecutive row ranges, some empty): the rows' count and the sum of their
+    durations in the order of the rows, the same floats as ``np.bincount`` with weights."""
+    ends = np.array([*sorted(cuts[:-1]), 60], dtype=np.int64)
+    d = readonly(np.random.default_rng(seed).uniform(0.1, 30.0, 60))
+    rows = readonly(np.array(values, dtype=np.int64))
+    counts, seconds = sources.source_totals(rows, readonly(ends), d)
+    of = np.searchsorted(ends, rows, side="right")
+    assert counts.tolist() == np.bincount(of, minlength=ends.size).tolist()
+    want = np.bincount(of, weights=d[rows], minlength=ends.size)
+    assert seconds.tolist() == want.tolist()
+
+
+def test_source_totals_validation() -> None:
+    d = np.ones(10)
+    ends = np.array([4, 8], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"rows\[1\]=8 is not a row of the sources"):
+        sources.source_totals(np.array([0, 8], np.int64), ends, d)  # beyond the last source
+    with pytest.raises(ValueError, match=r"rows\[0\]=-1 is not a row"):
+        sources.source_totals(np.array([-1], np.int64), ends, d)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        sources.source_totals(np.array([0], np.int64), np.array([5, 4], np.int64), d)
+    with pytest.raises(ValueError, match="at least one source"):
+        sources.source_totals(np.array([0], np.int64), EMPTY_I, d)
+    counts, seconds = sources.source_totals(EMPTY_I, ends, d)
+    assert counts.tolist() == [0, 0] and seconds.tolist() == [0.0, 0.0]
