@@ -173,15 +173,14 @@ cdef enum:
 
 
 cdef struct OpenCopies:
-    # The flagged rows of the open batch: ``rows[0:n]``, and a filter of them (bit
-    # ``_sig_bit(row)`` set for each) that settles most flagged rows in one test and no branch:
-    # a row whose bit is clear is not in the batch. A set bit (its cut, or another that shares
-    # the bit) sends the row to the exact test: a scan of ``rows``, or for a batch of many
-    # flagged rows a hash set of ``rows[0:indexed]`` (filled as needed). Emptied as a batch
-    # closes: its size follows the open batch, not the number of cuts the mixture repeats.
-    uint64_t sig[SIG_WORDS]
+    # The flagged rows of the open batch, as :func:`_pack` keeps them: in a 512-bit filter of
+    # its own (bit ``_sig_bit(row)`` set for each; a local array, which no store through the
+    # rows can alias) that settles most flagged rows in one test and no branch (a row whose
+    # bit is clear is not in the batch), and here, for the rows whose bit is set (their cut,
+    # or another that shares the bit): their list ``rows`` (``cap`` slots), scanned, or for a
+    # batch of many flagged rows a hash set of ``rows[0:indexed]`` (filled as needed). Emptied
+    # as a batch closes: the size follows the open batch, not the number of repeated cuts.
     int64_t* rows
-    int64_t n
     int64_t cap
     int64_t indexed
     CopySet table
@@ -192,49 +191,37 @@ cdef inline uint64_t _sig_bit(int64_t row) noexcept nogil:
     return (<uint64_t>row * 0x9E3779B97F4A7C15ULL) >> 55
 
 
-cdef inline bint _maybe_held(const OpenCopies* o, uint64_t h) noexcept nogil:
-    return (o.sig[h >> 6] >> (h & 63)) & 1
-
-
-cdef inline void _copies_reset(OpenCopies* o) noexcept nogil:
-    """The open batch closed: no flagged row in the next one."""
-    memset(o.sig, 0, sizeof(o.sig))
-    o.n = 0
+cdef inline void _copies_reset(OpenCopies* o, uint64_t* sig) noexcept nogil:
+    """The open batch closed: no flagged row in the next one (its filter ``sig`` cleared)."""
+    memset(sig, 0, SIG_WORDS * sizeof(uint64_t))
     o.indexed = 0
     o.table.cur += 1
     o.table.n = 0
 
 
-cdef int _copies_hold(OpenCopies* o, int64_t row) noexcept nogil:
-    """1 when ``row`` is among the open batch's flagged rows, else 0 (DS_ERR_NOMEM: no
+cdef int _copies_hold(OpenCopies* o, int64_t n, int64_t row) noexcept nogil:
+    """1 when ``row`` is among the open batch's ``n`` flagged rows, else 0 (DS_ERR_NOMEM: no
     memory for the hash set)."""
     cdef int64_t k
-    if o.n <= SCAN_MAX:
-        for k in range(o.n):
+    if n <= SCAN_MAX:
+        for k in range(n):
             if o.rows[k] == row:
                 return 1
         return 0
-    while o.indexed < o.n:
+    while o.indexed < n:
         if _set_add(&o.table, o.rows[o.indexed]) < 0:
             return DS_ERR_NOMEM
         o.indexed += 1
     return o.table.gen[_slot(&o.table, row)] == o.table.cur
 
 
-cdef inline int _copies_add(OpenCopies* o, int64_t row, bint flagged,
-                            uint64_t h) noexcept nogil:
-    """``row`` joins the open batch: kept among its flagged rows when ``flagged`` (written
-    either way, counted only then: no branch on the flag)."""
-    cdef void* p
-    o.sig[h >> 6] |= (<uint64_t>flagged) << (h & 63)
-    o.rows[o.n] = row
-    o.n += flagged
-    if o.n == o.cap:
-        p = realloc(o.rows, 2 * o.cap * sizeof(int64_t))
-        if p == NULL:
-            return DS_ERR_NOMEM
-        o.rows = <int64_t*>p
-        o.cap *= 2
+cdef int _copies_grow(OpenCopies* o) noexcept nogil:
+    """Twice the slots for the open batch's flagged rows."""
+    cdef void* p = realloc(o.rows, 2 * o.cap * sizeof(int64_t))
+    if p == NULL:
+        return DS_ERR_NOMEM
+    o.rows = <int64_t*>p
+    o.cap *= 2
     return DS_OK
 
 
@@ -268,21 +255,26 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                    const int64_t* cap_cuts, int64_t max_frames, const DurTok* dt,
                    int64_t max_tokens, double tq, double q, bint sum_mode, bint exclude,
                    const uint8_t* copies, int64_t id_lo, int64_t num_ids,
-                   OpenCopies* open_copies, BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
+                   OpenCopies* open_copies, BatchBuf* out, int64_t* seg_batch_off,
+                   int64_t* n_oversize) noexcept nogil:
     """Returns the number of rows kept, or a negative error code. With ``copies`` (a bit per
     copy id ``row - id_lo`` in ``[0, num_ids)``; ``open_copies`` the open batch's flagged rows)
     a flagged row whose cut is already in the open batch closes it first: no batch holds a cut
     twice (a mixture's common plan, caps on duration and cuts and copies, has a loop of its
     own: ``CopyLimits``). With ``dt`` (a token cap) durations and token costs are read from
-    it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which ``max_tokens`` caps),
-    else its integer token count; ``frames`` NULL: no frame cap. ``kind`` (its type only) says
-    which limits the caller has: the rule is written once, and the loop of a kind without
-    frames, tokens or copies carries none of their work (the open batch's sums are locals, kept
-    in registers: half the time per row of a general loop)."""
+    it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
+    ``max_tokens`` caps), else its integer token count; ``frames`` NULL: no frame cap.
+    ``kind`` (its type only) says which limits the caller has: the rule is written once, and
+    the loop of a kind without frames, tokens or copies carries none of their work (the open
+    batch's sums are locals, kept in registers: half the time per row of a general loop)."""
     cdef int64_t s, i, row, w = 0, f = 0, nf, t = 0, nt, capc, end
     cdef bint closes, oversize, checked = False, maybe = False
     cdef uint64_t h = 0
     cdef int held
+    # the open batch's flagged rows (see OpenCopies): the filter and their number in locals
+    cdef uint64_t sig[SIG_WORDS]
+    cdef int64_t on = 0, ocap = 0
+    cdef int64_t* orows = NULL
     cdef double d, c, nd, capd, tc = 0.0, ntc
     # the open batch: cuts, longest cost, cost sum, duration sum, most and sum of frames and of
     # tokens, most and sum of quadratic token costs
@@ -314,7 +306,10 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
         bn = bmf = bsf = bmt = bst = 0
         bm = bsm = bdsum = bmq = bsq = 0.0
         if use_copies:
-            _copies_reset(open_copies)
+            _copies_reset(open_copies, sig)
+            on = 0
+            orows = open_copies.rows
+            ocap = open_copies.cap
         for i in range(seg_off[s], end):
             if i + 64 < end:
                 if use_tokens:
@@ -327,7 +322,7 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
             if use_copies:
                 checked = _flagged(copies, id_lo, num_ids, row)
                 h = _sig_bit(row)
-                maybe = checked & _maybe_held(open_copies, h)
+                maybe = checked & ((sig[h >> 6] >> (h & 63)) & 1)
             if use_tokens:
                 d = dt[row].d
                 if quad_tokens:
@@ -358,7 +353,7 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                         ntc = with_one_more(bn, bmq, bsq, tc, sum_mode)
                         closes = closes | (nt > max_tokens) | (ntc > max_tq)
                     if maybe and not closes:  # is its cut in the open batch already?
-                        held = _copies_hold(open_copies, row)
+                        held = _copies_hold(open_copies, on, row)
                         if held < 0:
                             return DS_ERR_NOMEM
                         closes = held
@@ -368,15 +363,23 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                     bn = bmf = bsf = bmt = bst = 0
                     bm = bsm = bdsum = bmq = bsq = 0.0
                     if use_copies:
-                        _copies_reset(open_copies)
+                        _copies_reset(open_copies, sig)
+                        on = 0
             if oversize:  # a batch of its own
                 rows[w] = row
                 w += 1
                 if _push(out, w, <int32_t>s, c, d) < 0:
                     return DS_ERR_NOMEM
                 continue
-            if use_copies and _copies_add(open_copies, row, checked, h) < 0:
-                return DS_ERR_NOMEM
+            if use_copies:  # among the open batch's flagged rows when flagged (no branch)
+                sig[h >> 6] |= (<uint64_t>checked) << (h & 63)
+                orows[on] = row
+                on += checked
+                if on == ocap:
+                    if _copies_grow(open_copies) < 0:
+                        return DS_ERR_NOMEM
+                    orows = open_copies.rows
+                    ocap = open_copies.cap
             rows[w] = row
             w += 1
             bn += 1
@@ -399,6 +402,33 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
             return DS_ERR_NOMEM
         seg_batch_off[s + 1] = out.n
     return w
+
+
+
+# The wrapper calls each kind's loop through these pointers, set at import, so that the C compiler
+# cannot inline the loops into the wrapper (nor into one another): their machine code then does
+# not change with the other kinds' code (measured: the duration-only loop 7% slower once the
+# copies' loop changed, all four inlined into the wrapper).
+ctypedef int64_t (*duration_fn)(
+    const DurationLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
+    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
+    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+ctypedef int64_t (*token_fn)(
+    const TokenLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
+    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
+    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+ctypedef int64_t (*copy_fn)(
+    const CopyLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
+    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
+    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+ctypedef int64_t (*any_fn)(
+    const AnyLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
+    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
+    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+cdef duration_fn pack_durations = _pack[DurationLimits]
+cdef token_fn pack_tokens = _pack[TokenLimits]
+cdef copy_fn pack_copies = _pack[CopyLimits]
+cdef any_fn pack_any = _pack[AnyLimits]
 
 
 def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
@@ -512,22 +542,22 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
                 if dt != NULL:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
                 if dt == NULL and fp == NULL and bp == NULL:  # caps on duration and cuts
-                    kept = _pack(&durations_only, rp, &seg_offsets[0], nseg, dp, NULL,
+                    kept = pack_durations(&durations_only, rp, &seg_offsets[0], nseg, dp, NULL,
                                  &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
                                  0.0, q, sum_mode, exclude_oversize, NULL, 0, 0, &oc, &buf,
                                  &sb[0], &n_over)
                 elif fp == NULL and bp == NULL:  # and a token cap
-                    kept = _pack(&token_cap, rp, &seg_offsets[0], nseg, dp, NULL,
+                    kept = pack_tokens(&token_cap, rp, &seg_offsets[0], nseg, dp, NULL,
                                  &cap_duration[0], &cap_cuts[0], INT64_MAX, dt, mt, tq, q,
                                  sum_mode, exclude_oversize, NULL, 0, 0, &oc, &buf, &sb[0],
                                  &n_over)
                 elif dt == NULL and fp == NULL:  # caps on duration and cuts, copies
-                    kept = _pack(&copy_check, rp, &seg_offsets[0], nseg, dp, NULL,
+                    kept = pack_copies(&copy_check, rp, &seg_offsets[0], nseg, dp, NULL,
                                  &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
                                  0.0, q, sum_mode, exclude_oversize, bp, id_lo, num_ids, &oc,
                                  &buf, &sb[0], &n_over)
                 else:
-                    kept = _pack(&any_limits, rp, &seg_offsets[0], nseg, dp, fp,
+                    kept = pack_any(&any_limits, rp, &seg_offsets[0], nseg, dp, fp,
                                  &cap_duration[0], &cap_cuts[0], mf, dt, mt, tq, q, sum_mode,
                                  exclude_oversize, bp, id_lo, num_ids, &oc, &buf, &sb[0],
                                  &n_over)
