@@ -3,7 +3,8 @@
 A plan needs a few arrays only while it plans: the grouped rows (8 B/cut, until the order
 stage has gathered them into the plan's order), packing's side-by-side layout (each row's
 duration beside its token count, with ``max_tokens``; 16 B/cut) and a mixture's selection (its
-rows, 8 B per cut taken). Packing and the planner hand them back
+rows, 8 B per cut taken; a ``per_source`` mixture's rows split by source, and a copy of the
+grouped rows when copies may have to be spread). Grouping, packing and the planner hand them back
 (:func:`give_back`), and a plan's own rows come back by themselves once the plan is dropped
 (:func:`lend`); the next plan reuses them instead of fresh memory: the kernel zeroes every
 fresh page of a large array (about 7 ms per 80 MB here) and, when memory is fragmented,
