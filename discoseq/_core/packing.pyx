@@ -19,7 +19,9 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
-from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK, check_rows, with_one_more
+from discoseq._core.types cimport (
+    DS_ERR_NOMEM, DS_ERR_ROW, DS_OK, check_rows, row_outside, with_one_more,
+)
 
 cdef extern from *:
     """
@@ -251,13 +253,14 @@ cdef struct AnyLimits:  # any limits, a mixture's copies
 
 
 cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, int64_t nseg,
-                   const double* dur, const int64_t* frames, const double* cap_dur,
+                   const double* dur, int64_t ncol, const int64_t* frames, const double* cap_dur,
                    const int64_t* cap_cuts, int64_t max_frames, const DurTok* dt,
                    int64_t max_tokens, double tq, double q, bint sum_mode, bint exclude,
                    const uint8_t* copies, int64_t id_lo, int64_t num_ids,
                    OpenCopies* open_copies, BatchBuf* out, int64_t* seg_batch_off,
                    int64_t* n_oversize) noexcept nogil:
-    """Returns the number of rows kept, or a negative error code. With ``copies`` (a bit per
+    """Returns the number of rows kept, or a negative error code (DS_ERR_ROW: a row outside
+    the ``ncol`` rows of the columns, found before it is read). With ``copies`` (a bit per
     copy id ``row - id_lo`` in ``[0, num_ids)``; ``open_copies`` the open batch's flagged rows)
     a flagged row whose cut is already in the open batch closes it first: no batch holds a cut
     twice (a mixture's common plan, caps on duration and cuts and copies, has a loop of its
@@ -319,6 +322,8 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
             row = rows[i]
+            if row_outside(row, ncol):
+                return DS_ERR_ROW
             if use_copies:
                 checked = _flagged(copies, id_lo, num_ids, row)
                 h = _sig_bit(row)
@@ -410,21 +415,25 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
 # not change with the other kinds' code (measured: the duration-only loop 7% slower once the
 # copies' loop changed, all four inlined into the wrapper).
 ctypedef int64_t (*duration_fn)(
-    const DurationLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
-    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
-    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+    const DurationLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
 ctypedef int64_t (*token_fn)(
-    const TokenLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
-    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
-    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+    const TokenLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
 ctypedef int64_t (*copy_fn)(
-    const CopyLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
-    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
-    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+    const CopyLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
 ctypedef int64_t (*any_fn)(
-    const AnyLimits*, int64_t*, const int64_t*, int64_t, const double*, const int64_t*,
-    const double*, const int64_t*, int64_t, const DurTok*, int64_t, double, double, bint, bint,
-    const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*, int64_t*) noexcept nogil
+    const AnyLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
 cdef duration_fn pack_durations = _pack[DurationLimits]
 cdef token_fn pack_tokens = _pack[TokenLimits]
 cdef copy_fn pack_copies = _pack[CopyLimits]
@@ -489,7 +498,9 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     if max_tokens is not None:
         if tokens is None or tokens.shape[0] != duration.shape[0]:
             raise ValueError("max_tokens needs the tokens column (one value per row)")
-    check_rows(rows, duration.shape[0], "pack", "rows", "duration")
+    if exclude_oversize:  # rows move as excluded ones are dropped: checked before any does
+        check_rows(rows, duration.shape[0], "pack", "rows", "duration")
+    # else the loop checks each row before it reads it (and moves none: ``rows`` unchanged)
     cdef const uint8_t* bp = NULL
     cdef OpenCopies oc
     memset(&oc, 0, sizeof(oc))
@@ -542,25 +553,28 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
                 if dt != NULL:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
                 if dt == NULL and fp == NULL and bp == NULL:  # caps on duration and cuts
-                    kept = pack_durations(&durations_only, rp, &seg_offsets[0], nseg, dp, NULL,
-                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
-                                 0.0, q, sum_mode, exclude_oversize, NULL, 0, 0, &oc, &buf,
-                                 &sb[0], &n_over)
+                    kept = pack_durations(
+                        &durations_only, rp, &seg_offsets[0], nseg, dp, ncol, NULL,
+                        &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX, 0.0, q,
+                        sum_mode, exclude_oversize, NULL, 0, 0, &oc, &buf, &sb[0], &n_over)
                 elif fp == NULL and bp == NULL:  # and a token cap
-                    kept = pack_tokens(&token_cap, rp, &seg_offsets[0], nseg, dp, NULL,
-                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, dt, mt, tq, q,
-                                 sum_mode, exclude_oversize, NULL, 0, 0, &oc, &buf, &sb[0],
-                                 &n_over)
+                    kept = pack_tokens(
+                        &token_cap, rp, &seg_offsets[0], nseg, dp, ncol, NULL, &cap_duration[0],
+                        &cap_cuts[0], INT64_MAX, dt, mt, tq, q, sum_mode, exclude_oversize, NULL,
+                        0, 0, &oc, &buf, &sb[0], &n_over)
                 elif dt == NULL and fp == NULL:  # caps on duration and cuts, copies
-                    kept = pack_copies(&copy_check, rp, &seg_offsets[0], nseg, dp, NULL,
-                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
-                                 0.0, q, sum_mode, exclude_oversize, bp, id_lo, num_ids, &oc,
-                                 &buf, &sb[0], &n_over)
+                    kept = pack_copies(
+                        &copy_check, rp, &seg_offsets[0], nseg, dp, ncol, NULL,
+                        &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX, 0.0, q,
+                        sum_mode, exclude_oversize, bp, id_lo, num_ids, &oc, &buf, &sb[0],
+                        &n_over)
                 else:
-                    kept = pack_any(&any_limits, rp, &seg_offsets[0], nseg, dp, fp,
-                                 &cap_duration[0], &cap_cuts[0], mf, dt, mt, tq, q, sum_mode,
-                                 exclude_oversize, bp, id_lo, num_ids, &oc, &buf, &sb[0],
-                                 &n_over)
+                    kept = pack_any(
+                        &any_limits, rp, &seg_offsets[0], nseg, dp, ncol, fp, &cap_duration[0],
+                        &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize, bp, id_lo,
+                        num_ids, &oc, &buf, &sb[0], &n_over)
+        if kept == DS_ERR_ROW:
+            check_rows(rows, ncol, "pack", "rows", "duration")
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)

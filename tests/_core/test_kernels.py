@@ -493,12 +493,13 @@ def test_first_bad_row_is_reported(bad: int, pos: int) -> None:
     with pytest.raises(ValueError, match="sort_pools: " + msg):
         packing.sort_pools(rows, np.array([0, n], np.int64), d, 4)
     before = rows.copy()
-    with pytest.raises(ValueError, match="pack: " + msg):
-        packing.pack(
-            rows, np.array([0, n], np.int64), d, EMPTY_I, np.array([30.0]),
-            np.array([8], np.int64), None, None, False, False,
-        )  # fmt: skip
-    assert rows.tolist() == before.tolist()  # checked before anything is moved
+    for exclude in (False, True):  # checked in the loop (no row moves), or before it
+        with pytest.raises(ValueError, match="pack: " + msg):
+            packing.pack(
+                rows, np.array([0, n], np.int64), d, EMPTY_I, np.array([1.5]),
+                np.array([8], np.int64), None, None, False, exclude,
+            )  # fmt: skip
+        assert rows.tolist() == before.tolist()  # no row moved
 
 
 @given(st.lists(st.integers(-3, 12), max_size=300), st.integers(1, 12))
@@ -519,6 +520,11 @@ def test_row_check_accepts_exactly_the_rows_of_the_column(values: list[int], nco
         lambda: packing.sort_pools(rows.copy(), np.array([0, rows.size], np.int64), d, 2),
         lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
                              np.array([30.0]), np.array([8], np.int64), None, None, False, False),
+        lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
+                             np.array([3.0]), np.array([8], np.int64), None, None, False, True),
+        lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
+                             np.array([30.0]), np.array([8], np.int64), None, None, False, False,
+                             copies=np.full(2, 255, np.uint8), id_lo=0, num_ids=12),
     ):  # fmt: skip
         if bad:
             with pytest.raises(ValueError, match=rf"rows\[{bad[0]}\]={values[bad[0]]} "):
