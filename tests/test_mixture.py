@@ -1014,3 +1014,61 @@ def test_mixture_refuses_durations_that_are_not_positive_finite() -> None:
         select_rows({"duration": bad}, cfg, None, 1, lay)
     with pytest.raises(ValueError, match="has 2 rows that are not positive finite seconds"):
         select_rows({"duration": bad}, cfg, None, 1, lay)  # its sources are known: again
+@pytest.mark.parametrize("mix_batches", ["pooled", "per_source"])
+def test_the_next_plan_of_a_mixture_takes_no_new_buffer(
+    mix_batches: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every array of rows a mixture's plan makes (its selection, the grouped rows, a
+    per_source plan's rows split by source, the plan's rows) comes from memory the plan
+    before it handed back, once that plan is dropped."""
+    from discoseq.plan import scratch
+
+    rng = np.random.default_rng(9)
+    duration = np.round(rng.uniform(0.5, 20.0, 3000), 2)
+    lay = SourceLayout(("a", "b"), np.array([0, 2500, 3000]))
+    cfg = SamplerConfig(max_duration=60.0, num_buckets=4, seed=3, epoch_cuts=3000,
+                        mix_batches=mix_batches,
+                        mixture={"a": {"weight": 0.5}, "b": {"weight": 0.5}})  # fmt: skip
+    cols = {"duration": duration}
+    scratch.release()
+    first = plan_epoch(cols, cfg, 1, 2, sources=lay)
+    want = np.array(first.rows)
+    del first
+    made = []
+    real = scratch._rounded
+    monkeypatch.setattr(scratch, "_rounded", lambda n: made.append(n) or real(n))
+    second = plan_epoch(cols, cfg, 1, 2, sources=lay)
+    assert made == []
+    assert np.array_equal(second.rows, want)
+    scratch.release()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_per_source_stats_of_a_masked_plan_count_its_rows(drop_last: bool) -> None:
+    """With positions masked and oversize cuts left out, each source's planned cuts and hours
+    are those of the plan's rows (its padding repeats not counted; dropped batches not
+    planned), and its padding counts the repeats."""
+    rng = np.random.default_rng(11)
+    duration = np.round(rng.uniform(0.5, 25.0, 4000), 2)
+    duration[::97] = 75.0  # oversize
+    lay = SourceLayout(("a", "b", "c"), np.array([0, 2500, 3500, 4000]))
+    cfg = SamplerConfig(max_duration=60.0, num_buckets=5, seed=4, epoch_cuts=4000,
+                        oversize="exclude", max_duration_per_cut=None, drop_last=drop_last,
+                        mixture={"a": {"weight": 0.5}, "b": {"weight": 0.3},
+                                 "c": {"weight": 0.2}})  # fmt: skip
+    cols = {"duration": duration}
+    m = plan_epoch(cols, cfg, 2, 3, sources=lay).selection_size
+    mask = rng.random(m) > 0.2
+    plan = plan_epoch(cols, cfg, 2, 3, sources=lay, mask=mask)
+    assert plan.stats.oversize > 0 and plan.stats.filtered["mask"] == m - mask.sum()
+    pad = np.zeros(plan.num_batches, dtype=bool)
+    pad[plan.padding_batches] = True
+    sizes = np.diff(plan.batch_offsets)
+    rows = plan.rows[np.repeat(~pad, sizes)]
+    repeats = plan.rows[np.repeat(pad, sizes)]
+    of = np.searchsorted(lay.offsets[1:], rows, side="right")
+    for s, st_ in enumerate(plan.stats.sources):
+        assert st_.planned == int((of == s).sum())
+        assert st_.planned_hours == pytest.approx(duration[rows[of == s]].sum() / 3600, rel=1e-12)
+        pads = np.searchsorted(lay.offsets[1:], repeats, side="right") == s
+        assert st_.padding == int(pads.sum())

@@ -31,8 +31,9 @@ from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy
 
 from discoseq._core.types cimport (
-    Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_OK, KEY_DURATION, KEY_FRAMES,
-    KEY_NUMEL, KEY_TOKENS, check_rows, f64_ptr, i64_ptr, key_of, weight_of,
+    Columns, DS_ERR_BOUNDS, DS_ERR_NOMEM, DS_ERR_OVERFLOW, DS_ERR_ROW, DS_OK, KEY_DURATION,
+    KEY_FRAMES, KEY_NUMEL, KEY_TOKENS, check_rows, f64_ptr, i64_ptr, key_of, row_outside,
+    weight_of,
 )
 
 KEY_KINDS = {"duration": KEY_DURATION, "num_frames": KEY_FRAMES, "num_features": KEY_NUMEL,
@@ -69,29 +70,39 @@ cdef inline bint _is_sorted(const double* a, int64_t n) noexcept nogil:
     return True
 
 
-cdef inline void _key_bits_range(const int64_t* rows, int64_t n, const Columns* c, int kind,
-                                 uint64_t* minb, uint64_t* maxb) noexcept nogil:
-    """The least and greatest bit pattern of the keys (inline: a loop per constant kind)."""
-    cdef int64_t i
+cdef inline int _key_bits_range(const int64_t* rows, int64_t n, const Columns* c, int kind,
+                                int64_t ncol, uint64_t* minb, uint64_t* maxb) noexcept nogil:
+    """The least and greatest bit pattern of the keys (inline: a loop per constant kind);
+    DS_ERR_ROW for a row outside the ``ncol`` rows of the columns (before it is read)."""
+    cdef int64_t i, row
     cdef uint64_t b, lo = UINT64_MAX, hi = 0
     for i in range(n):
-        b = _bits(key_of(c, kind, _row(rows, i)))
+        row = _row(rows, i)
+        if rows != NULL and row_outside(row, ncol):
+            return DS_ERR_ROW
+        b = _bits(key_of(c, kind, row))
         lo = b if b < lo else lo
         hi = b if b > hi else hi
     minb[0] = lo
     maxb[0] = hi
+    return DS_OK
 
 
 cdef inline int _histogram(const int64_t* rows, int64_t n, const Columns* c, int kind,
-                           int shift, uint64_t base, int64_t nbins, int64_t* hist,
+                           int64_t ncol, int shift, uint64_t base, int64_t nbins, int64_t* hist,
                            int64_t* total_out) noexcept nogil:
     """Pass 1 of :func:`_estimate`: count and weight of the keys in each bin, their total
-    weight. Inline so that each call with a constant ``kind`` gets its own loop."""
-    cdef int64_t i, j, w, total = 0
+    weight; DS_ERR_ROW for a row outside the ``ncol`` rows of the columns (before it is read:
+    the first pass over the rows checks them). Inline so that each call with a constant
+    ``kind`` gets its own loop."""
+    cdef int64_t i, j, w, row, total = 0
     cdef uint64_t b
     cdef double x
     for i in range(n):
-        x = key_of(c, kind, _row(rows, i))
+        row = _row(rows, i)
+        if rows != NULL and row_outside(row, ncol):
+            return DS_ERR_ROW
+        x = key_of(c, kind, row)
         b = (_bits(x) >> shift) - base
         if b >= <uint64_t>nbins:  # a key outside the given bounds
             return DS_ERR_BOUNDS
@@ -121,27 +132,31 @@ cdef inline void _collect(const int64_t* rows, int64_t n, const Columns* c, int 
             sfill[sl] += 1
 
 
-cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t nb,
-                   double* out, double lo, double hi, int64_t* sizes) noexcept nogil:
-    """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code. Requires n >= 1, nb >= 2.
+cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t ncol,
+                   int64_t nb, double* out, double lo, double hi, int64_t* sizes) noexcept nogil:
+    """Edges into ``out[0 .. nb-2]``; returns DS_OK or an error code (DS_ERR_ROW: a row
+    outside the ``ncol`` rows of the columns, found by the first pass before it is read).
+    Requires n >= 1, nb >= 2.
     ``lo <= hi`` are known bounds of the keys (saves a pass), or ``lo > hi`` when unknown.
     ``sizes`` (or NULL): the rows of each of the ``nb`` buckets, from the histogram (see
     :func:`_bucket_sizes`)."""
     cdef int64_t i, k, j, w, total = 0
     cdef uint64_t b, minb = UINT64_MAX, maxb = 0, base
     cdef double x
-    cdef int shift = 0
+    cdef int shift = 0, rc = DS_OK
     if lo <= hi:
         minb = _bits(lo)
         maxb = _bits(hi)
     elif kind == KEY_DURATION:
-        _key_bits_range(rows, n, c, KEY_DURATION, &minb, &maxb)
+        rc = _key_bits_range(rows, n, c, KEY_DURATION, ncol, &minb, &maxb)
     elif kind == KEY_FRAMES:
-        _key_bits_range(rows, n, c, KEY_FRAMES, &minb, &maxb)
+        rc = _key_bits_range(rows, n, c, KEY_FRAMES, ncol, &minb, &maxb)
     elif kind == KEY_NUMEL:
-        _key_bits_range(rows, n, c, KEY_NUMEL, &minb, &maxb)
+        rc = _key_bits_range(rows, n, c, KEY_NUMEL, ncol, &minb, &maxb)
     else:
-        _key_bits_range(rows, n, c, KEY_TOKENS, &minb, &maxb)
+        rc = _key_bits_range(rows, n, c, KEY_TOKENS, ncol, &minb, &maxb)
+    if rc != DS_OK:
+        return rc
     while (maxb >> shift) - (minb >> shift) >= NBINS:
         shift += 1
     base = minb >> shift
@@ -154,7 +169,6 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
     cdef int64_t* soff = <int64_t*>malloc((nb + 1) * sizeof(int64_t))
     cdef int64_t* sfill = <int64_t*>malloc(nb * sizeof(int64_t))
     cdef double* buf = NULL
-    cdef int rc = DS_OK
     cdef int64_t cum, nslots, sl, target, acc, e
     if (hist == NULL or slot_of == NULL or tbin == NULL or tprev == NULL
             or soff == NULL or sfill == NULL):
@@ -162,15 +176,15 @@ cdef int _estimate(const int64_t* rows, int64_t n, const Columns* c, int kind, i
     else:
         # a loop per key kind (and for duration keys without a row array): no test of them per row
         if kind == KEY_DURATION and rows == NULL:
-            rc = _histogram(NULL, n, c, KEY_DURATION, shift, base, nbins, hist, &total)
+            rc = _histogram(NULL, n, c, KEY_DURATION, ncol, shift, base, nbins, hist, &total)
         elif kind == KEY_DURATION:
-            rc = _histogram(rows, n, c, KEY_DURATION, shift, base, nbins, hist, &total)
+            rc = _histogram(rows, n, c, KEY_DURATION, ncol, shift, base, nbins, hist, &total)
         elif kind == KEY_FRAMES:
-            rc = _histogram(rows, n, c, KEY_FRAMES, shift, base, nbins, hist, &total)
+            rc = _histogram(rows, n, c, KEY_FRAMES, ncol, shift, base, nbins, hist, &total)
         elif kind == KEY_NUMEL:
-            rc = _histogram(rows, n, c, KEY_NUMEL, shift, base, nbins, hist, &total)
+            rc = _histogram(rows, n, c, KEY_NUMEL, ncol, shift, base, nbins, hist, &total)
         else:
-            rc = _histogram(rows, n, c, KEY_TOKENS, shift, base, nbins, hist, &total)
+            rc = _histogram(rows, n, c, KEY_TOKENS, ncol, shift, base, nbins, hist, &total)
         if rc == DS_OK and total > INT64_MAX // nb:
             rc = DS_ERR_OVERFLOW
     if rc == DS_OK:
@@ -383,24 +397,31 @@ cdef void _scatter(const int64_t* rows, int64_t n, const uint8_t* ids, const Col
     free(fill)
 
 
-cdef inline void _chunk_buckets(const int64_t* rows, int64_t i0, int64_t i1, const Columns* c,
-                                int kind, const BucketTable* t, const double* edges, int64_t ne,
-                                const double* tedges, int64_t nt, int32_t* ids) noexcept nogil:
+cdef inline int _chunk_buckets(const int64_t* rows, int64_t i0, int64_t i1, const Columns* c,
+                               int kind, int64_t ncol, const BucketTable* t, const double* edges,
+                               int64_t ne, const double* tedges, int64_t nt,
+                               int32_t* ids) noexcept nogil:
     """The flat bucket of rows ``i0 .. i1 - 1`` into ``ids`` (inline: a loop per constant
-    ``kind``, and one for 1D duration keys without a row array)."""
-    cdef int64_t i
+    ``kind``, and one for 1D duration keys without a row array); DS_ERR_ROW for a row outside
+    the ``ncol`` rows of the columns (before it is read)."""
+    cdef int64_t i, row
     for i in range(i0, i1):
-        ids[i - i0] = <int32_t>_bucket(c, kind, _row(rows, i), t, edges, ne, tedges, nt)
+        row = _row(rows, i)
+        if rows != NULL and row_outside(row, ncol):
+            return DS_ERR_ROW
+        ids[i - i0] = <int32_t>_bucket(c, kind, row, t, edges, ne, tedges, nt)
+    return DS_OK
 
 
 cdef int _scatter_sized(const int64_t* rows, int64_t n, const Columns* c, int kind,
-                        const BucketTable* t, const double* edges, int64_t ne,
+                        int64_t ncol, const BucketTable* t, const double* edges, int64_t ne,
                         const double* tedges, int64_t nt, int64_t* out,
                         const int64_t* offsets, int64_t nseg) noexcept nogil:
     """Row ``i`` to the next free place of its bucket ``s`` (found from its key) within
     ``out[offsets[s]:offsets[s + 1]]``, in order, staged as :func:`_scatter`. DS_ERR_BOUNDS
     when a bucket's rows do not fill its range exactly (the sizes were not those of the rows):
-    nothing is written outside a bucket's range."""
+    nothing is written outside a bucket's range; DS_ERR_ROW for a row outside the ``ncol``
+    rows of the columns (the pass checks each before reading it)."""
     cdef int64_t i, s, k, i0, i1
     cdef int rc = DS_OK
     cdef int32_t ids[CHUNK]
@@ -416,11 +437,15 @@ cdef int _scatter_sized(const int64_t* rows, int64_t n, const Columns* c, int ki
             # a block's buckets first, then its rows: two short loops run faster than one
             i1 = i0 + CHUNK if n - i0 > CHUNK else n
             if kind == KEY_DURATION and rows == NULL and nt <= 1:
-                _chunk_buckets(NULL, i0, i1, c, KEY_DURATION, t, edges, ne, NULL, 1, ids)
+                rc = _chunk_buckets(NULL, i0, i1, c, KEY_DURATION, ncol, t, edges, ne, NULL, 1,
+                                    ids)
             elif kind == KEY_DURATION:
-                _chunk_buckets(rows, i0, i1, c, KEY_DURATION, t, edges, ne, tedges, nt, ids)
+                rc = _chunk_buckets(rows, i0, i1, c, KEY_DURATION, ncol, t, edges, ne, tedges,
+                                    nt, ids)
             else:
-                _chunk_buckets(rows, i0, i1, c, kind, t, edges, ne, tedges, nt, ids)
+                rc = _chunk_buckets(rows, i0, i1, c, kind, ncol, t, edges, ne, tedges, nt, ids)
+            if rc != DS_OK:
+                break
             for i in range(i0, i1):
                 s = ids[i - i0]
                 k = fill[s]
@@ -450,12 +475,14 @@ cdef int _scatter_sized(const int64_t* rows, int64_t n, const Columns* c, int ki
     return rc
 
 
-cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
+cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind, int64_t ncol,
                 const double* edges, int64_t ne, const double* tedges, int64_t nt,
                 int64_t* out, int64_t* offsets, int64_t nseg,
                 const int64_t* sizes) noexcept nogil:
     """Stable counting sort by bucket (two passes: count, scatter). With ``sizes`` (the rows of
-    each bucket, known from estimating the edges) one pass: the scatter."""
+    each bucket, known from estimating the edges) one pass: the scatter. The first pass checks
+    each row before it reads it: DS_ERR_ROW for one outside the ``ncol`` rows of the
+    columns."""
     cdef int64_t i, s, row
     cdef int rc
     cdef BucketTable t
@@ -465,7 +492,8 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
         offsets[0] = 0
         for s in range(nseg):
             offsets[s + 1] = offsets[s] + sizes[s]
-        rc = _scatter_sized(rows, n, c, kind, &t, edges, ne, tedges, nt, out, offsets, nseg)
+        rc = _scatter_sized(rows, n, c, kind, ncol, &t, edges, ne, tedges, nt, out, offsets,
+                            nseg)
         free(t.table)
         return rc
     # With <= 256 buckets, pass 1 keeps each row's bucket id in a byte, so the scatter pass reads
@@ -475,12 +503,22 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
         offsets[s] = 0
     if ids != NULL:
         for i in range(n):
-            s = _bucket(c, kind, _row(rows, i), &t, edges, ne, tedges, nt)
+            row = _row(rows, i)
+            if rows != NULL and row_outside(row, ncol):
+                break
+            s = _bucket(c, kind, row, &t, edges, ne, tedges, nt)
             ids[i] = <uint8_t>s
             offsets[s + 1] += 1
     else:
         for i in range(n):
-            offsets[_bucket(c, kind, _row(rows, i), &t, edges, ne, tedges, nt) + 1] += 1
+            row = _row(rows, i)
+            if rows != NULL and row_outside(row, ncol):
+                break
+            offsets[_bucket(c, kind, row, &t, edges, ne, tedges, nt) + 1] += 1
+    if rows != NULL and n > 0 and row_outside(row, ncol):
+        free(ids)
+        free(t.table)
+        return DS_ERR_ROW
     for s in range(nseg):
         offsets[s + 1] += offsets[s]
     # offsets[s] now doubles as the write cursor of bucket s; restored below.
@@ -506,10 +544,10 @@ cdef int _group(const int64_t* rows, int64_t n, const Columns* c, int kind,
 # compiler cannot inline a kernel into its Python wrapper. GCC inlines a static function that is
 # called once, and the machine code of the hot loops then changes with every edit of the wrapper
 # (measured: estimate_edges 20% slower after a validation was added to its wrapper).
-ctypedef int (*estimate_fn)(const int64_t*, int64_t, const Columns*, int, int64_t, double*, double,
-                            double, int64_t*) noexcept nogil
-ctypedef int (*group_fn)(const int64_t*, int64_t, const Columns*, int, const double*, int64_t,
-                         const double*, int64_t, int64_t*, int64_t*, int64_t,
+ctypedef int (*estimate_fn)(const int64_t*, int64_t, const Columns*, int, int64_t, int64_t,
+                            double*, double, double, int64_t*) noexcept nogil
+ctypedef int (*group_fn)(const int64_t*, int64_t, const Columns*, int, int64_t, const double*,
+                         int64_t, const double*, int64_t, int64_t*, int64_t*, int64_t,
                          const int64_t*) noexcept nogil
 cdef estimate_fn estimate_kernel = _estimate
 cdef group_fn group_kernel = _group
@@ -577,12 +615,12 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
         raise ValueError(f"num_buckets={num_buckets} must be >= 1")
     ncol, column = _column_length("estimate_edges", kind, False, duration, num_frames,
                                   num_features, num_tokens)
-    check_rows(rows, ncol, "estimate_edges", "rows", column)
     if sizes is not None and sizes.shape[0] != num_buckets:
         raise ValueError(f"sizes has {sizes.shape[0]} values, expected num_buckets={num_buckets}")
     cdef int64_t n = ncol if rows is None else rows.shape[0]
     out = np.zeros(max(num_buckets - 1, 0), dtype=np.float64)
     if num_buckets == 1 or n == 0:
+        check_rows(rows, ncol, "estimate_edges", "rows", column)  # no kernel pass checks them
         if sizes is not None:
             sizes[:] = 0
             sizes[0] = n
@@ -592,8 +630,11 @@ def estimate_edges(const int64_t[::1] rows, int kind, const double[::1] duration
     cdef const int64_t* rp = i64_ptr(rows)
     cdef int64_t* sp = &sizes[0] if sizes is not None else NULL
     cdef int rc
+    cdef int64_t nc = ncol
     with nogil:
-        rc = estimate_kernel(rp, n, &c, kind, num_buckets, &o[0], lo, hi, sp)
+        rc = estimate_kernel(rp, n, &c, kind, nc, num_buckets, &o[0], lo, hi, sp)
+    if rc == DS_ERR_ROW:  # the kernel's first pass checks the rows: say which one
+        check_rows(rows, ncol, "estimate_edges", "rows", column)
     if rc == DS_ERR_NOMEM:
         raise MemoryError("estimate_edges: out of memory")
     if rc == DS_ERR_BOUNDS:
@@ -640,7 +681,6 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
     for i in range(1, ne):
         if not edges[i - 1] <= edges[i]:
             raise ValueError("edges must be non-decreasing")
-    check_rows(rows, ncol, "group_by_bucket", "rows", column)
     cdef int64_t n = ncol if rows is None else rows.shape[0]
     cdef const int64_t* szp = NULL
     if sizes is not None:
@@ -659,8 +699,11 @@ def group_by_bucket(const int64_t[::1] rows, int kind, const double[::1] duratio
     cdef const int64_t* rp = i64_ptr(rows)
     cdef int64_t* gp = &g[0] if n > 0 else NULL
     cdef int rc
+    cdef int64_t nc = ncol
     with nogil:
-        rc = group_kernel(rp, n, &c, kind, ep, ne, tp, nt, gp, &off[0], nseg, szp)
+        rc = group_kernel(rp, n, &c, kind, nc, ep, ne, tp, nt, gp, &off[0], nseg, szp)
+    if rc == DS_ERR_ROW:  # the kernel's first pass checks the rows: say which one
+        check_rows(rows, ncol, "group_by_bucket", "rows", column)
     if rc == DS_ERR_BOUNDS:
         raise ValueError("group_by_bucket: sizes are not the numbers of rows in each bucket")
     if rc < 0:

@@ -17,9 +17,11 @@ import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
-from discoseq._core.types cimport DS_ERR_NOMEM, DS_OK, check_rows, with_one_more
+from discoseq._core.types cimport (
+    DS_ERR_NOMEM, DS_ERR_ROW, DS_OK, check_rows, row_outside, with_one_more,
+)
 
 cdef extern from *:
     """
@@ -117,59 +119,118 @@ cdef inline bint _flagged(const uint8_t* copies, int64_t id_lo, int64_t num_ids,
 
 
 cdef struct CopySet:
-    # the flagged rows of the open batch: open addressing over (row, batch) slots, a slot of an
-    # earlier batch counting as empty, so a new batch starts empty without clearing anything;
-    # the table stays as small as the most copies one batch holds (in cache), whatever the
-    # number of cuts the mixture repeats
+    # a hash set of rows: open addressing over (row, generation) slots, a slot of an earlier
+    # generation counting as empty, so a new generation starts empty without clearing anything;
+    # the table stays as small as the most rows one generation holds (in cache)
     int64_t* row
-    int64_t* batch
+    int64_t* gen
     int64_t mask  # slots - 1 (a power of two)
-    int64_t n  # rows of the open batch in it
-    int64_t open  # the open batch's number
+    int64_t n  # rows of the current generation in it
+    int64_t cur  # the current generation
 
 
 cdef inline int64_t _slot(const CopySet* c, int64_t row) noexcept nogil:
-    """The slot of ``row`` in the open batch, or the empty slot where it would go."""
+    """The slot of ``row`` in the current generation, or the empty slot where it would go."""
     cdef int64_t k = <int64_t>((<uint64_t>row * 0x9E3779B97F4A7C15ULL) >> 32) & c.mask
-    while c.batch[k] == c.open and c.row[k] != row:
+    while c.gen[k] == c.cur and c.row[k] != row:
         k = (k + 1) & c.mask
     return k
 
 
-cdef int _copy_add(CopySet* c, int64_t row) noexcept nogil:
-    """Put ``row`` in the open batch's set (twice as many slots once it is half full)."""
+cdef int _set_add(CopySet* c, int64_t row) noexcept nogil:
+    """Put ``row`` in the current generation (twice as many slots once it is half full)."""
     cdef int64_t k, j, size, old_mask = c.mask
     cdef int64_t* old_row = c.row
-    cdef int64_t* old_batch = c.batch
-    if 2 * (c.n + 1) > c.mask + 1:
-        size = 2 * (c.mask + 1)
+    cdef int64_t* old_gen = c.gen
+    if c.row == NULL or 2 * (c.n + 1) > c.mask + 1:
+        size = 64 if c.row == NULL else 2 * (c.mask + 1)
         c.row = <int64_t*>malloc(size * sizeof(int64_t))
-        c.batch = <int64_t*>malloc(size * sizeof(int64_t))
-        if c.row == NULL or c.batch == NULL:
+        c.gen = <int64_t*>malloc(size * sizeof(int64_t))
+        if c.row == NULL or c.gen == NULL:
             free(c.row)
-            free(c.batch)
-            c.row, c.batch = old_row, old_batch
+            free(c.gen)
+            c.row, c.gen = old_row, old_gen
             return DS_ERR_NOMEM
         c.mask = size - 1
         for j in range(size):
-            c.batch[j] = -1
-        for j in range(old_mask + 1):
-            if old_batch[j] == c.open:
-                k = _slot(c, old_row[j])
-                c.row[k] = old_row[j]
-                c.batch[k] = c.open
+            c.gen[j] = -1
+        if old_row != NULL:
+            for j in range(old_mask + 1):
+                if old_gen[j] == c.cur:
+                    k = _slot(c, old_row[j])
+                    c.row[k] = old_row[j]
+                    c.gen[k] = c.cur
         free(old_row)
-        free(old_batch)
+        free(old_gen)
     k = _slot(c, row)
     c.row[k] = row
-    c.batch[k] = c.open
+    c.gen[k] = c.cur
     c.n += 1
+    return DS_OK
+
+
+cdef enum:
+    SIG_WORDS = 8  # the open batch's filter of flagged rows: 512 bits, one cache line
+    SCAN_MAX = 32  # flagged rows of the open batch that are scanned; more: a hash set
+
+
+cdef struct OpenCopies:
+    # The flagged rows of the open batch, as :func:`_pack` keeps them: in a 512-bit filter of
+    # its own (bit ``_sig_bit(row)`` set for each; a local array, which no store through the
+    # rows can alias) that settles most flagged rows in one test and no branch (a row whose
+    # bit is clear is not in the batch), and here, for the rows whose bit is set (their cut,
+    # or another that shares the bit): their list ``rows`` (``cap`` slots), scanned, or for a
+    # batch of many flagged rows a hash set of ``rows[0:indexed]`` (filled as needed). Emptied
+    # as a batch closes: the size follows the open batch, not the number of repeated cuts.
+    int64_t* rows
+    int64_t cap
+    int64_t indexed
+    CopySet table
+
+
+cdef inline uint64_t _sig_bit(int64_t row) noexcept nogil:
+    """The filter bit of ``row`` (the top 9 bits of a multiplicative hash)."""
+    return (<uint64_t>row * 0x9E3779B97F4A7C15ULL) >> 55
+
+
+cdef inline void _copies_reset(OpenCopies* o, uint64_t* sig) noexcept nogil:
+    """The open batch closed: no flagged row in the next one (its filter ``sig`` cleared)."""
+    memset(sig, 0, SIG_WORDS * sizeof(uint64_t))
+    o.indexed = 0
+    o.table.cur += 1
+    o.table.n = 0
+
+
+cdef int _copies_hold(OpenCopies* o, int64_t n, int64_t row) noexcept nogil:
+    """1 when ``row`` is among the open batch's ``n`` flagged rows, else 0 (DS_ERR_NOMEM: no
+    memory for the hash set)."""
+    cdef int64_t k
+    if n <= SCAN_MAX:
+        for k in range(n):
+            if o.rows[k] == row:
+                return 1
+        return 0
+    while o.indexed < n:
+        if _set_add(&o.table, o.rows[o.indexed]) < 0:
+            return DS_ERR_NOMEM
+        o.indexed += 1
+    return o.table.gen[_slot(&o.table, row)] == o.table.cur
+
+
+cdef int _copies_grow(OpenCopies* o) noexcept nogil:
+    """Twice the slots for the open batch's flagged rows."""
+    cdef void* p = realloc(o.rows, 2 * o.cap * sizeof(int64_t))
+    if p == NULL:
+        return DS_ERR_NOMEM
+    o.rows = <int64_t*>p
+    o.cap *= 2
     return DS_OK
 
 
 ctypedef fused Limits:
     DurationLimits
     TokenLimits
+    CopyLimits
     AnyLimits
 
 
@@ -183,27 +244,40 @@ cdef struct TokenLimits:  # and a token cap
     char tag
 
 
+cdef struct CopyLimits:  # caps on duration and cuts, a mixture's copies (its common plan)
+    char tag
+
+
 cdef struct AnyLimits:  # any limits, a mixture's copies
     char tag
 
 
 cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, int64_t nseg,
-                   const double* dur, const int64_t* frames, const double* cap_dur,
+                   const double* dur, int64_t ncol, const int64_t* frames, const double* cap_dur,
                    const int64_t* cap_cuts, int64_t max_frames, const DurTok* dt,
                    int64_t max_tokens, double tq, double q, bint sum_mode, bint exclude,
-                   const uint8_t* copies, int64_t id_lo, int64_t num_ids, CopySet* open_copies,
-                   BatchBuf* out, int64_t* seg_batch_off, int64_t* n_oversize) noexcept nogil:
-    """Returns the number of rows kept, or a negative error code. With ``copies`` (a bit per
+                   const uint8_t* copies, int64_t id_lo, int64_t num_ids,
+                   OpenCopies* open_copies, BatchBuf* out, int64_t* seg_batch_off,
+                   int64_t* n_oversize) noexcept nogil:
+    """Returns the number of rows kept, or a negative error code (DS_ERR_ROW: a row outside
+    the ``ncol`` rows of the columns, found before it is read). With ``copies`` (a bit per
     copy id ``row - id_lo`` in ``[0, num_ids)``; ``open_copies`` the open batch's flagged rows)
     a flagged row whose cut is already in the open batch closes it first: no batch holds a cut
-    twice. With ``dt`` (a token cap) durations and token costs are read from it, not from
-    ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which ``max_tokens`` caps),
-    else its integer token count; ``frames`` NULL: no frame cap. ``kind`` (its type only) says
-    which limits the caller has: the rule is written once, and the loop of a kind without
-    frames, tokens or copies carries none of their work (the open batch's sums are locals, kept
-    in registers: half the time per row of a general loop)."""
+    twice (a mixture's common plan, caps on duration and cuts and copies, has a loop of its
+    own: ``CopyLimits``). With ``dt`` (a token cap) durations and token costs are read from
+    it, not from ``dur``: with ``tq > 0`` each cut's quadratic cost (a double, which
+    ``max_tokens`` caps), else its integer token count; ``frames`` NULL: no frame cap.
+    ``kind`` (its type only) says which limits the caller has: the rule is written once, and
+    the loop of a kind without frames, tokens or copies carries none of their work (the open
+    batch's sums are locals, kept in registers: half the time per row of a general loop)."""
     cdef int64_t s, i, row, w = 0, f = 0, nf, t = 0, nt, capc, end
-    cdef bint closes, oversize, checked = False
+    cdef bint closes, oversize, checked = False, maybe = False
+    cdef uint64_t h = 0
+    cdef int held
+    # the open batch's flagged rows (see OpenCopies): the filter and their number in locals
+    cdef uint64_t sig[SIG_WORDS]
+    cdef int64_t on = 0, ocap = 0
+    cdef int64_t* orows = NULL
     cdef double d, c, nd, capd, tc = 0.0, ntc
     # the open batch: cuts, longest cost, cost sum, duration sum, most and sum of frames and of
     # tokens, most and sum of quadratic token costs
@@ -215,6 +289,9 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
     elif Limits is TokenLimits:
         use_frames = use_copies = False
         use_tokens = True
+    elif Limits is CopyLimits:
+        use_frames = use_tokens = False
+        use_copies = True
     else:
         use_frames = frames != NULL
         use_tokens = dt != NULL
@@ -231,6 +308,11 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
         end = seg_off[s + 1]
         bn = bmf = bsf = bmt = bst = 0
         bm = bsm = bdsum = bmq = bsq = 0.0
+        if use_copies:
+            _copies_reset(open_copies, sig)
+            on = 0
+            orows = open_copies.rows
+            ocap = open_copies.cap
         for i in range(seg_off[s], end):
             if i + 64 < end:
                 if use_tokens:
@@ -240,8 +322,12 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                 if use_frames:
                     DS_PREFETCH(&frames[rows[i + 64]])
             row = rows[i]
+            if row_outside(row, ncol):
+                return DS_ERR_ROW
             if use_copies:
                 checked = _flagged(copies, id_lo, num_ids, row)
+                h = _sig_bit(row)
+                maybe = checked & ((sig[h >> 6] >> (h & 63)) & 1)
             if use_tokens:
                 d = dt[row].d
                 if quad_tokens:
@@ -271,25 +357,34 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                         nt = with_one_more(bn, bmt, bst, t, sum_mode)
                         ntc = with_one_more(bn, bmq, bsq, tc, sum_mode)
                         closes = closes | (nt > max_tokens) | (ntc > max_tq)
-                    if checked:  # its cut is in the open batch already
-                        closes = closes | (open_copies.batch[_slot(open_copies, row)] == out.n)
+                    if maybe and not closes:  # is its cut in the open batch already?
+                        held = _copies_hold(open_copies, on, row)
+                        if held < 0:
+                            return DS_ERR_NOMEM
+                        closes = held
                 if closes:
                     if _push(out, w, <int32_t>s, bsm if sum_mode else bn * bm, bdsum) < 0:
                         return DS_ERR_NOMEM
                     bn = bmf = bsf = bmt = bst = 0
                     bm = bsm = bdsum = bmq = bsq = 0.0
+                    if use_copies:
+                        _copies_reset(open_copies, sig)
+                        on = 0
             if oversize:  # a batch of its own
                 rows[w] = row
                 w += 1
                 if _push(out, w, <int32_t>s, c, d) < 0:
                     return DS_ERR_NOMEM
                 continue
-            if checked:
-                if open_copies.open != out.n:  # the open batch is the next one pushed
-                    open_copies.open = out.n
-                    open_copies.n = 0
-                if _copy_add(open_copies, row) < 0:
-                    return DS_ERR_NOMEM
+            if use_copies:  # among the open batch's flagged rows when flagged (no branch)
+                sig[h >> 6] |= (<uint64_t>checked) << (h & 63)
+                orows[on] = row
+                on += checked
+                if on == ocap:
+                    if _copies_grow(open_copies) < 0:
+                        return DS_ERR_NOMEM
+                    orows = open_copies.rows
+                    ocap = open_copies.cap
             rows[w] = row
             w += 1
             bn += 1
@@ -314,6 +409,37 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
     return w
 
 
+
+# The wrapper calls each kind's loop through these pointers, set at import, so that the C compiler
+# cannot inline the loops into the wrapper (nor into one another): their machine code then does
+# not change with the other kinds' code (measured: the duration-only loop 7% slower once the
+# copies' loop changed, all four inlined into the wrapper).
+ctypedef int64_t (*duration_fn)(
+    const DurationLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
+ctypedef int64_t (*token_fn)(
+    const TokenLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
+ctypedef int64_t (*copy_fn)(
+    const CopyLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
+ctypedef int64_t (*any_fn)(
+    const AnyLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
+cdef duration_fn pack_durations = _pack[DurationLimits]
+cdef token_fn pack_tokens = _pack[TokenLimits]
+cdef copy_fn pack_copies = _pack[CopyLimits]
+cdef any_fn pack_any = _pack[AnyLimits]
+
+
 def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
          const double[::1] duration not None, const int64_t[::1] num_frames,
          const double[::1] cap_duration not None, const int64_t[::1] cap_cuts not None,
@@ -334,8 +460,9 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     ``k // 8``; a row's id is ``row - id_lo``, the rows outside ``[id_lo, id_lo + num_ids)``
     are not flagged) flags the rows whose cut the mixture takes more than once: a flagged row
     whose cut is already in the open batch closes it first, so no batch holds a cut twice (the
-    open batch's flagged rows are kept in a small table of their own: its size follows the
-    most copies one batch holds, not the number of ids). With ``max_tokens`` the kernel first
+    open batch's flagged rows are kept in a 512-bit filter and a list of their own, which most
+    rows pass in one test without a branch: their size follows the most copies one batch
+    holds, not the number of ids). With ``max_tokens`` the kernel first
     lays out each row's duration and token count side by side in ``layout`` (a caller's
     scratch of at least ``2 x len(duration)`` int64, overwritten, which it may keep for the
     next call instead of fresh memory; None: allocated for this call), so a shuffled row costs
@@ -371,14 +498,13 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     if max_tokens is not None:
         if tokens is None or tokens.shape[0] != duration.shape[0]:
             raise ValueError("max_tokens needs the tokens column (one value per row)")
-    check_rows(rows, duration.shape[0], "pack", "rows", "duration")
+    if exclude_oversize:  # rows move as excluded ones are dropped: checked before any does
+        check_rows(rows, duration.shape[0], "pack", "rows", "duration")
+    # else the loop checks each row before it reads it (and moves none: ``rows`` unchanged)
     cdef const uint8_t* bp = NULL
-    cdef CopySet cs
-    cs.row = NULL
-    cs.batch = NULL
-    cs.mask = 63
-    cs.n = 0
-    cs.open = -2  # no batch yet (an empty slot holds batch -1)
+    cdef OpenCopies oc
+    memset(&oc, 0, sizeof(oc))
+    oc.table.cur = 0  # no generation yet holds a slot (an empty slot holds -1)
     cdef int64_t ncol = duration.shape[0]
     cdef DurTok* dt = NULL
     cdef const double* dp = &duration[0] if ncol > 0 else NULL
@@ -398,14 +524,10 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             )
         dt = <DurTok*>&layout[0]
     if bp != NULL:
-        cs.row = <int64_t*>malloc((cs.mask + 1) * sizeof(int64_t))
-        cs.batch = <int64_t*>malloc((cs.mask + 1) * sizeof(int64_t))
-        if cs.row == NULL or cs.batch == NULL:
-            free(cs.row)
-            free(cs.batch)
+        oc.cap = 64
+        oc.rows = <int64_t*>malloc(oc.cap * sizeof(int64_t))
+        if oc.rows == NULL:
             raise MemoryError("pack: out of memory")
-        for s in range(cs.mask + 1):
-            cs.batch[s] = -1
     seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
     cdef BatchBuf buf
@@ -418,6 +540,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef int64_t kept = DS_ERR_NOMEM
     cdef DurationLimits durations_only
     cdef TokenLimits token_cap
+    cdef CopyLimits copy_check
     cdef AnyLimits any_limits
     cdef int64_t n_over = 0
     cdef int64_t* rp = &rows[0] if rows.shape[0] > 0 else NULL
@@ -430,20 +553,28 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
                 if dt != NULL:
                     _dur_tokens(dt, dp, &tokens[0], ncol, ar, tq)
                 if dt == NULL and fp == NULL and bp == NULL:  # caps on duration and cuts
-                    kept = _pack(&durations_only, rp, &seg_offsets[0], nseg, dp, NULL,
-                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX,
-                                 0.0, q, sum_mode, exclude_oversize, NULL, 0, 0, &cs, &buf,
-                                 &sb[0], &n_over)
+                    kept = pack_durations(
+                        &durations_only, rp, &seg_offsets[0], nseg, dp, ncol, NULL,
+                        &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX, 0.0, q,
+                        sum_mode, exclude_oversize, NULL, 0, 0, &oc, &buf, &sb[0], &n_over)
                 elif fp == NULL and bp == NULL:  # and a token cap
-                    kept = _pack(&token_cap, rp, &seg_offsets[0], nseg, dp, NULL,
-                                 &cap_duration[0], &cap_cuts[0], INT64_MAX, dt, mt, tq, q,
-                                 sum_mode, exclude_oversize, NULL, 0, 0, &cs, &buf, &sb[0],
-                                 &n_over)
+                    kept = pack_tokens(
+                        &token_cap, rp, &seg_offsets[0], nseg, dp, ncol, NULL, &cap_duration[0],
+                        &cap_cuts[0], INT64_MAX, dt, mt, tq, q, sum_mode, exclude_oversize, NULL,
+                        0, 0, &oc, &buf, &sb[0], &n_over)
+                elif dt == NULL and fp == NULL:  # caps on duration and cuts, copies
+                    kept = pack_copies(
+                        &copy_check, rp, &seg_offsets[0], nseg, dp, ncol, NULL,
+                        &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX, 0.0, q,
+                        sum_mode, exclude_oversize, bp, id_lo, num_ids, &oc, &buf, &sb[0],
+                        &n_over)
                 else:
-                    kept = _pack(&any_limits, rp, &seg_offsets[0], nseg, dp, fp,
-                                 &cap_duration[0], &cap_cuts[0], mf, dt, mt, tq, q, sum_mode,
-                                 exclude_oversize, bp, id_lo, num_ids, &cs, &buf, &sb[0],
-                                 &n_over)
+                    kept = pack_any(
+                        &any_limits, rp, &seg_offsets[0], nseg, dp, ncol, fp, &cap_duration[0],
+                        &cap_cuts[0], mf, dt, mt, tq, q, sum_mode, exclude_oversize, bp, id_lo,
+                        num_ids, &oc, &buf, &sb[0], &n_over)
+        if kept == DS_ERR_ROW:
+            check_rows(rows, ncol, "pack", "rows", "duration")
         if kept < 0:
             raise MemoryError("pack: out of memory")
         offsets = np.empty(buf.n + 1, dtype=np.int64)
@@ -461,8 +592,9 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             memcpy(&cv[0], buf.cost, buf.n * sizeof(double))
             memcpy(&dv[0], buf.dur, buf.n * sizeof(double))
     finally:
-        free(cs.row)
-        free(cs.batch)
+        free(oc.rows)
+        free(oc.table.row)
+        free(oc.table.gen)
         free(buf.ends)
         free(buf.seg)
         free(buf.cost)

@@ -4,7 +4,10 @@
 Every kernel reads the index columns through :c:type:`Columns` (raw pointers into the
 caller's, possibly read-only, arrays); a missing column is ``NULL`` and the Python layer
 guarantees that a kernel is only asked for a column that is present, and (:func:`check_rows`)
-that every row id it is given lies inside the columns: the kernels never bounds-check.
+that every row id it is given lies inside the columns: the kernels never bounds-check, except
+that a kernel may test each row in its first pass over them, before the row is read, instead
+of a pass of its own (then :func:`row_outside`, ``DS_ERR_ROW``, and ``check_rows`` for the
+message: the same ValueError).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
@@ -22,6 +25,7 @@ cdef enum ErrCode:
     DS_ERR_NOMEM = -1
     DS_ERR_OVERFLOW = -2
     DS_ERR_BOUNDS = -3
+    DS_ERR_ROW = -4  # a row outside the columns (found before it was read)
 
 cdef struct Columns:
     const double* duration
@@ -56,6 +60,11 @@ cdef inline const double* f64_ptr(const double[::1] a) noexcept:
 
 cdef inline const int64_t* i64_ptr(const int64_t[::1] a) noexcept:
     return NULL if a is None or a.shape[0] == 0 else &a[0]
+
+
+cdef inline bint row_outside(int64_t row, int64_t ncol) noexcept nogil:
+    """``row`` is not a row of columns of ``ncol`` rows (one unsigned comparison)."""
+    return <uint64_t>row >= <uint64_t>ncol
 
 
 cdef inline Py_ssize_t first_bad_row(const int64_t* rows, Py_ssize_t n,

@@ -130,7 +130,12 @@ def _per_source(
     slices = [rows[runs[b, s] : runs[b, s + 1]] for s, b in order]
     seg_offsets = np.zeros(len(order) + 1, dtype=np.int64)
     np.cumsum([x.shape[0] for x in slices], out=seg_offsets[1:])
-    out = np.concatenate(slices) if slices else np.empty(0, dtype=np.int64)
+    # memory an earlier plan handed back (the planner gives these rows back once ordered)
+    out = scratch.empty(rows.shape[0], np.int64)
+    if slices:
+        np.concatenate(slices, out=out)
+    if rows is not selection.rows:  # the rows grouped by bucket, read no more
+        scratch.give_back(rows)
     offs = seg_offsets
     if config.effective_shuffle:
         _shuffle_segments(out, offs, config, epoch)

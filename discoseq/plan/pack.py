@@ -123,7 +123,10 @@ def pack_batches(
     # spreading reorders a random order; packing leaves the rows as they were unless it
     # excludes oversize cuts (then keep a copy to spread and pack again)
     spreadable = repeats and config.effective_shuffle and config.sort_pool is None
-    before = groups.rows.copy() if spreadable and config.oversize == "exclude" else None
+    before = None
+    if spreadable and config.oversize == "exclude":  # in memory an earlier plan handed back
+        before = scratch.empty(groups.rows.shape[0], np.int64)
+        before[:] = groups.rows
     batches = _pack(groups, selection, config)
     if repeats and blocks is not None:
         pairs = int((blocks.round * np.diff(blocks.starts)).sum())  # sum of c(c-1)/2 per cut
@@ -134,6 +137,7 @@ def pack_batches(
             spread_copies(groups, config, epoch)
             batches = _pack(groups, selection, config)
         warn_if_copies_crowd(groups, batches, selection)
+    scratch.give_back(before)
     return batches
 
 

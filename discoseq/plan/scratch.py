@@ -3,7 +3,8 @@
 A plan needs a few arrays only while it plans: the grouped rows (8 B/cut, until the order
 stage has gathered them into the plan's order), packing's side-by-side layout (each row's
 duration beside its token count, with ``max_tokens``; 16 B/cut) and a mixture's selection (its
-rows, 8 B per cut taken). Packing and the planner hand them back
+rows, 8 B per cut taken; a ``per_source`` mixture's rows split by source, and a copy of the
+grouped rows when copies may have to be spread). Grouping, packing and the planner hand them back
 (:func:`give_back`), and a plan's own rows come back by themselves once the plan is dropped
 (:func:`lend`); the next plan reuses them instead of fresh memory: the kernel zeroes every
 fresh page of a large array (about 7 ms per 80 MB here) and, when memory is fragmented,
@@ -67,13 +68,18 @@ def empty(n: int, dtype: npt.DTypeLike) -> np.ndarray:
         if fitting:
             best = min(fitting, key=lambda k: _KEPT[k].nbytes)
             return _KEPT.pop(best)[:nbytes].view(dt)
-    # large buffers in whole 2 MiB pages: a later call a little larger (a plan's rows vary by
-    # the padding of its last step) still fits
-    size = -(-nbytes // _PAGE) * _PAGE if nbytes >= 8 * _PAGE else nbytes
-    buf = np.empty(size, dtype=np.uint8)
+    buf = np.empty(_rounded(nbytes), dtype=np.uint8)
     with _LOCK:
         _MADE[id(buf)] = buf  # the buffers empty() made
     return buf[:nbytes].view(dt)
+
+
+def _rounded(nbytes: int) -> int:
+    """The size of a new buffer for ``nbytes``: large ones in whole 2 MiB pages, so that a
+    later array a little larger still fits it (a plan's rows vary by the padding of its last
+    step; a mixture's selection by a few cuts from epoch to epoch, and may take a few more than
+    the one-corpus plan before it)."""
+    return -(-nbytes // _PAGE) * _PAGE if nbytes >= 8 * _PAGE else nbytes
 
 
 RESERVE_MIN_BYTES = 32 << 20  # below, a thread costs more than the pages it would fault in
@@ -87,7 +93,7 @@ class _Reservation:
     asked (only it cancels it)."""
 
     def __init__(self, nbytes: int) -> None:
-        self.nbytes = nbytes
+        self.nbytes = _rounded(nbytes)  # the buffer's size
         self.owner = threading.get_ident()
         self.buf: np.ndarray | None = None
         self.thread = threading.Thread(target=self._make, name="discoseq-reserve", daemon=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from discoseq._core import sources
 from discoseq.config import SamplerConfig
 from discoseq.plan.epoch_plan import PlanStats
 from discoseq.plan.order import Ordered
@@ -55,7 +56,7 @@ def _source_stats(selection: Selection, batches: Batches, ordered: Ordered) -> t
     num = len(selection.sources)
     dur = selection.columns["duration"]
     # source s holds index rows [offsets[s], offsets[s + 1])
-    ends = np.asarray(selection.source_offsets[1:])
+    ends = np.ascontiguousarray(selection.source_offsets[1:], dtype=np.int64)
 
     def source_of(rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(ends, rows, side="right")
@@ -65,10 +66,8 @@ def _source_stats(selection: Selection, batches: Batches, ordered: Ordered) -> t
     if batches.rows.shape[0] == selection.selection_size:  # every selected cut packed
         planned = np.array([s.selected for s in selection.sources], dtype=np.int64)
         hours = np.array([s.selected_hours * 3600.0 for s in selection.sources])
-    else:  # some were excluded (oversize) or masked: count what was packed
-        packed = source_of(batches.rows)
-        planned = np.bincount(packed, minlength=num)
-        hours = np.bincount(packed, weights=dur[batches.rows], minlength=num)
+    else:  # some were excluded (oversize) or masked: count what was packed (one pass)
+        planned, hours = sources.source_totals(batches.rows, ends, dur)
     drops = np.zeros(num, dtype=np.int64)
     for b in ordered.dropped.tolist():  # fewer than world_size batches
         part = batches.rows[batches.offsets[b] : batches.offsets[b + 1]]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from discoseq._core import bucketing, packing, rng, sharding
+from discoseq._core import bucketing, packing, rng, sharding, sources
 from discoseq.config import SamplerConfig
 from tests import reference_plan as ref
 
@@ -319,6 +319,45 @@ def test_pack_copies_in_large_batches_match_reference() -> None:
     assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
 
 
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([2, 9, 40, 120]),
+    st.booleans(),
+    st.booleans(),
+    st.none() | st.just(2000),
+)
+def test_pack_copies_over_segments_and_many_batches_match_reference(
+    seed: int, max_cuts: int, sum_mode: bool, exclude: bool, max_frames: int | None
+) -> None:
+    """Copies packed over several segments and many batches (the open batch's flagged rows
+    emptied at each close and at each segment's start; batches of a few up to a hundred
+    flagged rows, scanned or hashed), with oversize cuts going alone or left out, with and
+    without a frame cap, as the reference packs them."""
+    gen = np.random.default_rng(seed)
+    ncol = 400
+    d = gen.choice([0.05, 0.2, 1.0, 3.0, 50.0], ncol, p=[0.4, 0.3, 0.2, 0.08, 0.02])
+    frames = readonly((d * 100).astype(np.int64))
+    lo = 5  # the copy ids start at row 5
+    rows = gen.integers(lo, ncol, 3000).astype(np.int64)  # most cuts several times
+    rows[gen.random(rows.size) < 0.3] = 7  # one cut very often
+    cuts = np.bincount(rows, minlength=ncol)
+    seg = np.array([0, 700, 700, 2100, 3000], dtype=np.int64)
+    segments = [rows[seg[k] : seg[k + 1]].tolist() for k in range(seg.size - 1)]
+    cap_d = np.array([30.0, 30.0, 10.0, 30.0])
+    kept, off, bseg, bcost, _, _, nover = packing.pack(
+        rows, seg, readonly(d), frames, cap_d, np.full(4, max_cuts), max_frames, None,
+        sum_mode, exclude, copies=readonly(np.packbits(cuts[lo:] > 1, bitorder="little")),
+        id_lo=lo, num_ids=ncol - lo,
+    )  # fmt: skip
+    batches, eseg, ecost, _, enover = ref.pack(
+        segments, d, frames, cap_d.tolist(), [max_cuts] * 4, max_frames, None, sum_mode,
+        exclude, None, None, np.arange(ncol),
+    )  # fmt: skip
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+    assert kept == sum(len(b) for b in batches) and nover == enover
+    assert bseg.tolist() == eseg and bcost.tolist() == ecost
+
+
 def test_pack_copies_outside_the_ids_are_not_checked() -> None:
     """Only rows whose id lies in [0, num_ids) and is flagged are checked: a repeated row
     outside that span may share a batch (its source repeats nothing), one inside may not; too
@@ -423,7 +462,8 @@ def test_kernels_on_readonly_memmap(tmp_path) -> None:
 
 # ------------------------------------------------------------------- row ids inside the columns
 # Kernels read the columns through raw pointers (no bounds checks in the release build), so each
-# one checks at its Python boundary that every row id it is given is a row of the columns.
+# one checks at its Python boundary that every row id it is given is a row of the columns (or
+# its first pass over the rows tests each before reading it, and the boundary then names it).
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -440,17 +480,26 @@ def test_first_bad_row_is_reported(bad: int, pos: int) -> None:
     msg = rf"rows\[{pos}\]={bad} is not a row of duration \(expected 0 <= row < 10\)"
     with pytest.raises(ValueError, match="estimate_edges: " + msg):
         bucketing.estimate_edges(readonly(rows), 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 3)
+    with pytest.raises(ValueError, match="estimate_edges: " + msg):  # bounds given: no min/max
+        bucketing.estimate_edges(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, 3, 1.0, 2.0)
     with pytest.raises(ValueError, match="group_by_bucket: " + msg):
         bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, EMPTY_F, EMPTY_F, 1)
+    with pytest.raises(ValueError, match="group_by_bucket: " + msg):  # sizes known: one pass
+        bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, EMPTY_F, EMPTY_F, 1,
+                                  np.array([n], np.int64))  # fmt: skip
+    many = np.linspace(1.0, 2.0, 300)  # more than 256 buckets: no byte per row's bucket
+    with pytest.raises(ValueError, match="group_by_bucket: " + msg):
+        bucketing.group_by_bucket(rows, 0, d, EMPTY_I, EMPTY_I, EMPTY_I, many, EMPTY_F, 1)
     with pytest.raises(ValueError, match="sort_pools: " + msg):
         packing.sort_pools(rows, np.array([0, n], np.int64), d, 4)
     before = rows.copy()
-    with pytest.raises(ValueError, match="pack: " + msg):
-        packing.pack(
-            rows, np.array([0, n], np.int64), d, EMPTY_I, np.array([30.0]),
-            np.array([8], np.int64), None, None, False, False,
-        )  # fmt: skip
-    assert rows.tolist() == before.tolist()  # checked before anything is moved
+    for exclude in (False, True):  # checked in the loop (no row moves), or before it
+        with pytest.raises(ValueError, match="pack: " + msg):
+            packing.pack(
+                rows, np.array([0, n], np.int64), d, EMPTY_I, np.array([1.5]),
+                np.array([8], np.int64), None, None, False, exclude,
+            )  # fmt: skip
+        assert rows.tolist() == before.tolist()  # no row moved
 
 
 @given(st.lists(st.integers(-3, 12), max_size=300), st.integers(1, 12))
@@ -463,9 +512,19 @@ def test_row_check_accepts_exactly_the_rows_of_the_column(values: list[int], nco
         lambda: bucketing.group_by_bucket(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, EMPTY_F,
                                           EMPTY_F, 1),
         lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 3),
+        lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 3, 0.0,
+                                         float(ncol)),
+        lambda: bucketing.estimate_edges(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, 1),
+        lambda: bucketing.group_by_bucket(rows, 1, EMPTY_F, frames, EMPTY_I, EMPTY_I, EMPTY_F,
+                                          EMPTY_F, 1, np.array([rows.size], np.int64)),
         lambda: packing.sort_pools(rows.copy(), np.array([0, rows.size], np.int64), d, 2),
         lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
                              np.array([30.0]), np.array([8], np.int64), None, None, False, False),
+        lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
+                             np.array([3.0]), np.array([8], np.int64), None, None, False, True),
+        lambda: packing.pack(rows.copy(), np.array([0, rows.size], np.int64), d, EMPTY_I,
+                             np.array([30.0]), np.array([8], np.int64), None, None, False, False,
+                             copies=np.full(2, 255, np.uint8), id_lo=0, num_ids=12),
     ):  # fmt: skip
         if bad:
             with pytest.raises(ValueError, match=rf"rows\[{bad[0]}\]={values[bad[0]]} "):
@@ -653,3 +712,41 @@ def test_gather_batches_into_an_allocated_array() -> None:
     assert got_off.tolist() == want_off.tolist()
     with pytest.raises(ValueError, match=r"alloc\(9\) must return an int64 array of 9"):
         sharding.gather_batches(rows, offsets, order, lambda n: np.empty(n, np.int32))
+
+
+# ------------------------------------------------------------------------- per-source totals
+
+
+@given(
+    st.lists(st.integers(0, 59), max_size=400),
+    st.lists(st.integers(0, 60), min_size=1, max_size=6),
+    st.integers(0, 2**32 - 1),
+)
+def test_source_totals_are_numpy_bincounts_to_the_bit(
+    values: list[int], cuts: list[int], seed: int
+) -> None:
+    """Per source (consecutive row ranges, some empty): the rows' count and the sum of their
+    durations in the order of the rows, the same floats as ``np.bincount`` with weights."""
+    ends = np.array([*sorted(cuts[:-1]), 60], dtype=np.int64)
+    d = readonly(np.random.default_rng(seed).uniform(0.1, 30.0, 60))
+    rows = readonly(np.array(values, dtype=np.int64))
+    counts, seconds = sources.source_totals(rows, readonly(ends), d)
+    of = np.searchsorted(ends, rows, side="right")
+    assert counts.tolist() == np.bincount(of, minlength=ends.size).tolist()
+    want = np.bincount(of, weights=d[rows], minlength=ends.size)
+    assert seconds.tolist() == want.tolist()
+
+
+def test_source_totals_validation() -> None:
+    d = np.ones(10)
+    ends = np.array([4, 8], dtype=np.int64)
+    with pytest.raises(ValueError, match=r"rows\[1\]=8 is not a row of the sources"):
+        sources.source_totals(np.array([0, 8], np.int64), ends, d)  # beyond the last source
+    with pytest.raises(ValueError, match=r"rows\[0\]=-1 is not a row"):
+        sources.source_totals(np.array([-1], np.int64), ends, d)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        sources.source_totals(np.array([0], np.int64), np.array([5, 4], np.int64), d)
+    with pytest.raises(ValueError, match="at least one source"):
+        sources.source_totals(np.array([0], np.int64), EMPTY_I, d)
+    counts, seconds = sources.source_totals(EMPTY_I, ends, d)
+    assert counts.tolist() == [0, 0] and seconds.tolist() == [0.0, 0.0]

@@ -35,6 +35,22 @@ def test_a_reservation_is_taken_by_an_array_of_about_its_size(small_reserve) -> 
     assert c.base is None or c.base.nbytes != 8000 or c.base is not a.base
 
 
+def test_large_buffers_are_whole_huge_pages_reserved_or_not(small_reserve) -> None:
+    """A large buffer, reserved or not, is made in whole 2 MiB pages: once given back, it holds
+    an array a little larger than the first (a mixture's selection after a one-corpus plan of
+    as many rows, a plan's rows with a step more of padding)."""
+    n = (16 << 20) // 8 + 3  # 16 MiB and 24 bytes: 9 pages
+    for reserved in (True, False):
+        scratch.release()
+        if reserved:
+            scratch.reserve(n, np.int64)
+        a = scratch.empty(n, np.int64)
+        assert a.base.nbytes == 9 * (2 << 20)
+        scratch.give_back(a)
+        b = scratch.empty(n + 1000, np.int64)
+        assert b.base is a.base
+
+
 def test_plans_are_the_same_with_the_grouped_rows_reserved(
     small_reserve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
