@@ -1,5 +1,6 @@
 """Type stub for the compiled ``discoseq._core.cutscan`` module (see cutscan.pyx)."""
 
+import mmap
 from typing import Any, Final
 
 import numpy as np
@@ -27,4 +28,9 @@ def scan_cut_lines(
     ``num_tokens`` (int64, -1 = None), ``num_supervisions`` (int32), ``id_start``/``id_end``
     (int64 byte span of the id string content).
     """
+    ...
+
+def count_records(buf: bytes | bytearray | memoryview | mmap.mmap | npt.NDArray[np.uint8]) -> int:
+    """How many rows :func:`scan_cut_lines` returns for ``buf``: its non-blank lines (blank:
+    only ASCII whitespace), counted without the GIL."""
     ...
