@@ -13,7 +13,7 @@ import queue as queue_module
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,10 +246,11 @@ class _IndexWriter:
     def scanned(
         self, chunks: Iterable[Chunk], stored: bool = False
     ) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
-        """Chunks with their compiled scan, produced in a background thread (reading,
-        decompressing, scanning and compressing all release the GIL) while this thread writes
-        columns. With ``stored``, every scanned line is also compressed, a frame each
-        (``scan["frames"]``, ``scan["frame_lengths"]``), in a second thread."""
+        """Chunks with their compiled scan, produced in background threads while this thread
+        writes columns: reading (fingerprinting, decompressing) in one, scanning in another (a
+        plain file's fingerprint costs about as much as its scan), all releasing the GIL. With
+        ``stored``, every scanned line is also compressed, a frame each (``scan["frames"]``,
+        ``scan["frame_lengths"]``), in a third. The threads are stopped when this ends."""
         scan = self._scan
         compress = self.encoder.compress_spans
 
@@ -262,9 +263,16 @@ class _IndexWriter:
             cols["frame_lengths"] = lengths
             return chunk, cols
 
-        scanned = prefetch(iter((chunk, scan(chunk.data)) for chunk in chunks))
-        # compressing is as costly as reading and scanning: a thread of its own
-        return prefetch(map(compressed, scanned)) if stored else scanned
+        read = prefetch(iter(chunks))
+        stages: list[Generator[Any, None, None]] = [read]
+        stages.append(prefetch((chunk, scan(chunk.data)) for chunk in read))
+        if stored:  # compressing is as costly as reading and scanning: a thread of its own
+            stages.append(prefetch(map(compressed, stages[-1])))
+        try:
+            yield from stages[-1]
+        finally:
+            for stage in reversed(stages):  # the last first: it may wait on the one before
+                stage.close()
 
     def add(
         self,
