@@ -12,6 +12,7 @@ import os
 import queue as queue_module
 import secrets
 import shutil
+import signal
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -547,12 +548,14 @@ def _check_not_empty(source: Source, skipped: int) -> None:
 
 _progress_queue: Any = None  # a worker process's queue for cut counts (None: no progress)
 _first_rows: Any = None  # shared with the workers: each part's first row once counted (-1: not)
+_part_pids: Any = None  # shared with the workers: the process indexing each part (0: none yet)
 
 
-def _init_part_worker(queue: Any, first_rows: Any) -> None:
-    global _progress_queue, _first_rows
+def _init_part_worker(queue: Any, first_rows: Any, part_pids: Any) -> None:
+    global _progress_queue, _first_rows, _part_pids
     _progress_queue = queue
     _first_rows = first_rows
+    _part_pids = part_pids
 
 
 def _wait_first_row(slot: int) -> int:
@@ -565,22 +568,25 @@ def _wait_first_row(slot: int) -> int:
 
 def _index_part(
     part: str,
+    slot: int,
     entries: Sequence[tuple[int, Source]],
     on_error: str,
     dictionary: bytes,
-    placed: tuple[str, int, bool] | None,
+    placed: tuple[str, bool] | None,
 ) -> tuple[list[Source], dict[str, Any]]:
     """In a worker process: index consecutive file sources (``(source_id, source)``) one after
-    another into the part directory ``part``; returns the sources (rows, fingerprints) and the
-    part's summary, ``{"error": (message, path, line)}`` for a manifest error to raise in the
-    parent, or ``{"empty": (position, skipped)}`` for a source without cuts (both end the part).
+    another into the part directory ``part`` (part number ``slot``); returns the sources (rows,
+    fingerprints) and the part's summary, ``{"error": (message, path, line)}`` for a manifest
+    error to raise in the parent, or ``{"empty": (position, skipped)}`` for a source without
+    cuts (both end the part).
 
-    ``placed``: (the index's directory, the part's slot in the first rows, records read in
-    place): the :data:`PLACED` columns (and ``record_offset`` for records read in place) are
-    written into the index's own files from the part's first row."""
+    ``placed``: (the index's directory, records read in place): the :data:`PLACED` columns (and
+    ``record_offset`` for records read in place) are written into the index's own files from
+    the part's first row."""
+    _part_pids[slot] = os.getpid()
     placement = None
     if placed is not None:
-        index_dir, slot, inplace = placed
+        index_dir, inplace = placed
         names = (*PLACED, "record_offset") if inplace else PLACED
         placement = (Path(index_dir), _wait_first_row(slot), names)
     writer = _IndexWriter(Path(part), on_error, dictionary, placement)
@@ -683,11 +689,12 @@ def _index_in_processes(
     ranges = _part_ranges(sources, jobs)
     placeable = _placeable(ranges, sources, on_error)
     first_rows = ctx.Array("q", [-1] * len(ranges), lock=False)
+    part_pids = ctx.Array("q", len(ranges), lock=False)
     pool = ProcessPoolExecutor(
         min(jobs, len(ranges)),
         mp_context=ctx,
         initializer=_init_part_worker,
-        initargs=(queue, first_rows),
+        initargs=(queue, first_rows, part_pids),
     )
 
     def drain() -> None:
@@ -702,11 +709,12 @@ def _index_in_processes(
         for k, rng in enumerate(ranges):
             (tmp / f"part-{k}").mkdir()
             inplace = all(sources[i].records == "inplace" for i in rng)
-            placed = (str(tmp), k, inplace) if k < placeable else None
+            placed = (str(tmp), inplace) if k < placeable else None
             entries = [(i, sources[i]) for i in rng]
             pending[k] = pool.submit(
-                _index_part, str(tmp / f"part-{k}"), entries, on_error, dictionary, placed
+                _index_part, str(tmp / f"part-{k}"), k, entries, on_error, dictionary, placed
             )
+        processes = dict(getattr(pool, "_processes", {}))  # pid -> Process: which one died
         counted: dict[int, int] = {}  # rows of each plain file before a placed part
         row = 0
         for k in range(placeable):
@@ -730,9 +738,8 @@ def _index_in_processes(
             try:
                 done, summary = pending.pop(k).result()
             except BrokenProcessPool as e:  # killed (e.g. out of memory), not an exception
-                what = source.path
-                if len(rng) > 1:
-                    what += f" to {sources[rng[-1]].path} ({len(rng)} files)"
+                dead = _died(processes, part_pids, list(range(k, len(ranges))))
+                what = " and ".join(_part_files(ranges[j], sources) for j in dead or [k])
                 raise WorkerDiedError(
                     f"the worker process indexing {what} died ({e}); nothing was "
                     "written. Retry with fewer --jobs (memory?) or --jobs 1"
@@ -760,6 +767,28 @@ def _index_in_processes(
         pool.shutdown(wait=True)
         if queue is not None:
             queue.close()
+
+
+def _died(processes: dict[int, Any], part_pids: Any, parts: list[int]) -> list[int]:
+    """Which of ``parts`` a worker process was indexing when it died (ended, and not by the
+    pool's own terminating of the others once one died): those to name."""
+    ended: set[int] = set()
+    deadline = time.monotonic() + 1.0
+    while not ended and time.monotonic() < deadline:
+        for pid, process in processes.items():
+            code = process.exitcode
+            if code is not None and code != -signal.SIGTERM:
+                ended.add(pid)
+        if not ended:
+            time.sleep(0.01)
+    return [k for k in parts if part_pids[k] in ended]
+
+
+def _part_files(files: list[int], sources: Sequence[Source]) -> str:
+    """A part's files, for a message: the first, and the last with their count."""
+    if len(files) == 1:
+        return sources[files[0]].path
+    return f"{sources[files[0]].path} to {sources[files[-1]].path} ({len(files)} files)"
 
 
 def _changed_while_counted(first: int, counted: dict[int, int], sources: Sequence[Source]) -> None:

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -319,13 +320,23 @@ def test_placed_parts_report_errors_and_skip_as_one_process(
 def test_a_worker_that_dies_while_placing_rows_is_named(
     plain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker killed while writing rows into the index's files: the build names the files
-    it was indexing and leaves nothing behind."""
-    monkeypatch.setattr(builder_module, "_index_part", worker_dies)
+    """A worker killed after it wrote rows into the index's files (its part placed after the
+    first): the build names the files it was indexing and leaves nothing behind."""
+    parent = os.getpid()
+    add = builder_module._IndexWriter.add
+
+    def dies_after_placing(self: Any, *args: Any) -> int:
+        lines = add(self, *args)
+        placed = self.columns["duration"]
+        if os.getpid() != parent and args[2].path.endswith("plain3.jsonl"):
+            assert "duration" in self.placed and placed.path.parent != self.tmp
+            placed._file.flush()  # its rows are in the index's file
+            os._exit(9)
+        return lines
+
+    monkeypatch.setattr(builder_module._IndexWriter, "add", dies_after_placing)
     out = tmp_path / "out.idx"
-    with pytest.raises(
-        WorkerDiedError, match=rf"indexing {plain_files[0]} to {plain_files[1]} \(2 files\) died"
-    ):
+    with pytest.raises(WorkerDiedError, match=rf"indexing {plain_files[3]} to {plain_files[4]} "):
         build_index(plain_files, out, jobs=3)
     no_leftovers(tmp_path, out)
 
