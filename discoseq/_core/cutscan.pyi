@@ -1,6 +1,5 @@
 """Type stub for the compiled ``discoseq._core.cutscan`` module (see cutscan.pyx)."""
 
-import mmap
 from typing import Any, Final
 
 import numpy as np
@@ -30,7 +29,7 @@ def scan_cut_lines(
     """
     ...
 
-def count_records(buf: bytes | bytearray | memoryview | mmap.mmap | npt.NDArray[np.uint8]) -> int:
+def count_records(buf: bytes | bytearray | memoryview | npt.NDArray[np.uint8]) -> int:
     """How many rows :func:`scan_cut_lines` returns for ``buf``: its non-blank lines (blank:
     only ASCII whitespace), counted without the GIL."""
     ...

@@ -7,7 +7,6 @@ import dataclasses
 import datetime as _dt
 import errno
 import glob
-import mmap
 import os
 import queue as queue_module
 import secrets
@@ -630,17 +629,32 @@ def _part_ranges(sources: Sequence[Source], jobs: int) -> list[list[int]]:
     return ranges
 
 
+COUNT_BLOCK_BYTES = 8 << 20  # bytes read at a time when counting a file's rows
+
+
 def _count_rows(path: str) -> int:
     """The rows a plain ``.jsonl`` gives when every non-blank line is a cut (``on_error`` raise):
-    its non-blank lines, counted in its mapped pages (:func:`~discoseq._core.cutscan.
-    count_records`)."""
+    its non-blank lines (:func:`~discoseq._core.cutscan.count_records`), read in blocks into one
+    buffer (bounded memory, whatever the file's size)."""
     from discoseq._core.cutscan import count_records
 
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return 0
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return int(count_records(data))
+    buf = bytearray(COUNT_BLOCK_BYTES)
+    view = memoryview(buf)
+    rows = 0
+    kept = 0  # bytes of an unfinished line, moved to the front of the buffer
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            if kept == len(buf):  # a line longer than the buffer: a larger one
+                buf = buf + bytearray(len(buf))
+                view = memoryview(buf)
+            n = f.readinto(view[kept:])
+            if not n:
+                return rows + int(count_records(view[:kept]))
+            end = kept + n
+            cut = buf.rfind(b"\n", 0, end) + 1
+            rows += int(count_records(view[:cut]))
+            view[: end - cut] = view[cut:end]
+            kept = end - cut
 
 
 def _placeable(ranges: list[list[int]], sources: Sequence[Source], on_error: str) -> int:

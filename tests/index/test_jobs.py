@@ -354,3 +354,18 @@ def test_part_ranges_split_files_by_bytes() -> None:
     mixed = [src(100), src(100), src(0, "cutset"), src(100), src(50, "jsonl.gz"), src(50)]
     assert builder_module._part_ranges(mixed, 2) == [[0, 1], [3], [4], [5]]
     assert builder_module._part_ranges([src(900), src(50), src(50)], 2) == [[0], [1, 2]]
+
+
+@pytest.mark.parametrize("block", [8, 64, 1 << 20])
+def test_rows_counted_in_blocks_are_the_rows_scanned(
+    plain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """The rows of a plain file counted before it is scanned, read in blocks (lines across
+    blocks, lines longer than a block, blank lines, no newline at the end): the rows its index
+    has."""
+    monkeypatch.setattr(builder_module, "COUNT_BLOCK_BYTES", block)
+    no_newline = tmp_path / "no_newline.jsonl"
+    no_newline.write_bytes(plain_files[0].read_bytes().rstrip())
+    for path in [*plain_files, no_newline]:
+        rows = len(build_index(path, tmp_path / "one.idx", force=True))
+        assert builder_module._count_rows(str(path)) == rows, (path, block)
