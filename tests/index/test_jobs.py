@@ -369,3 +369,32 @@ def test_rows_counted_in_blocks_are_the_rows_scanned(
     for path in [*plain_files, no_newline]:
         rows = len(build_index(path, tmp_path / "one.idx", force=True))
         assert builder_module._count_rows(str(path)) == rows, (path, block)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+def test_reading_in_threads_or_not_gives_the_same_bytes(
+    plain_files: list[Path],
+    inputs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cores: int,
+) -> None:
+    """Each building process reads, scans and compresses in threads of its own only when it
+    has two cores or more to itself (``pipeline_threads``), else chunk after chunk in one
+    thread: the same index either way, and a bad record still named by file and line."""
+    cuts = CutSet.from_cuts(
+        c.with_id("mem-" + c.id) for c in CutSet.from_file(inputs[0]).subset(first=20)
+    )
+    sources = [*plain_files[:2], inputs[1], cuts, inputs[2], *plain_files[2:]]
+    expected = index_files(build_index(sources, tmp_path / "threads.idx").path)
+    monkeypatch.setattr(builder_module, "usable_cores", lambda: cores)
+    assert builder_module.pipeline_threads(2) == (cores >= 4)
+    for jobs in (1, 2):
+        index = build_index(sources, tmp_path / f"{cores}-{jobs}.idx", jobs=jobs)
+        assert index_files(index.path) == expected, (cores, jobs)
+    lines = plain_files[2].read_text().splitlines()
+    lines[7] = "{broken"
+    bad = [plain_files[0], renamed_lines(tmp_path / "bad.jsonl", lines)]
+    for jobs in (1, 2):
+        with pytest.raises(ManifestError, match=rf"{tmp_path / 'bad.jsonl'}:8: malformed JSON"):
+            build_index(bad, tmp_path / "bad.idx", jobs=jobs)
