@@ -12,7 +12,8 @@
 4. Parallel build (``jobs``): the largest manifest split into 2 ``.jsonl.gz`` shards, and 10x as
    many minimal records in 10 plain ``.jsonl`` parts (read in place), built with jobs=1, jobs=2
    and jobs=1 held to one core (fresh processes, interleaved rounds): wall speed-up, process
-   scaling (one core vs two), CPU per cut, cores busy, same bytes.
+   scaling (one core vs two), CPU per cut, cores busy, same bytes, and how near linear: the
+   CPU work of jobs=1 over k cores against the wall time of jobs=k.
 5. Stored-record layouts: per-record zstd frames with a trained dictionary (what the index
    stores) vs without one vs blocks of K records: size against the ``.jsonl.gz`` and the cost
    of one random cut next to Lhotse building it.
@@ -330,11 +331,16 @@ JOBS_CHILD = """
 """
 
 
-def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2, kind: str = "gz") -> None:
+def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 3, kind: str = "gz") -> None:
     """``jobs=1`` vs ``jobs=k`` (wall: the speed-up on this machine), and ``jobs=1`` held to
     one core vs ``jobs=k`` (the process parallelism itself: on a machine of ``k`` cores where
     ``jobs=1`` already keeps more than one busy with its threads, the wall speed-up is capped
-    near ``k`` / the cores ``jobs=1`` uses), fresh processes, interleaved rounds."""
+    near ``k`` / the cores ``jobs=1`` uses), fresh processes, interleaved rounds.
+
+    Near-linear, as one number: ``jobs=1``'s CPU time spread evenly over ``k`` cores, divided
+    by ``jobs=k``'s wall time (1.0: ``jobs=k`` does ``jobs=1``'s work in 1/k of its CPU time,
+    nothing added and nothing serial; below it, the CPU ``jobs=k`` adds, its serial end and
+    the cores the machine's other work takes)."""
     if kind == "gz":
         paths = shards(workdir, n, k)
         what = f"{n:,} cuts in {k} .jsonl.gz shards (records stored, zstd)"
@@ -376,6 +382,10 @@ def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 2, kind: str = "
         f"busy); process scaling, jobs=1 on one core vs jobs={k} on {k}: "
         f"{best['jobs=1 on one core'] / best[f'jobs={k}']:.2f}x; CPU per cut jobs={k} / "
         f"jobs=1: {min(cpus[f'jobs={k}']) / min(cpus['jobs=1']):.2f}; same bytes: {same}"
+    )
+    print(
+        f"  near-linear: jobs=1's CPU time over {k} cores / jobs={k}'s wall = "
+        f"{min(cpus['jobs=1']) / k / best[f'jobs={k}']:.2f} (1.00: linear)"
     )
 
 

@@ -63,8 +63,8 @@ def main() -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Index the input files in this many processes (one file each at a time); the index "
-    "is byte-identical to --jobs 1. Helps from two input files on.",
+    help="Index the input files in this many processes (each a run of consecutive files of "
+    "about equal size); the index is byte-identical to --jobs 1. Helps from two input files on.",
 )
 @quiet_option("No progress bar.")
 def build(

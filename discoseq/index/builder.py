@@ -3,6 +3,7 @@ memory, into a temporary sibling that is renamed into place only when complete."
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import errno
@@ -11,7 +12,9 @@ import os
 import queue as queue_module
 import secrets
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import signal
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,10 @@ from discoseq.index.sources import (
 )
 
 SCANNED = (*VALUE_COLUMNS, "cut_type")  # what the scanner (or the exact path) computes
+#: The columns of one value per row that need no change when rows come before them: a worker
+#: process writes them into the index's own files at their rows when it knows its first row
+#: (see :func:`_index_in_processes`); ``record_offset`` too for records read in place.
+PLACED = (*SCANNED, "source_id", "source_line", "record_length")
 MAX_REPORTED_ERRORS = 20
 
 
@@ -79,15 +86,27 @@ def stop_workers(pool: Any) -> None:
 MAX_MERGE_THREADS = 4
 
 
+def usable_cores() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def merge_threads() -> int:
     """Threads for merging the parts' sorted id hashes at the end of a build, when the workers
     are done: the cores this process may use, at most :data:`MAX_MERGE_THREADS` (the arrays are
     the same however many; no memory more)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_MERGE_THREADS))
+    return max(1, min(usable_cores(), MAX_MERGE_THREADS))
+
+
+def pipeline_threads(processes: int) -> bool:
+    """Whether each of ``processes`` building processes reads, scans and compresses in threads
+    of its own: when there are at least two cores for each. With fewer, the processes keep the
+    cores busy by themselves, and handing chunks between threads only adds CPU time (measured:
+    5-6% more per cut with two workers on two cores)."""
+    return usable_cores() // processes >= 2
 
 
 def line_scanner() -> Callable[[bytes | memoryview], dict[str, np.ndarray]]:
@@ -194,9 +213,18 @@ def complete_chunk(
 
 
 class _IndexWriter:
-    """Appends scanned chunks to the column files of an index being built in ``tmp``."""
+    """Appends scanned chunks to the column files of an index being built in ``tmp``.
 
-    def __init__(self, tmp: Path, on_error: str, dictionary: bytes = b"") -> None:
+    ``placed`` (a part, in a worker process): (the index's directory, the part's first row, the
+    columns written straight into the index's files from that row instead of into ``tmp``)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        on_error: str,
+        dictionary: bytes = b"",
+        placed: tuple[Path, int, Sequence[str]] | None = None,
+    ) -> None:
         from discoseq._core.idhash import hash_spans
 
         self._hash_spans = hash_spans
@@ -204,7 +232,13 @@ class _IndexWriter:
         self.tmp = tmp
         self.on_error = on_error
         names = [*SCANNED, "source_id", "source_line", "record_offset", "record_length"]
-        self.columns = {name: ColumnWriter(tmp / f"{name}.npy", COLUMNS[name]) for name in names}
+        index_dir, first_row, self.placed = placed if placed is not None else (tmp, 0, ())
+        self.columns = {
+            name: ColumnWriter(index_dir / f"{name}.npy", COLUMNS[name], first_row)
+            if name in self.placed
+            else ColumnWriter(tmp / f"{name}.npy", COLUMNS[name])
+            for name in names
+        }
         self.id_offsets = ColumnWriter(tmp / "id_offsets.npy", COLUMNS["id_offsets"])
         self.id_offsets.append(np.zeros(1, np.int64))
         self.id_blob = ColumnWriter(tmp / "id_blob.npy", COLUMNS["id_blob"])
@@ -223,12 +257,19 @@ class _IndexWriter:
         self.errors: list[str] = []
 
     def scanned(
-        self, chunks: Iterable[Chunk], stored: bool = False
-    ) -> Iterator[tuple[Chunk, dict[str, np.ndarray]]]:
-        """Chunks with their compiled scan, produced in a background thread (reading,
-        decompressing, scanning and compressing all release the GIL) while this thread writes
-        columns. With ``stored``, every scanned line is also compressed, a frame each
-        (``scan["frames"]``, ``scan["frame_lengths"]``), in a second thread."""
+        self,
+        chunks: Iterable[Chunk],
+        stored: bool = False,
+        threads: bool = True,
+        read_apart: bool = False,
+    ) -> Generator[tuple[Chunk, dict[str, np.ndarray]], None, None]:
+        """Chunks with their compiled scan. With ``threads``, produced in background threads
+        while this thread writes columns: reading (fingerprinting, decompressing) and scanning
+        in one, or each in its own with ``read_apart`` (a plain file's fingerprint costs about
+        as much as its scan), all releasing the GIL. With ``stored``, every scanned line is
+        also compressed, a frame each (``scan["frames"]``, ``scan["frame_lengths"]``), in
+        another thread. The threads are stopped when this ends. Without ``threads``, all in
+        this thread, chunk after chunk (the same values)."""
         scan = self._scan
         compress = self.encoder.compress_spans
 
@@ -241,9 +282,23 @@ class _IndexWriter:
             cols["frame_lengths"] = lengths
             return chunk, cols
 
-        scanned = prefetch(iter((chunk, scan(chunk.data)) for chunk in chunks))
-        # compressing is as costly as reading and scanning: a thread of its own
-        return prefetch(map(compressed, scanned)) if stored else scanned
+        if not threads:
+            for chunk in chunks:
+                item = (chunk, scan(chunk.data))
+                yield compressed(item) if stored else item
+            return
+        stages: list[Generator[Any, None, None]] = []
+        if read_apart:
+            stages.append(prefetch(iter(chunks)))
+            chunks = stages[-1]
+        stages.append(prefetch((chunk, scan(chunk.data)) for chunk in chunks))
+        if stored:  # compressing is as costly as reading and scanning: a thread of its own
+            stages.append(prefetch(map(compressed, stages[-1])))
+        try:
+            yield from stages[-1]
+        finally:
+            for stage in reversed(stages):  # the last first: it may wait on the one before
+                stage.close()
 
     def add(
         self,
@@ -405,14 +460,17 @@ class _IndexWriter:
             "records_size": self.records_size,
             "raw_records_size": self.raw_records_size,
             "max_record_bytes": self.max_record_bytes,
+            "placed": list(self.placed),
         }
 
     def add_part(self, part: Path, summary: dict[str, Any], stored: bool) -> None:
         """Append a part's rows as :meth:`add` would have appended them: the same bytes, with
         record offsets (of stored records) and id offsets moved past what is already here.
-        Columns that need no change are copied file to file (``ColumnWriter.append_file``); the
-        part's sorted id hashes become a run for :meth:`finish` to merge. The files of a part with
-        nothing before it are taken as they are (renamed, :meth:`_adopt_part`)."""
+        Columns that need no change are copied file to file (``ColumnWriter.append_file``), or
+        were written into this index's files at their rows by the worker (``placed``: only
+        counted here); the part's sorted id hashes become a run for :meth:`finish` to merge.
+        The files of a part with nothing before it are taken as they are (renamed,
+        :meth:`_adopt_part`)."""
         m = summary["rows"]
         if self.run_rows is None:
             self.run_rows = ColumnWriter(self.tmp / "id_hash_run_rows.npy", "<i8")
@@ -420,7 +478,9 @@ class _IndexWriter:
             self._adopt_part(part, summary)
             return
         for name, writer in self.columns.items():
-            if name == "record_offset" and stored:
+            if name in summary["placed"]:
+                writer.claim(m)
+            elif name == "record_offset" and stored:
                 for values in _column_pieces(part / f"{name}.npy", m):
                     writer.append(values + self.records_size)
             else:
@@ -444,7 +504,10 @@ class _IndexWriter:
         the bytes :meth:`add_part` would copy); moved, not copied, as nothing is here yet."""
         m = summary["rows"]
         for name, writer in self.columns.items():
-            writer.adopt(part / f"{name}.npy", m)
+            if name in summary["placed"]:
+                writer.claim(m)
+            else:
+                writer.adopt(part / f"{name}.npy", m)
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
         self.id_offsets.adopt(part / "id_offsets.npy", m + 1)  # its 0 stands for ours
         self.id_blob.adopt(part / "id_blob.npy", blob_length)
@@ -487,15 +550,20 @@ def _index_source(
     source_id: int,
     update_bytes: Callable[[int], None] | None,
     update_cuts: Callable[[int], object] | None,
+    threads: bool = True,
 ) -> None:
-    """Read, scan and append every record of one source (``item``: a CutSet source's cuts)."""
+    """Read, scan and append every record of one source (``item``: a CutSet source's cuts);
+    ``threads``: see :meth:`_IndexWriter.scanned` (a plain file is read in a thread apart)."""
     chunks = cutset_chunks(item) if source.format == "cutset" else file_chunks(source, update_bytes)
     line = 1
-    for chunk, scanned in writer.scanned(chunks, stored=source.records == "stored"):
-        rows = source.rows
-        line += writer.add(chunk, scanned, source, source_id, line)
-        if update_cuts is not None:
-            update_cuts(source.rows - rows)
+    stored = source.records == "stored"
+    scans = writer.scanned(chunks, stored, threads, read_apart=source.format == "jsonl")
+    with contextlib.closing(scans):  # its threads stopped now, even when a record is bad
+        for chunk, scanned in scans:
+            rows = source.rows
+            line += writer.add(chunk, scanned, source, source_id, line)
+            if update_cuts is not None:
+                update_cuts(source.rows - rows)
 
 
 def _check_not_empty(source: Source, skipped: int) -> None:
@@ -509,27 +577,131 @@ def _check_not_empty(source: Source, skipped: int) -> None:
 
 
 _progress_queue: Any = None  # a worker process's queue for cut counts (None: no progress)
+_first_rows: Any = None  # shared with the workers: each part's first row once counted (-1: not)
+_part_pids: Any = None  # shared with the workers: the process indexing each part (0: none yet)
 
 
-def _init_part_worker(queue: Any) -> None:
-    global _progress_queue
+def _init_part_worker(queue: Any, first_rows: Any, part_pids: Any) -> None:
+    global _progress_queue, _first_rows, _part_pids
     _progress_queue = queue
+    _first_rows = first_rows
+    _part_pids = part_pids
+
+
+def _wait_first_row(slot: int) -> int:
+    """In a worker process: the first row of part ``slot``, once the building process has
+    counted the rows before it (:func:`_index_in_processes`)."""
+    while (row := int(_first_rows[slot])) < 0:
+        time.sleep(0.002)
+    return row
 
 
 def _index_part(
-    part: str, source: Source, source_id: int, on_error: str, dictionary: bytes
-) -> tuple[Source | None, dict[str, Any]]:
-    """In a worker process: index one file source into the part directory ``part``; returns
-    the source (rows, fingerprint) and the part's summary, or None and a manifest error's
-    ``{"error": (message, path, line)}`` to raise in the parent."""
-    writer = _IndexWriter(Path(part), on_error, dictionary)
+    part: str,
+    slot: int,
+    entries: Sequence[tuple[int, Source]],
+    on_error: str,
+    dictionary: bytes,
+    placed: tuple[str, bool] | None,
+    threads: bool,
+) -> tuple[list[Source], dict[str, Any]]:
+    """In a worker process: index consecutive file sources (``(source_id, source)``) one after
+    another into the part directory ``part`` (part number ``slot``); returns the sources (rows,
+    fingerprints) and the part's summary, ``{"error": (message, path, line)}`` for a manifest
+    error to raise in the parent, or ``{"empty": (position, skipped)}`` for a source without
+    cuts (both end the part).
+
+    ``placed``: (the index's directory, records read in place): the :data:`PLACED` columns (and
+    ``record_offset`` for records read in place) are written into the index's own files from
+    the part's first row. ``threads``: :func:`pipeline_threads`."""
+    _part_pids[slot] = os.getpid()
+    placement = None
+    if placed is not None:
+        index_dir, inplace = placed
+        names = (*PLACED, "record_offset") if inplace else PLACED
+        placement = (Path(index_dir), _wait_first_row(slot), names)
+    writer = _IndexWriter(Path(part), on_error, dictionary, placement)
     queue = _progress_queue
+    done: list[Source] = []
     try:
-        _index_source(writer, None, source, source_id, None, queue.put if queue else None)
+        for k, (source_id, source) in enumerate(entries):
+            progress = queue.put if queue else None
+            _index_source(writer, None, source, source_id, None, progress, threads)
+            done.append(source)
+            if source.rows == 0:
+                skipped = writer.skipped
+                writer.close_part()
+                return done, {"empty": (k, skipped)}
     except ManifestError as e:
         writer.close_part()
-        return None, {"error": (str(e), e.path, e.line)}
-    return source, writer.close_part()
+        return done, {"error": (str(e), e.path, e.line)}
+    return done, writer.close_part()
+
+
+def _part_ranges(sources: Sequence[Source], jobs: int) -> list[list[int]]:
+    """The file sources split into at most ``jobs`` runs of consecutive sources of about equal
+    bytes (more when CutSets, indexed in the building process, lie between them, or sources
+    whose records are read in place next to stored ones: a part's are one or the other): one
+    part each, so that the first is taken as it is and fewer are appended."""
+    files = [i for i, s in enumerate(sources) if s.format != "cutset"]
+    parts = min(jobs, len(files))
+    sizes = [max(1, sources[i].size or 0) for i in files]
+    total = sum(sizes)
+    ranges: list[list[int]] = []
+    before = 0
+    last = -1
+    for i, size in zip(files, sizes, strict=True):
+        k = min(parts - 1, parts * (2 * before + size) // (2 * total))  # by its middle byte
+        before += size
+        joins = ranges and ranges[-1][-1] == i - 1 and sources[i - 1].records == sources[i].records
+        if joins and k == last:
+            ranges[-1].append(i)
+        else:
+            ranges.append([i])
+        last = k
+    return ranges
+
+
+COUNT_BLOCK_BYTES = 8 << 20  # bytes read at a time when counting a file's rows
+
+
+def _count_rows(path: str) -> int:
+    """The rows a plain ``.jsonl`` gives when every non-blank line is a cut (``on_error`` raise):
+    its non-blank lines (:func:`~discoseq._core.cutscan.count_records`), read in blocks into one
+    buffer (bounded memory, whatever the file's size)."""
+    from discoseq._core.cutscan import count_records
+
+    buf = bytearray(COUNT_BLOCK_BYTES)
+    view = memoryview(buf)
+    rows = 0
+    kept = 0  # bytes of an unfinished line, moved to the front of the buffer
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            if kept == len(buf):  # a line longer than the buffer: a larger one
+                buf = buf + bytearray(len(buf))
+                view = memoryview(buf)
+            n = f.readinto(view[kept:])
+            if not n:
+                return rows + int(count_records(view[:kept]))
+            end = kept + n
+            cut = buf.rfind(b"\n", 0, end) + 1
+            rows += int(count_records(view[:cut]))
+            view[: end - cut] = view[cut:end]
+            kept = end - cut
+
+
+def _placeable(ranges: list[list[int]], sources: Sequence[Source], on_error: str) -> int:
+    """How many parts, from the first, can be placed: the rows before each are counted before
+    they are scanned, which needs every input before it to be a plain ``.jsonl`` whose every
+    non-blank line is a row (``on_error`` raise: any other line stops the build)."""
+    placeable = 0
+    for rng in ranges:
+        if rng[0] > 0 and on_error != "raise":
+            break
+        if any(sources[i].format != "jsonl" for i in range(rng[0])):
+            break
+        placeable += 1
+    return placeable
 
 
 def _index_in_processes(
@@ -542,10 +714,16 @@ def _index_in_processes(
     dictionary: bytes,
     update_cuts: Callable[[int], object] | None,
 ) -> None:
-    """Index the file sources in ``jobs`` worker processes, each into a part directory, and
-    append the parts in input order (CutSet sources are indexed here, in their turn): the
-    same bytes as indexing them one after another. The first error in input order is raised;
-    on any error or interruption the workers are terminated."""
+    """Index the file sources in ``jobs`` worker processes, runs of consecutive files into a
+    part directory each (:func:`_part_ranges`), and append the parts in input order (CutSet
+    sources are indexed here, in their turn): the same bytes as indexing them one after
+    another. The first error in input order is raised; on any error or interruption the
+    workers are terminated.
+
+    When the rows before a part are known before it is scanned (plain ``.jsonl`` inputs before
+    it, counted here while the workers scan: :func:`_placeable`), its worker writes the
+    :data:`PLACED` columns straight into the index's files at its rows: only the ids, their
+    hashes and stored records are appended from the part (the first part's are renamed)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -555,9 +733,17 @@ def _index_in_processes(
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
     queue = ctx.Queue() if update_cuts is not None else None
-    files = [i for i, s in enumerate(sources) if s.format != "cutset"]
+    ranges = _part_ranges(sources, jobs)
+    placeable = _placeable(ranges, sources, on_error)
+    first_rows = ctx.Array("q", [-1] * len(ranges), lock=False)
+    part_pids = ctx.Array("q", len(ranges), lock=False)
+    workers = min(jobs, len(ranges))
+    threads = pipeline_threads(workers)
     pool = ProcessPoolExecutor(
-        min(jobs, len(files)), mp_context=ctx, initializer=_init_part_worker, initargs=(queue,)
+        workers,
+        mp_context=ctx,
+        initializer=_init_part_worker,
+        initargs=(queue, first_rows, part_pids),
     )
 
     def drain() -> None:
@@ -569,34 +755,66 @@ def _index_in_processes(
 
     try:
         pending = {}
-        for i in files:
-            (tmp / f"part-{i}").mkdir()
-            args = (str(tmp / f"part-{i}"), sources[i], i, on_error, dictionary)
-            pending[i] = pool.submit(_index_part, *args)
+        for k, rng in enumerate(ranges):
+            (tmp / f"part-{k}").mkdir()
+            inplace = all(sources[i].records == "inplace" for i in rng)
+            placed = (str(tmp), inplace) if k < placeable else None
+            entries = [(i, sources[i]) for i in rng]
+            pending[k] = pool.submit(
+                _index_part,
+                str(tmp / f"part-{k}"),
+                k,
+                entries,
+                on_error,
+                dictionary,
+                placed,
+                threads,
+            )
+        processes = dict(getattr(pool, "_processes", {}))  # pid -> Process: which one died
+        counted: dict[int, int] = {}  # rows of each plain file before a placed part
+        row = 0
+        for k in range(placeable):
+            first_rows[k] = row
+            if k + 1 < placeable:
+                for i in ranges[k]:
+                    counted[i] = _count_rows(sources[i].path)
+                    row += counted[i]
+        starts = {rng[0]: k for k, rng in enumerate(ranges)}
         for i, (item, source) in enumerate(zip(items, sources, strict=True)):
-            if i not in pending:  # a CutSet: here, in its turn
-                _index_source(writer, item, source, i, None, update_cuts)
+            if source.format == "cutset":  # here, in its turn
+                _index_source(writer, item, source, i, None, update_cuts, threads)
                 _check_not_empty(source, writer.skipped)
                 continue
-            while not wait([pending[i]], timeout=0.1, return_when=FIRST_COMPLETED).done:
+            if i not in starts:  # indexed with the part of a source before it
+                continue
+            k = starts[i]
+            rng = ranges[k]
+            while not wait([pending[k]], timeout=0.1, return_when=FIRST_COMPLETED).done:
                 drain()
             try:
-                done, summary = pending.pop(i).result()
+                done, summary = pending.pop(k).result()
             except BrokenProcessPool as e:  # killed (e.g. out of memory), not an exception
+                dead = _died(processes, part_pids, list(range(k, len(ranges))))
+                what = " and ".join(_part_files(ranges[j], sources) for j in dead or [k])
                 raise WorkerDiedError(
-                    f"the worker process indexing {source.path} died ({e}); nothing was "
+                    f"the worker process indexing {what} died ({e}); nothing was "
                     "written. Retry with fewer --jobs (memory?) or --jobs 1"
                 ) from e
             drain()
-            if done is None:
+            for j, src in zip(rng[: len(done)], done, strict=True):
+                sources[j] = src
+            if "error" in summary:
                 message, path, line = summary["error"]
                 error = ManifestError(message)
                 error.path, error.line = path, line
                 raise error
-            sources[i] = done
-            writer.add_part(tmp / f"part-{i}", summary, done.records == "stored")
-            shutil.rmtree(tmp / f"part-{i}")
-            _check_not_empty(done, writer.skipped)
+            if "empty" in summary:
+                position, skipped = summary["empty"]
+                _check_not_empty(sources[rng[position]], writer.skipped + skipped)
+            if k < placeable and writer.rows != first_rows[k]:
+                _changed_while_counted(rng[0], counted, sources)
+            writer.add_part(tmp / f"part-{k}", summary, source.records == "stored")
+            shutil.rmtree(tmp / f"part-{k}")
     except BaseException:
         # stop the workers now (not after their current file), before the parts are removed
         stop_workers(pool)
@@ -605,6 +823,41 @@ def _index_in_processes(
         pool.shutdown(wait=True)
         if queue is not None:
             queue.close()
+
+
+def _died(processes: dict[int, Any], part_pids: Any, parts: list[int]) -> list[int]:
+    """Which of ``parts`` a worker process was indexing when it died (ended, and not by the
+    pool's own terminating of the others once one died): those to name."""
+    ended: set[int] = set()
+    deadline = time.monotonic() + 1.0
+    while not ended and time.monotonic() < deadline:
+        for pid, process in processes.items():
+            code = process.exitcode
+            if code is not None and code != -signal.SIGTERM:
+                ended.add(pid)
+        if not ended:
+            time.sleep(0.01)
+    return [k for k in parts if part_pids[k] in ended]
+
+
+def _part_files(files: list[int], sources: Sequence[Source]) -> str:
+    """A part's files, for a message: the first, and the last with their count."""
+    if len(files) == 1:
+        return sources[files[0]].path
+    return f"{sources[files[0]].path} to {sources[files[-1]].path} ({len(files)} files)"
+
+
+def _changed_while_counted(first: int, counted: dict[int, int], sources: Sequence[Source]) -> None:
+    """Raise naming the file before source ``first`` whose rows differ from those counted
+    before it was scanned (it changed meanwhile): rows written at the wrong place."""
+    for i in range(first):
+        if i in counted and counted[i] != sources[i].rows:
+            raise ManifestError(
+                f"changed while it was being indexed ({counted[i]} cuts when counted, "
+                f"{sources[i].rows} when read); build the index again",
+                sources[i].path,
+            )
+    raise AssertionError(f"the rows before source {first} differ from those counted")
 
 
 def _check_unique(
@@ -723,9 +976,11 @@ def build_index(
         place, so the index keeps working if the manifest is moved or deleted.
     :param progress: show a progress bar over the input bytes (over the cuts when a CutSet
         is among the inputs, or with ``jobs`` > 1: the cuts indexed by all processes).
-    :param jobs: index the input files in this many worker processes, one file at a time
-        each (into a part of the temporary directory, appended in input order when done): the
-        index is byte-identical to ``jobs=1`` (same rows, order, records and header apart from
+    :param jobs: index the input files in this many worker processes, each a run of
+        consecutive files of about equal bytes (into a part of the temporary directory,
+        appended in input order when done; rows of plain ``.jsonl`` files written straight
+        into the index when the rows before them can be counted first): the index is
+        byte-identical to ``jobs=1`` (same rows, order, records and header apart from
         ``created``). Useful from two input files on; CutSets are indexed in this process.
         The temporary directory holds the parts besides the index until they are appended.
     :returns: the opened :class:`~discoseq.index.CutIndex`.
@@ -781,7 +1036,8 @@ def build_index(
         for source_id, (item, source) in enumerate(zip(items, sources, strict=True)):
             if parallel:
                 break
-            _index_source(writer, item, source, source_id, update_bytes, update_cuts)
+            threads = pipeline_threads(1)
+            _index_source(writer, item, source, source_id, update_bytes, update_cuts, threads)
             _check_not_empty(source, writer.skipped)
         columns = writer.finish(sources)
         shar_entry = None

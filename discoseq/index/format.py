@@ -161,14 +161,24 @@ _NPY_HEADER_BYTES = 128  # reserved so the shape can be filled in after streamin
 
 
 class ColumnWriter:
-    """Streams a 1-D column to a ``.npy`` file, filling in its length when closed."""
+    """Streams a 1-D column to a ``.npy`` file, filling in its length when closed.
 
-    def __init__(self, path: Path, dtype: str) -> None:
+    With ``first_row``, it writes into a column file another writer created (and closes), from
+    that row on, and leaves the file's header to that writer: a worker process of a parallel
+    build writes its rows where they belong in the index (:meth:`claim` counts them there)."""
+
+    def __init__(self, path: Path, dtype: str, first_row: int | None = None) -> None:
         self.path = path
         self.dtype = np.dtype(dtype)
         self.length = 0
-        self._file = open(path, "wb")
-        self._file.write(b"\0" * _NPY_HEADER_BYTES)
+        self._owns_header = first_row is None
+        if first_row is None:
+            self._file = open(path, "wb")
+            self._file.write(b"\0" * _NPY_HEADER_BYTES)
+            self._file.flush()  # before another process writes past it (first_row)
+        else:
+            self._file = open(os.open(path, os.O_WRONLY), "wb")
+            self._file.seek(_NPY_HEADER_BYTES + first_row * self.dtype.itemsize)
 
     def append(self, values: np.ndarray) -> None:
         arr = np.ascontiguousarray(values, dtype=self.dtype)
@@ -176,10 +186,18 @@ class ColumnWriter:
         self.length += int(arr.shape[0])
 
     def close(self) -> None:
-        header = _npy_header(self.dtype, self.length)
-        self._file.seek(0)
-        self._file.write(header)
+        if self._owns_header:
+            header = _npy_header(self.dtype, self.length)
+            self._file.seek(0)
+            self._file.write(header)
         self._file.close()
+
+    def claim(self, length: int) -> None:
+        """Count ``length`` values written after this writer's last one by another writer of
+        the file (``first_row=self.length``), and move past them."""
+        self._file.flush()
+        self.length += length
+        self._file.seek(_NPY_HEADER_BYTES + self.length * self.dtype.itemsize)
 
     def append_file(self, path: Path, length: int) -> None:
         """Append the first ``length`` values of column file ``path`` (of this dtype), copied

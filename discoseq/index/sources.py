@@ -14,7 +14,7 @@ import io
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -281,7 +281,7 @@ def _records_as_chunks(items: Iterable[Any]) -> Iterator[Chunk]:
         yield Chunk(b"".join(lines), offset)
 
 
-def prefetch(chunks: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetch(chunks: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """Produce items in a background thread, at most ``depth`` ahead, so that work which
     releases the GIL (reading, hashing, decompressing, scanning) overlaps with the consumer's."""
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)

@@ -694,6 +694,37 @@ def test_reading_ahead_stops_when_the_build_stops_near_the_end_of_a_file() -> No
     assert not any(t.name == "discoseq-read" for t in threading.enumerate())
 
 
+@pytest.mark.parametrize("name", ["bad.jsonl", "bad.jsonl.gz"])
+def test_a_failed_build_stops_its_reading_scanning_and_compressing_threads(
+    tmp_path: Path, name: str
+) -> None:
+    """Reading, scanning and compressing run in threads of their own, one feeding the next: a
+    bad record far before the end stops them all, none left waiting on another's queue."""
+    import threading
+
+    lines = [
+        json.dumps(
+            {
+                "id": f"c{i}",
+                "start": 0,
+                "duration": 1.0,
+                "channel": 0,
+                "supervisions": [],
+                "type": "MonoCut",
+            }
+        )
+        for i in range(200_000)
+    ]
+    lines[1000] = "{broken"
+    path = tmp_path / name
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(ManifestError, match=r":1001: malformed JSON"):
+        build_index(path, tmp_path / "out.idx")
+    assert not any(t.name == "discoseq-read" for t in threading.enumerate())
+
+
 def test_gather_ids_equals_gathering_from_the_chunk_and_its_extra_ids() -> None:
     """The build gathers a chunk's ids from the chunk and, for lines the exact path read, from
     the ids it appended after it (``complete_chunk``), without joining the two: the same

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -240,3 +241,160 @@ def test_cutsets_around_parts_and_copies_without_copy_file_range(
     files_only = [inputs[1], inputs[0], inputs[2]]
     expected = index_files(build_index(files_only, tmp_path / "four.idx").path)
     assert index_files(build_index(files_only, tmp_path / "five.idx", jobs=2).path) == expected
+
+
+@pytest.fixture(scope="module")
+def plain_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Five plain ``.jsonl`` files of different sizes, with blank lines (only whitespace) here
+    and there: their rows are counted before they are scanned."""
+    root = tmp_path_factory.mktemp("plain")
+    paths = []
+    for k, n in enumerate((60, 25, 90, 40, 70)):
+        src = write_manifest(root / f"src{k}.jsonl", n, seed=10 + k, mixed_fraction=0.1)
+        lines = [
+            json.dumps({**json.loads(x), "id": f"f{k}-{i}"})
+            for i, x in enumerate(src.read_text().splitlines())
+        ]
+        lines[3:3] = ["", "  \t", "\r"]  # blank: no rows
+        paths.append(renamed_lines(root / f"plain{k}.jsonl", [*lines, " "]))
+    return paths
+
+
+@pytest.mark.parametrize("store_records", [False, True])
+def test_rows_placed_by_the_workers_give_the_same_bytes(
+    plain_files: list[Path], inputs: list[Path], tmp_path: Path, store_records: bool
+) -> None:
+    """Plain ``.jsonl`` inputs: the rows before each part are counted while the workers scan,
+    and each worker writes its rows' columns straight into the index's files; the index is the
+    same as one process builds, with records read in place or stored, for any number of jobs,
+    and with inputs that cannot be counted (a ``.gz``, a CutSet) after the plain ones."""
+    cuts = CutSet.from_cuts(
+        c.with_id("mem-" + c.id) for c in CutSet.from_file(inputs[0]).subset(first=20)
+    )
+    for sources in (plain_files, [*plain_files[:3], inputs[1], cuts, *plain_files[3:]]):
+        one = build_index(sources, tmp_path / "one.idx", store_records=store_records, force=True)
+        expected = index_files(one.path)
+        for jobs in (2, 3, 5, 8):
+            out = tmp_path / f"jobs{jobs}.idx"
+            many = build_index(sources, out, store_records=store_records, jobs=jobs, force=True)
+            assert index_files(many.path) == expected, (jobs, len(sources))
+
+
+def test_rows_placed_when_a_file_changes_meanwhile_is_an_error(
+    plain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose rows differ from those counted before it was scanned (it changed
+    meanwhile) would leave the next files' rows at the wrong place: the build stops, naming it."""
+    counted = builder_module._count_rows
+    monkeypatch.setattr(
+        builder_module, "_count_rows", lambda path: counted(path) + (path.endswith("plain1.jsonl"))
+    )
+    out = tmp_path / "out.idx"
+    with pytest.raises(ManifestError, match=r"plain1\.jsonl: changed while it was being indexed"):
+        build_index(plain_files, out, jobs=5)
+    no_leftovers(tmp_path, out)
+
+
+def test_placed_parts_report_errors_and_skip_as_one_process(
+    plain_files: list[Path], tmp_path: Path
+) -> None:
+    """A bad line in a plain file after the first part: the error names its file and line as
+    with one process; with ``on_error="skip"`` nothing is placed after the first part (the rows
+    cannot be counted before the lines are read) and the index is the same."""
+    lines = plain_files[3].read_text().splitlines()
+    lines[10] = lines[10].replace('"duration": ', '"duration": -', 1)
+    bad = [*plain_files[:3], renamed_lines(tmp_path / "bad3.jsonl", lines), plain_files[4]]
+    out = tmp_path / "out.idx"
+    with pytest.raises(ManifestError) as one:
+        build_index(bad, out)
+    with pytest.raises(ManifestError) as two:
+        build_index(bad, out, jobs=3)
+    assert str(two.value) == str(one.value) and f"{bad[3]}:11: " in str(two.value)
+    no_leftovers(tmp_path, out)
+    one_idx = build_index(bad, tmp_path / "one.idx", on_error="skip")
+    two_idx = build_index(bad, tmp_path / "two.idx", on_error="skip", jobs=3)
+    assert one_idx.header.build["skipped"] == 1
+    assert index_files(two_idx.path) == index_files(one_idx.path)
+
+
+def test_a_worker_that_dies_while_placing_rows_is_named(
+    plain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed after it wrote rows into the index's files (its part placed after the
+    first): the build names the files it was indexing and leaves nothing behind."""
+    parent = os.getpid()
+    add = builder_module._IndexWriter.add
+
+    def dies_after_placing(self: Any, *args: Any) -> int:
+        lines = add(self, *args)
+        placed = self.columns["duration"]
+        if os.getpid() != parent and args[2].path.endswith("plain3.jsonl"):
+            assert "duration" in self.placed and placed.path.parent != self.tmp
+            placed._file.flush()  # its rows are in the index's file
+            os._exit(9)
+        return lines
+
+    monkeypatch.setattr(builder_module._IndexWriter, "add", dies_after_placing)
+    out = tmp_path / "out.idx"
+    with pytest.raises(WorkerDiedError, match=rf"indexing {plain_files[3]} to {plain_files[4]} "):
+        build_index(plain_files, out, jobs=3)
+    no_leftovers(tmp_path, out)
+
+
+def test_part_ranges_split_files_by_bytes() -> None:
+    from discoseq.index.sources import Source
+
+    def src(size: int, fmt: str = "jsonl") -> Source:
+        return Source("p", fmt, "stored" if fmt != "jsonl" else "inplace", size=size)
+
+    equal = [src(100) for _ in range(10)]
+    assert builder_module._part_ranges(equal, 2) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert builder_module._part_ranges(equal, 20) == [[i] for i in range(10)]
+    # a CutSet and a stored source between: parts end there
+    mixed = [src(100), src(100), src(0, "cutset"), src(100), src(50, "jsonl.gz"), src(50)]
+    assert builder_module._part_ranges(mixed, 2) == [[0, 1], [3], [4], [5]]
+    assert builder_module._part_ranges([src(900), src(50), src(50)], 2) == [[0], [1, 2]]
+
+
+@pytest.mark.parametrize("block", [8, 64, 1 << 20])
+def test_rows_counted_in_blocks_are_the_rows_scanned(
+    plain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """The rows of a plain file counted before it is scanned, read in blocks (lines across
+    blocks, lines longer than a block, blank lines, no newline at the end): the rows its index
+    has."""
+    monkeypatch.setattr(builder_module, "COUNT_BLOCK_BYTES", block)
+    no_newline = tmp_path / "no_newline.jsonl"
+    no_newline.write_bytes(plain_files[0].read_bytes().rstrip())
+    for path in [*plain_files, no_newline]:
+        rows = len(build_index(path, tmp_path / "one.idx", force=True))
+        assert builder_module._count_rows(str(path)) == rows, (path, block)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+def test_reading_in_threads_or_not_gives_the_same_bytes(
+    plain_files: list[Path],
+    inputs: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cores: int,
+) -> None:
+    """Each building process reads, scans and compresses in threads of its own only when it
+    has two cores or more to itself (``pipeline_threads``), else chunk after chunk in one
+    thread: the same index either way, and a bad record still named by file and line."""
+    cuts = CutSet.from_cuts(
+        c.with_id("mem-" + c.id) for c in CutSet.from_file(inputs[0]).subset(first=20)
+    )
+    sources = [*plain_files[:2], inputs[1], cuts, inputs[2], *plain_files[2:]]
+    expected = index_files(build_index(sources, tmp_path / "threads.idx").path)
+    monkeypatch.setattr(builder_module, "usable_cores", lambda: cores)
+    assert builder_module.pipeline_threads(2) == (cores >= 4)
+    for jobs in (1, 2):
+        index = build_index(sources, tmp_path / f"{cores}-{jobs}.idx", jobs=jobs)
+        assert index_files(index.path) == expected, (cores, jobs)
+    lines = plain_files[2].read_text().splitlines()
+    lines[7] = "{broken"
+    bad = [plain_files[0], renamed_lines(tmp_path / "bad.jsonl", lines)]
+    for jobs in (1, 2):
+        with pytest.raises(ManifestError, match=rf"{tmp_path / 'bad.jsonl'}:8: malformed JSON"):
+            build_index(bad, tmp_path / "bad.idx", jobs=jobs)
