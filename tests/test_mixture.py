@@ -1014,6 +1014,8 @@ def test_mixture_refuses_durations_that_are_not_positive_finite() -> None:
         select_rows({"duration": bad}, cfg, None, 1, lay)
     with pytest.raises(ValueError, match="has 2 rows that are not positive finite seconds"):
         select_rows({"duration": bad}, cfg, None, 1, lay)  # its sources are known: again
+
+
 @pytest.mark.parametrize("mix_batches", ["pooled", "per_source"])
 def test_the_next_plan_of_a_mixture_takes_no_new_buffer(
     mix_batches: str, monkeypatch: pytest.MonkeyPatch
