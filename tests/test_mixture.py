@@ -953,17 +953,18 @@ def test_emit_runs_writes_rounds_runs_and_copy_bits() -> None:
     want = [base + i for r in sorted(by_round) for part in by_round[r] for i in part]
     out = np.empty(len(want), np.int64)
     again = np.zeros((base + n + 7) // 8 + 1, np.uint8)
-    counts = quota_core.emit_runs(n, keep, pieces, False, base, out, again)
+    counts = quota_core.emit_runs(n, keep, pieces, base, out, again)
     assert out.tolist() == want
     assert counts == [sum(len(p) for p in by_round[r]) for r in sorted(by_round)]
     flagged = np.unpackbits(again, bitorder="little")[base : base + n]
     assert np.array_equal(flagged, np.array([seen[i] > 1 for i in range(n)], np.uint8))
     with pytest.raises(ValueError, match="piece 0 holds"):
-        quota_core.emit_runs(n, keep, [(pieces[0][0] + 1, *pieces[0][1:])], False, base,
+        quota_core.emit_runs(n, keep, [(pieces[0][0] + 1, *pieces[0][1:])], base,
                              np.empty(pieces[0][0] + 1, np.int64), again)  # fmt: skip
-    with pytest.raises(ValueError, match="different number of cuts"):  # disjoint, not so
-        quota_core.emit_runs(n, keep, [*pieces[:1], (len(kept), None)], True, base,
-                             np.empty(pieces[0][0] + len(kept), np.int64), none)  # fmt: skip
+    with pytest.raises(ValueError, match="must be at least 0"):  # its bits would precede again
+        quota_core.emit_runs(n, keep, pieces, -8 * len(again), out, again)
+    with pytest.raises(ValueError, match="one bit per row"):
+        quota_core.emit_runs(n, keep, pieces, base, out, again[: (base + n) // 8 - 1])
 
 
 def test_source_fingerprint_sees_every_duration_and_filter_flag() -> None:
@@ -992,6 +993,17 @@ def test_source_fingerprint_sees_every_duration_and_filter_flag() -> None:
         quota_core.fingerprint(d[:-1], keep[:-1]),
     }
     assert len(prints) == 6
+    # a removed cut is hashed under other keys, not as other bits: no duration it could have
+    # (the old marker's flip of a kept one's bits among them) hashes as that cut kept
+    kept = quota_core.fingerprint(d, keep)
+    for y in (
+        d[10],
+        *rng.uniform(0.5, 20.0, 20),
+        (d[10:11].view(np.uint64) ^ np.uint64(0x7FF4D15C0DE0DEAD)).view(np.float64)[0],
+    ):
+        other = d.copy()
+        other[10] = y
+        assert quota_core.fingerprint(other, flipped) != kept
 
 
 def test_mixture_refuses_durations_that_are_not_positive_finite() -> None:

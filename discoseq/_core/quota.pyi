@@ -70,7 +70,6 @@ def emit_runs(
     n: int,
     keep: _U8,
     pieces: list[tuple[object, ...]],
-    one_round: bool,
     base: int,
     out: _I64,
     again: _U8,

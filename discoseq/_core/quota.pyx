@@ -22,7 +22,7 @@ import numpy as np
 
 from libc.math cimport INFINITY, rint
 from libc.string cimport memcpy, memset
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from discoseq._core.rng cimport ds_mix64
 
@@ -34,8 +34,8 @@ CODE_SHIFT = SHIFT
 
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
 cdef double TWO52 = 4503599627370496.0
-# flips the duration bits of a cut the filters removed, in the fingerprint
-cdef uint64_t DROPPED = 0x7FF4D15C0DE0DEADULL
+# flip the lanes' keys for a cut the filters removed, in the fingerprint
+cdef uint32_t DROPPED_A = 0xD15C0DE5u, DROPPED_B = 0x0DE0DEADu
 
 
 cdef inline int64_t _us(double duration) noexcept nogil:
@@ -361,21 +361,22 @@ cdef void _marks(const Piece* ps, Py_ssize_t P, Py_ssize_t blk, Py_ssize_t bn,
 
 
 def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not None,
-              bint one_round, int64_t base, int64_t[::1] out not None,
-              uint8_t[::1] again not None):
+              int64_t base, int64_t[::1] out not None, uint8_t[::1] again not None):
     """Write the runs an epoch takes from one source to ``out`` as index rows (``base + i``):
     round by round (round ``r``: the cuts taken for the ``r + 1``-th time), within a round
     piece by piece, each in index order. A piece is ``(size, excl, mode, key, shuffled, tu,
     ti, codes, lo_u, lo_i, hi_u, hi_i)``: the ``size`` cuts of that set at ``(lo_u, lo_i) <=
     (u, i) < (hi_u, hi_i)``, or ``(size, None)``: every kept cut (a whole cycle, no key
-    asked); at most ``EMIT_PIECES``. One pass over the source, block by block: each cut's
-    pieces (a bit each), then each group's rows from those bits. ``one_round``: the pieces
-    are disjoint, else a first pass finds the bits (kept, a byte per cut, for the writing
-    pass), counts the groups (round, piece) and sets the bit in ``again`` (one per index row,
-    or empty) of every cut taken more than once. Returns the number of cuts of each round."""
+    asked); at most ``EMIT_PIECES``. A first pass over the source, block by block, finds each
+    cut's pieces (a bit each, kept as a byte per cut), counts the groups (round, piece) and
+    sets the bit in ``again`` (one per index row, or empty) of every cut taken more than
+    once; a second writes each group's rows from those bits. Returns the number of cuts of
+    each round."""
     cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
     if P > MAX_PIECES:
         raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
+    if base < 0 or base > INT64_MAX - n:
+        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
     if again.shape[0] and again.shape[0] * 8 < base + n:
         raise ValueError(f"again needs one bit per row up to {base + n}")
     cdef Piece ps[MAX_PIECES]
@@ -400,7 +401,7 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cdef int64_t hist[256]
     cdef int64_t hist4[4][256]
     cdef uint8_t marks[BLOCK]
-    cdef uint8_t* kept_marks = NULL  # the counting pass's marks, read again by the writing one
+    cdef uint8_t* kept_marks  # the counting pass's marks, read again by the writing one
     cdef uint8_t[::1] all_marks
     cdef uint8_t hits[BLOCK]
     cdef uint8_t ties[BLOCK]
@@ -409,38 +410,34 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cdef int64_t row
     cdef bint flag_again = again.shape[0] != 0
     cdef int r
-    if one_round:
+    memset(hist4, 0, sizeof(hist4))
+    all_marks = np.empty(max(n, 1), dtype=np.uint8)
+    kept_marks = &all_marks[0]
+    with nogil:  # the counting pass: each cut's pieces
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            _marks(ps, P, blk, bn, kept_marks + blk, hits, ties)
+            for t in range(bn):
+                mk = kept_marks[blk + t]
+                hist4[t & 3][mk] += 1  # four tables: a run of equal marks is no chain
+                if flag_again and (mk & (mk - 1)):  # two pieces or more: taken again
+                    row = base + blk + t
+                    again[row >> 3] |= <uint8_t>(1 << (row & 7))
+            blk += bn
+    for t in range(256):
+        hist[t] = hist4[0][t] + hist4[1][t] + hist4[2][t] + hist4[3][t]
+    # a cut with pieces mk is in group (r, k) for each bit k of mk, r: the bits below k
+    for t in range(1, 256):
+        r = 0
         for k in range(P):
-            cnt[0, k] = sizes[k]
-    else:
-        memset(hist4, 0, sizeof(hist4))
-        all_marks = np.empty(max(n, 1), dtype=np.uint8)
-        kept_marks = &all_marks[0]
-        with nogil:  # the counting pass: each cut's pieces
-            blk = 0
-            while blk < n:
-                bn = min(<Py_ssize_t>BLOCK, n - blk)
-                _marks(ps, P, blk, bn, kept_marks + blk, hits, ties)
-                for t in range(bn):
-                    mk = kept_marks[blk + t]
-                    hist4[t & 3][mk] += 1  # four tables: a run of equal marks is no chain
-                    if flag_again and (mk & (mk - 1)):  # two pieces or more: taken again
-                        row = base + blk + t
-                        again[row >> 3] |= <uint8_t>(1 << (row & 7))
-                blk += bn
-        for t in range(256):
-            hist[t] = hist4[0][t] + hist4[1][t] + hist4[2][t] + hist4[3][t]
-        # a cut with pieces mk is in group (r, k) for each bit k of mk, r: the bits below k
-        for t in range(1, 256):
-            r = 0
-            for k in range(P):
-                if t >> k & 1:
-                    cnt[r, k] += hist[t]
-                    r += 1
-        got = counts.sum(axis=0)
-        for k in range(P):
-            if got[k] != sizes[k]:
-                raise ValueError(f"piece {k} holds {got[k]} cuts, not {sizes[k]}")
+            if t >> k & 1:
+                cnt[r, k] += hist[t]
+                r += 1
+    got = counts.sum(axis=0)
+    for k in range(P):
+        if got[k] != sizes[k]:
+            raise ValueError(f"piece {k} holds {got[k]} cuts, not {sizes[k]}")
     if int(counts.sum()) != out.shape[0]:
         raise ValueError(f"the pieces hold {int(counts.sum())} cuts, out has {out.shape[0]} slots")
     cdef uint8_t match[MAX_PIECES * MAX_PIECES][256]  # per group: the marks that belong to it
@@ -463,14 +460,11 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cdef int64_t* e
     cdef const uint8_t* tab
     cdef int64_t sink = 0
-    with nogil:  # block by block: each cut's pieces, then each group's rows
+    with nogil:  # block by block: each group's rows from the cuts' marks
         blk = 0
         while blk < n:
             bn = min(<Py_ssize_t>BLOCK, n - blk)
-            if kept_marks != NULL:
-                memcpy(marks, kept_marks + blk, bn)
-            else:
-                _marks(ps, P, blk, bn, marks, hits, ties)
+            memcpy(marks, kept_marks + blk, bn)
             for g in range(G):  # every cut written at the next slot, which a match keeps
                 p, e, tab = start[g], stop[g], match[g]
                 if p + bn <= e:
@@ -620,16 +614,22 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
     cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
     cdef const uint64_t* bits = <const uint64_t*>&duration[0] if n else NULL
     cdef Py_ssize_t i
-    cdef uint64_t x, m, h1 = 0, h2 = 0
-    # the lanes' keys at offset i: k + i * step (mod 2**32), stepped as the loop goes
+    cdef uint64_t x, h1 = 0, h2 = 0
+    cdef uint32_t f
+    # the lanes' keys at offset i: k + i * step (mod 2**32), stepped as the loop goes; a cut
+    # the filters removed is hashed under other keys (the keys flipped by a marker), not with
+    # its bits changed: a changed duration could equal a kept cut's, and hash the same
     cdef uint32_t a1 = 0x2545F491u, b1 = 0x9E3779B9u, a2 = 0x85EBCA6Bu, b2 = 0xC2B2AE35u
     with nogil:
         for i in range(n):
             x = bits[i]
-            if k != NULL:  # a removed cut's bits flipped by a marker
-                x ^= DROPPED & (<uint64_t>0 - <uint64_t>(k[i] == 0))
-            h1 += <uint64_t>(<uint32_t>x + a1) * <uint64_t>(<uint32_t>(x >> 32) + b1)
-            h2 += <uint64_t>(<uint32_t>x + a2) * <uint64_t>(<uint32_t>(x >> 32) + b2)
+            f = 0
+            if k != NULL:
+                f = <uint32_t>0 - <uint32_t>(k[i] == 0)
+            h1 += (<uint64_t>(<uint32_t>x + (a1 ^ (f & DROPPED_A)))
+                   * <uint64_t>(<uint32_t>(x >> 32) + (b1 ^ (f & DROPPED_B))))
+            h2 += (<uint64_t>(<uint32_t>x + (a2 ^ (f & DROPPED_B)))
+                   * <uint64_t>(<uint32_t>(x >> 32) + (b2 ^ (f & DROPPED_A))))
             a1 += 0x6C8E9CF5u
             b1 += 0x7FEB352Du
             a2 += 0x846CA68Bu

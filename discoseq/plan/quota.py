@@ -724,7 +724,7 @@ class _Source:
                 else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
                 for keyed, lo, hi in pieces
             ]  # fmt: skip
-            return quota_core.emit_runs(self.n_all, self.keep, specs, False, self.base, out,
+            return quota_core.emit_runs(self.n_all, self.keep, specs, self.base, out,
                                         again)  # fmt: skip
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
