@@ -578,20 +578,25 @@ def _check_not_empty(source: Source, skipped: int) -> None:
 
 _progress_queue: Any = None  # a worker process's queue for cut counts (None: no progress)
 _first_rows: Any = None  # shared with the workers: each part's first row once counted (-1: not)
-_part_pids: Any = None  # shared with the workers: the process indexing each part (0: none yet)
+_part_pids: Any = None  # shared with the workers: the process indexing each part (0: none now)
+_parent_pid = 0  # in a worker: the building process
 
 
 def _init_part_worker(queue: Any, first_rows: Any, part_pids: Any) -> None:
-    global _progress_queue, _first_rows, _part_pids
+    global _progress_queue, _first_rows, _part_pids, _parent_pid
     _progress_queue = queue
     _first_rows = first_rows
     _part_pids = part_pids
+    _parent_pid = os.getppid()
 
 
 def _wait_first_row(slot: int) -> int:
     """In a worker process: the first row of part ``slot``, once the building process has
-    counted the rows before it (:func:`_index_in_processes`)."""
+    counted the rows before it (:func:`_index_in_processes`). A worker whose building process
+    is gone (killed while counting) exits rather than wait for ever."""
     while (row := int(_first_rows[slot])) < 0:
+        if os.getppid() != _parent_pid:
+            os._exit(1)
         time.sleep(0.002)
     return row
 
@@ -614,7 +619,23 @@ def _index_part(
     ``placed``: (the index's directory, records read in place): the :data:`PLACED` columns (and
     ``record_offset`` for records read in place) are written into the index's own files from
     the part's first row. ``threads``: :func:`pipeline_threads`."""
-    _part_pids[slot] = os.getpid()
+    _part_pids[slot] = os.getpid()  # kept if this process dies here: the part is named
+    try:
+        return _index_part_files(part, slot, entries, on_error, dictionary, placed, threads)
+    finally:
+        _part_pids[slot] = 0  # done: a later death of this process is another part's
+
+
+def _index_part_files(
+    part: str,
+    slot: int,
+    entries: Sequence[tuple[int, Source]],
+    on_error: str,
+    dictionary: bytes,
+    placed: tuple[str, bool] | None,
+    threads: bool,
+) -> tuple[list[Source], dict[str, Any]]:
+    """:func:`_index_part`'s work, apart from recording which process does it."""
     placement = None
     if placed is not None:
         index_dir, inplace = placed

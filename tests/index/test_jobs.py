@@ -341,6 +341,49 @@ def test_a_worker_that_dies_while_placing_rows_is_named(
     no_leftovers(tmp_path, out)
 
 
+def test_a_part_done_is_not_named_when_its_worker_dies_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker records its process on the part only while indexing it: one that dies in a
+    later part is not said to have died in the parts it finished."""
+    pids = [0, 0]
+    monkeypatch.setattr(builder_module, "_part_pids", pids)
+    seen = []
+
+    def body(*args: object) -> tuple[list[object], dict[str, object]]:
+        seen.append(pids[1])
+        return [], {}
+
+    monkeypatch.setattr(builder_module, "_index_part_files", body)
+    builder_module._index_part("part-1", 1, [], "raise", b"", None, False)
+    assert seen == [os.getpid()] and pids == [0, 0]
+
+    class Ended:
+        exitcode = 9
+
+    pids[0] = 123  # part 0 still being indexed by process 123, which ended
+    assert builder_module._died({123: Ended(), 456: Ended()}, pids, [0, 1]) == [0]
+
+
+def test_a_worker_whose_building_process_is_gone_stops_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker waiting for its part's first row exits once its building process is gone
+    (killed while counting rows) instead of polling for ever."""
+
+    class Exited(Exception):
+        pass
+
+    def exits(code: int) -> None:
+        raise Exited(code)
+
+    monkeypatch.setattr(builder_module, "_first_rows", [-1])
+    monkeypatch.setattr(builder_module, "_parent_pid", -1)  # not this process's parent
+    monkeypatch.setattr(builder_module.os, "_exit", exits)
+    with pytest.raises(Exited):
+        builder_module._wait_first_row(0)
+
+
 def test_part_ranges_split_files_by_bytes() -> None:
     from discoseq.index.sources import Source
 
