@@ -716,7 +716,7 @@ def _part_ranges(sources: Sequence[Source], jobs: int) -> list[list[int]]:
     return ranges
 
 
-COUNT_BLOCK_BYTES = 8 << 20  # bytes read at a time when counting a file's rows
+COUNT_BLOCK_BYTES = 1 << 20  # bytes read at a time when counting a file's rows (in the caches)
 
 
 def _count_rows(path: str) -> int:
