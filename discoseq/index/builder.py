@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import functools
 import glob
 import os
 import queue as queue_module
@@ -212,18 +213,41 @@ def complete_chunk(
     return cols, keep, b"".join(extra)
 
 
+#: Most bytes of placed columns a worker holds in memory while its part's first row is not yet
+#: known (:class:`_HeldColumn`); past them it waits for the row.
+HOLD_BYTES = 64 << 20
+
+
+class _HeldColumn:
+    """A placed column's values, held in memory from the start of a part until the part's first
+    row is known (the building process counts the rows before it while the worker scans):
+    then written into the index's file at that row (:meth:`_IndexWriter.place`)."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = np.dtype(dtype)
+        self.pieces: list[np.ndarray] = []
+        self.nbytes = 0
+
+    def append(self, values: np.ndarray) -> None:
+        arr = np.ascontiguousarray(values, dtype=self.dtype)
+        self.pieces.append(arr)
+        self.nbytes += arr.nbytes
+
+
 class _IndexWriter:
     """Appends scanned chunks to the column files of an index being built in ``tmp``.
 
-    ``placed`` (a part, in a worker process): (the index's directory, the part's first row, the
-    columns written straight into the index's files from that row instead of into ``tmp``)."""
+    ``placed`` (a part, in a worker process): (the index's directory, the part's first row or a
+    function that returns it once known (None before), the columns written straight into the
+    index's files from that row instead of into ``tmp``: held in memory until the row is known,
+    so the worker scans meanwhile)."""
 
     def __init__(
         self,
         tmp: Path,
         on_error: str,
         dictionary: bytes = b"",
-        placed: tuple[Path, int, Sequence[str]] | None = None,
+        placed: tuple[Path, int | Callable[[], int | None], Sequence[str]] | None = None,
     ) -> None:
         from discoseq._core.idhash import hash_spans
 
@@ -232,13 +256,16 @@ class _IndexWriter:
         self.tmp = tmp
         self.on_error = on_error
         names = [*SCANNED, "source_id", "source_line", "record_offset", "record_length"]
-        index_dir, first_row, self.placed = placed if placed is not None else (tmp, 0, ())
+        self._index_dir, self._first_row, self.placed = (
+            placed if placed is not None else (tmp, 0, ())
+        )
         self.columns = {
-            name: ColumnWriter(index_dir / f"{name}.npy", COLUMNS[name], first_row)
-            if name in self.placed
-            else ColumnWriter(tmp / f"{name}.npy", COLUMNS[name])
+            name: ColumnWriter(tmp / f"{name}.npy", COLUMNS[name])
             for name in names
+            if name not in self.placed
         }
+        self.held = {name: _HeldColumn(COLUMNS[name]) for name in names if name in self.placed}
+        self.place(wait=False)
         self.id_offsets = ColumnWriter(tmp / "id_offsets.npy", COLUMNS["id_offsets"])
         self.id_offsets.append(np.zeros(1, np.int64))
         self.id_blob = ColumnWriter(tmp / "id_blob.npy", COLUMNS["id_blob"])
@@ -255,6 +282,29 @@ class _IndexWriter:
         self.rows = 0
         self.skipped = 0
         self.errors: list[str] = []
+
+    def place(self, wait: bool) -> None:
+        """Open the placed columns in the index's files at the part's first row and write what
+        they hold, once the row is known; with ``wait``, wait for it."""
+        if not self.held:
+            return
+        first_row = self._first_row if isinstance(self._first_row, int) else self._first_row()
+        while first_row is None and wait:
+            time.sleep(0.002)
+            assert not isinstance(self._first_row, int)
+            first_row = self._first_row()
+        if first_row is None:
+            return
+        for name, held in self.held.items():
+            writer = ColumnWriter(self._index_dir / f"{name}.npy", COLUMNS[name], first_row)
+            for values in held.pieces:
+                writer.append(values)
+            self.columns[name] = writer
+        self.held = {}
+
+    def _column(self, name: str) -> ColumnWriter | _HeldColumn:
+        """Where ``add`` appends column ``name``: its writer, or its values held."""
+        return self.held.get(name) or self.columns[name]
 
     def scanned(
         self,
@@ -326,16 +376,19 @@ class _IndexWriter:
         if m == 0:
             return lines
         kept: np.ndarray | slice = rows if m < len(keep) else slice(None)  # no copy if all
+        if self.held:
+            self.place(wait=sum(h.nbytes for h in self.held.values()) > HOLD_BYTES)
+        column = self._column
         for name in SCANNED:
-            self.columns[name].append(scan[name][kept])
+            column(name).append(scan[name][kept])
         starts, ends = scan["start"][kept], scan["end"][kept]
-        self.columns["source_id"].append(np.full(m, source_id, np.int32))
-        self.columns["source_line"].append(first_line + scan["line_no"][kept])
+        column("source_id").append(np.full(m, source_id, np.int32))
+        column("source_line").append(first_line + scan["line_no"][kept])
         if source.format == "cutset":  # no file to fingerprint: fingerprint its records
             source.update_fingerprint(buf)
         if source.records == "inplace":
-            self.columns["record_offset"].append(chunk.offset + starts)
-            self.columns["record_length"].append(ends - starts)
+            column("record_offset").append(chunk.offset + starts)
+            column("record_length").append(ends - starts)
         else:  # the kept records' frames (compressed by ``scanned``), one after another
             frames, lengths = scan["frames"], scan["frame_lengths"]
             if m < len(keep):
@@ -343,8 +396,8 @@ class _IndexWriter:
                 starts_f = (frame_ends - lengths)[rows]
                 frames, lengths = gather_spans(frames, starts_f, frame_ends[rows])
             offsets = np.cumsum(lengths) - lengths
-            self.columns["record_offset"].append(self.records_size + offsets)
-            self.columns["record_length"].append(lengths)
+            column("record_offset").append(self.records_size + offsets)
+            column("record_length").append(lengths)
             self.records.write(frames.data)
             self.records_size += int(lengths.sum())
             raw = ends - starts
@@ -443,6 +496,7 @@ class _IndexWriter:
         :func:`_index_part`) and sort its id hashes there, in the worker
         (``id_hash_sorted.npy``, and each one's row in ``id_hash_rows.npy``); returns what
         :meth:`add_part` needs besides the files."""
+        self.place(wait=True)
         for writer in (*self.columns.values(), self.id_offsets, self.id_blob, self.id_hash):
             writer.close()
         self.records.close()
@@ -590,15 +644,14 @@ def _init_part_worker(queue: Any, first_rows: Any, part_pids: Any) -> None:
     _parent_pid = os.getppid()
 
 
-def _wait_first_row(slot: int) -> int:
-    """In a worker process: the first row of part ``slot``, once the building process has
-    counted the rows before it (:func:`_index_in_processes`). A worker whose building process
-    is gone (killed while counting) exits rather than wait for ever."""
-    while (row := int(_first_rows[slot])) < 0:
-        if os.getppid() != _parent_pid:
-            os._exit(1)
-        time.sleep(0.002)
-    return row
+def _known_first_row(slot: int) -> int | None:
+    """In a worker process: the first row of part ``slot`` once the building process has
+    counted the rows before it (:func:`_index_in_processes`), else None. A worker whose building
+    process is gone (killed while counting) exits rather than wait for ever."""
+    row = int(_first_rows[slot])
+    if row < 0 and os.getppid() != _parent_pid:
+        os._exit(1)
+    return row if row >= 0 else None
 
 
 def _index_part(
@@ -618,7 +671,8 @@ def _index_part(
 
     ``placed``: (the index's directory, records read in place): the :data:`PLACED` columns (and
     ``record_offset`` for records read in place) are written into the index's own files from
-    the part's first row. ``threads``: :func:`pipeline_threads`."""
+    the part's first row (held in memory while the building process counts the rows before it,
+    so the worker scans from the start). ``threads``: :func:`pipeline_threads`."""
     _part_pids[slot] = os.getpid()  # kept if this process dies here: the part is named
     try:
         return _index_part_files(part, slot, entries, on_error, dictionary, placed, threads)
@@ -640,7 +694,7 @@ def _index_part_files(
     if placed is not None:
         index_dir, inplace = placed
         names = (*PLACED, "record_offset") if inplace else PLACED
-        placement = (Path(index_dir), _wait_first_row(slot), names)
+        placement = (Path(index_dir), functools.partial(_known_first_row, slot), names)
     writer = _IndexWriter(Path(part), on_error, dictionary, placement)
     queue = _progress_queue
     done: list[Source] = []
@@ -683,7 +737,7 @@ def _part_ranges(sources: Sequence[Source], jobs: int) -> list[list[int]]:
     return ranges
 
 
-COUNT_BLOCK_BYTES = 8 << 20  # bytes read at a time when counting a file's rows
+COUNT_BLOCK_BYTES = 1 << 20  # bytes read at a time when counting a file's rows (in the caches)
 
 
 def _count_rows(path: str) -> int:

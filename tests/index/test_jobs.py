@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,27 @@ def test_rows_placed_when_a_file_changes_meanwhile_is_an_error(
     no_leftovers(tmp_path, out)
 
 
+@pytest.mark.parametrize("hold", [0, 1 << 30])
+def test_rows_held_until_their_first_row_is_counted_give_the_same_bytes(
+    plain_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: int
+) -> None:
+    """The rows before a part counted late (a slow disk): its worker scans meanwhile, holding
+    its placed columns in memory (up to ``HOLD_BYTES``, then waiting), and writes them at their
+    rows once counted: the same index as one process builds."""
+    expected = index_files(build_index(plain_files, tmp_path / "one.idx").path)
+    counted = builder_module._count_rows
+
+    def slow(path: str) -> int:
+        time.sleep(0.2)
+        return counted(path)
+
+    monkeypatch.setattr(builder_module, "_count_rows", slow)
+    monkeypatch.setattr(builder_module, "HOLD_BYTES", hold)
+    for jobs in (2, 5):
+        index = build_index(plain_files, tmp_path / f"jobs{jobs}.idx", jobs=jobs)
+        assert index_files(index.path) == expected, (jobs, hold)
+
+
 def test_placed_parts_report_errors_and_skip_as_one_process(
     plain_files: list[Path], tmp_path: Path
 ) -> None:
@@ -327,8 +349,9 @@ def test_a_worker_that_dies_while_placing_rows_is_named(
 
     def dies_after_placing(self: Any, *args: Any) -> int:
         lines = add(self, *args)
-        placed = self.columns["duration"]
         if os.getpid() != parent and args[2].path.endswith("plain3.jsonl"):
+            self.place(wait=True)  # its first row counted: the held rows written
+            placed = self.columns["duration"]
             assert "duration" in self.placed and placed.path.parent != self.tmp
             placed._file.flush()  # its rows are in the index's file
             os._exit(9)
@@ -368,7 +391,7 @@ def test_a_part_done_is_not_named_when_its_worker_dies_later(
 def test_a_worker_whose_building_process_is_gone_stops_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A worker waiting for its part's first row exits once its building process is gone
+    """A worker asking for its part's first row exits once its building process is gone
     (killed while counting rows) instead of polling for ever."""
 
     class Exited(Exception):
@@ -381,7 +404,7 @@ def test_a_worker_whose_building_process_is_gone_stops_waiting(
     monkeypatch.setattr(builder_module, "_parent_pid", -1)  # not this process's parent
     monkeypatch.setattr(builder_module.os, "_exit", exits)
     with pytest.raises(Exited):
-        builder_module._wait_first_row(0)
+        builder_module._known_first_row(0)
 
 
 def test_part_ranges_split_files_by_bytes() -> None:
