@@ -673,23 +673,7 @@ def _index_part(
     ``record_offset`` for records read in place) are written into the index's own files from
     the part's first row (held in memory while the building process counts the rows before it,
     so the worker scans from the start). ``threads``: :func:`pipeline_threads`."""
-    _part_pids[slot] = os.getpid()  # kept if this process dies here: the part is named
-    try:
-        return _index_part_files(part, slot, entries, on_error, dictionary, placed, threads)
-    finally:
-        _part_pids[slot] = 0  # done: a later death of this process is another part's
-
-
-def _index_part_files(
-    part: str,
-    slot: int,
-    entries: Sequence[tuple[int, Source]],
-    on_error: str,
-    dictionary: bytes,
-    placed: tuple[str, bool] | None,
-    threads: bool,
-) -> tuple[list[Source], dict[str, Any]]:
-    """:func:`_index_part`'s work, apart from recording which process does it."""
+    _part_pids[slot] = os.getpid()  # while set, this process dying is this part's failure
     placement = None
     if placed is not None:
         index_dir, inplace = placed
@@ -707,10 +691,12 @@ def _index_part_files(
                 skipped = writer.skipped
                 writer.close_part()
                 return done, {"empty": (k, skipped)}
+        return done, writer.close_part()
     except ManifestError as e:
         writer.close_part()
         return done, {"error": (str(e), e.path, e.line)}
-    return done, writer.close_part()
+    finally:
+        _part_pids[slot] = 0  # done: a later death of this process is another part's
 
 
 def _part_ranges(sources: Sequence[Source], jobs: int) -> list[list[int]]:

@@ -365,20 +365,26 @@ def test_a_worker_that_dies_while_placing_rows_is_named(
 
 
 def test_a_part_done_is_not_named_when_its_worker_dies_later(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker records its process on the part only while indexing it: one that dies in a
     later part is not said to have died in the parts it finished."""
+    from discoseq.index.sources import Source
+
     pids = [0, 0]
     monkeypatch.setattr(builder_module, "_part_pids", pids)
     seen = []
 
-    def body(*args: object) -> tuple[list[object], dict[str, object]]:
+    def indexes(writer: Any, *args: Any) -> None:
         seen.append(pids[1])
-        return [], {}
+        args[1].rows = 1
 
-    monkeypatch.setattr(builder_module, "_index_part_files", body)
-    builder_module._index_part("part-1", 1, [], "raise", b"", None, False)
+    monkeypatch.setattr(builder_module, "_index_source", indexes)
+    source = Source(str(tmp_path / "a.jsonl"), "jsonl", "stored")
+    (tmp_path / "part-1").mkdir()  # made by the building process
+    builder_module._index_part(
+        str(tmp_path / "part-1"), 1, [(0, source)], "raise", b"", None, False
+    )
     assert seen == [os.getpid()] and pids == [0, 0]
 
     class Ended:
