@@ -745,7 +745,7 @@ def test_kernel_microseconds_round_as_numpy() -> None:
     d = np.array([0.5e-6, 1.5e-6, 2.5e-6, 1.0000005, 3.25, 12.3456785, 7e9, 4.6e9, 1e300 / 1e290])
     want = np.rint(d * 1e6).astype(np.int64)
     none = np.empty(0, np.uint8)
-    count, total, longest, shortest_s, longest_s, bad = quota_core.source_totals(d, none)
+    count, total, longest, shortest_s, longest_s, bad = quota_core.column_totals(d, none)
     assert (shortest_s, longest_s, bad) == (d.min(), d.max(), 0)
     assert (count, total, longest) == (d.shape[0], int(want.sum()), int(want.max()))
     shift = quota_core.bin_shift(d.shape[0], False)

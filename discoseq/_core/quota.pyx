@@ -58,9 +58,18 @@ cdef struct KeyedSet:
     int64_t ti
 
 
+cdef inline uint64_t _shuffled_key(uint64_t key, int64_t i) noexcept nogil:
+    """Cut ``i``'s key in the shuffled cycle under ``key`` (its code: the top byte)."""
+    return ds_mix64(key + <uint64_t>(i + 1) * GOLDEN)
+
+
+cdef inline uint8_t _code(uint64_t key, int64_t i) noexcept nogil:
+    return <uint8_t>(_shuffled_key(key, i) >> SHIFT)
+
+
 cdef inline uint64_t _u(const KeyedSet* s, int64_t i) noexcept nogil:
     if s.shuffled:
-        return ds_mix64(s.key + <uint64_t>(i + 1) * GOLDEN)
+        return _shuffled_key(s.key, i)
     return <uint64_t>i
 
 
@@ -156,7 +165,7 @@ def key_codes(uint64_t key, uint8_t[::1] codes not None) -> None:
     cdef Py_ssize_t i, n = codes.shape[0]
     with nogil:
         for i in range(n):
-            codes[i] = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
+            codes[i] = _code(key, i)
 
 
 def histogram(const double[::1] duration not None, const uint8_t[::1] keep not None,
@@ -509,7 +518,7 @@ def key_histogram(const double[::1] duration not None, const uint8_t[::1] keep n
     cdef int64_t kept
     with nogil:
         for i in range(n):
-            b = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
+            b = _code(key, i)
             codes[i] = b
             kept = k == NULL or k[i] != 0
             c[b] += kept
@@ -547,7 +556,7 @@ def cross_pass(const double[::1] duration not None, const uint8_t[::1] keep not 
             bn = min(<Py_ssize_t>BLOCK, n - blk)
             for t in range(bn):
                 i = blk + t
-                codes[i] = <uint8_t>(ds_mix64(key + <uint64_t>(i + 1) * GOLDEN) >> SHIFT)
+                codes[i] = _code(key, i)
             _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
             for t in range(bn):
                 i = blk + t
@@ -637,7 +646,7 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
     return ds_mix64(ds_mix64(h1 ^ <uint64_t>n) ^ h2)
 
 
-def source_totals(const double[::1] duration not None, const uint8_t[::1] keep not None):
+def column_totals(const double[::1] duration not None, const uint8_t[::1] keep not None):
     """A source's kept cuts, their microseconds and the longest one's; and over all its cuts
     the shortest and longest duration (seconds) and how many are not positive finite."""
     cdef Py_ssize_t n = duration.shape[0]

@@ -772,7 +772,7 @@ def _source(duration: np.ndarray, keep: np.ndarray | None, lo: int, hi: int, nam
            quota_core.fingerprint(dur, member))  # fmt: skip
     src = _SOURCES.get(key)
     if src is None:
-        src = _Source(lo, name, config, quota_core.source_totals(dur, member), hi - lo)
+        src = _Source(lo, name, config, quota_core.column_totals(dur, member), hi - lo)
         while len(_SOURCES) >= _SOURCES_KEPT:
             del _SOURCES[next(iter(_SOURCES))]
         _SOURCES[key] = src
