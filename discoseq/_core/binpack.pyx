@@ -24,7 +24,7 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 
-from discoseq._core.types cimport check_rows, with_one_more
+from discoseq._core.types cimport DS_PREFETCH, DS_PREFETCH_W, check_rows, with_one_more
 
 DEF AHEAD = 16  # positions the packing loop prefetches ahead
 DEF KEY_SHIFT = 36  # a sort key: (capacity + 1 - cost) << KEY_SHIFT | position in the segment
@@ -35,14 +35,10 @@ MAX_CAPACITY = 1 << 22
 cdef extern from *:
     """
     #define DS_CTZ(x) __builtin_ctzll(x)
-    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
-    #define DS_PREFETCH_W(p) __builtin_prefetch((p), 1, 0)
     #define DS_KEY_MASK ((((uint64_t)1) << 36) - 1)
     """
     const uint64_t DS_KEY_MASK
     int DS_CTZ(uint64_t x) noexcept nogil
-    void DS_PREFETCH(const void* p) noexcept nogil
-    void DS_PREFETCH_W(void* p) noexcept nogil
 
 
 cdef struct Bin:

@@ -10,14 +10,7 @@ import numpy as np
 
 from libc.stdint cimport int64_t
 
-from discoseq._core.types cimport check_rows
-
-cdef extern from *:
-    """
-    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
-    """
-    void DS_PREFETCH(const void* p) noexcept nogil
-
+from discoseq._core.types cimport DS_PREFETCH, check_rows
 
 cdef inline int64_t _source_of(const int64_t* ends, int64_t ns, int64_t row) noexcept nogil:
     """The number of ``ends`` at or below ``row`` (``ends`` non-decreasing; a branch-free

@@ -12,6 +12,15 @@ message: the same ValueError).
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
+cdef extern from *:
+    """
+    #define DS_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+    #define DS_PREFETCH_W(p) __builtin_prefetch((p), 1, 0)
+    """
+    # a hint to fetch the cache line of ``p`` for a read / a write soon (rows read at random)
+    void DS_PREFETCH(const void* p) noexcept nogil
+    void DS_PREFETCH_W(void* p) noexcept nogil
+
 # What a bucketing key is made of (see ``key_of``).
 cdef enum KeyKind:
     KEY_DURATION = 0   # duration, seconds
