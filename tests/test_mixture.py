@@ -918,13 +918,24 @@ def test_cross_pass_is_the_passes_it_fuses() -> None:
                               *lo, (1 << 64) - 1, n, rows[:-1], mask)  # fmt: skip
 
 
-def test_emit_runs_writes_rounds_runs_and_copy_bits() -> None:
+@pytest.mark.parametrize(
+    ("n", "spans"),
+    [
+        (500, [(100, None), (0, 250)]),
+        # groups of few cuts (under 1 in 32 of the source) are written in one pass together
+        (20_000, [(40, None), (0, 30)]),
+        (20_000, [(15_900, None), (0, 15_850)]),
+    ],
+)
+def test_emit_runs_writes_rounds_runs_and_copy_bits(
+    n: int, spans: list[tuple[int, int | None]]
+) -> None:
     """One source's runs written at once: round by round, run by run, each in index order,
     and exactly the cuts taken more than once flagged (a bit per index row)."""
     from discoseq._core import quota as quota_core
 
     rng = np.random.default_rng(5)
-    n, base = 500, 13
+    base = 13
     keep = (rng.random(n) < 0.8).astype(np.uint8)
     none = np.empty(0, np.uint8)
     keys = [0xABCDEF, 0x123456789]
@@ -936,7 +947,8 @@ def test_emit_runs_writes_rounds_runs_and_copy_bits() -> None:
         codes.append(c)
     kept = np.flatnonzero(keep)
     runs, pieces = [], []
-    for (c, lo, hi), u in zip([(0, 100, len(kept)), (1, 0, 250)], us, strict=True):
+    runs_asked = [(c, lo, len(kept) if hi is None else hi) for c, (lo, hi) in enumerate(spans)]
+    for (c, lo, hi), u in zip(runs_asked, us, strict=True):
         order = kept[np.lexsort((kept, u[kept]))]
         runs.append(np.sort(order[lo:hi]))
         bounds = (int(u[order[lo]]), int(order[lo]), *((int(u[order[hi]]), int(order[hi]))

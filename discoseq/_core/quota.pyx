@@ -21,7 +21,7 @@ bins are the codes. Inputs are checked here, at the boundary; the loops run with
 import numpy as np
 
 from libc.math cimport INFINITY, rint
-from libc.string cimport memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from discoseq._core.rng cimport ds_mix64
@@ -207,31 +207,33 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
                 uint64_t bin, Py_ssize_t count):
     """The ``count`` cuts of the set in one bin, sorted by ``(u, i)``: offsets, keys,
     microseconds. Only the bin's cuts are visited: with codes, those whose code is the bin
-    (found by a vector compare); in the index order, the bin's range of offsets."""
+    (found by ``memchr``, a vector scan); in the index order, the bin's range of offsets."""
     cdef Py_ssize_t n = duration.shape[0]
     cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
     _check_shift(shift, shuffled, codes)
     cdef uint64_t nb = num_bins(n, shuffled, shift)
-    cdef int64_t lo, hi
+    cdef int64_t lo = 0, hi = n
     if codes.shape[0]:
-        cand = np.flatnonzero(np.asarray(codes) == bin) if bin < nb else np.empty(0, np.intp)
+        hi = n if bin < nb else 0
     elif not shuffled:  # the bin is a range of offsets (the last one to the end)
         lo = min(<int64_t>(bin << shift), n) if bin < nb else n
         hi = n if bin == nb - 1 else min(<int64_t>((bin + 1) << shift), n)
-        cand = np.arange(lo, max(lo, hi), dtype=np.intp)
-    else:
-        cand = np.arange(n, dtype=np.intp)
-    cdef const Py_ssize_t[::1] c = cand
     ids = np.empty(count, dtype=np.int64)
     keys = np.empty(count, dtype=np.uint64)
     us = np.empty(count, dtype=np.int64)
     cdef int64_t[::1] o = ids
     cdef uint64_t[::1] k = keys
     cdef int64_t[::1] t = us
-    cdef Py_ssize_t m, i, j = 0
+    cdef Py_ssize_t i, j = 0
+    cdef const uint8_t* at
     with nogil:
-        for m in range(c.shape[0]):
-            i = c[m]
+        i = lo
+        while i < hi:
+            if s.codes != NULL:  # the next cut of the bin's code (a vector scan)
+                at = <const uint8_t*>memchr(s.codes + i, <int>bin, hi - i)
+                if at == NULL:
+                    break
+                i = at - s.codes
             if _bin(&s, i, shift, nb) == bin and _has(&s, i):
                 if j == count:
                     j += 1
@@ -240,6 +242,7 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
                 k[j] = _u(&s, i)
                 t[j] = _us(duration[i])
                 j += 1
+            i += 1
     if j != count:
         raise ValueError(f"bin {bin} holds a different number of cuts than {count}")
     order = np.argsort(keys)
@@ -253,6 +256,7 @@ def bin_members(const double[::1] duration not None, const uint8_t[::1] keep not
 cdef enum:
     BLOCK = 2048  # cuts per block of a coded pass (its flag bytes stay in L1)
     MAX_PIECES = 8  # a cut's pieces as the bits of one byte
+    SPARSE = 32  # the groups of fewer than one cut in this many: written in one pass together
 
 EMIT_PIECES = MAX_PIECES
 
@@ -452,6 +456,10 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cdef uint8_t match[MAX_PIECES * MAX_PIECES][256]  # per group: the marks that belong to it
     cdef int64_t* start[MAX_PIECES * MAX_PIECES]
     cdef int64_t* stop[MAX_PIECES * MAX_PIECES]
+    cdef bint sparse[MAX_PIECES * MAX_PIECES]  # a group of few cuts: written by a branch
+    cdef uint8_t rare[256]  # the marks of a sparse group
+    cdef bint any_sparse = False
+    memset(rare, 0, sizeof(rare))
     cdef int G = 0
     cdef int64_t at = 0
     cdef int64_t* o = &out[0] if out.shape[0] else NULL
@@ -462,6 +470,11 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
         for t in range(256):
             match[G][t] = (t >> k & 1) and _popcount8(t & ((1 << k) - 1)) == r
         start[G] = o + at
+        sparse[G] = cnt[r, k] * SPARSE < n
+        if sparse[G]:
+            any_sparse = True
+            for t in range(256):
+                rare[t] |= match[G][t]
         at += cnt[r, k]
         stop[G] = o + at
         G += 1
@@ -475,6 +488,8 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
             bn = min(<Py_ssize_t>BLOCK, n - blk)
             memcpy(marks, kept_marks + blk, bn)
             for g in range(G):  # every cut written at the next slot, which a match keeps
+                if sparse[g]:
+                    continue
                 p, e, tab = start[g], stop[g], match[g]
                 if p + bn <= e:
                     for t in range(bn):
@@ -485,6 +500,13 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
                         (p if p < e else &sink)[0] = base + blk + t
                         p += tab[marks[t]]
                 start[g] = p
+            if any_sparse:  # the groups of few cuts, together: a branch per cut, rarely taken
+                for t in range(bn):
+                    if rare[marks[t]]:
+                        for g in range(G):
+                            if sparse[g] and match[g][marks[t]] and start[g] < stop[g]:
+                                start[g][0] = base + blk + t
+                                start[g] += 1
             blk += bn
     for g in range(G):
         if start[g] != stop[g]:
@@ -543,39 +565,49 @@ def cross_pass(const double[::1] duration not None, const uint8_t[::1] keep not 
     if codes.shape[0] != n or mask.shape[0] != n or tail_codes.shape[0] != n:
         raise ValueError(f"codes, tail codes and mask need one per cut ({n})")
     cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
-    acc = np.zeros((NUM_BINS, 4), dtype=np.int64)  # per code: counts, us; the tail's
-    cdef int64_t[:, ::1] a = acc
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
+    us = np.zeros(NUM_BINS, dtype=np.int64)
+    c_tail = np.zeros(NUM_BINS, dtype=np.int64)
+    us_tail = np.zeros(NUM_BINS, dtype=np.int64)
+    cdef int64_t[::1] ca = counts
+    cdef int64_t[::1] ua = us
+    cdef int64_t[::1] ct = c_tail
+    cdef int64_t[::1] ut = us_tail
     cdef uint8_t hits[BLOCK]
     cdef uint8_t ties[BLOCK]
-    cdef Py_ssize_t i, j = 0, cap = rows.shape[0], blk, bn, t
+    cdef int64_t dus[BLOCK]
+    cdef Py_ssize_t i, j = 0, j0, cap = rows.shape[0], blk, bn, t
     cdef uint8_t b
-    cdef int64_t d, kept, hit
+    cdef int64_t kept
     with nogil:
         blk = 0
         while blk < n:
             bn = min(<Py_ssize_t>BLOCK, n - blk)
-            for t in range(bn):
-                i = blk + t
-                codes[i] = _code(key, i)
             _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
+            j0 = j
+            for t in range(bn):  # every cut written at the next slot, which a hit keeps
+                if j < cap:
+                    rows[j] = blk + t
+                j += hits[t]
+            memcpy(&mask[blk], hits, bn)
             for t in range(bn):
                 i = blk + t
-                b = codes[i]
-                d = _us(duration[i])
+                b = _code(key, i)
+                codes[i] = b
+                dus[t] = _us(duration[i])
                 kept = k == NULL or k[i] != 0
-                hit = hits[t]
-                a[b, 0] += kept
-                a[b, 1] += d & -kept
-                a[b, 2] += hit
-                a[b, 3] += d & -hit
-                if j < cap:  # every cut written at the next slot, which a hit keeps
-                    rows[j] = i
-                j += hit
-            memcpy(&mask[blk], hits, bn)
+                ca[b] += kept
+                ua[b] += dus[t] & -kept
+            if j <= cap:  # the block's tail cuts, under the cycle's key
+                for t in range(j - j0):
+                    i = rows[j0 + t]
+                    b = codes[i]
+                    ct[b] += 1
+                    ut[b] += dus[i - blk]
             blk += bn
     if j != cap:
         raise ValueError(f"the tail holds {j} cuts, not {cap}")
-    return tuple(np.ascontiguousarray(acc[:, c]) for c in range(4))
+    return counts, us, c_tail, us_tail
 
 
 def rows_histogram(const double[::1] duration not None, const int64_t[::1] rows not None,
