@@ -436,10 +436,26 @@ class _IndexWriter:
         else:
             sorted_hashes, order = self._merge_runs(hashes)
         del hashes
-        os.unlink(self.tmp / "id_hash_unsorted.npy")
-        _check_unique(self.tmp, sorted_hashes, order, sources)
-        write_column(self.tmp / "id_hash_sorted.npy", sorted_hashes, COLUMNS["id_hash_sorted"])
-        write_column(self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"])
+        # side by side (the end of a parallel build waits on these): an error in one is raised
+        # once all are done, and the build's directory is then removed
+        spent = [self.tmp / "id_hash_unsorted.npy"]
+        if self.run_rows is not None:
+            spent.append(self.run_rows.path)
+        _run_all(
+            [
+                *(functools.partial(os.unlink, path) for path in spent),
+                functools.partial(_check_unique, self.tmp, sorted_hashes, order, sources),
+                functools.partial(
+                    write_column,
+                    self.tmp / "id_hash_sorted.npy",
+                    sorted_hashes,
+                    COLUMNS["id_hash_sorted"],
+                ),
+                functools.partial(
+                    write_column, self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"]
+                ),
+            ]
+        )
         lengths = {name: w.length for name, w in self.columns.items()}
         lengths.update(
             id_offsets=self.id_offsets.length,
@@ -485,7 +501,6 @@ class _IndexWriter:
         bounds = [0] + [end for _, end, _ in spans]
         merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64), merge_threads())
         del rows, run_rows
-        os.unlink(self.run_rows.path)
         return merged
 
     def abort(self) -> None:
@@ -524,33 +539,51 @@ class _IndexWriter:
         were written into this index's files at their rows by the worker (``placed``: only
         counted here); the part's sorted id hashes become a run for :meth:`finish` to merge.
         The files of a part with nothing before it are taken as they are (renamed,
-        :meth:`_adopt_part`)."""
+        :meth:`_adopt_part`). The files are written in threads, one file each (the copies
+        run in the kernel or in NumPy, without the GIL): the parts' appends are the serial end
+        of a parallel build."""
         m = summary["rows"]
         if self.run_rows is None:
             self.run_rows = ColumnWriter(self.tmp / "id_hash_run_rows.npy", "<i8")
         if self.rows == 0 and self.records_size == 0 and self.id_blob.length == 0:
             self._adopt_part(part, summary)
             return
+        run_rows = self.run_rows
+        records_size = self.records_size
+        blob_base = self.id_blob.length
+        copies: list[Callable[[], None]] = []  # each writes one file of this index
         for name, writer in self.columns.items():
             if name in summary["placed"]:
                 writer.claim(m)
             elif name == "record_offset" and stored:
-                for values in _column_pieces(part / f"{name}.npy", m):
-                    writer.append(values + self.records_size)
+
+                def moved(writer: ColumnWriter = writer, name: str = name) -> None:
+                    for values in _column_pieces(part / f"{name}.npy", m):
+                        writer.append(values + records_size)
+
+                copies.append(moved)
             else:
-                writer.append_file(part / f"{name}.npy", m)
-        base = self.id_blob.length
-        for k, values in enumerate(_column_pieces(part / "id_offsets.npy", m + 1)):
-            self.id_offsets.append((values[1:] if k == 0 else values) + base)  # 0 is ours
+                copies.append(functools.partial(writer.append_file, part / f"{name}.npy", m))
+
+        def id_offsets() -> None:
+            for k, values in enumerate(_column_pieces(part / "id_offsets.npy", m + 1)):
+                self.id_offsets.append((values[1:] if k == 0 else values) + blob_base)  # 0: ours
+
+        def records() -> None:
+            self.records.flush()
+            with open(part / RECORDS_FILE, "rb") as f:
+                copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
+            self.records.seek(0, os.SEEK_END)
+
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
-        self.id_blob.append_file(part / "id_blob.npy", blob_length)
-        self.id_hash.append_file(part / "id_hash_sorted.npy", m)
-        assert self.run_rows is not None
-        self.run_rows.append_file(part / "id_hash_rows.npy", m)
-        self.records.flush()
-        with open(part / RECORDS_FILE, "rb") as f:
-            copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
-        self.records.seek(0, os.SEEK_END)
+        copies += [
+            id_offsets,
+            functools.partial(self.id_blob.append_file, part / "id_blob.npy", blob_length),
+            functools.partial(self.id_hash.append_file, part / "id_hash_sorted.npy", m),
+            functools.partial(run_rows.append_file, part / "id_hash_rows.npy", m),
+            records,
+        ]
+        _run_all(copies)
         self._count_part(summary)
 
     def _adopt_part(self, part: Path, summary: dict[str, Any]) -> None:
@@ -583,6 +616,22 @@ class _IndexWriter:
         self.rows += m
         self.skipped += summary["skipped"]
         self.errors = (self.errors + summary["errors"])[:MAX_REPORTED_ERRORS]
+
+
+def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
+    """Run ``tasks`` (each writing files no other one writes) in threads, one per usable core
+    (at most :data:`MAX_MERGE_THREADS`); the first exception is raised once all are done."""
+    threads = min(merge_threads(), len(tasks))
+    if threads <= 1:
+        for task in tasks:
+            task()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(task) for task in tasks]
+    for future in futures:
+        future.result()
 
 
 PART_ROWS = 1 << 20  # rows of a part's column appended at a time (bounded memory)

@@ -343,6 +343,13 @@ def test_duplicate_ids_within_and_across(tmp_path, mono, scanner):
     ):
         build_index([a, b], tmp_path / "idx")
     assert not (tmp_path / "idx").exists()
+    # parts in worker processes: found while the id columns are written, in threads
+    with pytest.raises(
+        ManifestError, match=r"duplicate cut id 'c-3' at .*x\.jsonl:4 and .*y\.jsonl\.gz:1"
+    ):
+        build_index([a, b], tmp_path / "idx", jobs=2)
+    assert not (tmp_path / "idx").exists()
+    assert not list(tmp_path.glob(".idx*"))  # no build directory left beside it
 
 
 def test_empty_manifest(tmp_path, mono):
