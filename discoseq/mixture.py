@@ -277,7 +277,9 @@ class MixtureSchedule:
         if unknown:
             raise ValueError(
                 f"mixture_schedule names {unknown}, which are not mixture entries with a "
-                f"weight (those are {sorted(weighted)})"
+                f"weight (those are {sorted(weighted)}): a schedule moves the weights of "
+                'entries written {"weight": w} (its value before the first point); a {} entry\'s '
+                "weight is derived from its hours (temperature), a repeat or choose entry has none"
             )
 
 
@@ -291,8 +293,11 @@ def check_sources(mixture: Mixture, names: Sequence[str]) -> None:
         if unknown:
             parts.append(f"names {unknown}, which are not sources")
         if missing:
-            parts.append(f"does not name the sources {missing}")
+            parts.append(f"leaves out the sources {missing}")
+        hint = ""
+        if len(unknown) == 1 and len(missing) == 1:
+            hint = f" (did you mean {missing[0]!r} for {unknown[0]!r}?)"
         raise ValueError(
-            f"mixture {' and '.join(parts)}; the sources are {sorted(names)} (every source "
+            f"mixture {' and '.join(parts)}{hint}; the sources are {sorted(names)} (every source "
             "needs an entry: {} for a derived weight)"
         )

@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -83,6 +84,7 @@ _LILCOM_CHUNK = 500  # frames per lilcom_chunky chunk (lhotse CHUNKY_FORMAT_CHUN
 _UTTS_PER_CHAPTER = 100
 _UTTS_PER_FEATS_FILE = 10_000
 _BLOCK = 8192  # records generated per block; fixed, so output depends only on the arguments
+_ID_PREFIX = re.compile(r"[A-Za-z0-9_.:+-]*")
 
 # Purposes for the per-stream seeds ([seed, purpose] goes through NumPy's SeedSequence).
 _DURATIONS, _CORPUS, _UTTERANCES, _KINDS, _PARTNERS = range(5)
@@ -214,8 +216,9 @@ class _Writer:
     constants per record costs time); the tests compare it with Lhotse's own serialisation.
     """
 
-    def __init__(self, profile: str, corpus: _Corpus) -> None:
+    def __init__(self, profile: str, corpus: _Corpus, id_prefix: str = "") -> None:
         self.profile = profile
+        self.id_prefix = id_prefix
         self.corpus_text = corpus.text
         self.utt = 0  # global utterance counter (every MonoCut, nested ones included)
         self.feats_offset = 0  # byte offset in the current feats-*.lca file
@@ -227,7 +230,7 @@ class _Writer:
         speaker = 19 + chapter_index // 2
         chapter = 100_000 + chapter_index
         self.speaker = str(speaker)
-        self.rec_prefix = f"{speaker}-{chapter}-"
+        self.rec_prefix = f"{self.id_prefix}{speaker}-{chapter}-"
         self.audio_dir = f"download/{self.profile}/{speaker}/{chapter}/"
 
     def mono(self, u: _Utterances, j: int) -> str:
@@ -290,11 +293,16 @@ def _mixed(cut_id: str, first: str, second: str, second_type: str, offset: str, 
 
 
 def _iter_blocks(
-    n: int, profile: str, seed: int, mixed_fraction: float, padding_fraction: float
+    n: int,
+    profile: str,
+    seed: int,
+    mixed_fraction: float,
+    padding_fraction: float,
+    id_prefix: str = "",
 ) -> Iterator[str]:
     """Yield the manifest as text blocks of up to ``_BLOCK`` newline-terminated records."""
     corpus = _Corpus(seed)
-    writer = _Writer(profile, corpus)
+    writer = _Writer(profile, corpus, id_prefix)
     rng_utt = np.random.default_rng([seed, _UTTERANCES])
     rng_kind = np.random.default_rng([seed, _KINDS])
     rng_partner = np.random.default_rng([seed, _PARTNERS])
@@ -323,18 +331,24 @@ def _iter_blocks(
             if k == 0:
                 lines.append(writer.mono(u, j))
             elif k == pad_cut:
-                lines.append(_padding(f"pad-{i}", u.duration[j], u.num_frames[j], u.num_samples[j]))
+                lines.append(
+                    _padding(
+                        f"{id_prefix}pad-{i}", u.duration[j], u.num_frames[j], u.num_samples[j]
+                    )
+                )
             elif k == mix_cut:
                 first = writer.mono(u, j)
                 offset = repr(offset_ns[j] / SAMPLING_RATE)
                 second = writer.mono(partner, j)
-                lines.append(_mixed(f"mix-{i}", first, second, "MonoCut", offset, repr(snr[j])))
+                lines.append(
+                    _mixed(f"{id_prefix}mix-{i}", first, second, "MonoCut", offset, repr(snr[j]))
+                )
             else:
                 first = writer.mono(u, j)
                 d = u.duration[j]
                 pad_duration = round(total_seconds[j] - d, 8)  # as lhotse's pad()
-                pad = _padding(f"pad-{i}", pad_duration, pad_frames[j], extra[j])
-                lines.append(_mixed(f"mix-{i}", first, pad, "PaddingCut", repr(d), ""))
+                pad = _padding(f"{id_prefix}pad-{i}", pad_duration, pad_frames[j], extra[j])
+                lines.append(_mixed(f"{id_prefix}mix-{i}", first, pad, "PaddingCut", repr(d), ""))
             i += 1
         lines.append("")
         yield "\n".join(lines)
@@ -347,6 +361,7 @@ def write_manifest(
     seed: int = 0,
     mixed_fraction: float = 0.0,
     padding_fraction: float = 0.0,
+    id_prefix: str = "",
 ) -> Path:
     """Write ``n`` synthetic cut records to ``path`` (``.jsonl``, or ``.jsonl.gz`` at gzip level 1).
 
@@ -359,6 +374,9 @@ def write_manifest(
     :param mixed_fraction: expected fraction of records that are ``MixedCut`` (half padded, half
         two-speaker mixes).
     :param padding_fraction: expected fraction of records that are standalone ``PaddingCut``.
+    :param id_prefix: put before every cut, recording and supervision id (letters, digits and
+        ``_.:+-``): files written with different prefixes hold different cuts, so they can be
+        indexed together (without one, every file's ids start at ``19-100000-0000``).
     :return: the path written.
     """
     path = Path(path)
@@ -368,6 +386,11 @@ def write_manifest(
     for name, value in (("mixed_fraction", mixed_fraction), ("padding_fraction", padding_fraction)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name}={value} must be in [0, 1]")
+    if not _ID_PREFIX.fullmatch(id_prefix):
+        raise ValueError(
+            f"id_prefix={id_prefix!r} may hold only letters, digits and _.:+- (it goes into ids "
+            "and paths as it is)"
+        )
     if mixed_fraction + padding_fraction > 1.0:
         raise ValueError(
             f"mixed_fraction + padding_fraction = {mixed_fraction + padding_fraction} must be <= 1"
@@ -379,7 +402,7 @@ def write_manifest(
     else:
         raise ValueError(f"{path}: expected a .jsonl or .jsonl.gz file name")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    blocks = _iter_blocks(n, profile, seed, mixed_fraction, padding_fraction)
+    blocks = _iter_blocks(n, profile, seed, mixed_fraction, padding_fraction, id_prefix)
     try:
         with open(tmp, "wb") as raw:
             if compress:
@@ -434,6 +457,13 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="expected fraction of standalone PaddingCut records (default 0)",
     )
+    parser.add_argument(
+        "--id-prefix",
+        default="",
+        help="put before every cut, recording and supervision id (letters, digits, _.:+-), so "
+        "that files written with different prefixes can be indexed together (default none: "
+        "every file's ids start at 19-100000-0000)",
+    )
     return parser
 
 
@@ -450,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             mixed_fraction=args.mixed_fraction,
             padding_fraction=args.padding_fraction,
+            id_prefix=args.id_prefix,
         )
     except ValueError as e:
         parser.error(str(e))

@@ -14,6 +14,7 @@ tensors with their supervisions, exactly as in a training recipe.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -62,7 +63,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers")
     ap.add_argument("--epochs", type=int, default=2, help="epochs to iterate")
     args = ap.parse_args(argv)
+    own = args.workdir is None  # a temporary directory of its own: removed at the end
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="discoseq-basic-"))
+    try:
+        run(args, workdir)
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
 
     import torch
     from lhotse import CutSet, Fbank
@@ -72,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     from discoseq import DiscoSeqSampler, SamplerConfig, SamplingStrategy, create_dataloader
 
     manifest = make_corpus(workdir, args.num_cuts)
-    print(f"corpus: {args.num_cuts} cuts with real 16 kHz audio in {workdir}")
+    kept = "kept" if args.workdir else "removed at the end"
+    print(f"corpus: {args.num_cuts} cuts with real 16 kHz audio in {workdir} ({kept})")
 
     # -- the seed usage: batches are lhotse CutSets -------------------------------------------
     cuts = CutSet.from_file(manifest)

@@ -226,6 +226,10 @@ def test_shards_are_one_corpus(sources) -> None:
             "not mixture entries",
         ),
         ({"mixture": {"a": {"weight": 1}}, "mixture_schedule": {"0": {"a": 1}}}, "list of"),
+        (  # a derived weight cannot be scheduled: the message says which entries can
+            {"mixture": {"a": {}, "b": {}}, "mixture_schedule": [[0, {"a": 1}]]},
+            r'moves the weights of entries written \{"weight": w\}',
+        ),
     ],
 )
 def test_config_errors(kw: dict[str, Any], match: str) -> None:
@@ -238,8 +242,10 @@ def test_sampler_errors(sources, tmp_path: Path) -> None:
         DiscoSeqSampler(
             sources, SamplerConfig(**BASE, mixture={"a": {}, "b": {}, "c": {}, "z": {}})
         )
-    with pytest.raises(ValueError, match=r"does not name the sources \['c'\]"):
+    with pytest.raises(ValueError, match=r"leaves out the sources \['c'\]"):
         DiscoSeqSampler(sources, SamplerConfig(**BASE, mixture={"a": {}, "b": {}}))
+    with pytest.raises(ValueError, match=r"did you mean 'c' for 'cc'\?"):  # a typo
+        DiscoSeqSampler(sources, SamplerConfig(**BASE, mixture={"a": {}, "b": {}, "cc": {}}))
     with pytest.raises(ValueError, match="mapping of name -> source"):
         DiscoSeqSampler(sources["a"], SamplerConfig(**BASE, epoch_hours=1.0))
     with pytest.raises(ValueError, match="unique"):

@@ -245,3 +245,27 @@ def test_cli(tmp_path: Path) -> None:
         out.read_bytes()
         == synth.write_manifest(tmp_path / "api.jsonl", 20, "mixed", 2).read_bytes()
     )
+
+
+def test_id_prefix_makes_files_that_index_together(tmp_path: Path) -> None:
+    """Every file starts its ids at 19-100000-0000; a prefix per file tells them apart, and the
+    records stay what Lhotse writes."""
+    from discoseq.index import build_index
+
+    a = synth.write_manifest(tmp_path / "a.jsonl", 60, mixed_fraction=0.3, padding_fraction=0.1)
+    b = synth.write_manifest(
+        tmp_path / "b.jsonl.gz", 60, mixed_fraction=0.3, padding_fraction=0.1, id_prefix="b_"
+    )
+    plain, prefixed = load(a), load(b)
+    assert [c.id for c in prefixed] == ["b_" + c.id for c in plain]
+    for line, cut in zip(read_lines(b), prefixed, strict=True):
+        assert line == lhotse_line(cut)
+        for mono in mono_cuts(cut):
+            assert mono.recording_id.startswith("b_")
+            assert all(s.id.startswith("b_") for s in mono.supervisions)
+    index = build_index([a, b], tmp_path / "both.idx")
+    assert len(index) == 120
+    assert synth.main([str(tmp_path / "c.jsonl"), "--n", "5", "--id-prefix", "c-"]) == 0
+    assert read_lines(tmp_path / "c.jsonl")[0].startswith('{"id": "c-19-100000-0000-0"')
+    with pytest.raises(ValueError, match="id_prefix"):
+        synth.write_manifest(tmp_path / "x.jsonl", 1, id_prefix='a"b')

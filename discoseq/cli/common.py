@@ -388,8 +388,14 @@ def opened_source(
     paths = dict(source) if isinstance(source, Mapping) else {"": source}
     with ExitStack() as stack:
         indexes = []
-        for path in paths.values():
+        for name, path in paths.items():
             if not (path.is_dir() or path.is_file()):
+                if isinstance(source, Mapping):  # named in a config file's "sources"
+                    fail(
+                        f"mixture source {name!r}: no index directory or manifest at {path} "
+                        f"(a relative path in the config file's {SOURCES_KEY!r} is taken from "
+                        "the config file's directory)"
+                    )
                 fail(f"no index directory or manifest at {path}")
             try:
                 opened = open_source(path, progress=progress, check_sources=check_sources)

@@ -63,7 +63,7 @@ def _lhotse_lazy_rate(path: Path, limit: int) -> float:
 @click.option(
     "--clean-up",
     is_flag=True,
-    help="Remove WORKDIR at the end (by default it is kept, to inspect; it takes about 1.3 kB "
+    help="Remove WORKDIR at the end (by default it is kept, to inspect; it takes about 0.5 kB "
     "per generated cut).",
 )
 def demo(

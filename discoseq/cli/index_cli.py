@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +133,19 @@ def _summary(name: str, values: np.ndarray) -> str:
     return text + (f"  missing {missing}" if missing else "")
 
 
-def _build_lines(b: Mapping[str, Any]) -> list[str]:
-    """The build options of a header, one readable line (and the first skipped records)."""
-    records = (
-        "copied into the index (--store-records)"
-        if b.get("store_records")
-        else "read in place (no --store-records)"
-    )
-    lines = [
+def _build_lines(b: Mapping[str, Any], sources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The build options of a header, one readable line (and the first skipped records); where
+    plain ``.jsonl`` records are, whether ``--store-records`` copied them (the option changes
+    nothing for other inputs, whose records are always stored)."""
+    line = (
         f"build        --on-error {b.get('on_error', '?')}: {b.get('skipped', 0)} bad records "
-        f"skipped; .jsonl records {records}"
-    ]
+        "skipped"
+    )
+    if b.get("store_records"):
+        line += "; .jsonl records copied into the index (--store-records)"
+    elif any(s.get("records") == "inplace" for s in sources):
+        line += "; .jsonl records read in place (no --store-records)"
+    lines = [line]
     lines += [f"             skipped: {m}" for m in b.get("skipped_examples", [])[:5]]
     return lines
 
@@ -164,7 +166,7 @@ def info(index_path: Path, no_check_sources: bool) -> None:
     )
     click.echo(f"rows         {len(index)}")
     click.echo(f"fingerprint  {index.fingerprint}")
-    for line in _build_lines(h.build):
+    for line in _build_lines(h.build, h.sources):
         click.echo(line)
     click.echo(
         f"records      {h.records['file']}: {h.records['size']} bytes (codec {h.records['codec']})"

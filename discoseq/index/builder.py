@@ -191,8 +191,8 @@ def complete_chunk(
         line_no = int(cols["line_no"][i])
         try:
             f = fields_from_record(orjson.loads(buf[cols["start"][i] : cols["end"][i]]))
-        except orjson.JSONDecodeError as e:
-            on_bad(f"malformed JSON ({e})", line_no)
+        except orjson.JSONDecodeError as e:  # a record is one line: its column says where
+            on_bad(f"malformed JSON at column {e.colno} of the line ({e.msg})", line_no)
             keep[i] = False
             continue
         except RecordError as e:
@@ -414,9 +414,14 @@ class _IndexWriter:
         return lines
 
     def _error(self, message: str, source: Source, line: int) -> None:
-        error = ManifestError(message, source.path, line)
         if self.on_error == "raise":
-            raise error
+            raise ManifestError(
+                f"{message} (to skip bad records and count them in the header instead: "
+                "--on-error skip, on_error='skip')",
+                source.path,
+                line,
+            )
+        error = ManifestError(message, source.path, line)
         self.skipped += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append(str(error))

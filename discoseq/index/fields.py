@@ -504,14 +504,28 @@ def _int_or_missing(value: Any, field: str) -> int:
     return value
 
 
+_MAKE_CUTS = (
+    ": make cuts first (lhotse `CutSet.from_manifests(recordings=..., supervisions=...)`, "
+    "then `to_file`)"
+)
+
+
 def describe_non_cut(rec: Mapping[str, Any]) -> str:
-    """Say what a record without a cut ``type`` looks like, for the error message."""
-    if "sources" in rec:
-        return "this looks like a Lhotse recording manifest (RecordingSet), not a cut manifest"
-    if "storage_type" in rec and "num_features" in rec:
-        return "this looks like a Lhotse features manifest (FeatureSet), not a cut manifest"
-    if "recording_id" in rec and "start" in rec:
-        return "this looks like a Lhotse supervision manifest (SupervisionSet), not a cut manifest"
+    """Say what a record that is not a cut looks like, for the error message."""
+    kind = rec.get("type")
+    if "sources" in rec or kind == "Recording":
+        return "this looks like a Lhotse recording manifest (RecordingSet), not a cut manifest" + (
+            _MAKE_CUTS
+        )
+    if ("storage_type" in rec and "num_features" in rec) or kind == "Features":
+        return "this looks like a Lhotse features manifest (FeatureSet), not a cut manifest" + (
+            _MAKE_CUTS
+        )
+    if ("recording_id" in rec and "start" in rec) or kind == "SupervisionSegment":
+        return (
+            "this looks like a Lhotse supervision manifest (SupervisionSet), not a cut manifest"
+            + _MAKE_CUTS
+        )
     return "field 'type' is missing: not a Lhotse cut record"
 
 
@@ -520,7 +534,7 @@ def fields_from_record(rec: Any) -> CutFields:
     if not isinstance(rec, dict):
         raise RecordError(f"expected a JSON object (a cut), found {type(rec).__name__}")
     cut_type = rec.get("type")
-    if cut_type is None:
+    if cut_type is None or cut_type in ("Recording", "Features", "SupervisionSegment"):
         raise RecordError(describe_non_cut(rec))
     if not isinstance(cut_type, str) or cut_type not in CUT_TYPE_CODE:
         raise RecordError(

@@ -120,8 +120,9 @@ class CutIndex:
         if problem is not None:
             raise StaleIndexError(
                 f"index {self.path} is stale: {problem}. Rebuild it with "
-                f"`discoseq-index build ... -o {self.path} --force`, or open it with "
-                "check_sources=False to use it as it is",
+                f"`discoseq-index build ... -o {self.path} --force`, or use it as it is: "
+                f"`CutIndex.open({str(self.path)!r}, check_sources=False)` (a sampler or "
+                "create_dataloader takes that index in place of the path)",
                 path=self.path,
                 problem=problem,
             )

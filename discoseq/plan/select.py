@@ -13,6 +13,7 @@ selection's rows take 8 B per position.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -192,11 +193,13 @@ def _prepare_columns(
     needed = needed_columns(config)
     source = {name: config.token_column if name == "num_tokens" else name for name in needed}
     if "num_tokens" in needed and config.token_column not in columns:
+        close = difflib.get_close_matches(config.token_column, [str(c) for c in columns], n=1)
+        typo = f"did you mean {close[0]!r}? Else " if close else ""
         raise ValueError(
             f"token_column={config.token_column!r} is not a column of the index (columns: "
-            f"{sorted(columns)}); this configuration reads text tokens from it: add it with "
-            f"`discoseq-index add-column INDEX --name {config.token_column} --tokenizer SPEC` "
-            "(to every index of a mixture or of shards)"
+            f"{sorted(columns)}); this configuration reads text tokens from it: {typo}add it "
+            f"with `discoseq-index add-column INDEX --name {config.token_column} --tokenizer "
+            "SPEC` (to every index of a mixture or of shards)"
         )
     missing = sorted(set(source.values()) - set(columns))
     if missing:

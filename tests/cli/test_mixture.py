@@ -56,3 +56,16 @@ def test_source_and_sources_are_one_or_the_other(tmp_path: Path, corpus) -> None
     bad.write_text(json.dumps({"sources": ["a"], "max_cuts": 3}))
     result = run("analyze", "--config", str(bad))
     assert result.exit_code == 3 and "must map source names to paths" in result.output
+
+
+def test_a_missing_source_is_named_with_where_its_path_is_taken_from(
+    tmp_path: Path, corpus
+) -> None:
+    cfg = mixture_config(tmp_path, corpus)
+    data = json.loads(cfg.read_text())
+    data["sources"]["small"] = "smal.jsonl.gz"
+    cfg.write_text(json.dumps(data))
+    result = run("analyze", "--config", str(cfg), "-q")
+    assert result.exit_code == 3
+    assert "mixture source 'small': no index directory or manifest at" in result.output
+    assert "smal.jsonl.gz" in result.output and "config file's directory" in result.output

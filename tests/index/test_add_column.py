@@ -221,6 +221,8 @@ def test_plan_with_token_column_uses_the_added_column(corpus: dict, index_path: 
     assert len(list(sampler)) == plan.num_batches
     with pytest.raises(ValueError, match=r"token_column='bpe' is not a column.*add-column"):
         plan_epoch(index.columns, config.replace(token_column="bpe"), 0, 1)
+    with pytest.raises(ValueError, match=r"token_column='sp' .*did you mean 'spm'\? Else add"):
+        plan_epoch(index.columns, config.replace(token_column="sp"), 0, 1)
 
 
 def test_a_state_is_refused_after_its_token_column_was_replaced(

@@ -281,9 +281,23 @@ def test_missing_file(tmp_path):
     ],
 )
 def test_not_a_cut_manifest(tmp_path, fixtures_dir, scanner, name, kind):
-    with pytest.raises(ManifestError, match=rf"{name}:1: .*{kind}"):
+    with pytest.raises(ManifestError, match=rf"{name}:1: .*{kind}.*make cuts first"):
         build_index(fixtures_dir / name, tmp_path / "idx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [
+        ("Recording", "recording manifest"),
+        ("SupervisionSegment", "supervision manifest"),
+        ("Features", "features manifest"),
+    ],
+)
+def test_a_typed_record_of_another_manifest_is_named(tmp_path, scanner, kind, what):
+    path = write_lines(tmp_path / "other.jsonl", [json.dumps({"id": "r1", "type": kind})])
+    with pytest.raises(ManifestError, match=rf"other\.jsonl:1: this looks like .*{what}.*CutSet"):
+        build_index(path, tmp_path / "idx")
 
 
 def test_malformed_line_names_file_and_line(tmp_path, mono, scanner):
