@@ -925,16 +925,22 @@ def test_cross_pass_is_the_passes_it_fuses() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "spans"),
+    ("n", "spans", "whole", "coded"),
     [
-        (500, [(100, None), (0, 250)]),
+        (500, [(100, None), (0, 250)], True, True),
         # groups of few cuts (under 1 in 32 of the source) are written in one pass together
-        (20_000, [(40, None), (0, 30)]),
-        (20_000, [(15_900, None), (0, 15_850)]),
+        (20_000, [(40, None), (0, 30)], True, True),
+        (20_000, [(15_900, None), (0, 15_850)], True, True),
+        # only the first piece large (a cycle's tail and a few cuts of the next ones): the
+        # first piece written in one pass, the few listed (with and without the codes)
+        (20_000, [(40, None), (0, 30)], False, True),
+        (20_000, [(300, 15_000), (0, 200), (0, 150)], False, True),
+        (20_000, [(300, 15_000), (0, 200), (0, 150)], False, False),
+        (20_000, [(0, None), (0, 0), (0, 100)], False, True),
     ],
 )
 def test_emit_runs_writes_rounds_runs_and_copy_bits(
-    n: int, spans: list[tuple[int, int | None]]
+    n: int, spans: list[tuple[int, int | None]], whole: bool, coded: bool
 ) -> None:
     """One source's runs written at once: round by round, run by run, each in index order,
     and exactly the cuts taken more than once flagged (a bit per index row)."""
@@ -944,7 +950,7 @@ def test_emit_runs_writes_rounds_runs_and_copy_bits(
     base = 13
     keep = (rng.random(n) < 0.8).astype(np.uint8)
     none = np.empty(0, np.uint8)
-    keys = [0xABCDEF, 0x123456789]
+    keys = [0xABCDEF, 0x123456789, 0x5EED][: len(spans)]
     us = [_keys(k, n) for k in keys]
     codes = []
     for k in keys:
@@ -959,9 +965,11 @@ def test_emit_runs_writes_rounds_runs_and_copy_bits(
         runs.append(np.sort(order[lo:hi]))
         bounds = (int(u[order[lo]]), int(order[lo]), *((int(u[order[hi]]), int(order[hi]))
                   if hi < len(kept) else ((1 << 64) - 1, n)))  # fmt: skip
-        pieces.append((hi - lo, none, 0, keys[c], True, 0, 0, codes[c], *bounds))
-    runs.append(kept)  # a whole cycle: no key asked
-    pieces.append((len(kept), None))
+        pieces.append((hi - lo, none, 0, keys[c], True, 0, 0, codes[c] if coded else none,
+                       *bounds))  # fmt: skip
+    if whole:
+        runs.append(kept)  # a whole cycle: no key asked
+        pieces.append((len(kept), None))
     seen: collections.Counter[int] = collections.Counter()
     by_round: dict[int, list[list[int]]] = {}
     for k, run in enumerate(runs):

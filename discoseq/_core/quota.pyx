@@ -409,6 +409,8 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
         ps[k].s = _set(n, keep, ex, piece[2], piece[3], piece[4], piece[5], piece[6], co)
         ps[k].whole = False
         ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i = piece[8], piece[9], piece[10], piece[11]
+    if P >= 2 and not ps[0].whole and _only_first_dense(ps, P, sizes, n):
+        return _emit_first_dense(n, ps, P, sizes, base, out, again)
     counts = np.zeros((max(P, 1), max(P, 1)), dtype=np.int64)  # [round, piece]
     cdef int64_t[:, ::1] cnt = counts
     cdef int64_t hist[256]
@@ -511,6 +513,101 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     for g in range(G):
         if start[g] != stop[g]:
             raise ValueError("the pieces hold a different number of cuts than their sizes")
+    per_round = counts.sum(axis=1)
+    last = int(np.flatnonzero(per_round).max()) + 1 if per_round.any() else 1
+    return [int(c) for c in per_round[:last]]
+
+
+cdef bint _only_first_dense(const Piece* ps, Py_ssize_t P, list sizes, Py_ssize_t n):
+    """Every piece after the first is a coded or keyed range of few cuts (under 1 in SPARSE)."""
+    cdef Py_ssize_t k
+    for k in range(1, P):
+        if ps[k].whole or sizes[k] * SPARSE >= n:
+            return False
+    return True
+
+
+cdef void _piece_hits(const Piece* p, Py_ssize_t blk, Py_ssize_t bn, uint8_t* hits,
+                      uint8_t* ties) noexcept nogil:
+    """``hits[t]``: cut ``blk + t`` is in piece ``p``, for ``t < bn``."""
+    cdef Py_ssize_t t
+    if p.s.codes != NULL and not p.whole:
+        _block_hits(&p.s, p.lo_u, p.lo_i, p.hi_u, p.hi_i, blk, bn, hits, ties)
+    else:
+        for t in range(bn):
+            hits[t] = _in_piece(p, blk + t)
+
+
+cdef _emit_first_dense(Py_ssize_t n, const Piece* ps, Py_ssize_t P, list sizes, int64_t base,
+                       int64_t[::1] out, uint8_t[::1] again):
+    """:func:`emit_runs` when only the first piece holds many cuts (a run that takes a cycle's
+    tail and a few cuts of the next): the first piece is every cut of round 0's first group,
+    written in one pass as :func:`collect_rows` writes; the few cuts of each later piece are
+    listed, and their rounds found by asking the pieces before them. The same output."""
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef Py_ssize_t k, t, blk, bn, m, cap
+    cdef int64_t[::1] mem
+    cdef int64_t[::1] rk
+    counts = np.zeros((P, P), dtype=np.int64)  # [round, piece]
+    members = [None]  # per later piece: its cuts (offsets, index order) and their rounds
+    for k in range(1, P):
+        listed = np.empty(sizes[k], dtype=np.int64)
+        mem = listed
+        cap, m = sizes[k], 0
+        with nogil:
+            blk = 0
+            while blk < n:
+                bn = min(<Py_ssize_t>BLOCK, n - blk)
+                _piece_hits(&ps[k], blk, bn, hits, ties)
+                for t in range(bn):
+                    if hits[t]:  # few: a branch rarely taken
+                        if m < cap:
+                            mem[m] = blk + t
+                        m += 1
+                blk += bn
+        if m != cap:
+            raise ValueError(f"piece {k} holds {m} cuts, not {cap}")
+        rounds = np.zeros(cap, dtype=np.int64)
+        rk = rounds
+        with nogil:
+            for t in range(cap):
+                rk[t] = _in_piece(&ps[0], mem[t])
+        for j in range(1, k):
+            rounds += np.isin(listed, members[j][0], assume_unique=True)
+        counts[:, k] = np.bincount(rounds, minlength=P)[:P]
+        members.append((listed, rounds))
+    counts[0, 0] = sizes[0]
+    if int(counts.sum()) != out.shape[0]:
+        raise ValueError(f"the pieces hold {int(counts.sum())} cuts, out has {out.shape[0]} slots")
+    starts = np.zeros(P * P + 1, dtype=np.int64)  # groups in the output's order: round, piece
+    np.cumsum(counts.reshape(-1), out=starts[1:])
+    cdef int64_t* o = &out[0] if out.shape[0] else NULL  # round 0's first group: first
+    cdef int64_t j0 = 0, cap0 = sizes[0]
+    with nogil:  # the first piece, every cut written at the next slot, which a hit keeps
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            _piece_hits(&ps[0], blk, bn, hits, ties)
+            for t in range(bn):
+                if j0 < cap0:
+                    o[j0] = base + blk + t
+                j0 += hits[t]
+            blk += bn
+    if j0 != sizes[0]:
+        raise ValueError(f"piece 0 holds {j0} cuts, not {sizes[0]}")
+    arr = np.asarray(out)
+    flag = again.shape[0] != 0
+    bits = np.asarray(again)
+    for k in range(1, P):
+        listed, rounds = members[k]
+        for r in range(P):
+            g = r * P + k
+            if counts[r, k]:
+                arr[starts[g] : starts[g + 1]] = listed[rounds == r] + base
+        twice = listed[rounds >= 1] + base  # in an earlier piece too: taken again
+        if flag and twice.shape[0]:
+            np.bitwise_or.at(bits, twice >> 3, (1 << (twice & 7)).astype(np.uint8))
     per_round = counts.sum(axis=1)
     last = int(np.flatnonzero(per_round).max()) + 1 if per_round.any() else 1
     return [int(c) for c in per_round[:last]]
