@@ -278,8 +278,8 @@ class MixtureSchedule:
             raise ValueError(
                 f"mixture_schedule names {unknown}, which are not mixture entries with a "
                 f"weight (those are {sorted(weighted)}): a schedule moves the weights of "
-                'entries written {"weight": w} (its value before the first point); a {} entry\'s '
-                "weight is derived from its hours (temperature), a repeat or choose entry has none"
+                'entries written {"weight": w}; a {} entry\'s weight is derived from its hours '
+                "(temperature), a repeat or choose entry has none"
             )
 
 

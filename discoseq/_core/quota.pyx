@@ -409,7 +409,9 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
         ps[k].s = _set(n, keep, ex, piece[2], piece[3], piece[4], piece[5], piece[6], co)
         ps[k].whole = False
         ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i = piece[8], piece[9], piece[10], piece[11]
-    if P >= 2 and not ps[0].whole and _only_first_dense(ps, P, sizes, n):
+    # (sizes that do not fill out exactly take the general path: it names the wrong piece)
+    if (P >= 2 and not ps[0].whole and sum(sizes) == out.shape[0]
+            and _only_first_dense(ps, P, sizes, n)):
         return _emit_first_dense(n, ps, P, sizes, base, out, again)
     counts = np.zeros((max(P, 1), max(P, 1)), dtype=np.int64)  # [round, piece]
     cdef int64_t[:, ::1] cnt = counts

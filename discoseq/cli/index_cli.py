@@ -141,10 +141,11 @@ def _build_lines(b: Mapping[str, Any], sources: Sequence[Mapping[str, Any]]) -> 
         f"build        --on-error {b.get('on_error', '?')}: {b.get('skipped', 0)} bad records "
         "skipped"
     )
-    if b.get("store_records"):
-        line += "; .jsonl records copied into the index (--store-records)"
-    elif any(s.get("records") == "inplace" for s in sources):
-        line += "; .jsonl records read in place (no --store-records)"
+    if any(s.get("format") == "jsonl" for s in sources):
+        if b.get("store_records"):
+            line += "; .jsonl records copied into the index (--store-records)"
+        else:
+            line += "; .jsonl records read in place (no --store-records)"
     lines = [line]
     lines += [f"             skipped: {m}" for m in b.get("skipped_examples", [])[:5]]
     return lines

@@ -24,7 +24,7 @@ import orjson
 
 from discoseq._version import __version__
 from discoseq.errors import IndexWriteError, ManifestError
-from discoseq.index.fields import RecordError, fields_from_record
+from discoseq.index.fields import NotACutError, RecordError, fields_from_record
 from discoseq.index.format import (
     COLUMNS,
     DICT_FILE,
@@ -163,10 +163,11 @@ def gather_ids(
 def scan_chunk(
     cols: dict[str, np.ndarray],
     buf: bytes | memoryview,
-    on_bad: Callable[[str, int], None],
+    on_bad: Callable[[str, int, bool], None],
 ) -> tuple[dict[str, np.ndarray], np.ndarray, bytes | memoryview]:
     """Complete the compiled scanner's columns ``cols`` of ``buf`` with the exact Python path
-    for the lines it flagged. ``on_bad(message, line_no)`` raises or lets the line be skipped.
+    for the lines it flagged. ``on_bad(message, line_no, skippable)`` raises or lets the line
+    be skipped (``skippable`` False: the line is no cut at all, from another kind of manifest).
 
     Returns (columns, keep mask, the bytes that ``id_start``/``id_end`` refer to).
     """
@@ -177,7 +178,7 @@ def scan_chunk(
 def complete_chunk(
     cols: dict[str, np.ndarray],
     buf: bytes | memoryview,
-    on_bad: Callable[[str, int], None],
+    on_bad: Callable[[str, int, bool], None],
 ) -> tuple[dict[str, np.ndarray], np.ndarray, bytes]:
     """:func:`scan_chunk` without joining: returns (columns, keep mask, ``extra``), where the
     ids the exact path read are in ``extra``, at ``id_start - len(buf)`` (the build gathers
@@ -192,15 +193,15 @@ def complete_chunk(
         try:
             f = fields_from_record(orjson.loads(buf[cols["start"][i] : cols["end"][i]]))
         except orjson.JSONDecodeError as e:  # a record is one line: its column says where
-            on_bad(f"malformed JSON at column {e.colno} of the line ({e.msg})", line_no)
+            on_bad(f"malformed JSON at column {e.colno} of the line ({e.msg})", line_no, True)
             keep[i] = False
             continue
         except RecordError as e:
-            on_bad(str(e), line_no)
+            on_bad(str(e), line_no, not isinstance(e, NotACutError))
             keep[i] = False
             continue
         except ArithmeticError as e:  # a number no cut can hold; fields names most of them
-            on_bad(f"a value is out of range ({type(e).__name__}: {e})", line_no)
+            on_bad(f"a value is out of range ({type(e).__name__}: {e})", line_no, True)
             keep[i] = False
             continue
         for name in SCANNED:
@@ -362,8 +363,8 @@ class _IndexWriter:
         line count."""
         buf = chunk.data
 
-        def on_bad(message: str, line_no: int) -> None:
-            self._error(message, source, first_line + line_no)
+        def on_bad(message: str, line_no: int, skippable: bool) -> None:
+            self._error(message, source, first_line + line_no, skippable)
 
         scan, keep, extra = complete_chunk(scanned, buf, on_bad)
         if len(keep):  # lines = those up to the last record + the blank ones after it
@@ -413,14 +414,15 @@ class _IndexWriter:
         source.rows += m
         return lines
 
-    def _error(self, message: str, source: Source, line: int) -> None:
+    def _error(self, message: str, source: Source, line: int, skippable: bool = True) -> None:
         if self.on_error == "raise":
-            raise ManifestError(
-                f"{message} (to skip bad records and count them in the header instead: "
-                "--on-error skip, on_error='skip')",
-                source.path,
-                line,
+            hint = (
+                " (to skip bad records and count them in the header instead: --on-error skip, "
+                "on_error='skip')"
+                if skippable
+                else ""
             )
+            raise ManifestError(message + hint, source.path, line)
         error = ManifestError(message, source.path, line)
         self.skipped += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
@@ -631,10 +633,16 @@ def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
         for task in tasks:
             task()
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(task) for task in tasks]
+    pool = ThreadPoolExecutor(threads)
+    futures = [pool.submit(task) for task in tasks]
+    try:
+        wait(futures)
+    finally:  # interrupted (Ctrl-C): no file is written after the caller removes the directory
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
     for future in futures:
         future.result()
 

@@ -26,6 +26,11 @@ class RecordError(ValueError):
     """A record is not a valid cut; the builder adds the file and line to the message."""
 
 
+class NotACutError(RecordError):
+    """A record of another kind of Lhotse manifest (recordings, supervisions, features): the
+    whole file is likely not a cut manifest, so skipping bad records would not help."""
+
+
 @dataclass(frozen=True)
 class CutFields:
     """The index columns of one cut (``-1`` where Lhotse returns ``None``)."""
@@ -505,28 +510,27 @@ def _int_or_missing(value: Any, field: str) -> int:
 
 
 _MAKE_CUTS = (
-    ": make cuts first (lhotse `CutSet.from_manifests(recordings=..., supervisions=...)`, "
-    "then `to_file`)"
+    ": make cuts first (lhotse `CutSet.from_manifests(recordings=..., supervisions=..., "
+    "features=...)`, then `to_file`)"
 )
 
 
-def describe_non_cut(rec: Mapping[str, Any]) -> str:
-    """Say what a record that is not a cut looks like, for the error message."""
+def describe_non_cut(rec: Mapping[str, Any]) -> str | None:
+    """What kind of Lhotse manifest a record that is not a cut comes from, for the error
+    message (None: none recognised). Lhotse writes no ``type`` in recordings and supervisions,
+    and the feature extractor's name (e.g. ``kaldi-fbank``) as a ``Features`` record's."""
     kind = rec.get("type")
     if "sources" in rec or kind == "Recording":
-        return "this looks like a Lhotse recording manifest (RecordingSet), not a cut manifest" + (
-            _MAKE_CUTS
-        )
-    if ("storage_type" in rec and "num_features" in rec) or kind == "Features":
-        return "this looks like a Lhotse features manifest (FeatureSet), not a cut manifest" + (
-            _MAKE_CUTS
-        )
-    if ("recording_id" in rec and "start" in rec) or kind == "SupervisionSegment":
-        return (
-            "this looks like a Lhotse supervision manifest (SupervisionSet), not a cut manifest"
-            + _MAKE_CUTS
-        )
-    return "field 'type' is missing: not a Lhotse cut record"
+        what = "a Lhotse recording manifest (RecordingSet)"
+    elif ("storage_type" in rec and ("num_features" in rec or "num_frames" in rec)) or (
+        kind == "Features"
+    ):
+        what = "a Lhotse features manifest (FeatureSet)"
+    elif ("recording_id" in rec and "start" in rec) or kind == "SupervisionSegment":
+        what = "a Lhotse supervision manifest (SupervisionSet)"
+    else:
+        return None
+    return f"this looks like {what}, not a cut manifest{_MAKE_CUTS}"
 
 
 def fields_from_record(rec: Any) -> CutFields:
@@ -534,9 +538,12 @@ def fields_from_record(rec: Any) -> CutFields:
     if not isinstance(rec, dict):
         raise RecordError(f"expected a JSON object (a cut), found {type(rec).__name__}")
     cut_type = rec.get("type")
-    if cut_type is None or cut_type in ("Recording", "Features", "SupervisionSegment"):
-        raise RecordError(describe_non_cut(rec))
     if not isinstance(cut_type, str) or cut_type not in CUT_TYPE_CODE:
+        other = describe_non_cut(rec)
+        if other is not None:
+            raise NotACutError(other)
+        if cut_type is None:
+            raise RecordError("field 'type' is missing: not a Lhotse cut record")
         raise RecordError(
             f"field 'type' is {cut_type!r}; expected one of MonoCut, MultiCut, MixedCut, PaddingCut"
         )

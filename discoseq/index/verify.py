@@ -143,7 +143,7 @@ def verify_index(
         longest = max(longest, max(lengths, default=0))
         buf = b"\n".join(records) + b"\n"
 
-        def on_bad(message: str, line_no: int, start: int = start) -> None:
+        def on_bad(message: str, line_no: int, skippable: bool, start: int = start) -> None:
             report.add(f"row {start + line_no}: record no longer a valid cut ({message})")
 
         fresh, keep, id_source = scan_chunk(scan(buf), buf, on_bad)
