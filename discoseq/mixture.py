@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from discoseq._checks import is_int, is_real
+from discoseq._checks import close_name, is_int, is_real
 
 __all__ = ["Mixture", "MixtureEntry", "MixtureSchedule", "check_sources"]
 
@@ -294,9 +294,8 @@ def check_sources(mixture: Mixture, names: Sequence[str]) -> None:
             parts.append(f"names {unknown}, which are not sources")
         if missing:
             parts.append(f"leaves out the sources {missing}")
-        hint = ""
-        if len(unknown) == 1 and len(missing) == 1:
-            hint = f" (did you mean {missing[0]!r} for {unknown[0]!r}?)"
+        meant = {name: close_name(name, missing) for name in unknown}
+        hint = "".join(f" (did you mean {m!r} for {n!r}?)" for n, m in meant.items() if m)
         raise ValueError(
             f"mixture {' and '.join(parts)}{hint}; the sources are {sorted(names)} (every source "
             "needs an entry: {} for a derived weight)"

@@ -13,12 +13,12 @@ selection's rows take 8 B per position.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from discoseq._checks import close_name
 from discoseq.config import SamplerConfig
 from discoseq.plan import scratch
 from discoseq.plan.quota import Blocks, Copies, SourceLayout, SourceStats, select_epoch
@@ -193,8 +193,8 @@ def _prepare_columns(
     needed = needed_columns(config)
     source = {name: config.token_column if name == "num_tokens" else name for name in needed}
     if "num_tokens" in needed and config.token_column not in columns:
-        close = difflib.get_close_matches(config.token_column, [str(c) for c in columns], n=1)
-        typo = f"did you mean {close[0]!r}? Else " if close else ""
+        close = close_name(config.token_column, columns)
+        typo = f"did you mean {close!r}? Else " if close else ""
         raise ValueError(
             f"token_column={config.token_column!r} is not a column of the index (columns: "
             f"{sorted(columns)}); this configuration reads text tokens from it: {typo}add it "
