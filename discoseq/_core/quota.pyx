@@ -302,41 +302,6 @@ cdef void _block_hits(const KeyedSet* s, uint64_t lo_u, int64_t lo_i, uint64_t h
         t += w
 
 
-def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
-                 const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
-                 uint64_t tu, int64_t ti, const uint8_t[::1] codes not None, uint64_t lo_u,
-                 int64_t lo_i, uint64_t hi_u, int64_t hi_i, int64_t base,
-                 int64_t[::1] out not None) -> int:
-    """Write ``base + i`` of every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
-    hi_i)`` to ``out`` in index order. Returns how many. With codes, block by block (see
-    :func:`_block_hits`), then the block's rows written."""
-    cdef KeyedSet s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
-    cdef Py_ssize_t i, j = 0, cap = out.shape[0], blk, bn, t
-    cdef bint hit
-    cdef uint8_t hits[BLOCK]
-    cdef uint8_t ties[BLOCK]
-    with nogil:
-        if s.codes == NULL:
-            for i in range(n):  # every cut written at the next slot, which a hit keeps
-                hit = _within(&s, i, lo_u, lo_i, hi_u, hi_i) & _has(&s, i)
-                if j < cap:
-                    out[j] = base + i
-                j += hit
-        else:
-            blk = 0
-            while blk < n:
-                bn = min(<Py_ssize_t>BLOCK, n - blk)
-                _block_hits(&s, lo_u, lo_i, hi_u, hi_i, blk, bn, hits, ties)
-                for t in range(bn):  # every cut written at the next slot, which a hit keeps
-                    if j < cap:
-                        out[j] = base + blk + t
-                    j += hits[t]
-                blk += bn
-    if j > cap:
-        raise ValueError(f"more than {cap} cuts lie in the range")
-    return j
-
-
 cdef struct Piece:
     KeyedSet s
     bint whole  # every kept cut: no key asked
@@ -350,6 +315,56 @@ cdef inline bint _in_piece(const Piece* p, int64_t i) noexcept nogil:
     if p.whole:
         return p.s.keep == NULL or p.s.keep[i] != 0
     return _within(&p.s, i, p.lo_u, p.lo_i, p.hi_u, p.hi_i) & _has(&p.s, i)
+
+
+cdef void _piece_hits(const Piece* p, Py_ssize_t blk, Py_ssize_t bn, uint8_t* hits,
+                      uint8_t* ties) noexcept nogil:
+    """``hits[t]``: cut ``blk + t`` is in piece ``p``, for ``t < bn``."""
+    cdef Py_ssize_t t
+    if p.s.codes != NULL and not p.whole:
+        _block_hits(&p.s, p.lo_u, p.lo_i, p.hi_u, p.hi_i, blk, bn, hits, ties)
+    else:
+        for t in range(bn):
+            hits[t] = _in_piece(p, blk + t)
+
+
+cdef int64_t _write_piece(const Piece* p, Py_ssize_t n, int64_t base, int64_t* out,
+                          int64_t cap) noexcept nogil:
+    """Write ``base + i`` of every cut of piece ``p`` to ``out`` in index order (at most
+    ``cap``), block by block; returns how many cuts the piece holds."""
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef Py_ssize_t blk = 0, bn, t
+    cdef int64_t j = 0
+    while blk < n:
+        bn = min(<Py_ssize_t>BLOCK, n - blk)
+        _piece_hits(p, blk, bn, hits, ties)
+        for t in range(bn):  # every cut written at the next slot, which a hit keeps
+            if j < cap:
+                out[j] = base + blk + t
+            j += hits[t]
+        blk += bn
+    return j
+
+
+def collect_rows(Py_ssize_t n, const uint8_t[::1] keep not None,
+                 const uint8_t[::1] excl not None, int mode, uint64_t key, bint shuffled,
+                 uint64_t tu, int64_t ti, const uint8_t[::1] codes not None, uint64_t lo_u,
+                 int64_t lo_i, uint64_t hi_u, int64_t hi_i, int64_t base,
+                 int64_t[::1] out not None) -> int:
+    """Write ``base + i`` of every cut of the set with ``(lo_u, lo_i) <= (u, i) < (hi_u,
+    hi_i)`` to ``out`` in index order. Returns how many. Block by block (with codes, see
+    :func:`_block_hits`), then the block's rows written."""
+    cdef Piece p
+    p.s = _set(n, keep, excl, mode, key, shuffled, tu, ti, codes)
+    p.whole = False
+    p.lo_u, p.lo_i, p.hi_u, p.hi_i = lo_u, lo_i, hi_u, hi_i
+    cdef int64_t j, cap = out.shape[0]
+    with nogil:
+        j = _write_piece(&p, n, base, &out[0] if cap else NULL, cap)
+    if j > cap:
+        raise ValueError(f"more than {cap} cuts lie in the range")
+    return j
 
 
 cdef void _marks(const Piece* ps, Py_ssize_t P, Py_ssize_t blk, Py_ssize_t bn,
@@ -529,17 +544,6 @@ cdef bint _only_first_dense(const Piece* ps, Py_ssize_t P, list sizes, Py_ssize_
     return True
 
 
-cdef void _piece_hits(const Piece* p, Py_ssize_t blk, Py_ssize_t bn, uint8_t* hits,
-                      uint8_t* ties) noexcept nogil:
-    """``hits[t]``: cut ``blk + t`` is in piece ``p``, for ``t < bn``."""
-    cdef Py_ssize_t t
-    if p.s.codes != NULL and not p.whole:
-        _block_hits(&p.s, p.lo_u, p.lo_i, p.hi_u, p.hi_i, blk, bn, hits, ties)
-    else:
-        for t in range(bn):
-            hits[t] = _in_piece(p, blk + t)
-
-
 cdef _emit_first_dense(Py_ssize_t n, const Piece* ps, Py_ssize_t P, list sizes, int64_t base,
                        int64_t[::1] out, uint8_t[::1] again):
     """:func:`emit_runs` when only the first piece holds many cuts (a run that takes a cycle's
@@ -579,23 +583,12 @@ cdef _emit_first_dense(Py_ssize_t n, const Piece* ps, Py_ssize_t P, list sizes, 
             rounds += np.isin(listed, members[j][0], assume_unique=True)
         counts[:, k] = np.bincount(rounds, minlength=P)[:P]
         members.append((listed, rounds))
-    counts[0, 0] = sizes[0]
-    if int(counts.sum()) != out.shape[0]:
-        raise ValueError(f"the pieces hold {int(counts.sum())} cuts, out has {out.shape[0]} slots")
+    counts[0, 0] = sizes[0]  # the sizes fill out: emit_runs checked
     starts = np.zeros(P * P + 1, dtype=np.int64)  # groups in the output's order: round, piece
     np.cumsum(counts.reshape(-1), out=starts[1:])
-    cdef int64_t* o = &out[0] if out.shape[0] else NULL  # round 0's first group: first
-    cdef int64_t j0 = 0, cap0 = sizes[0]
-    with nogil:  # the first piece, every cut written at the next slot, which a hit keeps
-        blk = 0
-        while blk < n:
-            bn = min(<Py_ssize_t>BLOCK, n - blk)
-            _piece_hits(&ps[0], blk, bn, hits, ties)
-            for t in range(bn):
-                if j0 < cap0:
-                    o[j0] = base + blk + t
-                j0 += hits[t]
-            blk += bn
+    cdef int64_t j0, cap0 = sizes[0]
+    with nogil:  # the first piece: round 0's first group, at the start of out
+        j0 = _write_piece(&ps[0], n, base, &out[0] if cap0 else NULL, cap0)
     if j0 != sizes[0]:
         raise ValueError(f"piece 0 holds {j0} cuts, not {sizes[0]}")
     arr = np.asarray(out)
