@@ -65,6 +65,10 @@ SCANNED = (*VALUE_COLUMNS, "cut_type")  # what the scanner (or the exact path) c
 #: (see :func:`_index_in_processes`); ``record_offset`` too for records read in place.
 PLACED = (*SCANNED, "source_id", "source_line", "record_length")
 MAX_REPORTED_ERRORS = 20
+#: Added to a bad record's error when bad records raise (not to a line of another manifest).
+SKIP_HINT = (
+    " (to skip bad records and count them in the header instead: --on-error skip, on_error='skip')"
+)
 
 
 class WorkerDiedError(RuntimeError):
@@ -416,13 +420,7 @@ class _IndexWriter:
 
     def _error(self, message: str, source: Source, line: int, skippable: bool = True) -> None:
         if self.on_error == "raise":
-            hint = (
-                " (to skip bad records and count them in the header instead: --on-error skip, "
-                "on_error='skip')"
-                if skippable
-                else ""
-            )
-            raise ManifestError(message + hint, source.path, line)
+            raise ManifestError(message + (SKIP_HINT if skippable else ""), source.path, line)
         error = ManifestError(message, source.path, line)
         self.skipped += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
