@@ -9,12 +9,14 @@ def gather_spans(
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]: ...
 def sort_hashes(
     hashes: npt.NDArray[np.uint64],
+    out: tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]] | None = None,
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
 def merge_sorted_runs(
     hashes: npt.NDArray[np.uint64],
     rows: npt.NDArray[np.int64],
     bounds: npt.NDArray[np.int64],
     threads: int = 1,
+    out: tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]] | None = None,
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]: ...
 
 class IdLookup:

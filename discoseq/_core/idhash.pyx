@@ -322,17 +322,30 @@ def _sort_block(const uint64_t[::1] hashes, uint64_t[::1] out_k, int64_t[::1] ou
                     &tmp_i[start], &cv[0])
 
 
-def sort_hashes(const uint64_t[::1] hashes):
+def _outputs(str kernel, out, Py_ssize_t n):
+    """The (hashes, rows) arrays a kernel writes its ``n`` results into: ``out`` checked (e.g.
+    the mapped column files of an index, written in place), or new ones."""
+    if out is None:
+        return np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64)
+    hashes, rows = out
+    for a, dtype, name in ((hashes, np.uint64, "hashes"), (rows, np.int64, "rows")):
+        if (not isinstance(a, np.ndarray) or a.dtype != dtype or a.shape != (n,)
+                or not a.flags.c_contiguous or not a.flags.writeable):
+            raise ValueError(f"{kernel}: out's {name} must be a writable contiguous "
+                             f"{np.dtype(dtype).name} array of {n} values")
+    return hashes, rows
+
+
+def sort_hashes(const uint64_t[::1] hashes, out=None):
     """``hashes`` sorted, and each one's position: ``(hashes[order], order)`` with
     ``order = argsort(hashes, kind="stable")``: id hashes are spread evenly over the 64-bit
     range, so they are placed into buckets of a few each by their top bits and each bucket is
     sorted by insertion (2 passes over the data); an LSD radix sort (6 passes) when a bucket
     would be large (equal or clustered hashes). Both are several times faster than NumPy's
     stable sort on random 64-bit keys; 16 bytes of memory a hash besides the result (only the
-    radix sort touches them)."""
+    radix sort touches them). ``out``: the (hashes, order) arrays to write into (None: new)."""
     cdef Py_ssize_t n = hashes.shape[0]
-    out_hashes = np.empty(n, dtype=np.uint64)
-    order = np.empty(n, dtype=np.int64)
+    out_hashes, order = _outputs("sort_hashes", out, n)
     if n:
         _sort_block(hashes, out_hashes, order, np.empty(n, dtype=np.uint64),
                     np.empty(n, dtype=np.int64), 0, n)
@@ -367,7 +380,7 @@ def _merge_part(const uint64_t[::1] hashes, const int64_t[::1] rows, int64_t[::1
 
 
 def merge_sorted_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
-                      const int64_t[::1] bounds, Py_ssize_t threads=1):
+                      const int64_t[::1] bounds, Py_ssize_t threads=1, out=None):
     """Merge the sorted runs ``hashes[bounds[r]:bounds[r+1]]`` into one sorted array, with the
     row of each hash: ``bounds[r] + rows[i]`` (``rows[i]``: its position within its run, i.e.
     each run's stable argsort). Equal hashes keep run order, so the rows equal
@@ -375,7 +388,8 @@ def merge_sorted_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
 
     With ``threads`` > 1 the range of hash values is cut in that many equal spans (id hashes are
     spread evenly over it), each merged in a thread of its own into its place in the output:
-    the same arrays (equal hashes fall in one span), sooner on idle cores."""
+    the same arrays (equal hashes fall in one span), sooner on idle cores. ``out``: the
+    (hashes, rows) arrays to write into (None: new ones)."""
     cdef Py_ssize_t n = hashes.shape[0], k = bounds.shape[0] - 1, r, t
     if threads < 1:
         raise ValueError(f"threads must be at least 1, found {threads}")
@@ -392,8 +406,7 @@ def merge_sorted_runs(const uint64_t[::1] hashes, const int64_t[::1] rows,
         bad = _first_unsorted(hashes, bounds)
     if bad >= 0:
         raise ValueError(f"hashes[{bad}] > hashes[{bad + 1}] inside a run: runs must be sorted")
-    out_hashes = np.empty(n, dtype=np.uint64)
-    out_rows = np.empty(n, dtype=np.int64)
+    out_hashes, out_rows = _outputs("merge_sorted_runs", out, n)
     if n == 0:
         return out_hashes, out_rows
     runs = np.asarray(bounds)

@@ -36,8 +36,8 @@ from discoseq.index.format import (
     ColumnWriter,
     copy_range,
     is_json_int,
+    mapped_column,
     reopen_for_writing,
-    write_column,
     write_header,
 )
 from discoseq.index.owner import claim, release, remove_abandoned
@@ -434,12 +434,14 @@ class _IndexWriter:
             writer.close()
         self.records.close()
         hashes = np.load(self.tmp / "id_hash_unsorted.npy", mmap_mode="r")
+        # the id lookup's two columns are sorted or merged straight into their mapped files
+        out = _lookup_files(self.tmp, self.rows)
         if self.run_rows is None:  # a stable argsort
             from discoseq._core.idhash import sort_hashes
 
-            sorted_hashes, order = sort_hashes(hashes)
+            sorted_hashes, order = sort_hashes(hashes, out=out)
         else:
-            sorted_hashes, order = self._merge_runs(hashes)
+            sorted_hashes, order = self._merge_runs(hashes, out)
         del hashes
         # side by side (the end of a parallel build waits on these): an error in one is raised
         # once all are done, and the build's directory is then removed
@@ -450,17 +452,9 @@ class _IndexWriter:
             [
                 *(functools.partial(os.unlink, path) for path in spent),
                 functools.partial(_check_unique, self.tmp, sorted_hashes, order, sources),
-                functools.partial(
-                    write_column,
-                    self.tmp / "id_hash_sorted.npy",
-                    sorted_hashes,
-                    COLUMNS["id_hash_sorted"],
-                ),
-                functools.partial(
-                    write_column, self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"]
-                ),
             ]
         )
+        del sorted_hashes, order, out  # the mappings: their pages are the files' own
         lengths = {name: w.length for name, w in self.columns.items()}
         lengths.update(
             id_offsets=self.id_offsets.length,
@@ -473,10 +467,13 @@ class _IndexWriter:
             for name, dtype in COLUMNS.items()
         }
 
-    def _merge_runs(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _merge_runs(
+        self, hashes: np.ndarray, out: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The id hashes sorted, and their rows, from the parts' sorted runs (merged by
-        :func:`~discoseq._core.idhash.merge_sorted_runs`) and the rows added here between them
-        (a CutSet's: sorted here first). The same arrays as a stable argsort of all hashes."""
+        :func:`~discoseq._core.idhash.merge_sorted_runs` into ``out``) and the rows added here
+        between them (a CutSet's: sorted here first). The same arrays as a stable argsort of
+        all hashes."""
         from discoseq._core.idhash import merge_sorted_runs
 
         assert self.run_rows is not None
@@ -504,7 +501,9 @@ class _IndexWriter:
                     hashes[start:end] = hashes[start:end][local]
                     rows[start:end] = local
         bounds = [0] + [end for _, end, _ in spans]
-        merged = merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64), merge_threads())
+        merged = merge_sorted_runs(
+            hashes, rows, np.asarray(bounds, np.int64), merge_threads(), out=out
+        )
         del rows, run_rows
         return merged
 
@@ -522,10 +521,8 @@ class _IndexWriter:
         self.records.close()
         from discoseq._core.idhash import sort_hashes
 
-        sorted_hashes, order = sort_hashes(np.load(self.id_hash.path))  # a stable argsort
-        write_column(self.tmp / "id_hash_sorted.npy", sorted_hashes, COLUMNS["id_hash_sorted"])
-        write_column(self.tmp / "id_hash_rows.npy", order, COLUMNS["id_hash_rows"])
-        del sorted_hashes, order
+        # a stable argsort, into the part's mapped files
+        sort_hashes(np.load(self.id_hash.path), out=_lookup_files(self.tmp, self.rows))
         os.unlink(self.id_hash.path)
         return {
             "rows": self.rows,
@@ -621,6 +618,15 @@ class _IndexWriter:
         self.rows += m
         self.skipped += summary["skipped"]
         self.errors = (self.errors + summary["errors"])[:MAX_REPORTED_ERRORS]
+
+
+def _lookup_files(directory: Path, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The id lookup's columns in ``directory`` (sorted hashes, and each one's row), as new
+    files of ``rows`` values mapped for writing (:func:`~discoseq.index.format.mapped_column`)."""
+    return (
+        mapped_column(directory / "id_hash_sorted.npy", COLUMNS["id_hash_sorted"], rows),
+        mapped_column(directory / "id_hash_rows.npy", COLUMNS["id_hash_rows"], rows),
+    )
 
 
 def _run_all(tasks: Sequence[Callable[[], None]]) -> None:
@@ -846,7 +852,7 @@ def _index_in_processes(
     :data:`PLACED` columns straight into the index's files at its rows: only the ids, their
     hashes and stored records are appended from the part (the first part's are renamed)."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start at once and never re-run the caller's script (spawn would, and a
@@ -866,6 +872,11 @@ def _index_in_processes(
         initializer=_init_part_worker,
         initargs=(queue, first_rows, part_pids),
     )
+
+    # a part's directory, once appended, is removed in a thread while the next part is
+    # appended (waited for, and its error raised, before the build goes on)
+    remover = ThreadPoolExecutor(1)
+    removals = []
 
     def drain() -> None:
         while queue is not None and update_cuts is not None:
@@ -935,15 +946,18 @@ def _index_in_processes(
             if k < placeable and writer.rows != first_rows[k]:
                 _changed_while_counted(rng[0], counted, sources)
             writer.add_part(tmp / f"part-{k}", summary, source.records == "stored")
-            shutil.rmtree(tmp / f"part-{k}")
+            removals.append(remover.submit(shutil.rmtree, tmp / f"part-{k}"))
     except BaseException:
         # stop the workers now (not after their current file), before the parts are removed
         stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True)
+        remover.shutdown(wait=True)
         if queue is not None:
             queue.close()
+    for removal in removals:
+        removal.result()
 
 
 def _died(processes: dict[int, Any], part_pids: Any, parts: list[int]) -> list[int]:

@@ -272,6 +272,19 @@ def write_column(path: Path, values: np.ndarray, dtype: str) -> None:
     writer.close()
 
 
+def mapped_column(path: Path, dtype: str, length: int) -> np.ndarray:
+    """A new column file of ``length`` values (the layout of :class:`ColumnWriter`), mapped for
+    writing in place: a kernel fills it without a copy of its result in memory first. An empty
+    column is an empty array (its file holds the header alone)."""
+    kind = np.dtype(dtype)
+    with open(path, "wb") as f:
+        f.write(_npy_header(kind, length))
+        f.truncate(_NPY_HEADER_BYTES + length * kind.itemsize)
+    if length == 0:
+        return np.empty(0, dtype=kind)
+    return np.memmap(path, dtype=kind, mode="r+", offset=_NPY_HEADER_BYTES, shape=(length,))
+
+
 @dataclass(frozen=True)
 class Header:
     """The validated content of ``header.json``."""

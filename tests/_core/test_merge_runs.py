@@ -4,6 +4,7 @@ parts' sorted runs merged by the parent) give the arrays of one stable argsort o
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +90,61 @@ def test_threads_give_the_same_arrays(threads: int, distinct: int) -> None:
     merged, rows = merge_sorted_runs(*sorted_runs(hashes, bounds), bounds, threads)
     assert np.array_equal(rows, expected)
     assert np.array_equal(merged, hashes[expected])
+
+
+def test_results_go_into_given_arrays(tmp_path: Path) -> None:
+    """``out``: both kernels write into the arrays given (the build's mapped column files),
+    the same values as into new ones; a wrong array is refused before anything is written."""
+    from discoseq.index.format import mapped_column
+
+    rng = np.random.default_rng(5)
+    n = 3 * (1 << 16) * 2
+    hashes = rng.integers(0, 1 << 64, n, dtype=np.uint64)
+    bounds = np.array([0, n // 3, n], np.int64)
+    runs = sorted_runs(hashes, bounds)
+    expected = np.argsort(hashes, kind="stable")
+    for threads in (1, 2):
+        out = (
+            mapped_column(tmp_path / f"h{threads}.npy", "<u8", n),
+            mapped_column(tmp_path / f"r{threads}.npy", "<i8", n),
+        )
+        merged, rows = merge_sorted_runs(*runs, bounds, threads, out=out)
+        assert merged is out[0] and rows is out[1]
+        del merged, rows, out
+        assert np.array_equal(np.load(tmp_path / f"r{threads}.npy"), expected)
+        assert np.array_equal(np.load(tmp_path / f"h{threads}.npy"), hashes[expected])
+    out = (np.empty(n, np.uint64), np.empty(n, np.int64))
+    sorted_hashes, order = sort_hashes(hashes, out=out)
+    assert sorted_hashes is out[0] and order is out[1]
+    assert np.array_equal(order, expected)
+    bad = [
+        (np.empty(n, np.int64), np.empty(n, np.int64)),  # hashes of another dtype
+        (np.empty(n, np.uint64), np.empty(n - 1, np.int64)),  # rows too short
+        (np.empty(2 * n, np.uint64)[::2], np.empty(n, np.int64)),  # not contiguous
+    ]
+    readonly = np.zeros(n, np.int64)
+    readonly.flags.writeable = False
+    bad.append((np.empty(n, np.uint64), readonly))
+    for arrays in bad:
+        with pytest.raises(ValueError, match="must be a writable contiguous"):
+            merge_sorted_runs(*runs, bounds, out=arrays)
+        with pytest.raises(ValueError, match="must be a writable contiguous"):
+            sort_hashes(hashes, out=arrays)
+    assert not readonly.any()
+
+
+def test_mapped_column_has_the_layout_of_a_written_one(tmp_path: Path) -> None:
+    """A mapped column, once filled, is byte for byte the file ``write_column`` writes."""
+    from discoseq.index.format import mapped_column, write_column
+
+    for n in (0, 1, 1000):
+        values = np.arange(n, dtype=np.int64) * 7
+        mapped = mapped_column(tmp_path / "m.npy", "<i8", n)
+        mapped[:] = values
+        del mapped
+        write_column(tmp_path / "w.npy", values, "<i8")
+        assert (tmp_path / "m.npy").read_bytes() == (tmp_path / "w.npy").read_bytes()
+        assert np.array_equal(np.load(tmp_path / "m.npy"), values)
 
 
 def test_threads_must_be_positive() -> None:
