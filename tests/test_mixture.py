@@ -1032,6 +1032,65 @@ def test_source_fingerprint_sees_every_duration_and_filter_flag() -> None:
         assert quota_core.fingerprint(other, flipped) != kept
 
 
+def test_flags_fingerprint_sees_every_flag_and_the_length() -> None:
+    """The hash of the filter flags alone (a source named by an identity) changes with any
+    flag, the number of flags, and whether there is a filter at all."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(4)
+    for n in (1, 7, 8, 9, 1001):
+        keep = (rng.random(n) < 0.8).astype(np.uint8)
+        base = quota_core.flags_fingerprint(keep)
+        assert base == quota_core.flags_fingerprint(keep.copy())
+        prints = {base, quota_core.flags_fingerprint(np.empty(0, np.uint8))}
+        for i in range(n):
+            flipped = keep.copy()
+            flipped[i] ^= 1
+            prints.add(quota_core.flags_fingerprint(flipped))
+        prints.add(quota_core.flags_fingerprint(np.append(keep, np.uint8(0))))
+        assert len(prints) == n + 3
+
+
+def test_sources_named_by_identity_are_not_hashed_and_select_the_same(
+    sources: dict[str, CutIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mixture's index names each source by its index's fingerprint: the selection keeps the
+    sources' cycles under it without hashing their durations, and selects what a selection
+    that hashes them selects (warm or cold), also when a filter changes its kept cuts."""
+    from discoseq._core import quota as quota_core
+    from discoseq.plan.quota import forget_streams
+    from discoseq.plan.select import select_rows
+
+    multi, plain = layout(sources)
+    named = SourceLayout.of(multi)
+    assert named is not None and named.identities == multi.fingerprints
+    cfg = SamplerConfig(max_cuts=4, seed=3, epoch_cuts=500,
+                        mixture={"a": {"weight": 0.5}, "b": {"weight": 0.3},
+                                 "c": {"weight": 0.2}})  # fmt: skip
+    filtered = cfg.replace(min_duration=5.0)
+    expected = {}
+    for config in (cfg, filtered):
+        forget_streams()
+        for epoch in range(4):
+            expected[config, epoch] = select_rows(multi.columns, config, None, epoch, plain).rows
+    hash_durations = quota_core.fingerprint
+
+    def refuse(*args: Any) -> int:
+        raise AssertionError("the durations of a source named by an identity were hashed")
+
+    monkeypatch.setattr(quota_core, "fingerprint", refuse)
+    for cold in (True, False):
+        for config in (cfg, filtered, cfg):  # the filter's flags change under one identity
+            if cold:
+                forget_streams()
+            for epoch in range(4):
+                got = select_rows(multi.columns, config, None, epoch, named).rows
+                assert np.array_equal(got, expected[config, epoch])
+    monkeypatch.setattr(quota_core, "fingerprint", hash_durations)
+    with pytest.raises(ValueError, match="one non-empty string per source"):
+        SourceLayout(plain.names, plain.offsets, ("x", "y"))
+
+
 def test_mixture_refuses_durations_that_are_not_positive_finite() -> None:
     """A mixture's selection checks the column as one corpus's plan does, also after a good
     epoch (a changed column is a new source, checked again), and finds its bounds."""
