@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -64,37 +64,40 @@ def interleaved(
     return out
 
 
-def plan_time(n: int, repeat: int) -> None:
-    sizes = [int(n * s) for s in SHARES.values()]
-    d = np.concatenate([librispeech_like(k, seed=i) for i, k in enumerate(sizes)])
-    cols = {"duration": d}
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    layout = SourceLayout(tuple(SHARES), offsets)
-    hours = d.sum() / 3600
-    base = SamplerConfig(max_duration=600.0, num_buckets=30, seed=1)
-    mix = base.replace(mixture={k: {"weight": w} for k, w in WEIGHTS.items()}, epoch_hours=hours)
-    W = 8
-    parts = ", ".join(f"{k} {s:,}" for k, s in zip(SHARES, sizes, strict=True))
-    print(f"== 1. plan time, {n:,} cuts ({parts}), W={W}")
+def compare(
+    what: str,
+    one: Mapping[str, np.ndarray],
+    mixed: Mapping[str, np.ndarray],
+    layout: SourceLayout,
+    base: SamplerConfig,
+    mix: SamplerConfig,
+    repeat: int,
+    W: int,
+) -> None:
+    """The interleaved rounds of one comparison: a plan of the one corpus and of the mixture
+    per round, consecutive epochs of each; then the mixture's selection stage alone."""
     # warm-up: each plan's epoch 0 (the mixture's first plan in a process computes its sources'
     # cycles afresh: the cold selection below)
-    plan_epoch(cols, base, 0, W)
-    plan_epoch(cols, mix, 0, W, sources=layout)
+    plan_epoch(one, base, 0, W)
+    plan_epoch(mixed, mix, 0, W, sources=layout)
     # each plan its own epochs 1, 2, ...: a mixture's stream moves one epoch per plan, as in
     # training (one shared counter would skip every other epoch of each)
     ep1, ep3 = iter(range(1, 10_000)), iter(range(1, 10_000))
     load = os.getloadavg()
     (w1, c1), (w3, c3) = interleaved(
         [
-            lambda: plan_epoch(cols, base, next(ep1), W),
-            lambda: plan_epoch(cols, mix, next(ep3), W, sources=layout),
+            lambda: plan_epoch(one, base, next(ep1), W),
+            lambda: plan_epoch(mixed, mix, next(ep3), W, sources=layout),
         ],
         repeat,
     )
     t1, m1, t3, m3 = min(w1), statistics.median(w1), min(w3), statistics.median(w3)
-    ts, ms = timeit(lambda: select_rows(cols, mix, None, next(ep3), layout), repeat)
-    cold, _ = timeit(lambda: (forget_streams(), select_rows(cols, mix, None, next(ep3), layout)), 1)
-    p = plan_epoch(cols, mix, 3, W, sources=layout)
+    ts, ms = timeit(lambda: select_rows(mixed, mix, None, next(ep3), layout), repeat)
+    cold, _ = timeit(
+        lambda: (forget_streams(), select_rows(mixed, mix, None, next(ep3), layout)), 1
+    )
+    p = plan_epoch(mixed, mix, 3, W, sources=layout)
+    print(f" {what}")
     print(f"   one corpus        : best {t1 * 1e3:8.1f} ms, median {m1 * 1e3:8.1f} ms")
     print(f"   3-source mixture  : best {t3 * 1e3:8.1f} ms, median {m3 * 1e3:8.1f} ms")
     print(f"   ratio             : {t3 / t1:.2f}x best/best, {m3 / m1:.2f}x median (goal <= 1.3x)")
@@ -108,6 +111,62 @@ def plan_time(n: int, repeat: int) -> None:
           "cycles computed afresh)")  # fmt: skip
     sel = ", ".join(f"{s.name} {s.selected:,} ({s.planned_hours:,.0f} h)" for s in p.stats.sources)
     print(f"   mixture epoch selects: {sel}")
+
+
+def write_durations(path: Path, prefix: str, durations: np.ndarray) -> None:
+    """Minimal cuts of these durations as a plain ``.jsonl`` manifest (ids ``prefix-000000001``)."""
+    with open(path, "w") as f:
+        for start in range(0, len(durations), 1 << 20):
+            f.write(
+                "".join(
+                    f'{{"id":"{prefix}-{start + j:09d}","start":0.0,"duration":{x},'
+                    '"channel":0,"supervisions":[],"type":"MonoCut"}\n'
+                    for j, x in enumerate(durations[start : start + (1 << 20)].tolist())
+                )
+            )
+
+
+def plan_time(n: int, repeat: int) -> None:
+    from discoseq.index import build_index, open_index
+
+    sizes = [int(n * s) for s in SHARES.values()]
+    per_source = [librispeech_like(k, seed=i) for i, k in enumerate(sizes)]
+    d = np.concatenate(per_source)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    hours = d.sum() / 3600
+    base = SamplerConfig(max_duration=600.0, num_buckets=30, seed=1)
+    mix = base.replace(mixture={k: {"weight": w} for k, w in WEIGHTS.items()}, epoch_hours=hours)
+    W = 8
+    parts = ", ".join(f"{k} {s:,}" for k, s in zip(SHARES, sizes, strict=True))
+    print(f"== 1. plan time, {n:,} cuts ({parts}), W={W}")
+    cols = {"duration": d}
+    compare(
+        "a. in-memory columns (plan_epoch over a dict; the selection hashes each source's "
+        "durations on every plan: a column in memory may change)",
+        cols, cols, SourceLayout(tuple(SHARES), offsets), base, mix, repeat, W,
+    )  # fmt: skip
+    forget_streams()
+    root = Path(tempfile.mkdtemp(prefix="discoseq-bench-mixture-plan-"))
+    try:
+        manifests = {}
+        for name, durations in zip(SHARES, per_source, strict=True):
+            manifests[name] = root / f"{name}.jsonl"
+            write_durations(manifests[name], name, durations)
+        one = build_index(list(manifests.values()), root / "all.idx", jobs=2, progress=False)
+        mixed = open_index({name: build_index(m, root / f"{name}.idx", jobs=2,
+                                              progress=False).path
+                            for name, m in manifests.items()})  # fmt: skip
+        layout = SourceLayout.of(mixed)
+        assert layout is not None
+        compare(
+            "b. index files, as the sampler plans them (one index of the 10M cuts vs three "
+            "indexes of the sources: a named MultiIndex, each source named by its index's "
+            "fingerprint)",
+            one.columns, mixed.columns, layout, base, mix, repeat, W,
+        )  # fmt: skip
+        del one, mixed
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def write_sources(root: Path, n: int) -> dict[str, Path]:
