@@ -352,6 +352,12 @@ def bench_jobs(workdir: Path, n: int, k: int = 2, rounds: int = 3, kind: str = "
     runs = {"jobs=1": (1, False), f"jobs={k}": (k, False), "jobs=1 on one core": (1, True)}
     walls: dict[str, list[float]] = {name: [] for name in runs}
     cpus: dict[str, list[float]] = {name: [] for name in runs}
+    # one untimed build first: the inputs were just written (the first read of them, with
+    # their writeback under way, took up to twice the CPU of the next ones)
+    out = str(workdir / f"idx_warmup_{kind}")
+    run_child(JOBS_CHILD.format(paths=[str(p) for p in paths], out=out, jobs=1, pin=False))
+    shutil.rmtree(out, ignore_errors=True)
+    print("  (one untimed build first, then the rounds)")
     for _ in range(rounds):  # interleaved
         for name, (jobs, pin) in runs.items():
             out = str(workdir / f"idx_jobs{jobs}_{kind}")

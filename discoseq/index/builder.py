@@ -37,6 +37,7 @@ from discoseq.index.format import (
     copy_range,
     is_json_int,
     mapped_column,
+    move_file,
     reopen_for_writing,
     write_header,
 )
@@ -553,7 +554,8 @@ class _IndexWriter:
         run_rows = self.run_rows
         records_size = self.records_size
         blob_base = self.id_blob.length
-        copies: list[Callable[[], None]] = []  # each writes one file of this index
+        # each writes one file of this index from one file of the part
+        copies: list[tuple[Callable[[], None], Path]] = []
         for name, writer in self.columns.items():
             if name in summary["placed"]:
                 writer.claim(m)
@@ -563,9 +565,10 @@ class _IndexWriter:
                     for values in _column_pieces(part / f"{name}.npy", m):
                         writer.append(values + records_size)
 
-                copies.append(moved)
+                copies.append((moved, part / f"{name}.npy"))
             else:
-                copies.append(functools.partial(writer.append_file, part / f"{name}.npy", m))
+                path = part / f"{name}.npy"
+                copies.append((functools.partial(writer.append_file, path, m), path))
 
         def id_offsets() -> None:
             for k, values in enumerate(_column_pieces(part / "id_offsets.npy", m + 1)):
@@ -578,14 +581,20 @@ class _IndexWriter:
             self.records.seek(0, os.SEEK_END)
 
         blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
+        blob, hashes, runs = (
+            part / "id_blob.npy",
+            part / "id_hash_sorted.npy",
+            part / "id_hash_rows.npy",
+        )
         copies += [
-            id_offsets,
-            functools.partial(self.id_blob.append_file, part / "id_blob.npy", blob_length),
-            functools.partial(self.id_hash.append_file, part / "id_hash_sorted.npy", m),
-            functools.partial(run_rows.append_file, part / "id_hash_rows.npy", m),
-            records,
+            (id_offsets, part / "id_offsets.npy"),
+            (functools.partial(self.id_blob.append_file, blob, blob_length), blob),
+            (functools.partial(self.id_hash.append_file, hashes, m), hashes),
+            (functools.partial(run_rows.append_file, runs, m), runs),
+            (records, part / RECORDS_FILE),
         ]
-        _run_all(copies)
+        # each part file removed once copied, in the copy's thread (not after, one by one)
+        _run_all([functools.partial(_copy_then_remove, copy, path) for copy, path in copies])
         self._count_part(summary)
 
     def _adopt_part(self, part: Path, summary: dict[str, Any]) -> None:
@@ -604,7 +613,7 @@ class _IndexWriter:
         assert self.run_rows is not None
         self.run_rows.adopt(part / "id_hash_rows.npy", m)
         self.records.close()
-        os.replace(part / RECORDS_FILE, self.tmp / RECORDS_FILE)
+        move_file(part / RECORDS_FILE, self.tmp / RECORDS_FILE)
         self.records = reopen_for_writing(self.tmp / RECORDS_FILE)
         self._count_part(summary)
 
@@ -618,6 +627,12 @@ class _IndexWriter:
         self.rows += m
         self.skipped += summary["skipped"]
         self.errors = (self.errors + summary["errors"])[:MAX_REPORTED_ERRORS]
+
+
+def _copy_then_remove(copy: Callable[[], None], source: Path) -> None:
+    """Run ``copy`` (which copies ``source`` into a file of the index), then remove ``source``."""
+    copy()
+    os.unlink(source)
 
 
 def _lookup_files(directory: Path, rows: int) -> tuple[np.ndarray, np.ndarray]:

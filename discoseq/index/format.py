@@ -81,6 +81,7 @@ names is a leftover of an interrupted ``add-column`` and is ignored (and removed
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -221,9 +222,19 @@ class ColumnWriter:
         assert column.dtype == self.dtype and column.shape[0] == length, (path, column.shape)
         del column
         self._file.close()
-        os.replace(path, self.path)
+        move_file(path, self.path)
         self._file = reopen_for_writing(self.path)
         self.length = length
+
+
+def move_file(path: Path, target: Path) -> None:
+    """Move file ``path`` to ``target``, a file of the build that holds nothing worth keeping:
+    removed first, then renamed onto. (A rename that replaces a file makes ext4 allocate and
+    start writing the moved file's data, its guard for rename-over-replace: 20 ms per 40 MB,
+    on the serial end of a parallel build; onto no file, a rename costs under a millisecond.)"""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(target)
+    os.rename(path, target)
 
 
 COPY_BYTES = 4 << 20  # bytes read and written at a time where the kernel cannot copy
