@@ -1032,25 +1032,6 @@ def test_source_fingerprint_sees_every_duration_and_filter_flag() -> None:
         assert quota_core.fingerprint(other, flipped) != kept
 
 
-def test_flags_fingerprint_sees_every_flag_and_the_length() -> None:
-    """The hash of the filter flags alone (a source named by an identity) changes with any
-    flag, the number of flags, and whether there is a filter at all."""
-    from discoseq._core import quota as quota_core
-
-    rng = np.random.default_rng(4)
-    for n in (1, 7, 8, 9, 1001):
-        keep = (rng.random(n) < 0.8).astype(np.uint8)
-        base = quota_core.flags_fingerprint(keep)
-        assert base == quota_core.flags_fingerprint(keep.copy())
-        prints = {base, quota_core.flags_fingerprint(np.empty(0, np.uint8))}
-        for i in range(n):
-            flipped = keep.copy()
-            flipped[i] ^= 1
-            prints.add(quota_core.flags_fingerprint(flipped))
-        prints.add(quota_core.flags_fingerprint(np.append(keep, np.uint8(0))))
-        assert len(prints) == n + 3
-
-
 def test_sources_named_by_identity_are_not_hashed_and_select_the_same(
     sources: dict[str, CutIndex], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1089,6 +1070,42 @@ def test_sources_named_by_identity_are_not_hashed_and_select_the_same(
     monkeypatch.setattr(quota_core, "fingerprint", hash_durations)
     with pytest.raises(ValueError, match="one non-empty string per source"):
         SourceLayout(plain.names, plain.offsets, ("x", "y"))
+
+
+def test_a_source_named_by_identity_is_keyed_by_its_exact_flags_and_sampled_durations() -> None:
+    """Under one identity, filter flags that differ anywhere (two kept cuts swapped for two
+    removed ones at the same distance apart, which a word-wise hash of the flags confused)
+    and columns that are not the index's own (scaled durations) each get their own stream:
+    the selection (an hours quota: the durations place its ends) equals the hashed one, after
+    the other was warm."""
+    from discoseq.plan.quota import forget_streams, select_epoch
+
+    rng = np.random.default_rng(11)
+    d = np.round(rng.uniform(0.5, 20.0, 3000), 2)
+    offsets = np.array([0, 2000, 3000])
+    named = SourceLayout(("a", "b"), offsets, ("index-a", "index-b"))
+    plain = SourceLayout(("a", "b"), offsets)
+    cfg = SamplerConfig(max_cuts=4, seed=5, epoch_hours=7.0,
+                        mixture={"a": {"weight": 0.7}, "b": {"weight": 0.3}})  # fmt: skip
+    keep = d >= 3.0
+    kept, removed = np.flatnonzero(keep[:2000]), np.flatnonzero(~keep[:2000])
+    masks = [keep]
+    for shift in (8, 16, 64):  # flags moved by whole words of eight
+        other = keep.copy()
+        i = int(kept[(kept + shift < 2000) & ~keep[np.minimum(kept + shift, 2999)]][0])
+        j = int(removed[(removed + shift < 2000) & keep[np.minimum(removed + shift, 2999)]][0])
+        other[[i, i + shift, j, j + shift]] = other[[i + shift, i, j + shift, j]]
+        masks.append(other)
+    columns = [(d, m) for m in masks] + [(d * 0.5, keep), (d + 0.01, keep)]
+    expected = []
+    for dur, mask in columns:
+        forget_streams()
+        expected.append([select_epoch(dur, mask, plain, cfg, e).rows for e in range(4)])
+    forget_streams()
+    for _ in range(2):  # every stream warm the second time
+        for (dur, mask), want in zip(columns, expected, strict=True):
+            for e in range(4):
+                assert np.array_equal(select_epoch(dur, mask, named, cfg, e).rows, want[e])
 
 
 def test_mixture_refuses_durations_that_are_not_positive_finite() -> None:

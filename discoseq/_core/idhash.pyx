@@ -324,7 +324,8 @@ def _sort_block(const uint64_t[::1] hashes, uint64_t[::1] out_k, int64_t[::1] ou
 
 def _outputs(str kernel, out, Py_ssize_t n):
     """The (hashes, rows) arrays a kernel writes its ``n`` results into: ``out`` checked (e.g.
-    the mapped column files of an index, written in place), or new ones."""
+    the mapped column files of an index, written in place), or new ones. ``out`` must not
+    overlap the kernel's inputs (not checked: the callers pass new files)."""
     if out is None:
         return np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64)
     hashes, rows = out

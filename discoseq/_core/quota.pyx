@@ -770,31 +770,6 @@ def fingerprint(const double[::1] duration not None, const uint8_t[::1] keep not
     return ds_mix64(ds_mix64(h1 ^ <uint64_t>n) ^ h2)
 
 
-def flags_fingerprint(const uint8_t[::1] keep not None) -> int:
-    """A 64-bit hash of a source's filter flags alone (one byte a cut, 0: removed; empty: no
-    filter), for a source whose durations are named otherwise (an index's fingerprint): the
-    lanes of :func:`fingerprint` over the flags, eight a word (an eighth of its reading)."""
-    cdef Py_ssize_t n = keep.shape[0], words = n // 8, i, j
-    cdef const uint8_t* k = &keep[0] if n else NULL
-    cdef uint64_t x, h1 = 0, h2 = 0
-    cdef uint32_t a1 = 0x2545F491u, b1 = 0x9E3779B9u, a2 = 0x85EBCA6Bu, b2 = 0xC2B2AE35u
-    with nogil:
-        for i in range(words + 1):
-            if i < words:
-                memcpy(&x, &k[8 * i], 8)
-            else:  # the last flags, zero-padded (the count below tells the length)
-                x = 0
-                for j in range(n - 8 * words):
-                    x |= (<uint64_t>k[8 * words + j]) << (8 * j)
-            h1 += (<uint64_t>(<uint32_t>x + a1)) * (<uint64_t>(<uint32_t>(x >> 32) + b1))
-            h2 += (<uint64_t>(<uint32_t>x + a2)) * (<uint64_t>(<uint32_t>(x >> 32) + b2))
-            a1 += 0x6C8E9CF5u
-            b1 += 0x7FEB352Du
-            a2 += 0x846CA68Bu
-            b2 += 0x5BD1E995u
-    return ds_mix64(ds_mix64(h1 ^ <uint64_t>n) ^ h2)
-
-
 def column_totals(const double[::1] duration not None, const uint8_t[::1] keep not None):
     """A source's kept cuts, their microseconds and the longest one's; and over all its cuts
     the shortest and longest duration (seconds) and how many are not positive finite."""

@@ -36,6 +36,7 @@ from discoseq.index.format import (
     ColumnWriter,
     copy_range,
     is_json_int,
+    load_column,
     mapped_column,
     move_file,
     reopen_for_writing,
@@ -434,28 +435,31 @@ class _IndexWriter:
         for writer in (self.id_offsets, self.id_blob, self.id_hash):
             writer.close()
         self.records.close()
-        hashes = np.load(self.tmp / "id_hash_unsorted.npy", mmap_mode="r")
+        hashes = load_column(self.tmp / "id_hash_unsorted.npy")
         # the id lookup's two columns are sorted or merged straight into their mapped files
+        # (let go of on any error too: a kept traceback would keep them mapped)
         out = _lookup_files(self.tmp, self.rows)
-        if self.run_rows is None:  # a stable argsort
-            from discoseq._core.idhash import sort_hashes
+        try:
+            if self.run_rows is None:  # a stable argsort
+                from discoseq._core.idhash import sort_hashes
 
-            sorted_hashes, order = sort_hashes(hashes, out=out)
-        else:
-            sorted_hashes, order = self._merge_runs(hashes, out)
-        del hashes
-        # side by side (the end of a parallel build waits on these): an error in one is raised
-        # once all are done, and the build's directory is then removed
-        spent = [self.tmp / "id_hash_unsorted.npy"]
-        if self.run_rows is not None:
-            spent.append(self.run_rows.path)
-        _run_all(
-            [
-                *(functools.partial(os.unlink, path) for path in spent),
-                functools.partial(_check_unique, self.tmp, sorted_hashes, order, sources),
-            ]
-        )
-        del sorted_hashes, order, out  # the mappings: their pages are the files' own
+                sort_hashes(hashes, out=out)
+            else:
+                self._merge_runs(hashes, out)
+            del hashes
+            # side by side (the end of a parallel build waits on these): an error in one is
+            # raised once all are done, and the build's directory is then removed
+            spent = [self.tmp / "id_hash_unsorted.npy"]
+            if self.run_rows is not None:
+                spent.append(self.run_rows.path)
+            _run_all(
+                [
+                    *(functools.partial(os.unlink, path) for path in spent),
+                    functools.partial(_check_unique, self.tmp, *out, sources),
+                ]
+            )
+        finally:
+            del out
         lengths = {name: w.length for name, w in self.columns.items()}
         lengths.update(
             id_offsets=self.id_offsets.length,
@@ -468,18 +472,16 @@ class _IndexWriter:
             for name, dtype in COLUMNS.items()
         }
 
-    def _merge_runs(
-        self, hashes: np.ndarray, out: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The id hashes sorted, and their rows, from the parts' sorted runs (merged by
-        :func:`~discoseq._core.idhash.merge_sorted_runs` into ``out``) and the rows added here
+    def _merge_runs(self, hashes: np.ndarray, out: tuple[np.ndarray, np.ndarray]) -> None:
+        """The id hashes sorted, and their rows, into ``out``: from the parts' sorted runs
+        (merged by :func:`~discoseq._core.idhash.merge_sorted_runs`) and the rows added here
         between them (a CutSet's: sorted here first). The same arrays as a stable argsort of
         all hashes."""
         from discoseq._core.idhash import merge_sorted_runs
 
         assert self.run_rows is not None
         self.run_rows.close()
-        run_rows = np.load(self.run_rows.path, mmap_mode="r")
+        run_rows = load_column(self.run_rows.path)
         spans: list[tuple[int, int, bool]] = []  # (first row, end, from a part)
         row = 0
         for first, m in self.runs:
@@ -502,11 +504,8 @@ class _IndexWriter:
                     hashes[start:end] = hashes[start:end][local]
                     rows[start:end] = local
         bounds = [0] + [end for _, end, _ in spans]
-        merged = merge_sorted_runs(
-            hashes, rows, np.asarray(bounds, np.int64), merge_threads(), out=out
-        )
+        merge_sorted_runs(hashes, rows, np.asarray(bounds, np.int64), merge_threads(), out=out)
         del rows, run_rows
-        return merged
 
     def abort(self) -> None:
         self.records.close()
@@ -523,7 +522,8 @@ class _IndexWriter:
         from discoseq._core.idhash import sort_hashes
 
         # a stable argsort, into the part's mapped files
-        sort_hashes(np.load(self.id_hash.path), out=_lookup_files(self.tmp, self.rows))
+        hashes = load_column(self.id_hash.path, mmap=False)
+        sort_hashes(hashes, out=_lookup_files(self.tmp, self.rows))
         os.unlink(self.id_hash.path)
         return {
             "rows": self.rows,
@@ -580,7 +580,7 @@ class _IndexWriter:
                 copy_range(f.fileno(), self.records.fileno(), 0, summary["records_size"])
             self.records.seek(0, os.SEEK_END)
 
-        blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
+        blob_length = int(load_column(part / "id_offsets.npy")[m]) if m else 0
         blob, hashes, runs = (
             part / "id_blob.npy",
             part / "id_hash_sorted.npy",
@@ -606,7 +606,7 @@ class _IndexWriter:
                 writer.claim(m)
             else:
                 writer.adopt(part / f"{name}.npy", m)
-        blob_length = int(np.load(part / "id_offsets.npy", mmap_mode="r")[m]) if m else 0
+        blob_length = int(load_column(part / "id_offsets.npy")[m]) if m else 0
         self.id_offsets.adopt(part / "id_offsets.npy", m + 1)  # its 0 stands for ours
         self.id_blob.adopt(part / "id_blob.npy", blob_length)
         self.id_hash.adopt(part / "id_hash_sorted.npy", m)
@@ -673,7 +673,7 @@ def _column_pieces(path: Path, length: int) -> Iterator[np.ndarray]:
     """A part's column file in pieces of :data:`PART_ROWS` values."""
     if length == 0:
         return
-    column = np.load(path, mmap_mode="r")
+    column = load_column(path)
     for start in range(0, length, PART_ROWS):
         yield np.asarray(column[start : start + PART_ROWS])
 
@@ -967,10 +967,12 @@ def _index_in_processes(
         stop_workers(pool)
         raise
     finally:
-        pool.shutdown(wait=True)
-        remover.shutdown(wait=True)
-        if queue is not None:
-            queue.close()
+        try:
+            pool.shutdown(wait=True)
+        finally:  # even when interrupted again: no removal runs once this returns
+            remover.shutdown(wait=True)
+            if queue is not None:
+                queue.close()
     for removal in removals:
         removal.result()
 
@@ -1019,10 +1021,10 @@ def _check_unique(
     same = np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1])
     if same.size == 0:
         return
-    offsets = np.load(tmp / "id_offsets.npy", mmap_mode="r")
-    blob = np.load(tmp / "id_blob.npy", mmap_mode="r")
-    src = np.load(tmp / "source_id.npy", mmap_mode="r")
-    line = np.load(tmp / "source_line.npy", mmap_mode="r")
+    offsets = load_column(tmp / "id_offsets.npy")
+    blob = load_column(tmp / "id_blob.npy")
+    src = load_column(tmp / "source_id.npy")
+    line = load_column(tmp / "source_line.npy")
 
     def cut_id(row: int) -> bytes:
         return bytes(blob[offsets[row] : offsets[row + 1]])

@@ -86,6 +86,7 @@ import errno
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,8 @@ class ColumnWriter:
         file to file (:func:`copy_range`)."""
         if length == 0:
             return
-        column = np.load(path, mmap_mode="r")
+        column = load_column(path)
+        assert isinstance(column, np.memmap)
         assert column.dtype == self.dtype and column.shape[0] >= length, (path, column.dtype)
         offset = column.offset
         del column
@@ -218,7 +220,7 @@ class ColumnWriter:
     def adopt(self, path: Path, length: int) -> None:
         """Make column file ``path`` (``length`` values of this dtype) this writer's, which
         holds nothing yet (or only what ``path`` starts with too): renamed into its place."""
-        column = np.load(path, mmap_mode="r")
+        column = load_column(path)
         assert column.dtype == self.dtype and column.shape[0] == length, (path, column.shape)
         del column
         self._file.close()
@@ -283,14 +285,35 @@ def write_column(path: Path, values: np.ndarray, dtype: str) -> None:
     writer.close()
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+def load_column(path: Path, mmap: bool = True) -> np.ndarray:
+    """``np.load`` of a column file (mapped read-only, or read with ``mmap=False``), one call at
+    a time: NumPy parses the header with ``ast``, whose constructor is not thread-safe in
+    CPython 3.11 (``SystemError``), and a parallel build opens part files in several threads."""
+    with _LOAD_LOCK:
+        return np.load(path, mmap_mode="r" if mmap else None)
+
+
 def mapped_column(path: Path, dtype: str, length: int) -> np.ndarray:
     """A new column file of ``length`` values (the layout of :class:`ColumnWriter`), mapped for
-    writing in place: a kernel fills it without a copy of its result in memory first. An empty
-    column is an empty array (its file holds the header alone)."""
+    writing in place: a kernel fills it without a copy of its result in memory first. Its disk
+    space is reserved first (``posix_fallocate``): a full disk is an ``OSError`` here, not a
+    ``SIGBUS`` when a page of the mapping is written. An empty column is an empty array (its
+    file holds the header alone)."""
     kind = np.dtype(dtype)
+    size = _NPY_HEADER_BYTES + length * kind.itemsize
     with open(path, "wb") as f:
         f.write(_npy_header(kind, length))
-        f.truncate(_NPY_HEADER_BYTES + length * kind.itemsize)
+        f.flush()
+        if not hasattr(os, "posix_fallocate"):  # not on macOS: the file's size only
+            f.truncate(size)
+        else:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError as e:  # named: a full disk is reported with the file
+                raise OSError(e.errno, e.strerror, str(path)) from e
     if length == 0:
         return np.empty(0, dtype=kind)
     return np.memmap(path, dtype=kind, mode="r+", offset=_NPY_HEADER_BYTES, shape=(length,))

@@ -34,6 +34,7 @@ from discoseq.index.format import (
     MISSING,
     SHAR_FIELD_NAME,
     ColumnWriter,
+    load_column,
     open_column,
     shar_columns,
 )
@@ -415,10 +416,10 @@ def index_fields(
     of each field file of shard s, whose name must be the cut's id. ``skipped`` (records the
     build skipped) lets a field file hold more items than the shard has rows. ``progress``: a
     progress bar over the field files."""
-    source_id = np.load(tmp / "source_id.npy", mmap_mode="r")
-    source_line = np.load(tmp / "source_line.npy", mmap_mode="r")
-    offsets = np.load(tmp / "id_offsets.npy", mmap_mode="r")
-    blob = np.load(tmp / "id_blob.npy", mmap_mode="r")
+    source_id = load_column(tmp / "source_id.npy")
+    source_line = load_column(tmp / "source_line.npy")
+    offsets = load_column(tmp / "id_offsets.npy")
+    blob = load_column(tmp / "id_blob.npy")
     n = int(source_id.shape[0])
     starts = np.searchsorted(source_id, np.arange(len(sources) + 1))  # rows are shard by shard
     columns: dict[str, Any] = {}

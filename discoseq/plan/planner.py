@@ -59,7 +59,9 @@ def plan_epoch(
         see :class:`~discoseq.plan.quota.EpochSelection`; ``EpochPlan.selection_size`` of
         them). Kept out of the configuration so it stays small and hashable.
     :param sources: the named sources of a mixture as row ranges of the columns (the
-        :class:`~discoseq.plan.quota.SourceLayout`); the config's mixture options apply.
+        :class:`~discoseq.plan.quota.SourceLayout`); the config's mixture options apply. A
+        layout with ``identities`` (``SourceLayout.of(index)``) goes with that index's own
+        columns (``index.columns``).
     :param history: ``(world_size, steps)`` segments of the epoch already delivered in other
         world sizes, oldest first (elastic resumption, :mod:`discoseq.plan.redeal`): the plan
         then holds only the batches they left, ordered for ``world_size`` ranks, and counts

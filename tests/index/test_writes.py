@@ -190,6 +190,24 @@ def test_full_disk_is_a_named_error_leaving_nothing(tmp_path, manifests, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_full_disk_for_the_id_lookup_is_a_named_error(tmp_path, manifests, monkeypatch, jobs):
+    """The id lookup's columns are written through a mapping: their space is reserved first,
+    so a full disk is the named error (not a bus error when a page is written), in a worker
+    of a parallel build too, and nothing is left behind."""
+    a, b = manifests
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    out = tmp_path / "out.idx"
+    with pytest.raises(IndexWriteError, match=r"no space left.*id_hash_sorted\.npy") as e:
+        build_index([a, b], out, jobs=jobs, progress=False)
+    assert e.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("explicit", [False, True])
 def test_cache_of_a_repointed_symlink_is_rebuilt(tmp_path, manifests, explicit) -> None:
     a, b = manifests
