@@ -867,7 +867,7 @@ def _index_in_processes(
     :data:`PLACED` columns straight into the index's files at its rows: only the ids, their
     hashes and stored records are appended from the part (the first part's are renamed)."""
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     # fork: workers start at once and never re-run the caller's script (spawn would, and a
@@ -887,11 +887,6 @@ def _index_in_processes(
         initializer=_init_part_worker,
         initargs=(queue, first_rows, part_pids),
     )
-
-    # a part's directory, once appended, is removed in a thread while the next part is
-    # appended (waited for, and its error raised, before the build goes on)
-    remover = ThreadPoolExecutor(1)
-    removals = []
 
     def drain() -> None:
         while queue is not None and update_cuts is not None:
@@ -961,20 +956,15 @@ def _index_in_processes(
             if k < placeable and writer.rows != first_rows[k]:
                 _changed_while_counted(rng[0], counted, sources)
             writer.add_part(tmp / f"part-{k}", summary, source.records == "stored")
-            removals.append(remover.submit(shutil.rmtree, tmp / f"part-{k}"))
+            shutil.rmtree(tmp / f"part-{k}")  # add_part has moved or removed its files
     except BaseException:
         # stop the workers now (not after their current file), before the parts are removed
         stop_workers(pool)
         raise
     finally:
-        try:
-            pool.shutdown(wait=True)
-        finally:  # even when interrupted again: no removal runs once this returns
-            remover.shutdown(wait=True)
-            if queue is not None:
-                queue.close()
-    for removal in removals:
-        removal.result()
+        pool.shutdown(wait=True)
+        if queue is not None:
+            queue.close()
 
 
 def _died(processes: dict[int, Any], part_pids: Any, parts: list[int]) -> list[int]:
