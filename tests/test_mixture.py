@@ -890,6 +890,40 @@ def test_coded_kernels_agree_with_hashing_every_key() -> None:
             assert np.array_equal(out[0][:got], np.flatnonzero(inside & member) + 10)
 
 
+def test_code_histograms_stay_exact_with_durations_out_of_the_fast_range() -> None:
+    """The coded passes sum a block's microseconds as doubles only when that is exact; a block
+    with a duration out of range (zero-long, negative, a year-long cut) is summed as integers,
+    so the histograms equal the general kernel's to the microsecond."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(3)
+    n, key = 7000, 0xC0DE
+    d = rng.uniform(0.5, 20.0, n) + 1e-7  # sub-microsecond parts: rounding matters
+    d[2500], d[2600], d[2700] = 0.0, -1.5, 3.2e7  # in block 1 only (blocks of 2048)
+    d[6999] = 4.5e6  # at the end: 4.5e12 us, past the doubles' exact range
+    none = np.empty(0, np.uint8)
+    for keep in (none, (rng.random(n) < 0.8).astype(np.uint8)):
+        want = quota_core.histogram(d, keep, none, 0, key, True, 0, 0, none, 56)[:2]
+        codes = np.empty(n, np.uint8)
+        got = quota_core.key_histogram(d, keep, key, codes)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+        # a crossing whose tail (the first half of the cycle before, by key) spans the blocks
+        prev_key, prev_codes = 0xFACE, np.empty(n, np.uint8)
+        quota_core.key_codes(prev_key, prev_codes)
+        half = (1 << 63, 0)
+        tail_rows = np.empty(n, np.int64)
+        m = quota_core.collect_rows(n, keep, none, 0, prev_key, True, 0, 0, prev_codes,
+                                    0, 0, *half, 0, tail_rows)  # fmt: skip
+        want_tail = quota_core.rows_histogram(d, tail_rows[:m], True, codes, 56,
+                                              np.zeros(n, np.uint8))  # fmt: skip
+        mask, rows = np.empty(n, np.uint8), np.empty(m, np.int64)
+        crossed = quota_core.cross_pass(d, keep, key, np.empty(n, np.uint8), none, 0, prev_key,
+                                        0, 0, prev_codes, 0, 0, *half, rows, mask)  # fmt: skip
+        assert np.array_equal(rows, tail_rows[:m])
+        for a, b in zip(crossed, (*want, *want_tail), strict=True):
+            assert np.array_equal(a, b)
+
+
 def test_cross_pass_is_the_passes_it_fuses() -> None:
     """The crossing pass finds the new cycle's codes and histogram, the tail's rows, flags and
     histogram as the separate kernels do."""
