@@ -1,6 +1,8 @@
 import numpy as np
 import numpy.typing as npt
 
+FEW_COPIES: int
+
 def pack(
     rows: npt.NDArray[np.int64],
     seg_offsets: npt.NDArray[np.int64],

@@ -16,7 +16,7 @@ counted. Rows are compacted in place (excluded rows removed).
 import numpy as np
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t, INT64_MAX
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from discoseq._core.types cimport (
@@ -186,6 +186,53 @@ cdef struct OpenCopies:
     int64_t cap
     int64_t indexed
     CopySet table
+    # a few flagged cuts (at most FEW_MAX): a filter of FEW_BITS bits (bit ``_few_bit(row)``
+    # set for each), which settles nearly every row with one test in L1, the copy bits read
+    # for the rest; NULL for many
+    uint64_t* few
+
+
+cdef enum:
+    FEW_SHIFT = 48  # the few filter: 2**16 bits (8 KB)
+    FEW_WORDS = 1024
+    FEW_MAX = 2048  # flagged cuts the filter takes: at most 1 in 32 of its bits set
+
+
+FEW_COPIES = FEW_MAX  # flagged cuts up to which :func:`pack` filters the rows (few copies)
+
+
+cdef inline uint64_t _few_bit(int64_t row) noexcept nogil:
+    """The few filter's bit of ``row`` (the top 16 bits of a multiplicative hash)."""
+    return (<uint64_t>row * 0xD6E8FEB86659FD93ULL) >> FEW_SHIFT
+
+
+cdef uint64_t* _few_filter(const uint8_t* copies, int64_t id_lo, int64_t num_ids) noexcept nogil:
+    """The few filter of the flagged ids, or NULL when more than FEW_MAX are flagged (or no
+    memory): then every row reads its copy bit. Stops at the (FEW_MAX + 1)-th."""
+    cdef uint64_t* f = <uint64_t*>calloc(FEW_WORDS, sizeof(uint64_t))
+    cdef int64_t k, nbytes = (num_ids + 7) >> 3, found = 0, word, j
+    cdef uint64_t w, h
+    cdef uint8_t b
+    if f == NULL:
+        return NULL
+    k = 0
+    while k < nbytes:
+        if k + 8 <= nbytes:  # eight bytes of no flag at once
+            memcpy(&w, copies + k, 8)
+            if w == 0:
+                k += 8
+                continue
+        b = copies[k]
+        for j in range(8):
+            if (b >> j) & 1 and (k << 3) + j < num_ids:
+                found += 1
+                if found > FEW_MAX:
+                    free(f)
+                    return NULL
+                h = _few_bit(id_lo + (k << 3) + j)
+                f[h >> 6] |= (<uint64_t>1) << (h & 63)
+        k += 1
+    return f
 
 
 cdef inline uint64_t _sig_bit(int64_t row) noexcept nogil:
@@ -231,6 +278,7 @@ ctypedef fused Limits:
     DurationLimits
     TokenLimits
     CopyLimits
+    FewCopyLimits
     AnyLimits
 
 
@@ -245,6 +293,10 @@ cdef struct TokenLimits:  # and a token cap
 
 
 cdef struct CopyLimits:  # caps on duration and cuts, a mixture's copies (its common plan)
+    char tag
+
+
+cdef struct FewCopyLimits:  # caps on duration and cuts, a few copies (the few filter)
     char tag
 
 
@@ -283,7 +335,9 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
     # tokens, most and sum of quadratic token costs
     cdef int64_t bn, bmf, bsf, bmt, bst
     cdef double bm, bsm, bdsum, bmq, bsq
-    cdef bint use_frames, use_tokens, quad_tokens, use_copies
+    cdef bint use_frames, use_tokens, quad_tokens, use_copies, few = False
+    cdef const uint64_t* fewf = open_copies.few
+    cdef uint64_t fb
     if Limits is DurationLimits:
         use_frames = use_tokens = use_copies = False
     elif Limits is TokenLimits:
@@ -292,6 +346,9 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
     elif Limits is CopyLimits:
         use_frames = use_tokens = False
         use_copies = True
+    elif Limits is FewCopyLimits:
+        use_frames = use_tokens = False
+        use_copies = few = True
     else:
         use_frames = frames != NULL
         use_tokens = dt != NULL
@@ -324,7 +381,15 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
             row = rows[i]
             if row_outside(row, ncol):
                 return DS_ERR_ROW
-            if use_copies:
+            if use_copies and few:  # branches: nearly every row passes the filter's test
+                checked = maybe = False
+                fb = _few_bit(row)
+                if (fewf[fb >> 6] >> (fb & 63)) & 1:
+                    checked = _flagged(copies, id_lo, num_ids, row)
+                    if checked:
+                        h = _sig_bit(row)
+                        maybe = (sig[h >> 6] >> (h & 63)) & 1
+            elif use_copies:
                 checked = _flagged(copies, id_lo, num_ids, row)
                 h = _sig_bit(row)
                 maybe = checked & ((sig[h >> 6] >> (h & 63)) & 1)
@@ -376,8 +441,8 @@ cdef int64_t _pack(const Limits* kind, int64_t* rows, const int64_t* seg_off, in
                 if _push(out, w, <int32_t>s, c, d) < 0:
                     return DS_ERR_NOMEM
                 continue
-            if use_copies:  # among the open batch's flagged rows when flagged (no branch)
-                sig[h >> 6] |= (<uint64_t>checked) << (h & 63)
+            if use_copies and (checked or not few):  # among the open batch's flagged rows
+                sig[h >> 6] |= (<uint64_t>checked) << (h & 63)  # (many: when flagged, no branch)
                 orows[on] = row
                 on += checked
                 if on == ocap:
@@ -429,6 +494,11 @@ ctypedef int64_t (*copy_fn)(
     const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
     double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
     int64_t*) noexcept nogil
+ctypedef int64_t (*few_fn)(
+    const FewCopyLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
+    const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
+    double, bint, bint, const uint8_t*, int64_t, int64_t, OpenCopies*, BatchBuf*, int64_t*,
+    int64_t*) noexcept nogil
 ctypedef int64_t (*any_fn)(
     const AnyLimits*, int64_t*, const int64_t*, int64_t, const double*, int64_t,
     const int64_t*, const double*, const int64_t*, int64_t, const DurTok*, int64_t, double,
@@ -437,6 +507,7 @@ ctypedef int64_t (*any_fn)(
 cdef duration_fn pack_durations = _pack[DurationLimits]
 cdef token_fn pack_tokens = _pack[TokenLimits]
 cdef copy_fn pack_copies = _pack[CopyLimits]
+cdef few_fn pack_few_copies = _pack[FewCopyLimits]
 cdef any_fn pack_any = _pack[AnyLimits]
 
 
@@ -462,7 +533,11 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     whose cut is already in the open batch closes it first, so no batch holds a cut twice (the
     open batch's flagged rows are kept in a 512-bit filter and a list of their own, which most
     rows pass in one test without a branch: their size follows the most copies one batch
-    holds, not the number of ids). With ``max_tokens`` the kernel first
+    holds, not the number of ids). With at most ``FEW_COPIES`` flagged ids (a mixture whose
+    hours quotas take a few cuts twice) and no frame or token cap, a filter of 8 KB of them
+    settles nearly every row in one test, and only the rows it lets through read their bit
+    (the check's time per row halves: the bits of a 10M-cut plan's ids do not stay in cache).
+    With ``max_tokens`` the kernel first
     lays out each row's duration and token count side by side in ``layout`` (a caller's
     scratch of at least ``2 x len(duration)`` int64, overwritten, which it may keep for the
     next call instead of fresh memory; None: allocated for this call), so a shuffled row costs
@@ -528,6 +603,9 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         oc.rows = <int64_t*>malloc(oc.cap * sizeof(int64_t))
         if oc.rows == NULL:
             raise MemoryError("pack: out of memory")
+        if dt == NULL and fp == NULL:  # the common plan's loop: a few copies get a filter
+            with nogil:
+                oc.few = _few_filter(bp, id_lo, num_ids)
     seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
     cdef BatchBuf buf
@@ -541,6 +619,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     cdef DurationLimits durations_only
     cdef TokenLimits token_cap
     cdef CopyLimits copy_check
+    cdef FewCopyLimits few_copies
     cdef AnyLimits any_limits
     cdef int64_t n_over = 0
     cdef int64_t* rp = &rows[0] if rows.shape[0] > 0 else NULL
@@ -562,6 +641,12 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
                         &token_cap, rp, &seg_offsets[0], nseg, dp, ncol, NULL, &cap_duration[0],
                         &cap_cuts[0], INT64_MAX, dt, mt, tq, q, sum_mode, exclude_oversize, NULL,
                         0, 0, &oc, &buf, &sb[0], &n_over)
+                elif dt == NULL and fp == NULL and oc.few != NULL:  # and a few copies
+                    kept = pack_few_copies(
+                        &few_copies, rp, &seg_offsets[0], nseg, dp, ncol, NULL,
+                        &cap_duration[0], &cap_cuts[0], INT64_MAX, NULL, INT64_MAX, 0.0, q,
+                        sum_mode, exclude_oversize, bp, id_lo, num_ids, &oc, &buf, &sb[0],
+                        &n_over)
                 elif dt == NULL and fp == NULL:  # caps on duration and cuts, copies
                     kept = pack_copies(
                         &copy_check, rp, &seg_offsets[0], nseg, dp, ncol, NULL,
@@ -592,6 +677,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
             memcpy(&cv[0], buf.cost, buf.n * sizeof(double))
             memcpy(&dv[0], buf.dur, buf.n * sizeof(double))
     finally:
+        free(oc.few)
         free(oc.rows)
         free(oc.table.row)
         free(oc.table.gen)

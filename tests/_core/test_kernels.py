@@ -358,6 +358,33 @@ def test_pack_copies_over_segments_and_many_batches_match_reference(
     assert bseg.tolist() == eseg and bcost.tolist() == ecost
 
 
+@pytest.mark.parametrize("flagged", [packing.FEW_COPIES, packing.FEW_COPIES + 1])
+def test_pack_few_and_many_copies_match_reference(flagged: int) -> None:
+    """Up to ``FEW_COPIES`` flagged cuts, a filter settles most rows (and lets some unflagged
+    ones through to their bit); one more and every row reads its bit. Both pack as the
+    reference does, over many segments and batches."""
+    gen = np.random.default_rng(flagged)
+    ncol, lo = 60_000, 7
+    d = readonly(gen.choice([0.5, 2.0, 9.0], ncol))
+    ids = lo + gen.choice(ncol - lo, flagged, replace=False)
+    rows = np.concatenate([np.arange(ncol), ids, ids[: flagged // 3]]).astype(np.int64)
+    gen.shuffle(rows)
+    bits = np.zeros(ncol - lo, bool)
+    bits[ids - lo] = True
+    seg = np.linspace(0, rows.size, 9).astype(np.int64)
+    segments = [rows[seg[k] : seg[k + 1]].tolist() for k in range(seg.size - 1)]
+    kept, off = packing.pack(
+        rows, seg, d, EMPTY_I, np.full(8, 60.0), np.full(8, 40), None, None, False, False,
+        copies=readonly(np.packbits(bits, bitorder="little")), id_lo=lo, num_ids=ncol - lo,
+    )[:2]  # fmt: skip
+    batches = ref.pack(
+        segments, d, None, [60.0] * 8, [40] * 8, None, None, False, False, None, None,
+        np.arange(ncol),
+    )[0]  # fmt: skip
+    assert kept == rows.size
+    assert [rows[off[i] : off[i + 1]].tolist() for i in range(off.size - 1)] == batches
+
+
 def test_pack_copies_outside_the_ids_are_not_checked() -> None:
     """Only rows whose id lies in [0, num_ids) and is flagged are checked: a repeated row
     outside that span may share a batch (its source repeats nothing), one inside may not; too
