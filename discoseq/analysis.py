@@ -491,7 +491,7 @@ def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
             f"median {_fmt(bd['median'], '.1f')}  max {_fmt(bd['max'], '.1f')}",
         ),
         (
-            "repeats (tail padding)",
+            "tail padding (batches again)",
             f"{stats['repeats']['batches']} batches, "
             f"{stats['repeats']['cuts']:,} cuts, {_hours(stats['repeats']['duration'])}",
         ),
@@ -563,10 +563,11 @@ def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
             add(f"  ... {len(items) - max_buckets} more buckets in the JSON")
     if stats.get("sources"):
         add("")
-        add("sources (mixture; asked = the quota in its unit):")
+        add("sources (mixture; asked = the quota in its unit; copies = the cuts taken more than")
+        add("  once in the epoch, the JSON's repeats):")
         add(
             f"  {'source':>12}  {'asked':>12}  {'selected':>9}  {'planned':>9}  {'hours':>9}  "
-            f"{'cut share':>9}  {'h share':>7}  {'repeats':>8}  {'coverage':>8}"
+            f"{'cut share':>9}  {'h share':>7}  {'copies':>8}  {'coverage':>8}"
         )
         for s in stats["sources"]:
             asked = f"{s['asked']:,.0f} cuts" if s["unit"] == "cuts" else f"{s['asked']:,.2f} h"
@@ -653,7 +654,7 @@ def plot_analysis(stats: Mapping[str, Any], path: str | Path, *, dpi: int = 110)
         f"({_hours(t['duration'])}) in {t['num_batches']:,} batches, "
         f"{t['batches_per_rank']:,} per rank x {W} ranks ({limits})\n"
         f"padding efficiency {_fmt(eff)}   mean batch fill {_fmt(fill_mean)}   "
-        f"repeats {stats['repeats']['batches']}   drops {stats['drops']['batches']}   "
+        f"tail padding {stats['repeats']['batches']}   drops {stats['drops']['batches']}   "
         f"oversize {stats['oversize']['cuts']}   filtered {stats['filtered']['total']}",
         fontsize=11,
     )
@@ -813,7 +814,7 @@ def _plot_sources(ax: Any, sources: Sequence[Mapping[str, Any]], asked: str, got
            label="planned (hours share)")  # fmt: skip
     for i, s in enumerate(sources):
         ax.annotate(
-            f"{s['planned']:,} cuts, {s['planned_hours']:,.1f} h\nrepeats {s['repeats']:,}, "
+            f"{s['planned']:,} cuts, {s['planned_hours']:,.1f} h\ncopies {s['repeats']:,}, "
             f"coverage {_fmt(s['coverage'], '.2f')}",
             (x[i], 0),
             xytext=(0, -34),

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import orjson
 
-from discoseq._checks import MAX_WORLD_SIZE, U64_MAX, is_int, is_real
+from discoseq._checks import MAX_WORLD_SIZE, U64_MAX, close_name, is_int, is_real
 from discoseq.mixture import Mixture, MixtureSchedule
 from discoseq.strategy import SamplingStrategy
 
@@ -115,7 +115,8 @@ def _positive(name: str, value: object, *, integer: bool = False) -> None:
     ok = is_int(value) if integer else is_real(value)
     if not ok or not (math.isfinite(value) and value > 0):  # type: ignore[arg-type,operator]
         kind = "a positive integer" if integer else "a positive finite number"
-        raise ValueError(f"{name}={value!r} must be {kind}")
+        got = "" if ok or isinstance(value, bool) else f" (got {type(value).__name__})"
+        raise ValueError(f"{name}={value!r} must be {kind}{got}")
 
 
 @dataclass(frozen=True)
@@ -624,8 +625,8 @@ class SamplerConfig:
         changed = [n for n in _MIXTURE_FIELDS if getattr(self, n) != _DEFAULTS[n]]
         if changed:
             raise ValueError(
-                f"{', '.join(changed)} mix named sources: give the sampler a mapping of "
-                "name -> source"
+                f"{', '.join(changed)} only apply to a mixture: give the sampler a mapping of "
+                "name -> source (and mixture=...), or leave them out for one corpus"
             )
 
     def _check_buckets(self) -> None:
@@ -742,8 +743,11 @@ class SamplerConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
+            guesses = {u: close_name(str(u), known) for u in unknown}
+            hint = "; ".join(f"{u!r}: did you mean {g!r}?" for u, g in guesses.items() if g)
             raise ValueError(
-                f"unknown SamplerConfig field(s) {unknown}; known fields are {sorted(known)}"
+                f"unknown SamplerConfig field(s) {unknown}{' (' + hint + ')' if hint else ''}; "
+                f"known fields are {sorted(known)}"
             )
         return cls(**dict(data))
 

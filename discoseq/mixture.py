@@ -136,10 +136,12 @@ def _entry(name: object, spec: object, where: str) -> MixtureEntry:
 def _weight(w: object, here: str, zero: bool = False) -> float | None:
     if w is None:
         return None
-    low_ok = w >= 0 if zero else w > 0  # type: ignore[operator]
-    if not is_real(w) or not math.isfinite(w) or not low_ok:  # type: ignore[arg-type]
-        kind = "a finite number >= 0" if zero else "a positive finite number"
-        raise ValueError(f"{here}: weight={w!r} must be {kind}")
+    kind = "a finite number >= 0" if zero else "a positive finite number"
+    if not is_real(w):  # a string from a JSON file: named before it is compared
+        raise ValueError(f"{here}: weight={w!r} must be {kind} (got {type(w).__name__})")
+    if not math.isfinite(w) or not (w >= 0 if zero else w > 0):  # type: ignore[arg-type, operator]
+        out = "" if zero else " (to leave a source out: remove it, or give it {'choose': 0})"
+        raise ValueError(f"{here}: weight={w!r} must be {kind}{out}")
     return float(w)  # type: ignore[arg-type]
 
 
@@ -246,9 +248,15 @@ class MixtureSchedule:
         epochs = [p[0] for p in points]
         if len(set(epochs)) != len(epochs):
             raise ValueError(f"mixture_schedule: epochs {epochs} repeat")
-        names = {tuple(n for n, _ in p[1]) for p in points}
-        if len(names) != 1:
-            raise ValueError("mixture_schedule: every point must name the same entries")
+        first = [n for n, _ in points[0][1]]
+        for epoch, weights in points[1:]:
+            named = [n for n, _ in weights]
+            if named != first:
+                odd = sorted(set(named) ^ set(first))
+                raise ValueError(
+                    f"mixture_schedule: epoch {epoch} names {named}, epoch {points[0][0]} "
+                    f"names {first}: every point must name the same entries (differ: {odd})"
+                )
         return cls(tuple((e, tuple((n, float(w)) for n, w in ws)) for e, ws in points))  # type: ignore[arg-type]
 
     @property

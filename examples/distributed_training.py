@@ -16,7 +16,8 @@ on the duration, so the example needs no audio). ``world_size`` and ``rank`` are
 delivered per rank and the world size it was saved with) and every rank exits. The next launch
 finds the checkpoint and continues from exactly the next batch, on any number of ranks: with
 the same number, each rank resumes its own plan; with another, the cuts not yet delivered this
-epoch are planned again for the new ranks (elastic resume; the launch prints what it re-planned).
+epoch are dealt again to the new ranks (elastic resume: the epoch's batches are kept, those not
+delivered are dealt to the new world; the launch prints what it dealt).
 
 The checkpoint never traps a later run: a launch that finishes removes it; one that cannot use
 it (another corpus, or a changed ``--max-duration``) says so and exits with code 2; ``--fresh``
@@ -140,7 +141,7 @@ def main() -> None:
                 print(
                     f"elastic resume on {world} ranks: {d['cuts_delivered_before_resize']} cuts "
                     f"were delivered before the resize (history {d['history']}); the other "
-                    f"{d['cuts_planned']} are re-planned as {d['batches_per_rank']} batches per "
+                    f"{d['cuts_planned']} are dealt again as {d['batches_per_rank']} batches per "
                     f"rank ({d['padding_batches']} repeated to pad the last step)"
                 )
     if rank == 0:  # what the checker needs to rebuild this launch's plans

@@ -223,3 +223,22 @@ def test_analyze_config_json_with_huge_sort_pool_is_a_usage_error(tmp_path) -> N
     write_manifest(manifest, 20, seed=1)
     result = run("analyze", manifest, "--config", cfg, "-q")
     assert result.exit_code == 3 and "sort_pool" in result.output
+
+
+def test_mistyped_fields_and_values_are_named() -> None:
+    """A first hour's slips: a misspelt field gets a "did you mean", a number given as a string
+    says it is a string, and a mixture weight given as a string is named with its entry."""
+    with pytest.raises(ValueError, match="'max_duraton': did you mean 'max_duration'"):
+        SamplerConfig.from_dict({"max_duraton": 600})
+    with pytest.raises(ValueError, match=r"max_duration='200' must be .* \(got str\)"):
+        SamplerConfig(max_duration="200")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mixture\['a'\]: weight='0.5' .* \(got str\)"):
+        SamplerConfig(max_duration=600, mixture={"a": {"weight": "0.5"}, "b": {"weight": 1}})
+    with pytest.raises(ValueError, match=r"to leave a source out: remove it, or give it"):
+        SamplerConfig(max_duration=600, mixture={"a": {"weight": 0}, "b": {"weight": 1}})
+    with pytest.raises(ValueError, match=r"epoch 5 names \['a', 'c'\].*differ: \['b', 'c'\]"):
+        SamplerConfig(
+            max_duration=600,
+            mixture={"a": {"weight": 1}, "b": {"weight": 1}},
+            mixture_schedule=[[0, {"a": 1, "b": 1}], [5, {"a": 1, "c": 1}]],
+        )

@@ -304,7 +304,7 @@ def test_per_source_batches_and_even_interleave(sources) -> None:
 
 
 def test_mix_batches_needs_named_sources(sources) -> None:
-    with pytest.raises(ValueError, match="mix_batches mix named sources"):
+    with pytest.raises(ValueError, match="mix_batches only apply to a mixture"):
         DiscoSeqSampler(sources["a"], SamplerConfig(**BASE, mix_batches="per_source"))
     with pytest.raises(ValueError, match="mix_batches='x'"):
         SamplerConfig(**BASE, mix_batches="x")

@@ -304,6 +304,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         fail(f"no config file at {path}")
+    except IsADirectoryError:
+        fail(f"{path}: a directory, not a config file (the config is a SamplerConfig JSON file)")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         fail(f"{path}: not a JSON document ({e})")
     if not isinstance(data, dict):

@@ -69,7 +69,8 @@ PLACED = (*SCANNED, "source_id", "source_line", "record_length")
 MAX_REPORTED_ERRORS = 20
 #: Added to a bad record's error when bad records raise (not to a line of another manifest).
 SKIP_HINT = (
-    " (to skip bad records and count them in the header instead: --on-error skip, on_error='skip')"
+    " (to skip bad records and count them in the header instead, build the index with them "
+    "skipped: discoseq-index build ... --on-error skip, build_index(..., on_error='skip'))"
 )
 
 

@@ -631,7 +631,10 @@ def checked_rows(rows: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
     """``rows`` as int64, each a row of an index of ``n`` rows (IndexError otherwise)."""
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size and (rows.min() < 0 or rows.max() >= n):
-        raise IndexError(f"rows out of range for an index of {n} rows")
+        bad = int(np.flatnonzero((rows < 0) | (rows >= n))[0])
+        raise IndexError(
+            f"rows[{bad}]={int(rows[bad])} is out of range for an index of {n} rows (0..{n - 1})"
+        )
     return rows
 
 

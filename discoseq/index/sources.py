@@ -108,6 +108,12 @@ def file_source(path: Path, store_records: bool) -> Source:
     if not path.exists():
         raise ManifestError("no such file", str(path))
     if not path.is_file():
+        if (path / "header.json").is_file():
+            raise ManifestError(
+                "a discoseq index, not a manifest: build reads Lhotse cut manifests (an index "
+                "is used as it is: give its path to the sampler, analyze or benchmark)",
+                str(path),
+            )
         raise ManifestError("not a regular file", str(path))
     fmt = manifest_format(path)
     st = path.stat()

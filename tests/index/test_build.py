@@ -321,7 +321,7 @@ def test_malformed_line_names_file_and_line(tmp_path, mono, scanner):
     path = write_lines(tmp_path / "bad.jsonl.gz", lines)
     with pytest.raises(ManifestError, match=r"bad\.jsonl\.gz:4: malformed JSON at column 35") as e:
         build_index(path, tmp_path / "idx")
-    assert str(e.value).endswith("--on-error skip, on_error='skip')")
+    assert str(e.value).endswith("--on-error skip, build_index(..., on_error='skip'))")
 
 
 @pytest.mark.parametrize(
@@ -807,3 +807,11 @@ def test_plain_file_chunks_are_the_files_lines(tmp_path, monkeypatch, chunk_byte
         offset += len(c.data)
     assert all(bytes(c.data).endswith(b"\n") for c in chunks[:-1])
     assert source.fingerprint == sources.fingerprint_file(path)
+
+
+def test_an_index_given_as_a_manifest_is_named(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Building from an index (a natural slip: ``build corpus.idx -o c2.idx``) says it is an
+    index and how one is used, not just that it is no regular file."""
+    index = build_index(fixtures_dir / "libri_cuts.json", tmp_path / "a.idx")
+    with pytest.raises(ManifestError, match="a discoseq index, not a manifest"):
+        build_index(index.path, tmp_path / "b.idx")
