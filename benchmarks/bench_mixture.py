@@ -13,7 +13,9 @@
    Also the selection stage alone (quotas and the rows they take), warm and cold (a fresh
    process). Twice: (a) over in-memory columns, (b) through index files, as the sampler plans
    them (the N cuts written as minimal manifests and indexed, as one index and as three, in a
-   temporary directory removed at the end: about 3 GB at N = 10M).
+   temporary directory removed at the end: about 3 GB at N = 10M); (c) as (b) with natural
+   weights (each source's share of the hours), the common case of a mixture taken once an
+   epoch, where hours quotas repeat only a few cuts.
 2. Delivered hours shares vs the asked weights after 1, 10 and 100 batches and after one epoch:
    discoseq (pooled and per_source) vs Lhotse's ``CutSet.mux`` and ``CutSet.infinite_mux`` with the
    same weights under ``DynamicBucketingSampler`` (same max_duration, 30 buckets), over the same
@@ -165,6 +167,13 @@ def plan_time(n: int, repeat: int) -> None:
             "indexes of the sources: a named MultiIndex, each source named by its index's "
             "fingerprint)",
             one.columns, mixed.columns, layout, base, mix, repeat, W,
+        )  # fmt: skip
+        natural = {k: float(x.sum()) for k, x in zip(SHARES, per_source, strict=True)}
+        compare(
+            "c. as b, with natural weights (each source's share of the hours: every source "
+            "taken about once an epoch, the few cuts twice that whole-cut hours quotas make)",
+            one.columns, mixed.columns, layout, base,
+            mix.replace(mixture={k: {"weight": w} for k, w in natural.items()}), repeat, W,
         )  # fmt: skip
         del one, mixed
     finally:
