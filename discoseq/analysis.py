@@ -432,18 +432,32 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
 
 
+def _options(cfg: Mapping[str, Any]) -> str:
+    """The options of a plan's config that differ from the defaults (the limits first), short:
+    what the report's first line says the plan was made with."""
+    from discoseq.config import _DEFAULTS
+
+    first = ("max_duration", "max_cuts", "max_frames", "max_tokens")
+    skip = {"strategy", "world_size", "rank", "num_workers", "prefetch_factor", "drop_last"}
+    keys = [k for k in first if k in cfg] + [k for k in cfg if k not in first]
+    out = []
+    for k in keys:
+        v = cfg[k]
+        if k in skip or k not in _DEFAULTS or v == _DEFAULTS[k] or v is None:
+            continue
+        text = repr(v) if isinstance(v, str) else str(v)
+        out.append(f"{k}={text if len(text) <= 40 else text[:37] + '...'}")
+    return ", ".join(out) if out else "defaults"
+
+
 def format_table(stats: Mapping[str, Any], max_buckets: int = 40) -> str:
     """A readable plain-text report of :func:`analyze_plan`'s dict."""
     t, cfg = stats["totals"], stats["config"]
     W = stats["world_size"]
     lines: list[str] = []
     add = lines.append
-    limits = ", ".join(
-        f"{k}={cfg[k]}"
-        for k in ("max_duration", "max_cuts", "max_frames", "quadratic_duration")
-        if cfg.get(k) is not None
-    )
-    add(f"plan of epoch {stats['epoch']}: strategy={cfg['strategy']}, {limits}, world_size={W}")
+    options = _options(cfg)
+    add(f"plan of epoch {stats['epoch']}: strategy={cfg['strategy']}, {options}, world_size={W}")
     rows = [
         ("cuts in / planned", f"{t['cuts_in']:,} / {t['cuts_planned']:,}"),
         ("duration planned", _hours(t["duration"])),

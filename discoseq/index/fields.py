@@ -528,6 +528,11 @@ def describe_non_cut(rec: Mapping[str, Any]) -> str | None:
         what = "a Lhotse features manifest (FeatureSet)"
     elif ("recording_id" in rec and "start" in rec) or kind == "SupervisionSegment":
         what = "a Lhotse supervision manifest (SupervisionSet)"
+    elif "max_duration" in rec and "strategy" in rec:
+        return (
+            "this looks like a discoseq SamplerConfig (a config file), not a cut manifest: give it "
+            "as --config CONFIG to analyze or benchmark (SamplerConfig.from_json reads its text)"
+        )
     else:
         return None
     return f"this looks like {what}, not a cut manifest{_MAKE_CUTS}"

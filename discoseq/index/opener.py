@@ -191,6 +191,16 @@ def _shar_index(
         return OpenedIndex(build_index(directory, target, progress=progress))
 
 
+def _temporary_name(source: Any) -> str:
+    """The temporary index's folder name: its input's file name (``cuts.jsonl.gz.idx``), or
+    ``cutset.idx`` for a CutSet."""
+    if isinstance(source, (str, os.PathLike)):
+        name = Path(source).name
+        if name and not name.startswith(".") and "/" not in name:
+            return f"{name}.idx"
+    return "cutset.idx"
+
+
 def _temporary_index(source: Any, progress: bool) -> OpenedIndex:
     # Private on purpose (mkdtemp: mode 0o700), unlike a built or cached index, which gets the
     # umask's permissions: this one is this process's scratch copy in the shared system temp
@@ -200,7 +210,8 @@ def _temporary_index(source: Any, progress: bool) -> OpenedIndex:
     tmp = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX)
     try:
         claim(Path(tmp))
-        index = build_index(source, Path(tmp) / "index", progress=progress)
+        # named after the input, so the progress bar says what is being indexed
+        index = build_index(source, Path(tmp) / _temporary_name(source), progress=progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -815,3 +815,14 @@ def test_an_index_given_as_a_manifest_is_named(tmp_path: Path, fixtures_dir: Pat
     index = build_index(fixtures_dir / "libri_cuts.json", tmp_path / "a.idx")
     with pytest.raises(ManifestError, match="a discoseq index, not a manifest"):
         build_index(index.path, tmp_path / "b.idx")
+
+
+def test_a_config_given_as_a_manifest_is_named(tmp_path: Path) -> None:
+    """A SamplerConfig JSON given where a manifest goes (``analyze config.json``) is named as a
+    config, with where it belongs."""
+    from discoseq import SamplerConfig
+
+    path = tmp_path / "config.json"
+    path.write_text(SamplerConfig(max_duration=600).to_json())
+    with pytest.raises(ManifestError, match=r"looks like a discoseq SamplerConfig.*--config"):
+        build_index(path, tmp_path / "x.idx")
