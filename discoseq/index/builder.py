@@ -1185,6 +1185,9 @@ def build_index(
         columns = writer.finish(sources)
         shar_entry = None
         if shar is not None:  # the byte ranges of every cut's members in the field files
+            if bar is not None:  # the cuts are done: one bar at a time (no cursor moves in a log)
+                bar.close()
+                bar = None
             shar_columns, shar_entry = index_fields(shar, tmp, sources, writer.skipped, progress)
             columns.update(shar_columns)
         header = {
