@@ -211,13 +211,35 @@ def estimate_edges(
             raise ValueError("sizes are counted only when the edges are estimated")
         return np.asarray(config.bucket_edges, dtype=np.float64)
     col = selection.column
-    # the duration column's bounds (known from selection) bracket every key: one pass less
-    lo, hi = selection.duration_bounds if config.bucket_method == "duration" else (1.0, 0.0)
+    lo, hi = _key_bounds(selection, config)
     return bucketing.estimate_edges(
         selection.rows, bucketing.KEY_KINDS[config.bucket_method], col("duration"),
         col("num_frames"), col("num_features"), col("num_tokens"), config.duration_buckets,
         lo, hi, sizes,
     )  # fmt: skip
+
+
+def _key_bounds(selection: Selection, config: SamplerConfig) -> tuple[float, float]:
+    """Bounds that bracket every bucketing key, so the edges' estimate skips its own pass for
+    them (``(1.0, 0.0)``: unknown). Durations: the column's, known from the selection. Frames
+    (and frames x features): the columns' least and greatest values, two vector reductions
+    where the kernel's pass converts each key to a double (36 ms at 10M rows, against 5 ms),
+    when no value is negative (a -1, missing, in a row left out would not bracket as bits)."""
+    if config.bucket_method == "duration":
+        return selection.duration_bounds
+    frames = selection.column("num_frames")
+    if frames.shape[0] == 0:
+        return 1.0, 0.0
+    lo_f, hi_f = int(frames.min()), int(frames.max())
+    if config.bucket_method == "num_frames":
+        return (float(lo_f), float(hi_f)) if lo_f >= 0 else (1.0, 0.0)
+    features = selection.column("num_features")
+    lo_n, hi_n = int(features.min()), int(features.max())
+    if min(lo_f, lo_n) < 0 or hi_f * hi_n >= 1 << 63:  # (the kernel's key is an int64 product)
+        return 1.0, 0.0
+    # integer products, then doubles: rounding to a double keeps their order, so these
+    # bracket every row's key (its product, rounded)
+    return float(lo_f * lo_n), float(hi_f * hi_n)
 
 
 def _token_histogram_bound(selection: Selection, config: SamplerConfig) -> int | None:

@@ -79,7 +79,16 @@ def test_missing_values_in_needed_columns() -> None:
         plan_epoch(c, SamplerConfig(max_duration=50.0, bucket_method="num_frames"), 0, 1)
     mask = np.ones(10, dtype=bool)
     mask[[1, 4]] = False  # filtered rows may be missing
-    plan_epoch(c, SamplerConfig(max_duration=50.0, bucket_method="num_frames"), 0, 1, mask=mask)
+    for method in ("num_frames", "num_features"):
+        cfg = SamplerConfig(max_duration=50.0, bucket_method=method, num_buckets=3)
+        got = plan_epoch(c, cfg, 0, 1, mask=mask)
+        # the same plan as with valid values there (their -1 only keeps the edges' estimate
+        # from taking the column's bounds)
+        valid = {k: v.copy() for k, v in c.items()}
+        valid["num_frames"][[1, 4]] = 500
+        want = plan_epoch(valid, cfg, 0, 1, mask=mask)
+        assert np.array_equal(got.bucket_edges, want.bucket_edges)
+        assert np.array_equal(got.rows, want.rows)
     plan_epoch(c, SamplerConfig(max_duration=50.0), 0, 1)  # num_frames not needed
     c["num_tokens"][0] = -1
     with pytest.raises(ValueError, match="'num_tokens' is -1 \\(missing\\) in 1 rows"):
