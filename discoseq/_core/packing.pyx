@@ -586,7 +586,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
     if copies is not None:
         if num_ids < 0:
             raise ValueError(f"num_ids={num_ids} must be >= 0")
-        if copies.shape[0] < (num_ids + 7) // 8:
+        if num_ids > <int64_t>copies.shape[0] * 8:  # (num_ids + 7) // 8 would overflow
             raise ValueError(f"copies needs one bit per copy id ({num_ids})")
         if num_ids > 0:
             bp = &copies[0]
@@ -598,6 +598,7 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
                 f"pack: layout needs {2 * ncol} int64 (2 per row of duration) with max_tokens"
             )
         dt = <DurTok*>&layout[0]
+    seg_batch = np.empty(nseg + 1, dtype=np.int64)  # (before any malloc: nothing leaks)
     if bp != NULL:
         oc.cap = 64
         oc.rows = <int64_t*>malloc(oc.cap * sizeof(int64_t))
@@ -606,7 +607,6 @@ def pack(int64_t[::1] rows not None, const int64_t[::1] seg_offsets not None,
         if dt == NULL and fp == NULL:  # the common plan's loop: a few copies get a filter
             with nogil:
                 oc.few = _few_filter(bp, id_lo, num_ids)
-    seg_batch = np.empty(nseg + 1, dtype=np.int64)
     cdef int64_t[::1] sb = seg_batch
     cdef BatchBuf buf
     buf.n = 0

@@ -752,7 +752,9 @@ def cross_pass(const double[::1] duration not None, const uint8_t[::1] keep not 
                 codes[blk + t] = _code(key, blk + t)
             exact = _add_block(&cyc, &codes[blk], &duration[blk], k + blk if k != NULL else NULL,
                                bn, du)
-            if j <= cap:  # the block's tail cuts (all kept), under the cycle's key
+            # the block's tail cuts, under the cycle's key: all kept (_block_hits and _has test
+            # keep), so du (0 for a cut not kept) holds each one's microseconds
+            if j <= cap:
                 if exact:
                     memset(tail_us, 0, sizeof(tail_us))
                     for t in range(j - j0):

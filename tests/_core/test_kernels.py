@@ -400,6 +400,8 @@ def test_pack_copies_outside_the_ids_are_not_checked() -> None:
         packing.pack(rows.copy(), *args, copies=copies, id_lo=10, num_ids=9)
     with pytest.raises(ValueError, match="num_ids=-1"):
         packing.pack(rows.copy(), *args, copies=copies, id_lo=10, num_ids=-1)
+    with pytest.raises(ValueError, match="copies needs one bit per copy id"):  # no overflow
+        packing.pack(rows.copy(), *args, copies=copies, id_lo=10, num_ids=2**63 - 1)
 
 
 def test_pack_quadratic_tokens_validation() -> None:
