@@ -488,7 +488,9 @@ def reference_select(
     temperature: float = 1.0,
 ) -> dict[str, list[tuple[int, int]]]:
     """The (row, round) pairs each source of a flat mixture puts in ``epoch``, the slow way:
-    every stream position spelled out, every boundary found by scanning."""
+    every stream position spelled out, every boundary found by scanning. A quota of ``k``
+    times the source and a rest takes every cut ``k`` times (whole passes, rounds ``0 ..
+    k - 1``) and the rest from the source's stream, which only the rests move along."""
     import zlib
 
     streams = {}
@@ -556,10 +558,12 @@ def reference_select(
     q = quotas()
     result = {}
     for name in names:
-        unit, amount = q[name]
+        unit, asked = q[name]
         rows, us = streams[name]
         n = len(rows)
         span = n if unit == "cuts" else sum(us.values())
+        # whole passes over the source, then the rest from its stream of cycles
+        passes, amount = divmod(asked, span)
         cycles: list[list[int]] = []
         ends: list[int] = []  # per cycle: the axis end of the epoch crossing into it (or -1)
 
@@ -604,7 +608,7 @@ def reference_select(
                 else:
                     b = cb * n + nearest([us[row] for row in cycles[cb]], r)
             if e == epoch:
-                taken = [cycles[p // n][p % n] for p in range(a, b)]
+                taken = list(rows) * passes + [cycles[p // n][p % n] for p in range(a, b)]
             a = b
         seen: dict[int, int] = {}
         pairs = []

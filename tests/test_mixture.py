@@ -619,6 +619,49 @@ def test_upsampled_sources_still_cycle_and_never_share_a_batch(sources) -> None:
             assert len(set(rows.tolist())) == rows.shape[0]
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mixture": {"s0": {"repeat": 2.3}, "s1": {"repeat": 1.02}, "s2": {"choose": 5}}},
+        # hours: s1 asked a little over its hours, s0 over twice its own; a schedule moves them
+        {
+            "mixture": {"s0": {"weight": 5}, "s1": {"weight": 2.05}, "s2": {"weight": 1}},
+            "epoch_hours": 0.75,
+        },
+        {
+            "mixture": {"s0": {"weight": 1}, "s1": {"weight": 1}, "s2": {"weight": 1}},
+            "mixture_schedule": [
+                [0, {"s0": 6, "s1": 2, "s2": 1}],
+                [7, {"s0": 2, "s1": 6, "s2": 1}],
+            ],
+            "epoch_hours": 0.8,
+        },
+    ],
+)
+def test_an_upsampled_source_takes_every_cut_in_each_epoch(kw: dict) -> None:
+    """A quota of ``k`` whole sources and a rest takes every cut ``k`` times and the rest's
+    cuts once more, in each epoch alone (each cut ``floor`` or ``ceil`` of the epoch's fair
+    count: no cut of a small source missing while another is taken twice), and its rests
+    still tile the source's stream, so over the epochs too each cut is taken ``floor`` or
+    ``ceil`` of its fair count."""
+    sizes = [20, 30, 40]
+    total = collections.Counter()
+    asked = collections.defaultdict(float)
+    for e, offsets, rows, _, stats in _selections(sizes, 12, seed=3, **kw):
+        got = collections.Counter(rows.tolist())
+        total.update(got)
+        for s, n in enumerate(sizes):
+            counts = np.array([got[r] for r in range(offsets[s], offsets[s + 1])])
+            k = stats[s].selected // n
+            assert counts.min() >= k and counts.max() <= k + 1, (e, s, counts)
+            assert stats[s].repeats == stats[s].selected - np.count_nonzero(counts), (e, s)
+            asked[s] += stats[s].selected / n
+    for s in range(len(sizes)):
+        seen = np.array([total[r] for r in range(offsets[s], offsets[s + 1])])
+        fair = asked[s]
+        assert seen.min() >= np.floor(fair - 1e-9) and seen.max() <= np.ceil(fair + 1e-9), s
+
+
 def test_an_hours_quota_up_to_half_a_cut_below_the_source_never_repeats() -> None:
     """The hours form of the guarantee: a quota of at most the source's hours less half its
     longest cut (here right at that bound) takes no cut twice in an epoch."""
@@ -697,8 +740,10 @@ def test_kept_streams_follow_the_durations_and_hold_no_column() -> None:
 
 
 def test_unique_refuses_an_hours_quota_that_would_repeat() -> None:
-    """Just above the hours bound an epoch may cross into the next cycle with a repeat while
-    taking no more cuts than the source: ``unique`` refuses it, naming the epoch."""
+    """Just above the hours bound (half a cut below the source's hours) an epoch may cross
+    into the next cycle with a repeat while taking no more cuts than the source: ``unique``
+    refuses it, naming the epoch. (From the source's hours on, an epoch takes every cut once
+    and the rest again: more cuts than the source, refused before any is taken.)"""
     from discoseq.plan.quota import select_epoch
 
     sizes, offsets = [40, 60], np.array([0, 40, 100])
@@ -707,8 +752,8 @@ def test_unique_refuses_an_hours_quota_that_would_repeat() -> None:
     other = int(np.rint(duration[40:] * 1e6).astype(np.int64).sum()) // 3
     lay = SourceLayout(("s0", "s1"), offsets)
     refused = 0
-    for extra in range(0, 40):  # quotas from the source's hours up to a fraction of a cut more
-        amount = total + extra * 50_000
+    for extra in range(0, 40):  # quotas from a fraction of a cut below the source's hours
+        amount = total - extra * 50_000
         mix = {"s0": {"weight": amount}, "s1": {"weight": other}}
         hours = (amount + other) / 3.6e9
         plain = SamplerConfig(max_cuts=4, seed=9, mixture=mix, epoch_hours=hours)

@@ -870,6 +870,31 @@ def column_totals(const double[::1] duration not None, const uint8_t[::1] keep n
     return count, total, longest, lo, hi, bad
 
 
+def kept_rows(const uint8_t[::1] keep not None, Py_ssize_t n, int64_t base,
+              int64_t[::1] out not None) -> None:
+    """``base + i`` of every kept cut ``i`` of a source of ``n`` cuts (``keep`` one flag per
+    cut, or empty: every cut), in index order, into ``out`` (exactly one slot per kept cut):
+    a whole pass over the source, written in one loop without a temporary array."""
+    if keep.shape[0] not in (0, n):
+        raise ValueError(f"keep needs one flag per cut ({n}), got {keep.shape[0]}")
+    cdef const uint8_t* k = &keep[0] if keep.shape[0] else NULL
+    cdef Py_ssize_t i, j = 0, cap = out.shape[0]
+    if k == NULL and cap != n:
+        raise ValueError(f"out has {cap} slots for the {n} kept cuts")
+    with nogil:
+        if k == NULL:
+            for i in range(n):
+                out[i] = base + i
+            j = n
+        else:
+            for i in range(n):  # every cut written at the next slot, which a kept one keeps
+                if j < cap:
+                    out[j] = base + i
+                j += k[i] != 0
+    if j != cap:
+        raise ValueError(f"out has {cap} slots for the {j} kept cuts")
+
+
 def count_rounds(const int64_t[::1] run not None, int32_t[::1] seen not None,
                  int32_t[::1] rounds not None):
     """For each cut of ``run`` (offsets, each once): its round, how often the runs before took

@@ -3,15 +3,17 @@
 Each source ``s`` (its cuts that pass the filters: ``n`` cuts, ``D`` microseconds) is an endless
 *stream*: cycle ``c`` holds every cut once, ordered by a key per cut derived from
 ``(seed, c, source)`` (index order without shuffling; :mod:`discoseq._core.quota`), cycles one
-after another. Epoch ``e`` takes a contiguous run of the stream, starting where epoch ``e - 1``
-stopped, so a source is drawn without replacement across epochs: an upsampled source goes
-through fresh orders ("exhaust, then reshuffle"), a downsampled one continues where it
-stopped, and after any number of epochs every cut has been taken ``floor`` or ``ceil`` of its
-fair count. The run's length is the source's quota (:mod:`discoseq.mixture`): a count of cuts,
-or an hours target whose ends are the cut boundaries nearest to the cumulative targets (so the
-hours are within one cut of the target, and epochs tile the stream).
+after another. The source's quota in epoch ``e`` (:mod:`discoseq.mixture`: a count of cuts, or
+an hours target) is ``k`` whole passes over the source and a rest below one: the passes take
+every cut ``k`` times, and the rest is a contiguous run of the stream, starting where the rest
+of epoch ``e - 1`` stopped. So a source is drawn without replacement across epochs: an
+upsampled source goes through fresh orders ("exhaust, then reshuffle"), a downsampled one
+continues where it stopped; after any number of epochs every cut has been taken ``floor`` or
+``ceil`` of its fair count, and within one epoch ``k`` or ``k + 1`` times. An hours rest's ends
+are the cut boundaries nearest to the cumulative targets (so the hours are within one cut of
+the target, and epochs tile the stream).
 
-No cut twice in an epoch whose quota fits the source (at most ``n`` cuts): when such an epoch
+No cut twice in an epoch whose rest fits the source (at most ``n`` cuts): when such an epoch
 takes the tail of cycle ``c - 1`` and the head of cycle ``c``, cycle ``c`` starts with the cuts
 *not* in that tail (by key), the tail's cuts following right after the head (a cycle is still
 every cut once, so the floor/ceil counts hold). When consecutive epochs each cross into the
@@ -263,22 +265,34 @@ class _Quotas:
             for name, (unit, a) in self.amounts(np.array([epoch], dtype=np.uint64)).items()
         }
 
+    def span(self, name: str, unit: str) -> int:
+        """One pass over the source on its stream axis: its cuts, or its microseconds."""
+        return self.sizes[name] if unit == "cuts" else self.us[name]
+
+    def rest(self, name: str, q: _Quota) -> int:
+        """What an epoch's quota takes from the source's stream: the quota less its whole
+        passes over the source (those take every cut, and move no stream)."""
+        span = self.span(name, q.unit)
+        return q.amount % span if span else q.amount
+
     def stream_starts(self, epoch: int) -> dict[str, int]:
         """Per source, the cuts (or microseconds) of its stream taken by the epochs before
-        ``epoch``: a sum over them, constant per epoch after the schedule's last point."""
+        ``epoch`` (the rests of their quotas): a sum over them, constant per epoch after the
+        schedule's last point."""
         if self.schedule is None:
-            return {name: epoch * q.amount for name, q in self.of_epoch(0).items()}
+            return {name: epoch * self.rest(name, q) for name, q in self.of_epoch(0).items()}
         last = self.schedule.points[-1][0]
         head = min(epoch, last + 1)
         starts = dict.fromkeys(self.sizes, 0)
         chunk = 1 << 16
         for lo in range(0, head, chunk):
             epochs = np.arange(lo, min(head, lo + chunk), dtype=np.uint64)
-            for name, (_, a) in self.amounts(epochs).items():
-                starts[name] += int(a.sum())
+            for name, (unit, a) in self.amounts(epochs).items():
+                span = self.span(name, unit)
+                starts[name] += int((a % span if span else a).sum())
         if epoch > last + 1:
             for name, q in self.of_epoch(last + 1).items():
-                starts[name] += (epoch - last - 1) * q.amount
+                starts[name] += (epoch - last - 1) * self.rest(name, q)
         return starts
 
     def start(self, name: str, epoch: int) -> int:
@@ -292,7 +306,7 @@ class _Quotas:
         """The last epoch that starts before axis point ``x > 0`` of ``name``'s stream (the
         first epoch past every schedule point when no epoch reaches ``x``)."""
         if self.schedule is None:
-            step = self.of_epoch(0)[name].amount
+            step = self.rest(name, self.of_epoch(0)[name])
             return (x - 1) // step if step else 0
         lo, hi = 0, 1
         while self.start(name, hi) < x:
@@ -713,6 +727,32 @@ class _Source:
         c, k = divmod(p, self.n)
         return c * self.total_us + (self.cycle(c).prefix_us(k) if k else 0)
 
+    def write_passes(self, out: np.ndarray, passes: int) -> None:
+        """Every kept cut of the source as index rows, in index order, ``passes`` times one
+        after another into ``out`` (the first written, the others copied from it)."""
+        if passes == 0:
+            return
+        n = self.n
+        quota_core.kept_rows(self.keep, self.n_all, self.base, out[:n])
+        for k in range(1, passes):
+            out[k * n : (k + 1) * n] = out[:n]
+
+    def flag_again(self, rows: np.ndarray | None, again: np.ndarray) -> None:
+        """Set the bit in ``again`` of the index ``rows`` (None: of every kept cut), by whole
+        bytes: the source's flags shifted to its first row's bit, then packed (a scattered
+        bit-or per row costs ten times more)."""
+        pad = self.base & 7
+        flags = np.zeros(pad + self.n_all, dtype=bool)
+        if rows is not None:
+            flags[rows - (self.base - pad)] = True
+        elif self.keep.shape[0]:
+            flags[pad:] = self.keep.view(bool)
+        else:
+            flags[pad:] = True
+        packed = np.packbits(flags, bitorder="little")
+        first = self.base >> 3
+        again[first : first + packed.shape[0]] |= packed
+
     def take(self, a: int, b: int, out: np.ndarray, again: np.ndarray) -> list[int]:
         """Write the cuts at stream positions ``[a, b)`` to ``out`` (``b - a`` slots) as index
         rows (``base`` + offset), round by round (round ``r``: the cuts the run takes for the
@@ -903,30 +943,42 @@ def _select_epoch(
     this_epoch = quotas.of_epoch(epoch)
     signature = (mixture, config.schedule, config.epoch_cuts, config.epoch_hours,
                  config.temperature, tuple(sizes.items()), tuple(totals.items()))  # fmt: skip
-    spans_taken = []  # per source: its stream, quota and stream positions [a, b)
+    # per source: its stream, quota, whole passes over the source and stream positions [a, b)
+    spans_taken = []
     for name in layout.names:
         q, leaf = this_epoch[name], by_name[name]
         stream = streams[name]
         stream.set_quota(quotas, q.unit, signature)
+        passes = q.amount // stream.span
+        rest = quotas.rest(name, q)
         x = quotas.start(name, epoch)
-        a, b = (stream.position(x), stream.position(x + q.amount)) if q.amount else (0, 0)
-        if leaf.unique and b - a > stream.n:
+        a, b = (stream.position(x), stream.position(x + rest)) if rest else (0, 0)
+        needs = passes * stream.n + b - a
+        if leaf.unique and needs > stream.n:
             asked = q.amount if q.unit == "cuts" else f"{q.amount / US_PER_HOUR:.3f} h"
             raise ValueError(
-                f"mixture source {name!r} is unique but its quota ({asked}) needs {b - a} cuts "
+                f"mixture source {name!r} is unique but its quota ({asked}) needs {needs} cuts "
                 f"of its {stream.n}: a cut would be taken twice in one epoch"
             )
-        spans_taken.append((stream, q, a, b))
-    m = sum(b - a for _, _, a, b in spans_taken)
+        spans_taken.append((stream, q, passes, a, b))
+    m = sum(k * st.n + b - a for st, _, k, a, b in spans_taken)
     rows = scratch.empty(m, np.int64)  # the planner hands it back when its plan is built
     again = np.zeros((int(layout.offsets[-1]) + 7) // 8, dtype=np.uint8)  # a bit per row
     repeating: list[_Source] = []  # the sources that take a cut more than once
     starts, block_source, block_round = [0], [], []
     stats = []
-    for s, (name, (stream, q, a, b)) in enumerate(zip(layout.names, spans_taken, strict=True)):
+    for s, (name, (stream, q, passes, a, b)) in enumerate(
+        zip(layout.names, spans_taken, strict=True)
+    ):
         leaf = by_name[name]
         at = starts[-1]
-        counts = stream.take(a, b, rows[at : at + b - a], again)
+        whole = stream.n * passes
+        stream.write_passes(rows[at : at + whole], passes)  # rounds 0 .. passes - 1
+        rest_rows = rows[at + whole : at + whole + b - a]
+        counts = stream.take(a, b, rest_rows, again)
+        if passes:  # the rest's rounds follow the passes', and its cuts are taken again
+            counts = [stream.n] * passes + (counts if b > a else [])
+            stream.flag_again(rest_rows if passes == 1 else None, again)
         if leaf.unique and len(counts) > 1:  # an hours quota within half a cut of the source
             raise ValueError(
                 f"mixture source {name!r} is unique but its quota "
@@ -934,7 +986,7 @@ def _select_epoch(
                 f"{stream.total_us / US_PER_HOUR:.3f} h: in epoch {epoch} a cut would be taken "
                 "twice (lower its share below its hours less half its longest cut)"
             )
-        total_us = stream.cum_us(b) - stream.cum_us(a) if b > a else 0
+        total_us = passes * stream.total_us + (stream.cum_us(b) - stream.cum_us(a) if b > a else 0)
         stream.forget_before(a // stream.n - 1 if stream.n else 0)
         stream.release()
         if len(counts) > 1:  # its cuts taken again are flagged: packing checks their copies
@@ -950,7 +1002,7 @@ def _select_epoch(
                 hours=stream.total_us / US_PER_HOUR,
                 unit=q.unit,
                 asked=float(q.amount) if q.unit == "cuts" else q.amount / US_PER_HOUR,
-                selected=b - a,
+                selected=whole + b - a,
                 selected_hours=total_us / US_PER_HOUR,
                 repeats=sum(counts[1:]),
             )
