@@ -1238,6 +1238,35 @@ def test_the_next_plan_of_a_mixture_takes_no_new_buffer(
     scratch.release()
 
 
+def test_a_mixture_of_indexes_reads_its_durations_into_kept_memory(
+    sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through index files the sources' durations are concatenated for each plan: into memory
+    the plan before it handed back (no fresh pages), with the same plan as a fresh copy."""
+    from discoseq.plan import scratch
+
+    multi, lay = layout(sources)
+    cfg = SamplerConfig(**BASE, mixture={"a": {"repeat": 1.5}, "b": {}, "c": {}})
+    scratch.release()
+    want = plan_epoch(dict(multi.columns.items()), cfg, 2, 2, sources=lay)  # no owned copy
+    cols = multi.columns
+    into = []
+    real_copy = cols.owned_copy
+    monkeypatch.setattr(cols, "owned_copy", lambda name, out=None: into.append(out) or
+                        real_copy(name, out))  # fmt: skip
+    plan_epoch(cols, cfg, 1, 2, sources=lay)
+    made = []
+    real = scratch._rounded
+    monkeypatch.setattr(scratch, "_rounded", lambda n: made.append(n) or real(n))
+    got = plan_epoch(cols, cfg, 2, 2, sources=lay)
+    assert made == [] and len(into) == 2 and all(b is not None for b in into)
+    # memory the scratch pool made before this plan, handed back and taken again
+    assert scratch._MADE.get(id(into[1].base)) is into[1].base
+    assert np.array_equal(got.rows, want.rows)
+    assert np.array_equal(got.batch_offsets, want.batch_offsets)
+    scratch.release()
+
+
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_per_source_stats_of_a_masked_plan_count_its_rows(drop_last: bool) -> None:
     """With positions masked and oversize cuts left out, each source's planned cuts and hours

@@ -184,8 +184,9 @@ def _plan_epoch(
         warn_if_empty(selection, batches, config, world_size)
     segment = batches.segment[ordered.order]
     bucket = segment if groups.segment_bucket is None else groups.segment_bucket[segment]
-    if selection.is_mixture:  # the selection's rows: the next plan reuses their memory
-        scratch.give_back(selection.rows)
+    if selection.is_mixture:  # the selection's rows and durations: the next plan reuses them
+        owned = selection.columns["duration"] if selection.owns_duration else None
+        scratch.give_back(selection.rows, owned)
     return EpochPlan(
         batch_offsets=ordered.offsets,
         rows=ordered.rows,

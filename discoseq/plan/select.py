@@ -135,13 +135,14 @@ def select_rows(
     # one corpus: the durations in a copy of the plan's own, when the columns are made on
     # demand (a shard corpus), so the plan can reuse its memory
     cols, bounds, owned = _prepare_columns(
-        columns, config, own_duration=sources is None, check_duration=sources is None
-    )
+        columns, config, own_duration=True, check_duration=sources is None,
+        reuse=sources is not None,
+    )  # fmt: skip
     n = int(cols["duration"].shape[0])
     if sources is not None:
         if int(sources.offsets[-1]) != n:
             raise ValueError(f"the sources hold {int(sources.offsets[-1])} rows, the columns {n}")
-        return _select_mixture(cols, config, mask, epoch, sources)
+        return _select_mixture(cols, config, mask, epoch, sources, owned)
     config.check_one_corpus()
     keep, filtered = _apply_filters(cols, config, mask)
     _check_present(cols, keep, config)
@@ -155,6 +156,7 @@ def _select_mixture(
     mask: np.ndarray | None,
     epoch: int,
     sources: SourceLayout,
+    owned: bool,
 ) -> Selection:
     n = int(cols["duration"].shape[0])
     keep, filtered = _apply_filters(cols, config, None)
@@ -175,7 +177,7 @@ def _select_mixture(
     # the column's bounds bracket the selection's durations: enough for estimating edges (the
     # selection checks the column and finds them with its sources, once per process)
     return Selection(cols, rows, n, filtered, chosen.bounds, chosen.blocks, chosen.sources,
-                     chosen.copies, sources.offsets, m)  # fmt: skip
+                     chosen.copies, sources.offsets, m, owned)  # fmt: skip
 
 
 def _prepare_columns(
@@ -183,11 +185,13 @@ def _prepare_columns(
     config: SamplerConfig,
     own_duration: bool = False,
     check_duration: bool = True,
+    reuse: bool = False,
 ) -> tuple[dict[str, np.ndarray], tuple[float, float], bool]:
     """Contiguous typed columns, the bounds of the duration column (``check_duration``: also
     checked to be positive finite seconds; else ``(1.0, 0.0)``, a mixture's selection does
     both), and whether that column is a copy nobody else holds (``own_duration``: asked of a
-    mapping that makes one, its ``owned_copy``)."""
+    mapping that makes one, its ``owned_copy``; with ``reuse``, in memory kept between plans,
+    :mod:`~discoseq.plan.scratch`, which the planner hands back)."""
     if "duration" not in columns:
         raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
     needed = needed_columns(config)
@@ -208,7 +212,13 @@ def _prepare_columns(
     n = None
     owned = None
     make_copy = getattr(columns, "owned_copy", None) if own_duration else None
-    if make_copy is not None:
+    rows = getattr(columns, "num_rows", None)
+    if make_copy is not None and reuse and isinstance(rows, int):
+        buf = scratch.empty(rows, np.float64)
+        owned = make_copy("duration", buf)
+        if owned is None:  # one index: read in place
+            scratch.give_back(buf)
+    elif make_copy is not None:
         owned = make_copy("duration")
     for name in needed:
         col = np.asarray(columns[source[name]]) if name != "duration" or owned is None else owned
