@@ -1010,8 +1010,8 @@ def test_cross_pass_is_the_passes_it_fuses() -> None:
         # groups of few cuts (under 1 in 32 of the source) are written in one pass together
         (20_000, [(40, None), (0, 30)], True, True),
         (20_000, [(15_900, None), (0, 15_850)], True, True),
-        # only the first piece large (a cycle's tail and a few cuts of the next ones): the
-        # first piece written in one pass, the few listed (with and without the codes)
+        # only the first piece large (a cycle's tail and a few cuts of the next ones), with
+        # and without the codes
         (20_000, [(40, None), (0, 30)], False, True),
         (20_000, [(300, 15_000), (0, 200), (0, 150)], False, True),
         (20_000, [(300, 15_000), (0, 200), (0, 150)], False, False),
@@ -1021,8 +1021,8 @@ def test_cross_pass_is_the_passes_it_fuses() -> None:
 def test_emit_runs_writes_rounds_runs_and_copy_bits(
     n: int, spans: list[tuple[int, int | None]], whole: bool, coded: bool
 ) -> None:
-    """One source's runs written at once: round by round, run by run, each in index order,
-    and exactly the cuts taken more than once flagged (a bit per index row)."""
+    """One source's runs written at once: round by round, each round in index order, and
+    exactly the cuts taken more than once flagged (a bit per index row)."""
     from discoseq._core import quota as quota_core
 
     rng = np.random.default_rng(5)
@@ -1055,11 +1055,16 @@ def test_emit_runs_writes_rounds_runs_and_copy_bits(
         for i in run.tolist():
             by_round.setdefault(seen[i], [[] for _ in runs])[k].append(i)
             seen[i] += 1
-    want = [base + i for r in sorted(by_round) for part in by_round[r] for i in part]
+    # round by round, each in index order (a round's runs merged)
+    want = [base + i for r in sorted(by_round) for i in sorted(i for p in by_round[r] for i in p)]
     out = np.empty(len(want), np.int64)
     again = np.zeros((base + n + 7) // 8 + 1, np.uint8)
     counts = quota_core.emit_runs(n, keep, pieces, base, out, again)
     assert out.tolist() == want
+    if len(by_round) == 1:  # runs that share no cut: their union in one pass, the same rows
+        union = np.empty(len(want), np.int64)
+        assert quota_core.collect_union(n, keep, pieces, base, union) == len(want)
+        assert union.tolist() == want
     assert counts == [sum(len(p) for p in by_round[r]) for r in sorted(by_round)]
     flagged = np.unpackbits(again, bitorder="little")[base : base + n]
     assert np.array_equal(flagged, np.array([seen[i] > 1 for i in range(n)], np.uint8))
@@ -1070,6 +1075,48 @@ def test_emit_runs_writes_rounds_runs_and_copy_bits(
         quota_core.emit_runs(n, keep, pieces, -8 * len(again), out, again)
     with pytest.raises(ValueError, match="one bit per row"):
         quota_core.emit_runs(n, keep, pieces, base, out, again[: (base + n) // 8 - 1])
+
+
+def test_collect_union_writes_disjoint_runs_in_index_order() -> None:
+    """Runs of one cycle that share no cut (an epoch's tail of a cycle and head of the next,
+    or here three rank ranges of one key, coded or not) are written as their union in index
+    order, in one pass; a wrong size is refused."""
+    from discoseq._core import quota as quota_core
+
+    rng = np.random.default_rng(8)
+    n, base, key = 9000, 21, 0xC0FFEE
+    keep = (rng.random(n) < 0.9).astype(np.uint8)
+    none = np.empty(0, np.uint8)
+    codes = np.empty(n, np.uint8)
+    quota_core.key_codes(key, codes)
+    u = _keys(key, n)
+    kept = np.flatnonzero(keep)
+    order = kept[np.lexsort((kept, u[kept]))]
+    cuts = [(0, 700), (2000, 5100), (7000, len(kept))]
+
+    def bound(r: int) -> tuple[int, int]:
+        return (int(u[order[r]]), int(order[r])) if r < len(kept) else ((1 << 64) - 1, n)
+
+    want = np.sort(np.concatenate([order[lo:hi] for lo, hi in cuts])) + base
+    for c in (codes, none):
+        pieces = [(hi - lo, none, 0, key, True, 0, 0, c, *bound(lo), *bound(hi))
+                  for lo, hi in cuts]  # fmt: skip
+        out = np.empty(want.shape[0], np.int64)
+        assert quota_core.collect_union(n, keep, pieces, base, out) == want.shape[0]
+        assert np.array_equal(out, want)
+    with pytest.raises(ValueError, match="more than"):
+        quota_core.collect_union(n, keep, pieces, base, out[:-1].copy())
+
+
+def test_each_round_of_a_source_is_in_index_order() -> None:
+    """A source's rows in one round are in index order, whatever runs of its cycles the epoch
+    takes (the later stages read the column in one sweep per round)."""
+    kw = {"mixture": {"s0": {"repeat": 0.85}, "s1": {"weight": 2.3}, "s2": {"weight": 1}},
+          "epoch_hours": 0.3}  # fmt: skip
+    for e, _, rows, blocks, _ in _selections([60, 40, 50], 12, seed=2, **kw):
+        for k in range(blocks.source.shape[0]):
+            block = rows[blocks.starts[k] : blocks.starts[k + 1]]
+            assert (np.diff(block) > 0).all(), (e, k)
 
 
 def test_source_fingerprint_sees_every_duration_and_filter_flag() -> None:

@@ -67,6 +67,9 @@ def count_rounds(
 
 EMIT_PIECES: int
 
+def collect_union(
+    n: int, keep: _U8, pieces: list[tuple[object, ...]], base: int, out: _I64
+) -> int: ...
 def emit_runs(
     n: int,
     keep: _U8,

@@ -389,27 +389,11 @@ cdef void _marks(const Piece* ps, Py_ssize_t P, Py_ssize_t blk, Py_ssize_t bn,
                 marks[t] |= <uint8_t>(_in_piece(&ps[k], blk + t) << k)
 
 
-def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not None,
-              int64_t base, int64_t[::1] out not None, uint8_t[::1] again not None):
-    """Write the runs an epoch takes from one source to ``out`` as index rows (``base + i``):
-    round by round (round ``r``: the cuts taken for the ``r + 1``-th time), within a round
-    piece by piece, each in index order. A piece is ``(size, excl, mode, key, shuffled, tu,
-    ti, codes, lo_u, lo_i, hi_u, hi_i)``: the ``size`` cuts of that set at ``(lo_u, lo_i) <=
-    (u, i) < (hi_u, hi_i)``, or ``(size, None)``: every kept cut (a whole cycle, no key
-    asked); at most ``EMIT_PIECES``. A first pass over the source, block by block, finds each
-    cut's pieces (a bit each, kept as a byte per cut), counts the groups (round, piece) and
-    sets the bit in ``again`` (one per index row, or empty) of every cut taken more than
-    once; a second writes each group's rows from those bits. Returns the number of cuts of
-    each round."""
-    cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
-    if P > MAX_PIECES:
-        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
-    if base < 0 or base > INT64_MAX - n:
-        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
-    if again.shape[0] and again.shape[0] * 8 < base + n:
-        raise ValueError(f"again needs one bit per row up to {base + n}")
-    cdef Piece ps[MAX_PIECES]
-    held = []  # the pieces' arrays, alive while the loops read them
+cdef list _pieces_of(Py_ssize_t n, const uint8_t[::1] keep, list pieces, Piece* ps,
+                     list held):
+    """The pieces' specs (see :func:`emit_runs`) into ``ps``, checked; their sizes. ``held``
+    keeps the pieces' arrays alive while the loops read them."""
+    cdef Py_ssize_t k
     cdef const uint8_t[::1] ex, co
     sizes = []
     for k, piece in enumerate(pieces):
@@ -425,10 +409,68 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
         ps[k].s = _set(n, keep, ex, piece[2], piece[3], piece[4], piece[5], piece[6], co)
         ps[k].whole = False
         ps[k].lo_u, ps[k].lo_i, ps[k].hi_u, ps[k].hi_i = piece[8], piece[9], piece[10], piece[11]
-    # (sizes that do not fill out exactly take the general path: it names the wrong piece)
-    if (P >= 2 and not ps[0].whole and sum(sizes) == out.shape[0]
-            and _only_first_dense(ps, P, sizes, n)):
-        return _emit_first_dense(n, ps, P, sizes, base, out, again)
+    return sizes
+
+
+def collect_union(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not None,
+                  int64_t base, int64_t[::1] out not None) -> int:
+    """Write ``base + i`` of every cut in any of ``pieces`` (as :func:`emit_runs` takes them;
+    an epoch's runs that take no cut twice) to ``out`` in index order, in one pass block by
+    block: the pieces' flags or-ed, then the block's rows written. Returns how many."""
+    cdef Py_ssize_t P = len(pieces), k, t, blk, bn
+    if P > MAX_PIECES:
+        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
+    if base < 0 or base > INT64_MAX - n:
+        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
+    cdef Piece ps[MAX_PIECES]
+    held = []
+    _pieces_of(n, keep, pieces, ps, held)
+    cdef uint8_t hits[BLOCK]
+    cdef uint8_t one[BLOCK]
+    cdef uint8_t ties[BLOCK]
+    cdef int64_t j = 0, cap = out.shape[0]
+    cdef int64_t* o = &out[0] if cap else NULL
+    with nogil:
+        blk = 0
+        while blk < n:
+            bn = min(<Py_ssize_t>BLOCK, n - blk)
+            memset(hits, 0, bn)
+            for k in range(P):
+                _piece_hits(&ps[k], blk, bn, one, ties)
+                for t in range(bn):
+                    hits[t] |= one[t]
+            for t in range(bn):  # every cut written at the next slot, which a hit keeps
+                if j < cap:
+                    o[j] = base + blk + t
+                j += hits[t]
+            blk += bn
+    if j > cap:
+        raise ValueError(f"more than {cap} cuts lie in the pieces")
+    return j
+
+
+def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not None,
+              int64_t base, int64_t[::1] out not None, uint8_t[::1] again not None):
+    """Write the runs an epoch takes from one source to ``out`` as index rows (``base + i``):
+    round by round (round ``r``: the cuts taken for the ``r + 1``-th time, those in more than
+    ``r`` of the pieces), each round in index order. A piece is ``(size, excl, mode, key,
+    shuffled, tu, ti, codes, lo_u, lo_i, hi_u, hi_i)``: the ``size`` cuts of that set at
+    ``(lo_u, lo_i) <= (u, i) < (hi_u, hi_i)``, or ``(size, None)``: every kept cut (a whole
+    cycle, no key asked); at most ``EMIT_PIECES``. A first pass over the source, block by
+    block, finds each cut's pieces (a bit each, kept as a byte per cut), counts the cuts of
+    each set of pieces and sets the bit in ``again`` (one per index row, or empty) of every
+    cut taken more than once; a second writes each round's rows from those bits. Returns the
+    number of cuts of each round."""
+    cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
+    if P > MAX_PIECES:
+        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
+    if base < 0 or base > INT64_MAX - n:
+        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
+    if again.shape[0] and again.shape[0] * 8 < base + n:
+        raise ValueError(f"again needs one bit per row up to {base + n}")
+    cdef Piece ps[MAX_PIECES]
+    held = []  # the pieces' arrays, alive while the loops read them
+    sizes = _pieces_of(n, keep, pieces, ps, held)
     counts = np.zeros((max(P, 1), max(P, 1)), dtype=np.int64)  # [round, piece]
     cdef int64_t[:, ::1] cnt = counts
     cdef int64_t hist[256]
@@ -439,7 +481,6 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cdef uint8_t hits[BLOCK]
     cdef uint8_t ties[BLOCK]
     cdef uint8_t mk
-    cdef Py_ssize_t i
     cdef int64_t row
     cdef bint flag_again = again.shape[0] != 0
     cdef int r
@@ -460,7 +501,7 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
             blk += bn
     for t in range(256):
         hist[t] = hist4[0][t] + hist4[1][t] + hist4[2][t] + hist4[3][t]
-    # a cut with pieces mk is in group (r, k) for each bit k of mk, r: the bits below k
+    # a cut with pieces mk is in round r of piece k for each bit k of mk, r: the bits below k
     for t in range(1, 256):
         r = 0
         for k in range(P):
@@ -473,36 +514,36 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
             raise ValueError(f"piece {k} holds {got[k]} cuts, not {sizes[k]}")
     if int(counts.sum()) != out.shape[0]:
         raise ValueError(f"the pieces hold {int(counts.sum())} cuts, out has {out.shape[0]} slots")
-    cdef uint8_t match[MAX_PIECES * MAX_PIECES][256]  # per group: the marks that belong to it
-    cdef int64_t* start[MAX_PIECES * MAX_PIECES]
-    cdef int64_t* stop[MAX_PIECES * MAX_PIECES]
-    cdef bint sparse[MAX_PIECES * MAX_PIECES]  # a group of few cuts: written by a branch
-    cdef uint8_t rare[256]  # the marks of a sparse group
+    per_round = counts.sum(axis=1)
+    cdef uint8_t match[MAX_PIECES][256]  # per round: the marks of its cuts (more than r bits)
+    cdef int64_t* start[MAX_PIECES]
+    cdef int64_t* stop[MAX_PIECES]
+    cdef bint sparse[MAX_PIECES]  # a round of few cuts: written by a branch
+    cdef uint8_t rare[256]  # the marks of a sparse round
     cdef bint any_sparse = False
     memset(rare, 0, sizeof(rare))
     cdef int G = 0
     cdef int64_t at = 0
     cdef int64_t* o = &out[0] if out.shape[0] else NULL
-    for g in range(P * P):  # the output's order: round, then piece
-        r, k = g // P, g % P
-        if cnt[r, k] == 0:
+    for r in range(P):  # the output's order: round by round
+        if per_round[r] == 0:
             continue
         for t in range(256):
-            match[G][t] = (t >> k & 1) and _popcount8(t & ((1 << k) - 1)) == r
+            match[G][t] = _popcount8(t) > r
         start[G] = o + at
-        sparse[G] = cnt[r, k] * SPARSE < n
+        sparse[G] = per_round[r] * SPARSE < n
         if sparse[G]:
             any_sparse = True
             for t in range(256):
                 rare[t] |= match[G][t]
-        at += cnt[r, k]
+        at += per_round[r]
         stop[G] = o + at
         G += 1
     cdef int64_t* p
     cdef int64_t* e
     cdef const uint8_t* tab
     cdef int64_t sink = 0
-    with nogil:  # block by block: each group's rows from the cuts' marks
+    with nogil:  # block by block: each round's rows from the cuts' marks
         blk = 0
         while blk < n:
             bn = min(<Py_ssize_t>BLOCK, n - blk)
@@ -515,12 +556,12 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
                     for t in range(bn):
                         p[0] = base + blk + t
                         p += tab[marks[t]]
-                else:  # near the group's end: a slot past it is written aside
+                else:  # near the round's end: a slot past it is written aside
                     for t in range(bn):
                         (p if p < e else &sink)[0] = base + blk + t
                         p += tab[marks[t]]
                 start[g] = p
-            if any_sparse:  # the groups of few cuts, together: a branch per cut, rarely taken
+            if any_sparse:  # the rounds of few cuts, together: a branch per cut, rarely taken
                 for t in range(bn):
                     if rare[marks[t]]:
                         for g in range(G):
@@ -531,80 +572,6 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     for g in range(G):
         if start[g] != stop[g]:
             raise ValueError("the pieces hold a different number of cuts than their sizes")
-    per_round = counts.sum(axis=1)
-    last = int(np.flatnonzero(per_round).max()) + 1 if per_round.any() else 1
-    return [int(c) for c in per_round[:last]]
-
-
-cdef bint _only_first_dense(const Piece* ps, Py_ssize_t P, list sizes, Py_ssize_t n):
-    """Every piece after the first is a coded or keyed range of few cuts (under 1 in SPARSE)."""
-    cdef Py_ssize_t k
-    for k in range(1, P):
-        if ps[k].whole or sizes[k] * SPARSE >= n:
-            return False
-    return True
-
-
-cdef _emit_first_dense(Py_ssize_t n, const Piece* ps, Py_ssize_t P, list sizes, int64_t base,
-                       int64_t[::1] out, uint8_t[::1] again):
-    """:func:`emit_runs` when only the first piece holds many cuts (a run that takes a cycle's
-    tail and a few cuts of the next): the first piece is every cut of round 0's first group,
-    written in one pass as :func:`collect_rows` writes; the few cuts of each later piece are
-    listed, and their rounds found by asking the pieces before them. The same output."""
-    cdef uint8_t hits[BLOCK]
-    cdef uint8_t ties[BLOCK]
-    cdef Py_ssize_t k, t, blk, bn, m, cap
-    cdef int64_t[::1] mem
-    cdef int64_t[::1] rk
-    counts = np.zeros((P, P), dtype=np.int64)  # [round, piece]
-    members = [None]  # per later piece: its cuts (offsets, index order) and their rounds
-    for k in range(1, P):
-        listed = np.empty(sizes[k], dtype=np.int64)
-        mem = listed
-        cap, m = sizes[k], 0
-        with nogil:
-            blk = 0
-            while blk < n:
-                bn = min(<Py_ssize_t>BLOCK, n - blk)
-                _piece_hits(&ps[k], blk, bn, hits, ties)
-                for t in range(bn):
-                    if hits[t]:  # few: a branch rarely taken
-                        if m < cap:
-                            mem[m] = blk + t
-                        m += 1
-                blk += bn
-        if m != cap:
-            raise ValueError(f"piece {k} holds {m} cuts, not {cap}")
-        rounds = np.zeros(cap, dtype=np.int64)
-        rk = rounds
-        with nogil:
-            for t in range(cap):
-                rk[t] = _in_piece(&ps[0], mem[t])
-        for j in range(1, k):
-            rounds += np.isin(listed, members[j][0], assume_unique=True)
-        counts[:, k] = np.bincount(rounds, minlength=P)[:P]
-        members.append((listed, rounds))
-    counts[0, 0] = sizes[0]  # the sizes fill out: emit_runs checked
-    starts = np.zeros(P * P + 1, dtype=np.int64)  # groups in the output's order: round, piece
-    np.cumsum(counts.reshape(-1), out=starts[1:])
-    cdef int64_t j0, cap0 = sizes[0]
-    with nogil:  # the first piece: round 0's first group, at the start of out
-        j0 = _write_piece(&ps[0], n, base, &out[0] if cap0 else NULL, cap0)
-    if j0 != sizes[0]:
-        raise ValueError(f"piece 0 holds {j0} cuts, not {sizes[0]}")
-    arr = np.asarray(out)
-    flag = again.shape[0] != 0
-    bits = np.asarray(again)
-    for k in range(1, P):
-        listed, rounds = members[k]
-        for r in range(P):
-            g = r * P + k
-            if counts[r, k]:
-                arr[starts[g] : starts[g + 1]] = listed[rounds == r] + base
-        twice = listed[rounds >= 1] + base  # in an earlier piece too: taken again
-        if flag and twice.shape[0]:
-            np.bitwise_or.at(bits, twice >> 3, (1 << (twice & 7)).astype(np.uint8))
-    per_round = counts.sum(axis=1)
     last = int(np.flatnonzero(per_round).max()) + 1 if per_round.any() else 1
     return [int(c) for c in per_round[:last]]
 

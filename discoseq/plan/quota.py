@@ -756,9 +756,9 @@ class _Source:
     def take(self, a: int, b: int, out: np.ndarray, again: np.ndarray) -> list[int]:
         """Write the cuts at stream positions ``[a, b)`` to ``out`` (``b - a`` slots) as index
         rows (``base`` + offset), round by round (round ``r``: the cuts the run takes for the
-        ``r + 1``-th time), within a round the runs of its cycles in stream order, each in
-        index order; set the bit in ``again`` (one per index row) of each cut taken more than
-        once. Returns the number of cuts of each round."""
+        ``r + 1``-th time), each round in index order (the later stages then read the column
+        in one sweep per round, not one per run); set the bit in ``again`` (one per index row)
+        of each cut taken more than once. Returns the number of cuts of each round."""
         n = self.n
         pieces: list[tuple[_Keyed, int, int]] = []
         for c in range(a // n, (b - 1) // n + 1) if b > a else range(0):
@@ -771,20 +771,21 @@ class _Source:
         last = (b - 1) // n if b > a else 0
         # no copies in one cycle's run, nor across a crossing whose cycle was reordered for it
         fits = b - a <= n and last == a // n + 1 and self.cycle(last).head is not None
-        if len(pieces) <= 1 or fits:  # one round: each run straight into its place
-            at = 0
+        specs: list[tuple[object, ...]] = [
+            (n, None) if (lo, hi) == (0, n) and keyed.whole  # every kept cut: no key asked
+            else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
+            for keyed, lo, hi in pieces
+        ] if 1 < len(pieces) <= quota_core.EMIT_PIECES else []  # fmt: skip
+        if len(pieces) <= 1:  # one run straight into its place
             for keyed, lo, hi in pieces:
-                keyed.write_rows(lo, hi, out[at : at + hi - lo], self.base)
-                at += hi - lo
-            return [at]
-        if len(pieces) <= quota_core.EMIT_PIECES:  # one pass finds every cut's runs, one writes
-            specs: list[tuple[object, ...]] = [
-                (n, None) if (lo, hi) == (0, n) and keyed.whole  # every kept cut: no key asked
-                else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
-                for keyed, lo, hi in pieces
-            ]  # fmt: skip
-            return quota_core.emit_runs(self.n_all, self.keep, specs, self.base, out,
-                                        again)  # fmt: skip
+                keyed.write_rows(lo, hi, out, self.base)
+            return [b - a]
+        if fits and specs:  # one round of runs that share no cut: their union, in one pass
+            got = quota_core.collect_union(self.n_all, self.keep, specs, self.base, out)
+            assert got == b - a
+            return [got]
+        if specs:  # one pass finds every cut's runs, one writes
+            return quota_core.emit_runs(self.n_all, self.keep, specs, self.base, out, again)
         seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
         by_round: list[list[np.ndarray]] = []
         for keyed, lo, hi in pieces:  # a run holds each cut once
@@ -797,11 +798,11 @@ class _Source:
                 by_round[k].append(run if low == high else run[r == k])
         counts = []
         at = 0
-        for runs in by_round:
-            for run in runs:
-                np.add(run, self.base, out=out[at : at + run.shape[0]])
-                at += run.shape[0]
-            counts.append(sum(int(run.shape[0]) for run in runs))
+        for runs in by_round:  # each round in index order (its runs share no cut)
+            size = sum(int(run.shape[0]) for run in runs)
+            np.add(np.sort(np.concatenate(runs)), self.base, out=out[at : at + size])
+            at += size
+            counts.append(size)
         twice = np.flatnonzero(seen > 1) + self.base
         np.bitwise_or.at(again, twice >> 3, (1 << (twice & 7)).astype(np.uint8))
         return counts
@@ -878,7 +879,7 @@ class Copies:
 @dataclass(frozen=True)
 class EpochSelection:
     """A mixture's epoch: ``rows``, the index rows it takes (a multiset: source by source,
-    round by round; within, the runs of its cycles in stream order, each in index order; its
+    round by round, each round in index order (the whole passes first, then the rest's); its
     *positions* are the places in this array), the ``copies`` to check (None: no cut twice),
     the ``blocks``, what each source contributed, and the shortest and longest duration of
     the column (``(1.0, 0.0)`` when empty)."""
