@@ -643,7 +643,8 @@ def test_an_upsampled_source_takes_every_cut_in_each_epoch(kw: dict) -> None:
     cuts once more, in each epoch alone (each cut ``floor`` or ``ceil`` of the epoch's fair
     count: no cut of a small source missing while another is taken twice), and its rests
     still tile the source's stream, so over the epochs too each cut is taken ``floor`` or
-    ``ceil`` of its fair count."""
+    ``ceil`` of its fair count. (An hours rest within half a cut of a whole pass may take a
+    cut once more; these quotas stay clear of that band.)"""
     sizes = [20, 30, 40]
     total = collections.Counter()
     asked = collections.defaultdict(float)
