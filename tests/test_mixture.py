@@ -825,19 +825,6 @@ def test_copies_flag_exactly_the_rows_taken_twice() -> None:
         assert np.array_equal(flagged, counts > 1), e
 
 
-def test_count_rounds_counts_each_cut_across_runs() -> None:
-    from discoseq._core import quota as quota_core
-
-    seen = np.zeros(6, np.int32)
-    got = []
-    for run in ([1, 4, 5], [0, 1, 2, 3, 4, 5], [4]):
-        r = np.empty(len(run), np.int32)
-        got.append((quota_core.count_rounds(np.array(run, np.int64), seen, r), r.tolist()))
-    assert got == [((0, 0), [0, 0, 0]), ((0, 1), [0, 1, 0, 0, 1, 1]), ((2, 2), [2])]
-    with pytest.raises(ValueError, match=r"run\[0\]=6 is not a cut of the source"):
-        quota_core.count_rounds(np.array([6], np.int64), seen, np.empty(1, np.int32))
-
-
 def test_scratch_buffers_are_reused_and_never_shared() -> None:
     """A mixture's plan hands its arrays of rows back and the next plan reuses them; a plan
     the caller keeps is not touched by later plans; foreign arrays are never kept."""

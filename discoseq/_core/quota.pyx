@@ -389,12 +389,19 @@ cdef void _marks(const Piece* ps, Py_ssize_t P, Py_ssize_t blk, Py_ssize_t bn,
                 marks[t] |= <uint8_t>(_in_piece(&ps[k], blk + t) << k)
 
 
+cdef _check_base(int64_t base, Py_ssize_t n):
+    if base < 0 or base > INT64_MAX - n:
+        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
+
+
 cdef list _pieces_of(Py_ssize_t n, const uint8_t[::1] keep, list pieces, Piece* ps,
                      list held):
-    """The pieces' specs (see :func:`emit_runs`) into ``ps``, checked; their sizes. ``held``
-    keeps the pieces' arrays alive while the loops read them."""
+    """The pieces' specs (see :func:`emit_runs`) into ``ps`` (room for ``MAX_PIECES``),
+    checked; their sizes. ``held`` keeps the pieces' arrays alive while the loops read them."""
     cdef Py_ssize_t k
     cdef const uint8_t[::1] ex, co
+    if len(pieces) > MAX_PIECES:
+        raise ValueError(f"{len(pieces)} pieces: at most {MAX_PIECES} at once")
     sizes = []
     for k, piece in enumerate(pieces):
         sizes.append(int(piece[0]))
@@ -418,10 +425,7 @@ def collect_union(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces no
     an epoch's runs that take no cut twice) to ``out`` in index order, in one pass block by
     block: the pieces' flags or-ed, then the block's rows written. Returns how many."""
     cdef Py_ssize_t P = len(pieces), k, t, blk, bn
-    if P > MAX_PIECES:
-        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
-    if base < 0 or base > INT64_MAX - n:
-        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
+    _check_base(base, n)
     cdef Piece ps[MAX_PIECES]
     held = []
     _pieces_of(n, keep, pieces, ps, held)
@@ -462,10 +466,7 @@ def emit_runs(Py_ssize_t n, const uint8_t[::1] keep not None, list pieces not No
     cut taken more than once; a second writes each round's rows from those bits. Returns the
     number of cuts of each round."""
     cdef Py_ssize_t P = len(pieces), k, g, t, blk, bn
-    if P > MAX_PIECES:
-        raise ValueError(f"{P} pieces: at most {MAX_PIECES} at once")
-    if base < 0 or base > INT64_MAX - n:
-        raise ValueError(f"base {base} must be at least 0 (and base + n an int64)")
+    _check_base(base, n)
     if again.shape[0] and again.shape[0] * 8 < base + n:
         raise ValueError(f"again needs one bit per row up to {base + n}")
     cdef Piece ps[MAX_PIECES]
@@ -860,33 +861,3 @@ def kept_rows(const uint8_t[::1] keep not None, Py_ssize_t n, int64_t base,
                 j += k[i] != 0
     if j != cap:
         raise ValueError(f"out has {cap} slots for the {j} kept cuts")
-
-
-def count_rounds(const int64_t[::1] run not None, int32_t[::1] seen not None,
-                 int32_t[::1] rounds not None):
-    """For each cut of ``run`` (offsets, each once): its round, how often the runs before took
-    it (``seen``, one counter per cut of the source, then counts it), written to ``rounds``.
-    Returns the smallest and largest round (``(0, -1)`` for an empty run)."""
-    cdef Py_ssize_t k, m = run.shape[0], n = seen.shape[0]
-    if rounds.shape[0] != m:
-        raise ValueError(f"rounds needs one slot per cut of the run ({m}), got {rounds.shape[0]}")
-    cdef int64_t i, bad = -1
-    cdef int32_t r, lo = 0x7FFFFFFF, hi = -1
-    with nogil:
-        for k in range(m):
-            i = run[k]
-            if i < 0 or i >= n:
-                bad = k
-                break
-            r = seen[i]
-            seen[i] = r + 1
-            rounds[k] = r
-            if r < lo:
-                lo = r
-            if r > hi:
-                hi = r
-    if bad >= 0:
-        raise ValueError(f"run[{bad}]={run[bad]} is not a cut of the source ({n} cuts)")
-    if m == 0:
-        return 0, -1
-    return lo, hi

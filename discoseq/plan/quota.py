@@ -38,6 +38,7 @@ import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -158,6 +159,12 @@ def _largest_remainder_rows(total: int, shares: np.ndarray) -> np.ndarray:
     return out + (rank < left[:, None])
 
 
+def _split(amount: Any, span: int) -> tuple[Any, Any]:
+    """Quota ``amount`` (an int, or an array over epochs) as whole passes of ``span`` and the
+    rest (a source of no span: no pass, all rest)."""
+    return divmod(amount, span) if span else (amount * 0, amount)
+
+
 class _Quotas:
     """Per-epoch quotas of every source of a mixture over given source sizes, computed for
     many epochs at once (arrays over epochs), so a stream's start after ``e`` epochs of a
@@ -270,11 +277,14 @@ class _Quotas:
         """One pass over the source on its stream axis: its cuts, or its microseconds."""
         return self.sizes[name] if unit == "cuts" else self.us[name]
 
+    def split(self, name: str, q: _Quota) -> tuple[int, int]:
+        """An epoch's quota as whole passes over the source (those take every cut, and move
+        no stream) and the rest, which its stream gives."""
+        return _split(q.amount, self.span(name, q.unit))
+
     def rest(self, name: str, q: _Quota) -> int:
-        """What an epoch's quota takes from the source's stream: the quota less its whole
-        passes over the source (those take every cut, and move no stream)."""
-        span = self.span(name, q.unit)
-        return q.amount % span if span else q.amount
+        """What an epoch's quota takes from the source's stream (see :meth:`split`)."""
+        return self.split(name, q)[1]
 
     def stream_starts(self, epoch: int) -> dict[str, int]:
         """Per source, the cuts (or microseconds) of its stream taken by the epochs before
@@ -289,8 +299,7 @@ class _Quotas:
         for lo in range(0, head, chunk):
             epochs = np.arange(lo, min(head, lo + chunk), dtype=np.uint64)
             for name, (unit, a) in self.amounts(epochs).items():
-                span = self.span(name, unit)
-                starts[name] += int((a % span if span else a).sum())
+                starts[name] += int(_split(a, self.span(name, unit))[1].sum())
         if epoch > last + 1:
             for name, q in self.of_epoch(last + 1).items():
                 starts[name] += (epoch - last - 1) * self.rest(name, q)
@@ -772,42 +781,24 @@ class _Source:
         last = (b - 1) // n if b > a else 0
         # no copies in one cycle's run, nor across a crossing whose cycle was reordered for it
         fits = b - a <= n and last == a // n + 1 and self.cycle(last).head is not None
-        specs: list[tuple[object, ...]] = [
-            (n, None) if (lo, hi) == (0, n) and keyed.whole  # every kept cut: no key asked
-            else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
-            for keyed, lo, hi in pieces
-        ] if 1 < len(pieces) <= quota_core.EMIT_PIECES else []  # fmt: skip
         if len(pieces) <= 1:  # one run straight into its place
             for keyed, lo, hi in pieces:
                 keyed.write_rows(lo, hi, out, self.base)
             return [b - a]
-        if fits and specs:  # one round of runs that share no cut: their union, in one pass
+        if len(pieces) > quota_core.EMIT_PIECES:  # a rest spans two cycles, two parts each
+            raise RuntimeError(f"the run of {self.name!r} has {len(pieces)} pieces")
+        specs: list[tuple[object, ...]] = [
+            (n, None) if (lo, hi) == (0, n) and keyed.whole  # every kept cut: no key asked
+            else (hi - lo, *keyed.spec[1:], *keyed.bounds(lo, hi))
+            for keyed, lo, hi in pieces
+        ]  # fmt: skip
+        if fits:  # one round of runs that share no cut: their union, in one pass
             got = quota_core.collect_union(self.n_all, self.keep, specs, self.base, out)
             if got != b - a:  # (runs that share a cut: slots left unwritten)
                 raise RuntimeError(f"the runs of {self.name!r} hold {got} cuts, not {b - a}")
             return [got]
-        if specs:  # one pass finds every cut's runs, one writes
-            return quota_core.emit_runs(self.n_all, self.keep, specs, self.base, out, again)
-        seen = np.zeros(self.n_all, dtype=np.int32)  # how often the run took each cut so far
-        by_round: list[list[np.ndarray]] = []
-        for keyed, lo, hi in pieces:  # a run holds each cut once
-            run = keyed.rows(lo, hi)
-            r = np.empty(run.shape[0], dtype=np.int32)
-            low, high = quota_core.count_rounds(run, seen, r)
-            for k in range(low, high + 1):
-                while len(by_round) <= k:
-                    by_round.append([])
-                by_round[k].append(run if low == high else run[r == k])
-        counts = []
-        at = 0
-        for runs in by_round:  # each round in index order (its runs share no cut)
-            size = sum(int(run.shape[0]) for run in runs)
-            np.add(np.sort(np.concatenate(runs)), self.base, out=out[at : at + size])
-            at += size
-            counts.append(size)
-        twice = np.flatnonzero(seen > 1) + self.base
-        np.bitwise_or.at(again, twice >> 3, (1 << (twice & 7)).astype(np.uint8))
-        return counts
+        # one pass finds every cut's runs, one writes
+        return quota_core.emit_runs(self.n_all, self.keep, specs, self.base, out, again)
 
 
 _SPOT_CHECKS = 257  # durations of a source named by an identity that its key holds too
@@ -952,8 +943,7 @@ def _select_epoch(
         q, leaf = this_epoch[name], by_name[name]
         stream = streams[name]
         stream.set_quota(quotas, q.unit, signature)
-        passes = q.amount // stream.span if stream.span else 0
-        rest = quotas.rest(name, q)
+        passes, rest = quotas.split(name, q)
         x = quotas.start(name, epoch)
         a, b = (stream.position(x), stream.position(x + rest)) if rest else (0, 0)
         needs = passes * stream.n + b - a

@@ -135,9 +135,8 @@ def select_rows(
     # one corpus: the durations in a copy of the plan's own, when the columns are made on
     # demand (a shard corpus), so the plan can reuse its memory
     cols, bounds, owned = _prepare_columns(
-        columns, config, own_duration=True, check_duration=sources is None,
-        reuse=sources is not None,
-    )  # fmt: skip
+        columns, config, check_duration=sources is None, reuse=sources is not None
+    )
     n = int(cols["duration"].shape[0])
     if sources is not None:
         if int(sources.offsets[-1]) != n:
@@ -183,14 +182,13 @@ def _select_mixture(
 def _prepare_columns(
     columns: Mapping[str, np.ndarray],
     config: SamplerConfig,
-    own_duration: bool = False,
     check_duration: bool = True,
     reuse: bool = False,
 ) -> tuple[dict[str, np.ndarray], tuple[float, float], bool]:
     """Contiguous typed columns, the bounds of the duration column (``check_duration``: also
     checked to be positive finite seconds; else ``(1.0, 0.0)``, a mixture's selection does
-    both), and whether that column is a copy nobody else holds (``own_duration``: asked of a
-    mapping that makes one, its ``owned_copy``; with ``reuse``, in memory kept between plans,
+    both), and whether that column is a copy nobody else holds (asked of a mapping that makes
+    one, its ``owned_copy``; with ``reuse``, in memory kept between plans,
     :mod:`~discoseq.plan.scratch`, which the planner hands back)."""
     if "duration" not in columns:
         raise ValueError(f"columns must hold 'duration'; got {sorted(columns)}")
@@ -211,7 +209,7 @@ def _prepare_columns(
     out: dict[str, np.ndarray] = {}
     n = None
     owned = None
-    make_copy = getattr(columns, "owned_copy", None) if own_duration else None
+    make_copy = getattr(columns, "owned_copy", None)
     rows = getattr(columns, "num_rows", None)
     if make_copy is not None and reuse and isinstance(rows, int):
         buf = scratch.empty(rows, np.float64)
