@@ -210,7 +210,7 @@ cdef uint64_t* _few_filter(const uint8_t* copies, int64_t id_lo, int64_t num_ids
     """The few filter of the flagged ids, or NULL when more than FEW_MAX are flagged (or no
     memory): then every row reads its copy bit. Stops at the (FEW_MAX + 1)-th."""
     cdef uint64_t* f = <uint64_t*>calloc(FEW_WORDS, sizeof(uint64_t))
-    cdef int64_t k, nbytes = (num_ids + 7) >> 3, found = 0, word, j
+    cdef int64_t k, nbytes = (num_ids + 7) >> 3, found = 0, j
     cdef uint64_t w, h
     cdef uint8_t b
     if f == NULL:
